@@ -1,0 +1,19 @@
+//! spawn's local audit log: SPEC §7 events appended as JSON lines under `$SPAWN_HOME`.
+//!
+//! See the crate's README.md for what the log guarantees and what it does not (yet).
+#![forbid(unsafe_code)]
+
+mod clock;
+mod encode;
+mod error;
+mod event;
+mod id;
+mod log;
+mod tail;
+
+pub use clock::now_rfc3339;
+pub use encode::MAX_EVENT_BYTES;
+pub use error::AuditError;
+pub use event::{Event, EventType, Outcome, Principal, Record, Resource};
+pub use id::new_id;
+pub use log::{read_records, AuditLog, LOG_FILE_NAME};

@@ -1,0 +1,137 @@
+//! `spawn`: the command-line interface. Parses arguments and calls the libraries.
+#![forbid(unsafe_code)]
+
+mod doctor;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code of `spawn run` when spawn itself failed before the command ran (SPEC §4).
+pub(crate) const EXIT_SPAWN_FAILED: u8 = 125;
+
+#[derive(Debug, Parser)]
+#[command(name = "spawn", version, about = "A secure runtime for AI agents")]
+struct Cli {
+    /// State directory (audit log, runs). Default: ~/.spawn
+    #[arg(long, env = "SPAWN_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an agent (or a bare command) in a sandbox.
+    Run(RunArgs),
+    /// Check a manifest; exit 0 or print a precise error.
+    Validate {
+        /// The manifest.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Show which runtimes and kernel features are available, and why not.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `spawn run` (SPEC §4); they override the manifest.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Agent manifest.
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: Option<PathBuf>,
+    /// Runtime: gvisor | firecracker | container | native.
+    #[arg(long)]
+    pub(crate) runtime: Option<String>,
+    /// Network policy: none | restricted | egress-only | full.
+    #[arg(long)]
+    pub(crate) net: Option<String>,
+    /// Allow a domain (restricted policy).
+    #[arg(long = "allow", value_name = "DOMAIN")]
+    pub(crate) allow: Vec<String>,
+    /// Deny a domain, IP or CIDR.
+    #[arg(long = "deny", value_name = "PATTERN")]
+    pub(crate) deny: Vec<String>,
+    /// Memory limit, e.g. 512Mi.
+    #[arg(long)]
+    pub(crate) memory: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub(crate) pids: Option<u64>,
+    /// CPU limit, e.g. 1 or 500m.
+    #[arg(long)]
+    pub(crate) cpu: Option<String>,
+    /// Wall-clock timeout, e.g. 30s or 5m.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// SRC:DST[:ro|rw] (default ro).
+    #[arg(long = "mount", value_name = "SRC:DST[:MODE]")]
+    pub(crate) mounts: Vec<String>,
+    /// Inject a secret by name.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub(crate) secrets: Vec<String>,
+    /// Set an environment variable inside the sandbox.
+    #[arg(long = "env", value_name = "K=V")]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    pub(crate) workdir: Option<String>,
+    /// Print a machine-readable result on stdout at the end.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let is_run = std::env::args().nth(1).as_deref() == Some("run");
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ if is_run => ExitCode::from(EXIT_SPAWN_FAILED),
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let home = cli.home.clone().unwrap_or_else(default_home);
+    match cli.command {
+        Command::Run(args) => run::main(&args, &home),
+        Command::Validate { file } => validate(&file),
+        Command::Doctor { json } => doctor::main(json),
+    }
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".spawn")
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match spawn_policy::load_agent(file) {
+        Ok(agent) => {
+            println!(
+                "{}: valid Agent {}/{}",
+                file.display(),
+                agent.metadata.namespace.as_deref().unwrap_or("default"),
+                agent.metadata.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("spawn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! `spawn run`: resolve the policy, run the sandbox, audit it, report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+use spawn_policy::{NetPolicy, Overrides, RunSpec, RuntimeKind};
+use spawn_sandbox::{native, ExecFailure, Observer, Report, RunOptions};
+
+use crate::{RunArgs, EXIT_SPAWN_FAILED};
+
+pub(crate) fn main(args: &RunArgs, home: &Path) -> ExitCode {
+    match run(args, home) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spawn: {e:#}");
+            ExitCode::from(EXIT_SPAWN_FAILED)
+        }
+    }
+}
+
+fn parse_kind<T: std::str::FromStr>(value: &Option<String>) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .as_deref()
+        .map(|v| v.parse::<T>().map_err(|e| anyhow::anyhow!("{e}")))
+        .transpose()
+}
+
+fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let agent = args.file.as_deref().map(spawn_policy::load_agent).transpose()?;
+    let base_dir: PathBuf = match &args.file {
+        Some(f) => f
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { cwd.clone() } else { cwd.join(p) })
+            .unwrap_or_else(|| cwd.clone()),
+        None => cwd.clone(),
+    };
+    let overrides = Overrides {
+        runtime: parse_kind::<RuntimeKind>(&args.runtime)?,
+        net: parse_kind::<NetPolicy>(&args.net)?,
+        allow: args.allow.clone(),
+        deny: args.deny.clone(),
+        memory: args.memory.clone(),
+        pids: args.pids,
+        cpu: args.cpu.clone(),
+        timeout: args.timeout.clone(),
+        mounts: args.mounts.clone(),
+        secrets: args.secrets.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        command: args.command.clone(),
+    };
+    Ok(spawn_policy::resolve(agent.as_ref(), &base_dir, &cwd, &overrides)?)
+}
+
+/// Writes audit events as the run goes; a failed append is reported, never silent.
+struct Auditor {
+    log: AuditLog,
+    principal: Principal,
+    trace_id: String,
+    failed: Option<String>,
+}
+
+impl Auditor {
+    fn emit(&mut self, event: Event) {
+        let event = Event { trace_id: Some(self.trace_id.clone()), ..event };
+        if let Err(e) = self.log.append(&[event]) {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn event(&self, t: EventType, kind: &str, name: &str, action: &str, outcome: Outcome) -> Event {
+        Event::new(
+            t,
+            self.principal.clone(),
+            Resource { kind: kind.into(), name: name.into() },
+            action,
+            outcome,
+        )
+    }
+}
+
+impl Observer for Auditor {
+    fn denied(&mut self, syscall: &str, first: bool) {
+        // One event per kind of blocked call; the totals go into agent.stop.
+        if first {
+            let e = self
+                .event(EventType::AgentCapabilityDenied, "syscall", syscall, "syscall", Outcome::Denied)
+                .with_detail("syscall", syscall)
+                .with_detail("reason", "not allowed by the sandbox's seccomp policy");
+            self.emit(e);
+        }
+    }
+}
+
+fn command_hash(command: &[String]) -> String {
+    let mut h = Sha256::new();
+    for arg in command {
+        h.update((arg.len() as u64).to_le_bytes());
+        h.update(arg.as_bytes());
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
+    let spec = resolve(args)?;
+    if spec.runtime != RuntimeKind::Native {
+        bail!(
+            "runtime {} is not supported yet by this build of spawn; run with --runtime native (or set spec.sandbox.runtime: native)",
+            spec.runtime
+        );
+    }
+    let run_id = spawn_audit::new_id("tr")?;
+    let agent_id = spawn_audit::new_id("ag")?;
+    let log = AuditLog::open(&home.join("audit"))
+        .with_context(|| format!("cannot open the audit log under {}", home.display()))?;
+    let mut auditor = Auditor {
+        log,
+        principal: Principal { kind: "agent".into(), id: agent_id, name: Some(spec.name.clone()) },
+        trace_id: run_id.clone(),
+        failed: None,
+    };
+    let argv0 = spec.command.first().cloned().unwrap_or_default();
+    let start = auditor
+        .event(EventType::AgentStart, "sandbox", spec.runtime.as_str(), "start", Outcome::Success)
+        .with_detail("runtime", spec.runtime.as_str())
+        .with_detail("namespace", spec.namespace.clone())
+        .with_detail("net", spec.net.as_str())
+        .with_detail("envNames", spec.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+        .with_detail(
+            "mounts",
+            spec.mounts.iter().map(|m| m.target.display().to_string()).collect::<Vec<_>>(),
+        );
+    auditor.emit(start);
+    if let Some(f) = auditor.failed.take() {
+        bail!("cannot write the audit log: {f}");
+    }
+    let invoke = auditor
+        .event(EventType::AgentCapabilityInvoke, "capability", "exec", "execute", Outcome::Success)
+        .with_detail("command", argv0.clone())
+        .with_detail("argc", spec.command.len())
+        .with_detail("codeHash", command_hash(&spec.command))
+        .with_detail("languages", spec.languages.clone());
+    auditor.emit(invoke);
+
+    let result = spawn_sandbox::run(&spec, &RunOptions { run_id: run_id.clone() }, &mut auditor);
+    let code = match &result {
+        Ok(report) => {
+            audit_stop(&mut auditor, report);
+            report_human(&spec, report, &argv0);
+            if args.json {
+                println!("{}", json_result(&run_id, &spec, Ok(report)));
+            }
+            u8::try_from(report.exit_code).unwrap_or(EXIT_SPAWN_FAILED)
+        }
+        Err(e) => {
+            let stop = auditor
+                .event(EventType::AgentStop, "sandbox", spec.runtime.as_str(), "stop", Outcome::Error)
+                .with_detail("error", e.to_string());
+            auditor.emit(stop);
+            if args.json {
+                println!("{}", json_result(&run_id, &spec, Err(e)));
+            }
+            eprintln!("spawn: {e}");
+            EXIT_SPAWN_FAILED
+        }
+    };
+    if let Some(f) = auditor.failed {
+        eprintln!("spawn: warning: part of this run's audit trail could not be written: {f}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn audit_stop(auditor: &mut Auditor, report: &Report) {
+    let outcome = if report.kill_reason.is_some() || report.exec_failure.is_some() {
+        Outcome::Error
+    } else {
+        Outcome::Success
+    };
+    let mut stop = auditor
+        .event(EventType::AgentStop, "sandbox", "native", "stop", outcome)
+        .with_detail("exitCode", report.exit_code)
+        .with_detail("durationMs", report.duration.as_secs_f64() * 1000.0)
+        .with_detail("blockedSyscalls", report.blocked_syscalls)
+        .with_detail("hostUid", report.host_uid);
+    if let Some(sig) = report.signal {
+        stop = stop.with_detail("signal", sig);
+    }
+    if let Some(peak) = report.peak_memory_bytes {
+        stop = stop.with_detail("peakMemoryBytes", peak);
+    }
+    if let Some(reason) = report.kill_reason {
+        stop = stop.with_detail("killReason", reason.as_str());
+    }
+    auditor.emit(stop);
+    if let Some(reason @ (spawn_sandbox::KillReason::Timeout | spawn_sandbox::KillReason::OutOfMemory)) =
+        report.kill_reason
+    {
+        let e = auditor
+            .event(EventType::ResourceExhausted, "sandbox", reason.as_str(), "kill", Outcome::Denied)
+            .with_detail("reason", reason.as_str());
+        auditor.emit(e);
+    }
+}
+
+fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {
+    match report.exec_failure {
+        Some(ExecFailure::NotFound) => eprintln!("spawn: {argv0}: command not found in the sandbox"),
+        Some(ExecFailure::NotExecutable(errno)) => eprintln!(
+            "spawn: {argv0}: cannot be executed in the sandbox ({})",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        None => {}
+    }
+    match report.kill_reason {
+        Some(spawn_sandbox::KillReason::Timeout) => eprintln!(
+            "spawn: the run exceeded its timeout of {} and was killed",
+            humantime(spec.timeout.unwrap_or(native::defaults::TIMEOUT))
+        ),
+        Some(spawn_sandbox::KillReason::OutOfMemory) => eprintln!(
+            "spawn: the run exceeded its memory limit of {} bytes and was killed",
+            spec.resources.memory_bytes.unwrap_or(native::defaults::MEMORY_BYTES)
+        ),
+        _ => {}
+    }
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+fn json_result(run_id: &str, spec: &RunSpec, result: Result<&Report, &spawn_sandbox::SandboxError>) -> Value {
+    match result {
+        Ok(r) => json!({
+            "runId": run_id,
+            "runtime": spec.runtime.as_str(),
+            "exitCode": r.exit_code,
+            "signal": r.signal,
+            "durationMs": r.duration.as_secs_f64() * 1000.0,
+            "peakMemoryBytes": r.peak_memory_bytes,
+            "blockedSyscalls": r.blocked_syscalls,
+            "blockedByName": r.blocked_by_name,
+            "killReason": r.kill_reason.map(|k| k.as_str()),
+            "oomKills": r.oom_kills,
+            "execError": r.exec_failure.map(|f| match f {
+                ExecFailure::NotFound => "not found".to_owned(),
+                ExecFailure::NotExecutable(e) => std::io::Error::from_raw_os_error(e).to_string(),
+            }),
+        }),
+        Err(e) => json!({
+            "runId": run_id,
+            "runtime": spec.runtime.as_str(),
+            "exitCode": i32::from(EXIT_SPAWN_FAILED),
+            "error": e.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,365 @@
+//! Paths: targets inside the sandbox (checked lexically) and host mount sources (resolved on
+//! the host, symlinks included).
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::PolicyError;
+use crate::manifest::MAX_PATH_BYTES;
+use crate::names::{plain, quote};
+
+/// Sandbox paths that no mount may cover: the runtime provides restricted versions of them
+/// (SPEC §5), and a mount there would replace that restriction.
+const RESERVED_TARGETS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Host paths that can never be a mount source, nor anything under them: kernel interfaces
+/// and the boot partition (kernel images, initramfs, sometimes keys).
+const FORBIDDEN_SOURCE_TREES: [&str; 5] = ["/proc", "/sys", "/dev", "/boot", "/root"];
+
+/// Host files that hold secrets (password hashes and their backups).
+const FORBIDDEN_SOURCE_FILES: [&str; 4] = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+];
+
+/// Checks an absolute path inside the sandbox and returns it normalized: one trailing slash
+/// is dropped; `.`, `..` and empty components are refused rather than resolved, so what the
+/// user reads is what gets mounted.
+pub(crate) fn sandbox_path(s: &str) -> Result<PathBuf, String> {
+    if s.len() > MAX_PATH_BYTES {
+        return Err(format!("a path is at most {MAX_PATH_BYTES} bytes"));
+    }
+    if s.contains('\0') {
+        return Err(format!("{} contains a NUL byte", quote(s)));
+    }
+    if !s.starts_with('/') {
+        return Err(format!("{} is not an absolute path", quote(s)));
+    }
+    let trimmed = if s.len() > 1 {
+        s.strip_suffix('/').unwrap_or(s)
+    } else {
+        s
+    };
+    if trimmed != "/" {
+        for component in trimmed[1..].split('/') {
+            let problem = match component {
+                "" => "an empty component (//)",
+                "." => "a '.' component",
+                ".." => "a '..' component",
+                _ => continue,
+            };
+            return Err(format!("{} has {problem}; write the path plainly", quote(s)));
+        }
+    }
+    Ok(PathBuf::from(trimmed))
+}
+
+/// Checks a mount target: a [`sandbox_path`] that is not `/` and not at or under a reserved
+/// directory.
+pub(crate) fn mount_target(s: &str) -> Result<PathBuf, String> {
+    let path = sandbox_path(s)?;
+    if path == Path::new("/") {
+        return Err("cannot mount over / (the sandbox's root)".to_owned());
+    }
+    if let Some(reserved) = RESERVED_TARGETS
+        .iter()
+        .find(|reserved| path.starts_with(reserved))
+    {
+        return Err(format!(
+            "{} is at or under {reserved}, which the sandbox provides itself",
+            quote(s)
+        ));
+    }
+    Ok(path)
+}
+
+/// Where relative sources may point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confine {
+    /// A manifest's relative source must stay inside the manifest's directory, also after
+    /// symlinks are resolved: a checked-out repository cannot reach `~/.ssh` through `..`
+    /// or through a symlink it ships.
+    ToBase,
+    /// A `--mount` source was typed by the user; relative means relative to the current
+    /// directory, nothing more.
+    No,
+}
+
+/// Resolves a host mount source to a canonical absolute path and refuses host-system and
+/// host-secret paths, devices, sockets and FIFOs.
+pub(crate) fn host_source(
+    field: &str,
+    raw: &str,
+    base: &Path,
+    confine: Confine,
+) -> Result<PathBuf, PolicyError> {
+    let invalid = |message: String| PolicyError::invalid(field, message);
+    if raw.is_empty() {
+        return Err(invalid("a mount source cannot be empty".to_owned()));
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(invalid(format!("a path is at most {MAX_PATH_BYTES} bytes")));
+    }
+    if raw.contains('\0') {
+        return Err(invalid(format!("{} contains a NUL byte", quote(raw))));
+    }
+    let given = Path::new(raw);
+    let relative = !given.is_absolute();
+    if relative && confine == Confine::ToBase && escapes(given) {
+        return Err(invalid(format!(
+            "mount source {} escapes the manifest's directory",
+            quote(raw)
+        )));
+    }
+    let joined = if relative {
+        base.join(given)
+    } else {
+        given.to_owned()
+    };
+    let shown = lexical_clean(&joined);
+    let canonical = match std::fs::canonicalize(&joined) {
+        Ok(path) => path,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(invalid(format!(
+                "mount source {} does not exist (resolved to {})",
+                plain(raw),
+                shown.display()
+            )));
+        }
+        Err(source) => {
+            return Err(PolicyError::MountSource {
+                field: field.to_owned(),
+                path: shown,
+                source,
+            })
+        }
+    };
+    if relative && confine == Confine::ToBase {
+        let canonical_base =
+            std::fs::canonicalize(base).map_err(|source| PolicyError::MountSource {
+                field: field.to_owned(),
+                path: base.to_owned(),
+                source,
+            })?;
+        if !canonical.starts_with(&canonical_base) {
+            return Err(invalid(format!(
+                "mount source {} escapes the manifest's directory through a symlink \
+                 (resolved to {}); use an absolute path if that is intended",
+                quote(raw),
+                canonical.display()
+            )));
+        }
+    }
+    check_host_path(raw, &canonical).map_err(invalid)?;
+    let metadata = std::fs::metadata(&canonical).map_err(|source| PolicyError::MountSource {
+        field: field.to_owned(),
+        path: canonical.clone(),
+        source,
+    })?;
+    let file_type = metadata.file_type();
+    let special = if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        Some("a device")
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else {
+        None
+    };
+    if let Some(what) = special {
+        return Err(invalid(format!(
+            "mount source {} is {what} ({}); only directories and regular files can be mounted",
+            quote(raw),
+            canonical.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+/// Refuses the host's root, kernel interfaces, `/boot` and known secret files.
+fn check_host_path(raw: &str, canonical: &Path) -> Result<(), String> {
+    if canonical == Path::new("/") {
+        return Err(format!(
+            "mount source {} resolves to /, the host's root",
+            quote(raw)
+        ));
+    }
+    if let Some(tree) = FORBIDDEN_SOURCE_TREES
+        .iter()
+        .find(|tree| canonical.starts_with(tree))
+    {
+        return Err(format!(
+            "mount source {} resolves to {}, at or under {tree}, which is never mounted \
+             into a sandbox",
+            quote(raw),
+            canonical.display()
+        ));
+    }
+    if FORBIDDEN_SOURCE_FILES
+        .iter()
+        .any(|file| canonical == Path::new(file))
+    {
+        return Err(format!(
+            "mount source {} resolves to {}, which holds host secrets",
+            quote(raw),
+            canonical.display()
+        ));
+    }
+    Ok(())
+}
+
+/// True when a relative path climbs above its starting directory (`../x`, `a/../../x`).
+fn escapes(relative: &Path) -> bool {
+    let mut depth: usize = 0;
+    for component in relative.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    false
+}
+
+/// Removes `.` and resolves `..` textually, for messages only (never for access checks).
+fn lexical_clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn sandbox_paths() {
+        assert_eq!(sandbox_path("/data"), Ok(PathBuf::from("/data")));
+        assert_eq!(sandbox_path("/data/"), Ok(PathBuf::from("/data")));
+        assert_eq!(sandbox_path("/"), Ok(PathBuf::from("/")));
+        assert_eq!(sandbox_path("/a/b.c/..d"), Ok(PathBuf::from("/a/b.c/..d")));
+        for (bad, why) in [
+            ("data", "is not an absolute path"),
+            ("", "is not an absolute path"),
+            ("./data", "is not an absolute path"),
+            ("/workspace/../proc", "a '..' component"),
+            ("/a/./b", "a '.' component"),
+            ("/a//b", "an empty component"),
+            ("/a//", "an empty component"),
+            ("//", "an empty component"),
+            ("/a\0b", "NUL"),
+        ] {
+            let err = sandbox_path(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        assert!(sandbox_path(&format!("/{}", "a".repeat(5000))).is_err());
+    }
+
+    #[test]
+    fn mount_targets() {
+        assert_eq!(mount_target("/workspace"), Ok(PathBuf::from("/workspace")));
+        assert_eq!(mount_target("/process"), Ok(PathBuf::from("/process")));
+        assert_eq!(mount_target("/devices"), Ok(PathBuf::from("/devices")));
+        for (bad, why) in [
+            ("/", "cannot mount over /"),
+            ("/proc", "under /proc"),
+            ("/proc/self", "under /proc"),
+            ("/sys/", "under /sys"),
+            ("/dev/shm", "under /dev"),
+            ("/workspace/../proc", "'..'"),
+        ] {
+            let err = mount_target(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn escape_detection() {
+        assert!(!escapes(Path::new("data")));
+        assert!(!escapes(Path::new("./data/../other")));
+        assert!(escapes(Path::new("..")));
+        assert!(escapes(Path::new("../../etc")));
+        assert!(escapes(Path::new("data/../../x")));
+        assert!(escapes(Path::new("./../x")));
+    }
+
+    #[test]
+    fn host_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("data")).unwrap();
+
+        let got = host_source("f", "./data", &base, Confine::ToBase).unwrap();
+        assert_eq!(got, base.join("data"));
+        let got = host_source("f", "data/", &base, Confine::ToBase).unwrap();
+        assert_eq!(got, base.join("data"));
+
+        let err = host_source("f", "./missing", &base, Confine::ToBase).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "f: mount source ./missing does not exist (resolved to {})",
+                base.join("missing").display()
+            )
+        );
+
+        let err = host_source("f", "../../etc", &base, Confine::ToBase).unwrap_err();
+        assert!(err.to_string().contains("escapes the manifest's directory"));
+
+        // The same text typed on the command line is the user's own choice.
+        let inner = base.join("data");
+        let got = host_source("f", "..", &inner, Confine::No).unwrap();
+        assert_eq!(got, base);
+
+        std::os::unix::fs::symlink("/etc", base.join("link")).unwrap();
+        let err = host_source("f", "link", &base, Confine::ToBase).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
+
+        std::os::unix::fs::symlink("/proc/self", base.join("proc")).unwrap();
+        let err = host_source("f", "proc", &base, Confine::No).unwrap_err();
+        assert!(err.to_string().contains("under /proc"), "{err}");
+
+        for bad in ["/", "/proc", "/sys/kernel", "/dev/null", "/boot", "/root"] {
+            if Path::new(bad).exists() {
+                let err = host_source("f", bad, &base, Confine::ToBase).unwrap_err();
+                assert!(
+                    err.to_string().contains("never mounted")
+                        || err.to_string().contains("host's root"),
+                    "{bad}: {err}"
+                );
+            }
+        }
+        if Path::new("/etc/shadow").exists() {
+            let err = host_source("f", "/etc/shadow", &base, Confine::ToBase).unwrap_err();
+            assert!(err.to_string().contains("holds host secrets"), "{err}");
+        }
+        let err = host_source("f", "", &base, Confine::ToBase).unwrap_err();
+        assert!(err.to_string().contains("cannot be empty"));
+        let err = host_source("f", "a\0b", &base, Confine::ToBase).unwrap_err();
+        assert!(err.to_string().contains("NUL"));
+    }
+
+    #[test]
+    fn sockets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let err = host_source("f", sock.to_str().unwrap(), dir.path(), Confine::No).unwrap_err();
+        assert!(err.to_string().contains("is a socket"), "{err}");
+    }
+}

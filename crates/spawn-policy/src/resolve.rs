@@ -1,0 +1,424 @@
+//! From a manifest and the command line to a [`RunSpec`].
+//!
+//! Precedence: a command-line flag replaces the manifest's value; `--mount` entries come after
+//! the manifest's mounts. Anything the manifest or the flags ask for that spawn cannot enforce
+//! yet is refused with "not supported yet", never dropped.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::PolicyError;
+use crate::manifest::{Agent, ExecCapability, MountMode, ResourceLimits, MAX_MOUNTS};
+use crate::names::quote;
+use crate::paths::{self, Confine};
+use crate::spec::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
+use crate::validate::{self, MAX_ENV_VARS};
+
+/// The run name when there is no manifest.
+const DEFAULT_NAME: &str = "run";
+
+/// The namespace when the manifest names none.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// The only `spec.sandbox.image` implemented: the read-only host system.
+const IMAGE_HOST: &str = "host";
+
+/// Command-line flags of `spawn run` (SPEC §4), as typed. Each one replaces the manifest's
+/// value; `mounts` are added after the manifest's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--runtime`.
+    pub runtime: Option<RuntimeKind>,
+    /// `--net`.
+    pub net: Option<NetPolicy>,
+    /// `--allow DOMAIN`, repeated.
+    pub allow: Vec<String>,
+    /// `--deny PATTERN`, repeated.
+    pub deny: Vec<String>,
+    /// `--memory 512Mi`.
+    pub memory: Option<String>,
+    /// `--pids N`.
+    pub pids: Option<u64>,
+    /// `--cpu N`.
+    pub cpu: Option<String>,
+    /// `--timeout 30s`.
+    pub timeout: Option<String>,
+    /// `--mount SRC:DST[:ro|rw]`, repeated; read-only unless `:rw`.
+    pub mounts: Vec<String>,
+    /// `--secret NAME`, repeated.
+    pub secrets: Vec<String>,
+    /// `--env K=V`, repeated.
+    pub env: Vec<String>,
+    /// `--workdir DIR` (absolute).
+    pub workdir: Option<String>,
+    /// The command after `--`.
+    pub command: Vec<String>,
+}
+
+/// Resolves a manifest (or none, for a bare `spawn run -- CMD`) and the command-line
+/// overrides into the [`RunSpec`] a runtime runs.
+///
+/// `base_dir` is the manifest's directory (relative manifest mount sources resolve against
+/// it); `cwd` the current directory (relative `--mount` sources resolve against it). Mount
+/// sources must exist: they are resolved here, symlinks included, before anything starts.
+pub fn resolve(
+    agent: Option<&Agent>,
+    base_dir: &Path,
+    cwd: &Path,
+    overrides: &Overrides,
+) -> Result<RunSpec, PolicyError> {
+    check_unsupported_overrides(overrides)?;
+    if let Some(agent) = agent {
+        // The fields are public: never trust that the caller went through `parse_agent`.
+        validate::validate(agent)?;
+    }
+    let command = resolve_command(agent, overrides)?;
+    if let Some(agent) = agent {
+        check_unsupported_manifest(agent, overrides)?;
+    }
+
+    let spec = agent.map(|a| &a.spec);
+    let sandbox = spec.and_then(|s| s.sandbox.as_ref());
+    let capabilities = spec.and_then(|s| s.capabilities.as_ref());
+    let exec = capabilities.and_then(|c| c.exec.as_ref());
+    let resources = resolve_resources(
+        sandbox.and_then(|s| s.resources.as_ref()),
+        exec,
+        overrides,
+    )?;
+    let timeout = match &overrides.timeout {
+        Some(timeout) => Some(validate::check_timeout("--timeout", timeout)?),
+        None => {
+            let run = sandbox
+                .and_then(|s| s.timeout.as_deref())
+                .map(|t| validate::check_timeout("spec.sandbox.timeout", t))
+                .transpose()?;
+            let per_exec = exec
+                .and_then(|e| e.timeout.as_deref())
+                .map(|t| validate::check_timeout("spec.capabilities.exec.timeout", t))
+                .transpose()?;
+            smaller(run, per_exec)
+        }
+    };
+
+    let base = absolute(base_dir, cwd);
+    let mut mounts = Vec::new();
+    let manifest_mounts = capabilities
+        .and_then(|c| c.fs.as_ref())
+        .map(|fs| fs.mounts.as_slice())
+        .unwrap_or_default();
+    for (i, mount) in manifest_mounts.iter().enumerate() {
+        let field = format!("spec.capabilities.fs.mounts[{i}]");
+        let target = paths::mount_target(&mount.path)
+            .map_err(|m| PolicyError::invalid(format!("{field}.path"), m))?;
+        let source = match (&mount.source, &mount.name) {
+            (Some(source), _) => MountSource::Host(paths::host_source(
+                &format!("{field}.source"),
+                source,
+                &base,
+                Confine::ToBase,
+            )?),
+            (None, Some(name)) => MountSource::Tmpfs {
+                name: name.clone(),
+                quota_bytes: mount
+                    .quota
+                    .as_deref()
+                    .map(|q| validate::check_disk(&format!("{field}.quota"), q))
+                    .transpose()?,
+            },
+            (None, None) => {
+                return Err(PolicyError::invalid(
+                    field,
+                    "needs source (a host path) or name (a per-run volume)",
+                ))
+            }
+        };
+        mounts.push((
+            format!("{field}.path"),
+            MountSpec {
+                source,
+                target,
+                writable: mount.mode.unwrap_or_default() == MountMode::Rw,
+            },
+        ));
+    }
+    if manifest_mounts.len().saturating_add(overrides.mounts.len()) > MAX_MOUNTS {
+        return Err(PolicyError::invalid(
+            "--mount",
+            format!("more than {MAX_MOUNTS} mounts in all"),
+        ));
+    }
+    for entry in &overrides.mounts {
+        mounts.push(("--mount".to_owned(), mount_flag(entry, cwd)?));
+    }
+    let mut targets = HashSet::new();
+    for (field, mount) in &mounts {
+        if !targets.insert(mount.target.clone()) {
+            return Err(validate::duplicate_target(field, &mount.target));
+        }
+    }
+
+    Ok(RunSpec {
+        name: agent.map_or_else(|| DEFAULT_NAME.to_owned(), |a| a.metadata.name.clone()),
+        namespace: agent
+            .and_then(|a| a.metadata.namespace.clone())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        runtime: overrides
+            .runtime
+            .or(sandbox.and_then(|s| s.runtime))
+            .unwrap_or(RuntimeKind::Gvisor),
+        command,
+        env: resolve_env(&overrides.env)?,
+        workdir: overrides
+            .workdir
+            .as_deref()
+            .map(|w| paths::sandbox_path(w).map_err(|m| PolicyError::invalid("--workdir", m)))
+            .transpose()?,
+        resources,
+        timeout,
+        // Only `none` gets this far (see the unsupported checks).
+        net: NetPolicy::None,
+        mounts: mounts.into_iter().map(|(_, mount)| mount).collect(),
+        languages: exec.map(|e| e.languages.clone()).unwrap_or_default(),
+    })
+}
+
+fn check_unsupported_overrides(overrides: &Overrides) -> Result<(), PolicyError> {
+    if let Some(net) = overrides.net {
+        if net != NetPolicy::None {
+            return Err(PolicyError::unsupported(
+                "--net",
+                &format!("policy {net}"),
+                "only none for now",
+            ));
+        }
+    }
+    let lists = [
+        ("--allow", overrides.allow.is_empty(), "network allowlists"),
+        ("--deny", overrides.deny.is_empty(), "network denylists"),
+        ("--secret", overrides.secrets.is_empty(), "secrets"),
+    ];
+    for (flag, empty, what) in lists {
+        if !empty {
+            return Err(PolicyError::unsupported(flag, what, ""));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_command(agent: Option<&Agent>, overrides: &Overrides) -> Result<Vec<String>, PolicyError> {
+    if !overrides.command.is_empty() {
+        validate::check_command("command", &overrides.command)?;
+        return Ok(overrides.command.clone());
+    }
+    match agent {
+        Some(agent) => match &agent.spec.command {
+            Some(command) => Ok(command.clone()),
+            None => Err(PolicyError::unsupported(
+                "spec.command",
+                "an agent without a command (the built-in agent loop)",
+                "give spec.command, or a command after --",
+            )),
+        },
+        None => Err(PolicyError::NoCommand {
+            hint: "give one after -- (spawn run -- COMMAND ARGS...), or a manifest with -f",
+        }),
+    }
+}
+
+fn check_unsupported_manifest(agent: &Agent, overrides: &Overrides) -> Result<(), PolicyError> {
+    let spec = &agent.spec;
+    if spec.model.is_some() {
+        return Err(PolicyError::unsupported(
+            "spec.model",
+            "the model gateway",
+            "remove spec.model",
+        ));
+    }
+    if spec.instructions.is_some() {
+        return Err(PolicyError::unsupported(
+            "spec.instructions",
+            "the built-in agent loop",
+            "remove spec.instructions",
+        ));
+    }
+    if spec.limits.is_some() {
+        return Err(PolicyError::unsupported(
+            "spec.limits",
+            "the built-in loop's limits",
+            "remove spec.limits",
+        ));
+    }
+    if let Some(image) = spec.sandbox.as_ref().and_then(|s| s.image.as_deref()) {
+        if image != IMAGE_HOST {
+            return Err(PolicyError::unsupported(
+                "spec.sandbox.image",
+                &format!("image {}", quote(image)),
+                "only host for now",
+            ));
+        }
+    }
+    let Some(capabilities) = &spec.capabilities else {
+        return Ok(());
+    };
+    if let Some(exec) = &capabilities.exec {
+        if exec.enabled == Some(false) {
+            return Err(PolicyError::unsupported(
+                "spec.capabilities.exec.enabled",
+                "false",
+                "a command agent's command is its exec invocation; remove the exec block \
+                 to run without exec limits",
+            ));
+        }
+    }
+    if let Some(net) = &capabilities.net {
+        if overrides.net.is_none() {
+            if let Some(policy) = net.policy {
+                if policy != NetPolicy::None {
+                    return Err(PolicyError::unsupported(
+                        "spec.capabilities.net.policy",
+                        &format!("policy {policy}"),
+                        "only none for now",
+                    ));
+                }
+            }
+        }
+        let fields = [
+            ("allowlist", !net.allowlist.is_empty(), "a network allowlist"),
+            ("denylist", !net.denylist.is_empty(), "a network denylist"),
+            ("rateLimit", net.rate_limit.is_some(), "a network rate limit"),
+            ("requireTls", net.require_tls.is_some(), "requireTls"),
+        ];
+        for (name, present, what) in fields {
+            if present {
+                return Err(PolicyError::unsupported(
+                    format!("spec.capabilities.net.{name}"),
+                    what,
+                    "",
+                ));
+            }
+        }
+    }
+    if !capabilities.secrets.is_empty() {
+        return Err(PolicyError::unsupported(
+            "spec.capabilities.secrets",
+            "secrets",
+            "",
+        ));
+    }
+    Ok(())
+}
+
+/// Flags replace the manifest's values. Without a flag, a command agent's limits are the
+/// smaller of the sandbox's and exec's, since its command is its one exec invocation.
+fn resolve_resources(
+    limits: Option<&ResourceLimits>,
+    exec: Option<&ExecCapability>,
+    overrides: &Overrides,
+) -> Result<Resources, PolicyError> {
+    let memory_bytes = match &overrides.memory {
+        Some(memory) => Some(validate::check_memory("--memory", memory)?),
+        None => {
+            let sandbox = limits
+                .and_then(|l| l.memory.as_deref())
+                .map(|m| validate::check_memory("spec.sandbox.resources.memory", m))
+                .transpose()?;
+            let per_exec = exec
+                .and_then(|e| e.memory.as_deref())
+                .map(|m| validate::check_memory("spec.capabilities.exec.memory", m))
+                .transpose()?;
+            smaller(sandbox, per_exec)
+        }
+    };
+    let pids = match overrides.pids {
+        Some(pids) => Some(validate::check_pids("--pids", pids)?),
+        None => limits
+            .and_then(|l| l.pids)
+            .map(|p| validate::check_pids("spec.sandbox.resources.pids", p))
+            .transpose()?,
+    };
+    let cpu_millis = match &overrides.cpu {
+        Some(cpu) => Some(validate::check_cpu("--cpu", cpu)?),
+        None => limits
+            .and_then(|l| l.cpu.as_deref())
+            .map(|c| validate::check_cpu("spec.sandbox.resources.cpu", c))
+            .transpose()?,
+    };
+    let disk_bytes = limits
+        .and_then(|l| l.disk.as_deref())
+        .map(|d| validate::check_disk("spec.sandbox.resources.disk", d))
+        .transpose()?;
+    Ok(Resources {
+        memory_bytes,
+        pids,
+        cpu_millis,
+        disk_bytes,
+    })
+}
+
+fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn absolute(path: &Path, cwd: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        cwd.join(path)
+    }
+}
+
+/// `SRC:DST[:ro|rw]`, read-only by default.
+fn mount_flag(entry: &str, cwd: &Path) -> Result<MountSpec, PolicyError> {
+    let field = "--mount";
+    let parts: Vec<&str> = entry.splitn(4, ':').collect();
+    let (source, target, writable) = match parts.as_slice() {
+        [source, target] => (*source, *target, false),
+        [source, target, "ro"] => (*source, *target, false),
+        [source, target, "rw"] => (*source, *target, true),
+        [_, _, mode] => {
+            return Err(PolicyError::invalid(
+                field,
+                format!("{}: the mode is ro or rw, not {}", quote(entry), quote(mode)),
+            ))
+        }
+        _ => {
+            return Err(PolicyError::invalid(
+                field,
+                format!("{} is not SRC:DST[:ro|rw]", quote(entry)),
+            ))
+        }
+    };
+    let target = paths::mount_target(target).map_err(|m| PolicyError::invalid(field, m))?;
+    let source = paths::host_source(field, source, cwd, Confine::No)?;
+    Ok(MountSpec {
+        source: MountSource::Host(source),
+        target,
+        writable,
+    })
+}
+
+fn resolve_env(entries: &[String]) -> Result<Vec<(String, String)>, PolicyError> {
+    if entries.len() > MAX_ENV_VARS {
+        return Err(PolicyError::invalid(
+            "--env",
+            format!("more than {MAX_ENV_VARS} variables"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut env = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (name, value) = validate::check_env_entry("--env", entry)?;
+        if !seen.insert(name.clone()) {
+            return Err(PolicyError::invalid(
+                "--env",
+                format!("{name} is given more than once"),
+            ));
+        }
+        env.push((name, value));
+    }
+    Ok(env)
+}

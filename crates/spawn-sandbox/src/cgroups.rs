@@ -1,0 +1,419 @@
+//! Memory, PID and CPU limits through cgroups, v1 or v2.
+//!
+//! Hosts differ: pure v2 (`/sys/fs/cgroup` is cgroup2 with the controllers), or hybrid
+//! (v1 `memory`/`pids`/`cpu` hierarchies plus a cgroup2 mount carrying few or no
+//! controllers, as on our build machines). The layout is read from `/proc/self/mountinfo`.
+//! Every run gets one group per hierarchy named `<spawn pid>-<run id>` under a `spawn`
+//! parent, so groups left by a spawn that was SIGKILLed can be found and removed later.
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::SandboxError;
+
+/// Where the controllers live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// v1 hierarchies, one mount point per controller.
+    V1 {
+        /// The `memory` hierarchy.
+        memory: PathBuf,
+        /// The `pids` hierarchy.
+        pids: PathBuf,
+        /// The `cpu` hierarchy, if mounted.
+        cpu: Option<PathBuf>,
+    },
+    /// The unified hierarchy with the memory and pids controllers.
+    V2 {
+        /// Its mount point.
+        root: PathBuf,
+    },
+}
+
+impl Layout {
+    /// Reads the layout from `/proc/self/mountinfo`.
+    pub fn detect() -> Result<Layout, SandboxError> {
+        let info = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| SandboxError::cgroup("/proc/self/mountinfo", e))?;
+        Layout::from_mountinfo(&info).ok_or_else(|| SandboxError::RuntimeUnavailable {
+            runtime: "native".into(),
+            reason: "no cgroup hierarchy with the memory and pids controllers is mounted".into(),
+            fix: Some("mount cgroup2 at /sys/fs/cgroup or the v1 memory and pids controllers".into()),
+        })
+    }
+
+    /// Parses mountinfo text; `None` when memory and pids limits cannot be enforced.
+    pub fn from_mountinfo(info: &str) -> Option<Layout> {
+        let mut memory = None;
+        let mut pids = None;
+        let mut cpu = None;
+        let mut v2 = None;
+        for line in info.lines() {
+            // "<id> <parent> <maj:min> <root> <mount point> <opts> <optional...> - <fstype> <source> <super opts>"
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = left.split(' ').nth(4).map(unescape);
+            let mut right = right.split(' ');
+            let fstype = right.next();
+            let super_opts = right.nth(1).unwrap_or("");
+            let Some(mount_point) = mount_point else {
+                continue;
+            };
+            match fstype {
+                Some("cgroup") => {
+                    for opt in super_opts.split(',') {
+                        match opt {
+                            "memory" => memory = Some(PathBuf::from(&mount_point)),
+                            "pids" => pids = Some(PathBuf::from(&mount_point)),
+                            "cpu" => cpu = Some(PathBuf::from(&mount_point)),
+                            _ => {}
+                        }
+                    }
+                }
+                Some("cgroup2") => v2 = Some(PathBuf::from(&mount_point)),
+                _ => {}
+            }
+        }
+        if let (Some(memory), Some(pids)) = (memory, pids) {
+            return Some(Layout::V1 { memory, pids, cpu });
+        }
+        let root = v2?;
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+        (has("memory") && has("pids")).then_some(Layout::V2 { root })
+    }
+
+    /// A one-line description for `spawn doctor`.
+    pub fn describe(&self) -> String {
+        match self {
+            Layout::V1 { memory, pids, cpu } => format!(
+                "cgroup v1 (memory at {}, pids at {}, cpu {})",
+                memory.display(),
+                pids.display(),
+                cpu.as_ref()
+                    .map(|c| format!("at {}", c.display()))
+                    .unwrap_or_else(|| "not mounted".into())
+            ),
+            Layout::V2 { root } => format!("cgroup v2 at {}", root.display()),
+        }
+    }
+
+    fn parents(&self) -> Vec<PathBuf> {
+        match self {
+            Layout::V1 { memory, pids, cpu } => {
+                let mut v = vec![memory.join("spawn"), pids.join("spawn")];
+                if let Some(cpu) = cpu {
+                    v.push(cpu.join("spawn"));
+                }
+                v
+            }
+            Layout::V2 { root } => vec![root.join("spawn")],
+        }
+    }
+}
+
+/// Mount points in mountinfo escape spaces and a few other bytes as `\ooo`.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The limits one run's cgroup enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of memory (swap is held to the same figure where the host accounts it).
+    pub memory_bytes: u64,
+    /// Maximum tasks.
+    pub pids: u64,
+    /// Thousandths of a CPU; `None` = no CPU limit.
+    pub cpu_millis: Option<u64>,
+}
+
+/// What the cgroup observed, read when the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Peak memory use in bytes, if the kernel reports it.
+    pub peak_memory_bytes: Option<u64>,
+    /// How many times the OOM killer killed a task of the run.
+    pub oom_kills: u64,
+    /// How many times a fork failed at the PID limit.
+    pub pids_limit_hits: u64,
+}
+
+/// One run's cgroup (one directory per hierarchy).
+#[derive(Debug)]
+pub struct Cgroup {
+    layout: Layout,
+    dirs: Vec<PathBuf>,
+    removed: bool,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), SandboxError> {
+    fs::write(path, value).map_err(|e| SandboxError::cgroup(path, e))
+}
+
+fn write_optional(path: &Path, value: &str) -> Result<(), SandboxError> {
+    match fs::write(path, value) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| SandboxError::cgroup(path, e)),
+    }
+}
+
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl Cgroup {
+    /// Creates and configures the run's groups. Nothing is left behind on error.
+    pub fn create(layout: &Layout, name: &str, limits: &Limits) -> Result<Cgroup, SandboxError> {
+        if limits.cpu_millis.is_some() {
+            if let Layout::V1 { cpu: None, .. } = layout {
+                return Err(SandboxError::Unsupported(
+                    "a CPU limit was asked for but the cpu cgroup controller is not mounted".into(),
+                ));
+            }
+        }
+        let mut cg = Cgroup {
+            layout: layout.clone(),
+            dirs: Vec::new(),
+            removed: false,
+        };
+        for parent in layout.parents() {
+            match fs::create_dir(&parent) {
+                Ok(()) => {
+                    if let Layout::V2 { root } = layout {
+                        write(&root.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                        write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(SandboxError::cgroup(&parent, e)),
+            }
+            let dir = parent.join(name);
+            fs::create_dir(&dir).map_err(|e| SandboxError::cgroup(&dir, e))?;
+            cg.dirs.push(dir);
+        }
+        cg.configure(limits)?;
+        Ok(cg)
+    }
+
+    fn configure(&self, limits: &Limits) -> Result<(), SandboxError> {
+        let mem = limits.memory_bytes.to_string();
+        match &self.layout {
+            Layout::V1 { .. } => {
+                let (memory, pids) = (&self.dirs[0], &self.dirs[1]);
+                write(&memory.join("memory.limit_in_bytes"), &mem)?;
+                write_optional(&memory.join("memory.memsw.limit_in_bytes"), &mem)?;
+                write(&pids.join("pids.max"), &limits.pids.to_string())?;
+                if let (Some(cpu), Some(dir)) = (limits.cpu_millis, self.dirs.get(2)) {
+                    write(&dir.join("cpu.cfs_period_us"), "100000")?;
+                    write(&dir.join("cpu.cfs_quota_us"), &(cpu * 100).to_string())?;
+                }
+            }
+            Layout::V2 { .. } => {
+                let dir = &self.dirs[0];
+                write(&dir.join("memory.max"), &mem)?;
+                write_optional(&dir.join("memory.swap.max"), "0")?;
+                write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                if let Some(cpu) = limits.cpu_millis {
+                    write(&dir.join("cpu.max"), &format!("{} 100000", cpu * 100))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a process into every group of the run.
+    pub fn add(&self, pid: i32) -> Result<(), SandboxError> {
+        for dir in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reads what the run consumed.
+    pub fn stats(&self) -> Stats {
+        match &self.layout {
+            Layout::V1 { .. } => Stats {
+                peak_memory_bytes: read_u64(&self.dirs[0].join("memory.max_usage_in_bytes")),
+                oom_kills: read_key(&self.dirs[0].join("memory.oom_control"), "oom_kill")
+                    .unwrap_or(0),
+                pids_limit_hits: read_key(&self.dirs[1].join("pids.events"), "max").unwrap_or(0),
+            },
+            Layout::V2 { .. } => Stats {
+                peak_memory_bytes: read_u64(&self.dirs[0].join("memory.peak")),
+                oom_kills: read_key(&self.dirs[0].join("memory.events"), "oom_kill").unwrap_or(0),
+                pids_limit_hits: read_key(&self.dirs[0].join("pids.events"), "max").unwrap_or(0),
+            },
+        }
+    }
+
+    /// The run's directories, one per hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Kills every process of the run and removes the groups.
+    pub fn remove(mut self) -> Result<(), SandboxError> {
+        self.removed = true;
+        remove_dirs(&self.dirs)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = remove_dirs(&self.dirs);
+        }
+    }
+}
+
+fn kill_procs(dir: &Path) {
+    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Removes groups, killing what is left in them; retries while the kernel finishes tearing
+/// processes down. Missing directories are fine.
+fn remove_dirs(dirs: &[PathBuf]) -> Result<(), SandboxError> {
+    let mut last = Ok(());
+    for dir in dirs.iter().rev() {
+        last = remove_one(dir);
+    }
+    last
+}
+
+/// Removes one group directory, killing what is left in it.
+pub fn remove_path(dir: &Path) -> Result<(), SandboxError> {
+    remove_one(dir)
+}
+
+fn remove_one(dir: &Path) -> Result<(), SandboxError> {
+    // Up to ~2 s: a memory-heavy process can take a while to be torn down.
+    for attempt in 0..400 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+                kill_procs(dir);
+                std::thread::sleep(Duration::from_micros(if attempt < 20 { 200 } else { 5000 }));
+            }
+            Err(e) => return Err(SandboxError::cgroup(dir, e)),
+        }
+    }
+    Err(SandboxError::cgroup(
+        dir,
+        io::Error::other("still busy after killing its processes"),
+    ))
+}
+
+/// Removes groups left behind by spawn processes that no longer exist (e.g. SIGKILLed
+/// while their guard was killed too). Returns how many were removed.
+pub fn reap_stale(layout: &Layout) -> usize {
+    let mut reaped = 0;
+    for parent in layout.parents() {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(owner) = name
+                .to_str()
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if owner > 0 && !Path::new(&format!("/proc/{owner}")).exists()
+                && remove_one(&entry.path()).is_ok()
+            {
+                reaped += 1;
+            }
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hybrid_layout_prefers_v1_controllers() {
+        let info = "\
+30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+31 25 0:27 / /sys/fs/cgroup/pids rw,relatime shared:11 - cgroup cgroup rw,pids
+32 25 0:28 / /sys/fs/cgroup/cpu rw,relatime shared:12 - cgroup cgroup rw,cpu
+33 25 0:29 / /sys/fs/cgroup/unified rw,relatime shared:13 - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            Layout::from_mountinfo(info),
+            Some(Layout::V1 {
+                memory: "/sys/fs/cgroup/memory".into(),
+                pids: "/sys/fs/cgroup/pids".into(),
+                cpu: Some("/sys/fs/cgroup/cpu".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn combined_cpu_cpuacct_mount_counts_as_cpu() {
+        let info = "\
+30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+31 25 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+";
+        match Layout::from_mountinfo(info) {
+            Some(Layout::V1 { cpu, .. }) => assert_eq!(cpu, Some("/sys/fs/cgroup/cpu,cpuacct".into())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_controllers_means_no_layout() {
+        let info = "33 25 0:29 / /nonexistent/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(Layout::from_mountinfo(info), None);
+    }
+
+    #[test]
+    fn unescapes_mount_points() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/trailing\\"), "/trailing\\");
+    }
+}

@@ -1,0 +1,119 @@
+//! Host capability probes for `spawn doctor`. Each check reads the kernel's own answer
+//! (procfs, a probing syscall); none of them changes the host.
+
+use std::path::Path;
+
+use crate::cgroups::Layout;
+
+/// One line of the doctor's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it is usable.
+    pub ok: bool,
+    /// Version, detail, or why not.
+    pub detail: String,
+}
+
+fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
+    Check { name: name.into(), ok, detail: detail.into() }
+}
+
+/// The Landlock ABI of the running kernel, if any.
+pub fn landlock_abi() -> Option<i64> {
+    crate::sys::landlock_abi()
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+fn which(name: &str) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// Every probe, in display order.
+pub fn checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    let uname = nix::sys::utsname::uname().ok();
+    out.push(check(
+        "kernel",
+        true,
+        uname
+            .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
+            .unwrap_or_else(|| "unknown".into()),
+    ));
+    let max_userns = read("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
+    out.push(check(
+        "user namespaces",
+        max_userns.is_some_and(|n| n > 0),
+        match max_userns {
+            Some(n) => format!("max_user_namespaces={n}"),
+            None => "not available".into(),
+        },
+    ));
+    let ns_ok = ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup"]
+        .iter()
+        .filter(|n| !Path::new(&format!("/proc/self/ns/{n}")).exists())
+        .map(|n| (*n).to_owned())
+        .collect::<Vec<_>>();
+    out.push(check(
+        "namespaces",
+        ns_ok.is_empty(),
+        if ns_ok.is_empty() { "user pid mnt net ipc uts cgroup".to_owned() } else { format!("missing: {}", ns_ok.join(" ")) },
+    ));
+    let actions = read("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    out.push(check(
+        "seccomp",
+        actions.split_whitespace().any(|a| a == "user_notif"),
+        if actions.is_empty() { "not available".into() } else { format!("actions: {actions}") },
+    ));
+    let ll = landlock_abi();
+    out.push(check(
+        "landlock",
+        ll.is_some(),
+        match ll {
+            Some(abi) => format!("ABI {abi}"),
+            None => "not available (runs proceed without it; the other layers still apply)".into(),
+        },
+    ));
+    match Layout::detect() {
+        Ok(layout) => out.push(check("cgroups", true, layout.describe())),
+        Err(e) => out.push(check("cgroups", false, e.to_string())),
+    }
+    match crate::native::check_available() {
+        Ok(_) => out.push(check("runtime native", true, "available: namespaces + seccomp + landlock + cgroups")),
+        Err(e) => out.push(check("runtime native", false, e.to_string())),
+    }
+    out.push(check(
+        "runtime gvisor",
+        false,
+        format!(
+            "not supported yet by this build{}",
+            which("runsc").map(|p| format!(" (runsc found at {p})")).unwrap_or_default()
+        ),
+    ));
+    out.push(check(
+        "runtime container",
+        false,
+        format!(
+            "not supported yet by this build{}",
+            which("crun").or_else(|| which("runc")).map(|p| format!(" ({p} found)")).unwrap_or_default()
+        ),
+    ));
+    out.push(check(
+        "runtime firecracker",
+        false,
+        if Path::new("/dev/kvm").exists() {
+            "not supported yet by this build"
+        } else {
+            "not supported yet by this build; /dev/kvm is absent"
+        },
+    ));
+    out
+}

@@ -1,0 +1,233 @@
+//! Code that runs inside the sandbox: the minimal init (PID 1 of the new PID namespace)
+//! and the agent process it forks.
+//!
+//! Everything here runs in a process created by `clone3`/`fork` from a single-threaded
+//! parent, and leaves only through `execve` or [`sys::exit_now`]. Failures are reported to
+//! spawn over the report socket as one message, never printed.
+//!
+//! Report protocol (SOCK_SEQPACKET, one message each):
+//! - `L` + the seccomp listener fd (SCM_RIGHTS): the agent installed its filter;
+//! - `E<stage>\0<errno>`: set-up failed at `stage`;
+//! - `X<errno>`: every `execve` candidate failed; errno of the most telling one.
+//!
+//! The socket end is close-on-exec, so spawn sees EOF once the agent's program runs.
+
+use std::ffi::CString;
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+
+use crate::error::SandboxError;
+use crate::landlock::{self, Rules};
+use crate::rootfs::{self, Plan, AGENT_ID};
+use crate::seccomp::Compiled;
+use crate::sys;
+
+/// Everything the init and agent need, prepared by the parent before `clone3` so the
+/// children do as little work (and allocation) as possible.
+#[derive(Debug)]
+pub(crate) struct ChildConfig {
+    pub(crate) plan: Plan,
+    pub(crate) hostname: String,
+    pub(crate) argv: Vec<CString>,
+    pub(crate) envp: Vec<CString>,
+    /// Candidate paths for argv[0] (PATH search done against the sandbox's view).
+    pub(crate) search_path: Vec<Vec<u8>>,
+    pub(crate) workdir: CString,
+    pub(crate) seccomp: Compiled,
+    pub(crate) landlock: Rules,
+    pub(crate) rlimits: Vec<(nix::sys::resource::Resource, u64)>,
+}
+
+/// The child ends of the channels to spawn.
+#[derive(Debug)]
+pub(crate) struct ChildFds {
+    /// Read end: one byte once the parent has written the id maps and set the cgroup.
+    pub(crate) go: OwnedFd,
+    /// Report socket (see module docs).
+    pub(crate) report: OwnedFd,
+    /// Write end: init writes the agent's raw wait status (4 bytes, native endian).
+    pub(crate) status: OwnedFd,
+}
+
+fn report_error(report: &OwnedFd, stage: &str, err: &std::io::Error) {
+    let mut msg = Vec::with_capacity(stage.len() + 16);
+    msg.push(b'E');
+    msg.extend_from_slice(stage.as_bytes());
+    msg.push(0);
+    msg.extend_from_slice(err.raw_os_error().unwrap_or(0).to_string().as_bytes());
+    let _ = nix::unistd::write(report, &msg);
+}
+
+fn fail(report: &OwnedFd, e: SandboxError) -> ! {
+    let (stage, err) = match e {
+        SandboxError::Setup { stage, source } => (stage, source),
+        other => (other.to_string(), std::io::Error::from_raw_os_error(0)),
+    };
+    report_error(report, &stage, &err);
+    sys::exit_now(125)
+}
+
+/// Signals init forwards to the agent's process group.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+];
+
+/// Entry point of the clone3 child: becomes the sandbox init. Never returns.
+pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
+    let ChildFds { go, report, status } = fds;
+    // Die with spawn. If spawn died before this line, the go pipe reads EOF below.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        fail(&report, SandboxError::setup("set parent-death signal", e));
+    }
+    let mut byte = [0u8; 1];
+    match std::fs::File::from(go).read(&mut byte) {
+        Ok(1) => {}
+        _ => sys::exit_now(125),
+    }
+    if let Err(e) = setup_init(cfg) {
+        fail(&report, e);
+    }
+
+    // Block the signals init handles synchronously before the agent exists.
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    if let Err(e) = set.thread_block() {
+        fail(&report, SandboxError::setup("block signals", e));
+    }
+
+    let agent = match sys::fork() {
+        Ok(None) => agent_main(cfg, &report),
+        Ok(Some(pid)) => Pid::from_raw(pid),
+        Err(e) => fail(&report, SandboxError::setup("fork agent", e)),
+    };
+    drop(report);
+
+    let wait_status = supervise(agent, &set);
+    let _ = std::fs::File::from(status).write_all(&wait_status.to_ne_bytes());
+    sys::exit_now(0)
+}
+
+fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
+    // The clone child still carries spawn's host credentials, which are unmapped here;
+    // become the namespace's root (host id BASE+2·pid) before touching any file.
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| SandboxError::setup("become namespace root (gid)", e))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| SandboxError::setup("cgroup namespace", e))?;
+    nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
+    sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))?;
+    rootfs::apply(&cfg.plan)?;
+    Ok(())
+}
+
+/// Reaps every child, forwards signals to the agent's process group, and returns the
+/// agent's raw wait status once it has exited.
+fn supervise(agent: Pid, set: &SigSet) -> i32 {
+    loop {
+        let sig = match set.wait() {
+            Ok(sig) => sig,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            // The agent leads its own session and process group.
+            let _ = kill(Pid::from_raw(-agent.as_raw()), sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == agent => return (code & 0xff) << 8,
+                Ok(WaitStatus::Signaled(pid, sig, core)) if pid == agent => {
+                    return sig as i32 | if core { 0x80 } else { 0 };
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+/// The agent: drops every privilege, confines itself and execs the command.
+fn agent_main(cfg: &ChildConfig, report: &OwnedFd) -> ! {
+    if let Err(e) = confine(cfg, report) {
+        fail(report, e);
+    }
+    // PATH search inside the sandbox, like execvp: remember the most telling error.
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
+    let mut denied: Option<std::io::Error> = None;
+    for candidate in &cfg.search_path {
+        let Ok(path) = CString::new(candidate.clone()) else { continue };
+        let e = sys::execve(&path, &cfg.argv, &cfg.envp);
+        match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => denied = Some(e),
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            _ => last = e,
+        }
+        if last.raw_os_error() != Some(libc::ENOENT) {
+            break;
+        }
+    }
+    let err = denied.unwrap_or(last);
+    let msg = format!("X{}", err.raw_os_error().unwrap_or(0));
+    let _ = nix::unistd::write(report, msg.as_bytes());
+    sys::exit_now(if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 })
+}
+
+fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
+    nix::unistd::setsid().map_err(|e| SandboxError::setup("new session", e))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SandboxError::setup("set parent-death signal", e))?;
+    for (resource, value) in &cfg.rlimits {
+        // Only ever lower a limit: raising a hard limit is not possible (nor wanted) here.
+        let (_, hard) = nix::sys::resource::getrlimit(*resource)
+            .map_err(|e| SandboxError::setup("read rlimit", e))?;
+        let v = (*value).min(hard);
+        nix::sys::resource::setrlimit(*resource, v, v)
+            .map_err(|e| SandboxError::setup("set rlimit", e))?;
+    }
+    sys::drop_bounding_and_ambient().map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
+    let gid = Gid::from_raw(AGENT_ID);
+    let uid = Uid::from_raw(AGENT_ID);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
+    sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
+    landlock::restrict(&cfg.landlock)?;
+    nix::unistd::chdir(cfg.workdir.as_c_str())
+        .map_err(|e| SandboxError::setup(format!("enter working directory {}", cfg.workdir.to_string_lossy()), e))?;
+    sys::reset_signals();
+    sys::seccomp_install(&cfg.seccomp.clone3, false)
+        .map_err(|e| SandboxError::setup("install seccomp clone3 filter", e))?;
+    let listener = sys::seccomp_install(&cfg.seccomp.main, true)
+        .map_err(|e| SandboxError::setup("install seccomp filter", e))?
+        .ok_or_else(|| SandboxError::setup("install seccomp filter", std::io::Error::other("no listener")))?;
+    let fds = [listener.as_raw_fd()];
+    sendmsg::<()>(
+        report.as_fd().as_raw_fd(),
+        &[IoSlice::new(b"L")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| SandboxError::setup("hand over seccomp listener", e))?;
+    // The agent must never keep its own listener: it could answer its own notifications.
+    drop(listener);
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! spawn's sandboxes. The `native` runtime is built directly on kernel primitives: user,
+//! PID, mount, network, IPC, UTS and cgroup namespaces, a planned read-only root, seccomp
+//! with user notification, Landlock, cgroups and rlimits.
+//!
+//! Policy is data, enforcement is separate: [`rootfs::plan`], [`seccomp::main_rules`] and
+//! the Landlock [`landlock::Rules`] are plain values built from a [`spawn_policy::RunSpec`];
+//! the sandbox init applies them. All `unsafe` lives in `sys`.
+
+pub mod cgroups;
+pub mod doctor;
+mod error;
+mod init;
+pub mod landlock;
+pub mod native;
+pub mod rootfs;
+pub mod seccomp;
+mod sys;
+
+pub use error::SandboxError;
+pub use native::{run, ExecFailure, KillReason, NoObserver, Observer, Report, RunOptions};

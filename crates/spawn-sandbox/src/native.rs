@@ -1,0 +1,584 @@
+//! The `native` runtime, host side: creates the namespaces, cgroup and channels, starts the
+//! sandbox init, then supervises the run (seccomp notifications, timeout, signals) until
+//! it ends, and cleans up.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use spawn_policy::{NetPolicy, RunSpec};
+
+use crate::cgroups::{self, Cgroup, Layout, Limits};
+use crate::error::SandboxError;
+use crate::init::{self, ChildConfig, ChildFds};
+use crate::landlock::Rules;
+use crate::rootfs::{self, AGENT_ID};
+use crate::seccomp;
+use crate::sys;
+
+/// Defaults for limits the spec leaves open. Never "unlimited".
+pub mod defaults {
+    /// Memory: 512 MiB.
+    pub const MEMORY_BYTES: u64 = 512 << 20;
+    /// Tasks: enough for node or a JVM's threads, far from a fork bomb.
+    pub const PIDS: u64 = 256;
+    /// One CPU.
+    pub const CPU_MILLIS: u64 = 1000;
+    /// Scratch space (`/tmp` + `/workspace`): 1 GiB.
+    pub const DISK_BYTES: u64 = 1 << 30;
+    /// Wall clock: 10 minutes.
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+    /// Open files per process.
+    pub const NOFILE: u64 = 4096;
+}
+
+/// After a SIGINT/SIGTERM to spawn, how long the agent gets to exit before SIGKILL.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+/// Host uids/gids of sandbox users are taken from this otherwise unused range
+/// (0x70000000–0x707fffff: above systemd's container range, below 2^31): uid 0 inside maps
+/// to `BASE + 2·pid(spawn)`, the agent's uid 1000 to the next id. Host root is never mapped.
+pub const HOST_ID_BASE: u32 = 0x7000_0000;
+/// PIDs are folded into this many slots (pid_max is at most 2^22).
+const HOST_ID_SLOTS: u32 = 1 << 22;
+
+/// Why spawn ended a run early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// The wall-clock timeout expired.
+    Timeout,
+    /// The kernel's OOM killer hit the memory limit.
+    OutOfMemory,
+    /// spawn received this signal and passed it on.
+    Cancelled(i32),
+}
+
+impl KillReason {
+    /// Stable name for `--json` and audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillReason::Timeout => "timeout",
+            KillReason::OutOfMemory => "oom",
+            KillReason::Cancelled(_) => "cancelled",
+        }
+    }
+}
+
+/// Why the command could not start (exit 126/127).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFailure {
+    /// No such program in the sandbox (127).
+    NotFound,
+    /// It exists but cannot be executed (126), with the errno.
+    NotExecutable(i32),
+}
+
+/// The result of a run whose command was started (or found missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// spawn's exit code for the run (SPEC §4).
+    pub exit_code: i32,
+    /// The signal that ended the command, if any.
+    pub signal: Option<i32>,
+    /// Start to end.
+    pub duration: Duration,
+    /// Peak memory of the whole sandbox.
+    pub peak_memory_bytes: Option<u64>,
+    /// Syscalls denied by seccomp, all kinds.
+    pub blocked_syscalls: u64,
+    /// Denied syscalls by name.
+    pub blocked_by_name: BTreeMap<String, u64>,
+    /// Why spawn ended it, if it did.
+    pub kill_reason: Option<KillReason>,
+    /// Set when the command could not be executed.
+    pub exec_failure: Option<ExecFailure>,
+    /// OOM kills inside the sandbox (a child may be killed while the command survives).
+    pub oom_kills: u64,
+    /// The host uid the agent ran as.
+    pub host_uid: u32,
+}
+
+/// Hooks for the caller (audit, progress). Called on spawn's thread.
+pub trait Observer {
+    /// The sandbox exists and the command is about to start.
+    fn started(&mut self, _host_pid: i32, _host_uid: u32) {}
+    /// A syscall was denied; `first` for the first of its kind in this run.
+    fn denied(&mut self, _syscall: &str, _first: bool) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Per-run settings that are not policy.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run's id (`tr_…`), used to name its cgroup.
+    pub run_id: String,
+}
+
+/// Checks that this host can run native sandboxes at all (for `run` and `doctor`).
+pub fn check_available() -> Result<Layout, SandboxError> {
+    let unavailable = |reason: &str, fix: &str| SandboxError::RuntimeUnavailable {
+        runtime: "native".into(),
+        reason: reason.into(),
+        fix: Some(fix.into()),
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(unavailable(
+            "it needs root to map the sandbox users to unused host ids",
+            "run spawn as root",
+        ));
+    }
+    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !actions.split_whitespace().any(|a| a == "user_notif") {
+        return Err(unavailable(
+            "the kernel lacks seccomp user notification",
+            "use Linux 5.0 or newer with CONFIG_SECCOMP_FILTER",
+        ));
+    }
+    Layout::detect()
+}
+
+fn host_ids() -> (u32, u32) {
+    let slot = std::process::id() % HOST_ID_SLOTS;
+    let root = HOST_ID_BASE + 2 * slot;
+    (root, root + 1)
+}
+
+fn cstring(s: &str, what: &str) -> Result<CString, SandboxError> {
+    CString::new(s).map_err(|_| SandboxError::Unsupported(format!("{what} contains a NUL byte")))
+}
+
+/// The environment of the agent: a minimal base plus the spec's entries.
+pub fn agent_env(spec: &RunSpec) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into()),
+        ("HOME".into(), "/workspace".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("TERM".into(), std::env::var("TERM").ok().filter(|t| t.len() < 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).unwrap_or_else(|| "xterm".into())),
+        ("USER".into(), "agent".into()),
+    ];
+    for (k, v) in &spec.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+fn search_path(argv0: &str, env: &[(String, String)]) -> Vec<Vec<u8>> {
+    if argv0.contains('/') {
+        return vec![argv0.as_bytes().to_vec()];
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{d}/{argv0}").into_bytes())
+        .collect()
+}
+
+fn child_config(spec: &RunSpec, disk: u64, memory: u64, pids: u64) -> Result<ChildConfig, SandboxError> {
+    if spec.net != NetPolicy::None {
+        return Err(SandboxError::Unsupported(format!(
+            "net policy {} is not supported yet by the native runtime",
+            spec.net.as_str()
+        )));
+    }
+    let hostname = spec.name.clone();
+    let plan = rootfs::plan(spec, disk, &hostname);
+    let env = agent_env(spec);
+    let argv0 = spec.command.first().ok_or_else(|| SandboxError::Unsupported("empty command".into()))?;
+    let argv = spec
+        .command
+        .iter()
+        .map(|a| cstring(a, "an argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workdir = spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/workspace"));
+    let workdir = cstring(&workdir.to_string_lossy(), "the working directory")?;
+    let landlock = Rules { read: plan.readable.clone(), write: plan.writable.clone() };
+    use nix::sys::resource::Resource;
+    Ok(ChildConfig {
+        search_path: search_path(argv0, &env),
+        plan,
+        hostname,
+        argv,
+        envp,
+        workdir,
+        seccomp: seccomp::compile()?,
+        landlock,
+        rlimits: vec![
+            (Resource::RLIMIT_CORE, 0),
+            (Resource::RLIMIT_NOFILE, defaults::NOFILE),
+            (Resource::RLIMIT_NPROC, pids),
+            (Resource::RLIMIT_FSIZE, disk),
+            (Resource::RLIMIT_MEMLOCK, memory.min(64 << 20)),
+        ],
+    })
+}
+
+/// A process outside the sandbox that removes the run's cgroups if spawn dies without
+/// doing it (SIGKILL): it waits for EOF on a pipe whose only writer is spawn.
+struct Guard {
+    tx: Option<OwnedFd>,
+    pid: Pid,
+}
+
+impl Guard {
+    fn start(dirs: Vec<PathBuf>) -> Result<Guard, SandboxError> {
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("guard pipe", e))?;
+        match sys::fork().map_err(|e| SandboxError::setup("fork cleanup guard", e))? {
+            None => {
+                // Leave spawn's session and ignore terminal signals: only EOF ends us.
+                let _ = nix::unistd::setsid();
+                sys::detach_stdio_and_signals();
+                sys::close_all_except(&[rx.as_raw_fd()]);
+                let mut buf = [0u8; 1];
+                let mut f = std::fs::File::from(rx);
+                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+                for dir in &dirs {
+                    let _ = cgroups::remove_path(dir);
+                }
+                sys::exit_now(0)
+            }
+            Some(pid) => Ok(Guard { tx: Some(tx), pid: Pid::from_raw(pid) }),
+        }
+    }
+
+    fn finish(mut self) {
+        self.tx = None;
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+struct Channels {
+    go_tx: OwnedFd,
+    report: OwnedFd,
+    status_rx: OwnedFd,
+    child: ChildFds,
+}
+
+fn channels() -> Result<Channels, SandboxError> {
+    let (go_rx, go_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
+    let (status_rx, status_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
+    let (report, report_child) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| SandboxError::setup("socketpair", e))?;
+    Ok(Channels {
+        go_tx,
+        report,
+        status_rx,
+        child: ChildFds { go: go_rx, report: report_child, status: status_tx },
+    })
+}
+
+/// What the report socket said.
+#[derive(Debug, Default)]
+struct Reported {
+    listener: Option<OwnedFd>,
+    setup_error: Option<(String, i32)>,
+    exec_errno: Option<i32>,
+    closed: bool,
+}
+
+fn read_report(sock: &OwnedFd, into: &mut Reported) {
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let (len, fds) = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+        Ok(msg) => {
+            let mut fds = Vec::new();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(r) = c {
+                        fds.extend(r);
+                    }
+                }
+            }
+            (msg.bytes, fds)
+        }
+        Err(_) => {
+            into.closed = true;
+            return;
+        }
+    };
+    let owned: Vec<OwnedFd> = fds.into_iter().map(sys::own_fd).collect();
+    if len == 0 {
+        into.closed = true;
+        return;
+    }
+    let msg = &buf[..len];
+    match msg[0] {
+        b'L' => into.listener = owned.into_iter().next(),
+        b'E' => {
+            let body = &msg[1..];
+            let (stage, errno) = match body.iter().position(|b| *b == 0) {
+                Some(i) => (&body[..i], &body[i + 1..]),
+                None => (body, &b""[..]),
+            };
+            let errno = std::str::from_utf8(errno).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            into.setup_error = Some((String::from_utf8_lossy(stage).into_owned(), errno));
+        }
+        b'X' => {
+            into.exec_errno = std::str::from_utf8(&msg[1..]).ok().and_then(|s| s.parse().ok());
+        }
+        _ => {}
+    }
+}
+
+/// Runs `spec` in a native sandbox. Blocks until the run ends. `Err` means the command never
+/// started (exit 125); everything else, including a missing command, is a [`Report`].
+///
+/// The calling process must be single-threaded (the sandbox is created with fork
+/// semantics); this is checked.
+pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Result<Report, SandboxError> {
+    let started = Instant::now();
+    let layout = check_available()?;
+    if sys::thread_count().map_err(|e| SandboxError::setup("count threads", e))? != 1 {
+        return Err(SandboxError::Unsupported(
+            "the native runtime must be started from a single-threaded process".into(),
+        ));
+    }
+    cgroups::reap_stale(&layout);
+
+    let memory = spec.resources.memory_bytes.unwrap_or(defaults::MEMORY_BYTES);
+    let pids = spec.resources.pids.unwrap_or(defaults::PIDS);
+    let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
+    let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
+    let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
+    let cfg = child_config(spec, disk, memory, pids)?;
+
+    let name = format!("{}-{}", std::process::id(), opts.run_id);
+    let cgroup = Cgroup::create(&layout, &name, &Limits { memory_bytes: memory, pids, cpu_millis: Some(cpu) })?;
+    let guard = Guard::start(cgroup.dirs().to_vec())?;
+    let (root_id, agent_id) = host_ids();
+
+    // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
+    let mut cancel_set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        cancel_set.add(s);
+    }
+    let old_mask = cancel_set.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(|e| SandboxError::setup("block signals", e))?;
+    let result = (|| {
+        let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
+        let ch = channels()?;
+        let ns = (libc::CLONE_NEWUSER
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS) as u64;
+        let (pid, pidfd) = match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
+            sys::Forked::Child => {
+                let keep = [ch.child.go.as_raw_fd(), ch.child.report.as_raw_fd(), ch.child.status.as_raw_fd()];
+                sys::close_all_except(&keep);
+                init::init_main(&cfg, ch.child)
+            }
+            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
+        let Channels { go_tx, report, status_rx, child } = ch;
+        drop(child);
+        let sandbox = Pid::from_raw(pid);
+        let prepared = (|| {
+            let map = format!("0 {root_id} 1\n{AGENT_ID} {agent_id} 1\n");
+            std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| SandboxError::setup("write uid_map", e))?;
+            std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| SandboxError::setup("write gid_map", e))?;
+            cgroup.add(pid)?;
+            std::fs::File::from(go_tx).write_all(b"g").map_err(|e| SandboxError::setup("start sandbox", e))
+        })();
+        if let Err(e) = prepared {
+            let _ = kill(sandbox, Signal::SIGKILL);
+            let _ = waitpid(sandbox, None);
+            return Err(e);
+        }
+        observer.started(pid, agent_id);
+        supervise(SupervisedRun {
+            sandbox,
+            pidfd,
+            report,
+            status_rx,
+            sigfd,
+            deadline: started + timeout,
+            agent_uid: agent_id,
+            started,
+            cgroup: &cgroup,
+        }, observer)
+    })();
+    let _ = old_mask.thread_set_mask();
+    let removed = cgroup.remove();
+    guard.finish();
+    let report = result?;
+    removed?;
+    Ok(report)
+}
+
+struct SupervisedRun<'a> {
+    sandbox: Pid,
+    pidfd: OwnedFd,
+    report: OwnedFd,
+    status_rx: OwnedFd,
+    sigfd: SignalFd,
+    deadline: Instant,
+    agent_uid: u32,
+    started: Instant,
+    cgroup: &'a Cgroup,
+}
+
+fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Report, SandboxError> {
+    let mut reported = Reported::default();
+    let mut blocked: BTreeMap<String, u64> = BTreeMap::new();
+    let mut blocked_total = 0u64;
+    let mut kill_reason = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut exited = false;
+    while !exited {
+        let now = Instant::now();
+        let next = match kill_at {
+            Some(k) => k.min(run.deadline),
+            None => run.deadline,
+        };
+        if now >= next {
+            if now >= run.deadline && kill_reason.is_none() {
+                kill_reason = Some(KillReason::Timeout);
+            }
+            let _ = kill(run.sandbox, Signal::SIGKILL);
+            kill_at = Some(now + Duration::from_secs(3600));
+        }
+        let wait_ms = next.saturating_duration_since(now).as_millis().min(60_000) as u16;
+        let wait_ms = wait_ms.max(1);
+        let mut fds = vec![
+            PollFd::new(run.pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(run.sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if !reported.closed {
+            fds.push(PollFd::new(run.report.as_fd(), PollFlags::POLLIN));
+        }
+        let listener = reported.listener.as_ref().map(|l| l.as_fd());
+        if let Some(l) = listener {
+            fds.push(PollFd::new(l, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::from(wait_ms)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(SandboxError::setup("poll", e)),
+        }
+        let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        let pid_ready = !ready(0).is_empty();
+        let sig_ready = ready(1).contains(PollFlags::POLLIN);
+        let report_idx = if reported.closed { None } else { Some(2) };
+        let report_ready = report_idx.map(|i| !ready(i).is_empty()).unwrap_or(false);
+        let listener_idx = listener.map(|_| if reported.closed { 2 } else { 3 });
+        let listener_flags = listener_idx.map(ready).unwrap_or(PollFlags::empty());
+        drop(fds);
+
+        if listener_flags.contains(PollFlags::POLLIN) {
+            if let Some(l) = reported.listener.as_ref() {
+                if let Ok(n) = sys::seccomp_notif_recv(l.as_fd()) {
+                    let _ = sys::seccomp_notif_deny(l.as_fd(), n.id, libc::EPERM);
+                    let name = seccomp::syscall_name(i64::from(n.syscall));
+                    blocked_total += 1;
+                    let count = blocked.entry(name.clone()).or_insert(0);
+                    *count += 1;
+                    observer.denied(&name, *count == 1);
+                }
+            }
+        } else if listener_flags.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            reported.listener = None;
+        }
+        if report_ready {
+            read_report(&run.report, &mut reported);
+        }
+        if sig_ready {
+            if let Ok(Some(info)) = run.sigfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if kill_at.is_none() {
+                    if let Ok(sig) = Signal::try_from(signo) {
+                        let _ = kill(run.sandbox, sig);
+                    }
+                    kill_reason.get_or_insert(KillReason::Cancelled(signo));
+                    kill_at = Some(Instant::now() + CANCEL_GRACE);
+                } else {
+                    let _ = kill(run.sandbox, Signal::SIGKILL);
+                }
+            }
+        }
+        if pid_ready {
+            exited = true;
+        }
+    }
+    // Drain what the report socket still holds (an exec error written just before exit).
+    while !reported.closed {
+        read_report(&run.report, &mut reported);
+    }
+    let init_status = waitpid(run.sandbox, None).map_err(|e| SandboxError::setup("wait for sandbox", e))?;
+    let duration = run.started.elapsed();
+    if let Some((stage, errno)) = reported.setup_error.take() {
+        return Err(SandboxError::Setup { stage, source: std::io::Error::from_raw_os_error(errno) });
+    }
+    let mut raw = [0u8; 4];
+    let agent_status = match std::fs::File::from(run.status_rx).read(&mut raw) {
+        Ok(4) => Some(i32::from_ne_bytes(raw)),
+        _ => None,
+    };
+    let stats = run.cgroup.stats();
+    let (mut exit_code, signal) = match agent_status {
+        Some(st) if libc::WIFEXITED(st) => (libc::WEXITSTATUS(st), None),
+        Some(st) if libc::WIFSIGNALED(st) => (128 + libc::WTERMSIG(st), Some(libc::WTERMSIG(st))),
+        _ => match init_status {
+            WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+            WaitStatus::Exited(_, code) => (code, None),
+            _ => (128 + libc::SIGKILL, Some(libc::SIGKILL)),
+        },
+    };
+    let exec_failure = reported.exec_errno.map(|e| {
+        if e == libc::ENOENT {
+            ExecFailure::NotFound
+        } else {
+            ExecFailure::NotExecutable(e)
+        }
+    });
+    if let Some(f) = exec_failure {
+        exit_code = match f {
+            ExecFailure::NotFound => 127,
+            ExecFailure::NotExecutable(_) => 126,
+        };
+    }
+    if kill_reason.is_none() && stats.oom_kills > 0 && signal == Some(libc::SIGKILL) {
+        kill_reason = Some(KillReason::OutOfMemory);
+    }
+    if kill_reason == Some(KillReason::Timeout) {
+        exit_code = 124;
+    }
+    Ok(Report {
+        exit_code,
+        signal,
+        duration,
+        peak_memory_bytes: stats.peak_memory_bytes,
+        blocked_syscalls: blocked_total,
+        blocked_by_name: blocked,
+        kill_reason,
+        exec_failure,
+        oom_kills: stats.oom_kills,
+        host_uid: run.agent_uid,
+    })
+}
+
+/// Only used by tests and `doctor`: whether a path is inside a planned writable tree.
+pub fn is_under(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}

@@ -1,0 +1,536 @@
+//! The sandbox's root filesystem: planned as data on the host, applied by the sandbox init.
+//!
+//! The new root is a small tmpfs (made read-only once built) holding:
+//! read-only binds of the host's `/usr`, `/bin`, `/sbin`, `/lib*` (symlinks where the host
+//! has merged-usr links); a synthesized `/etc` with only what programs need (the agent user,
+//! hosts, resolv.conf, nsswitch) plus read-only binds of harmless host files (loader cache,
+//! alternatives, CA certificates); a fresh `/proc` with `hidepid` and its dangerous files
+//! masked; a minimal `/dev`; and one scratch tmpfs, sized by the disk quota, that backs both
+//! `/tmp` and `/workspace`. `/sys`, `/home`, `/root` and the rest of the host do not exist.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+
+use spawn_policy::{MountSource, RunSpec};
+
+use crate::error::SandboxError;
+use crate::sys;
+
+/// uid/gid of the agent inside the sandbox.
+pub const AGENT_ID: u32 = 1000;
+
+/// Where the new root is assembled inside the sandbox's private mount namespace. Host
+/// paths that must still be reachable (bind sources) are opened before this is covered.
+const STAGING: &str = "/tmp";
+
+/// Size of the root tmpfs: it only holds directories, symlinks and a few small `/etc` files.
+const ROOT_TMPFS_SIZE: u64 = 1 << 20;
+/// Size of `/dev/shm`, also charged to the run's memory limit.
+const SHM_SIZE: u64 = 64 << 20;
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// Host system directories exposed read-only when present.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+/// Harmless host files and directories under `/etc` exposed read-only when present.
+const ETC_BINDS: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/ssl/certs",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/localtime",
+];
+/// Device nodes bound from the host.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// `/proc` entries hidden behind `/dev/null`.
+const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug", "kallsyms"];
+/// `/proc` entries made read-only.
+const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// Where a bind mount's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    /// A host path, opened (`O_PATH`) before the staging area is covered.
+    Host(PathBuf),
+    /// A path inside the new root, already mounted by an earlier step.
+    Inside(PathBuf),
+}
+
+/// One step of building the root. Paths are sandbox paths (absolute, as the agent sees
+/// them after `pivot_root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create a directory (and its parents).
+    Dir { path: PathBuf, mode: u32, owner: Option<u32> },
+    /// Create a symlink.
+    Symlink { link: PathBuf, target: PathBuf },
+    /// Create a file with contents.
+    File { path: PathBuf, contents: String, mode: u32 },
+    /// Mount a tmpfs.
+    Tmpfs { path: PathBuf, size: u64, mode: u32, owner: u32, noexec: bool },
+    /// Bind-mount (recursively), optionally read-only; always nosuid and nodev.
+    Bind { source: BindSource, path: PathBuf, readonly: bool, is_dir: bool },
+    /// Mount a fresh procfs with hidepid and mask its dangerous entries.
+    Proc { path: PathBuf },
+}
+
+/// The full plan. Built on the host from a [`RunSpec`]; unit-testable without privileges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Paths the agent may write under (for Landlock).
+    pub writable: Vec<PathBuf>,
+    /// Paths the agent may read and execute under (for Landlock).
+    pub readable: Vec<PathBuf>,
+}
+
+fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "/etc/passwd",
+            format!(
+                "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n\
+                 agent:x:{AGENT_ID}:{AGENT_ID}:spawn agent:/workspace:/bin/sh\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        (
+            "/etc/group",
+            format!("root:x:0:\nagent:x:{AGENT_ID}:\nnogroup:x:65534:\n"),
+        ),
+        (
+            "/etc/hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"),
+        ),
+        ("/etc/hostname", format!("{hostname}\n")),
+        (
+            "/etc/resolv.conf",
+            "# spawn: this sandbox has no DNS (net: none)\noptions timeout:1 attempts:1\n".into(),
+        ),
+        (
+            "/etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n\
+             protocols: files\nservices: files\n"
+                .into(),
+        ),
+    ]
+}
+
+/// Builds the plan for a run. `disk` is the scratch quota (`/tmp` + `/workspace`).
+pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
+    let mut steps = Vec::new();
+    let mut readable = Vec::new();
+    let mut writable = Vec::new();
+    let dir = |p: &str, mode| Step::Dir { path: p.into(), mode, owner: None };
+
+    for sys_dir in SYSTEM_DIRS {
+        let host = Path::new(sys_dir);
+        match fs::symlink_metadata(host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = fs::read_link(host) {
+                    steps.push(Step::Symlink { link: host.into(), target });
+                }
+            }
+            Ok(m) if m.is_dir() => {
+                steps.push(dir(sys_dir, 0o755));
+                steps.push(Step::Bind {
+                    source: BindSource::Host(host.into()),
+                    path: host.into(),
+                    readonly: true,
+                    is_dir: true,
+                });
+                readable.push(host.into());
+            }
+            _ => {}
+        }
+    }
+
+    steps.push(dir("/etc", 0o755));
+    for (path, contents) in etc_files(hostname) {
+        steps.push(Step::File { path: path.into(), contents, mode: 0o644 });
+    }
+    for etc in ETC_BINDS {
+        let host = Path::new(etc);
+        match fs::symlink_metadata(host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = fs::read_link(host) {
+                    if let Some(parent) = host.parent() {
+                        steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                    }
+                    steps.push(Step::Symlink { link: host.into(), target });
+                }
+            }
+            Ok(m) => {
+                if let Some(parent) = host.parent() {
+                    steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                }
+                steps.push(Step::Bind {
+                    source: BindSource::Host(host.into()),
+                    path: host.into(),
+                    readonly: true,
+                    is_dir: m.is_dir(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    readable.push("/etc".into());
+
+    // /dev: a tiny tmpfs with the allowed device nodes bound from the host.
+    steps.push(Step::Tmpfs { path: "/dev".into(), size: 64 << 10, mode: 0o755, owner: 0, noexec: true });
+    for d in DEVICES {
+        let host = Path::new("/dev").join(d);
+        if host.exists() {
+            steps.push(Step::Bind {
+                source: BindSource::Host(host.clone()),
+                path: host.clone(),
+                readonly: false,
+                is_dir: false,
+            });
+            writable.push(host);
+        }
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink { link: Path::new("/dev").join(name), target: target.into() });
+    }
+    steps.push(Step::Tmpfs { path: "/dev/shm".into(), size: SHM_SIZE, mode: 0o1777, owner: 0, noexec: true });
+    writable.push("/dev/shm".into());
+
+    steps.push(Step::Proc { path: "/proc".into() });
+    readable.push("/proc".into());
+
+    // Scratch: one tmpfs for /tmp and /workspace so the disk quota covers both.
+    let named_workspace = spec
+        .mounts
+        .iter()
+        .any(|m| m.target == Path::new("/workspace"));
+    steps.push(Step::Tmpfs { path: "/tmp".into(), size: disk, mode: 0o755, owner: 0, noexec: false });
+    steps.push(Step::Dir { path: "/tmp/tmp".into(), mode: 0o1777, owner: None });
+    if !named_workspace {
+        steps.push(Step::Dir { path: "/tmp/workspace".into(), mode: 0o755, owner: Some(AGENT_ID) });
+        steps.push(dir("/workspace", 0o755));
+        steps.push(Step::Bind {
+            source: BindSource::Inside("/tmp/workspace".into()),
+            path: "/workspace".into(),
+            readonly: false,
+            is_dir: true,
+        });
+    }
+    steps.push(Step::Bind {
+        source: BindSource::Inside("/tmp/tmp".into()),
+        path: "/tmp".into(),
+        readonly: false,
+        is_dir: true,
+    });
+    writable.push("/tmp".into());
+    writable.push("/workspace".into());
+
+    for m in &spec.mounts {
+        match &m.source {
+            MountSource::Host(src) => {
+                let is_dir = src.is_dir();
+                if is_dir {
+                    steps.push(Step::Dir { path: m.target.clone(), mode: 0o755, owner: None });
+                } else {
+                    if let Some(parent) = m.target.parent() {
+                        steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                    }
+                    steps.push(Step::File { path: m.target.clone(), contents: String::new(), mode: 0o644 });
+                }
+                steps.push(Step::Bind {
+                    source: BindSource::Host(src.clone()),
+                    path: m.target.clone(),
+                    readonly: !m.writable,
+                    is_dir,
+                });
+            }
+            MountSource::Tmpfs { quota_bytes, .. } => {
+                steps.push(Step::Dir { path: m.target.clone(), mode: 0o755, owner: None });
+                steps.push(Step::Tmpfs {
+                    path: m.target.clone(),
+                    size: quota_bytes.unwrap_or(disk),
+                    mode: if m.writable { 0o755 } else { 0o555 },
+                    owner: AGENT_ID,
+                    noexec: false,
+                });
+            }
+        }
+        if m.writable {
+            writable.push(m.target.clone());
+        } else {
+            readable.push(m.target.clone());
+        }
+    }
+    Plan { steps, writable, readable }
+}
+
+/// Applies a plan in the calling process, which must be the sandbox init (root in its own
+/// user and mount namespaces). On success the process's root is the new root.
+pub fn apply(plan: &Plan) -> Result<(), SandboxError> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| SandboxError::setup("make mounts private", e))?;
+
+    // Open every host bind source before the staging area covers anything.
+    let mut sources: Vec<Option<OwnedFd>> = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        sources.push(match step {
+            Step::Bind { source: BindSource::Host(src), .. } => Some(
+                open(src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| SandboxError::setup(format!("open {}", src.display()), e))?,
+            ),
+            _ => None,
+        });
+    }
+
+    let root = Path::new(STAGING);
+    mount_tmpfs(root, ROOT_TMPFS_SIZE, 0o755, 0, false)?;
+
+    for (step, source) in plan.steps.iter().zip(&sources) {
+        apply_step(root, step, source.as_ref())?;
+    }
+
+    std::env::set_current_dir(root).map_err(|e| SandboxError::setup("enter new root", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| SandboxError::setup("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| SandboxError::setup("detach old root", e))?;
+    std::env::set_current_dir("/").map_err(|e| SandboxError::setup("chdir /", e))?;
+    sys::mount_setattr(libc::AT_FDCWD, c"/", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, None)
+        .map_err(|e| SandboxError::setup("make / read-only", e))?;
+    Ok(())
+}
+
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    root.join(rel)
+}
+
+fn cstr(path: &Path) -> Result<CString, SandboxError> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| SandboxError::setup(format!("path {}", path.display()), io::Error::from(io::ErrorKind::InvalidInput)))
+}
+
+fn mount_tmpfs(path: &Path, size: u64, mode: u32, owner: u32, noexec: bool) -> Result<(), SandboxError> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    let data = format!("size={size},mode={mode:o},uid={owner},gid={owner}");
+    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str()))
+        .map_err(|e| SandboxError::setup(format!("mount tmpfs on {}", path.display()), e))
+}
+
+fn apply_step(root: &Path, step: &Step, source: Option<&OwnedFd>) -> Result<(), SandboxError> {
+    match step {
+        Step::Dir { path, mode, owner } => {
+            let host = inside(root, path);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(*mode)
+                .create(&host)
+                .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+            // mkdir applies the umask; set the exact mode (e.g. sticky /tmp).
+            fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
+                .map_err(|e| SandboxError::setup(format!("chmod {}", path.display()), e))?;
+            if let Some(id) = owner {
+                std::os::unix::fs::chown(&host, Some(*id), Some(*id))
+                    .map_err(|e| SandboxError::setup(format!("chown {}", path.display()), e))?;
+            }
+        }
+        Step::Symlink { link, target } => {
+            let host = inside(root, link);
+            if let Some(parent) = host.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| SandboxError::setup(format!("mkdir {}", parent.display()), e))?;
+            }
+            symlink(target, &host)
+                .map_err(|e| SandboxError::setup(format!("symlink {}", link.display()), e))?;
+        }
+        Step::File { path, contents, mode } => {
+            let host = inside(root, path);
+            fs::write(&host, contents)
+                .and_then(|()| fs::set_permissions(&host, fs::Permissions::from_mode(*mode)))
+                .map_err(|e| SandboxError::setup(format!("write {}", path.display()), e))?;
+        }
+        Step::Tmpfs { path, size, mode, owner, noexec } => {
+            let host = inside(root, path);
+            fs::create_dir_all(&host)
+                .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+            mount_tmpfs(&host, *size, *mode, *owner, *noexec)?;
+        }
+        Step::Bind { source: src, path, readonly, is_dir } => {
+            let host = inside(root, path);
+            if !host.exists() {
+                if *is_dir {
+                    fs::create_dir_all(&host)
+                } else {
+                    fs::File::create(&host).map(drop)
+                }
+                .map_err(|e| SandboxError::setup(format!("create mount point {}", path.display()), e))?;
+            }
+            let from = match (src, source) {
+                (BindSource::Host(_), Some(fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                (BindSource::Inside(p), _) => inside(root, p),
+                (BindSource::Host(p), None) => {
+                    return Err(SandboxError::setup(
+                        format!("bind {}", p.display()),
+                        io::Error::from(io::ErrorKind::NotFound),
+                    ))
+                }
+            };
+            mount(Some(&from), &host, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(|e| SandboxError::setup(format!("bind {}", path.display()), e))?;
+            let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+            if *readonly {
+                attrs |= MOUNT_ATTR_RDONLY;
+            }
+            // Device nodes must keep working: no nodev on them.
+            if path.starts_with("/dev") {
+                attrs &= !MOUNT_ATTR_NODEV;
+            }
+            sys::mount_setattr(libc::AT_FDCWD, &cstr(&host)?, libc::AT_RECURSIVE as libc::c_uint, attrs, 0, None)
+                .map_err(|e| SandboxError::setup(format!("restrict mount {}", path.display()), e))?;
+        }
+        Step::Proc { path } => {
+            let host = inside(root, path);
+            fs::create_dir_all(&host)
+                .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+            mount(
+                Some("proc"),
+                &host,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("hidepid=2"),
+            )
+            .map_err(|e| SandboxError::setup("mount /proc", e))?;
+            let null = inside(root, Path::new("/dev/null"));
+            for masked in PROC_MASKED {
+                let target = host.join(masked);
+                if target.exists() {
+                    mount(Some(&null), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                        .map_err(|e| SandboxError::setup(format!("mask /proc/{masked}"), e))?;
+                }
+            }
+            for ro in PROC_READONLY {
+                let target = host.join(ro);
+                if target.exists() {
+                    mount(Some(&target), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                        .map_err(|e| SandboxError::setup(format!("bind /proc/{ro}"), e))?;
+                    sys::mount_setattr(
+                        libc::AT_FDCWD,
+                        &cstr(&target)?,
+                        libc::AT_RECURSIVE as libc::c_uint,
+                        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                        0,
+                        None,
+                    )
+                    .map_err(|e| SandboxError::setup(format!("make /proc/{ro} read-only"), e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spawn_policy::{MountSpec, NetPolicy, Resources, RuntimeKind};
+
+    fn spec(mounts: Vec<MountSpec>) -> RunSpec {
+        RunSpec {
+            name: "t".into(),
+            namespace: "default".into(),
+            runtime: RuntimeKind::Native,
+            command: vec!["true".into()],
+            env: vec![],
+            workdir: None,
+            resources: Resources::default(),
+            timeout: None,
+            net: NetPolicy::None,
+            mounts,
+            languages: vec![],
+        }
+    }
+
+    #[test]
+    fn plan_exposes_only_the_intended_host_paths() {
+        let p = plan(&spec(vec![]), 1 << 20, "t");
+        let host_sources: Vec<&Path> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind { source: BindSource::Host(h), .. } => Some(h.as_path()),
+                _ => None,
+            })
+            .collect();
+        for src in &host_sources {
+            let ok = SYSTEM_DIRS.iter().chain(ETC_BINDS).any(|a| src == &Path::new(a))
+                || src.starts_with("/dev");
+            assert!(ok, "unexpected host source {}", src.display());
+        }
+        for forbidden in ["/etc/shadow", "/root", "/home", "/sys", "/etc/ssl/private"] {
+            assert!(!host_sources.iter().any(|s| s.starts_with(forbidden)), "{forbidden} exposed");
+        }
+        // System binds are read-only.
+        for s in &p.steps {
+            if let Step::Bind { source: BindSource::Host(h), readonly, .. } = s {
+                if !h.starts_with("/dev") {
+                    assert!(readonly, "{} must be read-only", h.display());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn passwd_has_the_agent_and_no_shadow() {
+        let p = plan(&spec(vec![]), 1 << 20, "host");
+        let passwd = p.steps.iter().find_map(|s| match s {
+            Step::File { path, contents, .. } if path == Path::new("/etc/passwd") => Some(contents.clone()),
+            _ => None,
+        });
+        assert!(passwd.unwrap().contains("agent:x:1000:1000:"));
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::File { path, .. } if path == Path::new("/etc/shadow"))));
+    }
+
+    #[test]
+    fn named_workspace_volume_replaces_the_scratch_workspace() {
+        let m = MountSpec {
+            source: MountSource::Tmpfs { name: "workspace".into(), quota_bytes: Some(5 << 20) },
+            target: "/workspace".into(),
+            writable: true,
+        };
+        let p = plan(&spec(vec![m]), 1 << 20, "t");
+        assert!(p.steps.iter().any(|s| matches!(s, Step::Tmpfs { path, size, owner, .. }
+            if path == Path::new("/workspace") && *size == 5 << 20 && *owner == AGENT_ID)));
+        assert!(!p.steps.iter().any(|s| matches!(s, Step::Bind { source: BindSource::Inside(i), .. }
+            if i == Path::new("/tmp/workspace"))));
+    }
+
+    #[test]
+    fn host_mounts_follow_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MountSpec { source: MountSource::Host(dir.path().into()), target: "/data".into(), writable: false };
+        let p = plan(&spec(vec![m]), 1 << 20, "t");
+        assert!(p.steps.iter().any(|s| matches!(s, Step::Bind { path, readonly: true, .. } if path == Path::new("/data"))));
+        assert!(p.readable.contains(&PathBuf::from("/data")));
+        assert!(!p.writable.contains(&PathBuf::from("/data")));
+    }
+}

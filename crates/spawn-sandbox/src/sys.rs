@@ -1,0 +1,440 @@
+//! The raw system calls the native sandbox makes that `nix` does not wrap safely.
+//!
+//! Every `unsafe` block of this crate lives in this module. Each wrapper is tiny, takes
+//! owned or borrowed Rust values and turns the C return convention into `io::Result`
+//! through [`cvt`].
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Turns a libc-style return value (`-1` + errno) into an `io::Result`.
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Result of [`clone3_fork`] as seen by each side.
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent: the child's host pid and a pidfd for it.
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    /// In the child.
+    Child,
+}
+
+/// `clone3(2)` with fork semantics (no new stack: the child continues on a copy of the
+/// caller's stack) plus the given namespace flags and a pidfd for the parent.
+///
+/// The caller must be single-threaded (checked by [`thread_count`] before calling): the
+/// child only has the calling thread, so locks held by other threads would never be
+/// released in it.
+pub(crate) fn clone3_fork(ns_flags: u64) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: ns_flags | libc::CLONE_PIDFD as u64,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: 0,
+    };
+    // SAFETY: `args` is a valid, fully initialised clone_args of the size we pass, and
+    // `pidfd` outlives the call. With a zero stack the kernel duplicates the caller like
+    // fork(2); the caller is single-threaded, so the child's copy of the address space is
+    // consistent (no lock can be held by a thread that does not exist in the child).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    let pid = cvt(ret)?;
+    if pid == 0 {
+        return Ok(Forked::Child);
+    }
+    // SAFETY: on success with CLONE_PIDFD the kernel stored a new, owned fd in `pidfd`.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Forked::Parent {
+        pid: pid as libc::pid_t,
+        pidfd,
+    })
+}
+
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `fork(2)` for the sandbox's init, which is single-threaded.
+pub(crate) fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: called only from the sandbox init, a single-threaded process, so the child
+    // starts with a consistent copy of the address space.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Number of threads of the calling process, from `/proc/self/stat`.
+pub(crate) fn thread_count() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 20 (num_threads), counted after the `)` that ends the command name.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))
+}
+
+/// Immediately ends the calling process without running destructors or atexit handlers:
+/// the only correct way to leave a forked child.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `mount_setattr(2)` on the tree at `path` (recursively): set the `MOUNT_ATTR_*` bits in
+/// `set`, clear those in `clear`, and optionally apply an id mapping from `userns`.
+pub(crate) fn mount_setattr(
+    dirfd: RawFd,
+    path: &CStr,
+    flags: libc::c_uint,
+    set: u64,
+    clear: u64,
+    userns: Option<RawFd>,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd as u64),
+    };
+    // SAFETY: `path` is NUL-terminated, `attr` is a valid mount_attr of the size passed,
+    // and both outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `open_tree(2)`: a detached copy (`OPEN_TREE_CLONE`) of the mount tree at `path`.
+pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    let fd = cvt(ret)?;
+    // SAFETY: on success open_tree returns a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `move_mount(2)` of the detached tree `from` onto `to` (a path).
+pub(crate) fn move_mount(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: both strings are NUL-terminated and outlive the call; `from` is a live fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+/// Clears the inheritable, permitted and effective capability sets of the calling thread.
+pub(crate) fn capset_clear() -> io::Result<()> {
+    let mut header = libc_cap_header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [libc_cap_data::default(); 2];
+    // SAFETY: header and the two-element data array have the layout capset(2) expects for
+    // version 3 and live across the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            std::ptr::addr_of_mut!(header),
+            data.as_ptr(),
+        )
+    };
+    cvt(ret).map(drop)
+}
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+struct libc_cap_header {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[allow(non_camel_case_types)]
+struct libc_cap_data {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability from the bounding set and clears the ambient set.
+pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            return Err(err);
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    cvt(ret.into()).map(drop)
+}
+
+/// Resets every signal disposition to the default and unblocks every signal, so a program
+/// exec'ed next starts like it would from a shell (`SIG_IGN` survives `execve`).
+pub(crate) fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is always sound; failures for invalid numbers are
+        // ignored on purpose.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: an empty, initialised sigset passed to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// `execve(2)`; returns only on failure.
+pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    // SAFETY: all pointers refer to NUL-terminated strings owned by `argv`/`envp`, the
+    // arrays are NULL-terminated, and everything outlives the call.
+    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Installs a seccomp BPF program for the calling thread and returns the user-notification
+/// listener fd (`SECCOMP_FILTER_FLAG_NEW_LISTENER`), or installs it without a listener.
+/// `no_new_privs` must already be set.
+pub(crate) fn seccomp_install(
+    program: &[libc::sock_filter],
+    want_listener: bool,
+) -> io::Result<Option<OwnedFd>> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::other("seccomp program longer than 65535 instructions"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let flags: libc::c_ulong = if want_listener {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
+    };
+    // SAFETY: `prog` points to `len` valid instructions that outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::addr_of!(prog),
+        )
+    };
+    let fd = cvt(ret)?;
+    if want_listener {
+        // SAFETY: with NEW_LISTENER the kernel returns a new fd that we now own.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// One pending seccomp user notification: the id to answer and the syscall number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notification {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) syscall: i32,
+}
+
+/// Receives one notification from a seccomp listener (blocks if none is pending).
+pub(crate) fn seccomp_notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notification> {
+    // SAFETY: seccomp_notif is plain data; all-zero is the required initial state.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one seccomp_notif into `req`, which is large enough.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV as _,
+            std::ptr::addr_of_mut!(req),
+        )
+    };
+    cvt(ret.into())?;
+    Ok(Notification {
+        id: req.id,
+        pid: req.pid,
+        syscall: req.data.nr,
+    })
+}
+
+/// Answers a notification: the syscall fails with `errno` in the sandboxed process.
+pub(crate) fn seccomp_notif_deny(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp from `resp`, which lives across it.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+            std::ptr::addr_of_mut!(resp),
+        )
+    };
+    cvt(ret.into()).map(drop)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the returned fd is owned immediately below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = cvt(fd.into())?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: ifreq is plain data; zero is a valid initial state.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags into `ifr`.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) }.into())?;
+    // SAFETY: the union member for SIOCGIFFLAGS/SIOCSIFFLAGS is ifru_flags.
+    unsafe {
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads `ifr`, which is initialised above.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) }.into()).map(drop)
+}
+
+/// The Landlock ABI version the running kernel supports, or `None`.
+pub(crate) fn landlock_abi() -> Option<i64> {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a NULL attr and size 0 only queries.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
+        )
+    };
+    (ret > 0).then_some(ret)
+}
+
+/// Closes every descriptor ≥ 3 except those in `keep`.
+pub(crate) fn close_all_except(keep: &[RawFd]) {
+    let mut keep: Vec<libc::c_uint> = keep.iter().filter_map(|fd| u32::try_from(*fd).ok()).collect();
+    keep.sort_unstable();
+    let mut low: libc::c_uint = 3;
+    for fd in keep {
+        if fd >= low {
+            if fd > low {
+                // SAFETY: close_range only closes descriptors; none of those closed are
+                // referenced by live Rust objects in the (single-threaded) child.
+                unsafe { libc::syscall(libc::SYS_close_range, low, fd - 1, 0) };
+            }
+            low = fd + 1;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, low, libc::c_uint::MAX, 0) };
+}
+
+/// Takes ownership of a descriptor received from the kernel (e.g. via SCM_RIGHTS).
+pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a descriptor that was just installed in this process by the
+    // kernel and that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Points stdin, stdout and stderr at `/dev/null` and ignores terminal signals (for the
+/// cleanup guard, which must not hold the caller's pipes or die with its terminal).
+pub(crate) fn detach_stdio_and_signals() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays open across the calls.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
+        // SAFETY: installing SIG_IGN is always sound.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
