@@ -256,6 +256,7 @@ fn json_result(run_id: &str, spec: &RunSpec, result: Result<&Report, &spawn_sand
             "blockedByName": r.blocked_by_name,
             "killReason": r.kill_reason.map(|k| k.as_str()),
             "oomKills": r.oom_kills,
+            "hostUid": r.host_uid,
             "execError": r.exec_failure.map(|f| match f {
                 ExecFailure::NotFound => "not found".to_owned(),
                 ExecFailure::NotExecutable(e) => std::io::Error::from_raw_os_error(e).to_string(),

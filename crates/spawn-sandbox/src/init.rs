@@ -41,6 +41,8 @@ pub(crate) struct ChildConfig {
     pub(crate) seccomp: Compiled,
     pub(crate) landlock: Rules,
     pub(crate) rlimits: Vec<(nix::sys::resource::Resource, u64)>,
+    /// Detached idmapped trees for granted mounts, by plan step index.
+    pub(crate) trees: Vec<Option<OwnedFd>>,
 }
 
 /// The child ends of the channels to spawn.
@@ -134,7 +136,7 @@ fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::setup("cgroup namespace", e))?;
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
     sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))?;
-    rootfs::apply(&cfg.plan)?;
+    rootfs::apply(&cfg.plan, &cfg.trees)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 pub mod cgroups;
 pub mod doctor;
 mod error;
+mod idmap;
 mod init;
 pub mod landlock;
 pub mod native;

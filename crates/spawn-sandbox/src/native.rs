@@ -21,6 +21,7 @@ use spawn_policy::{NetPolicy, RunSpec};
 
 use crate::cgroups::{self, Cgroup, Layout, Limits};
 use crate::error::SandboxError;
+use crate::idmap;
 use crate::init::{self, ChildConfig, ChildFds};
 use crate::landlock::Rules;
 use crate::rootfs::{self, AGENT_ID};
@@ -189,7 +190,13 @@ fn search_path(argv0: &str, env: &[(String, String)]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn child_config(spec: &RunSpec, disk: u64, memory: u64, pids: u64) -> Result<ChildConfig, SandboxError> {
+fn child_config(
+    spec: &RunSpec,
+    disk: u64,
+    memory: u64,
+    pids: u64,
+    agent_host_id: u32,
+) -> Result<ChildConfig, SandboxError> {
     if spec.net != NetPolicy::None {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} is not supported yet by the native runtime",
@@ -212,6 +219,25 @@ fn child_config(spec: &RunSpec, disk: u64, memory: u64, pids: u64) -> Result<Chi
     let workdir = spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/workspace"));
     let workdir = cstring(&workdir.to_string_lossy(), "the working directory")?;
     let landlock = Rules { read: plan.readable.clone(), write: plan.writable.clone() };
+    let mut trees = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        trees.push(match step {
+            rootfs::Step::Bind { source: rootfs::BindSource::Granted(src), readonly, .. } => {
+                match idmap::idmapped_tree(src, agent_host_id, !readonly) {
+                    Ok(tree) => Some(tree),
+                    // A filesystem without idmap support: a read-only grant still works as
+                    // a plain bind (files keep their host owners); a writable one cannot.
+                    Err(SandboxError::Setup { source, .. })
+                        if *readonly && source.raw_os_error() == Some(libc::EINVAL) =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        });
+    }
     use nix::sys::resource::Resource;
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
@@ -226,9 +252,9 @@ fn child_config(spec: &RunSpec, disk: u64, memory: u64, pids: u64) -> Result<Chi
             (Resource::RLIMIT_CORE, 0),
             (Resource::RLIMIT_NOFILE, defaults::NOFILE),
             (Resource::RLIMIT_NPROC, pids),
-            (Resource::RLIMIT_FSIZE, disk),
             (Resource::RLIMIT_MEMLOCK, memory.min(64 << 20)),
         ],
+        trees,
     })
 }
 
@@ -360,12 +386,12 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
     let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
     let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
     let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
-    let cfg = child_config(spec, disk, memory, pids)?;
+    let (root_id, agent_id) = host_ids();
+    let cfg = child_config(spec, disk, memory, pids, agent_id)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let cgroup = Cgroup::create(&layout, &name, &Limits { memory_bytes: memory, pids, cpu_millis: Some(cpu) })?;
     let guard = Guard::start(cgroup.dirs().to_vec())?;
-    let (root_id, agent_id) = host_ids();
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let mut cancel_set = SigSet::empty();
@@ -385,7 +411,8 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
             | libc::CLONE_NEWUTS) as u64;
         let (pid, pidfd) = match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
             sys::Forked::Child => {
-                let keep = [ch.child.go.as_raw_fd(), ch.child.report.as_raw_fd(), ch.child.status.as_raw_fd()];
+                let mut keep = vec![ch.child.go.as_raw_fd(), ch.child.report.as_raw_fd(), ch.child.status.as_raw_fd()];
+                keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
                 sys::close_all_except(&keep);
                 init::init_main(&cfg, ch.child)
             }

@@ -67,6 +67,9 @@ pub enum BindSource {
     Host(PathBuf),
     /// A path inside the new root, already mounted by an earlier step.
     Inside(PathBuf),
+    /// A host path granted by `fs.mounts`: mounted idmapped (its owner appears as the
+    /// agent) from a tree the host side prepares; see `idmap`.
+    Granted(PathBuf),
 }
 
 /// One step of building the root. Paths are sandbox paths (absolute, as the agent sees
@@ -257,7 +260,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
                     steps.push(Step::File { path: m.target.clone(), contents: String::new(), mode: 0o644 });
                 }
                 steps.push(Step::Bind {
-                    source: BindSource::Host(src.clone()),
+                    source: BindSource::Granted(src.clone()),
                     path: m.target.clone(),
                     readonly: !m.writable,
                     is_dir,
@@ -285,7 +288,11 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
 
 /// Applies a plan in the calling process, which must be the sandbox init (root in its own
 /// user and mount namespaces). On success the process's root is the new root.
-pub fn apply(plan: &Plan) -> Result<(), SandboxError> {
+///
+/// `trees` holds, per step index, the detached idmapped tree prepared for a
+/// [`BindSource::Granted`] step; a granted step without one is bound plainly (read-only
+/// mounts on filesystems without idmap support).
+pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| SandboxError::setup("make mounts private", e))?;
 
@@ -293,7 +300,7 @@ pub fn apply(plan: &Plan) -> Result<(), SandboxError> {
     let mut sources: Vec<Option<OwnedFd>> = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         sources.push(match step {
-            Step::Bind { source: BindSource::Host(src), .. } => Some(
+            Step::Bind { source: BindSource::Host(src) | BindSource::Granted(src), .. } => Some(
                 open(src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
                     .map_err(|e| SandboxError::setup(format!("open {}", src.display()), e))?,
             ),
@@ -304,8 +311,9 @@ pub fn apply(plan: &Plan) -> Result<(), SandboxError> {
     let root = Path::new(STAGING);
     mount_tmpfs(root, ROOT_TMPFS_SIZE, 0o755, 0, false)?;
 
-    for (step, source) in plan.steps.iter().zip(&sources) {
-        apply_step(root, step, source.as_ref())?;
+    for (i, (step, source)) in plan.steps.iter().zip(&sources).enumerate() {
+        let tree = trees.get(i).and_then(Option::as_ref);
+        apply_step(root, step, source.as_ref(), tree)?;
     }
 
     std::env::set_current_dir(root).map_err(|e| SandboxError::setup("enter new root", e))?;
@@ -337,7 +345,12 @@ fn mount_tmpfs(path: &Path, size: u64, mode: u32, owner: u32, noexec: bool) -> R
         .map_err(|e| SandboxError::setup(format!("mount tmpfs on {}", path.display()), e))
 }
 
-fn apply_step(root: &Path, step: &Step, source: Option<&OwnedFd>) -> Result<(), SandboxError> {
+fn apply_step(
+    root: &Path,
+    step: &Step,
+    source: Option<&OwnedFd>,
+    tree: Option<&OwnedFd>,
+) -> Result<(), SandboxError> {
     match step {
         Step::Dir { path, mode, owner } => {
             let host = inside(root, path);
@@ -385,10 +398,15 @@ fn apply_step(root: &Path, step: &Step, source: Option<&OwnedFd>) -> Result<(), 
                 }
                 .map_err(|e| SandboxError::setup(format!("create mount point {}", path.display()), e))?;
             }
+            if let (BindSource::Granted(_), Some(tree)) = (src, tree) {
+                use std::os::fd::AsFd;
+                return sys::move_mount(tree.as_fd(), &cstr(&host)?)
+                    .map_err(|e| SandboxError::setup(format!("mount {}", path.display()), e));
+            }
             let from = match (src, source) {
-                (BindSource::Host(_), Some(fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                (BindSource::Host(_) | BindSource::Granted(_), Some(fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
                 (BindSource::Inside(p), _) => inside(root, p),
-                (BindSource::Host(p), None) => {
+                (BindSource::Host(p) | BindSource::Granted(p), None) => {
                     return Err(SandboxError::setup(
                         format!("bind {}", p.display()),
                         io::Error::from(io::ErrorKind::NotFound),
@@ -477,7 +495,7 @@ mod tests {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::Bind { source: BindSource::Host(h), .. } => Some(h.as_path()),
+                Step::Bind { source: BindSource::Host(h) | BindSource::Granted(h), .. } => Some(h.as_path()),
                 _ => None,
             })
             .collect();

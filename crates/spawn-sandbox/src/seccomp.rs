@@ -6,9 +6,9 @@
 //! each kind to the audit log). `seccompiler` has no user-notification action, so the
 //! filter is compiled with a sentinel `Errno` value as its mismatch action and every
 //! `RET ERRNO|sentinel` instruction is then rewritten to `RET USER_NOTIF`
-//! ([`Compiled::main`]). A second, tiny filter answers `clone3` with `ENOSYS` so that libc
-//! falls back to `clone`, whose flags the main filter can inspect (clone3 passes them in
-//! memory, out of BPF's reach).
+//! ([`Compiled::main`]). A second, tiny filter answers `clone3` and `openat2` with `ENOSYS`
+//! so that libc falls back to `clone` and `openat`, whose flags and modes the main filter
+//! can inspect (the newer calls pass them in memory, out of BPF's reach).
 //!
 //! Toolchain note: a new libc or language runtime can start using syscalls that are not in
 //! this list (as glibc did with `clone3`, `rseq` and `faccessat2`). Such a call is then
@@ -50,7 +50,7 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_execveat, SYS_exit, SYS_exit_group, SYS_wait4, SYS_waitid, SYS_kill, SYS_tkill,
     SYS_tgkill, SYS_uname, SYS_semget, SYS_semop, SYS_semctl, SYS_semtimedop, SYS_msgget,
     SYS_msgsnd, SYS_msgrcv, SYS_msgctl, SYS_fcntl, SYS_flock, SYS_fsync, SYS_fdatasync,
-    SYS_truncate, SYS_ftruncate, SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_fchmod, SYS_fchown,
+    SYS_truncate, SYS_ftruncate, SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_fchown,
     SYS_umask, SYS_gettimeofday, SYS_getrlimit, SYS_setrlimit, SYS_prlimit64, SYS_getrusage,
     SYS_sysinfo, SYS_times, SYS_getuid, SYS_getgid, SYS_geteuid, SYS_getegid, SYS_setuid,
     SYS_setgid, SYS_setreuid, SYS_setregid, SYS_setresuid, SYS_setresgid, SYS_getresuid,
@@ -71,9 +71,9 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_epoll_ctl, SYS_epoll_pwait, SYS_epoll_pwait2, SYS_epoll_create1, SYS_mbind,
     SYS_set_mempolicy, SYS_get_mempolicy, SYS_mq_open, SYS_mq_unlink, SYS_mq_timedsend,
     SYS_mq_timedreceive, SYS_mq_notify, SYS_mq_getsetattr, SYS_inotify_add_watch,
-    SYS_inotify_rm_watch, SYS_inotify_init1, SYS_openat, SYS_openat2, SYS_mkdirat,
-    SYS_mknodat, SYS_fchownat, SYS_newfstatat, SYS_unlinkat, SYS_renameat, SYS_renameat2,
-    SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_fchmodat, SYS_fchmodat2, SYS_faccessat,
+    SYS_inotify_rm_watch, SYS_inotify_init1, SYS_mkdirat,
+    SYS_fchownat, SYS_newfstatat, SYS_unlinkat, SYS_renameat, SYS_renameat2,
+    SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_faccessat,
     SYS_faccessat2, SYS_pselect6, SYS_ppoll, SYS_set_robust_list, SYS_get_robust_list,
     SYS_splice, SYS_tee, SYS_sync_file_range, SYS_vmsplice, SYS_utimensat, SYS_signalfd4,
     SYS_timerfd_create, SYS_timerfd_settime, SYS_timerfd_gettime, SYS_eventfd2,
@@ -88,11 +88,11 @@ const ALLOWED: &[(&str, i64)] = syscalls![
 /// Calls allowed without conditions that exist only on x86_64.
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_ARCH: &[(&str, i64)] = syscalls![
-    SYS_open, SYS_stat, SYS_lstat, SYS_poll, SYS_access, SYS_pipe, SYS_select, SYS_dup2,
+    SYS_stat, SYS_lstat, SYS_poll, SYS_access, SYS_pipe, SYS_select, SYS_dup2,
     SYS_pause, SYS_alarm, SYS_fork, SYS_vfork, SYS_getdents, SYS_getdents64, SYS_rename,
-    SYS_mkdir, SYS_rmdir, SYS_creat, SYS_link, SYS_unlink, SYS_symlink, SYS_readlink,
-    SYS_chmod, SYS_chown, SYS_lchown, SYS_getpgrp, SYS_utime, SYS_utimes, SYS_futimesat,
-    SYS_mknod, SYS_arch_prctl, SYS_time, SYS_epoll_create, SYS_epoll_wait,
+    SYS_mkdir, SYS_rmdir, SYS_link, SYS_unlink, SYS_symlink, SYS_readlink,
+    SYS_chown, SYS_lchown, SYS_getpgrp, SYS_utime, SYS_utimes, SYS_futimesat,
+    SYS_arch_prctl, SYS_time, SYS_epoll_create, SYS_epoll_wait,
     SYS_inotify_init, SYS_signalfd, SYS_eventfd, SYS_fadvise64, SYS_set_thread_area,
     SYS_get_thread_area,
 ];
@@ -112,7 +112,8 @@ const NAMED_DENIED: &[(&str, i64)] = syscalls![
     SYS_adjtimex, SYS_acct, SYS_quotactl, SYS_userfaultfd, SYS_open_by_handle_at,
     SYS_name_to_handle_at, SYS_fanotify_init, SYS_vhangup, SYS_syslog, SYS_fsopen,
     SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_open_tree, SYS_move_mount,
-    SYS_mount_setattr, SYS_pidfd_getfd, SYS_setgroups, SYS_process_madvise,
+    SYS_mount_setattr, SYS_pidfd_getfd, SYS_setgroups, SYS_openat2, SYS_fchmod, SYS_fchmodat,
+    SYS_fchmodat2, SYS_openat, SYS_mknodat, SYS_process_madvise,
     SYS_migrate_pages, SYS_move_pages, SYS_clone3,
 ];
 
@@ -124,8 +125,36 @@ pub fn syscall_name(nr: i64) -> String {
         .chain(NAMED_DENIED)
         .find(|(_, n)| *n == nr)
         .map(|(name, _)| name.trim_start_matches("SYS_").to_owned())
+        .or_else(|| MODE_SETTERS.iter().find(|(_, n, _)| *n == nr).map(|(name, _, _)| (*name).to_owned()))
         .unwrap_or_else(|| format!("syscall_{nr}"))
 }
+
+/// Calls that set a file mode, with the index of their mode argument. They may not set the
+/// setuid or setgid bit: in a writable idmapped mount a file the agent creates belongs to
+/// the directory's host owner (possibly root), so a setuid bit there would plant a
+/// privileged program on the host.
+#[cfg(target_arch = "x86_64")]
+const MODE_SETTERS: &[(&str, i64, u8)] = &[
+    ("fchmod", libc::SYS_fchmod, 1),
+    ("fchmodat", libc::SYS_fchmodat, 2),
+    ("fchmodat2", libc::SYS_fchmodat2, 2),
+    ("openat", libc::SYS_openat, 3),
+    ("mknodat", libc::SYS_mknodat, 2),
+    ("open", libc::SYS_open, 2),
+    ("creat", libc::SYS_creat, 1),
+    ("chmod", libc::SYS_chmod, 1),
+    ("mknod", libc::SYS_mknod, 1),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const MODE_SETTERS: &[(&str, i64, u8)] = &[
+    ("fchmod", libc::SYS_fchmod, 1),
+    ("fchmodat", libc::SYS_fchmodat, 2),
+    ("fchmodat2", libc::SYS_fchmodat2, 2),
+    ("openat", libc::SYS_openat, 3),
+    ("mknodat", libc::SYS_mknodat, 2),
+];
+/// S_ISUID | S_ISGID.
+const SETID_BITS: u64 = 0o6000;
 
 /// Namespace flags that `clone` may not carry inside the sandbox.
 const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
@@ -209,6 +238,9 @@ pub fn main_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
         .map(|p| rule(vec![cond(0, Len::Dword, Op::Eq, *p)?]))
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_personality, personality_rules);
+    for (_, nr, arg) in MODE_SETTERS {
+        rules.insert(*nr, vec![rule(vec![cond(*arg, Len::Dword, Op::MaskedEq(SETID_BITS), 0)?])?]);
+    }
     Ok(rules)
 }
 
@@ -251,7 +283,7 @@ pub fn compile() -> Result<Compiled, SandboxError> {
     }
 
     let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        [(libc::SYS_clone3, Vec::new()), (libc::SYS_openat2, Vec::new())].into_iter().collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch()?,
@@ -322,7 +354,7 @@ mod tests {
             assert!(!rules.contains_key(&nr), "{name} must not be allowed");
         }
         // Conditional ones carry conditions.
-        for nr in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl] {
+        for nr in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl, libc::SYS_openat, libc::SYS_fchmodat] {
             assert!(!rules[&nr].is_empty());
         }
     }

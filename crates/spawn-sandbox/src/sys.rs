@@ -319,7 +319,6 @@ pub(crate) fn seccomp_install(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Notification {
     pub(crate) id: u64,
-    pub(crate) pid: u32,
     pub(crate) syscall: i32,
 }
 
@@ -338,7 +337,6 @@ pub(crate) fn seccomp_notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notific
     cvt(ret.into())?;
     Ok(Notification {
         id: req.id,
-        pid: req.pid,
         syscall: req.data.nr,
     })
 }
