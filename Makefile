@@ -1,0 +1,36 @@
+# Every routine command of the project. `make demo` and `make test` work on a fresh Debian
+# machine as root: they install what is missing first.
+SHELL := /bin/bash
+CARGO ?= cargo
+SPAWN := target/release/spawn
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build demo test test-unit test-e2e lint fmt bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace
+
+demo: build
+	@scripts/demo.sh $(SPAWN)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Unit tests, then the end-to-end suite (real sandboxes; needs root).
+test: deps lint
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: build
+	$(CARGO) run --release -p spawn-bench -- --spawn $(SPAWN)
+
+clean:
+	$(CARGO) clean

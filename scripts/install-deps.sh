@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building, testing, benchmarking and the demo need on a fresh Debian machine
+# (run as root). Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+# python3: the demo agent and the escape tests run it inside the sandbox (which sees only
+# the host's /usr). bubblewrap: the benchmark's baseline. iproute2/procps: test helpers.
+for pkg in python3 bubblewrap procps iproute2 util-linux coreutils ca-certificates; do
+  have "$pkg" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages ${need[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
