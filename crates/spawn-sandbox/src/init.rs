@@ -54,6 +54,8 @@ pub(crate) struct ChildFds {
     pub(crate) report: OwnedFd,
     /// Write end: init writes the agent's raw wait status (4 bytes, native endian).
     pub(crate) status: OwnedFd,
+    /// The run's cgroup membership files; init joins by writing `0` to each.
+    pub(crate) cgroup_join: Vec<OwnedFd>,
 }
 
 fn report_error(report: &OwnedFd, stage: &str, err: &std::io::Error) {
@@ -88,7 +90,12 @@ const FORWARDED: &[Signal] = &[
 
 /// Entry point of the clone3 child: becomes the sandbox init. Never returns.
 pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
-    let ChildFds { go, report, status } = fds;
+    let ChildFds { go, report, status, cgroup_join } = fds;
+    for f in cgroup_join {
+        if let Err(e) = std::fs::File::from(f).write_all(b"0") {
+            fail(&report, SandboxError::setup("join the run's cgroup", e));
+        }
+    }
     // Die with spawn. If spawn died before this line, the go pipe reads EOF below.
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         fail(&report, SandboxError::setup("set parent-death signal", e));

@@ -299,7 +299,7 @@ struct Channels {
     child: ChildFds,
 }
 
-fn channels() -> Result<Channels, SandboxError> {
+fn channels(cgroup: &Cgroup) -> Result<Channels, SandboxError> {
     let (go_rx, go_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
     let (status_rx, status_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
     let (report, report_child) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
@@ -308,7 +308,12 @@ fn channels() -> Result<Channels, SandboxError> {
         go_tx,
         report,
         status_rx,
-        child: ChildFds { go: go_rx, report: report_child, status: status_tx },
+        child: ChildFds {
+            go: go_rx,
+            report: report_child,
+            status: status_tx,
+            cgroup_join: cgroup.join_files()?,
+        },
     })
 }
 
@@ -402,7 +407,7 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
         .map_err(|e| SandboxError::setup("block signals", e))?;
     let result = (|| {
         let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
-        let ch = channels()?;
+        let ch = channels(&cgroup)?;
         let ns = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
@@ -413,6 +418,7 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
             sys::Forked::Child => {
                 let mut keep = vec![ch.child.go.as_raw_fd(), ch.child.report.as_raw_fd(), ch.child.status.as_raw_fd()];
                 keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
+                keep.extend(ch.child.cgroup_join.iter().map(|f| f.as_raw_fd()));
                 sys::close_all_except(&keep);
                 init::init_main(&cfg, ch.child)
             }
@@ -425,7 +431,6 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
             let map = format!("0 {root_id} 1\n{AGENT_ID} {agent_id} 1\n");
             std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| SandboxError::setup("write uid_map", e))?;
             std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| SandboxError::setup("write gid_map", e))?;
-            cgroup.add(pid)?;
             std::fs::File::from(go_tx).write_all(b"g").map_err(|e| SandboxError::setup("start sandbox", e))
         })();
         if let Err(e) = prepared {
