@@ -40,7 +40,9 @@ impl Layout {
         Layout::from_mountinfo(&info).ok_or_else(|| SandboxError::RuntimeUnavailable {
             runtime: "native".into(),
             reason: "no cgroup hierarchy with the memory and pids controllers is mounted".into(),
-            fix: Some("mount cgroup2 at /sys/fs/cgroup or the v1 memory and pids controllers".into()),
+            fix: Some(
+                "mount cgroup2 at /sys/fs/cgroup or the v1 memory and pids controllers".into(),
+            ),
         })
     }
 
@@ -124,7 +126,9 @@ fn unescape(s: &str) -> String {
         if bytes[i] == b'\\' && i + 4 <= bytes.len() {
             let digits = &bytes[i + 1..i + 4];
             if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -380,7 +384,8 @@ pub fn reap_stale(layout: &Layout) -> usize {
             else {
                 continue;
             };
-            if owner > 0 && !Path::new(&format!("/proc/{owner}")).exists()
+            if owner > 0
+                && !Path::new(&format!("/proc/{owner}")).exists()
                 && remove_one(&entry.path()).is_ok()
             {
                 reaped += 1;
@@ -420,7 +425,9 @@ mod tests {
 32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 ";
         match Layout::from_mountinfo(info) {
-            Some(Layout::V1 { cpu, .. }) => assert_eq!(cpu, Some("/sys/fs/cgroup/cpu,cpuacct".into())),
+            Some(Layout::V1 { cpu, .. }) => {
+                assert_eq!(cpu, Some("/sys/fs/cgroup/cpu,cpuacct".into()))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -17,7 +17,11 @@ pub struct Check {
 }
 
 fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
-    Check { name: name.into(), ok, detail: detail.into() }
+    Check {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    }
 }
 
 /// The Landlock ABI of the running kernel, if any.
@@ -26,11 +30,14 @@ pub fn landlock_abi() -> Option<i64> {
 }
 
 fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 fn which(name: &str) -> Option<String> {
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     path.split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
@@ -45,7 +52,13 @@ pub fn checks() -> Vec<Check> {
         "kernel",
         true,
         uname
-            .map(|u| format!("{} {}", u.sysname().to_string_lossy(), u.release().to_string_lossy()))
+            .map(|u| {
+                format!(
+                    "{} {}",
+                    u.sysname().to_string_lossy(),
+                    u.release().to_string_lossy()
+                )
+            })
             .unwrap_or_else(|| "unknown".into()),
     ));
     let max_userns = read("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
@@ -65,13 +78,21 @@ pub fn checks() -> Vec<Check> {
     out.push(check(
         "namespaces",
         ns_ok.is_empty(),
-        if ns_ok.is_empty() { "user pid mnt net ipc uts cgroup".to_owned() } else { format!("missing: {}", ns_ok.join(" ")) },
+        if ns_ok.is_empty() {
+            "user pid mnt net ipc uts cgroup".to_owned()
+        } else {
+            format!("missing: {}", ns_ok.join(" "))
+        },
     ));
     let actions = read("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     out.push(check(
         "seccomp",
         actions.split_whitespace().any(|a| a == "user_notif"),
-        if actions.is_empty() { "not available".into() } else { format!("actions: {actions}") },
+        if actions.is_empty() {
+            "not available".into()
+        } else {
+            format!("actions: {actions}")
+        },
     ));
     let ll = landlock_abi();
     out.push(check(
@@ -87,7 +108,11 @@ pub fn checks() -> Vec<Check> {
         Err(e) => out.push(check("cgroups", false, e.to_string())),
     }
     match crate::native::check_available() {
-        Ok(_) => out.push(check("runtime native", true, "available: namespaces + seccomp + landlock + cgroups")),
+        Ok(_) => out.push(check(
+            "runtime native",
+            true,
+            "available: namespaces + seccomp + landlock + cgroups",
+        )),
         Err(e) => out.push(check("runtime native", false, e.to_string())),
     }
     out.push(check(
@@ -95,7 +120,9 @@ pub fn checks() -> Vec<Check> {
         false,
         format!(
             "not supported yet by this build{}",
-            which("runsc").map(|p| format!(" (runsc found at {p})")).unwrap_or_default()
+            which("runsc")
+                .map(|p| format!(" (runsc found at {p})"))
+                .unwrap_or_default()
         ),
     ));
     out.push(check(
@@ -103,7 +130,10 @@ pub fn checks() -> Vec<Check> {
         false,
         format!(
             "not supported yet by this build{}",
-            which("crun").or_else(|| which("runc")).map(|p| format!(" ({p} found)")).unwrap_or_default()
+            which("crun")
+                .or_else(|| which("runc"))
+                .map(|p| format!(" ({p} found)"))
+                .unwrap_or_default()
         ),
     ));
     out.push(check(

@@ -26,7 +26,8 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// A user namespace whose only mappings are `inside_uid → outside_uid` and the same for
 /// gids, held by an fd (the process that created it is gone).
 fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, SandboxError> {
-    let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("idmap pipe", e))?;
+    let (rx, tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("idmap pipe", e))?;
     let (pid, _pidfd) = match sys::clone3_fork(libc::CLONE_NEWUSER as u64)
         .map_err(|e| SandboxError::setup("idmap user namespace", e))?
     {
@@ -40,10 +41,16 @@ fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, 
     };
     drop(rx);
     let result = (|| {
-        std::fs::write(format!("/proc/{pid}/uid_map"), format!("{inside_uid} {outside} 1\n"))
-            .map_err(|e| SandboxError::setup("write idmap uid_map", e))?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), format!("{inside_gid} {outside} 1\n"))
-            .map_err(|e| SandboxError::setup("write idmap gid_map", e))?;
+        std::fs::write(
+            format!("/proc/{pid}/uid_map"),
+            format!("{inside_uid} {outside} 1\n"),
+        )
+        .map_err(|e| SandboxError::setup("write idmap uid_map", e))?;
+        std::fs::write(
+            format!("/proc/{pid}/gid_map"),
+            format!("{inside_gid} {outside} 1\n"),
+        )
+        .map_err(|e| SandboxError::setup("write idmap gid_map", e))?;
         std::fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
             .map_err(|e| SandboxError::setup("open idmap user namespace", e))
@@ -55,12 +62,20 @@ fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, 
 
 /// A detached, idmapped copy of the mount tree at `source`: its owner appears as
 /// `agent_host_id`. Read-only unless `writable`; always nosuid and nodev.
-pub(crate) fn idmapped_tree(source: &Path, agent_host_id: u32, writable: bool) -> Result<OwnedFd, SandboxError> {
+pub(crate) fn idmapped_tree(
+    source: &Path,
+    agent_host_id: u32,
+    writable: bool,
+) -> Result<OwnedFd, SandboxError> {
     let stage = || format!("idmapped mount of {}", source.display());
     let meta = std::fs::metadata(source).map_err(|e| SandboxError::setup(stage(), e))?;
     let userns = userns_fd(meta.uid(), meta.gid(), agent_host_id)?;
-    let path = CString::new(source.as_os_str().as_encoded_bytes())
-        .map_err(|_| SandboxError::setup(stage(), std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    let path = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| {
+        SandboxError::setup(
+            stage(),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
     let tree = sys::open_tree_clone(&path, true).map_err(|e| SandboxError::setup(stage(), e))?;
     let mut set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if !writable {

@@ -90,7 +90,12 @@ const FORWARDED: &[Signal] = &[
 
 /// Entry point of the clone3 child: becomes the sandbox init. Never returns.
 pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
-    let ChildFds { go, report, status, cgroup_join } = fds;
+    let ChildFds {
+        go,
+        report,
+        status,
+        cgroup_join,
+    } = fds;
     for f in cgroup_join {
         if let Err(e) = std::fs::File::from(f).write_all(b"0") {
             fail(&report, SandboxError::setup("join the run's cgroup", e));
@@ -136,9 +141,12 @@ fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
     // become the namespace's root (host id BASE+2·pid) before touching any file.
     let root_gid = Gid::from_raw(0);
     let root_uid = Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| SandboxError::setup("become namespace root (gid)", e))?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
-    nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| SandboxError::setup("become namespace root (gid)", e))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
+    nix::unistd::setgroups(&[])
+        .map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| SandboxError::setup("cgroup namespace", e))?;
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
@@ -182,7 +190,9 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd) -> ! {
     let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
     let mut denied: Option<std::io::Error> = None;
     for candidate in &cfg.search_path {
-        let Ok(path) = CString::new(candidate.clone()) else { continue };
+        let Ok(path) = CString::new(candidate.clone()) else {
+            continue;
+        };
         let e = sys::execve(&path, &cfg.argv, &cfg.envp);
         match e.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) => denied = Some(e),
@@ -196,7 +206,11 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd) -> ! {
     let err = denied.unwrap_or(last);
     let msg = format!("X{}", err.raw_os_error().unwrap_or(0));
     let _ = nix::unistd::write(report, msg.as_bytes());
-    sys::exit_now(if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 })
+    sys::exit_now(if err.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    })
 }
 
 fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
@@ -211,7 +225,8 @@ fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
         nix::sys::resource::setrlimit(*resource, v, v)
             .map_err(|e| SandboxError::setup("set rlimit", e))?;
     }
-    sys::drop_bounding_and_ambient().map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
+    sys::drop_bounding_and_ambient()
+        .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
     let gid = Gid::from_raw(AGENT_ID);
     let uid = Uid::from_raw(AGENT_ID);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
@@ -219,14 +234,21 @@ fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
     sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
     landlock::restrict(&cfg.landlock)?;
-    nix::unistd::chdir(cfg.workdir.as_c_str())
-        .map_err(|e| SandboxError::setup(format!("enter working directory {}", cfg.workdir.to_string_lossy()), e))?;
+    nix::unistd::chdir(cfg.workdir.as_c_str()).map_err(|e| {
+        SandboxError::setup(
+            format!("enter working directory {}", cfg.workdir.to_string_lossy()),
+            e,
+        )
+    })?;
     sys::reset_signals();
-    sys::seccomp_install(&cfg.seccomp.clone3, false)
-        .map_err(|e| SandboxError::setup("install seccomp clone3 filter", e))?;
     let listener = sys::seccomp_install(&cfg.seccomp.main, true)
         .map_err(|e| SandboxError::setup("install seccomp filter", e))?
-        .ok_or_else(|| SandboxError::setup("install seccomp filter", std::io::Error::other("no listener")))?;
+        .ok_or_else(|| {
+            SandboxError::setup(
+                "install seccomp filter",
+                std::io::Error::other("no listener"),
+            )
+        })?;
     let fds = [listener.as_raw_fd()];
     sendmsg::<()>(
         report.as_fd().as_raw_fd(),

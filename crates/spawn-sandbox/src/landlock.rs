@@ -58,9 +58,15 @@ pub fn restrict(rules: &Rules) -> Result<Enforcement, SandboxError> {
         .map_err(err)?
         .add_rules(path_beneath_rules(["/"], AccessFs::ReadDir))
         .map_err(err)?
-        .add_rules(path_beneath_rules(existing(&rules.read), AccessFs::from_read(TARGET_ABI)))
+        .add_rules(path_beneath_rules(
+            existing(&rules.read),
+            AccessFs::from_read(TARGET_ABI),
+        ))
         .map_err(err)?
-        .add_rules(path_beneath_rules(existing(&rules.write), AccessFs::from_all(TARGET_ABI)))
+        .add_rules(path_beneath_rules(
+            existing(&rules.write),
+            AccessFs::from_all(TARGET_ABI),
+        ))
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

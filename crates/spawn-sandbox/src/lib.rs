@@ -2,10 +2,11 @@
 //! PID, mount, network, IPC, UTS and cgroup namespaces, a planned read-only root, seccomp
 //! with user notification, Landlock, cgroups and rlimits.
 //!
-//! Policy is data, enforcement is separate: [`rootfs::plan`], [`seccomp::main_rules`] and
+//! Policy is data, enforcement is separate: [`rootfs::plan`], [`seccomp::policy`] and
 //! the Landlock [`landlock::Rules`] are plain values built from a [`spawn_policy::RunSpec`];
 //! the sandbox init applies them. All `unsafe` lives in `sys`.
 
+pub mod bpf;
 pub mod cgroups;
 pub mod doctor;
 mod error;

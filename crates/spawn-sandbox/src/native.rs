@@ -13,7 +13,9 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -143,7 +145,8 @@ pub fn check_available() -> Result<Layout, SandboxError> {
             "run spawn as root",
         ));
     }
-    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.split_whitespace().any(|a| a == "user_notif") {
         return Err(unavailable(
             "the kernel lacks seccomp user notification",
@@ -166,10 +169,21 @@ fn cstring(s: &str, what: &str) -> Result<CString, SandboxError> {
 /// The environment of the agent: a minimal base plus the spec's entries.
 pub fn agent_env(spec: &RunSpec) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into(),
+        ),
         ("HOME".into(), "/workspace".into()),
         ("LANG".into(), "C.UTF-8".into()),
-        ("TERM".into(), std::env::var("TERM").ok().filter(|t| t.len() < 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).unwrap_or_else(|| "xterm".into())),
+        (
+            "TERM".into(),
+            std::env::var("TERM")
+                .ok()
+                .filter(|t| {
+                    t.len() < 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .unwrap_or_else(|| "xterm".into()),
+        ),
         ("USER".into(), "agent".into()),
     ];
     for (k, v) in &spec.env {
@@ -183,7 +197,11 @@ fn search_path(argv0: &str, env: &[(String, String)]) -> Vec<Vec<u8>> {
     if argv0.contains('/') {
         return vec![argv0.as_bytes().to_vec()];
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/bin:/bin");
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| format!("{d}/{argv0}").into_bytes())
@@ -206,7 +224,10 @@ fn child_config(
     let hostname = spec.name.clone();
     let plan = rootfs::plan(spec, disk, &hostname);
     let env = agent_env(spec);
-    let argv0 = spec.command.first().ok_or_else(|| SandboxError::Unsupported("empty command".into()))?;
+    let argv0 = spec
+        .command
+        .first()
+        .ok_or_else(|| SandboxError::Unsupported("empty command".into()))?;
     let argv = spec
         .command
         .iter()
@@ -216,13 +237,23 @@ fn child_config(
         .iter()
         .map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable"))
         .collect::<Result<Vec<_>, _>>()?;
-    let workdir = spec.workdir.clone().unwrap_or_else(|| PathBuf::from("/workspace"));
+    let workdir = spec
+        .workdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/workspace"));
     let workdir = cstring(&workdir.to_string_lossy(), "the working directory")?;
-    let landlock = Rules { read: plan.readable.clone(), write: plan.writable.clone() };
+    let landlock = Rules {
+        read: plan.readable.clone(),
+        write: plan.writable.clone(),
+    };
     let mut trees = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         trees.push(match step {
-            rootfs::Step::Bind { source: rootfs::BindSource::Granted(src), readonly, .. } => {
+            rootfs::Step::Bind {
+                source: rootfs::BindSource::Granted(src),
+                readonly,
+                ..
+            } => {
                 match idmap::idmapped_tree(src, agent_host_id, !readonly) {
                     Ok(tree) => Some(tree),
                     // A filesystem without idmap support: a read-only grant still works as
@@ -267,7 +298,8 @@ struct Guard {
 
 impl Guard {
     fn start(dirs: Vec<PathBuf>) -> Result<Guard, SandboxError> {
-        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("guard pipe", e))?;
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| SandboxError::setup("guard pipe", e))?;
         match sys::fork().map_err(|e| SandboxError::setup("fork cleanup guard", e))? {
             None => {
                 // Leave spawn's session and ignore terminal signals: only EOF ends us.
@@ -282,7 +314,10 @@ impl Guard {
                 }
                 sys::exit_now(0)
             }
-            Some(pid) => Ok(Guard { tx: Some(tx), pid: Pid::from_raw(pid) }),
+            Some(pid) => Ok(Guard {
+                tx: Some(tx),
+                pid: Pid::from_raw(pid),
+            }),
         }
     }
 
@@ -300,10 +335,17 @@ struct Channels {
 }
 
 fn channels(cgroup: &Cgroup) -> Result<Channels, SandboxError> {
-    let (go_rx, go_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
-    let (status_rx, status_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
-    let (report, report_child) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| SandboxError::setup("socketpair", e))?;
+    let (go_rx, go_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
+    let (status_rx, status_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
+    let (report, report_child) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::setup("socketpair", e))?;
     Ok(Channels {
         go_tx,
         report,
@@ -330,7 +372,12 @@ fn read_report(sock: &OwnedFd, into: &mut Reported) {
     let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let (len, fds) = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+    let (len, fds) = match recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    ) {
         Ok(msg) => {
             let mut fds = Vec::new();
             if let Ok(cmsgs) = msg.cmsgs() {
@@ -361,11 +408,16 @@ fn read_report(sock: &OwnedFd, into: &mut Reported) {
                 Some(i) => (&body[..i], &body[i + 1..]),
                 None => (body, &b""[..]),
             };
-            let errno = std::str::from_utf8(errno).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let errno = std::str::from_utf8(errno)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             into.setup_error = Some((String::from_utf8_lossy(stage).into_owned(), errno));
         }
         b'X' => {
-            into.exec_errno = std::str::from_utf8(&msg[1..]).ok().and_then(|s| s.parse().ok());
+            into.exec_errno = std::str::from_utf8(&msg[1..])
+                .ok()
+                .and_then(|s| s.parse().ok());
         }
         _ => {}
     }
@@ -376,7 +428,11 @@ fn read_report(sock: &OwnedFd, into: &mut Reported) {
 ///
 /// The calling process must be single-threaded (the sandbox is created with fork
 /// semantics); this is checked.
-pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Result<Report, SandboxError> {
+pub fn run(
+    spec: &RunSpec,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Report, SandboxError> {
     let started = Instant::now();
     let layout = check_available()?;
     if sys::thread_count().map_err(|e| SandboxError::setup("count threads", e))? != 1 {
@@ -386,7 +442,10 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
     }
     cgroups::reap_stale(&layout);
 
-    let memory = spec.resources.memory_bytes.unwrap_or(defaults::MEMORY_BYTES);
+    let memory = spec
+        .resources
+        .memory_bytes
+        .unwrap_or(defaults::MEMORY_BYTES);
     let pids = spec.resources.pids.unwrap_or(defaults::PIDS);
     let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
     let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
@@ -395,15 +454,29 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
     let cfg = child_config(spec, disk, memory, pids, agent_id)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
-    let cgroup = Cgroup::create(&layout, &name, &Limits { memory_bytes: memory, pids, cpu_millis: Some(cpu) })?;
+    let cgroup = Cgroup::create(
+        &layout,
+        &name,
+        &Limits {
+            memory_bytes: memory,
+            pids,
+            cpu_millis: Some(cpu),
+        },
+    )?;
     let guard = Guard::start(cgroup.dirs().to_vec())?;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let mut cancel_set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         cancel_set.add(s);
     }
-    let old_mask = cancel_set.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+    let old_mask = cancel_set
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .map_err(|e| SandboxError::setup("block signals", e))?;
     let result = (|| {
         let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
@@ -414,24 +487,38 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
             | libc::CLONE_NEWNET
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
-        let (pid, pidfd) = match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
-            sys::Forked::Child => {
-                let mut keep = vec![ch.child.go.as_raw_fd(), ch.child.report.as_raw_fd(), ch.child.status.as_raw_fd()];
-                keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
-                keep.extend(ch.child.cgroup_join.iter().map(|f| f.as_raw_fd()));
-                sys::close_all_except(&keep);
-                init::init_main(&cfg, ch.child)
-            }
-            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
-        };
-        let Channels { go_tx, report, status_rx, child } = ch;
+        let (pid, pidfd) =
+            match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
+                sys::Forked::Child => {
+                    let mut keep = vec![
+                        ch.child.go.as_raw_fd(),
+                        ch.child.report.as_raw_fd(),
+                        ch.child.status.as_raw_fd(),
+                    ];
+                    keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
+                    keep.extend(ch.child.cgroup_join.iter().map(|f| f.as_raw_fd()));
+                    sys::close_all_except(&keep);
+                    init::init_main(&cfg, ch.child)
+                }
+                sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+            };
+        let Channels {
+            go_tx,
+            report,
+            status_rx,
+            child,
+        } = ch;
         drop(child);
         let sandbox = Pid::from_raw(pid);
         let prepared = (|| {
             let map = format!("0 {root_id} 1\n{AGENT_ID} {agent_id} 1\n");
-            std::fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(|e| SandboxError::setup("write uid_map", e))?;
-            std::fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(|e| SandboxError::setup("write gid_map", e))?;
-            std::fs::File::from(go_tx).write_all(b"g").map_err(|e| SandboxError::setup("start sandbox", e))
+            std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+                .map_err(|e| SandboxError::setup("write uid_map", e))?;
+            std::fs::write(format!("/proc/{pid}/gid_map"), &map)
+                .map_err(|e| SandboxError::setup("write gid_map", e))?;
+            std::fs::File::from(go_tx)
+                .write_all(b"g")
+                .map_err(|e| SandboxError::setup("start sandbox", e))
         })();
         if let Err(e) = prepared {
             let _ = kill(sandbox, Signal::SIGKILL);
@@ -439,17 +526,20 @@ pub fn run(spec: &RunSpec, opts: &RunOptions, observer: &mut dyn Observer) -> Re
             return Err(e);
         }
         observer.started(pid, agent_id);
-        supervise(SupervisedRun {
-            sandbox,
-            pidfd,
-            report,
-            status_rx,
-            sigfd,
-            deadline: started + timeout,
-            agent_uid: agent_id,
-            started,
-            cgroup: &cgroup,
-        }, observer)
+        supervise(
+            SupervisedRun {
+                sandbox,
+                pidfd,
+                report,
+                status_rx,
+                sigfd,
+                deadline: started + timeout,
+                agent_uid: agent_id,
+                started,
+                cgroup: &cgroup,
+            },
+            observer,
+        )
     })();
     let _ = old_mask.thread_set_mask();
     let removed = cgroup.remove();
@@ -509,7 +599,11 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(SandboxError::setup("poll", e)),
         }
-        let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .unwrap_or(PollFlags::empty())
+        };
         let pid_ready = !ready(0).is_empty();
         let sig_ready = ready(1).contains(PollFlags::POLLIN);
         let report_idx = if reported.closed { None } else { Some(2) };
@@ -557,10 +651,14 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
     while !reported.closed {
         read_report(&run.report, &mut reported);
     }
-    let init_status = waitpid(run.sandbox, None).map_err(|e| SandboxError::setup("wait for sandbox", e))?;
+    let init_status =
+        waitpid(run.sandbox, None).map_err(|e| SandboxError::setup("wait for sandbox", e))?;
     let duration = run.started.elapsed();
     if let Some((stage, errno)) = reported.setup_error.take() {
-        return Err(SandboxError::Setup { stage, source: std::io::Error::from_raw_os_error(errno) });
+        return Err(SandboxError::Setup {
+            stage,
+            source: std::io::Error::from_raw_os_error(errno),
+        });
     }
     let mut raw = [0u8; 4];
     let agent_status = match std::fs::File::from(run.status_rx).read(&mut raw) {

@@ -41,7 +41,9 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// Host system directories exposed read-only when present.
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
+];
 /// Harmless host files and directories under `/etc` exposed read-only when present.
 const ETC_BINDS: &[&str] = &[
     "/etc/ld.so.cache",
@@ -77,15 +79,34 @@ pub enum BindSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Create a directory (and its parents).
-    Dir { path: PathBuf, mode: u32, owner: Option<u32> },
+    Dir {
+        path: PathBuf,
+        mode: u32,
+        owner: Option<u32>,
+    },
     /// Create a symlink.
     Symlink { link: PathBuf, target: PathBuf },
     /// Create a file with contents.
-    File { path: PathBuf, contents: String, mode: u32 },
+    File {
+        path: PathBuf,
+        contents: String,
+        mode: u32,
+    },
     /// Mount a tmpfs.
-    Tmpfs { path: PathBuf, size: u64, mode: u32, owner: u32, noexec: bool },
+    Tmpfs {
+        path: PathBuf,
+        size: u64,
+        mode: u32,
+        owner: u32,
+        noexec: bool,
+    },
     /// Bind-mount (recursively), optionally read-only; always nosuid and nodev.
-    Bind { source: BindSource, path: PathBuf, readonly: bool, is_dir: bool },
+    Bind {
+        source: BindSource,
+        path: PathBuf,
+        readonly: bool,
+        is_dir: bool,
+    },
     /// Mount a fresh procfs with hidepid and mask its dangerous entries.
     Proc { path: PathBuf },
 }
@@ -138,14 +159,21 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     let mut steps = Vec::new();
     let mut readable = Vec::new();
     let mut writable = Vec::new();
-    let dir = |p: &str, mode| Step::Dir { path: p.into(), mode, owner: None };
+    let dir = |p: &str, mode| Step::Dir {
+        path: p.into(),
+        mode,
+        owner: None,
+    };
 
     for sys_dir in SYSTEM_DIRS {
         let host = Path::new(sys_dir);
         match fs::symlink_metadata(host) {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(target) = fs::read_link(host) {
-                    steps.push(Step::Symlink { link: host.into(), target });
+                    steps.push(Step::Symlink {
+                        link: host.into(),
+                        target,
+                    });
                 }
             }
             Ok(m) if m.is_dir() => {
@@ -164,7 +192,11 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
 
     steps.push(dir("/etc", 0o755));
     for (path, contents) in etc_files(hostname) {
-        steps.push(Step::File { path: path.into(), contents, mode: 0o644 });
+        steps.push(Step::File {
+            path: path.into(),
+            contents,
+            mode: 0o644,
+        });
     }
     for etc in ETC_BINDS {
         let host = Path::new(etc);
@@ -172,14 +204,25 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(target) = fs::read_link(host) {
                     if let Some(parent) = host.parent() {
-                        steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                        steps.push(Step::Dir {
+                            path: parent.into(),
+                            mode: 0o755,
+                            owner: None,
+                        });
                     }
-                    steps.push(Step::Symlink { link: host.into(), target });
+                    steps.push(Step::Symlink {
+                        link: host.into(),
+                        target,
+                    });
                 }
             }
             Ok(m) => {
                 if let Some(parent) = host.parent() {
-                    steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                    steps.push(Step::Dir {
+                        path: parent.into(),
+                        mode: 0o755,
+                        owner: None,
+                    });
                 }
                 steps.push(Step::Bind {
                     source: BindSource::Host(host.into()),
@@ -194,7 +237,13 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     readable.push("/etc".into());
 
     // /dev: a tiny tmpfs with the allowed device nodes bound from the host.
-    steps.push(Step::Tmpfs { path: "/dev".into(), size: 64 << 10, mode: 0o755, owner: 0, noexec: true });
+    steps.push(Step::Tmpfs {
+        path: "/dev".into(),
+        size: 64 << 10,
+        mode: 0o755,
+        owner: 0,
+        noexec: true,
+    });
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if host.exists() {
@@ -213,12 +262,23 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        steps.push(Step::Symlink { link: Path::new("/dev").join(name), target: target.into() });
+        steps.push(Step::Symlink {
+            link: Path::new("/dev").join(name),
+            target: target.into(),
+        });
     }
-    steps.push(Step::Tmpfs { path: "/dev/shm".into(), size: SHM_SIZE, mode: 0o1777, owner: 0, noexec: true });
+    steps.push(Step::Tmpfs {
+        path: "/dev/shm".into(),
+        size: SHM_SIZE,
+        mode: 0o1777,
+        owner: 0,
+        noexec: true,
+    });
     writable.push("/dev/shm".into());
 
-    steps.push(Step::Proc { path: "/proc".into() });
+    steps.push(Step::Proc {
+        path: "/proc".into(),
+    });
     readable.push("/proc".into());
 
     // Scratch: one tmpfs for /tmp and /workspace so the disk quota covers both.
@@ -226,10 +286,24 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         .mounts
         .iter()
         .any(|m| m.target == Path::new("/workspace"));
-    steps.push(Step::Tmpfs { path: "/tmp".into(), size: disk, mode: 0o755, owner: 0, noexec: false });
-    steps.push(Step::Dir { path: "/tmp/tmp".into(), mode: 0o1777, owner: None });
+    steps.push(Step::Tmpfs {
+        path: "/tmp".into(),
+        size: disk,
+        mode: 0o755,
+        owner: 0,
+        noexec: false,
+    });
+    steps.push(Step::Dir {
+        path: "/tmp/tmp".into(),
+        mode: 0o1777,
+        owner: None,
+    });
     if !named_workspace {
-        steps.push(Step::Dir { path: "/tmp/workspace".into(), mode: 0o755, owner: Some(AGENT_ID) });
+        steps.push(Step::Dir {
+            path: "/tmp/workspace".into(),
+            mode: 0o755,
+            owner: Some(AGENT_ID),
+        });
         steps.push(dir("/workspace", 0o755));
         steps.push(Step::Bind {
             source: BindSource::Inside("/tmp/workspace".into()),
@@ -252,12 +326,24 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
             MountSource::Host(src) => {
                 let is_dir = src.is_dir();
                 if is_dir {
-                    steps.push(Step::Dir { path: m.target.clone(), mode: 0o755, owner: None });
+                    steps.push(Step::Dir {
+                        path: m.target.clone(),
+                        mode: 0o755,
+                        owner: None,
+                    });
                 } else {
                     if let Some(parent) = m.target.parent() {
-                        steps.push(Step::Dir { path: parent.into(), mode: 0o755, owner: None });
+                        steps.push(Step::Dir {
+                            path: parent.into(),
+                            mode: 0o755,
+                            owner: None,
+                        });
                     }
-                    steps.push(Step::File { path: m.target.clone(), contents: String::new(), mode: 0o644 });
+                    steps.push(Step::File {
+                        path: m.target.clone(),
+                        contents: String::new(),
+                        mode: 0o644,
+                    });
                 }
                 steps.push(Step::Bind {
                     source: BindSource::Granted(src.clone()),
@@ -267,7 +353,11 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
                 });
             }
             MountSource::Tmpfs { quota_bytes, .. } => {
-                steps.push(Step::Dir { path: m.target.clone(), mode: 0o755, owner: None });
+                steps.push(Step::Dir {
+                    path: m.target.clone(),
+                    mode: 0o755,
+                    owner: None,
+                });
                 steps.push(Step::Tmpfs {
                     path: m.target.clone(),
                     size: quota_bytes.unwrap_or(disk),
@@ -283,7 +373,11 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
             readable.push(m.target.clone());
         }
     }
-    Plan { steps, writable, readable }
+    Plan {
+        steps,
+        writable,
+        readable,
+    }
 }
 
 /// Applies a plan in the calling process, which must be the sandbox init (root in its own
@@ -293,14 +387,23 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
 /// [`BindSource::Granted`] step; a granted step without one is bound plainly (read-only
 /// mounts on filesystems without idmap support).
 pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| SandboxError::setup("make mounts private", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| SandboxError::setup("make mounts private", e))?;
 
     // Open every host bind source before the staging area covers anything.
     let mut sources: Vec<Option<OwnedFd>> = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         sources.push(match step {
-            Step::Bind { source: BindSource::Host(src) | BindSource::Granted(src), .. } => Some(
+            Step::Bind {
+                source: BindSource::Host(src) | BindSource::Granted(src),
+                ..
+            } => Some(
                 open(src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
                     .map_err(|e| SandboxError::setup(format!("open {}", src.display()), e))?,
             ),
@@ -320,29 +423,55 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     nix::unistd::pivot_root(".", ".").map_err(|e| SandboxError::setup("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| SandboxError::setup("detach old root", e))?;
     std::env::set_current_dir("/").map_err(|e| SandboxError::setup("chdir /", e))?;
-    sys::mount_setattr(libc::AT_FDCWD, c"/", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, None)
-        .map_err(|e| SandboxError::setup("make / read-only", e))?;
+    sys::mount_setattr(
+        libc::AT_FDCWD,
+        c"/",
+        0,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        0,
+        None,
+    )
+    .map_err(|e| SandboxError::setup("make / read-only", e))?;
     Ok(())
 }
 
 fn inside(root: &Path, path: &Path) -> PathBuf {
-    let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     root.join(rel)
 }
 
 fn cstr(path: &Path) -> Result<CString, SandboxError> {
-    CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| SandboxError::setup(format!("path {}", path.display()), io::Error::from(io::ErrorKind::InvalidInput)))
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        SandboxError::setup(
+            format!("path {}", path.display()),
+            io::Error::from(io::ErrorKind::InvalidInput),
+        )
+    })
 }
 
-fn mount_tmpfs(path: &Path, size: u64, mode: u32, owner: u32, noexec: bool) -> Result<(), SandboxError> {
+fn mount_tmpfs(
+    path: &Path,
+    size: u64,
+    mode: u32,
+    owner: u32,
+    noexec: bool,
+) -> Result<(), SandboxError> {
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if noexec {
         flags |= MsFlags::MS_NOEXEC;
     }
     let data = format!("size={size},mode={mode:o},uid={owner},gid={owner}");
-    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some(data.as_str()))
-        .map_err(|e| SandboxError::setup(format!("mount tmpfs on {}", path.display()), e))
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| SandboxError::setup(format!("mount tmpfs on {}", path.display()), e))
 }
 
 fn apply_step(
@@ -376,19 +505,34 @@ fn apply_step(
             symlink(target, &host)
                 .map_err(|e| SandboxError::setup(format!("symlink {}", link.display()), e))?;
         }
-        Step::File { path, contents, mode } => {
+        Step::File {
+            path,
+            contents,
+            mode,
+        } => {
             let host = inside(root, path);
             fs::write(&host, contents)
                 .and_then(|()| fs::set_permissions(&host, fs::Permissions::from_mode(*mode)))
                 .map_err(|e| SandboxError::setup(format!("write {}", path.display()), e))?;
         }
-        Step::Tmpfs { path, size, mode, owner, noexec } => {
+        Step::Tmpfs {
+            path,
+            size,
+            mode,
+            owner,
+            noexec,
+        } => {
             let host = inside(root, path);
             fs::create_dir_all(&host)
                 .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
             mount_tmpfs(&host, *size, *mode, *owner, *noexec)?;
         }
-        Step::Bind { source: src, path, readonly, is_dir } => {
+        Step::Bind {
+            source: src,
+            path,
+            readonly,
+            is_dir,
+        } => {
             let host = inside(root, path);
             if !host.exists() {
                 if *is_dir {
@@ -396,7 +540,9 @@ fn apply_step(
                 } else {
                     fs::File::create(&host).map(drop)
                 }
-                .map_err(|e| SandboxError::setup(format!("create mount point {}", path.display()), e))?;
+                .map_err(|e| {
+                    SandboxError::setup(format!("create mount point {}", path.display()), e)
+                })?;
             }
             if let (BindSource::Granted(_), Some(tree)) = (src, tree) {
                 use std::os::fd::AsFd;
@@ -404,7 +550,9 @@ fn apply_step(
                     .map_err(|e| SandboxError::setup(format!("mount {}", path.display()), e));
             }
             let from = match (src, source) {
-                (BindSource::Host(_) | BindSource::Granted(_), Some(fd)) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                (BindSource::Host(_) | BindSource::Granted(_), Some(fd)) => {
+                    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                }
                 (BindSource::Inside(p), _) => inside(root, p),
                 (BindSource::Host(p) | BindSource::Granted(p), None) => {
                     return Err(SandboxError::setup(
@@ -413,8 +561,14 @@ fn apply_step(
                     ))
                 }
             };
-            mount(Some(&from), &host, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(|e| SandboxError::setup(format!("bind {}", path.display()), e))?;
+            mount(
+                Some(&from),
+                &host,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| SandboxError::setup(format!("bind {}", path.display()), e))?;
             let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
             if *readonly {
                 attrs |= MOUNT_ATTR_RDONLY;
@@ -423,8 +577,15 @@ fn apply_step(
             if path.starts_with("/dev") {
                 attrs &= !MOUNT_ATTR_NODEV;
             }
-            sys::mount_setattr(libc::AT_FDCWD, &cstr(&host)?, libc::AT_RECURSIVE as libc::c_uint, attrs, 0, None)
-                .map_err(|e| SandboxError::setup(format!("restrict mount {}", path.display()), e))?;
+            sys::mount_setattr(
+                libc::AT_FDCWD,
+                &cstr(&host)?,
+                libc::AT_RECURSIVE as libc::c_uint,
+                attrs,
+                0,
+                None,
+            )
+            .map_err(|e| SandboxError::setup(format!("restrict mount {}", path.display()), e))?;
         }
         Step::Proc { path } => {
             let host = inside(root, path);
@@ -442,15 +603,27 @@ fn apply_step(
             for masked in PROC_MASKED {
                 let target = host.join(masked);
                 if target.exists() {
-                    mount(Some(&null), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                        .map_err(|e| SandboxError::setup(format!("mask /proc/{masked}"), e))?;
+                    mount(
+                        Some(&null),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| SandboxError::setup(format!("mask /proc/{masked}"), e))?;
                 }
             }
             for ro in PROC_READONLY {
                 let target = host.join(ro);
                 if target.exists() {
-                    mount(Some(&target), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                        .map_err(|e| SandboxError::setup(format!("bind /proc/{ro}"), e))?;
+                    mount(
+                        Some(&target),
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(|e| SandboxError::setup(format!("bind /proc/{ro}"), e))?;
                     sys::mount_setattr(
                         libc::AT_FDCWD,
                         &cstr(&target)?,
@@ -495,21 +668,35 @@ mod tests {
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::Bind { source: BindSource::Host(h) | BindSource::Granted(h), .. } => Some(h.as_path()),
+                Step::Bind {
+                    source: BindSource::Host(h) | BindSource::Granted(h),
+                    ..
+                } => Some(h.as_path()),
                 _ => None,
             })
             .collect();
         for src in &host_sources {
-            let ok = SYSTEM_DIRS.iter().chain(ETC_BINDS).any(|a| src == &Path::new(a))
+            let ok = SYSTEM_DIRS
+                .iter()
+                .chain(ETC_BINDS)
+                .any(|a| src == &Path::new(a))
                 || src.starts_with("/dev");
             assert!(ok, "unexpected host source {}", src.display());
         }
         for forbidden in ["/etc/shadow", "/root", "/home", "/sys", "/etc/ssl/private"] {
-            assert!(!host_sources.iter().any(|s| s.starts_with(forbidden)), "{forbidden} exposed");
+            assert!(
+                !host_sources.iter().any(|s| s.starts_with(forbidden)),
+                "{forbidden} exposed"
+            );
         }
         // System binds are read-only.
         for s in &p.steps {
-            if let Step::Bind { source: BindSource::Host(h), readonly, .. } = s {
+            if let Step::Bind {
+                source: BindSource::Host(h),
+                readonly,
+                ..
+            } = s
+            {
                 if !h.starts_with("/dev") {
                     assert!(readonly, "{} must be read-only", h.display());
                 }
@@ -521,33 +708,52 @@ mod tests {
     fn passwd_has_the_agent_and_no_shadow() {
         let p = plan(&spec(vec![]), 1 << 20, "host");
         let passwd = p.steps.iter().find_map(|s| match s {
-            Step::File { path, contents, .. } if path == Path::new("/etc/passwd") => Some(contents.clone()),
+            Step::File { path, contents, .. } if path == Path::new("/etc/passwd") => {
+                Some(contents.clone())
+            }
             _ => None,
         });
         assert!(passwd.unwrap().contains("agent:x:1000:1000:"));
-        assert!(!p.steps.iter().any(|s| matches!(s, Step::File { path, .. } if path == Path::new("/etc/shadow"))));
+        assert!(!p
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::File { path, .. } if path == Path::new("/etc/shadow"))));
     }
 
     #[test]
     fn named_workspace_volume_replaces_the_scratch_workspace() {
         let m = MountSpec {
-            source: MountSource::Tmpfs { name: "workspace".into(), quota_bytes: Some(5 << 20) },
+            source: MountSource::Tmpfs {
+                name: "workspace".into(),
+                quota_bytes: Some(5 << 20),
+            },
             target: "/workspace".into(),
             writable: true,
         };
         let p = plan(&spec(vec![m]), 1 << 20, "t");
-        assert!(p.steps.iter().any(|s| matches!(s, Step::Tmpfs { path, size, owner, .. }
+        assert!(p
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Tmpfs { path, size, owner, .. }
             if path == Path::new("/workspace") && *size == 5 << 20 && *owner == AGENT_ID)));
-        assert!(!p.steps.iter().any(|s| matches!(s, Step::Bind { source: BindSource::Inside(i), .. }
-            if i == Path::new("/tmp/workspace"))));
+        assert!(!p.steps.iter().any(
+            |s| matches!(s, Step::Bind { source: BindSource::Inside(i), .. }
+            if i == Path::new("/tmp/workspace"))
+        ));
     }
 
     #[test]
     fn host_mounts_follow_their_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let m = MountSpec { source: MountSource::Host(dir.path().into()), target: "/data".into(), writable: false };
+        let m = MountSpec {
+            source: MountSource::Host(dir.path().into()),
+            target: "/data".into(),
+            writable: false,
+        };
         let p = plan(&spec(vec![m]), 1 << 20, "t");
-        assert!(p.steps.iter().any(|s| matches!(s, Step::Bind { path, readonly: true, .. } if path == Path::new("/data"))));
+        assert!(p.steps.iter().any(
+            |s| matches!(s, Step::Bind { path, readonly: true, .. } if path == Path::new("/data"))
+        ));
         assert!(p.readable.contains(&PathBuf::from("/data")));
         assert!(!p.writable.contains(&PathBuf::from("/data")));
     }

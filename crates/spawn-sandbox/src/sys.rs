@@ -3,6 +3,9 @@
 //! Every `unsafe` block of this crate lives in this module. Each wrapper is tiny, takes
 //! owned or borrowed Rust values and turns the C return convention into `io::Result`
 //! through [`cvt`].
+// Kernel ABI values (syscall numbers, flags, fds, BPF words) are converted bit for bit
+// between C integer types here; the casts are intentional.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -398,7 +401,10 @@ pub(crate) fn landlock_abi() -> Option<i64> {
 
 /// Closes every descriptor ≥ 3 except those in `keep`.
 pub(crate) fn close_all_except(keep: &[RawFd]) {
-    let mut keep: Vec<libc::c_uint> = keep.iter().filter_map(|fd| u32::try_from(*fd).ok()).collect();
+    let mut keep: Vec<libc::c_uint> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .collect();
     keep.sort_unstable();
     let mut low: libc::c_uint = 3;
     for fd in keep {
@@ -425,13 +431,23 @@ pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
 /// Points stdin, stdout and stderr at `/dev/null` and ignores terminal signals (for the
 /// cleanup guard, which must not hold the caller's pipes or die with its terminal).
 pub(crate) fn detach_stdio_and_signals() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors; `null` stays open across the calls.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+    ] {
         // SAFETY: installing SIG_IGN is always sound.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
