@@ -1,1 +1,144 @@
-fn main() {}
+//! `spawn-bench`: start-to-exit wall time of spawn's runtimes against named baselines,
+//! measured in one run with interleaved rounds. See README.md for how to read it.
+
+mod bwrap;
+mod case;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::case::Case;
+use crate::report::{CaseResult, Target};
+use crate::stats::Summary;
+
+/// Rounds run before measuring (page cache, binaries, lazy kernel state); not counted.
+const WARMUP_ROUNDS: usize = 5;
+
+const BARE: &str = "true (bare)";
+const BWRAP: &str = "bwrap (comparable)";
+const SPAWN_NATIVE: &str = "spawn native";
+
+/// Targets are reported as PASS/FAIL; missing one does not change the exit status.
+const TARGETS: &[Target] = &[
+    Target::Ratio {
+        label: "ratio spawn/bwrap",
+        case: SPAWN_NATIVE,
+        baseline: BWRAP,
+        max: 1.0,
+    },
+    Target::MedianBelow {
+        label: "spawn native median",
+        case: SPAWN_NATIVE,
+        max_ms: 10.0,
+    },
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spawn-bench",
+    about = "Sandbox start-to-exit benchmark of spawn"
+)]
+struct Cli {
+    /// Measured rounds; each runs every case once, in order.
+    #[arg(long, default_value_t = 200)]
+    rounds: usize,
+    /// The spawn binary to measure.
+    #[arg(long, default_value = "target/release/spawn")]
+    spawn: PathBuf,
+    /// Also write the numbers (and every sample) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spawn-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cli.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if !cli.spawn.is_file() {
+        bail!(
+            "spawn binary not found at {}: build it with `cargo build --release -p spawn-cli` or pass --spawn",
+            cli.spawn.display()
+        );
+    }
+    let bwrap = bwrap::find()?;
+
+    let tmp = tempfile::tempdir().context("create temporary directory")?;
+    let seccomp = tmp.path().join("seccomp.bpf");
+    bwrap::write_seccomp(&seccomp)?;
+    let spawn_home = tmp.path().join("spawn-home");
+    std::fs::create_dir(&spawn_home).context("create SPAWN_HOME")?;
+
+    // Add later cases here (and their targets above): each is a named command line.
+    let cases = vec![
+        Case::new(BARE, "/bin/true"),
+        bwrap::case(BWRAP, &bwrap, &seccomp, &["true"])?,
+        Case::new(SPAWN_NATIVE, &cli.spawn)
+            .args(["run", "--runtime", "native", "--", "true"])
+            .env("SPAWN_HOME", &spawn_home),
+    ];
+
+    let samples = measure(&cases, cli.rounds)?;
+    let results = cases
+        .iter()
+        .zip(samples)
+        .map(|(case, samples)| {
+            let summary = Summary::of(&samples).context("no samples")?;
+            Ok(CaseResult {
+                name: case.name.clone(),
+                cmdline: case.cmdline(),
+                samples_ms: samples.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
+                summary,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let verdicts = TARGETS
+        .iter()
+        .map(|t| t.check(&results))
+        .collect::<Result<Vec<_>>>()?;
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let header = format!(
+        "spawn-bench: sandbox start-to-exit, N={} rounds interleaved ({WARMUP_ROUNDS} warm-up), {cpus} CPUs",
+        cli.rounds
+    );
+    report::print(&header, &results, &verdicts);
+    if let Some(path) = &cli.json {
+        let json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
+        let text = serde_json::to_string_pretty(&json)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the warm-up rounds, then `rounds` rounds of every case in turn (A, B, C, A, B, C,
+/// …) so that noise from other work on the machine spreads evenly over the cases.
+fn measure(cases: &[Case], rounds: usize) -> Result<Vec<Vec<Duration>>> {
+    for _ in 0..WARMUP_ROUNDS {
+        for case in cases {
+            case.run_once()?;
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (case, out) in cases.iter().zip(&mut samples) {
+            out.push(case.run_once()?);
+        }
+    }
+    Ok(samples)
+}

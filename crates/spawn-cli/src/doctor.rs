@@ -15,7 +15,12 @@ pub(crate) fn main(as_json: bool) -> ExitCode {
         println!("{}", serde_json::Value::Array(v));
     } else {
         for c in &checks {
-            println!("{:<22} {:<4} {}", c.name, if c.ok { "ok" } else { "no" }, c.detail);
+            println!(
+                "{:<22} {:<4} {}",
+                c.name,
+                if c.ok { "ok" } else { "no" },
+                c.detail
+            );
         }
     }
     ExitCode::SUCCESS

@@ -97,7 +97,9 @@ fn main() -> ExitCode {
             let _ = e.print();
             let is_run = std::env::args().nth(1).as_deref() == Some("run");
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ if is_run => ExitCode::from(EXIT_SPAWN_FAILED),
                 _ => ExitCode::from(2),
             };

@@ -34,11 +34,21 @@ where
 
 fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let agent = args.file.as_deref().map(spawn_policy::load_agent).transpose()?;
+    let agent = args
+        .file
+        .as_deref()
+        .map(spawn_policy::load_agent)
+        .transpose()?;
     let base_dir: PathBuf = match &args.file {
         Some(f) => f
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { cwd.clone() } else { cwd.join(p) })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    cwd.clone()
+                } else {
+                    cwd.join(p)
+                }
+            })
             .unwrap_or_else(|| cwd.clone()),
         None => cwd.clone(),
     };
@@ -57,7 +67,12 @@ fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
         workdir: args.workdir.clone(),
         command: args.command.clone(),
     };
-    Ok(spawn_policy::resolve(agent.as_ref(), &base_dir, &cwd, &overrides)?)
+    Ok(spawn_policy::resolve(
+        agent.as_ref(),
+        &base_dir,
+        &cwd,
+        &overrides,
+    )?)
 }
 
 /// Writes audit events as the run goes; a failed append is reported, never silent.
@@ -70,7 +85,10 @@ struct Auditor {
 
 impl Auditor {
     fn emit(&mut self, event: Event) {
-        let event = Event { trace_id: Some(self.trace_id.clone()), ..event };
+        let event = Event {
+            trace_id: Some(self.trace_id.clone()),
+            ..event
+        };
         if let Err(e) = self.log.append(&[event]) {
             self.failed.get_or_insert_with(|| e.to_string());
         }
@@ -80,7 +98,10 @@ impl Auditor {
         Event::new(
             t,
             self.principal.clone(),
-            Resource { kind: kind.into(), name: name.into() },
+            Resource {
+                kind: kind.into(),
+                name: name.into(),
+            },
             action,
             outcome,
         )
@@ -92,7 +113,13 @@ impl Observer for Auditor {
         // One event per kind of blocked call; the totals go into agent.stop.
         if first {
             let e = self
-                .event(EventType::AgentCapabilityDenied, "syscall", syscall, "syscall", Outcome::Denied)
+                .event(
+                    EventType::AgentCapabilityDenied,
+                    "syscall",
+                    syscall,
+                    "syscall",
+                    Outcome::Denied,
+                )
                 .with_detail("syscall", syscall)
                 .with_detail("reason", "not allowed by the sandbox's seccomp policy");
             self.emit(e);
@@ -125,34 +152,62 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the audit log under {}", home.display()))?;
     let mut auditor = Auditor {
         log,
-        principal: Principal { kind: "agent".into(), id: agent_id, name: Some(spec.name.clone()) },
+        principal: Principal {
+            kind: "agent".into(),
+            id: agent_id,
+            name: Some(spec.name.clone()),
+        },
         trace_id: run_id.clone(),
         failed: None,
     };
     let argv0 = spec.command.first().cloned().unwrap_or_default();
     let start = auditor
-        .event(EventType::AgentStart, "sandbox", spec.runtime.as_str(), "start", Outcome::Success)
+        .event(
+            EventType::AgentStart,
+            "sandbox",
+            spec.runtime.as_str(),
+            "start",
+            Outcome::Success,
+        )
         .with_detail("runtime", spec.runtime.as_str())
         .with_detail("namespace", spec.namespace.clone())
         .with_detail("net", spec.net.as_str())
-        .with_detail("envNames", spec.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+        .with_detail(
+            "envNames",
+            spec.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        )
         .with_detail(
             "mounts",
-            spec.mounts.iter().map(|m| m.target.display().to_string()).collect::<Vec<_>>(),
+            spec.mounts
+                .iter()
+                .map(|m| m.target.display().to_string())
+                .collect::<Vec<_>>(),
         );
     auditor.emit(start);
     if let Some(f) = auditor.failed.take() {
         bail!("cannot write the audit log: {f}");
     }
     let invoke = auditor
-        .event(EventType::AgentCapabilityInvoke, "capability", "exec", "execute", Outcome::Success)
+        .event(
+            EventType::AgentCapabilityInvoke,
+            "capability",
+            "exec",
+            "execute",
+            Outcome::Success,
+        )
         .with_detail("command", argv0.clone())
         .with_detail("argc", spec.command.len())
         .with_detail("codeHash", command_hash(&spec.command))
         .with_detail("languages", spec.languages.clone());
     auditor.emit(invoke);
 
-    let result = spawn_sandbox::run(&spec, &RunOptions { run_id: run_id.clone() }, &mut auditor);
+    let result = spawn_sandbox::run(
+        &spec,
+        &RunOptions {
+            run_id: run_id.clone(),
+        },
+        &mut auditor,
+    );
     let code = match &result {
         Ok(report) => {
             audit_stop(&mut auditor, report);
@@ -164,7 +219,13 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             let stop = auditor
-                .event(EventType::AgentStop, "sandbox", spec.runtime.as_str(), "stop", Outcome::Error)
+                .event(
+                    EventType::AgentStop,
+                    "sandbox",
+                    spec.runtime.as_str(),
+                    "stop",
+                    Outcome::Error,
+                )
                 .with_detail("error", e.to_string());
             auditor.emit(stop);
             if args.json {
@@ -202,11 +263,18 @@ fn audit_stop(auditor: &mut Auditor, report: &Report) {
         stop = stop.with_detail("killReason", reason.as_str());
     }
     auditor.emit(stop);
-    if let Some(reason @ (spawn_sandbox::KillReason::Timeout | spawn_sandbox::KillReason::OutOfMemory)) =
-        report.kill_reason
+    if let Some(
+        reason @ (spawn_sandbox::KillReason::Timeout | spawn_sandbox::KillReason::OutOfMemory),
+    ) = report.kill_reason
     {
         let e = auditor
-            .event(EventType::ResourceExhausted, "sandbox", reason.as_str(), "kill", Outcome::Denied)
+            .event(
+                EventType::ResourceExhausted,
+                "sandbox",
+                reason.as_str(),
+                "kill",
+                Outcome::Denied,
+            )
             .with_detail("reason", reason.as_str());
         auditor.emit(e);
     }
@@ -214,7 +282,9 @@ fn audit_stop(auditor: &mut Auditor, report: &Report) {
 
 fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {
     match report.exec_failure {
-        Some(ExecFailure::NotFound) => eprintln!("spawn: {argv0}: command not found in the sandbox"),
+        Some(ExecFailure::NotFound) => {
+            eprintln!("spawn: {argv0}: command not found in the sandbox")
+        }
         Some(ExecFailure::NotExecutable(errno)) => eprintln!(
             "spawn: {argv0}: cannot be executed in the sandbox ({})",
             std::io::Error::from_raw_os_error(errno)
@@ -228,7 +298,9 @@ fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {
         ),
         Some(spawn_sandbox::KillReason::OutOfMemory) => eprintln!(
             "spawn: the run exceeded its memory limit of {} bytes and was killed",
-            spec.resources.memory_bytes.unwrap_or(native::defaults::MEMORY_BYTES)
+            spec.resources
+                .memory_bytes
+                .unwrap_or(native::defaults::MEMORY_BYTES)
         ),
         _ => {}
     }
@@ -243,7 +315,11 @@ fn humantime(d: std::time::Duration) -> String {
     }
 }
 
-fn json_result(run_id: &str, spec: &RunSpec, result: Result<&Report, &spawn_sandbox::SandboxError>) -> Value {
+fn json_result(
+    run_id: &str,
+    spec: &RunSpec,
+    result: Result<&Report, &spawn_sandbox::SandboxError>,
+) -> Value {
     match result {
         Ok(r) => json!({
             "runId": run_id,
