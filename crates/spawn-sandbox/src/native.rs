@@ -321,9 +321,12 @@ impl Guard {
         }
     }
 
+    /// Lets the guard go: it wakes on EOF, finds nothing left to remove and exits. It is
+    /// reaped if it already has; otherwise by whoever reaps spawn's orphans (spawn's own
+    /// exit, for the CLI), so the run does not wait for it.
     fn finish(mut self) {
         self.tx = None;
-        let _ = waitpid(self.pid, None);
+        let _ = waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     }
 }
 
@@ -463,7 +466,7 @@ pub fn run(
             cpu_millis: Some(cpu),
         },
     )?;
-    let guard = Guard::start(cgroup.dirs().to_vec())?;
+    let mut guard: Option<Guard> = None;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let mut cancel_set = SigSet::empty();
@@ -525,6 +528,16 @@ pub fn run(
             let _ = waitpid(sandbox, None);
             return Err(e);
         }
+        // The guard is forked while the sandbox sets itself up, off the critical path.
+        // Should spawn be killed before it exists, the next run reaps the cgroups.
+        match Guard::start(cgroup.dirs().to_vec()) {
+            Ok(g) => guard = Some(g),
+            Err(e) => {
+                let _ = kill(sandbox, Signal::SIGKILL);
+                let _ = waitpid(sandbox, None);
+                return Err(e);
+            }
+        }
         observer.started(pid, agent_id);
         supervise(
             SupervisedRun {
@@ -543,7 +556,9 @@ pub fn run(
     })();
     let _ = old_mask.thread_set_mask();
     let removed = cgroup.remove();
-    guard.finish();
+    if let Some(g) = guard {
+        g.finish();
+    }
     let report = result?;
     removed?;
     Ok(report)
