@@ -8,7 +8,7 @@
 //! `seccompiler` stays in the test suite as an oracle: the two compilers must agree on
 //! every decision (see `tests`).
 //!
-//! The program only uses: `LD W ABS`, `ALU AND K`, `JEQ K`, `JGE K`, `JA`, `RET K`.
+//! The program only uses: `LD W ABS`, `ALU AND K`, `JEQ K`, `JGE K`, `JGT K`, `JA`, `RET K`.
 //! Conditional jumps never skip more than a few instructions; long jumps use `JA`, whose
 //! 32-bit offset has no practical limit.
 // Kernel ABI values (syscall numbers, flags, fds, BPF words) are converted bit for bit
@@ -36,6 +36,7 @@ const ALU_AND_K: u16 = 0x54;
 const JMP_JA: u16 = 0x05;
 const JMP_JEQ_K: u16 = 0x15;
 const JMP_JGE_K: u16 = 0x35;
+const JMP_JGT_K: u16 = 0x25;
 const RET_K: u16 = 0x06;
 
 /// Offsets in `struct seccomp_data`.
@@ -160,11 +161,18 @@ impl Gen {
         self.out.push(i);
     }
 
-    /// Binary search over `items` (sorted by nr) with the syscall number in A.
-    fn tree(&mut self, items: &[(u32, Dispatch)], default: Action) {
+    /// Binary search over `items` (disjoint `lo..=hi` ranges sorted by `lo`) with the
+    /// syscall number in A. Leaves check both bounds of each range, so a leaf is correct
+    /// whatever path led to it.
+    fn tree(&mut self, items: &[(u32, u32, Dispatch)], default: Action) {
         if items.len() <= 3 {
-            for (nr, d) in items {
-                self.push(jump(JMP_JEQ_K, *nr, 0, 1));
+            for (lo, hi, d) in items {
+                if lo == hi {
+                    self.push(jump(JMP_JEQ_K, *lo, 0, 1));
+                } else {
+                    self.push(jump(JMP_JGE_K, *lo, 0, 2));
+                    self.push(jump(JMP_JGT_K, *hi, 1, 0));
+                }
                 match d {
                     Dispatch::Ret(a) => self.push(stmt(RET_K, a.ret())),
                     Dispatch::Block(l) => self.push(Insn::Ja(*l)),
@@ -245,7 +253,7 @@ impl Filter {
         g.push(stmt(RET_K, RET_KILL_PROCESS));
         g.push(stmt(LD_W_ABS, OFF_NR));
 
-        let mut items = Vec::with_capacity(self.entries.len());
+        let mut items: Vec<(u32, u32, Dispatch)> = Vec::with_capacity(self.entries.len());
         let mut blocks = Vec::new();
         for (nr, e) in &self.entries {
             for alt in &e.any_of {
@@ -257,10 +265,18 @@ impl Filter {
                 }
             }
             if e.any_of.is_empty() {
-                items.push((*nr, Dispatch::Ret(e.action)));
+                // Merge runs of consecutive numbers with the same unconditional action.
+                match items.last_mut() {
+                    Some((_, hi, Dispatch::Ret(a)))
+                        if *a == e.action && hi.checked_add(1) == Some(*nr) =>
+                    {
+                        *hi = *nr;
+                    }
+                    _ => items.push((*nr, *nr, Dispatch::Ret(e.action))),
+                }
             } else {
                 let l = g.label();
-                items.push((*nr, Dispatch::Block(l)));
+                items.push((*nr, *nr, Dispatch::Block(l)));
                 blocks.push((l, e));
             }
         }
@@ -339,6 +355,7 @@ pub fn run(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) ->
             JMP_JA => pc += f.k as usize,
             JMP_JEQ_K => pc += usize::from(if a == f.k { f.jt } else { f.jf }),
             JMP_JGE_K => pc += usize::from(if a >= f.k { f.jt } else { f.jf }),
+            JMP_JGT_K => pc += usize::from(if a > f.k { f.jt } else { f.jf }),
             RET_K => return Some(f.k),
             _ => return None,
         }
@@ -473,6 +490,52 @@ mod tests {
         assert_eq!(r(14, [0, 0, 0, u64::MAX, 0, 0]), Some(RET_USER_NOTIF));
         assert_eq!(r(14, [0, 0, 0, u64::MAX - 1, 0, 0]), Some(RET_ALLOW));
         assert_eq!(r(14, [0, 0, 0, 0xffff_ffff, 0, 0]), Some(RET_ALLOW));
+    }
+
+    #[test]
+    fn ranges_and_neighbours() {
+        let allow = |n| {
+            (
+                n,
+                Entry {
+                    any_of: vec![],
+                    action: Action::Allow,
+                },
+            )
+        };
+        let p = filter(vec![
+            allow(5),
+            allow(6),
+            allow(7),
+            (
+                8,
+                Entry {
+                    any_of: vec![],
+                    action: Action::Errno(1),
+                },
+            ),
+            allow(9),
+            allow(11),
+            allow(u32::MAX),
+        ])
+        .compile()
+        .unwrap();
+        let expect = [
+            (4, RET_USER_NOTIF),
+            (5, RET_ALLOW),
+            (6, RET_ALLOW),
+            (7, RET_ALLOW),
+            (8, RET_ERRNO | 1),
+            (9, RET_ALLOW),
+            (10, RET_USER_NOTIF),
+            (11, RET_ALLOW),
+            (12, RET_USER_NOTIF),
+            (u32::MAX - 1, RET_USER_NOTIF),
+            (u32::MAX, RET_ALLOW),
+        ];
+        for (nr, want) in expect {
+            assert_eq!(run(&p, ARCH, nr, [0; 6]), Some(want), "nr {nr}");
+        }
     }
 
     #[test]
