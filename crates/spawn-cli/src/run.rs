@@ -85,11 +85,19 @@ struct Auditor {
 
 impl Auditor {
     fn emit(&mut self, event: Event) {
-        let event = Event {
-            trace_id: Some(self.trace_id.clone()),
-            ..event
-        };
-        if let Err(e) = self.log.append(&[event]) {
+        self.emit_all(vec![event]);
+    }
+
+    /// Appends events as one batch (one lock, one write).
+    fn emit_all(&mut self, events: Vec<Event>) {
+        let events: Vec<Event> = events
+            .into_iter()
+            .map(|e| Event {
+                trace_id: Some(self.trace_id.clone()),
+                ..e
+            })
+            .collect();
+        if let Err(e) = self.log.append(&events) {
             self.failed.get_or_insert_with(|| e.to_string());
         }
     }
@@ -183,10 +191,6 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
                 .map(|m| m.target.display().to_string())
                 .collect::<Vec<_>>(),
         );
-    auditor.emit(start);
-    if let Some(f) = auditor.failed.take() {
-        bail!("cannot write the audit log: {f}");
-    }
     let invoke = auditor
         .event(
             EventType::AgentCapabilityInvoke,
@@ -199,7 +203,11 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         .with_detail("argc", spec.command.len())
         .with_detail("codeHash", command_hash(&spec.command))
         .with_detail("languages", spec.languages.clone());
-    auditor.emit(invoke);
+    // Nothing runs unless its start is on record.
+    auditor.emit_all(vec![start, invoke]);
+    if let Some(f) = auditor.failed.take() {
+        bail!("cannot write the audit log: {f}");
+    }
 
     let result = spawn_sandbox::run(
         &spec,
