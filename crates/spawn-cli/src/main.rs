@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an agent (or a bare command) in a sandbox.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a manifest; exit 0 or print a precise error.
     Validate {
         /// The manifest.

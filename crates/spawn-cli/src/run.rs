@@ -270,7 +270,23 @@ fn audit_stop(auditor: &mut Auditor, report: &Report) {
     if let Some(reason) = report.kill_reason {
         stop = stop.with_detail("killReason", reason.as_str());
     }
+    if report.pids_limit_hits > 0 {
+        stop = stop.with_detail("pidsLimitHits", report.pids_limit_hits);
+    }
     auditor.emit(stop);
+    if report.pids_limit_hits > 0 {
+        let e = auditor
+            .event(
+                EventType::ResourceExhausted,
+                "sandbox",
+                "pids",
+                "fork",
+                Outcome::Denied,
+            )
+            .with_detail("reason", "pids limit reached")
+            .with_detail("refusedForks", report.pids_limit_hits);
+        auditor.emit(e);
+    }
     if let Some(
         reason @ (spawn_sandbox::KillReason::Timeout | spawn_sandbox::KillReason::OutOfMemory),
     ) = report.kill_reason
@@ -316,7 +332,7 @@ fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {
 
 fn humantime(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}s", d.as_secs())
@@ -340,6 +356,7 @@ fn json_result(
             "blockedByName": r.blocked_by_name,
             "killReason": r.kill_reason.map(|k| k.as_str()),
             "oomKills": r.oom_kills,
+            "pidsLimitHits": r.pids_limit_hits,
             "hostUid": r.host_uid,
             "execError": r.exec_failure.map(|f| match f {
                 ExecFailure::NotFound => "not found".to_owned(),

@@ -108,6 +108,8 @@ pub struct Report {
     pub exec_failure: Option<ExecFailure>,
     /// OOM kills inside the sandbox (a child may be killed while the command survives).
     pub oom_kills: u64,
+    /// Forks refused because the run reached its PID limit.
+    pub pids_limit_hits: u64,
     /// The host uid the agent ran as.
     pub host_uid: u32,
 }
@@ -246,25 +248,19 @@ fn child_config(
         read: plan.readable.clone(),
         write: plan.writable.clone(),
     };
+    // Writable grants are idmapped (the agent writes as the directory's owner); read-only
+    // grants are plain binds, so the agent reads only what the host lets everyone read —
+    // an idmapped read-only /etc would hand it /etc/shadow.
     let mut trees = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         trees.push(match step {
             rootfs::Step::Bind {
                 source: rootfs::BindSource::Granted(src),
-                readonly,
+                readonly: false,
                 ..
             } => {
-                match idmap::idmapped_tree(src, agent_host_id, !readonly) {
-                    Ok(tree) => Some(tree),
-                    // A filesystem without idmap support: a read-only grant still works as
-                    // a plain bind (files keep their host owners); a writable one cannot.
-                    Err(SandboxError::Setup { source, .. })
-                        if *readonly && source.raw_os_error() == Some(libc::EINVAL) =>
-                    {
-                        None
-                    }
-                    Err(e) => return Err(e),
-                }
+                refuse_system_tree(src)?;
+                Some(idmap::idmapped_tree(src, agent_host_id, true)?)
             }
             _ => None,
         });
@@ -287,6 +283,25 @@ fn child_config(
         ],
         trees,
     })
+}
+
+/// Host trees that may never be granted writable: the agent would write there as their
+/// owner (root), i.e. rewrite the host's system.
+const SYSTEM_TREES: &[&str] = &[
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var",
+    "/run", "/proc", "/sys", "/dev", "/root", "/opt", "/srv", "/snap",
+];
+
+fn refuse_system_tree(src: &Path) -> Result<(), SandboxError> {
+    let canonical = std::fs::canonicalize(src)
+        .map_err(|e| SandboxError::setup(format!("resolve {}", src.display()), e))?;
+    if canonical == Path::new("/") || SYSTEM_TREES.iter().any(|t| canonical.starts_with(t)) {
+        return Err(SandboxError::Unsupported(format!(
+            "{} is part of the host system and cannot be mounted read-write; mount a copy or mount it read-only",
+            canonical.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A process outside the sandbox that removes the run's cgroups if spawn dies without
@@ -719,6 +734,7 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         kill_reason,
         exec_failure,
         oom_kills: stats.oom_kills,
+        pids_limit_hits: stats.pids_limit_hits,
         host_uid: run.agent_uid,
     })
 }

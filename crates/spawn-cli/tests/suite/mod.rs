@@ -1,0 +1,10 @@
+//! The suite: one module per concern, all sharing [`helpers`].
+
+mod helpers;
+
+mod audit;
+mod cleanup;
+mod env_and_mounts;
+mod escape;
+mod exit_codes;
+mod manifest;
