@@ -312,28 +312,36 @@ struct Guard {
 }
 
 impl Guard {
-    fn start(dirs: Vec<PathBuf>) -> Result<Guard, SandboxError> {
+    fn start(dirs: &[PathBuf]) -> Result<Guard, SandboxError> {
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| SandboxError::setup("guard pipe", e))?;
-        match sys::fork().map_err(|e| SandboxError::setup("fork cleanup guard", e))? {
-            None => {
-                // Leave spawn's session and ignore terminal signals: only EOF ends us.
-                let _ = nix::unistd::setsid();
-                sys::detach_stdio_and_signals();
-                sys::close_all_except(&[rx.as_raw_fd()]);
-                let mut buf = [0u8; 1];
-                let mut f = std::fs::File::from(rx);
-                while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
-                for dir in &dirs {
-                    let _ = cgroups::remove_path(dir);
-                }
-                sys::exit_now(0)
-            }
-            Some(pid) => Ok(Guard {
-                tx: Some(tx),
-                pid: Pid::from_raw(pid),
-            }),
-        }
+        let path = |p: PathBuf| {
+            CString::new(p.into_os_string().into_encoded_bytes()).map_err(|_| {
+                SandboxError::setup(
+                    "guard plan",
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                )
+            })
+        };
+        let plan = sys::GuardPlan {
+            rx: rx.as_raw_fd(),
+            dirs: dirs
+                .iter()
+                .map(|d| path(d.clone()))
+                .collect::<Result<_, _>>()?,
+            procs: dirs
+                .iter()
+                .map(|d| path(d.join("cgroup.procs")))
+                .collect::<Result<_, _>>()?,
+        };
+        let pid =
+            sys::start_guard(plan).map_err(|e| SandboxError::setup("start cleanup guard", e))?;
+        // The guard has its own copy of the read end.
+        drop(rx);
+        Ok(Guard {
+            tx: Some(tx),
+            pid: Pid::from_raw(pid),
+        })
     }
 
     /// Lets the guard go: it wakes on EOF, finds nothing left to remove and exits. It is
@@ -545,7 +553,7 @@ pub fn run(
         }
         // The guard is forked while the sandbox sets itself up, off the critical path.
         // Should spawn be killed before it exists, the next run reaps the cgroups.
-        match Guard::start(cgroup.dirs().to_vec()) {
+        match Guard::start(cgroup.dirs()) {
             Ok(g) => guard = Some(g),
             Err(e) => {
                 let _ = kill(sandbox, Signal::SIGKILL);

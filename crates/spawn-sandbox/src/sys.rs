@@ -428,27 +428,204 @@ pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Points stdin, stdout and stderr at `/dev/null` and ignores terminal signals (for the
-/// cleanup guard, which must not hold the caller's pipes or die with its terminal).
-pub(crate) fn detach_stdio_and_signals() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors; `null` stays open across the calls.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+/// A raw system call that never touches `errno` or any other thread-local state: the
+/// cleanup guard shares spawn's address space (and so its TLS) and must not write to it.
+/// Returns the kernel's raw result (`-errno` on failure).
+///
+/// # Safety
+/// The caller must pass arguments valid for syscall `nr` (pointers to live memory of the
+/// right size for the call).
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction with the x86_64 Linux ABI: number in rax, arguments
+    // in rdi/rsi/rdx; it clobbers rcx and r11. Validity of the arguments is the caller's.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rdx") a2,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// See the x86_64 version.
+///
+/// # Safety
+/// As for the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isize {
+    let ret: isize;
+    // SAFETY: `svc 0` with the aarch64 Linux ABI: number in x8, arguments and result in x0…
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a0 as isize => ret,
+            in("x1") a1,
+            in("x2") a2,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// What the cleanup guard does once spawn is gone: remove these cgroup directories, killing
+/// the processes listed in the matching `cgroup.procs` files if they are still busy.
+#[derive(Debug)]
+pub(crate) struct GuardPlan {
+    /// Read end of a pipe whose only writer is spawn: EOF means spawn is gone or done.
+    pub(crate) rx: RawFd,
+    /// Directories to remove.
+    pub(crate) dirs: Vec<CString>,
+    /// Their `cgroup.procs` files, index for index.
+    pub(crate) procs: Vec<CString>,
+}
+
+const GUARD_STACK: usize = 64 << 10;
+const PAGE: usize = 4096;
+
+/// Starts the cleanup guard: a process that shares spawn's memory (so starting it costs
+/// no page-table copy) but outlives it, and runs only raw system calls on its own stack.
+/// The plan and the stack are leaked on purpose: the guard may use them after spawn exits.
+pub(crate) fn start_guard(plan: GuardPlan) -> io::Result<libc::pid_t> {
+    let plan: &'static GuardPlan = Box::leak(Box::new(plan));
+    // SAFETY: an anonymous private mapping; the result is checked below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            GUARD_STACK + PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the lowest page of the mapping just created becomes a guard page.
+    if unsafe { libc::mprotect(stack, PAGE, libc::PROT_NONE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the top of the mapping, 16-byte aligned as mmap returns page-aligned memory.
+    let top = unsafe { stack.cast::<u8>().add(GUARD_STACK + PAGE) }.cast::<libc::c_void>();
+    // SAFETY: glibc's clone runs `guard_main` on the new stack in a child that shares our
+    // memory (CLONE_VM) but is its own process (no CLONE_THREAD), and exits it with the
+    // function's return value. The child only reads `plan`, which is leaked and never
+    // mutated, uses its own stack, and makes raw system calls that touch no shared state.
+    let pid = unsafe {
+        libc::clone(
+            guard_main,
+            top,
+            libc::CLONE_VM | libc::SIGCHLD,
+            std::ptr::from_ref(plan).cast_mut().cast::<libc::c_void>(),
+        )
+    };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked `&'static GuardPlan` passed by `start_guard`.
+    let plan = unsafe { &*arg.cast::<GuardPlan>() };
+    let rx = usize::try_from(plan.rx).unwrap_or(0);
+    // SAFETY (all raw calls below): integer arguments, or pointers to this function's stack
+    // buffer and to the plan's NUL-terminated strings, all live for each call.
+    unsafe {
+        raw_syscall(libc::SYS_setsid, 0, 0, 0);
+        if rx > 0 {
+            raw_syscall(libc::SYS_close_range, 0, rx - 1, 0);
+        }
+        raw_syscall(libc::SYS_close_range, rx + 1, u32::MAX as usize, 0);
+        let mut byte = 0u8;
+        loop {
+            let r = raw_syscall(libc::SYS_read, rx, std::ptr::addr_of_mut!(byte) as usize, 1);
+            if r == 0 || (r < 0 && r != -(libc::EINTR as isize)) {
+                break;
+            }
+        }
+        for (dir, procs) in plan.dirs.iter().zip(&plan.procs) {
+            for _ in 0..400 {
+                let r = raw_rmdir(dir);
+                if r == 0 || r == -(libc::ENOENT as isize) {
+                    break;
+                }
+                if r != -(libc::EBUSY as isize) {
+                    break;
+                }
+                guard_kill_listed(procs);
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 5_000_000,
+                };
+                raw_syscall(libc::SYS_nanosleep, std::ptr::addr_of!(ts) as usize, 0, 0);
+            }
         }
     }
-    for sig in [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGPIPE,
-    ] {
-        // SAFETY: installing SIG_IGN is always sound.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    0
+}
+
+/// # Safety
+/// `dir` must be a live NUL-terminated string.
+unsafe fn raw_rmdir(dir: &CString) -> isize {
+    // SAFETY: a NUL-terminated path that outlives the call.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        return raw_syscall(libc::SYS_rmdir, dir.as_ptr() as usize, 0, 0);
+        #[cfg(not(target_arch = "x86_64"))]
+        return raw_syscall(
+            libc::SYS_unlinkat,
+            libc::AT_FDCWD as usize,
+            dir.as_ptr() as usize,
+            libc::AT_REMOVEDIR as usize,
+        );
+    }
+}
+
+/// SIGKILLs every pid listed in a `cgroup.procs` file, without allocating.
+///
+/// # Safety
+/// `procs` must be a live NUL-terminated string.
+unsafe fn guard_kill_listed(procs: &CString) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path, then a stack buffer of the length passed.
+    unsafe {
+        let fd = raw_syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            procs.as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as usize,
+        );
+        if fd < 0 {
+            return;
+        }
+        let n = raw_syscall(
+            libc::SYS_read,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        );
+        raw_syscall(libc::SYS_close, fd as usize, 0, 0);
+        let n = usize::try_from(n).unwrap_or(0).min(buf.len());
+        let mut pid: usize = 0;
+        for &b in buf.iter().take(n) {
+            if b.is_ascii_digit() {
+                pid = pid.wrapping_mul(10).wrapping_add(usize::from(b - b'0'));
+            } else {
+                if pid > 0 {
+                    raw_syscall(libc::SYS_kill, pid, libc::SIGKILL as usize, 0);
+                }
+                pid = 0;
+            }
+        }
     }
 }
