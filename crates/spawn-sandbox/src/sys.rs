@@ -538,8 +538,8 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the leaked `&'static GuardPlan` passed by `start_guard`.
     let plan = unsafe { &*arg.cast::<GuardPlan>() };
     let rx = usize::try_from(plan.rx).unwrap_or(0);
-    // SAFETY (all raw calls below): integer arguments, or pointers to this function's stack
-    // buffer and to the plan's NUL-terminated strings, all live for each call.
+    // SAFETY: every raw call below takes integer arguments, or pointers to this function's
+    // stack buffer and to the plan's NUL-terminated strings, all live for each call.
     unsafe {
         raw_syscall(libc::SYS_setsid, 0, 0, 0);
         if rx > 0 {
