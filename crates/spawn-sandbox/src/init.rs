@@ -13,7 +13,7 @@
 //! The socket end is close-on-exec, so spawn sees EOF once the agent's program runs.
 
 use std::ffi::CString;
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -48,14 +48,13 @@ pub(crate) struct ChildConfig {
 /// The child ends of the channels to spawn.
 #[derive(Debug)]
 pub(crate) struct ChildFds {
-    /// Read end: one byte once the parent has written the id maps and set the cgroup.
+    /// Go-ahead socket: `g` once the id maps are written, then `c` with the run's cgroup
+    /// membership files (SCM_RIGHTS).
     pub(crate) go: OwnedFd,
     /// Report socket (see module docs).
     pub(crate) report: OwnedFd,
     /// Write end: init writes the agent's raw wait status (4 bytes, native endian).
     pub(crate) status: OwnedFd,
-    /// The run's cgroup membership files; init joins by writing `0` to each.
-    pub(crate) cgroup_join: Vec<OwnedFd>,
 }
 
 fn report_error(report: &OwnedFd, stage: &str, err: &std::io::Error) {
@@ -90,29 +89,23 @@ const FORWARDED: &[Signal] = &[
 
 /// Entry point of the clone3 child: becomes the sandbox init. Never returns.
 pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
-    let ChildFds {
-        go,
-        report,
-        status,
-        cgroup_join,
-    } = fds;
-    for f in cgroup_join {
-        if let Err(e) = std::fs::File::from(f).write_all(b"0") {
-            fail(&report, SandboxError::setup("join the run's cgroup", e));
-        }
-    }
-    // Die with spawn. If spawn died before this line, the go pipe reads EOF below.
+    let ChildFds { go, report, status } = fds;
+    // Die with spawn. If spawn died before this line, the go socket reads EOF below.
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         fail(&report, SandboxError::setup("set parent-death signal", e));
     }
     let mut byte = [0u8; 1];
-    match std::fs::File::from(go).read(&mut byte) {
+    match nix::unistd::read(&go, &mut byte) {
         Ok(1) => {}
         _ => sys::exit_now(125),
     }
     if let Err(e) = setup_init(cfg) {
         fail(&report, e);
     }
+    if let Err(e) = join_cgroup(&go) {
+        fail(&report, e);
+    }
+    drop(go);
 
     // Block the signals init handles synchronously before the agent exists.
     let mut set = SigSet::empty();
@@ -147,12 +140,49 @@ fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
     nix::unistd::setgroups(&[])
         .map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| SandboxError::setup("cgroup namespace", e))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| SandboxError::setup("network namespace", e))?;
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
     sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))?;
     rootfs::apply(&cfg.plan, &cfg.trees)?;
     Ok(())
+}
+
+/// Receives the run's cgroup membership files from spawn, moves itself in (cheap for the
+/// process itself; see `Cgroup::join_files`) and enters a new cgroup namespace there.
+fn join_cgroup(go: &OwnedFd) -> Result<(), SandboxError> {
+    let mut buf = [0u8; 8];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        go.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::setup("receive the run's cgroup", e))?;
+    let mut files = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| SandboxError::setup("receive the run's cgroup", e))?
+    {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            files.extend(fds.into_iter().map(sys::own_fd));
+        }
+    }
+    if msg.bytes != 1 || files.is_empty() {
+        return Err(SandboxError::setup(
+            "receive the run's cgroup",
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        ));
+    }
+    for f in files {
+        std::fs::File::from(f)
+            .write_all(b"0")
+            .map_err(|e| SandboxError::setup("join the run's cgroup", e))?;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| SandboxError::setup("cgroup namespace", e))
 }
 
 /// Reaps every child, forwards signals to the agent's process group, and returns the

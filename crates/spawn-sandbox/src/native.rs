@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{IoSliceMut, Read, Write};
+use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -354,35 +354,49 @@ impl Guard {
 }
 
 struct Channels {
-    go_tx: OwnedFd,
+    go: OwnedFd,
     report: OwnedFd,
     status_rx: OwnedFd,
     child: ChildFds,
 }
 
-fn channels(cgroup: &Cgroup) -> Result<Channels, SandboxError> {
-    let (go_rx, go_tx) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
-    let (status_rx, status_tx) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
-    let (report, report_child) = socketpair(
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| SandboxError::setup("socketpair", e))?;
+    .map_err(|e| SandboxError::setup("socketpair", e))
+}
+
+fn channels() -> Result<Channels, SandboxError> {
+    let (status_rx, status_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("pipe", e))?;
+    let (go, go_child) = seqpacket_pair()?;
+    let (report, report_child) = seqpacket_pair()?;
     Ok(Channels {
-        go_tx,
+        go,
         report,
         status_rx,
         child: ChildFds {
-            go: go_rx,
+            go: go_child,
             report: report_child,
             status: status_tx,
-            cgroup_join: cgroup.join_files()?,
         },
     })
+}
+
+/// Hands the init its cgroup membership files: the second go-ahead.
+fn send_cgroup(go: &OwnedFd, files: &[OwnedFd]) -> nix::Result<usize> {
+    let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+    nix::sys::socket::sendmsg::<()>(
+        go.as_raw_fd(),
+        &[std::io::IoSlice::new(b"c")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
 }
 
 /// What the report socket said.
@@ -480,15 +494,12 @@ pub fn run(
     let cfg = child_config(spec, disk, memory, pids, agent_id)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
-    let cgroup = Cgroup::create(
-        &layout,
-        &name,
-        &Limits {
-            memory_bytes: memory,
-            pids,
-            cpu_millis: Some(cpu),
-        },
-    )?;
+    let limits = Limits {
+        memory_bytes: memory,
+        pids,
+        cpu_millis: Some(cpu),
+    };
+    let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
@@ -506,11 +517,12 @@ pub fn run(
         .map_err(|e| SandboxError::setup("block signals", e))?;
     let result = (|| {
         let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
-        let ch = channels(&cgroup)?;
+        let ch = channels()?;
+        // The network namespace is created by the init itself, so that its (slow) set-up
+        // overlaps with the cgroup set-up below.
         let ns = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
-            | libc::CLONE_NEWNET
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
         let (pid, pidfd) =
@@ -522,45 +534,42 @@ pub fn run(
                         ch.child.status.as_raw_fd(),
                     ];
                     keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
-                    keep.extend(ch.child.cgroup_join.iter().map(|f| f.as_raw_fd()));
                     sys::close_all_except(&keep);
                     init::init_main(&cfg, ch.child)
                 }
                 sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
             };
         let Channels {
-            go_tx,
+            go,
             report,
             status_rx,
             child,
         } = ch;
         drop(child);
         let sandbox = Pid::from_raw(pid);
-        let prepared = (|| {
-            let map = format!("0 {root_id} 1\n{AGENT_ID} {agent_id} 1\n");
-            std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-                .map_err(|e| SandboxError::setup("write uid_map", e))?;
-            std::fs::write(format!("/proc/{pid}/gid_map"), &map)
-                .map_err(|e| SandboxError::setup("write gid_map", e))?;
-            std::fs::File::from(go_tx)
-                .write_all(b"g")
-                .map_err(|e| SandboxError::setup("start sandbox", e))
-        })();
-        if let Err(e) = prepared {
+        let abort = |e: SandboxError| {
             let _ = kill(sandbox, Signal::SIGKILL);
             let _ = waitpid(sandbox, None);
-            return Err(e);
-        }
-        // The guard is forked while the sandbox sets itself up, off the critical path.
+            e
+        };
+        let map = format!("0 {root_id} 1\n{AGENT_ID} {agent_id} 1\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)
+            .map_err(|e| abort(SandboxError::setup("write uid_map", e)))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map)
+            .map_err(|e| abort(SandboxError::setup("write gid_map", e)))?;
+        nix::unistd::write(&go, b"g")
+            .map_err(|e| abort(SandboxError::setup("start sandbox", e)))?;
+        // While the init builds its namespaces and root, create the cgroup and hand it over.
+        let cg = Cgroup::create(&layout, &name, &limits).map_err(&abort)?;
+        let join = cg.join_files();
+        let cg = &*cgroup.insert(cg);
+        let join = join.map_err(&abort)?;
+        // If the init already failed, sending fails too; its report says why.
+        let _ = send_cgroup(&go, &join);
+        drop(join);
+        // The guard starts while the sandbox sets itself up, off the critical path.
         // Should spawn be killed before it exists, the next run reaps the cgroups.
-        match Guard::start(cgroup.dirs()) {
-            Ok(g) => guard = Some(g),
-            Err(e) => {
-                let _ = kill(sandbox, Signal::SIGKILL);
-                let _ = waitpid(sandbox, None);
-                return Err(e);
-            }
-        }
+        guard = Some(Guard::start(cg.dirs()).map_err(&abort)?);
         observer.started(pid, agent_id);
         supervise(
             SupervisedRun {
@@ -572,13 +581,13 @@ pub fn run(
                 deadline: started + timeout,
                 agent_uid: agent_id,
                 started,
-                cgroup: &cgroup,
+                cgroup: cg,
             },
             observer,
         )
     })();
     let _ = old_mask.thread_set_mask();
-    let removed = cgroup.remove();
+    let removed = cgroup.map_or(Ok(()), Cgroup::remove);
     if let Some(g) = guard {
         g.finish();
     }
