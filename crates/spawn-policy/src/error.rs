@@ -73,8 +73,11 @@ pub enum PolicyError {
     },
 
     /// A mount source could not be examined (other than "does not exist").
-    #[error("{field}: cannot resolve mount source {}", path.display())]
-    MountSource {
+    #[error(
+        "{field}: cannot resolve mount source {}",
+        crate::names::plain_path(path)
+    )]
+    MountIo {
         /// Field path or flag.
         field: String,
         /// The resolved path that failed.

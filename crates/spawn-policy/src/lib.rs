@@ -20,8 +20,8 @@ mod validate;
 pub use error::PolicyError;
 pub use manifest::{
     Agent, AgentSpec, Capabilities, ExecCapability, FsCapability, Limits, Metadata, Model,
-    ModelProvider, Mount, MountMode, NetCapability, RateLimit, ResourceLimits, Sandbox,
-    SecretRef, API_VERSION, KIND_AGENT,
+    ModelProvider, Mount, MountMode, NetCapability, RateLimit, ResourceLimits, Sandbox, SecretRef,
+    API_VERSION, KIND_AGENT,
 };
 pub use parse::{load_agent, parse_agent, MAX_MANIFEST_BYTES};
 pub use quantity::{parse_bytes, parse_cpu_millis, parse_duration};

@@ -28,8 +28,7 @@ pub(crate) const MAX_MODEL_NAME_BYTES: usize = 256;
 pub(crate) fn check_dns_label(s: &str) -> Result<(), String> {
     let valid = !s.is_empty()
         && s.len() <= MAX_LABEL_BYTES
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
@@ -79,7 +78,9 @@ pub(crate) fn check_deny_pattern(s: &str) -> Result<(), String> {
         return Ok(());
     }
     if let Some((addr, prefix)) = s.split_once('/') {
-        return check_cidr(s, addr, prefix);
+        if parse_ip(addr).is_some() {
+            return check_cidr(s, addr, prefix);
+        }
     }
     if let Some(octets) = s.strip_suffix(".*") {
         if octets.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -261,7 +262,10 @@ fn idn_char_allowed(c: char) -> bool {
     }
     !(c.is_control()
         || c.is_whitespace()
-        || matches!(c, '\u{3002}' | '\u{ff0e}' | '\u{ff61}' | '\u{fffd}' | '\u{feff}'))
+        || matches!(
+            c,
+            '\u{3002}' | '\u{ff0e}' | '\u{ff61}' | '\u{fffd}' | '\u{feff}'
+        ))
 }
 
 /// RFC 3492 punycode encoding of one label (without the `xn--` prefix). `None` on overflow.
@@ -392,8 +396,7 @@ fn ref_segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -418,7 +421,9 @@ pub(crate) fn check_http_url(s: &str) -> Result<(), String> {
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     if authority.contains('@') {
-        return Err(bad("credentials do not belong in the URL; use `credential`"));
+        return Err(bad(
+            "credentials do not belong in the URL; use `credential`",
+        ));
     }
     let (host, port) = if let Some(after_bracket) = authority.strip_prefix('[') {
         let (v6, tail) = after_bracket
@@ -479,12 +484,16 @@ pub(crate) fn check_model_name(s: &str) -> Result<(), String> {
 /// Shows a value unquoted when that is unambiguous (short, no control characters, no
 /// spaces), quoted otherwise.
 pub(crate) fn plain(s: &str) -> String {
-    if s.len() <= 200 && !s.is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if s.len() <= 200 && !s.is_empty() && !s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         s.to_owned()
     } else {
         quote(s)
     }
+}
+
+/// [`plain`] for a path.
+pub(crate) fn plain_path(p: &std::path::Path) -> String {
+    plain(&p.to_string_lossy())
 }
 
 /// Quotes a value for an error message, shortened so a hostile value cannot flood the output.
@@ -569,8 +578,8 @@ mod tests {
         }
         let cases: &[(&str, &str)] = &[
             ("", "is not a domain name"),
-            ("*", "is not a domain name"),
-            ("*.", "is not a domain name"),
+            ("*", "only allowed as the whole first label"),
+            ("*.", "only allowed as the whole first label"),
             ("a.*.com", "only allowed as the whole first label"),
             ("*example.com", "only allowed as the whole first label"),
             ("**.example.com", "only allowed as the whole first label"),
@@ -602,11 +611,17 @@ mod tests {
         assert!(check_domain_pattern(&long_name)
             .unwrap_err()
             .contains("longer than 253"));
-        // 30 two-byte characters are 60 bytes but punycode makes them longer than 63.
-        let long_idn = format!("{}.com", "ü".repeat(40));
-        assert!(check_domain_pattern(&long_idn)
+        // The label limit applies to the punycode form, not to the UTF-8 bytes:
+        // 57 × ü is xn-- plus 59 characters (63), 58 × ü is 64.
+        let at_limit = format!("{}.com", "ü".repeat(57));
+        assert_eq!(check_domain_pattern(&at_limit), Ok(()));
+        let over = format!("{}.com", "ü".repeat(58));
+        assert!(check_domain_pattern(&over)
             .unwrap_err()
             .contains("longer than 63"));
+        // 96 UTF-8 bytes, but only 27 characters in punycode.
+        let compact = format!("{}.jp", "例え".repeat(16));
+        assert_eq!(check_domain_pattern(&compact), Ok(()));
         let huge = "a.".repeat(100_000);
         assert!(check_domain_pattern(&huge).is_err());
     }
@@ -635,7 +650,7 @@ mod tests {
             ("::/129", "more than 128"),
             ("10.0.0.0/", "is not a CIDR"),
             ("10.0.0.0/+8", "is not a CIDR"),
-            ("example.com/8", "is not a CIDR"),
+            ("example.com/8", "is not a domain pattern, IP address, CIDR"),
             ("256.*", "is not an IPv4 prefix glob"),
             ("1.2.3.4.*", "is not an IPv4 prefix glob"),
             ("010.*", "is not an IPv4 prefix glob"),

@@ -31,8 +31,20 @@ pub fn parse_agent(text: &str) -> Result<Agent, PolicyError> {
     if is_blank(text) {
         return Err(syntax_error(None, "the manifest is empty".to_owned()));
     }
-    check_header(text)?;
-    let agent: Agent = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+    check_flow_collections(text)?;
+    let agent: Agent = match serde_yaml_ng::from_str(text) {
+        Ok(agent) => agent,
+        Err(e) => {
+            // A Role or a Kubernetes Pod handed to `spawn run` should hear "this is not an
+            // Agent", not a complaint about its first unknown field. Only worth a second
+            // parse when the YAML was well-formed but shaped differently.
+            let message = e.to_string();
+            if message.contains("unknown field") || message.contains("missing field") {
+                check_header(text)?;
+            }
+            return Err(yaml_error(text, e));
+        }
+    };
     validate(&agent)?;
     Ok(agent)
 }
@@ -79,9 +91,61 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-/// The two fields that say what a document is, read leniently first so that a Role or a
-/// Kubernetes Pod handed to `spawn run` gets "this is not an Agent" rather than a complaint
-/// about its first unknown field.
+/// Most `[` and `{` characters a manifest may hold outside comment lines.
+///
+/// The YAML scanner (libyaml) spends time proportional to the nesting depth of flow
+/// collections (`[...]`, `{...}`) on every token, so a 1 MiB document nested a few hundred
+/// thousand levels deep takes minutes to reject. Nesting depth cannot exceed the number of
+/// opening brackets, so capping that number caps the work without having to tokenize YAML
+/// ourselves. Real manifests hold a few dozen; block-style lists (`- item` per line) hold
+/// none. Measured here: the worst 1 MiB document at this limit takes about 0.6 s per parse
+/// in a release build (and may be parsed twice, see `check_header`); at 256 about 0.35 s.
+pub(crate) const MAX_FLOW_OPENERS: usize = 512;
+
+/// Enforces [`MAX_FLOW_OPENERS`].
+///
+/// A line whose first character other than a space or tab is `#` is skipped: whatever
+/// libyaml is in the middle of there (a comment, a quoted or block scalar, a flow collection
+/// between tokens), that line adds no structure. Lines are split at every line break libyaml
+/// recognizes, so nothing it reads as structure can hide in a "comment" line.
+fn check_flow_collections(text: &str) -> Result<(), PolicyError> {
+    let mut openers = 0usize;
+    let (mut line, mut column) = (1usize, 0usize);
+    // Only spaces and tabs so far on this line; the line is a comment line.
+    let (mut line_start, mut comment_line) = (true, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            (line, column) = (line + 1, 0);
+            (line_start, comment_line) = (true, false);
+            continue;
+        }
+        column += 1;
+        if line_start && c != ' ' && c != '\t' {
+            line_start = false;
+            comment_line = c == '#';
+        }
+        if !comment_line && (c == '[' || c == '{') {
+            openers += 1;
+            if openers > MAX_FLOW_OPENERS {
+                return Err(syntax_error(
+                    Some((line, column)),
+                    format!(
+                        "the manifest holds more than {MAX_FLOW_OPENERS} '[' and '{{' \
+                         characters outside comments, the limit that keeps YAML parsing \
+                         fast; write long lists in block style (one \"- item\" per line)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The two fields that say what a document is, read leniently when the strict parse fails.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Header {
@@ -92,8 +156,8 @@ struct Header {
 }
 
 fn check_header(text: &str) -> Result<(), PolicyError> {
-    // Errors here (not a mapping, bad YAML, several documents) are left to the strict parse,
-    // which reports them the same way with the full context.
+    // Errors here (not a mapping, bad YAML, several documents) are left to the strict
+    // parse's error, which has the full context.
     let Ok(header) = serde_yaml_ng::from_str::<Header>(text) else {
         return Ok(());
     };
@@ -117,34 +181,72 @@ fn check_header(text: &str) -> Result<(), PolicyError> {
 }
 
 /// serde_yaml_ng's text is `MESSAGE at line L column C`; make it `line L, column C: MESSAGE`.
-fn yaml_error(err: serde_yaml_ng::Error) -> PolicyError {
+fn yaml_error(text: &str, err: serde_yaml_ng::Error) -> PolicyError {
     let mut message = err.to_string();
-    let location = err.location();
-    if let Some(loc) = &location {
-        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+    let mut location = err.location().map(|loc| (loc.line(), loc.column()));
+    if let Some((line, column)) = location {
+        let suffix = format!(" at line {line} column {column}");
         if let Some(pos) = message.find(&suffix) {
             message.replace_range(pos..pos + suffix.len(), "");
+        }
+    }
+    // Errors of libyaml's reader (bad characters) carry a byte offset instead of a mark.
+    if let Some((before, offset)) = message.rsplit_once(" at position ") {
+        if let Ok(offset) = offset.parse::<usize>() {
+            location = Some(line_column(text, offset));
+            message = before.to_owned();
         }
     }
     // Reword the messages whose serde_yaml_ng text does not say what to do.
     if message == "deserializing from YAML containing more than one document is not supported" {
         message = "the file holds more than one YAML document; give one Agent per file".to_owned();
     } else if message == "repetition limit exceeded" {
-        message = "too many YAML alias expansions (is this a \"billion laughs\" document?)"
-            .to_owned();
+        message =
+            "too many YAML alias expansions (is this a \"billion laughs\" document?)".to_owned();
     } else if message == "recursion limit exceeded" {
         message = "the YAML is nested too deeply".to_owned();
     }
-    match location {
-        Some(loc) => syntax_error(Some((loc.line(), loc.column())), message),
-        None => syntax_error(None, message),
+    syntax_error(location, message)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 fn syntax_error(position: Option<(usize, usize)>, message: String) -> PolicyError {
     PolicyError::Syntax {
         line: position.map(|(line, _)| line),
         column: position.map(|(_, column)| column),
-        message,
+        message: sanitize(&message),
     }
+}
+
+/// Longest YAML error message passed on. serde echoes keys it does not know verbatim, and a
+/// key can be as long as the manifest.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Escapes control characters (a key such as "\e[2J" must not reach a terminal as is) and
+/// shortens the message.
+fn sanitize(message: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

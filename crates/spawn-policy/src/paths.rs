@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::PolicyError;
 use crate::manifest::MAX_PATH_BYTES;
-use crate::names::{plain, quote};
+use crate::names::{plain, plain_path, quote};
 
 /// Sandbox paths that no mount may cover: the runtime provides restricted versions of them
 /// (SPEC §5), and a mount there would replace that restriction.
@@ -38,21 +38,22 @@ pub(crate) fn sandbox_path(s: &str) -> Result<PathBuf, String> {
     if !s.starts_with('/') {
         return Err(format!("{} is not an absolute path", quote(s)));
     }
-    let trimmed = if s.len() > 1 {
-        s.strip_suffix('/').unwrap_or(s)
-    } else {
-        s
-    };
-    if trimmed != "/" {
-        for component in trimmed[1..].split('/') {
-            let problem = match component {
-                "" => "an empty component (//)",
-                "." => "a '.' component",
-                ".." => "a '..' component",
-                _ => continue,
-            };
-            return Err(format!("{} has {problem}; write the path plainly", quote(s)));
-        }
+    if s == "/" {
+        return Ok(PathBuf::from(s));
+    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    // `trimmed` starts with '/'; every component after it must be a plain name.
+    for component in trimmed[1..].split('/') {
+        let problem = match component {
+            "" => "an empty component (//)",
+            "." => "a '.' component",
+            ".." => "a '..' component",
+            _ => continue,
+        };
+        return Err(format!(
+            "{} has {problem}; write the path plainly",
+            quote(s)
+        ));
     }
     Ok(PathBuf::from(trimmed))
 }
@@ -126,11 +127,11 @@ pub(crate) fn host_source(
             return Err(invalid(format!(
                 "mount source {} does not exist (resolved to {})",
                 plain(raw),
-                shown.display()
+                plain_path(&shown)
             )));
         }
         Err(source) => {
-            return Err(PolicyError::MountSource {
+            return Err(PolicyError::MountIo {
                 field: field.to_owned(),
                 path: shown,
                 source,
@@ -139,7 +140,7 @@ pub(crate) fn host_source(
     };
     if relative && confine == Confine::ToBase {
         let canonical_base =
-            std::fs::canonicalize(base).map_err(|source| PolicyError::MountSource {
+            std::fs::canonicalize(base).map_err(|source| PolicyError::MountIo {
                 field: field.to_owned(),
                 path: base.to_owned(),
                 source,
@@ -149,12 +150,12 @@ pub(crate) fn host_source(
                 "mount source {} escapes the manifest's directory through a symlink \
                  (resolved to {}); use an absolute path if that is intended",
                 quote(raw),
-                canonical.display()
+                plain_path(&canonical)
             )));
         }
     }
     check_host_path(raw, &canonical).map_err(invalid)?;
-    let metadata = std::fs::metadata(&canonical).map_err(|source| PolicyError::MountSource {
+    let metadata = std::fs::metadata(&canonical).map_err(|source| PolicyError::MountIo {
         field: field.to_owned(),
         path: canonical.clone(),
         source,
@@ -173,7 +174,7 @@ pub(crate) fn host_source(
         return Err(invalid(format!(
             "mount source {} is {what} ({}); only directories and regular files can be mounted",
             quote(raw),
-            canonical.display()
+            plain_path(&canonical)
         )));
     }
     Ok(canonical)
@@ -195,7 +196,7 @@ fn check_host_path(raw: &str, canonical: &Path) -> Result<(), String> {
             "mount source {} resolves to {}, at or under {tree}, which is never mounted \
              into a sandbox",
             quote(raw),
-            canonical.display()
+            plain_path(canonical)
         ));
     }
     if FORBIDDEN_SOURCE_FILES
@@ -205,14 +206,14 @@ fn check_host_path(raw: &str, canonical: &Path) -> Result<(), String> {
         return Err(format!(
             "mount source {} resolves to {}, which holds host secrets",
             quote(raw),
-            canonical.display()
+            plain_path(canonical)
         ));
     }
     Ok(())
 }
 
 /// True when a relative path climbs above its starting directory (`../x`, `a/../../x`).
-fn escapes(relative: &Path) -> bool {
+pub(crate) fn escapes(relative: &Path) -> bool {
     let mut depth: usize = 0;
     for component in relative.components() {
         match component {

@@ -235,7 +235,7 @@ pub(crate) fn format_bytes(n: u64) -> String {
         ("Ki", 1 << 10),
     ];
     for (suffix, size) in UNITS {
-        if n != 0 && n % size == 0 {
+        if n != 0 && n.is_multiple_of(size) {
             return format!("{}{suffix}", n / size);
         }
     }
@@ -300,7 +300,10 @@ mod tests {
     fn bytes_rejects() {
         let bad: &[(&str, &str)] = &[
             ("", "is not a quantity"),
-            ("512Mx", "\"512Mx\" is not a quantity (use e.g. 512Mi or 1Gi)"),
+            (
+                "512Mx",
+                "\"512Mx\" is not a quantity (use e.g. 512Mi or 1Gi)",
+            ),
             ("512mi", "is not a quantity"),
             ("1K", "is not a quantity"),
             ("Mi", "is not a quantity"),
@@ -373,11 +376,7 @@ mod tests {
             ("90s", 90_000),
         ];
         for (input, want) in ok {
-            assert_eq!(
-                duration(input),
-                Ok(Duration::from_millis(*want)),
-                "{input}"
-            );
+            assert_eq!(duration(input), Ok(Duration::from_millis(*want)), "{input}");
         }
         let bad: &[(&str, &str)] = &[
             ("", "is not a duration"),

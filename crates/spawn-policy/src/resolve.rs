@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::PolicyError;
-use crate::manifest::{Agent, ExecCapability, MountMode, ResourceLimits, MAX_MOUNTS};
+use crate::manifest::{Agent, ExecCapability, Mount, MountMode, ResourceLimits, MAX_MOUNTS};
 use crate::names::quote;
 use crate::paths::{self, Confine};
 use crate::spec::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
@@ -81,11 +81,7 @@ pub fn resolve(
     let sandbox = spec.and_then(|s| s.sandbox.as_ref());
     let capabilities = spec.and_then(|s| s.capabilities.as_ref());
     let exec = capabilities.and_then(|c| c.exec.as_ref());
-    let resources = resolve_resources(
-        sandbox.and_then(|s| s.resources.as_ref()),
-        exec,
-        overrides,
-    )?;
+    let resources = resolve_resources(sandbox.and_then(|s| s.resources.as_ref()), exec, overrides)?;
     let timeout = match &overrides.timeout {
         Some(timeout) => Some(validate::check_timeout("--timeout", timeout)?),
         None => {
@@ -101,62 +97,16 @@ pub fn resolve(
         }
     };
 
-    let base = absolute(base_dir, cwd);
-    let mut mounts = Vec::new();
     let manifest_mounts = capabilities
         .and_then(|c| c.fs.as_ref())
         .map(|fs| fs.mounts.as_slice())
         .unwrap_or_default();
-    for (i, mount) in manifest_mounts.iter().enumerate() {
-        let field = format!("spec.capabilities.fs.mounts[{i}]");
-        let target = paths::mount_target(&mount.path)
-            .map_err(|m| PolicyError::invalid(format!("{field}.path"), m))?;
-        let source = match (&mount.source, &mount.name) {
-            (Some(source), _) => MountSource::Host(paths::host_source(
-                &format!("{field}.source"),
-                source,
-                &base,
-                Confine::ToBase,
-            )?),
-            (None, Some(name)) => MountSource::Tmpfs {
-                name: name.clone(),
-                quota_bytes: mount
-                    .quota
-                    .as_deref()
-                    .map(|q| validate::check_disk(&format!("{field}.quota"), q))
-                    .transpose()?,
-            },
-            (None, None) => {
-                return Err(PolicyError::invalid(
-                    field,
-                    "needs source (a host path) or name (a per-run volume)",
-                ))
-            }
-        };
-        mounts.push((
-            format!("{field}.path"),
-            MountSpec {
-                source,
-                target,
-                writable: mount.mode.unwrap_or_default() == MountMode::Rw,
-            },
-        ));
-    }
-    if manifest_mounts.len().saturating_add(overrides.mounts.len()) > MAX_MOUNTS {
-        return Err(PolicyError::invalid(
-            "--mount",
-            format!("more than {MAX_MOUNTS} mounts in all"),
-        ));
-    }
-    for entry in &overrides.mounts {
-        mounts.push(("--mount".to_owned(), mount_flag(entry, cwd)?));
-    }
-    let mut targets = HashSet::new();
-    for (field, mount) in &mounts {
-        if !targets.insert(mount.target.clone()) {
-            return Err(validate::duplicate_target(field, &mount.target));
-        }
-    }
+    let mounts = resolve_mounts(
+        manifest_mounts,
+        &absolute(base_dir, cwd),
+        &overrides.mounts,
+        cwd,
+    )?;
 
     Ok(RunSpec {
         name: agent.map_or_else(|| DEFAULT_NAME.to_owned(), |a| a.metadata.name.clone()),
@@ -178,7 +128,7 @@ pub fn resolve(
         timeout,
         // Only `none` gets this far (see the unsupported checks).
         net: NetPolicy::None,
-        mounts: mounts.into_iter().map(|(_, mount)| mount).collect(),
+        mounts,
         languages: exec.map(|e| e.languages.clone()).unwrap_or_default(),
     })
 }
@@ -206,7 +156,10 @@ fn check_unsupported_overrides(overrides: &Overrides) -> Result<(), PolicyError>
     Ok(())
 }
 
-fn resolve_command(agent: Option<&Agent>, overrides: &Overrides) -> Result<Vec<String>, PolicyError> {
+fn resolve_command(
+    agent: Option<&Agent>,
+    overrides: &Overrides,
+) -> Result<Vec<String>, PolicyError> {
     if !overrides.command.is_empty() {
         validate::check_command("command", &overrides.command)?;
         return Ok(overrides.command.clone());
@@ -284,9 +237,17 @@ fn check_unsupported_manifest(agent: &Agent, overrides: &Overrides) -> Result<()
             }
         }
         let fields = [
-            ("allowlist", !net.allowlist.is_empty(), "a network allowlist"),
+            (
+                "allowlist",
+                !net.allowlist.is_empty(),
+                "a network allowlist",
+            ),
             ("denylist", !net.denylist.is_empty(), "a network denylist"),
-            ("rateLimit", net.rate_limit.is_some(), "a network rate limit"),
+            (
+                "rateLimit",
+                net.rate_limit.is_some(),
+                "a network rate limit",
+            ),
             ("requireTls", net.require_tls.is_some(), "requireTls"),
         ];
         for (name, present, what) in fields {
@@ -356,6 +317,70 @@ fn resolve_resources(
     })
 }
 
+/// Manifest mounts (relative sources against the manifest's directory, confined to it), then
+/// `--mount` flags (relative sources against `cwd`). Targets must be unique across both.
+fn resolve_mounts(
+    manifest_mounts: &[Mount],
+    base: &Path,
+    flags: &[String],
+    cwd: &Path,
+) -> Result<Vec<MountSpec>, PolicyError> {
+    if manifest_mounts.len().saturating_add(flags.len()) > MAX_MOUNTS {
+        return Err(PolicyError::invalid(
+            "--mount",
+            format!("more than {MAX_MOUNTS} mounts in all"),
+        ));
+    }
+    let mut mounts = Vec::with_capacity(manifest_mounts.len() + flags.len());
+    let mut targets = HashSet::new();
+    for (i, mount) in manifest_mounts.iter().enumerate() {
+        let field = format!("spec.capabilities.fs.mounts[{i}]");
+        let target = paths::mount_target(&mount.path)
+            .map_err(|m| PolicyError::invalid(format!("{field}.path"), m))?;
+        if !targets.insert(target.clone()) {
+            return Err(validate::duplicate_target(
+                &format!("{field}.path"),
+                &target,
+            ));
+        }
+        let source = match (&mount.source, &mount.name) {
+            (Some(source), _) => MountSource::Host(paths::host_source(
+                &format!("{field}.source"),
+                source,
+                base,
+                Confine::ToBase,
+            )?),
+            (None, Some(name)) => MountSource::Tmpfs {
+                name: name.clone(),
+                quota_bytes: mount
+                    .quota
+                    .as_deref()
+                    .map(|q| validate::check_disk(&format!("{field}.quota"), q))
+                    .transpose()?,
+            },
+            (None, None) => {
+                return Err(PolicyError::invalid(
+                    field,
+                    "needs source (a host path) or name (a per-run volume)",
+                ))
+            }
+        };
+        mounts.push(MountSpec {
+            source,
+            target,
+            writable: mount.mode.unwrap_or_default() == MountMode::Rw,
+        });
+    }
+    for entry in flags {
+        let mount = mount_flag(entry, cwd)?;
+        if !targets.insert(mount.target.clone()) {
+            return Err(validate::duplicate_target("--mount", &mount.target));
+        }
+        mounts.push(mount);
+    }
+    Ok(mounts)
+}
+
 fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -382,7 +407,11 @@ fn mount_flag(entry: &str, cwd: &Path) -> Result<MountSpec, PolicyError> {
         [_, _, mode] => {
             return Err(PolicyError::invalid(
                 field,
-                format!("{}: the mode is ro or rw, not {}", quote(entry), quote(mode)),
+                format!(
+                    "{}: the mode is ro or rw, not {}",
+                    quote(entry),
+                    quote(mode)
+                ),
             ))
         }
         _ => {

@@ -15,7 +15,7 @@ use crate::manifest::{
     MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, MAX_DENYLIST, MAX_LANGUAGES, MAX_MOUNTS, MAX_PATH_BYTES,
     MAX_SECRETS,
 };
-use crate::names::{self, quote};
+use crate::names::{self, plain_path, quote};
 use crate::paths;
 use crate::quantity::{self, format_bytes, format_duration, MI, TI};
 use crate::spec::NetPolicy;
@@ -316,18 +316,27 @@ fn validate_mount(field: &str, mount: &Mount) -> Result<PathBuf, PolicyError> {
             ))
         }
         (Some(source), None) => {
-            let field = format!("{field}.source");
+            let source_field = format!("{field}.source");
             if source.is_empty() {
-                return Err(PolicyError::invalid(field, "cannot be empty"));
+                return Err(PolicyError::invalid(source_field, "cannot be empty"));
             }
             if source.len() > MAX_PATH_BYTES {
                 return Err(PolicyError::invalid(
-                    field,
+                    source_field,
                     format!("a path is at most {MAX_PATH_BYTES} bytes"),
                 ));
             }
             if source.contains('\0') {
-                return Err(PolicyError::invalid(field, "contains a NUL byte"));
+                return Err(PolicyError::invalid(source_field, "contains a NUL byte"));
+            }
+            // Checked here too (not only when resolving) so that `spawn validate` refuses
+            // what `spawn run` would refuse.
+            let path = std::path::Path::new(source);
+            if path.is_relative() && paths::escapes(path) {
+                return Err(PolicyError::invalid(
+                    source_field,
+                    format!("mount source {source:?} escapes the manifest's directory"),
+                ));
             }
             if mount.quota.is_some() {
                 return Err(PolicyError::invalid(
@@ -349,7 +358,7 @@ fn validate_mount(field: &str, mount: &Mount) -> Result<PathBuf, PolicyError> {
 pub(crate) fn duplicate_target(field: &str, target: &std::path::Path) -> PolicyError {
     PolicyError::invalid(
         field,
-        format!("{} is mounted more than once", target.display()),
+        format!("{} is mounted more than once", plain_path(target)),
     )
 }
 
@@ -449,10 +458,7 @@ pub(crate) fn check_command(field: &str, command: &[String]) -> Result<(), Polic
 }
 
 fn range_error(field: &str, value: &str, bound: &str, limit: String) -> PolicyError {
-    PolicyError::invalid(
-        field,
-        format!("{} is {bound} {limit}", quote(value)),
-    )
+    PolicyError::invalid(field, format!("{} is {bound} {limit}", quote(value)))
 }
 
 fn check_bytes_in(field: &str, value: &str, min: u64, max: u64) -> Result<u64, PolicyError> {

@@ -4,9 +4,9 @@ use std::io::Write;
 
 use pretty_assertions::assert_eq;
 use spawn_policy::{
-    load_agent, parse_agent, Agent, AgentSpec, Capabilities, ExecCapability, FsCapability,
-    Limits, Metadata, Model, ModelProvider, Mount, MountMode, NetCapability, NetPolicy,
-    PolicyError, RateLimit, ResourceLimits, RuntimeKind, Sandbox, SecretRef,
+    load_agent, parse_agent, Agent, AgentSpec, Capabilities, ExecCapability, FsCapability, Limits,
+    Metadata, Model, ModelProvider, Mount, MountMode, NetCapability, NetPolicy, PolicyError,
+    RateLimit, ResourceLimits, RuntimeKind, Sandbox, SecretRef,
 };
 
 use super::{with_spec, MINIMAL, SPEC_EXAMPLE};
@@ -133,7 +133,14 @@ fn minimal_manifest_and_defaults() {
     for policy in ["none", "restricted", "egress-only", "full"] {
         let text = with_spec(&format!("  capabilities: {{net: {{policy: {policy}}}}}\n"));
         let agent = parse_agent(&text).unwrap();
-        let got = agent.spec.capabilities.unwrap().net.unwrap().policy.unwrap();
+        let got = agent
+            .spec
+            .capabilities
+            .unwrap()
+            .net
+            .unwrap()
+            .policy
+            .unwrap();
         assert_eq!(got.as_str(), policy);
     }
 }
@@ -163,7 +170,7 @@ fn unknown_fields_report_line_and_column_at_every_depth() {
         ),
         (
             "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  capabilities:\n    secrets:\n      - {name: A, from: \"store://A\", value: x}\n",
-            "line 7, column 39: spec.capabilities.secrets[0]: unknown field `value`, expected `name` or `from`",
+            "line 7, column 38: spec.capabilities.secrets[0]: unknown field `value`, expected `name` or `from`",
         ),
         (
             "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  env: {A: b}\n",
@@ -185,8 +192,8 @@ fn unknown_fields_report_line_and_column_at_every_depth() {
 #[test]
 fn wrong_types_are_errors_with_positions() {
     let cases = [
-        ("  sandbox: {resources: {pids: \"lots\"}}\n", "line 6, column 32: spec.sandbox.resources.pids: invalid type: string \"lots\", expected u64"),
-        ("  sandbox: {resources: {pids: -1}}\n", "spec.sandbox.resources.pids: invalid value: integer `-1`, expected u64"),
+        ("  sandbox: {resources: {pids: \"lots\"}}\n", "line 7, column 31: spec.sandbox.resources.pids: invalid type: string \"lots\", expected u64"),
+        ("  sandbox: {resources: {pids: -1}}\n", "line 7, column 31: spec.sandbox.resources.pids: invalid type: integer `-1`, expected u64"),
         ("  sandbox: {resources: {pids: 99999999999999999999999}}\n", "spec.sandbox.resources.pids: invalid type"),
         ("  sandbox: {resources: {pids: 1.5}}\n", "spec.sandbox.resources.pids: invalid type: floating point"),
         ("  sandbox: {runtime: docker}\n", "spec.sandbox.runtime: unknown variant `docker`, expected one of `gvisor`, `firecracker`, `container`, `native`"),
@@ -210,7 +217,10 @@ fn wrong_types_are_errors_with_positions() {
         "apiVersion: spawn.dev/v1\nkind: Agent\nspec: {}\n",
         "missing field `metadata`",
     );
-    assert_err("- a\n- b\n", "invalid type: sequence, expected struct Agent");
+    assert_err(
+        "- a\n- b\n",
+        "invalid type: sequence, expected struct Agent",
+    );
     assert_err("just a string\n", "invalid type: string \"just a string\"");
 }
 
@@ -266,22 +276,70 @@ fn metadata_rules() {
 #[test]
 fn quantity_rules() {
     let cases = [
-        ("memory: 512Mx", "spec.sandbox.resources.memory: \"512Mx\" is not a quantity (use e.g. 512Mi or 1Gi)"),
-        ("memory: 99999999999999999999Ei", "spec.sandbox.resources.memory: \"99999999999999999999Ei\" is too large"),
-        ("memory: -1Gi", "spec.sandbox.resources.memory: \"-1Gi\" is negative"),
-        ("memory: 1.2.3Gi", "is not a quantity"),
-        ("memory: 3Mi", "spec.sandbox.resources.memory: \"3Mi\" is below the minimum of 4Mi"),
-        ("memory: 512", "\"512\" is below the minimum of 4Mi"),
-        ("memory: 2Ti", "spec.sandbox.resources.memory: \"2Ti\" is above the maximum of 1Ti"),
-        ("disk: 1000k", "spec.sandbox.resources.disk: \"1000k\" is below the minimum of 1Mi"),
-        ("disk: 1Pi", "spec.sandbox.resources.disk: \"1Pi\" is above the maximum of 1Ti"),
-        ("pids: 0", "spec.sandbox.resources.pids: 0 is not between 1 and 100000"),
-        ("pids: 100001", "spec.sandbox.resources.pids: 100001 is not between 1 and 100000"),
-        ("cpu: \"0\"", "spec.sandbox.resources.cpu: \"0\" must be more than 0"),
-        ("cpu: 0m", "spec.sandbox.resources.cpu: \"0m\" must be more than 0"),
-        ("cpu: 1025", "spec.sandbox.resources.cpu: \"1025\" is above the maximum of 1024 CPUs"),
-        ("cpu: two", "spec.sandbox.resources.cpu: \"two\" is not a CPU amount"),
-        ("cpu: -1", "spec.sandbox.resources.cpu: \"-1\" is negative"),
+        (
+            "memory: 512Mx",
+            "spec.sandbox.resources.memory: \"512Mx\" is not a quantity (use e.g. 512Mi or 1Gi)",
+        ),
+        (
+            "memory: 99999999999999999999Ei",
+            "spec.sandbox.resources.memory: \"99999999999999999999Ei\" is too large",
+        ),
+        (
+            "memory: -1Gi",
+            "spec.sandbox.resources.memory: \"-1Gi\" is negative; a quantity must be positive",
+        ),
+        (
+            "memory: 1.2.3Gi",
+            "spec.sandbox.resources.memory: \"1.2.3Gi\" is not a quantity (use e.g. 512Mi or 1Gi)",
+        ),
+        (
+            "memory: 3Mi",
+            "spec.sandbox.resources.memory: \"3Mi\" is below the minimum of 4Mi",
+        ),
+        (
+            "memory: 512",
+            "spec.sandbox.resources.memory: \"512\" is below the minimum of 4Mi",
+        ),
+        (
+            "memory: 2Ti",
+            "spec.sandbox.resources.memory: \"2Ti\" is above the maximum of 1Ti",
+        ),
+        (
+            "disk: 1000k",
+            "spec.sandbox.resources.disk: \"1000k\" is below the minimum of 1Mi",
+        ),
+        (
+            "disk: 1Pi",
+            "spec.sandbox.resources.disk: \"1Pi\" is above the maximum of 1Ti",
+        ),
+        (
+            "pids: 0",
+            "spec.sandbox.resources.pids: 0 is not between 1 and 100000",
+        ),
+        (
+            "pids: 100001",
+            "spec.sandbox.resources.pids: 100001 is not between 1 and 100000",
+        ),
+        (
+            "cpu: \"0\"",
+            "spec.sandbox.resources.cpu: \"0\" must be more than 0",
+        ),
+        (
+            "cpu: 0m",
+            "spec.sandbox.resources.cpu: \"0m\" must be more than 0",
+        ),
+        (
+            "cpu: 1025",
+            "spec.sandbox.resources.cpu: \"1025\" is above the maximum of 1024 CPUs",
+        ),
+        (
+            "cpu: two",
+            "spec.sandbox.resources.cpu: \"two\" is not a CPU amount (use e.g. 0.5, 2 or 500m)",
+        ),
+        (
+            "cpu: -1",
+            "spec.sandbox.resources.cpu: \"-1\" is negative; a CPU amount must be positive",
+        ),
     ];
     for (field, want) in cases {
         let text = with_spec(&format!("  sandbox:\n    resources: {{{field}}}\n"));
@@ -309,10 +367,22 @@ fn quantity_rules() {
 #[test]
 fn duration_rules() {
     let cases = [
-        ("timeout: 0s", "spec.sandbox.timeout: \"0s\" must be more than 0"),
-        ("timeout: 31d", "spec.sandbox.timeout: \"31d\" is above the maximum of 30d"),
-        ("timeout: 10", "spec.sandbox.timeout: \"10\" is not a duration (a unit is missing"),
-        ("timeout: 10 minutes", "spec.sandbox.timeout: \"10 minutes\" is not a duration"),
+        (
+            "timeout: 0s",
+            "spec.sandbox.timeout: \"0s\" must be more than 0",
+        ),
+        (
+            "timeout: 31d",
+            "spec.sandbox.timeout: \"31d\" is above the maximum of 30d",
+        ),
+        (
+            "timeout: 10",
+            "spec.sandbox.timeout: \"10\" is not a duration (a unit is missing",
+        ),
+        (
+            "timeout: 10 minutes",
+            "spec.sandbox.timeout: \"10 minutes\" is not a duration",
+        ),
         ("timeout: 1.5h", "whole numbers"),
         ("timeout: 30m1h", "largest first"),
         ("timeout: 99999999999999999999999d", "is too large"),
@@ -320,7 +390,10 @@ fn duration_rules() {
     for (field, want) in cases {
         let text = with_spec(&format!("  sandbox: {{{field}}}\n"));
         let got = err(&text);
-        assert!(got.starts_with(want) || got.contains(want), "{field}: {got}");
+        assert!(
+            got.starts_with(want) || got.contains(want),
+            "{field}: {got}"
+        );
     }
     for ok in ["5m", "30s", "1h30m", "500ms", "2h", "30d", "720h"] {
         let text = with_spec(&format!("  sandbox: {{timeout: {ok}}}\n"));
@@ -347,7 +420,9 @@ fn exec_rules() {
         "spec.capabilities.exec.languages[1]: \"cobol\" is not a known language (one of python, bash, sh, node, javascript, typescript, ruby, go, rust, java, c, cpp)"
     );
     assert_eq!(
-        err(&with_spec("  capabilities: {exec: {languages: [python, python]}}\n")),
+        err(&with_spec(
+            "  capabilities: {exec: {languages: [python, python]}}\n"
+        )),
         "spec.capabilities.exec.languages[1]: \"python\" is listed twice"
     );
     assert_err(
@@ -371,7 +446,7 @@ fn net_rules() {
     let cases = [
         ("policy: restricted, allowlist: [\"exa mple.com\"]", "spec.capabilities.net.allowlist[0]: \"exa mple.com\": a label holds only letters, digits and '-'"),
         ("policy: restricted, allowlist: [ok.com, \"a.*.com\"]", "spec.capabilities.net.allowlist[1]: \"a.*.com\": '*' is only allowed as the whole first label, as in *.example.com"),
-        ("policy: restricted, allowlist: [\"*\"]", "spec.capabilities.net.allowlist[0]: \"*\" is not a domain name"),
+        ("policy: restricted, allowlist: [\"*\"]", "spec.capabilities.net.allowlist[0]: \"*\": '*' is only allowed as the whole first label"),
         ("policy: restricted, allowlist: [\"10.0.0.1\"]", "spec.capabilities.net.allowlist[0]: \"10.0.0.1\" is an IP address or network; the allowlist takes domain names"),
         ("policy: none, allowlist: [example.com]", "spec.capabilities.net.allowlist: the allowlist only applies to policy restricted, not none"),
         ("policy: egress-only, denylist: [\"10.0.0.1/8\"]", "spec.capabilities.net.denylist[0]: \"10.0.0.1/8\" has host bits set (did you mean 10.0.0.0/8?)"),
@@ -396,7 +471,8 @@ fn net_rules() {
 
 #[test]
 fn mount_rules() {
-    let mounts = |body: &str| with_spec(&format!("  capabilities:\n    fs:\n      mounts:\n{body}"));
+    let mounts =
+        |body: &str| with_spec(&format!("  capabilities:\n    fs:\n      mounts:\n{body}"));
     assert!(parse_agent(&mounts(
         "        - {source: ./data, path: /data}\n        - {source: /abs/dir, path: /abs/, mode: rw}\n        - {name: scratch, path: /scratch, quota: 1Mi}\n"
     ))
@@ -413,7 +489,7 @@ fn mount_rules() {
         ("        - {source: ./a, path: /x}\n        - {name: v, path: /x/}\n", "spec.capabilities.fs.mounts[1].path: /x is mounted more than once"),
         ("        - {source: ./d, name: v, path: /x}\n", "spec.capabilities.fs.mounts[0]: give either source (a host path) or name (a per-run volume), not both"),
         ("        - {path: /x, mode: rw}\n", "spec.capabilities.fs.mounts[0]: needs source (a host path) or name (a per-run volume)"),
-        ("        - {source: ./d, path: /x, quota: 1Gi}\n", "spec.capabilities.fs.mounts[0].source.quota: a quota only applies to a named volume"),
+        ("        - {source: ./d, path: /x, quota: 1Gi}\n", "spec.capabilities.fs.mounts[0].quota: a quota only applies to a named volume"),
         ("        - {name: v, path: /x, quota: 1Ki}\n", "spec.capabilities.fs.mounts[0].quota: \"1Ki\" is below the minimum of 1Mi"),
         ("        - {name: v, path: /x, quota: 2Ti}\n", "is above the maximum of 1Ti"),
         ("        - {name: My_Volume, path: /x}\n", "spec.capabilities.fs.mounts[0].name: \"My_Volume\" is not a DNS label"),
@@ -478,9 +554,18 @@ fn secret_model_and_limit_rules() {
     let cases = [
         ("maxSteps: 0", "spec.limits.maxSteps: must be more than 0"),
         ("maxTokens: 0", "spec.limits.maxTokens: must be more than 0"),
-        ("maxCostUsd: -1", "spec.limits.maxCostUsd: -1 is not a finite amount of at least 0"),
-        ("maxCostUsd: .inf", "spec.limits.maxCostUsd: inf is not a finite amount"),
-        ("maxCostUsd: .nan", "spec.limits.maxCostUsd: NaN is not a finite amount"),
+        (
+            "maxCostUsd: -1",
+            "spec.limits.maxCostUsd: -1 is not a finite amount of at least 0",
+        ),
+        (
+            "maxCostUsd: .inf",
+            "spec.limits.maxCostUsd: inf is not a finite amount of at least 0",
+        ),
+        (
+            "maxCostUsd: .nan",
+            "spec.limits.maxCostUsd: NaN is not a finite amount of at least 0",
+        ),
     ];
     for (body, want) in cases {
         assert_eq!(err(&with_spec(&format!("  limits: {{{body}}}\n"))), want);
@@ -495,7 +580,9 @@ fn command_and_text_rules() {
         "spec.command: cannot be empty (give at least the program to run)"
     );
     assert_eq!(
-        err("apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {command: [\"\"]}\n"),
+        err(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {command: [\"\"]}\n"
+        ),
         "spec.command[0]: the program name cannot be empty"
     );
     assert_eq!(
@@ -533,7 +620,14 @@ fn load_agent_names_the_file() {
             bad.display()
         )
     );
-    assert!(matches!(e.inner(), PolicyError::Syntax { line: Some(5), column: Some(3), .. }));
+    assert!(matches!(
+        e.inner(),
+        PolicyError::Syntax {
+            line: Some(5),
+            column: Some(3),
+            ..
+        }
+    ));
 
     let missing = dir.path().join("missing.yaml");
     let e = load_agent(&missing).unwrap_err();

@@ -1,0 +1,702 @@
+//! resolve(): defaults, precedence, mount sources and the "not supported yet" refusals.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use spawn_policy::{
+    parse_agent, resolve, Agent, MountSource, MountSpec, NetPolicy, Overrides, PolicyError,
+    Resources, RunSpec, RuntimeKind,
+};
+
+use super::{with_spec, SPEC_EXAMPLE};
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn command(v: &[&str]) -> Overrides {
+    Overrides {
+        command: strings(v),
+        ..Overrides::default()
+    }
+}
+
+fn agent(extra: &str) -> Agent {
+    parse_agent(&with_spec(extra)).unwrap()
+}
+
+/// A temporary directory, canonicalized (the temp dir may sit behind a symlink).
+fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
+fn resolve_err(agent: Option<&Agent>, base: &Path, overrides: &Overrides) -> String {
+    match resolve(agent, base, base, overrides) {
+        Ok(spec) => panic!("expected an error, got {spec:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bare_command_gets_the_defaults() {
+    let (_d, cwd) = tempdir();
+    let spec = resolve(None, &cwd, &cwd, &command(&["echo", "hi"])).unwrap();
+    assert_eq!(
+        spec,
+        RunSpec {
+            name: "run".to_owned(),
+            namespace: "default".to_owned(),
+            runtime: RuntimeKind::Gvisor,
+            command: strings(&["echo", "hi"]),
+            env: vec![],
+            workdir: None,
+            resources: Resources::default(),
+            timeout: None,
+            net: NetPolicy::None,
+            mounts: vec![],
+            languages: vec![],
+        }
+    );
+}
+
+#[test]
+fn no_command_anywhere() {
+    let (_d, cwd) = tempdir();
+    let e = resolve(None, &cwd, &cwd, &Overrides::default()).unwrap_err();
+    assert!(matches!(e, PolicyError::NoCommand { .. }));
+    assert_eq!(
+        e.to_string(),
+        "no command to run: give one after -- (spawn run -- COMMAND ARGS...), or a manifest with -f"
+    );
+    let builtin = parse_agent(
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec: {sandbox: {timeout: 1m}}\n",
+    )
+    .unwrap();
+    let e = resolve(Some(&builtin), &cwd, &cwd, &Overrides::default()).unwrap_err();
+    assert!(matches!(e, PolicyError::Unsupported { .. }));
+    assert_eq!(
+        e.to_string(),
+        "spec.command: an agent without a command (the built-in agent loop) is not supported yet (give spec.command, or a command after --)"
+    );
+    // A command on the command line runs such an agent.
+    let spec = resolve(Some(&builtin), &cwd, &cwd, &command(&["true"])).unwrap();
+    assert_eq!(spec.command, strings(&["true"]));
+    assert_eq!(spec.timeout, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn full_manifest_resolves() {
+    let (_d, base) = tempdir();
+    std::fs::create_dir(base.join("data")).unwrap();
+    let agent = agent(
+        "  sandbox:
+    runtime: native
+    image: host
+    resources: { cpu: \"1.5\", memory: 1Gi, pids: 64, disk: 2Gi }
+    timeout: 10m
+  capabilities:
+    exec: { enabled: true, languages: [python, bash], timeout: 5m, memory: 512Mi }
+    net: { policy: none }
+    fs:
+      mounts:
+        - { source: ./data, path: /data }
+        - { name: workspace, path: /workspace/, mode: rw, quota: 1Gi }
+        - { name: cache, path: /cache }
+",
+    );
+    let spec = resolve(Some(&agent), &base, Path::new("/"), &Overrides::default()).unwrap();
+    assert_eq!(
+        spec,
+        RunSpec {
+            name: "demo".to_owned(),
+            namespace: "default".to_owned(),
+            runtime: RuntimeKind::Native,
+            command: strings(&["true"]),
+            env: vec![],
+            workdir: None,
+            resources: Resources {
+                memory_bytes: Some(512 << 20),
+                pids: Some(64),
+                cpu_millis: Some(1500),
+                disk_bytes: Some(2 << 30),
+            },
+            timeout: Some(Duration::from_secs(300)),
+            net: NetPolicy::None,
+            mounts: vec![
+                MountSpec {
+                    source: MountSource::Host(base.join("data")),
+                    target: PathBuf::from("/data"),
+                    writable: false,
+                },
+                MountSpec {
+                    source: MountSource::Tmpfs {
+                        name: "workspace".to_owned(),
+                        quota_bytes: Some(1 << 30),
+                    },
+                    target: PathBuf::from("/workspace"),
+                    writable: true,
+                },
+                MountSpec {
+                    source: MountSource::Tmpfs {
+                        name: "cache".to_owned(),
+                        quota_bytes: None,
+                    },
+                    target: PathBuf::from("/cache"),
+                    writable: false,
+                },
+            ],
+            languages: strings(&["python", "bash"]),
+        }
+    );
+}
+
+#[test]
+fn exec_limits_take_the_smaller_value() {
+    let (_d, base) = tempdir();
+    let cases = [
+        ("sandbox: {timeout: 1m, resources: {memory: 256Mi}}\n  capabilities: {exec: {timeout: 5m, memory: 1Gi}}", Some(60), Some(256)),
+        ("sandbox: {timeout: 10m, resources: {memory: 2Gi}}\n  capabilities: {exec: {timeout: 5m, memory: 1Gi}}", Some(300), Some(1024)),
+        ("capabilities: {exec: {timeout: 5m, memory: 1Gi}}", Some(300), Some(1024)),
+        ("sandbox: {timeout: 2m, resources: {memory: 64Mi}}", Some(120), Some(64)),
+        ("capabilities: {exec: {languages: [sh]}}", None, None),
+    ];
+    for (body, timeout_s, memory_mi) in cases {
+        let a = agent(&format!("  {body}\n"));
+        let spec = resolve(Some(&a), &base, &base, &Overrides::default()).unwrap();
+        assert_eq!(spec.timeout, timeout_s.map(Duration::from_secs), "{body}");
+        assert_eq!(
+            spec.resources.memory_bytes,
+            memory_mi.map(|m: u64| m << 20),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn flags_replace_manifest_values() {
+    let (_d, base) = tempdir();
+    std::fs::create_dir(base.join("src")).unwrap();
+    let a = agent(
+        "  sandbox: {runtime: gvisor, timeout: 10m, resources: {cpu: \"2\", memory: 1Gi, pids: 100}}
+  capabilities: {exec: {timeout: 5m, memory: 512Mi}, net: {policy: none}}
+",
+    );
+    let overrides = Overrides {
+        runtime: Some(RuntimeKind::Container),
+        net: Some(NetPolicy::None),
+        memory: Some("2Gi".to_owned()),
+        pids: Some(10),
+        cpu: Some("250m".to_owned()),
+        timeout: Some("30s".to_owned()),
+        mounts: vec!["src:/src:rw".to_owned(), format!("{}:/abs", base.display())],
+        env: strings(&["A=1", "PATH=/bin", "EMPTY=", "EQ=a=b"]),
+        workdir: Some("/src/".to_owned()),
+        command: strings(&["make", "test"]),
+        ..Overrides::default()
+    };
+    let spec = resolve(
+        Some(&a),
+        Path::new("/nonexistent-manifest-dir"),
+        &base,
+        &overrides,
+    )
+    .unwrap();
+    assert_eq!(spec.runtime, RuntimeKind::Container);
+    assert_eq!(spec.command, strings(&["make", "test"]));
+    assert_eq!(
+        spec.resources,
+        Resources {
+            memory_bytes: Some(2 << 30),
+            pids: Some(10),
+            cpu_millis: Some(250),
+            disk_bytes: None,
+        }
+    );
+    assert_eq!(spec.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(spec.workdir, Some(PathBuf::from("/src")));
+    assert_eq!(
+        spec.env,
+        vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+            ("EMPTY".to_owned(), String::new()),
+            ("EQ".to_owned(), "a=b".to_owned()),
+        ]
+    );
+    assert_eq!(
+        spec.mounts,
+        vec![
+            MountSpec {
+                source: MountSource::Host(base.join("src")),
+                target: PathBuf::from("/src"),
+                writable: true,
+            },
+            MountSpec {
+                source: MountSource::Host(base.clone()),
+                target: PathBuf::from("/abs"),
+                writable: false,
+            },
+        ]
+    );
+}
+
+#[test]
+fn mount_flags_are_appended_after_manifest_mounts_and_checked() {
+    let (_d, base) = tempdir();
+    std::fs::create_dir(base.join("data")).unwrap();
+    let a =
+        agent("  capabilities: {fs: {mounts: [{name: workspace, path: /workspace, mode: rw}]}}\n");
+    let mut o = command(&["true"]);
+    o.mounts = vec!["data:/data:ro".to_owned()];
+    let spec = resolve(Some(&a), &base, &base, &o).unwrap();
+    let targets: Vec<_> = spec.mounts.iter().map(|m| m.target.clone()).collect();
+    assert_eq!(
+        targets,
+        vec![PathBuf::from("/workspace"), PathBuf::from("/data")]
+    );
+
+    let cases = [
+        (
+            "data:/workspace",
+            "--mount: /workspace is mounted more than once",
+        ),
+        ("data", "--mount: \"data\" is not SRC:DST[:ro|rw]"),
+        (
+            "data:/d:rx",
+            "--mount: \"data:/d:rx\": the mode is ro or rw, not \"rx\"",
+        ),
+        ("a:b:c:d", "--mount: \"a:b:c:d\" is not SRC:DST[:ro|rw]"),
+        (
+            "data:relative",
+            "--mount: \"relative\" is not an absolute path",
+        ),
+        ("data:/proc/x", "--mount: \"/proc/x\" is at or under /proc"),
+        ("data:/x/../y", "--mount: \"/x/../y\" has a '..' component"),
+        (":/x", "--mount: a mount source cannot be empty"),
+        (
+            "/:/host",
+            "--mount: mount source \"/\" resolves to /, the host's root",
+        ),
+        (
+            "/proc/self:/p",
+            "--mount: mount source \"/proc/self\" resolves to",
+        ),
+    ];
+    for (entry, want) in cases {
+        o.mounts = vec![entry.to_owned()];
+        let got = resolve_err(Some(&a), &base, &o);
+        assert!(got.starts_with(want), "{entry}\nwant {want}\n got {got}");
+    }
+    o.mounts = vec!["missing:/m".to_owned()];
+    assert_eq!(
+        resolve_err(Some(&a), &base, &o),
+        format!(
+            "--mount: mount source missing does not exist (resolved to {})",
+            base.join("missing").display()
+        )
+    );
+}
+
+#[test]
+fn manifest_mount_sources_resolve_against_the_manifest_directory() {
+    let (_d, root) = tempdir();
+    let base = root.join("project");
+    let cwd = root.join("elsewhere");
+    std::fs::create_dir_all(base.join("data")).unwrap();
+    std::fs::create_dir_all(cwd.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("secret")).unwrap();
+    let mount = |source: &str| {
+        agent(&format!(
+            "  capabilities: {{fs: {{mounts: [{{source: {source:?}, path: /m}}]}}}}\n"
+        ))
+    };
+    let host = |spec: RunSpec| match &spec.mounts[0].source {
+        MountSource::Host(p) => p.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    let spec = resolve(Some(&mount("./data")), &base, &cwd, &Overrides::default()).unwrap();
+    assert_eq!(host(spec), base.join("data"));
+    let spec = resolve(Some(&mount("data/./")), &base, &cwd, &Overrides::default()).unwrap();
+    assert_eq!(host(spec), base.join("data"));
+    // `..` that stays inside is fine.
+    let spec = resolve(
+        Some(&mount("data/../data")),
+        &base,
+        &cwd,
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(host(spec), base.join("data"));
+    // An absolute source is the author's explicit choice.
+    let abs = root.join("secret");
+    let spec = resolve(
+        Some(&mount(abs.to_str().unwrap())),
+        &base,
+        &cwd,
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(host(spec), abs);
+    // A relative base (the CLI's `Path::new("agent.yaml").parent()` is "") is taken against cwd.
+    let spec = resolve(
+        Some(&mount("./data")),
+        Path::new(""),
+        &cwd,
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(host(spec), cwd.join("data"));
+
+    // Refused when the manifest is parsed already, so `spawn validate` agrees with `run`.
+    for traversal in ["../secret", "../../etc", "data/../../secret", "./../secret"] {
+        let manifest = with_spec(&format!(
+            "  capabilities: {{fs: {{mounts: [{{source: {traversal:?}, path: /m}}]}}}}\n"
+        ));
+        let got = parse_agent(&manifest).unwrap_err().to_string();
+        assert_eq!(
+            got,
+            format!("spec.capabilities.fs.mounts[0].source: mount source {traversal:?} escapes the manifest's directory"),
+        );
+    }
+    std::os::unix::fs::symlink(root.join("secret"), base.join("innocent")).unwrap();
+    let got = resolve_err(Some(&mount("innocent")), &base, &Overrides::default());
+    assert!(
+        got.contains("escapes the manifest's directory through a symlink"),
+        "{got}"
+    );
+
+    let got = resolve_err(Some(&mount("./nope")), &base, &Overrides::default());
+    assert_eq!(
+        got,
+        format!(
+            "spec.capabilities.fs.mounts[0].source: mount source ./nope does not exist (resolved to {})",
+            base.join("nope").display()
+        )
+    );
+    for forbidden in [
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/boot",
+        "/root",
+        "/etc/shadow",
+    ] {
+        if !Path::new(forbidden).exists() {
+            continue;
+        }
+        let got = resolve_err(Some(&mount(forbidden)), &base, &Overrides::default());
+        assert!(
+            got.starts_with("spec.capabilities.fs.mounts[0].source: mount source"),
+            "{forbidden}: {got}"
+        );
+        assert!(
+            got.contains("host's root")
+                || got.contains("never mounted")
+                || got.contains("holds host secrets"),
+            "{forbidden}: {got}"
+        );
+    }
+}
+
+#[test]
+fn spec_example_is_refused_for_what_is_not_implemented() {
+    let (_d, base) = tempdir();
+    std::fs::create_dir(base.join("data")).unwrap();
+    let full = parse_agent(SPEC_EXAMPLE).unwrap();
+    let got = resolve_err(Some(&full), &base, &Overrides::default());
+    assert_eq!(
+        got,
+        "spec.model: the model gateway is not supported yet (remove spec.model)"
+    );
+
+    // Peel the unsupported parts off one at a time; each reveals the next refusal.
+    let mut a = full.clone();
+    a.spec.model = None;
+    assert_eq!(
+        resolve_err(Some(&a), &base, &Overrides::default()),
+        "spec.instructions: the built-in agent loop is not supported yet (remove spec.instructions)"
+    );
+    a.spec.instructions = None;
+    assert_eq!(
+        resolve_err(Some(&a), &base, &Overrides::default()),
+        "spec.limits: the built-in loop's limits is not supported yet (remove spec.limits)"
+    );
+    a.spec.limits = None;
+    assert_eq!(
+        resolve_err(Some(&a), &base, &Overrides::default()),
+        "spec.capabilities.net.policy: policy restricted is not supported yet (only none for now)"
+    );
+    // --net none replaces the policy, but the allowlist would still be ignored: refused.
+    let net_none = Overrides {
+        net: Some(NetPolicy::None),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        resolve_err(Some(&a), &base, &net_none),
+        "spec.capabilities.net.allowlist: a network allowlist is not supported yet"
+    );
+    let caps = a.spec.capabilities.as_mut().unwrap();
+    caps.net.as_mut().unwrap().allowlist.clear();
+    assert_eq!(
+        resolve_err(Some(&a), &base, &net_none),
+        "spec.capabilities.net.denylist: a network denylist is not supported yet"
+    );
+    let caps = a.spec.capabilities.as_mut().unwrap();
+    caps.net = None;
+    assert_eq!(
+        resolve_err(Some(&a), &base, &Overrides::default()),
+        "spec.capabilities.secrets: secrets is not supported yet"
+    );
+    let caps = a.spec.capabilities.as_mut().unwrap();
+    caps.secrets.clear();
+    let spec = resolve(Some(&a), &base, &base, &Overrides::default()).unwrap();
+    assert_eq!(spec.name, "researcher");
+    assert_eq!(spec.command, strings(&["python3", "/workspace/main.py"]));
+    assert_eq!(spec.mounts.len(), 2);
+}
+
+#[test]
+fn unsupported_manifest_fields() {
+    let (_d, base) = tempdir();
+    let cases = [
+        (
+            "  sandbox: {image: \"python:3.12\"}\n",
+            "spec.sandbox.image: image \"python:3.12\" is not supported yet (only host for now)",
+        ),
+        (
+            "  capabilities: {exec: {enabled: false}}\n",
+            "spec.capabilities.exec.enabled: false is not supported yet",
+        ),
+        (
+            "  capabilities: {net: {policy: egress-only}}\n",
+            "spec.capabilities.net.policy: policy egress-only is not supported yet",
+        ),
+        (
+            "  capabilities: {net: {policy: full}}\n",
+            "spec.capabilities.net.policy: policy full is not supported yet",
+        ),
+        (
+            "  capabilities: {secrets: [{name: T, from: \"store://T\"}]}\n",
+            "spec.capabilities.secrets: secrets is not supported yet",
+        ),
+        (
+            "  limits: {maxSteps: 3}\n",
+            "spec.limits: the built-in loop's limits is not supported yet",
+        ),
+        (
+            "  model: {provider: scripted, name: x}\n",
+            "spec.model: the model gateway is not supported yet",
+        ),
+    ];
+    for (extra, want) in cases {
+        let a = agent(extra);
+        let e = resolve(Some(&a), &base, &base, &Overrides::default()).unwrap_err();
+        assert!(matches!(e, PolicyError::Unsupported { .. }), "{e:?}");
+        let got = e.to_string();
+        assert!(got.starts_with(want), "want {want}\n got {got}");
+    }
+    // With --net none the policy is replaced, but the proxy settings would be ignored.
+    let net_none = Overrides {
+        net: Some(NetPolicy::None),
+        ..Overrides::default()
+    };
+    for (extra, want) in [
+        (
+            "  capabilities: {net: {policy: restricted, rateLimit: {requests: 5, per: 1s}}}\n",
+            "spec.capabilities.net.rateLimit: a network rate limit is not supported yet",
+        ),
+        (
+            "  capabilities: {net: {policy: egress-only, requireTls: true}}\n",
+            "spec.capabilities.net.requireTls: requireTls is not supported yet",
+        ),
+    ] {
+        assert_eq!(resolve_err(Some(&agent(extra)), &base, &net_none), want);
+    }
+    // The supported values pass.
+    for extra in [
+        "  sandbox: {image: host}\n",
+        "  capabilities: {exec: {enabled: true}, net: {policy: none}}\n",
+        "  capabilities: {exec: {}, net: {}, fs: {}, secrets: []}\n",
+    ] {
+        assert!(
+            resolve(Some(&agent(extra)), &base, &base, &Overrides::default()).is_ok(),
+            "{extra}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_flags() {
+    let (_d, base) = tempdir();
+    let cases: [(Overrides, &str); 6] = [
+        (
+            Overrides {
+                net: Some(NetPolicy::Restricted),
+                ..command(&["x"])
+            },
+            "--net: policy restricted is not supported yet (only none for now)",
+        ),
+        (
+            Overrides {
+                net: Some(NetPolicy::EgressOnly),
+                ..command(&["x"])
+            },
+            "--net: policy egress-only is not supported yet (only none for now)",
+        ),
+        (
+            Overrides {
+                net: Some(NetPolicy::Full),
+                ..command(&["x"])
+            },
+            "--net: policy full is not supported yet (only none for now)",
+        ),
+        (
+            Overrides {
+                allow: strings(&["example.com"]),
+                ..command(&["x"])
+            },
+            "--allow: network allowlists is not supported yet",
+        ),
+        (
+            Overrides {
+                deny: strings(&["10.*"]),
+                ..command(&["x"])
+            },
+            "--deny: network denylists is not supported yet",
+        ),
+        (
+            Overrides {
+                secrets: strings(&["GITHUB_TOKEN"]),
+                ..command(&["x"])
+            },
+            "--secret: secrets is not supported yet",
+        ),
+    ];
+    for (o, want) in cases {
+        let e = resolve(None, &base, &base, &o).unwrap_err();
+        assert!(matches!(e, PolicyError::Unsupported { .. }));
+        assert_eq!(e.to_string(), want);
+    }
+    let o = Overrides {
+        net: Some(NetPolicy::None),
+        ..command(&["x"])
+    };
+    assert_eq!(
+        resolve(None, &base, &base, &o).unwrap().net,
+        NetPolicy::None
+    );
+}
+
+#[test]
+fn bad_flag_values() {
+    let (_d, base) = tempdir();
+    let with = |f: fn(&mut Overrides)| {
+        let mut o = command(&["x"]);
+        f(&mut o);
+        resolve_err(None, &base, &o)
+    };
+    assert_eq!(
+        with(|o| o.memory = Some("512Mx".into())),
+        "--memory: \"512Mx\" is not a quantity (use e.g. 512Mi or 1Gi)"
+    );
+    assert_eq!(
+        with(|o| o.memory = Some("1Mi".into())),
+        "--memory: \"1Mi\" is below the minimum of 4Mi"
+    );
+    assert_eq!(
+        with(|o| o.pids = Some(0)),
+        "--pids: 0 is not between 1 and 100000"
+    );
+    assert_eq!(
+        with(|o| o.cpu = Some("0".into())),
+        "--cpu: \"0\" must be more than 0"
+    );
+    assert_eq!(
+        with(|o| o.timeout = Some("31d".into())),
+        "--timeout: \"31d\" is above the maximum of 30d"
+    );
+    assert_eq!(
+        with(|o| o.timeout = Some("0s".into())),
+        "--timeout: \"0s\" must be more than 0"
+    );
+    assert_eq!(
+        with(|o| o.workdir = Some("src".into())),
+        "--workdir: \"src\" is not an absolute path"
+    );
+    assert_eq!(
+        with(|o| o.workdir = Some("/a/../b".into())),
+        "--workdir: \"/a/../b\" has a '..' component; write the path plainly"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["NOEQUALS".into()]),
+        "--env: \"NOEQUALS\" is not NAME=VALUE"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["1A=b".into()]),
+        "--env: \"1A\" is not a variable name (letters, digits and '_', not starting with a digit)"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["=b".into()]),
+        "--env: \"\" is not a variable name (letters, digits and '_', not starting with a digit)"
+    );
+    assert_eq!(with(|o| o.env = vec!["LD_PRELOAD=/x.so".into()]), "--env: LD_PRELOAD: names starting with LD_ cannot be set (they change what the dynamic loader loads)");
+    assert_eq!(
+        with(|o| o.env = vec!["SPAWN_HOME=/x".into()]),
+        "--env: SPAWN_HOME: names starting with SPAWN_ cannot be set (they configure spawn itself)"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["A=x\0y".into()]),
+        "--env: the value of A contains a NUL byte"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["A=1".into(), "A=2".into()]),
+        "--env: A is given more than once"
+    );
+    assert_eq!(
+        with(|o| o.env = vec!["A=1".into(); 257]),
+        "--env: more than 256 variables"
+    );
+    assert_eq!(
+        with(|o| o.command = vec![String::new()]),
+        "command[0]: the program name cannot be empty"
+    );
+    assert_eq!(
+        with(|o| o.command = vec!["sh".into(), "a\0".into()]),
+        "command[1]: contains a NUL byte"
+    );
+    assert_eq!(
+        with(|o| o.command = vec!["x".into(); 4097]),
+        "command: has more than 4096 arguments"
+    );
+    assert_eq!(
+        with(|o| o.command = vec!["x".repeat(128 * 1024 + 1)]),
+        "command[0]: is longer than 131072 bytes"
+    );
+    assert_eq!(
+        with(|o| o.command = vec!["x".repeat(100 * 1024); 11]),
+        "command: adds up to more than 1048576 bytes"
+    );
+    assert_eq!(
+        with(|o| o.mounts = vec!["a:/b".into(); 257]),
+        "--mount: more than 256 mounts in all"
+    );
+}
+
+#[test]
+fn resolve_revalidates_hand_built_agents() {
+    let (_d, base) = tempdir();
+    let mut a = agent("");
+    a.metadata.name = "Not A Label".to_owned();
+    assert!(resolve_err(Some(&a), &base, &Overrides::default()).starts_with("metadata.name:"));
+    let mut a = agent("");
+    a.spec.command = Some(vec![]);
+    assert_eq!(
+        resolve_err(Some(&a), &base, &Overrides::default()),
+        "spec.command: cannot be empty (give at least the program to run)"
+    );
+}
