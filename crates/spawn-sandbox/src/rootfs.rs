@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -120,6 +120,8 @@ pub struct Plan {
     pub writable: Vec<PathBuf>,
     /// Paths the agent may read and execute under (for Landlock).
     pub readable: Vec<PathBuf>,
+    /// Mount points made writable again after the whole tree is made read-only.
+    pub rw_mounts: Vec<PathBuf>,
 }
 
 fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
@@ -159,6 +161,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     let mut steps = Vec::new();
     let mut readable = Vec::new();
     let mut writable = Vec::new();
+    let mut rw_mounts = Vec::new();
     let dir = |p: &str, mode| Step::Dir {
         path: p.into(),
         mode,
@@ -203,13 +206,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         match fs::symlink_metadata(host) {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(target) = fs::read_link(host) {
-                    if let Some(parent) = host.parent() {
-                        steps.push(Step::Dir {
-                            path: parent.into(),
-                            mode: 0o755,
-                            owner: None,
-                        });
-                    }
+                    push_parent(&mut steps, host);
                     steps.push(Step::Symlink {
                         link: host.into(),
                         target,
@@ -217,13 +214,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
                 }
             }
             Ok(m) => {
-                if let Some(parent) = host.parent() {
-                    steps.push(Step::Dir {
-                        path: parent.into(),
-                        mode: 0o755,
-                        owner: None,
-                    });
-                }
+                push_parent(&mut steps, host);
                 steps.push(Step::Bind {
                     source: BindSource::Host(host.into()),
                     path: host.into(),
@@ -247,15 +238,17 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if host.exists() {
+            // Device nodes stay usable on a read-only mount (writes go to the device).
             steps.push(Step::Bind {
                 source: BindSource::Host(host.clone()),
-                path: host.clone(),
-                readonly: false,
+                path: host,
+                readonly: true,
                 is_dir: false,
             });
-            writable.push(host);
         }
     }
+    // Landlock: devices and /dev/shm; DAC keeps the agent from creating files in /dev.
+    writable.push("/dev".into());
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -274,7 +267,8 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         owner: 0,
         noexec: true,
     });
-    writable.push("/dev/shm".into());
+    rw_mounts.push("/dev/shm".into());
+    rw_mounts.push("/proc".into());
 
     steps.push(Step::Proc {
         path: "/proc".into(),
@@ -320,6 +314,10 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     });
     writable.push("/tmp".into());
     writable.push("/workspace".into());
+    rw_mounts.push("/tmp".into());
+    if !named_workspace {
+        rw_mounts.push("/workspace".into());
+    }
 
     for m in &spec.mounts {
         match &m.source {
@@ -369,6 +367,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         }
         if m.writable {
             writable.push(m.target.clone());
+            rw_mounts.push(m.target.clone());
         } else {
             readable.push(m.target.clone());
         }
@@ -377,6 +376,25 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         steps,
         writable,
         readable,
+        rw_mounts,
+    }
+}
+
+/// Adds a directory step for a parent below `/etc` (which exists already), once.
+fn push_parent(steps: &mut Vec<Step>, path: &Path) {
+    let Some(parent) = path.parent() else { return };
+    if parent == Path::new("/etc") {
+        return;
+    }
+    let exists = steps
+        .iter()
+        .any(|s| matches!(s, Step::Dir { path, .. } if path == parent));
+    if !exists {
+        steps.push(Step::Dir {
+            path: parent.into(),
+            mode: 0o755,
+            owner: None,
+        });
     }
 }
 
@@ -413,6 +431,8 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
 
     let root = Path::new(STAGING);
     mount_tmpfs(root, ROOT_TMPFS_SIZE, 0o755, 0, false)?;
+    // Modes in the plan are exact.
+    nix::sys::stat::umask(Mode::empty());
 
     for (i, (step, source)) in plan.steps.iter().zip(&sources).enumerate() {
         let tree = trees.get(i).and_then(Option::as_ref);
@@ -423,16 +443,36 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     nix::unistd::pivot_root(".", ".").map_err(|e| SandboxError::setup("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| SandboxError::setup("detach old root", e))?;
     std::env::set_current_dir("/").map_err(|e| SandboxError::setup("chdir /", e))?;
+    // Everything read-only and nosuid in one pass, then the writable mounts opened again.
     sys::mount_setattr(
         libc::AT_FDCWD,
         c"/",
-        0,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        libc::AT_RECURSIVE as libc::c_uint,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
         0,
         None,
     )
     .map_err(|e| SandboxError::setup("make / read-only", e))?;
+    for path in &plan.rw_mounts {
+        sys::mount_setattr(libc::AT_FDCWD, &cstr(path)?, 0, 0, MOUNT_ATTR_RDONLY, None)
+            .map_err(|e| SandboxError::setup(format!("make {} writable", path.display()), e))?;
+    }
     Ok(())
+}
+
+/// `mkdir`, creating missing parents; an existing directory is fine.
+fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                mkdir(parent, 0o755)?;
+            }
+            fs::DirBuilder::new().mode(mode).create(path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn inside(root: &Path, path: &Path) -> PathBuf {
@@ -483,25 +523,17 @@ fn apply_step(
     match step {
         Step::Dir { path, mode, owner } => {
             let host = inside(root, path);
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(*mode)
-                .create(&host)
+            // The umask is 0 while the root is built (see `apply`), so the mode is exact.
+            mkdir(&host, *mode)
                 .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
-            // mkdir applies the umask; set the exact mode (e.g. sticky /tmp).
-            fs::set_permissions(&host, fs::Permissions::from_mode(*mode))
-                .map_err(|e| SandboxError::setup(format!("chmod {}", path.display()), e))?;
             if let Some(id) = owner {
                 std::os::unix::fs::chown(&host, Some(*id), Some(*id))
                     .map_err(|e| SandboxError::setup(format!("chown {}", path.display()), e))?;
             }
         }
         Step::Symlink { link, target } => {
+            // Parents are earlier steps of the plan.
             let host = inside(root, link);
-            if let Some(parent) = host.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|e| SandboxError::setup(format!("mkdir {}", parent.display()), e))?;
-            }
             symlink(target, &host)
                 .map_err(|e| SandboxError::setup(format!("symlink {}", link.display()), e))?;
         }
@@ -511,8 +543,12 @@ fn apply_step(
             mode,
         } => {
             let host = inside(root, path);
-            fs::write(&host, contents)
-                .and_then(|()| fs::set_permissions(&host, fs::Permissions::from_mode(*mode)))
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(*mode)
+                .open(&host)
+                .and_then(|mut f| io::Write::write_all(&mut f, contents.as_bytes()))
                 .map_err(|e| SandboxError::setup(format!("write {}", path.display()), e))?;
         }
         Step::Tmpfs {
@@ -523,7 +559,7 @@ fn apply_step(
             noexec,
         } => {
             let host = inside(root, path);
-            fs::create_dir_all(&host)
+            mkdir(&host, 0o755)
                 .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
             mount_tmpfs(&host, *size, *mode, *owner, *noexec)?;
         }
@@ -534,16 +570,22 @@ fn apply_step(
             is_dir,
         } => {
             let host = inside(root, path);
-            if !host.exists() {
-                if *is_dir {
-                    fs::create_dir_all(&host)
-                } else {
-                    fs::File::create(&host).map(drop)
+            if *is_dir {
+                mkdir(&host, 0o755)
+            } else {
+                match fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&host)
+                {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    other => other.map(drop),
                 }
-                .map_err(|e| {
-                    SandboxError::setup(format!("create mount point {}", path.display()), e)
-                })?;
             }
+            .map_err(|e| {
+                SandboxError::setup(format!("create mount point {}", path.display()), e)
+            })?;
             if let (BindSource::Granted(_), Some(tree)) = (src, tree) {
                 use std::os::fd::AsFd;
                 return sys::move_mount(tree.as_fd(), &cstr(&host)?)
@@ -569,23 +611,25 @@ fn apply_step(
                 None::<&str>,
             )
             .map_err(|e| SandboxError::setup(format!("bind {}", path.display()), e))?;
-            let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-            if *readonly {
-                attrs |= MOUNT_ATTR_RDONLY;
+            // Read-only and nosuid come for every mount from the final pass in `apply`;
+            // a granted host tree is also nodev (its content is not ours).
+            if let BindSource::Granted(_) = src {
+                let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+                if *readonly {
+                    attrs |= MOUNT_ATTR_RDONLY;
+                }
+                sys::mount_setattr(
+                    libc::AT_FDCWD,
+                    &cstr(&host)?,
+                    libc::AT_RECURSIVE as libc::c_uint,
+                    attrs,
+                    0,
+                    None,
+                )
+                .map_err(|e| {
+                    SandboxError::setup(format!("restrict mount {}", path.display()), e)
+                })?;
             }
-            // Device nodes must keep working: no nodev on them.
-            if path.starts_with("/dev") {
-                attrs &= !MOUNT_ATTR_NODEV;
-            }
-            sys::mount_setattr(
-                libc::AT_FDCWD,
-                &cstr(&host)?,
-                libc::AT_RECURSIVE as libc::c_uint,
-                attrs,
-                0,
-                None,
-            )
-            .map_err(|e| SandboxError::setup(format!("restrict mount {}", path.display()), e))?;
         }
         Step::Proc { path } => {
             let host = inside(root, path);
@@ -624,15 +668,7 @@ fn apply_step(
                         None::<&str>,
                     )
                     .map_err(|e| SandboxError::setup(format!("bind /proc/{ro}"), e))?;
-                    sys::mount_setattr(
-                        libc::AT_FDCWD,
-                        &cstr(&target)?,
-                        libc::AT_RECURSIVE as libc::c_uint,
-                        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                        0,
-                        None,
-                    )
-                    .map_err(|e| SandboxError::setup(format!("make /proc/{ro} read-only"), e))?;
+                    // Read-only from the final pass in `apply`, which /proc itself leaves.
                 }
             }
         }
