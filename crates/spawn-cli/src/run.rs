@@ -77,9 +77,13 @@ fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
 
 /// Writes audit events as the run goes; a failed append is reported, never silent.
 struct Auditor {
-    log: AuditLog,
+    /// `$SPAWN_HOME/audit`, opened when the first events are written.
+    dir: PathBuf,
+    log: Option<AuditLog>,
     principal: Principal,
     trace_id: String,
+    /// `agent.start` and the exec invocation, written once the sandbox exists.
+    start: Vec<Event>,
     failed: Option<String>,
 }
 
@@ -90,6 +94,12 @@ impl Auditor {
 
     /// Appends events as one batch (one lock, one write).
     fn emit_all(&mut self, events: Vec<Event>) {
+        if let Err(e) = self.try_emit_all(events) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn try_emit_all(&mut self, events: Vec<Event>) -> Result<(), String> {
         let events: Vec<Event> = events
             .into_iter()
             .map(|e| Event {
@@ -97,9 +107,13 @@ impl Auditor {
                 ..e
             })
             .collect();
-        if let Err(e) = self.log.append(&events) {
-            self.failed.get_or_insert_with(|| e.to_string());
-        }
+        let log = match &mut self.log {
+            Some(log) => log,
+            None => self.log.insert(AuditLog::open(&self.dir).map_err(|e| {
+                format!("cannot open the audit log under {}: {e}", self.dir.display())
+            })?),
+        };
+        log.append(&events).map(drop).map_err(|e| e.to_string())
     }
 
     fn event(&self, t: EventType, kind: &str, name: &str, action: &str, outcome: Outcome) -> Event {
@@ -117,6 +131,12 @@ impl Auditor {
 }
 
 impl Observer for Auditor {
+    /// Nothing runs unless its start is on record.
+    fn created(&mut self) -> Result<(), String> {
+        let start = std::mem::take(&mut self.start);
+        self.try_emit_all(start)
+    }
+
     fn denied(&mut self, syscall: &str, first: bool) {
         // One event per kind of blocked call; the totals go into agent.stop.
         if first {
@@ -156,10 +176,10 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     }
     let run_id = spawn_audit::new_id("tr")?;
     let agent_id = spawn_audit::new_id("ag")?;
-    let log = AuditLog::open(&home.join("audit"))
-        .with_context(|| format!("cannot open the audit log under {}", home.display()))?;
     let mut auditor = Auditor {
-        log,
+        dir: home.join("audit"),
+        log: None,
+        start: Vec::new(),
         principal: Principal {
             kind: "agent".into(),
             id: agent_id,
@@ -203,11 +223,8 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         .with_detail("argc", spec.command.len())
         .with_detail("codeHash", command_hash(&spec.command))
         .with_detail("languages", spec.languages.clone());
-    // Nothing runs unless its start is on record.
-    auditor.emit_all(vec![start, invoke]);
-    if let Some(f) = auditor.failed.take() {
-        bail!("cannot write the audit log: {f}");
-    }
+    // Written by `created` while the sandbox is built; the command cannot start before.
+    auditor.start = vec![start, invoke];
 
     let result = spawn_sandbox::run(
         &spec,
@@ -226,6 +243,13 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
             u8::try_from(report.exit_code).unwrap_or(EXIT_SPAWN_FAILED)
         }
         Err(e) => {
+            // If the sandbox never came to exist, its start was not recorded: record the
+            // attempt and its failure.
+            if let Some(start) = auditor.start.first().cloned() {
+                let start = Event { outcome: Outcome::Error, ..start }.with_detail("error", e.to_string());
+                auditor.start.clear();
+                auditor.emit(start);
+            }
             let stop = auditor
                 .event(
                     EventType::AgentStop,

@@ -41,6 +41,9 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// The caller refused to let the run start (see `Observer::created`).
+    #[error("the run was refused: {0}")]
+    Refused(String),
     /// The policy asks for something this runtime cannot enforce.
     #[error("{0}")]
     Unsupported(String),

@@ -116,6 +116,12 @@ pub struct Report {
 
 /// Hooks for the caller (audit, progress). Called on spawn's thread.
 pub trait Observer {
+    /// The sandbox is being built and nothing of the command has run yet; it cannot start
+    /// until this returns. An error aborts the run (e.g. the audit log cannot record it).
+    /// Called while the sandbox builds its namespaces, so work here costs no start time.
+    fn created(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// The sandbox exists and the command is about to start.
     fn started(&mut self, _host_pid: i32, _host_uid: u32) {}
     /// A syscall was denied; `first` for the first of its kind in this run.
@@ -136,17 +142,30 @@ pub struct RunOptions {
 
 /// Checks that this host can run native sandboxes at all (for `run` and `doctor`).
 pub fn check_available() -> Result<Layout, SandboxError> {
-    let unavailable = |reason: &str, fix: &str| SandboxError::RuntimeUnavailable {
+    check_root()?;
+    check_kernel()
+}
+
+fn unavailable(reason: &str, fix: &str) -> SandboxError {
+    SandboxError::RuntimeUnavailable {
         runtime: "native".into(),
         reason: reason.into(),
         fix: Some(fix.into()),
-    };
+    }
+}
+
+fn check_root() -> Result<(), SandboxError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(unavailable(
             "it needs root to map the sandbox users to unused host ids",
             "run spawn as root",
         ));
     }
+    Ok(())
+}
+
+/// Kernel features and the cgroup layout (read while the sandbox is being set up).
+fn check_kernel() -> Result<Layout, SandboxError> {
     let actions =
         std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !actions.split_whitespace().any(|a| a == "user_notif") {
@@ -474,14 +493,12 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<Report, SandboxError> {
     let started = Instant::now();
-    let layout = check_available()?;
+    check_root()?;
     if sys::thread_count().map_err(|e| SandboxError::setup("count threads", e))? != 1 {
         return Err(SandboxError::Unsupported(
             "the native runtime must be started from a single-threaded process".into(),
         ));
     }
-    cgroups::reap_stale(&layout);
-
     let memory = spec
         .resources
         .memory_bytes
@@ -559,17 +576,21 @@ pub fn run(
             .map_err(|e| abort(SandboxError::setup("write gid_map", e)))?;
         nix::unistd::write(&go, b"g")
             .map_err(|e| abort(SandboxError::setup("start sandbox", e)))?;
-        // While the init builds its namespaces and root, create the cgroup and hand it over.
+        // While the init builds its namespaces and root (~1 ms), check the kernel, create
+        // the cgroup, let the caller record the start, and hand the cgroup over.
+        let layout = check_kernel().map_err(&abort)?;
         let cg = Cgroup::create(&layout, &name, &limits).map_err(&abort)?;
         let join = cg.join_files();
         let cg = &*cgroup.insert(cg);
         let join = join.map_err(&abort)?;
+        observer.created().map_err(|e| abort(SandboxError::Refused(e)))?;
         // If the init already failed, sending fails too; its report says why.
         let _ = send_cgroup(&go, &join);
         drop(join);
         // The guard starts while the sandbox sets itself up, off the critical path.
         // Should spawn be killed before it exists, the next run reaps the cgroups.
         guard = Some(Guard::start(cg.dirs()).map_err(&abort)?);
+        cgroups::reap_stale(&layout);
         observer.started(pid, agent_id);
         supervise(
             SupervisedRun {
