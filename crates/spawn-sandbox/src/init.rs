@@ -99,7 +99,7 @@ pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
         Ok(1) => {}
         _ => sys::exit_now(125),
     }
-    if let Err(e) = setup_init(cfg) {
+    if let Err(e) = setup_namespaces(cfg) {
         fail(&report, e);
     }
     if let Err(e) = join_cgroup(&go) {
@@ -117,11 +117,30 @@ pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
         fail(&report, SandboxError::setup("block signals", e));
     }
 
+    // The agent is forked now, so that its own confinement (seccomp, limits) runs while
+    // init builds the root; it waits for `ready` before it looks at the filesystem.
+    // pivot_root moves its root and working directory along with init's.
+    let (ready_rx, ready_tx) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => fail(&report, SandboxError::setup("ready pipe", e)),
+    };
     let agent = match sys::fork() {
-        Ok(None) => agent_main(cfg, &report),
+        Ok(None) => {
+            drop(ready_tx);
+            agent_main(cfg, &report, ready_rx)
+        }
         Ok(Some(pid)) => Pid::from_raw(pid),
         Err(e) => fail(&report, SandboxError::setup("fork agent", e)),
     };
+    drop(ready_rx);
+    // On failure the agent reads EOF and exits; init's exit ends the namespace anyway.
+    if let Err(e) = rootfs::apply(&cfg.plan, &cfg.trees) {
+        fail(&report, e);
+    }
+    if let Err(e) = nix::unistd::write(&ready_tx, b"r") {
+        fail(&report, SandboxError::setup("release the agent", e));
+    }
+    drop(ready_tx);
     drop(report);
 
     let wait_status = supervise(agent, &set);
@@ -129,7 +148,8 @@ pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
     sys::exit_now(0)
 }
 
-fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
+/// Becomes the namespaces' root and sets up the network and UTS namespaces.
+fn setup_namespaces(cfg: &ChildConfig) -> Result<(), SandboxError> {
     // The clone child still carries spawn's host credentials, which are unmapped here;
     // become the namespace's root (host id BASE+2·pid) before touching any file.
     let root_gid = Gid::from_raw(0);
@@ -143,9 +163,7 @@ fn setup_init(cfg: &ChildConfig) -> Result<(), SandboxError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| SandboxError::setup("network namespace", e))?;
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
-    sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))?;
-    rootfs::apply(&cfg.plan, &cfg.trees)?;
-    Ok(())
+    sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))
 }
 
 /// Receives the run's cgroup membership files from spawn, moves itself in (cheap for the
@@ -212,8 +230,17 @@ fn supervise(agent: Pid, set: &SigSet) -> i32 {
 }
 
 /// The agent: drops every privilege, confines itself and execs the command.
-fn agent_main(cfg: &ChildConfig, report: &OwnedFd) -> ! {
-    if let Err(e) = confine(cfg, report) {
+fn agent_main(cfg: &ChildConfig, report: &OwnedFd, ready: OwnedFd) -> ! {
+    if let Err(e) = confine_process(cfg, report) {
+        fail(report, e);
+    }
+    let mut byte = [0u8; 1];
+    if !matches!(nix::unistd::read(&ready, &mut byte), Ok(1)) {
+        // init failed to build the root and reported why.
+        sys::exit_now(125);
+    }
+    drop(ready);
+    if let Err(e) = enter_root(cfg) {
         fail(report, e);
     }
     // PATH search inside the sandbox, like execvp: remember the most telling error.
@@ -243,7 +270,9 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd) -> ! {
     })
 }
 
-fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
+/// Everything that does not depend on the new root: session, limits, capability bounding
+/// set, signals, `no_new_privs`, and seccomp (whose listener goes to spawn).
+fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
     nix::unistd::setsid().map_err(|e| SandboxError::setup("new session", e))?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SandboxError::setup("set parent-death signal", e))?;
@@ -257,19 +286,8 @@ fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
     }
     sys::drop_bounding_and_ambient()
         .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
-    let gid = Gid::from_raw(AGENT_ID);
-    let uid = Uid::from_raw(AGENT_ID);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
-    sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
-    landlock::restrict(&cfg.landlock)?;
-    nix::unistd::chdir(cfg.workdir.as_c_str()).map_err(|e| {
-        SandboxError::setup(
-            format!("enter working directory {}", cfg.workdir.to_string_lossy()),
-            e,
-        )
-    })?;
     sys::reset_signals();
     let listener = sys::seccomp_install(&cfg.seccomp.main, true)
         .map_err(|e| SandboxError::setup("install seccomp filter", e))?
@@ -291,4 +309,21 @@ fn confine(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
     // The agent must never keep its own listener: it could answer its own notifications.
     drop(listener);
     Ok(())
+}
+
+/// Once the root is built: Landlock, then the agent's own uid/gid (which clears every
+/// capability), then the working directory.
+fn enter_root(cfg: &ChildConfig) -> Result<(), SandboxError> {
+    landlock::restrict(&cfg.landlock)?;
+    let gid = Gid::from_raw(AGENT_ID);
+    let uid = Uid::from_raw(AGENT_ID);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
+    sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))?;
+    nix::unistd::chdir(cfg.workdir.as_c_str()).map_err(|e| {
+        SandboxError::setup(
+            format!("enter working directory {}", cfg.workdir.to_string_lossy()),
+            e,
+        )
+    })
 }

@@ -583,7 +583,9 @@ pub fn run(
         let join = cg.join_files();
         let cg = &*cgroup.insert(cg);
         let join = join.map_err(&abort)?;
-        observer.created().map_err(|e| abort(SandboxError::Refused(e)))?;
+        observer
+            .created()
+            .map_err(|e| abort(SandboxError::Refused(e)))?;
         // If the init already failed, sending fails too; its report says why.
         let _ = send_cgroup(&go, &join);
         drop(join);
