@@ -331,7 +331,7 @@ struct Guard {
 }
 
 impl Guard {
-    fn start(dirs: &[PathBuf]) -> Result<Guard, SandboxError> {
+    fn start(dirs: &[PathBuf], hold: &[&OwnedFd]) -> Result<Guard, SandboxError> {
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| SandboxError::setup("guard pipe", e))?;
         let path = |p: PathBuf| {
@@ -342,8 +342,15 @@ impl Guard {
                 )
             })
         };
+        let mut keep: Vec<usize> = std::iter::once(rx.as_raw_fd())
+            .chain(hold.iter().map(|f| f.as_raw_fd()))
+            .filter_map(|fd| usize::try_from(fd).ok())
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
         let plan = sys::GuardPlan {
             rx: rx.as_raw_fd(),
+            keep,
             dirs: dirs
                 .iter()
                 .map(|d| path(d.clone()))
@@ -591,7 +598,14 @@ pub fn run(
         drop(join);
         // The guard starts while the sandbox sets itself up, off the critical path.
         // Should spawn be killed before it exists, the next run reaps the cgroups.
-        guard = Some(Guard::start(cg.dirs()).map_err(&abort)?);
+        // The guard also holds the sandbox's mount namespace: tearing down its ~30 mounts
+        // then happens in the guard once spawn has returned, not in the init's exit that
+        // spawn waits for. Nothing of it is reachable by then: no process is left in it.
+        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map(OwnedFd::from)
+            .map_err(|e| abort(SandboxError::setup("open the sandbox's mount namespace", e)))?;
+        guard = Some(Guard::start(cg.dirs(), &[&mnt_ns]).map_err(&abort)?);
+        drop(mnt_ns);
         cgroups::reap_stale(&layout);
         observer.started(pid, agent_id);
         supervise(

@@ -486,6 +486,10 @@ pub(crate) struct GuardPlan {
     pub(crate) dirs: Vec<CString>,
     /// Their `cgroup.procs` files, index for index.
     pub(crate) procs: Vec<CString>,
+    /// Descriptors the guard keeps open until it exits, `rx` included, sorted: besides
+    /// `rx`, references to the sandbox's mount namespace, so that the kernel tears it down
+    /// when the guard exits (after spawn has returned) rather than in the init's exit.
+    pub(crate) keep: Vec<usize>,
 }
 
 const GUARD_STACK: usize = 64 << 10;
@@ -542,10 +546,16 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
     // stack buffer and to the plan's NUL-terminated strings, all live for each call.
     unsafe {
         raw_syscall(libc::SYS_setsid, 0, 0, 0);
-        if rx > 0 {
-            raw_syscall(libc::SYS_close_range, 0, rx - 1, 0);
+        // Close everything but `rx` and the held descriptors: the gaps between the sorted
+        // descriptors to keep.
+        let mut low: usize = 0;
+        for &k in &plan.keep {
+            if k > low {
+                raw_syscall(libc::SYS_close_range, low, k - 1, 0);
+            }
+            low = k.wrapping_add(1);
         }
-        raw_syscall(libc::SYS_close_range, rx + 1, u32::MAX as usize, 0);
+        raw_syscall(libc::SYS_close_range, low, u32::MAX as usize, 0);
         let mut byte = 0u8;
         loop {
             let r = raw_syscall(libc::SYS_read, rx, std::ptr::addr_of_mut!(byte) as usize, 1);
