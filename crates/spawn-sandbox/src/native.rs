@@ -205,7 +205,6 @@ pub fn agent_env(spec: &RunSpec) -> Vec<(String, String)> {
                 })
                 .unwrap_or_else(|| "xterm".into()),
         ),
-        ("USER".into(), "agent".into()),
     ];
     for (k, v) in &spec.env {
         env.retain(|(ek, _)| ek != k);
