@@ -256,6 +256,9 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_futex_waitv,
     SYS_seccomp,
     SYS_capset,
+    SYS_pkey_alloc,
+    SYS_pkey_free,
+    SYS_pkey_mprotect,
 ];
 
 /// Calls allowed without conditions that exist only on x86_64.
