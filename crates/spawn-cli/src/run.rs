@@ -110,7 +110,10 @@ impl Auditor {
         let log = match &mut self.log {
             Some(log) => log,
             None => self.log.insert(AuditLog::open(&self.dir).map_err(|e| {
-                format!("cannot open the audit log under {}: {e}", self.dir.display())
+                format!(
+                    "cannot open the audit log under {}: {e}",
+                    self.dir.display()
+                )
             })?),
         };
         log.append(&events).map(drop).map_err(|e| e.to_string())
@@ -246,7 +249,11 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
             // If the sandbox never came to exist, its start was not recorded: record the
             // attempt and its failure.
             if let Some(start) = auditor.start.first().cloned() {
-                let start = Event { outcome: Outcome::Error, ..start }.with_detail("error", e.to_string());
+                let start = Event {
+                    outcome: Outcome::Error,
+                    ..start
+                }
+                .with_detail("error", e.to_string());
                 auditor.start.clear();
                 auditor.emit(start);
             }

@@ -4,6 +4,7 @@ mod helpers;
 
 mod audit;
 mod cleanup;
+mod compat;
 mod env_and_mounts;
 mod escape;
 mod exit_codes;

@@ -1,0 +1,77 @@
+//! Ordinary programs run inside the sandbox without tripping the seccomp policy: a blocked
+//! syscall here would mean the allowlist misses something real programs need.
+
+use super::helpers::Home;
+
+fn assert_no_blocked(out: &super::helpers::Output) {
+    out.assert_code(0);
+    assert_eq!(
+        out.json()["blockedSyscalls"],
+        0,
+        "an ordinary program had syscalls blocked:\n{out}"
+    );
+}
+
+#[test]
+fn python_standard_library_needs_nothing_blocked() {
+    let home = Home::new();
+    let script = r#"
+import asyncio, hashlib, json, multiprocessing as mp, os, select, socket, sqlite3, ssl
+import subprocess, tempfile, threading
+def square(x): return x * x
+with mp.Pool(2) as pool:
+    assert sum(pool.map(square, range(10))) == 285
+assert subprocess.run(["ls", "/usr"], capture_output=True).returncode == 0
+db = sqlite3.connect("/tmp/x.db"); db.execute("create table t(x)"); db.commit()
+async def main():
+    await asyncio.sleep(0.01)
+    return 1
+assert asyncio.run(main()) == 1
+t = threading.Thread(target=lambda: None); t.start(); t.join()
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname()); conn, _ = s.accept(); c.send(b"x"); assert conn.recv(1) == b"x"
+ssl.create_default_context()
+with tempfile.NamedTemporaryFile() as f: f.write(b"x")
+print("ok")
+"#;
+    let out = home.python(&[], script, &[]);
+    assert_no_blocked(&out);
+    assert!(out.body().contains("ok"), "\n{out}");
+}
+
+#[test]
+fn shell_and_coreutils_need_nothing_blocked() {
+    let home = Home::new();
+    let out = home.sh(
+        &[],
+        "for i in 1 2 3; do echo $i | sed s/1/x/ | sort | uniq | wc -l > /dev/null; done; \
+         tar czf /tmp/a.tgz /etc 2>/dev/null; cp -a /etc /tmp/e; stat / > /dev/null; \
+         date > /dev/null; ps > /dev/null; find /usr/bin -name 'ls*' > /dev/null; \
+         mkdir -p /workspace/a/b && mv /workspace/a /workspace/c && rm -r /workspace/c; \
+         sleep 0.01 & wait",
+    );
+    assert_no_blocked(&out);
+}
+
+#[test]
+fn node_needs_nothing_blocked_when_installed() {
+    if !std::path::Path::new("/usr/bin/node").exists() {
+        // Node is optional on the host (SPEC: "node if present"); nothing to check.
+        eprintln!("/usr/bin/node is not installed: node compatibility not exercised");
+        return;
+    }
+    let home = Home::new();
+    let out = home.native(
+        &[],
+        &[
+            "node",
+            "-e",
+            "const cp=require('child_process'),fs=require('fs'),http=require('http'),{Worker}=require('worker_threads');\
+             fs.writeFileSync('/tmp/n','x'); cp.execSync('true');\
+             new Worker('process.exit(0)',{eval:true}).on('exit',()=>{\
+             const s=http.createServer((q,r)=>r.end('ok')).listen(0,'127.0.0.1',()=>{\
+             http.get('http://127.0.0.1:'+s.address().port,r=>r.on('data',()=>s.close()))})});",
+        ],
+    );
+    assert_no_blocked(&out);
+}
