@@ -41,6 +41,8 @@ pub(crate) struct ChildConfig {
     pub(crate) seccomp: Compiled,
     pub(crate) landlock: Rules,
     pub(crate) rlimits: Vec<(nix::sys::resource::Resource, u64)>,
+    /// Signals spawn ignores (inherited as ignored): reset before exec.
+    pub(crate) ignored_signals: u64,
     /// Detached idmapped trees for granted mounts, by plan step index.
     pub(crate) trees: Vec<Option<OwnedFd>>,
 }
@@ -288,7 +290,7 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
         .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
-    sys::reset_signals();
+    sys::reset_signals(cfg.ignored_signals);
     let listener = sys::seccomp_install(&cfg.seccomp.main, true)
         .map_err(|e| SandboxError::setup("install seccomp filter", e))?
         .ok_or_else(|| {

@@ -300,6 +300,7 @@ fn child_config(
             (Resource::RLIMIT_MEMLOCK, memory.min(64 << 20)),
         ],
         trees,
+        ignored_signals: sys::ignored_signals(),
     })
 }
 

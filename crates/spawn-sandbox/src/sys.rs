@@ -249,11 +249,25 @@ pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
     cvt(ret.into()).map(drop)
 }
 
-/// Resets every signal disposition to the default and unblocks every signal, so a program
-/// exec'ed next starts like it would from a shell (`SIG_IGN` survives `execve`).
-pub(crate) fn reset_signals() {
+/// The signals this process ignores (`SIG_IGN`), as the bit mask of `/proc/self/status`
+/// (bit N-1 for signal N). Handlers are reset by `execve`; ignored signals are not.
+pub(crate) fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        // Unknown: reset every signal.
+        .unwrap_or(u64::MAX)
+}
+
+/// Resets the ignored signals (`ignored`, as from [`ignored_signals`]) to their default
+/// and unblocks every signal, so a program exec'ed next starts like it would from a shell.
+pub(crate) fn reset_signals(ignored: u64) {
     for sig in 1..libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || ignored & (1u64 << (sig - 1)) == 0 {
             continue;
         }
         // SAFETY: installing SIG_DFL is always sound; failures for invalid numbers are
