@@ -54,6 +54,10 @@ struct Cli {
     /// Also write the numbers (and every sample) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only write the bwrap baseline's seccomp filter to this file (for profiling the
+    /// baseline by hand: `bwrap … --seccomp 9 true 9<FILE`) and exit.
+    #[arg(long, value_name = "FILE")]
+    write_seccomp: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(path) = &cli.write_seccomp {
+        return bwrap::write_seccomp(path);
+    }
     if cli.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -114,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} rounds interleaved ({WARMUP_ROUNDS} warm-up), {cpus} CPUs",
+        "spawn-bench: sandbox start-to-exit, N={} runs per case in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
         cli.rounds
     );
     report::print(&header, &results, &verdicts);
@@ -128,6 +135,13 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Runs the warm-up rounds, then `rounds` rounds of every case in turn (A, B, C, A, B, C,
 /// …) so that noise from other work on the machine spreads evenly over the cases.
+/// Runs per block: a case runs this many times in a row (after one unmeasured run), so the
+/// deferred kernel work a sandbox leaves behind (network namespace clean-up runs later on a
+/// kworker) is paid by the same case, as it would be in real use, not by whichever other
+/// case happens to come next. Blocks of the cases alternate in a shuffled order to spread
+/// the machine's noise over all of them.
+const BLOCK: usize = 10;
+
 fn measure(cases: &[Case], rounds: usize) -> Result<Vec<Vec<Duration>>> {
     for _ in 0..WARMUP_ROUNDS {
         for case in cases {
@@ -135,10 +149,35 @@ fn measure(cases: &[Case], rounds: usize) -> Result<Vec<Vec<Duration>>> {
         }
     }
     let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
-    for _ in 0..rounds {
-        for (case, out) in cases.iter().zip(&mut samples) {
-            out.push(case.run_once()?);
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    while samples.iter().any(|s| s.len() < rounds) {
+        rng.shuffle(&mut order);
+        for &i in &order {
+            cases[i].run_once()?;
+            for _ in 0..BLOCK.min(rounds - samples[i].len()) {
+                samples[i].push(cases[i].run_once()?);
+            }
         }
     }
     Ok(samples)
+}
+
+/// A tiny deterministic PRNG for the run order (reproducible, no dependency).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn shuffle(&mut self, v: &mut [usize]) {
+        for i in (1..v.len()).rev() {
+            let j = usize::try_from(self.next() % (i as u64 + 1)).unwrap_or(0);
+            v.swap(i, j);
+        }
+    }
 }
