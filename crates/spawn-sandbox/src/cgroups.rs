@@ -238,7 +238,12 @@ impl Cgroup {
                 write_optional(&memory.join("memory.memsw.limit_in_bytes"), &mem)?;
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
                 if let (Some(cpu), Some(dir)) = (limits.cpu_millis, self.dirs.get(2)) {
-                    write(&dir.join("cpu.cfs_period_us"), "100000")?;
+                    // A new group starts with the kernel's default period of 100 ms; each
+                    // write re-programs the bandwidth timer, so only write what differs.
+                    let period = dir.join("cpu.cfs_period_us");
+                    if read_u64(&period) != Some(100_000) {
+                        write(&period, "100000")?;
+                    }
                     write(&dir.join("cpu.cfs_quota_us"), &(cpu * 100).to_string())?;
                 }
             }
@@ -370,26 +375,34 @@ fn remove_one(dir: &Path) -> Result<(), SandboxError> {
 /// Removes groups left behind by spawn processes that no longer exist (e.g. SIGKILLed
 /// while their guard was killed too). Returns how many were removed.
 pub fn reap_stale(layout: &Layout) -> usize {
+    // Every run has a group in each hierarchy under the same name, so listing the first
+    // hierarchy finds them all (listing a cgroup directory is not cheap).
+    let parents = layout.parents();
+    let Some(first) = parents.first() else {
+        return 0;
+    };
+    let Ok(entries) = fs::read_dir(first) else {
+        return 0;
+    };
     let mut reaped = 0;
-    for parent in layout.parents() {
-        let Ok(entries) = fs::read_dir(&parent) else {
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
             continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(owner) = name
-                .to_str()
-                .and_then(|n| n.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if owner > 0
-                && !Path::new(&format!("/proc/{owner}")).exists()
-                && remove_one(&entry.path()).is_ok()
-            {
-                reaped += 1;
-            }
+        if owner <= 0 || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let removed = parents
+            .iter()
+            .map(|p| remove_one(&p.join(&name)))
+            .all(|r| r.is_ok());
+        if removed {
+            reaped += 1;
         }
     }
     reaped

@@ -228,3 +228,32 @@ fn background_processes_do_not_outlive_the_run() {
     let uids = uids_of(&out, pid);
     assert_nothing_left(Some(&out.run_id()), pid, uids, &mounts);
 }
+
+#[test]
+fn a_later_run_reaps_groups_left_by_a_dead_spawn() {
+    let home = Home::new();
+    // Where this host keeps the groups: look at a running sandbox's.
+    let running = start_sleeping(&home, &["sleep", "1"]);
+    let hierarchies: Vec<std::path::PathBuf> = cgroup_dirs_of_spawn(running.pid())
+        .iter()
+        .filter_map(|d| d.parent().map(std::path::Path::to_path_buf))
+        .collect();
+    running.wait().assert_code(0);
+    assert!(!hierarchies.is_empty(), "no spawn cgroup hierarchy found");
+    // Groups as a spawn that died together with its guard would leave them: named after a
+    // pid that no longer exists.
+    let dead_pid = (4_000_000..4_194_000)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid");
+    let name = format!("{dead_pid}-tr_stale");
+    for h in &hierarchies {
+        std::fs::create_dir(h.join(&name)).expect("create a stale group");
+    }
+    home.native(&[], &["true"]).assert_code(0);
+    let left: Vec<_> = hierarchies
+        .iter()
+        .map(|h| h.join(&name))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "stale groups were not reaped: {left:?}");
+}
