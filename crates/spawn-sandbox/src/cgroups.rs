@@ -35,6 +35,9 @@ pub enum Layout {
 impl Layout {
     /// Reads the layout from `/proc/self/mountinfo`.
     pub fn detect() -> Result<Layout, SandboxError> {
+        if let Some(layout) = Layout::standard() {
+            return Ok(layout);
+        }
         let info = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| SandboxError::cgroup("/proc/self/mountinfo", e))?;
         Layout::from_mountinfo(&info).ok_or_else(|| SandboxError::RuntimeUnavailable {
@@ -43,6 +46,22 @@ impl Layout {
             fix: Some(
                 "mount cgroup2 at /sys/fs/cgroup or the v1 memory and pids controllers".into(),
             ),
+        })
+    }
+
+    /// The usual places (`/sys/fs/cgroup/{memory,pids,cpu}` for v1, `/sys/fs/cgroup` for
+    /// v2), recognised by their control files: a few `stat`s instead of parsing mountinfo.
+    fn standard() -> Option<Layout> {
+        let root = Path::new("/sys/fs/cgroup");
+        let (memory, pids, cpu) = (root.join("memory"), root.join("pids"), root.join("cpu"));
+        if memory.join("memory.limit_in_bytes").is_file() && pids.join("pids.max").is_file() {
+            let cpu = cpu.join("cpu.cfs_quota_us").is_file().then_some(cpu);
+            return Some(Layout::V1 { memory, pids, cpu });
+        }
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+        let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+        (has("memory") && has("pids")).then(|| Layout::V2 {
+            root: root.to_path_buf(),
         })
     }
 
