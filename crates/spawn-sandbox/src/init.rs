@@ -104,6 +104,18 @@ pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
     if let Err(e) = setup_namespaces(cfg) {
         fail(&report, e);
     }
+    // Changing credentials cleared the parent-death signal: set it again, then make sure
+    // spawn did not die in between (its end of the go socket would have hung up).
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        fail(&report, SandboxError::setup("set parent-death signal", e));
+    }
+    let mut pfd = [nix::poll::PollFd::new(
+        go.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    if matches!(nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0) {
+        sys::exit_now(125);
+    }
     if let Err(e) = join_cgroup(&go) {
         fail(&report, e);
     }
@@ -322,6 +334,9 @@ fn enter_root(cfg: &ChildConfig) -> Result<(), SandboxError> {
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
     sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))?;
+    // The credential change cleared the parent-death signal.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SandboxError::setup("set parent-death signal", e))?;
     nix::unistd::chdir(cfg.workdir.as_c_str()).map_err(|e| {
         SandboxError::setup(
             format!("enter working directory {}", cfg.workdir.to_string_lossy()),

@@ -257,3 +257,37 @@ fn a_later_run_reaps_groups_left_by_a_dead_spawn() {
         .collect();
     assert!(left.is_empty(), "stale groups were not reaped: {left:?}");
 }
+
+#[test]
+fn the_sandbox_dies_with_spawn_even_without_its_guard() {
+    // The guard only removes cgroups; the sandbox's own parent-death signal must end it.
+    let home = Home::new();
+    let run = start_sleeping(&home, &["sleep", "60"]);
+    let pid = run.pid();
+    let uids = run.uids();
+    let guard: Vec<Proc> = children_of(pid)
+        .into_iter()
+        .filter(|p| p.uids.first() == Some(&0))
+        .collect();
+    assert_eq!(
+        guard.len(),
+        1,
+        "expected one root-owned helper (the guard): {}",
+        describe(&guard)
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard[0].pid), Signal::SIGKILL)
+        .expect("kill the guard");
+    run.signal(Signal::SIGKILL);
+    let out = run.wait();
+    assert_eq!(out.code, None, "spawn was not killed:\n{out}");
+    let gone = wait_until(PROMPT, || processes_of(uids).is_empty());
+    assert!(
+        gone,
+        "sandbox processes outlived spawn and its guard: {}",
+        describe(&processes_of(uids))
+    );
+    // What the guard would have removed, the next run reaps.
+    home.native(&[], &["true"]).assert_code(0);
+    let dirs = cgroup_dirs_of_spawn(pid);
+    assert!(dirs.is_empty(), "the next run did not reap {dirs:?}");
+}

@@ -64,7 +64,6 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_listen,
     SYS_getsockname,
     SYS_getpeername,
-    SYS_socketpair,
     SYS_setsockopt,
     SYS_getsockopt,
     SYS_execve,
@@ -150,7 +149,6 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_mlock2,
     SYS_mlockall,
     SYS_munlockall,
-    SYS_prctl,
     SYS_sync,
     SYS_syncfs,
     SYS_gettid,
@@ -244,7 +242,6 @@ const ALLOWED: &[(&str, i64)] = syscalls![
     SYS_landlock_add_rule,
     SYS_landlock_restrict_self,
     SYS_futex_waitv,
-    SYS_seccomp,
     SYS_capset,
     SYS_pkey_alloc,
     SYS_pkey_free,
@@ -360,6 +357,9 @@ const NAMED_DENIED: &[(&str, i64)] = syscalls![
     SYS_migrate_pages,
     SYS_move_pages,
     SYS_clone3,
+    SYS_socketpair,
+    SYS_prctl,
+    SYS_seccomp,
 ];
 
 /// The name of a syscall number, for audit events and `--json`.
@@ -419,7 +419,27 @@ const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
 const DENIED_IOCTLS: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
 /// Socket types allowed for AF_INET/AF_INET6 (no SOCK_RAW, no SOCK_PACKET).
-const INET_TYPES: &[i32] = &[libc::SOCK_STREAM, libc::SOCK_DGRAM];
+/// IPv4/IPv6 socket types and the protocols each may name (0 = the type's default). Other
+/// protocols (SCTP, MPTCP, UDP-Lite, L2TP, …) are kernel attack surface an agent does not
+/// need, and some would autoload modules.
+const INET_TYPES: &[(i32, &[i32])] = &[
+    (libc::SOCK_STREAM, &[0, libc::IPPROTO_TCP]),
+    (
+        libc::SOCK_DGRAM,
+        &[
+            0,
+            libc::IPPROTO_UDP,
+            libc::IPPROTO_ICMP,
+            libc::IPPROTO_ICMPV6,
+        ],
+    ),
+];
+/// `prctl` options that are refused: installing seccomp filters (see `SECCOMP_OPS`).
+const PR_SET_SECCOMP: u64 = 22;
+/// `seccomp(2)` operations the agent may use: only the queries. Installing its own filters
+/// would let it answer its own blocked calls with an errno before spawn sees (and counts)
+/// them; an agent has no business sandboxing itself further.
+const SECCOMP_OPS: &[u64] = &[2, 3]; // SECCOMP_GET_ACTION_AVAIL, SECCOMP_GET_NOTIF_SIZES
 /// Mask of the type argument of socket(2) without SOCK_NONBLOCK/SOCK_CLOEXEC.
 const SOCK_TYPE_MASK: u64 = 0xf;
 /// personality(2) values programs legitimately use (query, PER_LINUX, ADDR_NO_RANDOMIZE
@@ -482,11 +502,14 @@ pub fn policy() -> Filter {
     // getaddrinfo). Raw and packet sockets are denied.
     let mut socket = vec![vec![cond(0, false, Op::Eq, libc::AF_UNIX as u64)]];
     for family in [libc::AF_INET, libc::AF_INET6] {
-        for ty in INET_TYPES {
-            socket.push(vec![
-                cond(0, false, Op::Eq, family as u64),
-                cond(1, false, Op::MaskedEq(SOCK_TYPE_MASK), *ty as u64),
-            ]);
+        for (ty, protocols) in INET_TYPES {
+            for protocol in *protocols {
+                socket.push(vec![
+                    cond(0, false, Op::Eq, family as u64),
+                    cond(1, false, Op::MaskedEq(SOCK_TYPE_MASK), *ty as u64),
+                    cond(2, false, Op::Eq, *protocol as u64),
+                ]);
+            }
         }
     }
     socket.push(vec![
@@ -494,6 +517,25 @@ pub fn policy() -> Filter {
         cond(2, false, Op::Eq, libc::NETLINK_ROUTE as u64),
     ]);
     entries.insert(nr(libc::SYS_socket), allow_if(socket));
+    // socketpair creates two sockets of any family the kernel has before it can refuse the
+    // pair: only unix ones.
+    entries.insert(
+        nr(libc::SYS_socketpair),
+        allow_if(vec![vec![cond(0, false, Op::Eq, libc::AF_UNIX as u64)]]),
+    );
+    entries.insert(
+        nr(libc::SYS_prctl),
+        allow_if(vec![vec![cond(0, false, Op::Ne, PR_SET_SECCOMP)]]),
+    );
+    entries.insert(
+        nr(libc::SYS_seccomp),
+        allow_if(
+            SECCOMP_OPS
+                .iter()
+                .map(|op| vec![cond(0, false, Op::Eq, *op)])
+                .collect(),
+        ),
+    );
     entries.insert(
         nr(libc::SYS_personality),
         allow_if(
