@@ -304,6 +304,9 @@ fn audit_stop(auditor: &mut Auditor, report: &Report) {
     if report.pids_limit_hits > 0 {
         stop = stop.with_detail("pidsLimitHits", report.pids_limit_hits);
     }
+    if let Some(l) = report.landlock {
+        stop = stop.with_detail("landlock", l.as_str());
+    }
     auditor.emit(stop);
     if report.pids_limit_hits > 0 {
         let e = auditor
@@ -388,6 +391,7 @@ fn json_result(
             "killReason": r.kill_reason.map(|k| k.as_str()),
             "oomKills": r.oom_kills,
             "pidsLimitHits": r.pids_limit_hits,
+            "landlock": r.landlock.map(|l| l.as_str()),
             "hostUid": r.host_uid,
             "execError": r.exec_failure.map(|f| match f {
                 ExecFailure::NotFound => "not found".to_owned(),

@@ -121,6 +121,9 @@ pub enum BpfError {
         /// Index.
         arg: u8,
     },
+    /// A bug in the generator.
+    #[error("seccomp generator: {0}")]
+    Internal(&'static str),
     /// The program would exceed the kernel's limit.
     #[error("filter of {0} instructions exceeds the kernel limit of 4096")]
     TooLong(usize),
@@ -317,9 +320,16 @@ fn resolve(code: &[Insn]) -> Result<Vec<libc::sock_filter>, BpfError> {
         match i {
             Insn::Raw(f) => out.push(*f),
             Insn::Ja(l) => {
-                // Labels are only ever placed after the jumps that target them.
-                let target = pos.get(l).copied().unwrap_or(n);
-                let k = target.saturating_sub(out.len() + 1) as u32;
+                // Labels are only ever placed after the jumps that target them; anything
+                // else is a bug in this generator, never a silent fall-through.
+                let target = pos
+                    .get(l)
+                    .copied()
+                    .ok_or(BpfError::Internal("jump to a missing label"))?;
+                let k = target
+                    .checked_sub(out.len() + 1)
+                    .and_then(|k| u32::try_from(k).ok())
+                    .ok_or(BpfError::Internal("backward or oversized jump"))?;
                 out.push(libc::sock_filter {
                     code: JMP_JA,
                     jt: 0,

@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -60,23 +60,63 @@ fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, 
     result
 }
 
+/// Host trees that may never be granted writable: the agent would write there as their
+/// owner (root), i.e. rewrite the host's system, or plant root-owned files in a directory
+/// every host user shares.
+const SYSTEM_TREES: &[&str] = &[
+    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var",
+    "/run", "/proc", "/sys", "/dev", "/root", "/opt", "/srv", "/snap",
+];
+/// Shared parents that may not be granted writable themselves (their subdirectories may).
+const SHARED_ROOTS: &[&str] = &["/", "/tmp", "/home", "/mnt", "/media"];
+
+/// Refuses a writable grant of a host system tree or a shared, world-writable directory.
+/// `real` is the path of the already opened source (from `/proc/self/fd`), not the path
+/// the user gave.
+fn refuse_writable(real: &Path, meta: &std::fs::Metadata) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = meta.permissions().mode() & 0o1002 == 0o1002; // sticky and world-writable
+    if SHARED_ROOTS.iter().any(|r| real == Path::new(r))
+        || SYSTEM_TREES.iter().any(|t| real.starts_with(t))
+        || shared
+    {
+        return Err(SandboxError::Unsupported(format!(
+            "{} is part of the host system or shared by every user and cannot be mounted \
+             read-write; mount a directory of its own, or mount it read-only",
+            real.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A detached, idmapped copy of the mount tree at `source`: its owner appears as
 /// `agent_host_id`. Read-only unless `writable`; always nosuid and nodev.
+///
+/// `source` must be canonical (the policy layer resolves it): it is opened once without
+/// following any symlink, and the owner, the system-tree check and the mount all use that
+/// one descriptor, so swapping the path for a symlink between the checks and the mount
+/// (to get e.g. `/etc` mounted writable) fails instead.
 pub(crate) fn idmapped_tree(
     source: &Path,
     agent_host_id: u32,
     writable: bool,
 ) -> Result<OwnedFd, SandboxError> {
     let stage = || format!("idmapped mount of {}", source.display());
-    let meta = std::fs::metadata(source).map_err(|e| SandboxError::setup(stage(), e))?;
-    let userns = userns_fd(meta.uid(), meta.gid(), agent_host_id)?;
     let path = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| {
         SandboxError::setup(
             stage(),
             std::io::Error::from(std::io::ErrorKind::InvalidInput),
         )
     })?;
-    let tree = sys::open_tree_clone(&path, true).map_err(|e| SandboxError::setup(stage(), e))?;
+    let fd = sys::open_path_nofollow(&path).map_err(|e| SandboxError::setup(stage(), e))?;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let meta = std::fs::metadata(&proc_path).map_err(|e| SandboxError::setup(stage(), e))?;
+    let real = std::fs::read_link(&proc_path).map_err(|e| SandboxError::setup(stage(), e))?;
+    if writable {
+        refuse_writable(&real, &meta)?;
+    }
+    let userns = userns_fd(meta.uid(), meta.gid(), agent_host_id)?;
+    let tree = sys::open_tree_clone_fd(fd.as_fd()).map_err(|e| SandboxError::setup(stage(), e))?;
     let mut set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if !writable {
         set |= MOUNT_ATTR_RDONLY;
@@ -91,4 +131,39 @@ pub(crate) fn idmapped_tree(
     )
     .map_err(|e| SandboxError::setup(stage(), e))?;
     Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_of(mode: u32) -> (tempfile::TempDir, std::fs::Metadata) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let m = std::fs::metadata(d.path()).unwrap();
+        (d, m)
+    }
+
+    #[test]
+    fn system_and_shared_trees_are_never_writable() {
+        let (_d, plain) = meta_of(0o755);
+        for p in [
+            "/",
+            "/etc",
+            "/etc/ssh",
+            "/usr/local",
+            "/var/lib/x",
+            "/root/x",
+            "/tmp",
+            "/home",
+        ] {
+            assert!(refuse_writable(Path::new(p), &plain).is_err(), "{p}");
+        }
+        for p in ["/tmp/project", "/home/alice/out", "/srvx", "/work/data"] {
+            assert!(refuse_writable(Path::new(p), &plain).is_ok(), "{p}");
+        }
+        let (_s, sticky_world) = meta_of(0o1777);
+        assert!(refuse_writable(Path::new("/work/scratch"), &sticky_world).is_err());
+    }
 }

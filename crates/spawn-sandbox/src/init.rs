@@ -8,6 +8,7 @@
 //! Report protocol (SOCK_SEQPACKET, one message each):
 //! - `L` + the seccomp listener fd (SCM_RIGHTS): the agent installed its filter;
 //! - `E<stage>\0<errno>`: set-up failed at `stage`;
+//! - `K<F|P|N>`: Landlock is fully, partly or not enforced (sent just before exec);
 //! - `X<errno>`: every `execve` candidate failed; errno of the most telling one.
 //!
 //! The socket end is close-on-exec, so spawn sees EOF once the agent's program runs.
@@ -254,8 +255,17 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd, ready: OwnedFd) -> ! {
         sys::exit_now(125);
     }
     drop(ready);
-    if let Err(e) = enter_root(cfg) {
-        fail(report, e);
+    match enter_root(cfg) {
+        // Tell spawn how much of Landlock the kernel enforced (for the run's report).
+        Ok(enforced) => {
+            let code = match enforced {
+                landlock::Enforcement::Full => b'F',
+                landlock::Enforcement::Partial => b'P',
+                landlock::Enforcement::None => b'N',
+            };
+            let _ = nix::unistd::write(report, &[b'K', code]);
+        }
+        Err(e) => fail(report, e),
     }
     // PATH search inside the sandbox, like execvp: remember the most telling error.
     let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
@@ -327,8 +337,8 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
 
 /// Once the root is built: Landlock, then the agent's own uid/gid (which clears every
 /// capability), then the working directory.
-fn enter_root(cfg: &ChildConfig) -> Result<(), SandboxError> {
-    landlock::restrict(&cfg.landlock)?;
+fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> {
+    let enforced = landlock::restrict(&cfg.landlock)?;
     let gid = Gid::from_raw(AGENT_ID);
     let uid = Uid::from_raw(AGENT_ID);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
@@ -342,5 +352,6 @@ fn enter_root(cfg: &ChildConfig) -> Result<(), SandboxError> {
             format!("enter working directory {}", cfg.workdir.to_string_lossy()),
             e,
         )
-    })
+    })?;
+    Ok(enforced)
 }

@@ -43,6 +43,17 @@ fn err(e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Landlock(e.to_string())
 }
 
+impl Enforcement {
+    /// Stable name for `--json` and audit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Full => "full",
+            Enforcement::Partial => "partial",
+            Enforcement::None => "none",
+        }
+    }
+}
+
 /// Restricts the calling thread (and its future children). Paths that do not exist are
 /// skipped; `/` gets directory listing only, so `ls /` works but no file outside the
 /// granted trees can be opened.

@@ -110,6 +110,9 @@ pub struct Report {
     pub oom_kills: u64,
     /// Forks refused because the run reached its PID limit.
     pub pids_limit_hits: u64,
+    /// How much of the Landlock ruleset the kernel enforced (`None` if the command never
+    /// got that far).
+    pub landlock: Option<crate::landlock::Enforcement>,
     /// The host uid the agent ran as.
     pub host_uid: u32,
 }
@@ -276,10 +279,7 @@ fn child_config(
                 source: rootfs::BindSource::Granted(src),
                 readonly: false,
                 ..
-            } => {
-                refuse_system_tree(src)?;
-                Some(idmap::idmapped_tree(src, agent_host_id, true)?)
-            }
+            } => Some(idmap::idmapped_tree(src, agent_host_id, true)?),
             _ => None,
         });
     }
@@ -295,6 +295,9 @@ fn child_config(
         landlock,
         rlimits: vec![
             (Resource::RLIMIT_CORE, 0),
+            // No real-time or raised scheduling priority: it would get around the CPU limit.
+            (Resource::RLIMIT_RTPRIO, 0),
+            (Resource::RLIMIT_NICE, 0),
             (Resource::RLIMIT_NOFILE, defaults::NOFILE),
             (Resource::RLIMIT_NPROC, pids),
             (Resource::RLIMIT_MEMLOCK, memory.min(64 << 20)),
@@ -302,25 +305,6 @@ fn child_config(
         trees,
         ignored_signals: sys::ignored_signals(),
     })
-}
-
-/// Host trees that may never be granted writable: the agent would write there as their
-/// owner (root), i.e. rewrite the host's system.
-const SYSTEM_TREES: &[&str] = &[
-    "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var",
-    "/run", "/proc", "/sys", "/dev", "/root", "/opt", "/srv", "/snap",
-];
-
-fn refuse_system_tree(src: &Path) -> Result<(), SandboxError> {
-    let canonical = std::fs::canonicalize(src)
-        .map_err(|e| SandboxError::setup(format!("resolve {}", src.display()), e))?;
-    if canonical == Path::new("/") || SYSTEM_TREES.iter().any(|t| canonical.starts_with(t)) {
-        return Err(SandboxError::Unsupported(format!(
-            "{} is part of the host system and cannot be mounted read-write; mount a copy or mount it read-only",
-            canonical.display()
-        )));
-    }
-    Ok(())
 }
 
 /// A process outside the sandbox that removes the run's cgroups if spawn dies without
@@ -431,6 +415,7 @@ struct Reported {
     listener: Option<OwnedFd>,
     setup_error: Option<(String, i32)>,
     exec_errno: Option<i32>,
+    landlock: Option<crate::landlock::Enforcement>,
     closed: bool,
 }
 
@@ -479,6 +464,15 @@ fn read_report(sock: &OwnedFd, into: &mut Reported) {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             into.setup_error = Some((String::from_utf8_lossy(stage).into_owned(), errno));
+        }
+        b'K' => {
+            use crate::landlock::Enforcement;
+            into.landlock = match msg.get(1) {
+                Some(b'F') => Some(Enforcement::Full),
+                Some(b'P') => Some(Enforcement::Partial),
+                Some(b'N') => Some(Enforcement::None),
+                _ => None,
+            };
         }
         b'X' => {
             into.exec_errno = std::str::from_utf8(&msg[1..])
@@ -629,7 +623,9 @@ pub fn run(
         g.finish();
     }
     let report = result?;
-    removed?;
+    // The command ran: its result stands. A group that could not be removed yet is left to
+    // the guard (which retries) and to the next run's reaping.
+    drop(removed);
     Ok(report)
 }
 
@@ -789,6 +785,7 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         exec_failure,
         oom_kills: stats.oom_kills,
         pids_limit_hits: stats.pids_limit_hits,
+        landlock: reported.landlock,
         host_uid: run.agent_uid,
     })
 }

@@ -419,10 +419,19 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     for step in &plan.steps {
         sources.push(match step {
             Step::Bind {
-                source: BindSource::Host(src) | BindSource::Granted(src),
+                source: BindSource::Host(src),
                 ..
             } => Some(
                 open(src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| SandboxError::setup(format!("open {}", src.display()), e))?,
+            ),
+            // A granted source is canonical: open it without following any symlink, so a
+            // path swapped for a symlink since it was checked is refused, not followed.
+            Step::Bind {
+                source: BindSource::Granted(src),
+                ..
+            } => Some(
+                sys::open_path_nofollow(&cstr(src)?)
                     .map_err(|e| SandboxError::setup(format!("open {}", src.display()), e))?,
             ),
             _ => None,

@@ -158,14 +158,47 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// `open_tree(2)`: a detached copy (`OPEN_TREE_CLONE`) of the mount tree at `path`.
-pub(crate) fn open_tree_clone(path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
-    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
-    if recursive {
-        flags |= libc::AT_RECURSIVE as libc::c_uint;
-    }
-    // SAFETY: `path` is NUL-terminated and outlives the call.
-    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+/// Opens `path` as an `O_PATH` descriptor without following any symlink in any of its
+/// components (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`): what is
+/// opened is exactly the object at that (canonical) path now, and later checks and mounts
+/// use the descriptor, never the path again.
+pub(crate) fn open_path_nofollow(path: &CStr) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: 0x04 | 0x02, // RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+    };
+    // SAFETY: `path` is NUL-terminated, `how` is a valid open_how of the size passed, both
+    // outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            std::ptr::addr_of!(how),
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = cvt(ret)?;
+    // SAFETY: on success openat2 returns a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `open_tree(2)`: a detached recursive copy of the mount tree at the object `fd` refers to.
+pub(crate) fn open_tree_clone_fd(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the empty path is NUL-terminated and static; `fd` is a live descriptor.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
     let fd = cvt(ret)?;
     // SAFETY: on success open_tree returns a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })

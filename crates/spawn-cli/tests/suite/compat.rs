@@ -75,3 +75,30 @@ fn node_needs_nothing_blocked_when_installed() {
     );
     assert_no_blocked(&out);
 }
+
+#[test]
+fn landlock_enforcement_is_reported() {
+    let home = Home::new();
+    let out = home.native(&[], &["true"]);
+    out.assert_code(0);
+    // This kernel family has Landlock ABI 7: everything spawn asks for (ABI 6) is enforced.
+    let abi = std::process::Command::new(env!("CARGO_BIN_EXE_spawn"))
+        .args(["doctor", "--json"])
+        .output()
+        .expect("spawn doctor");
+    let doctor: serde_json::Value = serde_json::from_slice(&abi.stdout).expect("doctor json");
+    let landlock = doctor
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "landlock"))
+        .cloned()
+        .expect("a landlock line");
+    let expected = match landlock["detail"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("ABI "))
+    {
+        Some(abi) if abi.parse::<u32>().unwrap_or(0) >= 6 => "full",
+        Some(_) => "partial",
+        None => "none",
+    };
+    assert_eq!(out.json()["landlock"], expected, "\n{out}");
+}
