@@ -653,31 +653,27 @@ fn apply_step(
             )
             .map_err(|e| SandboxError::setup("mount /proc", e))?;
             let null = inside(root, Path::new("/dev/null"));
+            // Entries this kernel does not have (ENOENT) need no masking.
             for masked in PROC_MASKED {
                 let target = host.join(masked);
-                if target.exists() {
-                    mount(
-                        Some(&null),
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(|e| SandboxError::setup(format!("mask /proc/{masked}"), e))?;
+                match mount(
+                    Some(&null),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(SandboxError::setup(format!("mask /proc/{masked}"), e)),
                 }
             }
+            // Read-only from the final pass in `apply`, which /proc itself leaves.
             for ro in PROC_READONLY {
                 let target = host.join(ro);
-                if target.exists() {
-                    mount(
-                        Some(&target),
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REC,
-                        None::<&str>,
-                    )
-                    .map_err(|e| SandboxError::setup(format!("bind /proc/{ro}"), e))?;
-                    // Read-only from the final pass in `apply`, which /proc itself leaves.
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+                match mount(Some(&target), &target, None::<&str>, flags, None::<&str>) {
+                    Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(SandboxError::setup(format!("bind /proc/{ro}"), e)),
                 }
             }
         }

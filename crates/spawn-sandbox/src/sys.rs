@@ -102,14 +102,14 @@ pub(crate) fn fork() -> io::Result<Option<libc::pid_t>> {
 
 /// Number of threads of the calling process, from `/proc/self/stat`.
 pub(crate) fn thread_count() -> io::Result<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Field 20 (num_threads), counted after the `)` that ends the command name.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    after
-        .split_whitespace()
-        .nth(17)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))
+    use std::os::unix::fs::MetadataExt;
+    // procfs gives /proc/self/task a link count of 2 + the number of threads: one statx
+    // instead of reading and parsing /proc/self/stat.
+    let links = std::fs::metadata("/proc/self/task")?.nlink();
+    links
+        .checked_sub(2)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| io::Error::other("unexpected link count of /proc/self/task"))
 }
 
 /// Immediately ends the calling process without running destructors or atexit handlers:
