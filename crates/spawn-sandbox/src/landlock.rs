@@ -54,11 +54,10 @@ impl Enforcement {
     }
 }
 
-/// Restricts the calling thread (and its future children). Paths that do not exist are
-/// skipped; `/` gets directory listing only, so `ls /` works but no file outside the
+/// Restricts the calling thread (and its future children). Every path must exist (the plan
+/// only lists paths it creates); `/` gets directory listing only, so `ls /` works but no file outside the
 /// granted trees can be opened.
 pub fn restrict(rules: &Rules) -> Result<Enforcement, SandboxError> {
-    let existing = |v: &[PathBuf]| v.iter().filter(|p| p.exists()).cloned().collect::<Vec<_>>();
     let status = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(TARGET_ABI))
@@ -70,12 +69,12 @@ pub fn restrict(rules: &Rules) -> Result<Enforcement, SandboxError> {
         .add_rules(path_beneath_rules(["/"], AccessFs::ReadDir))
         .map_err(err)?
         .add_rules(path_beneath_rules(
-            existing(&rules.read),
+            &rules.read,
             AccessFs::from_read(TARGET_ABI),
         ))
         .map_err(err)?
         .add_rules(path_beneath_rules(
-            existing(&rules.write),
+            &rules.write,
             AccessFs::from_all(TARGET_ABI),
         ))
         .map_err(err)?

@@ -235,17 +235,16 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
         owner: 0,
         noexec: true,
     });
+    // These nodes exist on every Linux host; binding a missing one fails the run loudly.
+    // Device nodes stay usable on a read-only mount (writes go to the device).
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
-        if host.exists() {
-            // Device nodes stay usable on a read-only mount (writes go to the device).
-            steps.push(Step::Bind {
-                source: BindSource::Host(host.clone()),
-                path: host,
-                readonly: true,
-                is_dir: false,
-            });
-        }
+        steps.push(Step::Bind {
+            source: BindSource::Host(host.clone()),
+            path: host,
+            readonly: true,
+            is_dir: false,
+        });
     }
     // Landlock: devices and /dev/shm; DAC keeps the agent from creating files in /dev.
     writable.push("/dev".into());
