@@ -63,7 +63,7 @@ impl Target {
                 let pass = ratio <= max;
                 Verdict {
                     label,
-                    value: format!("{ratio:.2}"),
+                    value: format!("{ratio:.3}"),
                     target: format!("<= {max:.2}"),
                     pass,
                     json: json!({ "label": label, "kind": "ratio", "case": case,
