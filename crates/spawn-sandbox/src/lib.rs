@@ -14,6 +14,7 @@ mod idmap;
 mod init;
 pub mod landlock;
 pub mod native;
+pub mod oci;
 pub mod rootfs;
 pub mod seccomp;
 mod sys;

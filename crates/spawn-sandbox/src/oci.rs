@@ -1,0 +1,399 @@
+//! The same sandbox policy as an OCI runtime bundle's `config.json`, for runtimes driven
+//! through OCI (`runsc` for gVisor, `crun`/`runc` for containers).
+//!
+//! Nothing here is a second copy of the rules: namespaces, id maps, mounts, limits,
+//! masked paths and the seccomp profile are all derived from the same values the native
+//! runtime applies ([`rootfs::Plan`], [`seccomp::policy`], the cgroup [`Limits`]). The
+//! result is typed as `oci_spec::runtime::Spec`, so it conforms to the OCI runtime spec.
+//!
+//! What the bundle's root directory must contain beforehand (the plan's directories, files
+//! and symlinks: the synthesized `/etc`, mount points) is written by the runtime driver;
+//! this module only describes the configuration.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::bpf::{Action, Cond, Filter, Op};
+use crate::cgroups::Limits;
+use crate::error::SandboxError;
+use crate::rootfs::{BindSource, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY};
+use crate::seccomp;
+
+/// Everything the configuration is derived from.
+#[derive(Debug)]
+pub struct OciInput<'a> {
+    /// The command and its arguments.
+    pub argv: &'a [String],
+    /// The agent's environment (see `native::agent_env`).
+    pub env: &'a [(String, String)],
+    /// Working directory inside the sandbox.
+    pub cwd: &'a Path,
+    /// The sandbox's hostname.
+    pub hostname: &'a str,
+    /// The root filesystem plan.
+    pub plan: &'a Plan,
+    /// Host id of uid/gid 0 inside (never 0 on the host).
+    pub root_id: u32,
+    /// Host id of the agent's uid/gid 1000.
+    pub agent_id: u32,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// Open files per process.
+    pub nofile: u64,
+}
+
+fn mount_of(step: &Step) -> Option<Value> {
+    match step {
+        Step::Bind {
+            source: BindSource::Host(src) | BindSource::Granted(src),
+            path,
+            readonly,
+            ..
+        } => {
+            let mut options = vec!["rbind", if *readonly { "ro" } else { "rw" }, "nosuid"];
+            // Device nodes must keep working; everything else is nodev.
+            if !path.starts_with("/dev") {
+                options.push("nodev");
+            }
+            Some(json!({
+                "destination": path, "type": "bind", "source": src, "options": options,
+            }))
+        }
+        // Inside the native root, /workspace is a bind of part of the scratch tmpfs; an OCI
+        // runtime gets it as a tmpfs of its own (see the Tmpfs case).
+        Step::Bind {
+            source: BindSource::Inside(_),
+            ..
+        } => None,
+        Step::Tmpfs {
+            path,
+            size,
+            mode,
+            owner,
+            noexec,
+        } => {
+            let mut options = vec![
+                "nosuid".to_owned(),
+                "nodev".to_owned(),
+                format!("mode={mode:o}"),
+                format!("size={size}"),
+                format!("uid={owner}"),
+                format!("gid={owner}"),
+            ];
+            if *noexec {
+                options.push("noexec".to_owned());
+            }
+            Some(json!({
+                "destination": path, "type": "tmpfs", "source": "tmpfs", "options": options,
+            }))
+        }
+        Step::Proc { path } => Some(json!({
+            "destination": path, "type": "proc", "source": "proc",
+            "options": ["nosuid", "nodev", "noexec"],
+        })),
+        Step::Dir { .. } | Step::Symlink { .. } | Step::File { .. } => None,
+    }
+}
+
+/// The mounts of the plan, plus the scratch directories an OCI runtime mounts separately.
+fn mounts(plan: &Plan) -> Vec<Value> {
+    let mut out: Vec<Value> = plan.steps.iter().filter_map(mount_of).collect();
+    // The native scratch tmpfs at /tmp backs /tmp and /workspace through binds of its
+    // subdirectories; here each is a tmpfs of the same size.
+    let scratch = plan.steps.iter().find_map(|s| match s {
+        Step::Tmpfs { path, size, .. } if path == Path::new("/tmp") => Some(*size),
+        _ => None,
+    });
+    if let Some(size) = scratch {
+        out.retain(|m| m["destination"] != json!("/tmp"));
+        out.push(json!({
+            "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777", format!("size={size}")],
+        }));
+        let named_workspace = out.iter().any(|m| m["destination"] == json!("/workspace"));
+        if !named_workspace {
+            out.push(json!({
+                "destination": "/workspace", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=755", format!("size={size}"),
+                            format!("uid={AGENT_ID}"), format!("gid={AGENT_ID}")],
+            }));
+        }
+    }
+    out
+}
+
+fn op_json(c: &Cond) -> Value {
+    let (op, value, value_two) = match c.op {
+        Op::Eq => ("SCMP_CMP_EQ", c.value, None),
+        Op::Ne => ("SCMP_CMP_NE", c.value, None),
+        Op::MaskedEq(mask) => ("SCMP_CMP_MASKED_EQ", mask, Some(c.value)),
+    };
+    let mut arg = json!({ "index": c.arg, "value": value, "op": op });
+    if let Some(v2) = value_two {
+        arg["valueTwo"] = json!(v2);
+    }
+    arg
+}
+
+/// The seccomp policy as an OCI profile (libseccomp semantics: entries for the same name
+/// are alternatives, the args of one entry all must hold). Blocked calls fail with EPERM.
+pub fn seccomp_profile(filter: &Filter) -> Value {
+    let mut syscalls = Vec::new();
+    for (nr, entry) in &filter.entries {
+        let name = seccomp::syscall_name(i64::from(*nr));
+        let (action, errno) = match entry.action {
+            Action::Allow => ("SCMP_ACT_ALLOW", None),
+            Action::Errno(e) => ("SCMP_ACT_ERRNO", Some(e)),
+            Action::Notify => ("SCMP_ACT_ERRNO", Some(libc::EPERM as u16)),
+        };
+        let alternatives: Vec<Vec<Value>> = if entry.any_of.is_empty() {
+            vec![vec![]]
+        } else {
+            entry
+                .any_of
+                .iter()
+                .map(|alt| alt.iter().map(op_json).collect())
+                .collect()
+        };
+        for args in alternatives {
+            let mut s = json!({ "names": [name], "action": action });
+            if let Some(e) = errno {
+                s["errnoRet"] = json!(e);
+            }
+            if !args.is_empty() {
+                s["args"] = json!(args);
+            }
+            syscalls.push(s);
+        }
+    }
+    let arch = if cfg!(target_arch = "x86_64") {
+        "SCMP_ARCH_X86_64"
+    } else {
+        "SCMP_ARCH_AARCH64"
+    };
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": libc::EPERM,
+        "architectures": [arch],
+        "syscalls": syscalls,
+    })
+}
+
+/// The bundle configuration for one run.
+pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
+    let env: Vec<String> = input.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let none: Vec<String> = Vec::new();
+    let idmap = json!([
+        { "containerID": 0, "hostID": input.root_id, "size": 1 },
+        { "containerID": AGENT_ID, "hostID": input.agent_id, "size": 1 },
+    ]);
+    let mut resources = json!({
+        "memory": { "limit": input.limits.memory_bytes, "swap": input.limits.memory_bytes },
+        "pids": { "limit": input.limits.pids },
+    });
+    if let Some(cpu) = input.limits.cpu_millis {
+        resources["cpu"] = json!({ "quota": cpu * 100, "period": 100_000 });
+    }
+    let config = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": { "uid": AGENT_ID, "gid": AGENT_ID, "additionalGids": [] },
+            "args": input.argv,
+            "env": env,
+            "cwd": input.cwd,
+            "capabilities": {
+                "bounding": none, "effective": none, "inheritable": none,
+                "permitted": none, "ambient": none,
+            },
+            "noNewPrivileges": true,
+            "rlimits": [
+                { "type": "RLIMIT_CORE", "hard": 0, "soft": 0 },
+                { "type": "RLIMIT_NOFILE", "hard": input.nofile, "soft": input.nofile },
+                { "type": "RLIMIT_NPROC", "hard": input.limits.pids, "soft": input.limits.pids },
+                { "type": "RLIMIT_RTPRIO", "hard": 0, "soft": 0 },
+                { "type": "RLIMIT_NICE", "hard": 0, "soft": 0 },
+            ],
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": input.hostname,
+        "mounts": mounts(input.plan),
+        "linux": {
+            "namespaces": [
+                { "type": "pid" }, { "type": "mount" }, { "type": "ipc" }, { "type": "uts" },
+                { "type": "network" }, { "type": "cgroup" }, { "type": "user" },
+            ],
+            "uidMappings": idmap,
+            "gidMappings": idmap,
+            "resources": resources,
+            "maskedPaths": PROC_MASKED.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
+            "readonlyPaths": PROC_READONLY.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
+            "seccomp": seccomp_profile(&seccomp::policy()),
+        },
+    });
+    serde_json::from_value(config)
+        .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs;
+    use spawn_policy::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
+
+    fn input_spec(dir: &Path) -> (RunSpec, Plan) {
+        let spec = RunSpec {
+            name: "t".into(),
+            namespace: "default".into(),
+            runtime: RuntimeKind::Container,
+            command: vec!["python3".into(), "-V".into()],
+            env: vec![],
+            workdir: None,
+            resources: Resources::default(),
+            timeout: None,
+            net: NetPolicy::None,
+            mounts: vec![MountSpec {
+                source: MountSource::Host(dir.into()),
+                target: "/data".into(),
+                writable: false,
+            }],
+            languages: vec![],
+        };
+        let plan = rootfs::plan(&spec, 1 << 30, "t");
+        (spec, plan)
+    }
+
+    fn config() -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, plan) = input_spec(dir.path());
+        let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+        let input = OciInput {
+            argv: &spec.command,
+            env: &env,
+            cwd: Path::new("/workspace"),
+            hostname: "t",
+            plan: &plan,
+            root_id: 0x7000_0010,
+            agent_id: 0x7000_0011,
+            limits: Limits {
+                memory_bytes: 256 << 20,
+                pids: 64,
+                cpu_millis: Some(500),
+            },
+            nofile: 4096,
+        };
+        serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_agent_has_no_privilege() {
+        let c = config();
+        assert_eq!(c["process"]["user"]["uid"], 1000);
+        assert_eq!(c["process"]["user"]["gid"], 1000);
+        assert_eq!(c["process"]["noNewPrivileges"], true);
+        for set in [
+            "bounding",
+            "effective",
+            "inheritable",
+            "permitted",
+            "ambient",
+        ] {
+            assert_eq!(c["process"]["capabilities"][set], json!([]), "{set}");
+        }
+        // Host root is never mapped.
+        for map in ["uidMappings", "gidMappings"] {
+            for m in c["linux"][map].as_array().unwrap() {
+                assert_ne!(m["hostID"], 0, "{map}: {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_namespace_and_limit() {
+        let c = config();
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        for want in ["pid", "mount", "ipc", "uts", "network", "cgroup", "user"] {
+            assert!(ns.contains(&want), "{want} missing from {ns:?}");
+        }
+        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 256 << 20);
+        assert_eq!(c["linux"]["resources"]["pids"]["limit"], 64);
+        assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(c["root"]["readonly"], true);
+    }
+
+    #[test]
+    fn mounts_follow_the_plan() {
+        let c = config();
+        let mounts = c["mounts"].as_array().unwrap();
+        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned();
+        let usr = find("/usr").expect("/usr");
+        assert!(usr["options"].as_array().unwrap().contains(&json!("ro")));
+        let data = find("/data").expect("/data");
+        assert!(data["options"].as_array().unwrap().contains(&json!("ro")));
+        assert!(data["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("nodev")));
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/null",
+            "/tmp",
+            "/workspace",
+            "/dev/shm",
+        ] {
+            assert!(find(d).is_some(), "{d} missing");
+        }
+        assert!(mounts.iter().all(|m| m["destination"] != "/sys"));
+        assert!(mounts.iter().all(|m| m["source"] != "/etc/shadow"));
+    }
+
+    #[test]
+    fn seccomp_profile_denies_by_default_and_mirrors_the_policy() {
+        let c = config();
+        let sc = &c["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(sc["defaultErrnoRet"], libc::EPERM);
+        let names: Vec<&str> = sc["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| {
+                s["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap())
+            })
+            .collect();
+        for allowed in ["read", "write", "execve", "clone", "socket"] {
+            assert!(names.contains(&allowed), "{allowed}");
+        }
+        for denied in [
+            "mount",
+            "ptrace",
+            "unshare",
+            "bpf",
+            "kexec_load",
+            "init_module",
+        ] {
+            assert!(!names.contains(&denied), "{denied} must not be listed");
+        }
+        // clone is allowed only without namespace flags.
+        let clone = sc["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["names"] == json!(["clone"]))
+            .unwrap();
+        assert_eq!(clone["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(clone["args"][0]["valueTwo"], 0);
+    }
+}
