@@ -146,7 +146,7 @@ pub fn seccomp_profile(filter: &Filter) -> Value {
         let (action, errno) = match entry.action {
             Action::Allow => ("SCMP_ACT_ALLOW", None),
             Action::Errno(e) => ("SCMP_ACT_ERRNO", Some(e)),
-            Action::Notify => ("SCMP_ACT_ERRNO", Some(libc::EPERM as u16)),
+            Action::Notify => ("SCMP_ACT_ERRNO", u16::try_from(libc::EPERM).ok()),
         };
         let alternatives: Vec<Vec<Value>> = if entry.any_of.is_empty() {
             vec![vec![]]
