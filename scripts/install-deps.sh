@@ -6,8 +6,9 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 # python3: the demo agent and the escape tests run it inside the sandbox (which sees only
-# the host's /usr). bubblewrap: the benchmark's baseline. iproute2/procps: test helpers.
-for pkg in python3 bubblewrap procps iproute2 util-linux coreutils ca-certificates; do
+# the host's /usr). bubblewrap: the benchmark's baseline. runc: the OCI configuration test.
+# iproute2/procps: test helpers.
+for pkg in python3 bubblewrap runc procps iproute2 util-linux coreutils ca-certificates; do
   have "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

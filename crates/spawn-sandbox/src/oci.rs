@@ -46,6 +46,12 @@ pub struct OciInput<'a> {
 
 fn mount_of(step: &Step) -> Option<Value> {
     match step {
+        // OCI runtimes create the standard device nodes (null, zero, full, random, urandom,
+        // tty) in /dev themselves; binding them here as well would collide.
+        Step::Bind {
+            source: BindSource::Host(src),
+            ..
+        } if src.starts_with("/dev") => None,
         Step::Bind {
             source: BindSource::Host(src) | BindSource::Granted(src),
             path,
@@ -341,14 +347,7 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("nodev")));
-        for d in [
-            "/proc",
-            "/dev",
-            "/dev/null",
-            "/tmp",
-            "/workspace",
-            "/dev/shm",
-        ] {
+        for d in ["/proc", "/dev", "/tmp", "/workspace", "/dev/shm"] {
             assert!(find(d).is_some(), "{d} missing");
         }
         assert!(mounts.iter().all(|m| m["destination"] != "/sys"));

@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -464,6 +464,51 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     for path in &plan.rw_mounts {
         sys::mount_setattr(libc::AT_FDCWD, &cstr(path)?, 0, 0, MOUNT_ATTR_RDONLY, None)
             .map_err(|e| SandboxError::setup(format!("make {} writable", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Writes the plan's directories, files, symlinks and mount points into `dir` on the host:
+/// the root directory of an OCI bundle, whose runtime then performs the mounts. Ownership
+/// inside the sandbox is expressed with host ids: `agent_host_id` for the agent's.
+pub fn populate(plan: &Plan, dir: &Path, agent_host_id: u32) -> Result<(), SandboxError> {
+    for step in &plan.steps {
+        match step {
+            Step::Dir { path, mode, owner } => {
+                let host = inside(dir, path);
+                mkdir(&host, *mode)
+                    .and_then(|()| {
+                        fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode))
+                    })
+                    .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+                if owner.is_some() {
+                    std::os::unix::fs::chown(&host, Some(agent_host_id), Some(agent_host_id))
+                        .map_err(|e| SandboxError::setup(format!("chown {}", path.display()), e))?;
+                }
+            }
+            Step::Symlink { .. } | Step::File { .. } => apply_step(dir, step, None, None)?,
+            Step::Bind { path, is_dir, .. } => {
+                let host = inside(dir, path);
+                if *is_dir {
+                    mkdir(&host, 0o755)
+                } else {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .mode(0o644)
+                        .open(&host)
+                        .map(drop)
+                }
+                .map_err(|e| {
+                    SandboxError::setup(format!("create mount point {}", path.display()), e)
+                })?;
+            }
+            Step::Tmpfs { path, .. } | Step::Proc { path } => {
+                mkdir(&inside(dir, path), 0o755)
+                    .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+            }
+        }
     }
     Ok(())
 }
