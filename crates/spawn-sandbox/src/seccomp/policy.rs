@@ -462,6 +462,14 @@ fn allow_if(any_of: Vec<Vec<Cond>>) -> Entry {
     }
 }
 
+/// Alternatives: the first argument (32 bits) equals one of `values`.
+fn first_arg_one_of(values: &[u64]) -> Vec<Vec<Cond>> {
+    values
+        .iter()
+        .map(|v| vec![cond(0, false, Op::Eq, *v)])
+        .collect()
+}
+
 fn nr(n: i64) -> u32 {
     // Syscall numbers are small non-negative integers on every supported architecture.
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -529,21 +537,11 @@ pub fn policy() -> Filter {
     );
     entries.insert(
         nr(libc::SYS_seccomp),
-        allow_if(
-            SECCOMP_OPS
-                .iter()
-                .map(|op| vec![cond(0, false, Op::Eq, *op)])
-                .collect(),
-        ),
+        allow_if(first_arg_one_of(SECCOMP_OPS)),
     );
     entries.insert(
         nr(libc::SYS_personality),
-        allow_if(
-            PERSONALITIES
-                .iter()
-                .map(|p| vec![cond(0, false, Op::Eq, *p)])
-                .collect(),
-        ),
+        allow_if(first_arg_one_of(PERSONALITIES)),
     );
     for (_, n, arg) in MODE_SETTERS {
         entries.insert(
