@@ -171,11 +171,16 @@ fn command_hash(command: &[String]) -> String {
 
 fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let spec = resolve(args)?;
-    if spec.runtime != RuntimeKind::Native {
-        bail!(
-            "runtime {} is not supported yet by this build of spawn; run with --runtime native (or set spec.sandbox.runtime: native)",
+    match spec.runtime {
+        RuntimeKind::Native => {}
+        RuntimeKind::Container => eprintln!(
+            "spawn: warning: the container runtime is for development: the agent shares the host's kernel \
+             with only namespaces and seccomp between them; use gvisor or firecracker for untrusted agents"
+        ),
+        RuntimeKind::Gvisor | RuntimeKind::Firecracker => bail!(
+            "runtime {} is not supported yet by this build of spawn; run with --runtime native or --runtime container",
             spec.runtime
-        );
+        ),
     }
     let run_id = spawn_audit::new_id("tr")?;
     let agent_id = spawn_audit::new_id("ag")?;
@@ -229,16 +234,16 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     // Written by `created` while the sandbox is built; the command cannot start before.
     auditor.start = vec![start, invoke];
 
-    let result = spawn_sandbox::run(
-        &spec,
-        &RunOptions {
-            run_id: run_id.clone(),
-        },
-        &mut auditor,
-    );
+    let options = RunOptions {
+        run_id: run_id.clone(),
+    };
+    let result = match spec.runtime {
+        RuntimeKind::Container => spawn_sandbox::container::run(&spec, &options, &mut auditor),
+        _ => spawn_sandbox::run(&spec, &options, &mut auditor),
+    };
     let code = match &result {
         Ok(report) => {
-            audit_stop(&mut auditor, report);
+            audit_stop(&mut auditor, spec.runtime, report);
             report_human(&spec, report, &argv0);
             if args.json {
                 println!("{}", json_result(&run_id, &spec, Ok(report)));
@@ -280,14 +285,20 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn audit_stop(auditor: &mut Auditor, report: &Report) {
+fn audit_stop(auditor: &mut Auditor, runtime: RuntimeKind, report: &Report) {
     let outcome = if report.kill_reason.is_some() || report.exec_failure.is_some() {
         Outcome::Error
     } else {
         Outcome::Success
     };
     let mut stop = auditor
-        .event(EventType::AgentStop, "sandbox", "native", "stop", outcome)
+        .event(
+            EventType::AgentStop,
+            "sandbox",
+            runtime.as_str(),
+            "stop",
+            outcome,
+        )
         .with_detail("exitCode", report.exit_code)
         .with_detail("durationMs", report.duration.as_secs_f64() * 1000.0)
         .with_detail("blockedSyscalls", report.blocked_syscalls)

@@ -215,6 +215,16 @@ fn read_u64(path: &Path) -> Option<u64> {
 }
 
 impl Cgroup {
+    /// A run's groups created by someone else (an OCI runtime), for reading their
+    /// statistics. Dropping it does not remove them.
+    pub fn existing(layout: &Layout, name: &str) -> Cgroup {
+        Cgroup {
+            layout: layout.clone(),
+            dirs: layout.parents().into_iter().map(|p| p.join(name)).collect(),
+            removed: true,
+        }
+    }
+
     /// Creates and configures the run's groups. Nothing is left behind on error.
     pub fn create(layout: &Layout, name: &str, limits: &Limits) -> Result<Cgroup, SandboxError> {
         if limits.cpu_millis.is_some() {

@@ -125,17 +125,17 @@ pub fn checks() -> Vec<Check> {
                 .unwrap_or_default()
         ),
     ));
-    out.push(check(
-        "runtime container",
-        false,
-        format!(
-            "not supported yet by this build{}",
-            which("crun")
-                .or_else(|| which("runc"))
-                .map(|p| format!(" ({p} found)"))
-                .unwrap_or_default()
+    out.push(match crate::container::find_runtime() {
+        Ok(runc) => check(
+            "runtime container",
+            true,
+            format!(
+                "{} (development only: the host kernel with namespaces and seccomp)",
+                crate::container::version(&runc).unwrap_or_else(|| runc.display().to_string())
+            ),
         ),
-    ));
+        Err(e) => check("runtime container", false, e.to_string()),
+    });
     out.push(check(
         "runtime firecracker",
         false,

@@ -8,6 +8,7 @@
 
 pub mod bpf;
 pub mod cgroups;
+pub mod container;
 pub mod doctor;
 mod error;
 mod idmap;

@@ -180,7 +180,7 @@ fn check_kernel() -> Result<Layout, SandboxError> {
     Layout::detect()
 }
 
-fn host_ids() -> (u32, u32) {
+pub(crate) fn host_ids() -> (u32, u32) {
     let slot = std::process::id() % HOST_ID_SLOTS;
     let root = HOST_ID_BASE + 2 * slot;
     (root, root + 1)

@@ -42,6 +42,8 @@ pub struct OciInput<'a> {
     pub limits: Limits,
     /// Open files per process.
     pub nofile: u64,
+    /// `linux.cgroupsPath`: where the runtime creates the run's cgroup.
+    pub cgroups_path: Option<String>,
 }
 
 fn mount_of(step: &Step) -> Option<Value> {
@@ -239,6 +241,10 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             "seccomp": seccomp_profile(&seccomp::policy()),
         },
     });
+    let mut config = config;
+    if let Some(path) = &input.cgroups_path {
+        config["linux"]["cgroupsPath"] = json!(path);
+    }
     serde_json::from_value(config)
         .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))
 }
@@ -289,6 +295,7 @@ mod tests {
                 cpu_millis: Some(500),
             },
             nofile: 4096,
+            cgroups_path: Some("/spawn/1-tr_x".into()),
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
     }
@@ -332,6 +339,7 @@ mod tests {
         assert_eq!(c["linux"]["resources"]["pids"]["limit"], 64);
         assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(c["root"]["readonly"], true);
+        assert_eq!(c["linux"]["cgroupsPath"], "/spawn/1-tr_x");
     }
 
     #[test]

@@ -686,3 +686,12 @@ unsafe fn guard_kill_listed(procs: &CString) {
         }
     }
 }
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when the process exits.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags (0); no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = cvt(ret)?;
+    // SAFETY: on success the kernel returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

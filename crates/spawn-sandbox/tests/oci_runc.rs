@@ -73,6 +73,7 @@ fn main() {
             cpu_millis: Some(1000),
         },
         nofile: 4096,
+        cgroups_path: None,
     };
     let config = oci::runtime_spec(&input).unwrap();
     let path = bundle.path().join("config.json");

@@ -5,6 +5,7 @@ mod helpers;
 mod audit;
 mod cleanup;
 mod compat;
+mod container;
 mod env_and_mounts;
 mod escape;
 mod exit_codes;

@@ -1,0 +1,431 @@
+//! The `container` runtime: the sandbox policy as an OCI bundle run by `runc`.
+//!
+//! Docker-class isolation for development: namespaces and seccomp on the host kernel, like
+//! `native`, but through a standard OCI runtime. The bundle (with the agent's environment)
+//! lives in a private directory on tmpfs (`/dev/shm/spawn`) and is removed when the run
+//! ends; containers and bundles of a spawn that died are reaped by the next run.
+//!
+//! Not yet: counting blocked syscalls (the profile answers EPERM directly) and writable
+//! host mounts (runc 1.1 has no idmapped mounts); both are refused or reported as such.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+
+use spawn_policy::{MountSource, NetPolicy, RunSpec};
+
+use crate::cgroups::{Cgroup, Layout, Limits};
+use crate::error::SandboxError;
+use crate::native::{
+    self, defaults, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
+};
+use crate::{oci, rootfs, sys};
+
+/// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
+const BASE: &str = "/dev/shm/spawn";
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+fn unavailable(reason: impl Into<String>, fix: &str) -> SandboxError {
+    SandboxError::RuntimeUnavailable {
+        runtime: "container".into(),
+        reason: reason.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// The OCI runtime binary (`runc`), found on `PATH`.
+pub fn find_runtime() -> Result<PathBuf, SandboxError> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("runc"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| unavailable("runc is not installed", "install it: apt-get install runc"))
+}
+
+/// `runc --version`'s first line, for `spawn doctor`.
+pub fn version(runc: &Path) -> Option<String> {
+    let out = Command::new(runc).arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
+fn ensure_dir(path: &Path, mode: u32) -> Result<(), SandboxError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(SandboxError::setup(format!("create {}", path.display()), e)),
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| SandboxError::setup(format!("chmod {}", path.display()), e))
+}
+
+fn on_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
+}
+
+fn runc_cmd(runc: &Path, state: &Path) -> Command {
+    let mut c = Command::new(runc);
+    c.arg("--root").arg(state);
+    c
+}
+
+/// Deletes containers and bundles of spawn processes that no longer exist.
+fn reap_stale(runc: &Path, state: &Path, bundles: &Path) {
+    let dead = |name: &str| {
+        name.split_once('-')
+            .and_then(|(pid, _)| pid.strip_prefix("spawn").unwrap_or(pid).parse::<i32>().ok())
+            .is_some_and(|pid| pid > 0 && !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(out) = runc_cmd(runc, state).args(["list", "-q"]).output() {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            if dead(id) {
+                let _ = runc_cmd(runc, state).args(["delete", "-f", id]).output();
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(bundles) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(dead) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Runs `spec` in a container. Blocks until the run ends.
+pub fn run(
+    spec: &RunSpec,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Report, SandboxError> {
+    let started = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        return Err(unavailable("it needs root", "run spawn as root"));
+    }
+    let runc = find_runtime()?;
+    if spec.net != NetPolicy::None {
+        return Err(SandboxError::Unsupported(format!(
+            "net policy {} is not supported yet by the container runtime",
+            spec.net.as_str()
+        )));
+    }
+    if spec
+        .mounts
+        .iter()
+        .any(|m| m.writable && matches!(m.source, MountSource::Host(_)))
+    {
+        return Err(SandboxError::Unsupported(
+            "writable host mounts are not supported yet by the container runtime; use --runtime native".into(),
+        ));
+    }
+    let base = Path::new(BASE);
+    ensure_dir(base, 0o711)?;
+    if !on_tmpfs(base) {
+        return Err(unavailable(
+            format!("{BASE} is not on tmpfs, and bundles must never reach the disk"),
+            "mount a tmpfs at /dev/shm",
+        ));
+    }
+    let state = base.join("runc");
+    let bundles = base.join("bundles");
+    ensure_dir(&state, 0o700)?;
+    ensure_dir(&bundles, 0o711)?;
+    reap_stale(&runc, &state, &bundles);
+
+    let memory = spec
+        .resources
+        .memory_bytes
+        .unwrap_or(defaults::MEMORY_BYTES);
+    let pids = spec.resources.pids.unwrap_or(defaults::PIDS);
+    let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
+    let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
+    let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
+    let (root_id, agent_id) = native::host_ids();
+    let name = format!("{}-{}", std::process::id(), opts.run_id);
+    let id = format!("spawn{name}");
+    let layout = Layout::detect()?;
+    let limits = Limits {
+        memory_bytes: memory,
+        pids,
+        cpu_millis: Some(cpu),
+    };
+
+    let bundle = Bundle::new(bundles.join(&name))?;
+    let plan = rootfs::plan(spec, disk, &spec.name);
+    let root = bundle.path.join("rootfs");
+    ensure_dir(&root, 0o755)?;
+    rootfs::populate(&plan, &root, agent_id)?;
+    let env = native::agent_env(spec);
+    let workdir = spec
+        .workdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/workspace"));
+    let config = oci::runtime_spec(&oci::OciInput {
+        argv: &spec.command,
+        env: &env,
+        cwd: &workdir,
+        hostname: &spec.name,
+        plan: &plan,
+        root_id,
+        agent_id,
+        limits,
+        nofile: defaults::NOFILE,
+        cgroups_path: Some(format!("/spawn/{name}")),
+    })?;
+    let config_path = bundle.path.join("config.json");
+    let json = serde_json::to_vec(&config)
+        .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&config_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
+        .map_err(|e| SandboxError::setup("write config.json", e))?;
+    if let Some(failure) = exec_check(spec, &root, &env) {
+        // runc reports a missing program as its own failure (exit 1); say it like native.
+        drop(bundle);
+        return Ok(Report {
+            exit_code: match failure {
+                ExecFailure::NotFound => 127,
+                ExecFailure::NotExecutable(_) => 126,
+            },
+            signal: None,
+            duration: started.elapsed(),
+            peak_memory_bytes: None,
+            blocked_syscalls: 0,
+            blocked_by_name: Default::default(),
+            kill_reason: None,
+            exec_failure: Some(failure),
+            oom_kills: 0,
+            pids_limit_hits: 0,
+            landlock: None,
+            host_uid: agent_id,
+        });
+    }
+    observer.created().map_err(SandboxError::Refused)?;
+
+    // Cancelling signals arrive on a signalfd; the mask is restored at the end.
+    let mut cancel = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        cancel.add(s);
+    }
+    let old_mask = cancel
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(|e| SandboxError::setup("block signals", e))?;
+    let result = (|| {
+        let sigfd = SignalFd::new(&cancel).map_err(|e| SandboxError::setup("signalfd", e))?;
+        // --keep: the container (and its cgroup) stay after it exits, so its statistics can
+        // be read; `runc delete` below removes them.
+        let mut child = runc_cmd(&runc, &state)
+            .args(["run", "--keep", "--bundle"])
+            .arg(&bundle.path)
+            .arg(&id)
+            .stdin(Stdio::inherit())
+            .spawn()
+            .map_err(|e| SandboxError::setup("start runc", e))?;
+        observer.started(i32::try_from(child.id()).unwrap_or(0), agent_id);
+        supervise(
+            &runc,
+            &state,
+            &id,
+            &mut child,
+            &sigfd,
+            started,
+            started + timeout,
+        )
+    })();
+    let _ = old_mask.thread_set_mask();
+    let stats = Cgroup::existing(&layout, &name).stats();
+    let _ = runc_cmd(&runc, &state).args(["delete", "-f", &id]).output();
+    drop(bundle);
+    let (status, kill_reason) = result?;
+    let code = status.code();
+    let signal = status
+        .signal()
+        .or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
+    let mut exit_code = code.unwrap_or_else(|| 128 + signal.unwrap_or(libc::SIGKILL));
+    let mut kill_reason = kill_reason;
+    if kill_reason.is_none() && stats.oom_kills > 0 && signal == Some(libc::SIGKILL) {
+        kill_reason = Some(KillReason::OutOfMemory);
+    }
+    if kill_reason == Some(KillReason::Timeout) {
+        exit_code = 124;
+    }
+    Ok(Report {
+        exit_code,
+        signal,
+        duration: started.elapsed(),
+        peak_memory_bytes: stats.peak_memory_bytes,
+        blocked_syscalls: 0,
+        blocked_by_name: Default::default(),
+        kill_reason,
+        exec_failure: None,
+        oom_kills: stats.oom_kills,
+        pids_limit_hits: stats.pids_limit_hits,
+        landlock: None,
+        host_uid: agent_id,
+    })
+}
+
+/// Where a path inside the sandbox is on the host: in the granted mount that holds it, in
+/// the host's read-only system trees, or else in the bundle's root directory (the
+/// synthesized `/etc`; the scratch tmpfs is empty when the run starts).
+fn host_path(spec: &RunSpec, root: &Path, inside: &Path) -> PathBuf {
+    for m in spec.mounts.iter().rev() {
+        if let (MountSource::Host(src), Ok(rest)) = (&m.source, inside.strip_prefix(&m.target)) {
+            return src.join(rest);
+        }
+    }
+    if ["/usr", "/bin", "/sbin", "/lib", "/lib64"]
+        .iter()
+        .any(|p| inside.starts_with(p))
+    {
+        return inside.to_path_buf();
+    }
+    root.join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+/// The command's program as the sandbox would find it (like execvp over the sandbox's
+/// PATH): `None` when it exists and is executable.
+fn exec_check(spec: &RunSpec, root: &Path, env: &[(String, String)]) -> Option<ExecFailure> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let argv0 = spec.command.first()?;
+    let candidates: Vec<PathBuf> = if argv0.contains('/') {
+        vec![spec
+            .workdir
+            .clone()
+            .unwrap_or_else(|| "/workspace".into())
+            .join(argv0)]
+    } else {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/usr/bin:/bin", |(_, v)| v);
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(argv0))
+            .collect()
+    };
+    let mut denied = false;
+    for c in candidates {
+        match std::fs::metadata(host_path(spec, root, &c)) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return None,
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    Some(if denied {
+        ExecFailure::NotExecutable(libc::EACCES)
+    } else {
+        ExecFailure::NotFound
+    })
+}
+
+/// Waits for runc, passing signals on and enforcing the deadline.
+fn supervise(
+    runc: &Path,
+    state: &Path,
+    id: &str,
+    child: &mut Child,
+    sigfd: &SignalFd,
+    started: Instant,
+    deadline: Instant,
+) -> Result<(std::process::ExitStatus, Option<KillReason>), SandboxError> {
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    let pidfd: OwnedFd = sys::pidfd_open(pid).map_err(|e| SandboxError::setup("pidfd", e))?;
+    let mut kill_reason = None;
+    let mut kill_at: Option<Instant> = None;
+    let kill = |sig: &str| {
+        let _ = runc_cmd(runc, state).args(["kill", id, sig]).output();
+    };
+    let _ = started;
+    loop {
+        let now = Instant::now();
+        let next = kill_at.map_or(deadline, |k| k.min(deadline));
+        if now >= next {
+            if now >= deadline && kill_reason.is_none() {
+                kill_reason = Some(KillReason::Timeout);
+            }
+            kill("KILL");
+            kill_at = Some(now + Duration::from_secs(3600));
+        }
+        let wait = next
+            .saturating_duration_since(now)
+            .as_millis()
+            .clamp(1, 60_000);
+        let mut fds = [
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(
+            &mut fds,
+            PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX)),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(SandboxError::setup("poll", e)),
+        }
+        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let signalled = fds[1]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if signalled {
+            if let Ok(Some(info)) = sigfd.read_signal() {
+                let signo = info.ssi_signo as i32;
+                if kill_at.is_none() {
+                    kill_reason.get_or_insert(KillReason::Cancelled(signo));
+                    kill(&signo.to_string());
+                    kill_at = Some(Instant::now() + CANCEL_GRACE);
+                } else {
+                    kill("KILL");
+                }
+            }
+        }
+        if exited {
+            let status = child
+                .wait()
+                .map_err(|e| SandboxError::setup("wait for runc", e))?;
+            return Ok((status, kill_reason));
+        }
+    }
+}
+
+/// A bundle directory, removed (with everything in it) when dropped.
+struct Bundle {
+    path: PathBuf,
+}
+
+impl Bundle {
+    fn new(path: PathBuf) -> Result<Bundle, SandboxError> {
+        std::fs::create_dir(&path)
+            .map_err(|e| SandboxError::setup(format!("create {}", path.display()), e))?;
+        let b = Bundle { path };
+        // The container's mapped root must reach rootfs/; config.json stays 0600.
+        std::fs::set_permissions(&b.path, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| SandboxError::setup("chmod bundle", e))?;
+        Ok(b)
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
