@@ -32,6 +32,13 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// (internal) The init spawn runs as PID 1 inside OCI sandboxes.
+    #[command(hide = true, name = "sandbox-init")]
+    SandboxInit {
+        /// The command and its arguments.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Show which runtimes and kernel features are available, and why not.
     Doctor {
         /// Machine-readable output.
@@ -110,6 +117,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args, &home),
         Command::Validate { file } => validate(&file),
         Command::Doctor { json } => doctor::main(json),
+        Command::SandboxInit { command } => {
+            ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&command)).unwrap_or(125))
+        }
     }
 }
 

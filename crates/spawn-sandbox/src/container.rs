@@ -5,6 +5,9 @@
 //! lives in a private directory on tmpfs (`/dev/shm/spawn`) and is removed when the run
 //! ends; containers and bundles of a spawn that died are reaped by the next run.
 //!
+//! The container's PID 1 is spawn's own executable (bound read-only) running
+//! [`crate::oci_init`], so the command gets the same minimal init as in `native`.
+//!
 //! Not yet: counting blocked syscalls (the profile answers EPERM directly) and writable
 //! host mounts (runc 1.1 has no idmapped mounts); both are refused or reported as such.
 
@@ -170,6 +173,13 @@ pub fn run(
         .workdir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/workspace"));
+    // spawn's own executable runs as the container's init; its mount point must exist in
+    // the (read-only) root beforehand.
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| SandboxError::setup("find spawn's own executable", e))?;
+    std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
+        .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
         env: &env,
@@ -181,6 +191,7 @@ pub fn run(
         limits,
         nofile: defaults::NOFILE,
         cgroups_path: Some(format!("/spawn/{name}")),
+        init: Some(&exe),
     })?;
     let config_path = bundle.path.join("config.json");
     let json = serde_json::to_vec(&config)

@@ -355,3 +355,50 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
     })?;
     Ok(enforced)
 }
+
+/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init -- CMD`):
+/// starts the command in a session of its own, forwards signals to it, reaps orphans and
+/// returns the command's status as an exit code (128+N when a signal ended it). Without
+/// it, the command would be PID 1 and ignore every signal it has no handler for.
+pub fn oci_init(argv: &[String]) -> i32 {
+    let Some(program) = argv.first() else {
+        return 125;
+    };
+    let Ok(args) = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return 125;
+    };
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    if set.thread_block().is_err() {
+        return 125;
+    }
+    let child = match sys::fork() {
+        Ok(None) => {
+            sys::reset_signals(u64::MAX);
+            let _ = nix::unistd::setsid();
+            let Ok(prog) = CString::new(program.as_bytes()) else {
+                sys::exit_now(127)
+            };
+            let err = nix::unistd::execvp(&prog, &args).err();
+            sys::exit_now(match err {
+                Some(nix::errno::Errno::ENOENT) => 127,
+                _ => 126,
+            })
+        }
+        Ok(Some(pid)) => Pid::from_raw(pid),
+        Err(_) => return 125,
+    };
+    let status = supervise(child, &set);
+    if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}

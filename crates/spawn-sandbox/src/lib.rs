@@ -21,4 +21,5 @@ pub mod seccomp;
 mod sys;
 
 pub use error::SandboxError;
+pub use init::oci_init;
 pub use native::{run, ExecFailure, KillReason, NoObserver, Observer, Report, RunOptions};

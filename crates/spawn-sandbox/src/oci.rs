@@ -44,7 +44,13 @@ pub struct OciInput<'a> {
     pub nofile: u64,
     /// `linux.cgroupsPath`: where the runtime creates the run's cgroup.
     pub cgroups_path: Option<String>,
+    /// spawn's own executable: bound read-only at [`INIT_PATH`] and run as the container's
+    /// PID 1 (`sandbox-init -- COMMAND`), so the command is not PID 1 itself.
+    pub init: Option<&'a Path>,
 }
+
+/// Where spawn's init is bound inside an OCI sandbox.
+pub const INIT_PATH: &str = "/.spawn-init";
 
 fn mount_of(step: &Step) -> Option<Value> {
     match step {
@@ -245,6 +251,17 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
     if let Some(path) = &input.cgroups_path {
         config["linux"]["cgroupsPath"] = json!(path);
     }
+    if let Some(init) = input.init {
+        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into(), "--".into()];
+        args.extend(input.argv.iter().cloned());
+        config["process"]["args"] = json!(args);
+        if let Some(mounts) = config["mounts"].as_array_mut() {
+            mounts.push(json!({
+                "destination": INIT_PATH, "type": "bind", "source": init,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }));
+        }
+    }
     serde_json::from_value(config)
         .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))
 }
@@ -296,6 +313,7 @@ mod tests {
             },
             nofile: 4096,
             cgroups_path: Some("/spawn/1-tr_x".into()),
+            init: None,
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
     }

@@ -1,8 +1,5 @@
 //! The `container` runtime (runc): the same policy through an OCI bundle. The subset of the
 //! native suite that this runtime already honours; the rest of issue 3 extends it.
-//!
-//! Known gap (issue 3): the command runs as the container's PID 1, without spawn's minimal
-//! init, so it ignores signals it has no handler for and does not reap orphans.
 
 use std::time::Duration;
 
@@ -65,14 +62,33 @@ fn container_keeps_the_sandbox_guarantees() {
 }
 
 #[test]
+fn spawn_init_is_pid_1_in_the_container() {
+    let home = Home::new();
+    let out = container(
+        &home,
+        &[],
+        &["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"],
+    );
+    out.assert_code(0);
+    let body = out.body();
+    assert!(
+        !body.lines().any(|l| l == "1"),
+        "the command is PID 1:\n{out}"
+    );
+    assert!(
+        body.contains("sandbox-init"),
+        "PID 1 is not spawn's init:\n{out}"
+    );
+}
+
+#[test]
 fn container_exit_codes() {
     let home = Home::new();
     container(&home, &[], &["sh", "-c", "exit 7"]).assert_code(7);
     container(&home, &[], &["no-such-command-xyz"]).assert_code(127);
     container(&home, &[], &["/etc/passwd"]).assert_code(126);
-    // A signal that ends the command: 128+N. (Not `kill $$` from the command itself: in
-    // this runtime the command is still the container's PID 1 — see the module docs.)
-    container(&home, &[], &["sh", "-c", "sh -c 'kill -TERM $$'"]).assert_code(143);
+    // The command is not PID 1 (spawn's init is), so its own signals end it: 128+N.
+    container(&home, &[], &["sh", "-c", "kill -TERM $$"]).assert_code(143);
     let out = container(&home, &["--timeout", "1s"], &["sleep", "30"]);
     out.assert_code(124);
     assert_eq!(out.json()["killReason"], "timeout", "\n{out}");
