@@ -8,8 +8,10 @@
 //! The container's PID 1 is spawn's own executable (bound read-only) running
 //! [`crate::oci_init`], so the command gets the same minimal init as in `native`.
 //!
-//! Not yet: counting blocked syscalls (the profile answers EPERM directly) and writable
-//! host mounts (runc 1.1 has no idmapped mounts); both are refused or reported as such.
+//! Blocked syscalls are answered and counted by spawn as in `native`: runc hands the
+//! seccomp notification fd to a socket in the bundle (`SCMP_ACT_NOTIFY`, `listenerPath`).
+//!
+//! Not yet: writable host mounts (runc 1.1 has no idmapped mounts); they are refused.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -180,6 +182,11 @@ pub fn run(
         .map_err(|e| SandboxError::setup("find spawn's own executable", e))?;
     std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
         .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
+    // runc hands the seccomp notification fd to this socket; spawn answers and counts.
+    let listener_path = bundle.path.join("seccomp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&listener_path)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| SandboxError::setup("seccomp listener socket", e))?;
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
         env: &env,
@@ -191,6 +198,7 @@ pub fn run(
         limits,
         nofile: defaults::NOFILE,
         cgroups_path: Some(format!("/spawn/{name}")),
+        seccomp_listener: Some(&listener_path),
         init: Some(&exe),
     })?;
     let config_path = bundle.path.join("config.json");
@@ -252,12 +260,15 @@ pub fn run(
             .map_err(|e| SandboxError::setup("start runc", e))?;
         observer.started(i32::try_from(child.id()).unwrap_or(0), agent_id);
         supervise(
-            &runc,
-            &state,
-            &id,
+            Runc {
+                runc: &runc,
+                state: &state,
+                id: &id,
+            },
             &mut child,
             &sigfd,
-            started,
+            &listener,
+            observer,
             started + timeout,
         )
     })();
@@ -265,7 +276,11 @@ pub fn run(
     let stats = Cgroup::existing(&layout, &name).stats();
     let _ = runc_cmd(&runc, &state).args(["delete", "-f", &id]).output();
     drop(bundle);
-    let (status, kill_reason) = result?;
+    let Supervised {
+        status,
+        kill_reason,
+        blocked,
+    } = result?;
     let code = status.code();
     let signal = status
         .signal()
@@ -283,8 +298,8 @@ pub fn run(
         signal,
         duration: started.elapsed(),
         peak_memory_bytes: stats.peak_memory_bytes,
-        blocked_syscalls: 0,
-        blocked_by_name: Default::default(),
+        blocked_syscalls: blocked.values().sum(),
+        blocked_by_name: blocked,
         kill_reason,
         exec_failure: None,
         oom_kills: stats.oom_kills,
@@ -348,24 +363,62 @@ fn exec_check(spec: &RunSpec, root: &Path, env: &[(String, String)]) -> Option<E
     })
 }
 
-/// Waits for runc, passing signals on and enforcing the deadline.
+struct Runc<'a> {
+    runc: &'a Path,
+    state: &'a Path,
+    id: &'a str,
+}
+
+/// What supervising the run found.
+struct Supervised {
+    status: std::process::ExitStatus,
+    kill_reason: Option<KillReason>,
+    blocked: std::collections::BTreeMap<String, u64>,
+}
+
+/// Receives the seccomp notification fd runc sends (with the container's state as data).
+fn receive_listener(conn: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(r) = c {
+            fds.extend(r.into_iter().map(sys::own_fd));
+        }
+    }
+    fds.into_iter().next()
+}
+
+/// Waits for runc: answers and counts blocked syscalls, passes signals on and enforces the
+/// deadline.
 fn supervise(
-    runc: &Path,
-    state: &Path,
-    id: &str,
+    runc: Runc<'_>,
     child: &mut Child,
     sigfd: &SignalFd,
-    started: Instant,
+    listener_socket: &std::os::unix::net::UnixListener,
+    observer: &mut dyn Observer,
     deadline: Instant,
-) -> Result<(std::process::ExitStatus, Option<KillReason>), SandboxError> {
+) -> Result<Supervised, SandboxError> {
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let pidfd: OwnedFd = sys::pidfd_open(pid).map_err(|e| SandboxError::setup("pidfd", e))?;
     let mut kill_reason = None;
     let mut kill_at: Option<Instant> = None;
+    let mut listener: Option<OwnedFd> = None;
+    let mut blocked = std::collections::BTreeMap::new();
     let kill = |sig: &str| {
-        let _ = runc_cmd(runc, state).args(["kill", id, sig]).output();
+        let _ = runc_cmd(runc.runc, runc.state)
+            .args(["kill", runc.id, sig])
+            .output();
     };
-    let _ = started;
     loop {
         let now = Instant::now();
         let next = kill_at.map_or(deadline, |k| k.min(deadline));
@@ -380,10 +433,14 @@ fn supervise(
             .saturating_duration_since(now)
             .as_millis()
             .clamp(1, 60_000);
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener_socket.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(l) = &listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
         match poll(
             &mut fds,
             PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX)),
@@ -391,10 +448,37 @@ fn supervise(
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(SandboxError::setup("poll", e)),
         }
-        let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let signalled = fds[1]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .unwrap_or(PollFlags::empty())
+        };
+        let (exited, signalled, connecting, notified) = (
+            !ready(0).is_empty(),
+            ready(1).contains(PollFlags::POLLIN),
+            ready(2),
+            ready(3),
+        );
+        drop(fds);
+        if connecting.contains(PollFlags::POLLIN) {
+            if let Ok((conn, _)) = listener_socket.accept() {
+                let _ = conn.set_nonblocking(false);
+                listener = receive_listener(&conn).or(listener);
+            }
+        }
+        if notified.contains(PollFlags::POLLIN) {
+            if let Some(l) = &listener {
+                if let Ok(n) = sys::seccomp_notif_recv(l.as_fd()) {
+                    let _ = sys::seccomp_notif_deny(l.as_fd(), n.id, libc::EPERM);
+                    let name = crate::seccomp::syscall_name(i64::from(n.syscall));
+                    let count = blocked.entry(name.clone()).or_insert(0u64);
+                    *count += 1;
+                    observer.denied(&name, *count == 1);
+                }
+            }
+        } else if notified.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            listener = None;
+        }
         if signalled {
             if let Ok(Some(info)) = sigfd.read_signal() {
                 let signo = info.ssi_signo as i32;
@@ -411,7 +495,11 @@ fn supervise(
             let status = child
                 .wait()
                 .map_err(|e| SandboxError::setup("wait for runc", e))?;
-            return Ok((status, kill_reason));
+            return Ok(Supervised {
+                status,
+                kill_reason,
+                blocked,
+            });
         }
     }
 }

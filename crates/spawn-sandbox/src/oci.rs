@@ -44,6 +44,10 @@ pub struct OciInput<'a> {
     pub nofile: u64,
     /// `linux.cgroupsPath`: where the runtime creates the run's cgroup.
     pub cgroups_path: Option<String>,
+    /// A unix socket the OCI runtime hands the seccomp notification fd to: blocked calls
+    /// are then answered (EPERM) and counted by spawn, as in `native`. Without it, the
+    /// profile answers EPERM itself and nothing is counted.
+    pub seccomp_listener: Option<&'a Path>,
     /// spawn's own executable: bound read-only at [`INIT_PATH`] and run as the container's
     /// PID 1 (`sandbox-init -- COMMAND`), so the command is not PID 1 itself.
     pub init: Option<&'a Path>,
@@ -153,7 +157,11 @@ fn op_json(c: &Cond) -> Value {
 
 /// The seccomp policy as an OCI profile (libseccomp semantics: entries for the same name
 /// are alternatives, the args of one entry all must hold). Blocked calls fail with EPERM.
-pub fn seccomp_profile(filter: &Filter) -> Value {
+///
+/// With a `listener`, the notable denied calls (mount, ptrace, unshare, …) are notified to
+/// spawn, which answers EPERM and counts them; OCI runtimes refuse notification as the
+/// default action, so other denials are answered EPERM by the profile, uncounted.
+pub fn seccomp_profile(filter: &Filter, listener: Option<&Path>) -> Value {
     let mut syscalls = Vec::new();
     for (nr, entry) in &filter.entries {
         let name = seccomp::syscall_name(i64::from(*nr));
@@ -187,12 +195,24 @@ pub fn seccomp_profile(filter: &Filter) -> Value {
     } else {
         "SCMP_ARCH_AARCH64"
     };
-    json!({
+    if listener.is_some() {
+        for (name, nr) in seccomp::notable_denied() {
+            let listed = u32::try_from(nr).is_ok_and(|n| filter.entries.contains_key(&n));
+            if !listed {
+                syscalls.push(json!({ "names": [name], "action": "SCMP_ACT_NOTIFY" }));
+            }
+        }
+    }
+    let mut profile = json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": libc::EPERM,
         "architectures": [arch],
         "syscalls": syscalls,
-    })
+    });
+    if let Some(path) = listener {
+        profile["listenerPath"] = json!(path);
+    }
+    profile
 }
 
 /// The bundle configuration for one run.
@@ -244,7 +264,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             "resources": resources,
             "maskedPaths": PROC_MASKED.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": PROC_READONLY.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
-            "seccomp": seccomp_profile(&seccomp::policy()),
+            "seccomp": seccomp_profile(&seccomp::policy(), input.seccomp_listener),
         },
     });
     let mut config = config;
@@ -313,6 +333,7 @@ mod tests {
             },
             nofile: 4096,
             cgroups_path: Some("/spawn/1-tr_x".into()),
+            seccomp_listener: None,
             init: None,
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

@@ -160,3 +160,30 @@ fn missing_runc_is_exit_125_with_the_fix() {
         "\n{out}"
     );
 }
+
+#[test]
+fn container_counts_and_audits_notable_denials() {
+    let home = Home::new();
+    let out = container(
+        &home,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "mount -t tmpfs x /tmp 2>/dev/null; unshare -U true 2>/dev/null; true",
+        ],
+    );
+    out.assert_code(0);
+    out.assert_blocked("mount");
+    out.assert_blocked("unshare");
+    let denied: Vec<_> = home
+        .audit_of(&out.run_id())
+        .into_iter()
+        .filter(|r| r["eventType"] == "agent.capability.denied")
+        .map(|r| r["resource"]["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        denied.contains(&"mount".to_owned()) && denied.contains(&"unshare".to_owned()),
+        "denials not audited: {denied:?}"
+    );
+}
