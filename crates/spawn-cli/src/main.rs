@@ -35,6 +35,9 @@ enum Command {
     /// (internal) The init spawn runs as PID 1 inside OCI sandboxes.
     #[command(hide = true, name = "sandbox-init")]
     SandboxInit {
+        /// Socket to send the command's seccomp listener to.
+        #[arg(long)]
+        report_fd: Option<i32>,
         /// The command and its arguments.
         #[arg(last = true)]
         command: Vec<String>,
@@ -117,9 +120,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args, &home),
         Command::Validate { file } => validate(&file),
         Command::Doctor { json } => doctor::main(json),
-        Command::SandboxInit { command } => {
-            ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&command)).unwrap_or(125))
-        }
+        Command::SandboxInit { report_fd, command } => ExitCode::from(
+            u8::try_from(spawn_sandbox::oci_init(&command, report_fd)).unwrap_or(125),
+        ),
     }
 }
 

@@ -8,12 +8,13 @@
 //! The container's PID 1 is spawn's own executable (bound read-only) running
 //! [`crate::oci_init`], so the command gets the same minimal init as in `native`.
 //!
-//! Blocked syscalls are answered and counted by spawn as in `native`: runc hands the
-//! seccomp notification fd to a socket in the bundle (`SCMP_ACT_NOTIFY`, `listenerPath`).
+//! The command gets exactly the native seccomp filter, installed by spawn's init inside
+//! the container, whose listener reaches spawn over a socket runc passes in as fd 3:
+//! blocked calls are answered, counted and audited as in `native`.
 //!
 //! Not yet: writable host mounts (runc 1.1 has no idmapped mounts); they are refused.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -182,11 +183,15 @@ pub fn run(
         .map_err(|e| SandboxError::setup("find spawn's own executable", e))?;
     std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
         .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
-    // runc hands the seccomp notification fd to this socket; spawn answers and counts.
-    let listener_path = bundle.path.join("seccomp.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&listener_path)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| SandboxError::setup("seccomp listener socket", e))?;
+    // spawn's init in the container sends the command's seccomp listener over this socket
+    // (fd 3 inside); spawn answers and counts blocked calls as in native.
+    let (report, report_child) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::setup("socketpair", e))?;
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
         env: &env,
@@ -198,7 +203,6 @@ pub fn run(
         limits,
         nofile: defaults::NOFILE,
         cgroups_path: Some(format!("/spawn/{name}")),
-        seccomp_listener: Some(&listener_path),
         init: Some(&exe),
     })?;
     let config_path = bundle.path.join("config.json");
@@ -251,13 +255,16 @@ pub fn run(
         let sigfd = SignalFd::new(&cancel).map_err(|e| SandboxError::setup("signalfd", e))?;
         // --keep: the container (and its cgroup) stay after it exits, so its statistics can
         // be read; `runc delete` below removes them.
-        let mut child = runc_cmd(&runc, &state)
-            .args(["run", "--keep", "--bundle"])
+        let mut cmd = runc_cmd(&runc, &state);
+        cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"])
             .arg(&bundle.path)
             .arg(&id)
-            .stdin(Stdio::inherit())
+            .stdin(Stdio::inherit());
+        sys::give_fd3(&mut cmd, report_child.as_raw_fd());
+        let mut child = cmd
             .spawn()
             .map_err(|e| SandboxError::setup("start runc", e))?;
+        drop(report_child);
         observer.started(i32::try_from(child.id()).unwrap_or(0), agent_id);
         supervise(
             Runc {
@@ -267,7 +274,7 @@ pub fn run(
             },
             &mut child,
             &sigfd,
-            &listener,
+            &report,
             observer,
             started + timeout,
         )
@@ -376,8 +383,8 @@ struct Supervised {
     blocked: std::collections::BTreeMap<String, u64>,
 }
 
-/// Receives the seccomp notification fd runc sends (with the container's state as data).
-fn receive_listener(conn: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
+/// Receives the seccomp listener spawn's init sends from inside the container.
+fn receive_listener(conn: &OwnedFd) -> Option<OwnedFd> {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 64 << 10];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
@@ -404,7 +411,7 @@ fn supervise(
     runc: Runc<'_>,
     child: &mut Child,
     sigfd: &SignalFd,
-    listener_socket: &std::os::unix::net::UnixListener,
+    report: &OwnedFd,
     observer: &mut dyn Observer,
     deadline: Instant,
 ) -> Result<Supervised, SandboxError> {
@@ -436,7 +443,7 @@ fn supervise(
         let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(listener_socket.as_fd(), PollFlags::POLLIN),
+            PollFd::new(report.as_fd(), PollFlags::POLLIN),
         ];
         if let Some(l) = &listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
@@ -461,10 +468,7 @@ fn supervise(
         );
         drop(fds);
         if connecting.contains(PollFlags::POLLIN) {
-            if let Ok((conn, _)) = listener_socket.accept() {
-                let _ = conn.set_nonblocking(false);
-                listener = receive_listener(&conn).or(listener);
-            }
+            listener = receive_listener(report).or(listener);
         }
         if notified.contains(PollFlags::POLLIN) {
             if let Some(l) = &listener {

@@ -356,11 +356,16 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
     Ok(enforced)
 }
 
-/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init -- CMD`):
-/// starts the command in a session of its own, forwards signals to it, reaps orphans and
-/// returns the command's status as an exit code (128+N when a signal ended it). Without
-/// it, the command would be PID 1 and ignore every signal it has no handler for.
-pub fn oci_init(argv: &[String]) -> i32 {
+/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init
+/// [--report-fd N] -- CMD`): starts the command in a session of its own, forwards signals
+/// to it, reaps orphans and returns the command's status as an exit code (128+N when a
+/// signal ended it). Without it, the command would be PID 1 and ignore every signal it has
+/// no handler for.
+///
+/// With `report_fd`, the command first gets exactly the native runtime's seccomp filter,
+/// and the filter's notification listener is sent to spawn over that socket (as in
+/// `native`), so blocked calls are answered and counted the same way.
+pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
     let Some(program) = argv.first() else {
         return 125;
     };
@@ -370,6 +375,17 @@ pub fn oci_init(argv: &[String]) -> i32 {
         .collect::<Result<Vec<_>, _>>()
     else {
         return 125;
+    };
+    let Ok(prog) = CString::new(program.as_bytes()) else {
+        return 125;
+    };
+    let report = report_fd.map(sys::own_fd);
+    let program = match report {
+        Some(_) => match crate::seccomp::compile() {
+            Ok(c) => Some(c.main),
+            Err(_) => return 125,
+        },
+        None => None,
     };
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -383,9 +399,25 @@ pub fn oci_init(argv: &[String]) -> i32 {
         Ok(None) => {
             sys::reset_signals(u64::MAX);
             let _ = nix::unistd::setsid();
-            let Ok(prog) = CString::new(program.as_bytes()) else {
-                sys::exit_now(127)
-            };
+            if let (Some(report), Some(program)) = (&report, &program) {
+                let Ok(Some(listener)) = sys::seccomp_install(program, true) else {
+                    sys::exit_now(125)
+                };
+                let fds = [listener.as_raw_fd()];
+                let sent = sendmsg::<()>(
+                    report.as_raw_fd(),
+                    &[IoSlice::new(b"L")],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                );
+                if sent.is_err() {
+                    sys::exit_now(125);
+                }
+                // Neither the listener nor the report socket may reach the command.
+                drop(listener);
+            }
+            drop(report);
             let err = nix::unistd::execvp(&prog, &args).err();
             sys::exit_now(match err {
                 Some(nix::errno::Errno::ENOENT) => 127,
@@ -395,6 +427,7 @@ pub fn oci_init(argv: &[String]) -> i32 {
         Ok(Some(pid)) => Pid::from_raw(pid),
         Err(_) => return 125,
     };
+    drop(report);
     let status = supervise(child, &set);
     if libc::WIFSIGNALED(status) {
         128 + libc::WTERMSIG(status)

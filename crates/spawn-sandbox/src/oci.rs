@@ -44,12 +44,10 @@ pub struct OciInput<'a> {
     pub nofile: u64,
     /// `linux.cgroupsPath`: where the runtime creates the run's cgroup.
     pub cgroups_path: Option<String>,
-    /// A unix socket the OCI runtime hands the seccomp notification fd to: blocked calls
-    /// are then answered (EPERM) and counted by spawn, as in `native`. Without it, the
-    /// profile answers EPERM itself and nothing is counted.
-    pub seccomp_listener: Option<&'a Path>,
     /// spawn's own executable: bound read-only at [`INIT_PATH`] and run as the container's
-    /// PID 1 (`sandbox-init -- COMMAND`), so the command is not PID 1 itself.
+    /// PID 1 (`sandbox-init --report-fd 3 -- COMMAND`), so the command is not PID 1 itself.
+    /// That init installs spawn's own seccomp filter in the command (exactly the native
+    /// one, with its listener handed to spawn over fd 3), so the OCI profile is left out.
     pub init: Option<&'a Path>,
 }
 
@@ -158,10 +156,10 @@ fn op_json(c: &Cond) -> Value {
 /// The seccomp policy as an OCI profile (libseccomp semantics: entries for the same name
 /// are alternatives, the args of one entry all must hold). Blocked calls fail with EPERM.
 ///
-/// With a `listener`, the notable denied calls (mount, ptrace, unshare, …) are notified to
-/// spawn, which answers EPERM and counts them; OCI runtimes refuse notification as the
-/// default action, so other denials are answered EPERM by the profile, uncounted.
-pub fn seccomp_profile(filter: &Filter, listener: Option<&Path>) -> Value {
+/// Caveat: libseccomp compares whole 64-bit arguments and one comparison per argument per
+/// rule, so conditions like "ioctl request is neither TIOCSTI nor TIOCLINUX" lose
+/// precision here; runtimes that can run spawn's init use spawn's own filter instead.
+pub fn seccomp_profile(filter: &Filter) -> Value {
     let mut syscalls = Vec::new();
     for (nr, entry) in &filter.entries {
         let name = seccomp::syscall_name(i64::from(*nr));
@@ -195,24 +193,12 @@ pub fn seccomp_profile(filter: &Filter, listener: Option<&Path>) -> Value {
     } else {
         "SCMP_ARCH_AARCH64"
     };
-    if listener.is_some() {
-        for (name, nr) in seccomp::notable_denied() {
-            let listed = u32::try_from(nr).is_ok_and(|n| filter.entries.contains_key(&n));
-            if !listed {
-                syscalls.push(json!({ "names": [name], "action": "SCMP_ACT_NOTIFY" }));
-            }
-        }
-    }
-    let mut profile = json!({
+    json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": libc::EPERM,
         "architectures": [arch],
         "syscalls": syscalls,
-    });
-    if let Some(path) = listener {
-        profile["listenerPath"] = json!(path);
-    }
-    profile
+    })
 }
 
 /// The bundle configuration for one run.
@@ -264,7 +250,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             "resources": resources,
             "maskedPaths": PROC_MASKED.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": PROC_READONLY.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
-            "seccomp": seccomp_profile(&seccomp::policy(), input.seccomp_listener),
+            "seccomp": seccomp_profile(&seccomp::policy()),
         },
     });
     let mut config = config;
@@ -272,7 +258,16 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         config["linux"]["cgroupsPath"] = json!(path);
     }
     if let Some(init) = input.init {
-        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into(), "--".into()];
+        if let Some(linux) = config["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+        let mut args = vec![
+            INIT_PATH.to_owned(),
+            "sandbox-init".into(),
+            "--report-fd".into(),
+            "3".into(),
+            "--".into(),
+        ];
         args.extend(input.argv.iter().cloned());
         config["process"]["args"] = json!(args);
         if let Some(mounts) = config["mounts"].as_array_mut() {
@@ -333,7 +328,6 @@ mod tests {
             },
             nofile: 4096,
             cgroups_path: Some("/spawn/1-tr_x".into()),
-            seccomp_listener: None,
             init: None,
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

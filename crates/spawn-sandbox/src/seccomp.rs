@@ -17,7 +17,7 @@
 
 mod policy;
 
-pub use policy::{notable_denied, policy, syscall_name};
+pub use policy::{policy, syscall_name};
 
 use crate::error::SandboxError;
 

@@ -695,3 +695,18 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: on success the kernel returned a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// Makes `cmd` start with `fd` as its descriptor 3 (for `runc --preserve-fds 1`).
+pub(crate) fn give_fd3(cmd: &mut std::process::Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
+    // is async-signal-safe; `fd` stays open in the parent until the child has started.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

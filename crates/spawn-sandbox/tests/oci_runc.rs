@@ -74,7 +74,6 @@ fn main() {
         },
         nofile: 4096,
         cgroups_path: None,
-        seccomp_listener: None,
         init: None,
     };
     let config = oci::runtime_spec(&input).unwrap();

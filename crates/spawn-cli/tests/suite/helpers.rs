@@ -44,14 +44,21 @@ pub fn require_root() {
 /// A fresh `$SPAWN_HOME` for one test.
 pub struct Home {
     dir: TempDir,
+    runtime: &'static str,
 }
 
 impl Home {
     /// Checks for root, then creates the directory.
     pub fn new() -> Home {
+        Home::with_runtime("native")
+    }
+
+    /// A home whose `native*` helpers run with `--runtime RUNTIME` instead.
+    pub fn with_runtime(runtime: &'static str) -> Home {
         require_root();
         Home {
             dir: tempdir("spawn-home-"),
+            runtime,
         }
     }
 
@@ -73,7 +80,7 @@ impl Home {
 
     /// `spawn run --runtime native --json FLAGS -- COMMAND`.
     pub fn native_cmd(&self, flags: &[&str], command: &[&str]) -> Cmd {
-        let mut args = vec!["run", "--runtime", "native", "--json"];
+        let mut args = vec!["run", "--runtime", self.runtime, "--json"];
         args.extend_from_slice(flags);
         args.push("--");
         args.extend_from_slice(command);

@@ -8,5 +8,6 @@ mod compat;
 mod container;
 mod env_and_mounts;
 mod escape;
+mod escape_container;
 mod exit_codes;
 mod manifest;

@@ -362,13 +362,6 @@ const NAMED_DENIED: &[(&str, i64)] = syscalls![
     SYS_seccomp,
 ];
 
-/// The denied syscalls worth naming (and, in OCI runtimes, notifying), with numbers.
-pub fn notable_denied() -> impl Iterator<Item = (&'static str, i64)> {
-    NAMED_DENIED
-        .iter()
-        .map(|(name, nr)| (name.trim_start_matches("SYS_"), *nr))
-}
-
 /// The name of a syscall number, for audit events and `--json`.
 pub fn syscall_name(nr: i64) -> String {
     ALLOWED
