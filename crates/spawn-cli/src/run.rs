@@ -177,9 +177,9 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
             "spawn: warning: the container runtime is for development: the agent shares the host's kernel \
              with only namespaces and seccomp between them; use gvisor or firecracker for untrusted agents"
         ),
-        RuntimeKind::Gvisor | RuntimeKind::Firecracker => bail!(
-            "runtime {} is not supported yet by this build of spawn; run with --runtime native or --runtime container",
-            spec.runtime
+        RuntimeKind::Gvisor => {}
+        RuntimeKind::Firecracker => bail!(
+            "runtime firecracker is not supported yet by this build of spawn (and this host has no hardware virtualization); run with --runtime gvisor, native or container"
         ),
     }
     let run_id = spawn_audit::new_id("tr")?;
@@ -239,6 +239,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     };
     let result = match spec.runtime {
         RuntimeKind::Container => spawn_sandbox::container::run(&spec, &options, &mut auditor),
+        RuntimeKind::Gvisor => spawn_sandbox::container::run_gvisor(&spec, &options, &mut auditor),
         _ => spawn_sandbox::run(&spec, &options, &mut auditor),
     };
     let code = match &result {

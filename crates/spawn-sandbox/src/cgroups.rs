@@ -401,6 +401,18 @@ fn remove_one(dir: &Path) -> Result<(), SandboxError> {
     ))
 }
 
+/// Whether `pid` is a live process (a zombie, exited but not yet reaped, is not).
+pub fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which ends with the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// Removes groups left behind by spawn processes that no longer exist (e.g. SIGKILLed
 /// while their guard was killed too). Returns how many were removed.
 pub fn reap_stale(layout: &Layout) -> usize {
@@ -423,7 +435,7 @@ pub fn reap_stale(layout: &Layout) -> usize {
         else {
             continue;
         };
-        if owner <= 0 || Path::new(&format!("/proc/{owner}")).exists() {
+        if owner <= 0 || process_alive(owner) {
             continue;
         }
         let removed = parents

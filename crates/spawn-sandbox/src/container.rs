@@ -38,27 +38,98 @@ use crate::{oci, rootfs, sys};
 const BASE: &str = "/dev/shm/spawn";
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-fn unavailable(reason: impl Into<String>, fix: &str) -> SandboxError {
+/// Which OCI runtime drives the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// `runc`: the `container` runtime.
+    Runc,
+    /// `runsc`: the `gvisor` runtime, on this gVisor platform.
+    Runsc {
+        /// `systrap`, `ptrace` or `kvm`.
+        platform: String,
+    },
+}
+
+impl Engine {
+    /// spawn's name for the runtime.
+    pub fn runtime(&self) -> &'static str {
+        match self {
+            Engine::Runc => "container",
+            Engine::Runsc { .. } => "gvisor",
+        }
+    }
+
+    fn binary(&self) -> &'static str {
+        match self {
+            Engine::Runc => "runc",
+            Engine::Runsc { .. } => "runsc",
+        }
+    }
+
+    fn command(&self, bin: &Path, state: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--root").arg(state);
+        if let Engine::Runsc { platform } = self {
+            c.arg(format!("--platform={platform}"))
+                .arg("--network=none");
+        }
+        c
+    }
+}
+
+fn unavailable(engine: &Engine, reason: impl Into<String>, fix: &str) -> SandboxError {
     SandboxError::RuntimeUnavailable {
-        runtime: "container".into(),
+        runtime: engine.runtime().into(),
         reason: reason.into(),
         fix: Some(fix.into()),
     }
 }
 
-/// The OCI runtime binary (`runc`), found on `PATH`.
-pub fn find_runtime() -> Result<PathBuf, SandboxError> {
+/// The engine's binary, found on `PATH`.
+pub fn find_binary(engine: &Engine) -> Result<PathBuf, SandboxError> {
+    let name = engine.binary();
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join("runc"))
+        .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| unavailable("runc is not installed", "install it: apt-get install runc"))
+        .ok_or_else(|| {
+            unavailable(
+                engine,
+                format!("{name} is not installed"),
+                &format!("install it: apt-get install {name}"),
+            )
+        })
 }
 
-/// `runc --version`'s first line, for `spawn doctor`.
-pub fn version(runc: &Path) -> Option<String> {
-    let out = Command::new(runc).arg("--version").output().ok()?;
+/// The `runc` binary, found on `PATH`.
+pub fn find_runtime() -> Result<PathBuf, SandboxError> {
+    find_binary(&Engine::Runc)
+}
+
+/// The gVisor platform to use: `SPAWN_GVISOR_PLATFORM` if set, else `systrap` when this
+/// runsc has it, else `ptrace`. (`kvm` only on request: on hosts without hardware
+/// virtualization it hangs.)
+pub fn gvisor_platform(runsc: &Path) -> String {
+    if let Ok(p) = std::env::var("SPAWN_GVISOR_PLATFORM") {
+        if !p.is_empty() {
+            return p;
+        }
+    }
+    let flags = Command::new(runsc).arg("flags").output().map(|o| {
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        text
+    });
+    match flags {
+        Ok(text) if text.contains("systrap") => "systrap".into(),
+        _ => "ptrace".into(),
+    }
+}
+
+/// `BINARY --version`'s first line, for `spawn doctor`.
+pub fn version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -79,23 +150,24 @@ fn on_tmpfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
 }
 
-fn runc_cmd(runc: &Path, state: &Path) -> Command {
-    let mut c = Command::new(runc);
-    c.arg("--root").arg(state);
-    c
-}
-
 /// Deletes containers and bundles of spawn processes that no longer exist.
-fn reap_stale(runc: &Path, state: &Path, bundles: &Path) {
+fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
     let dead = |name: &str| {
         name.split_once('-')
             .and_then(|(pid, _)| pid.strip_prefix("spawn").unwrap_or(pid).parse::<i32>().ok())
-            .is_some_and(|pid| pid > 0 && !Path::new(&format!("/proc/{pid}")).exists())
+            .is_some_and(|pid| pid > 0 && !crate::cgroups::process_alive(pid))
     };
-    if let Ok(out) = runc_cmd(runc, state).args(["list", "-q"]).output() {
+    if let Ok(out) = engine
+        .command(bin, state)
+        .args(["list", "--quiet"])
+        .output()
+    {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             if dead(id) {
-                let _ = runc_cmd(runc, state).args(["delete", "-f", id]).output();
+                let _ = engine
+                    .command(bin, state)
+                    .args(["delete", "--force", id])
+                    .output();
             }
         }
     }
@@ -108,20 +180,52 @@ fn reap_stale(runc: &Path, state: &Path, bundles: &Path) {
     }
 }
 
-/// Runs `spec` in a container. Blocks until the run ends.
+/// Extra room a gVisor sandbox needs for itself (the Sentry's threads and memory), on top
+/// of what the agent is allowed: the cgroup holds the whole sandbox, not only the agent.
+const GVISOR_PIDS_OVERHEAD: u64 = 512;
+const GVISOR_MEMORY_OVERHEAD: u64 = 256 << 20;
+
+/// Runs `spec` in a container (`runc`). Blocks until the run ends.
 pub fn run(
     spec: &RunSpec,
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Report, SandboxError> {
+    run_engine(&Engine::Runc, spec, opts, observer)
+}
+
+/// Runs `spec` in gVisor (`runsc`): the agent talks to gVisor's kernel, not the host's.
+pub fn run_gvisor(
+    spec: &RunSpec,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Report, SandboxError> {
+    let probe = Engine::Runsc {
+        platform: String::new(),
+    };
+    let runsc = find_binary(&probe)?;
+    let engine = Engine::Runsc {
+        platform: gvisor_platform(&runsc),
+    };
+    run_engine(&engine, spec, opts, observer)
+}
+
+fn run_engine(
+    engine: &Engine,
+    spec: &RunSpec,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<Report, SandboxError> {
+    let gvisor = matches!(engine, Engine::Runsc { .. });
     let started = Instant::now();
     if !nix::unistd::geteuid().is_root() {
-        return Err(unavailable("it needs root", "run spawn as root"));
+        return Err(unavailable(engine, "it needs root", "run spawn as root"));
     }
-    let runc = find_runtime()?;
+    let runc = find_binary(engine)?;
+    let runtime = engine.runtime();
     if spec.net != NetPolicy::None {
         return Err(SandboxError::Unsupported(format!(
-            "net policy {} is not supported yet by the container runtime",
+            "net policy {} is not supported yet by the {runtime} runtime",
             spec.net.as_str()
         )));
     }
@@ -131,22 +235,23 @@ pub fn run(
         .any(|m| m.writable && matches!(m.source, MountSource::Host(_)))
     {
         return Err(SandboxError::Unsupported(
-            "writable host mounts are not supported yet by the container runtime; use --runtime native".into(),
+            format!("writable host mounts are not supported yet by the {runtime} runtime; use --runtime native"),
         ));
     }
     let base = Path::new(BASE);
     ensure_dir(base, 0o711)?;
     if !on_tmpfs(base) {
         return Err(unavailable(
+            engine,
             format!("{BASE} is not on tmpfs, and bundles must never reach the disk"),
             "mount a tmpfs at /dev/shm",
         ));
     }
-    let state = base.join("runc");
+    let state = base.join(engine.binary());
     let bundles = base.join("bundles");
     ensure_dir(&state, 0o700)?;
     ensure_dir(&bundles, 0o711)?;
-    reap_stale(&runc, &state, &bundles);
+    reap_stale(engine, &runc, &state, &bundles);
 
     let memory = spec
         .resources
@@ -156,14 +261,27 @@ pub fn run(
     let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
     let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
     let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
-    let (root_id, agent_id) = native::host_ids();
+    // gVisor runs the agent in its own kernel: no host user namespace, ids as they are.
+    let (root_id, agent_id) = if gvisor {
+        (0, rootfs::AGENT_ID)
+    } else {
+        native::host_ids()
+    };
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let id = format!("spawn{name}");
     let layout = Layout::detect()?;
-    let limits = Limits {
-        memory_bytes: memory,
-        pids,
-        cpu_millis: Some(cpu),
+    let limits = if gvisor {
+        Limits {
+            memory_bytes: memory + GVISOR_MEMORY_OVERHEAD,
+            pids: pids + GVISOR_PIDS_OVERHEAD,
+            cpu_millis: Some(cpu),
+        }
+    } else {
+        Limits {
+            memory_bytes: memory,
+            pids,
+            cpu_millis: Some(cpu),
+        }
     };
 
     let bundle = Bundle::new(bundles.join(&name))?;
@@ -206,6 +324,11 @@ pub fn run(
         init: Some(&exe),
     })?;
     let config_path = bundle.path.join("config.json");
+    let mut config = serde_json::to_value(&config)
+        .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
+    if gvisor {
+        gvisor_config(&mut config, pids);
+    }
     let json = serde_json::to_vec(&config)
         .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
     std::fs::OpenOptions::new()
@@ -255,12 +378,14 @@ pub fn run(
         let sigfd = SignalFd::new(&cancel).map_err(|e| SandboxError::setup("signalfd", e))?;
         // --keep: the container (and its cgroup) stay after it exits, so its statistics can
         // be read; `runc delete` below removes them.
-        let mut cmd = runc_cmd(&runc, &state);
-        cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"])
-            .arg(&bundle.path)
-            .arg(&id)
-            .stdin(Stdio::inherit());
-        sys::give_fd3(&mut cmd, report_child.as_raw_fd());
+        let mut cmd = engine.command(&runc, &state);
+        if gvisor {
+            cmd.args(["run", "--bundle"]);
+        } else {
+            cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"]);
+            sys::give_fd3(&mut cmd, report_child.as_raw_fd());
+        }
+        cmd.arg(&bundle.path).arg(&id).stdin(Stdio::inherit());
         let mut child = cmd
             .spawn()
             .map_err(|e| SandboxError::setup("start runc", e))?;
@@ -268,6 +393,7 @@ pub fn run(
         observer.started(i32::try_from(child.id()).unwrap_or(0), agent_id);
         supervise(
             Runc {
+                engine,
                 runc: &runc,
                 state: &state,
                 id: &id,
@@ -281,7 +407,10 @@ pub fn run(
     })();
     let _ = old_mask.thread_set_mask();
     let stats = Cgroup::existing(&layout, &name).stats();
-    let _ = runc_cmd(&runc, &state).args(["delete", "-f", &id]).output();
+    let _ = engine
+        .command(&runc, &state)
+        .args(["delete", "--force", &id])
+        .output();
     drop(bundle);
     let Supervised {
         status,
@@ -312,8 +441,36 @@ pub fn run(
         oom_kills: stats.oom_kills,
         pids_limit_hits: stats.pids_limit_hits,
         landlock: None,
-        host_uid: agent_id,
+        host_uid: if gvisor { 0 } else { agent_id },
     })
+}
+
+/// gVisor's differences from an OCI runtime on the host kernel: no user namespace (the
+/// agent's ids live in gVisor's kernel), no seccomp profile (runsc only applies one with
+/// `--oci-seccomp`; gVisor's kernel is the boundary), spawn's init without the seccomp
+/// hand-over, and RLIMIT_NPROC held to the agent's PID limit inside gVisor.
+fn gvisor_config(config: &mut serde_json::Value, pids: u64) {
+    if let Some(linux) = config["linux"].as_object_mut() {
+        linux.remove("uidMappings");
+        linux.remove("gidMappings");
+        linux.remove("seccomp");
+        if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
+            ns.retain(|n| n["type"] != "user");
+        }
+    }
+    if let Some(args) = config["process"]["args"].as_array_mut() {
+        if let Some(i) = args.iter().position(|a| a == "--report-fd") {
+            args.drain(i..i + 2);
+        }
+    }
+    if let Some(rl) = config["process"]["rlimits"].as_array_mut() {
+        for r in rl.iter_mut() {
+            if r["type"] == "RLIMIT_NPROC" {
+                r["hard"] = serde_json::json!(pids);
+                r["soft"] = serde_json::json!(pids);
+            }
+        }
+    }
 }
 
 /// Where a path inside the sandbox is on the host: in the granted mount that holds it, in
@@ -371,6 +528,7 @@ fn exec_check(spec: &RunSpec, root: &Path, env: &[(String, String)]) -> Option<E
 }
 
 struct Runc<'a> {
+    engine: &'a Engine,
     runc: &'a Path,
     state: &'a Path,
     id: &'a str,
@@ -420,9 +578,13 @@ fn supervise(
     let mut kill_reason = None;
     let mut kill_at: Option<Instant> = None;
     let mut listener: Option<OwnedFd> = None;
+    // Polled until the init has handed over the listener and closed its end.
+    let mut report_open = true;
     let mut blocked = std::collections::BTreeMap::new();
     let kill = |sig: &str| {
-        let _ = runc_cmd(runc.runc, runc.state)
+        let _ = runc
+            .engine
+            .command(runc.runc, runc.state)
             .args(["kill", runc.id, sig])
             .output();
     };
@@ -443,11 +605,15 @@ fn supervise(
         let mut fds = vec![
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(report.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(l) = &listener {
+        let report_idx = report_open.then(|| {
+            fds.push(PollFd::new(report.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let listener_idx = listener.as_ref().map(|l| {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
         match poll(
             &mut fds,
             PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX)),
@@ -460,15 +626,14 @@ fn supervise(
                 .and_then(|f| f.revents())
                 .unwrap_or(PollFlags::empty())
         };
-        let (exited, signalled, connecting, notified) = (
-            !ready(0).is_empty(),
-            ready(1).contains(PollFlags::POLLIN),
-            ready(2),
-            ready(3),
-        );
+        let (exited, signalled) = (!ready(0).is_empty(), ready(1).contains(PollFlags::POLLIN));
+        let connecting = report_idx.map(ready).unwrap_or(PollFlags::empty());
+        let notified = listener_idx.map(ready).unwrap_or(PollFlags::empty());
         drop(fds);
         if connecting.contains(PollFlags::POLLIN) {
             listener = receive_listener(report).or(listener);
+        } else if connecting.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            report_open = false;
         }
         if notified.contains(PollFlags::POLLIN) {
             if let Some(l) = &listener {

@@ -35,15 +35,6 @@ fn read(path: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn which(name: &str) -> Option<String> {
-    let path = std::env::var("PATH")
-        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    path.split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
-}
-
 /// Every probe, in display order.
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
@@ -115,16 +106,21 @@ pub fn checks() -> Vec<Check> {
         )),
         Err(e) => out.push(check("runtime native", false, e.to_string())),
     }
-    out.push(check(
-        "runtime gvisor",
-        false,
-        format!(
-            "not supported yet by this build{}",
-            which("runsc")
-                .map(|p| format!(" (runsc found at {p})"))
-                .unwrap_or_default()
+    let gvisor = crate::container::Engine::Runsc {
+        platform: String::new(),
+    };
+    out.push(match crate::container::find_binary(&gvisor) {
+        Ok(runsc) => check(
+            "runtime gvisor",
+            true,
+            format!(
+                "{}, platform {} (the default runtime; no network yet, so net must be none)",
+                crate::container::version(&runsc).unwrap_or_else(|| runsc.display().to_string()),
+                crate::container::gvisor_platform(&runsc)
+            ),
         ),
-    ));
+        Err(e) => check("runtime gvisor", false, e.to_string()),
+    });
     out.push(match crate::container::find_runtime() {
         Ok(runc) => check(
             "runtime container",

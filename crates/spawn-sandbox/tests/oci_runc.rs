@@ -93,7 +93,7 @@ fn main() {
     let _ = Command::new(runc)
         .arg("--root")
         .arg(state.path())
-        .args(["delete", "-f", &id])
+        .args(["delete", "--force", &id])
         .status();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -18,7 +18,7 @@ fn container(home: &Home, flags: &[&str], command: &[&str]) -> Output {
 #[allow(clippy::expect_used)] // a test helper: a missing runc is a failure with the reason
 fn runc_containers() -> String {
     let out = std::process::Command::new("runc")
-        .args(["--root", "/dev/shm/spawn/runc", "list", "-q"])
+        .args(["--root", "/dev/shm/spawn/runc", "list", "--quiet"])
         .output()
         .expect("runc list (make test installs runc)");
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -110,13 +110,48 @@ fn unknown_manifest_field_exits_125() {
 fn unsupported_runtime_exits_125_without_falling_back() {
     let home = Home::new();
     let out = home
-        .cmd(["run", "--runtime", "gvisor", "--", "echo", "RAN"])
+        .cmd(["run", "--runtime", "firecracker", "--", "echo", "RAN"])
         .run();
-    assert_failed_before_running(&home, &out, "gvisor");
+    assert_failed_before_running(&home, &out, "firecracker");
     assert!(out.stderr.contains("not supported"), "\n{out}");
-    // gVisor is the default runtime: no --runtime must not quietly mean native.
-    let out = home.cmd(["run", "--", "echo", "RAN"]).run();
-    assert_failed_before_running(&home, &out, "gvisor");
+}
+
+#[test]
+fn the_default_runtime_is_gvisor_and_a_missing_runsc_is_125() {
+    let home = Home::new();
+    // Without --runtime the command runs in gVisor: the kernel it sees is gVisor's.
+    let out = home
+        .cmd([
+            "run",
+            "--json",
+            "--",
+            "python3",
+            "-c",
+            "import os; print('kernel', os.uname().release); print('uid', os.getuid())",
+        ])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.json()["runtime"], "gvisor", "\n{out}");
+    assert_eq!(out.field("uid"), "1000", "\n{out}");
+    let host_release = nix::sys::utsname::uname()
+        .expect("uname")
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    assert_ne!(
+        out.field("kernel"),
+        host_release,
+        "the agent saw the host's kernel:\n{out}"
+    );
+    // gVisor unavailable: 125 with the fix, never another runtime.
+    let home = Home::new();
+    let empty = tempdir("spawn-nopath-");
+    let out = home
+        .cmd(["run", "--", "echo", "RAN"])
+        .env("PATH", empty.path())
+        .run();
+    assert_failed_before_running(&home, &out, "runsc is not installed");
+    assert!(out.stderr.contains("apt-get install runsc"), "\n{out}");
 }
 
 #[test]

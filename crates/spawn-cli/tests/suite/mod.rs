@@ -10,4 +10,5 @@ mod env_and_mounts;
 mod escape;
 mod escape_container;
 mod exit_codes;
+mod gvisor;
 mod manifest;

@@ -1,0 +1,120 @@
+//! The `gvisor` runtime (runsc), spawn's default: the agent runs on gVisor's kernel, with
+//! the same root filesystem, limits and cleanup as the other runtimes.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::helpers::{wait_until, Home, Output};
+
+fn gvisor(home: &Home, flags: &[&str], command: &[&str]) -> Output {
+    let mut args = vec!["run", "--runtime", "gvisor", "--json"];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(command);
+    home.cmd(args).run()
+}
+
+#[allow(clippy::expect_used)] // a test helper: a missing runsc is a failure with the reason
+fn runsc_containers() -> String {
+    let out = std::process::Command::new("runsc")
+        .args(["--root", "/dev/shm/spawn/runsc", "list", "--quiet"])
+        .output()
+        .expect("runsc list (make test installs runsc)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gvisor_keeps_the_sandbox_guarantees() {
+    let home = Home::new();
+    let script = r#"
+import os, socket
+print('uid', os.getuid(), os.getgid())
+print('kernel', os.uname().release)
+for path in ['/etc/shadow', '/root', '/home']:
+    print('exists', path, os.path.exists(path))
+for path in ['/usr/x', '/etc/x', '/x']:
+    try:
+        open(path, 'w'); print('write', path, 'ALLOWED')
+    except OSError as e:
+        print('write', path, 'denied')
+try:
+    socket.create_connection(('1.1.1.1', 443), timeout=2); print('net ALLOWED')
+except OSError as e:
+    print('net denied')
+with open('/proc/self/status') as f:
+    print([l.strip() for l in f if l.startswith('CapEff')][0])
+"#;
+    let out = gvisor(&home, &[], &["python3", "-c", script]);
+    out.assert_code(0);
+    let body = out.body();
+    let host = nix::sys::utsname::uname().expect("uname");
+    assert!(body.contains("uid 1000 1000"), "\n{out}");
+    assert!(
+        !body.contains(&format!("kernel {}", host.release().to_string_lossy())),
+        "the agent saw the host's kernel:\n{out}"
+    );
+    for p in ["/etc/shadow", "/root", "/home"] {
+        assert!(
+            body.contains(&format!("exists {p} False")),
+            "{p} visible:\n{out}"
+        );
+    }
+    for p in ["/usr/x", "/etc/x", "/x"] {
+        assert!(
+            body.contains(&format!("write {p} denied")),
+            "{p} writable:\n{out}"
+        );
+    }
+    assert!(body.contains("net denied"), "\n{out}");
+    assert!(body.contains("CapEff:\t0000000000000000"), "\n{out}");
+    assert_eq!(out.json()["runtime"], "gvisor");
+}
+
+#[test]
+fn gvisor_exit_codes() {
+    let home = Home::new();
+    gvisor(&home, &[], &["sh", "-c", "exit 7"]).assert_code(7);
+    gvisor(&home, &[], &["no-such-command-xyz"]).assert_code(127);
+    gvisor(&home, &[], &["/etc/passwd"]).assert_code(126);
+    gvisor(&home, &[], &["sh", "-c", "kill -TERM $$"]).assert_code(143);
+    let out = gvisor(&home, &["--timeout", "1s"], &["sleep", "30"]);
+    out.assert_code(124);
+    assert_eq!(out.json()["killReason"], "timeout", "\n{out}");
+    gvisor(
+        &home,
+        &["--memory", "64Mi"],
+        &["python3", "-c", "x = bytearray(1 << 30)"],
+    )
+    .assert_code(137);
+}
+
+#[test]
+fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
+    let home = Home::new();
+    let out = gvisor(&home, &[], &["sh", "-c", "sleep 100 & echo started"]);
+    out.assert_code(0);
+    let run = out.run_id();
+    assert!(
+        !runsc_containers().contains(&run),
+        "runsc still lists the run"
+    );
+    // A spawn killed mid-run leaves its sandbox to the next run, which removes it.
+    let running = home
+        .cmd(["run", "--runtime", "gvisor", "--", "sleep", "60"])
+        .start();
+    let pid = running.pid();
+    let listed = wait_until(Duration::from_secs(15), || {
+        runsc_containers().contains(&format!("spawn{pid}-"))
+    });
+    assert!(listed, "the sandbox never appeared");
+    running.signal(Signal::SIGKILL);
+    // The orphaned sandbox still holds the killed spawn's output open until it is reaped.
+    gvisor(&home, &[], &["true"]).assert_code(0);
+    let _ = running.wait();
+    assert!(
+        !runsc_containers().contains(&format!("spawn{pid}-")),
+        "the orphaned sandbox was not reaped:\n{}",
+        runsc_containers()
+    );
+}
