@@ -359,6 +359,14 @@ fn run_engine(
             host_uid: agent_id,
         });
     }
+    // runsc leaves a cgroup that exists already alone (it neither configures nor removes
+    // it), and removes its own when the container ends, before its statistics could be
+    // read: so for gVisor spawn creates and configures the group itself, as in native.
+    let own_cgroup = if gvisor {
+        Some(Cgroup::create(&layout, &name, &limits)?)
+    } else {
+        None
+    };
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
@@ -411,6 +419,7 @@ fn run_engine(
         .command(&runc, &state)
         .args(["delete", "--force", &id])
         .output();
+    drop(own_cgroup);
     drop(bundle);
     let Supervised {
         status,
@@ -446,9 +455,10 @@ fn run_engine(
 }
 
 /// gVisor's differences from an OCI runtime on the host kernel: no user namespace (the
-/// agent's ids live in gVisor's kernel), no seccomp profile (runsc only applies one with
-/// `--oci-seccomp`; gVisor's kernel is the boundary), spawn's init without the seccomp
-/// hand-over, and RLIMIT_NPROC held to the agent's PID limit inside gVisor.
+/// agent's ids live in gVisor's kernel), no OCI seccomp profile (runsc only applies one
+/// with `--oci-seccomp`), spawn's init without the listener hand-over (it installs the
+/// native filter in deny-only form inside gVisor's kernel: the same calls fail `EPERM`,
+/// uncounted), and RLIMIT_NPROC held to the agent's PID limit inside gVisor.
 fn gvisor_config(config: &mut serde_json::Value, pids: u64) {
     if let Some(linux) = config["linux"].as_object_mut() {
         linux.remove("uidMappings");

@@ -364,7 +364,10 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
 ///
 /// With `report_fd`, the command first gets exactly the native runtime's seccomp filter,
 /// and the filter's notification listener is sent to spawn over that socket (as in
-/// `native`), so blocked calls are answered and counted the same way.
+/// `native`), so blocked calls are answered and counted the same way. Without it (gVisor,
+/// whose kernel has no user notifications) the command gets the same filter with blocked
+/// calls failing `EPERM` directly (denied, but not counted; see
+/// [`crate::seccomp::Compiled::gvisor`]).
 pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
     let Some(program) = argv.first() else {
         return 125;
@@ -380,12 +383,12 @@ pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
         return 125;
     };
     let report = report_fd.map(sys::own_fd);
+    let Ok(compiled) = crate::seccomp::compile() else {
+        return 125;
+    };
     let program = match report {
-        Some(_) => match crate::seccomp::compile() {
-            Ok(c) => Some(c.main),
-            Err(_) => return 125,
-        },
-        None => None,
+        Some(_) => compiled.main,
+        None => compiled.gvisor(),
     };
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -399,8 +402,8 @@ pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
         Ok(None) => {
             sys::reset_signals(u64::MAX);
             let _ = nix::unistd::setsid();
-            if let (Some(report), Some(program)) = (&report, &program) {
-                let Ok(Some(listener)) = sys::seccomp_install(program, true) else {
+            if let Some(report) = &report {
+                let Ok(Some(listener)) = sys::seccomp_install(&program, true) else {
                     sys::exit_now(125)
                 };
                 let fds = [listener.as_raw_fd()];
@@ -416,6 +419,8 @@ pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
                 }
                 // Neither the listener nor the report socket may reach the command.
                 drop(listener);
+            } else if sys::seccomp_install(&program, false).is_err() {
+                sys::exit_now(125)
             }
             drop(report);
             let err = nix::unistd::execvp(&prog, &args).err();

@@ -49,6 +49,29 @@ pub fn compile() -> Result<Compiled, SandboxError> {
     Ok(Compiled { main })
 }
 
+impl Compiled {
+    /// The same program for gVisor's kernel, which has no user notifications: every
+    /// decision is unchanged except that blocked calls fail with `EPERM` directly instead
+    /// of going to a listener, so they are denied but not counted.
+    #[must_use]
+    pub fn gvisor(&self) -> Vec<libc::sock_filter> {
+        const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+        self.main
+            .iter()
+            .map(|i| {
+                if i.code == RET_K && i.k == crate::bpf::RET_USER_NOTIF {
+                    libc::sock_filter {
+                        k: crate::bpf::RET_ERRNO | libc::EPERM as u32,
+                        ..*i
+                    }
+                } else {
+                    *i
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::policy::AUDIT_ARCH;
@@ -100,6 +123,39 @@ mod tests {
             decide(libc::SYS_openat2, [0; 6]),
             RET_ERRNO | libc::ENOSYS as u32
         );
+    }
+
+    #[test]
+    fn gvisor_program_answers_eperm_where_the_main_program_notifies_and_is_otherwise_equal() {
+        let c = compile().unwrap();
+        let deny = c.gvisor();
+        assert_eq!(deny.len(), c.main.len());
+        let flags = [
+            0,
+            (libc::CLONE_VM | libc::CLONE_THREAD) as u64,
+            libc::CLONE_NEWUSER as u64,
+            libc::TIOCSTI,
+            libc::AF_PACKET as u64,
+            u64::MAX,
+        ];
+        let mut notified = 0;
+        for nr in 0..460u32 {
+            for a0 in flags {
+                for a1 in flags {
+                    let args = [a0, a1, 3, 0, 0, 0];
+                    let main = run(&c.main, AUDIT_ARCH, nr, args).unwrap();
+                    let got = run(&deny, AUDIT_ARCH, nr, args).unwrap();
+                    if main == RET_USER_NOTIF {
+                        notified += 1;
+                        assert_eq!(got, RET_ERRNO | libc::EPERM as u32, "syscall {nr}");
+                    } else {
+                        assert_eq!(got, main, "syscall {nr} {args:?}");
+                    }
+                }
+            }
+        }
+        assert!(notified > 1000, "only {notified} denials exercised");
+        assert!(!deny.iter().any(|i| i.k == RET_USER_NOTIF));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod container;
 mod env_and_mounts;
 mod escape;
 mod escape_container;
+mod escape_gvisor;
 mod exit_codes;
 mod gvisor;
 mod manifest;
