@@ -8,11 +8,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::case::{find_in_path, Case};
 
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
-const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
-/// `SECCOMP_RET_ERRNO | EPERM`: what spawn's listener answers for a denied call.
-const SECCOMP_RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-
 /// Top-level directories of a merged-usr layout, mirrored from the host when they exist.
 const ROOT_DIRS: &[&str] = &["/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin"];
 
@@ -29,20 +24,15 @@ pub fn find() -> Result<PathBuf> {
 /// which is what spawn's listener answers.
 pub fn write_seccomp(path: &Path) -> Result<()> {
     let compiled = spawn_sandbox::seccomp::compile().context("compile spawn's seccomp policy")?;
-    let mut bytes = Vec::with_capacity(compiled.main.len() * 8);
-    let mut rewritten = 0;
-    for insn in &compiled.main {
-        let mut k = insn.k;
-        if insn.code == BPF_RET_K && k == SECCOMP_RET_USER_NOTIF {
-            k = SECCOMP_RET_EPERM;
-            rewritten += 1;
-        }
+    let program = compiled.deny_only();
+    if program == compiled.main {
+        bail!("spawn's seccomp filter has no USER_NOTIF return to turn into EPERM");
+    }
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for insn in &program {
         bytes.extend_from_slice(&insn.code.to_ne_bytes());
         bytes.extend_from_slice(&[insn.jt, insn.jf]);
-        bytes.extend_from_slice(&k.to_ne_bytes());
-    }
-    if rewritten == 0 {
-        bail!("spawn's seccomp filter has no USER_NOTIF return to turn into EPERM");
+        bytes.extend_from_slice(&insn.k.to_ne_bytes());
     }
     fs::write(path, bytes).with_context(|| format!("write {}", path.display()))
 }
@@ -79,6 +69,11 @@ pub fn case(name: &str, bwrap: &Path, seccomp: &Path, command: &[&str]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+    /// `SECCOMP_RET_ERRNO | EPERM`: what spawn's listener answers for a denied call.
+    const SECCOMP_RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
 
     #[test]
     fn seccomp_file_has_no_notification_left() {

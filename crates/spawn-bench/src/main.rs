@@ -23,6 +23,8 @@ const WARMUP_ROUNDS: usize = 5;
 const BARE: &str = "true (bare)";
 const BWRAP: &str = "bwrap (comparable)";
 const SPAWN_NATIVE: &str = "spawn native";
+const RUNSC_DO: &str = "runsc do (ptrace)";
+const SPAWN_GVISOR: &str = "spawn gvisor (ptrace)";
 
 /// Targets are reported as PASS/FAIL; missing one does not change the exit status.
 const TARGETS: &[Target] = &[
@@ -37,6 +39,12 @@ const TARGETS: &[Target] = &[
         case: SPAWN_NATIVE,
         max_ms: 10.0,
     },
+    Target::Ratio {
+        label: "ratio spawn gvisor/runsc do",
+        case: SPAWN_GVISOR,
+        baseline: RUNSC_DO,
+        max: 1.10,
+    },
 ];
 
 #[derive(Debug, Parser)]
@@ -48,6 +56,9 @@ struct Cli {
     /// Measured rounds; each runs every case once, in order.
     #[arg(long, default_value_t = 200)]
     rounds: usize,
+    /// Measured rounds of the gVisor cases (each start takes ~200 ms).
+    #[arg(long, default_value_t = 40)]
+    gvisor_rounds: usize,
     /// The spawn binary to measure.
     #[arg(long, default_value = "target/release/spawn")]
     spawn: PathBuf,
@@ -74,7 +85,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(path) = &cli.write_seccomp {
         return bwrap::write_seccomp(path);
     }
-    if cli.rounds == 0 {
+    if cli.rounds == 0 || cli.gvisor_rounds == 0 {
         bail!("--rounds must be at least 1");
     }
     if !cli.spawn.is_file() {
@@ -100,9 +111,31 @@ fn run(cli: Cli) -> Result<()> {
             .env("SPAWN_HOME", &spawn_home),
     ];
 
-    let samples = measure(&cases, cli.rounds)?;
+    // gVisor against `runsc do` on the same platform (ptrace, which every host has and
+    // which spawn is told to use here): both start a sandbox with gVisor's kernel and run
+    // `true` in it with no network; runsc do shares the host's root read-only.
+    let runsc = case::find_in_path("runsc").context(
+        "runsc not found in PATH: install it (`apt-get install -y runsc`; the Makefile's \
+         setup target installs it)",
+    )?;
+    let runsc_root = tmp.path().join("runsc-root");
+    std::fs::create_dir(&runsc_root).context("create the runsc state directory")?;
+    let gvisor_cases = vec![
+        Case::new(RUNSC_DO, &runsc)
+            .args(["--network=none", "--platform=ptrace", "--root"])
+            .args([&runsc_root])
+            .args(["do", "true"]),
+        Case::new(SPAWN_GVISOR, &cli.spawn)
+            .args(["run", "--runtime", "gvisor", "--", "true"])
+            .env("SPAWN_HOME", &spawn_home)
+            .env("SPAWN_GVISOR_PLATFORM", "ptrace"),
+    ];
+
+    let mut samples = measure(&cases, cli.rounds)?;
+    samples.extend(measure(&gvisor_cases, cli.gvisor_rounds)?);
     let results = cases
         .iter()
+        .chain(&gvisor_cases)
         .zip(samples)
         .map(|(case, samples)| {
             let summary = Summary::of(&samples).context("no samples")?;
@@ -121,8 +154,8 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} runs per case in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
-        cli.rounds
+        "spawn-bench: sandbox start-to-exit, N={} runs per case (gVisor cases: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
+        cli.rounds, cli.gvisor_rounds
     );
     report::print(&header, &results, &verdicts);
     if let Some(path) = &cli.json {

@@ -116,15 +116,52 @@ pub fn gvisor_platform(runsc: &Path) -> String {
             return p;
         }
     }
+    // Asking runsc costs a process start (~20 ms) per run: the answer is kept on spawn's
+    // private tmpfs, keyed by the binary's identity so that an upgrade asks again.
+    let key = std::fs::metadata(runsc).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt as _;
+        format!(
+            "{}\n{}\n{}\n{}\n",
+            runsc.display(),
+            m.ino(),
+            m.len(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000
+        )
+    });
+    let cache = Path::new(BASE).join("runsc-platform");
+    if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
+        if let Some(platform) = text.strip_prefix(key.as_str()) {
+            if ["systrap", "ptrace"].contains(&platform.trim()) {
+                return platform.trim().to_owned();
+            }
+        }
+    }
     let flags = Command::new(runsc).arg("flags").output().map(|o| {
         let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&o.stderr));
         text
     });
-    match flags {
-        Ok(text) if text.contains("systrap") => "systrap".into(),
-        _ => "ptrace".into(),
+    let platform = match flags {
+        Ok(text) if text.contains("systrap") => "systrap",
+        _ => "ptrace",
+    };
+    if let Some(key) = key {
+        if on_tmpfs(Path::new(BASE)) {
+            let tmp = cache.with_extension(format!("{}", std::process::id()));
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, format!("{key}{platform}\n").as_bytes())
+                });
+            if written.is_err() || std::fs::rename(&tmp, &cache).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
     }
+    platform.to_owned()
 }
 
 /// `BINARY --version`'s first line, for `spawn doctor`.
@@ -157,19 +194,29 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .and_then(|(pid, _)| pid.strip_prefix("spawn").unwrap_or(pid).parse::<i32>().ok())
             .is_some_and(|pid| pid > 0 && !crate::cgroups::process_alive(pid))
     };
-    if let Ok(out) = engine
-        .command(bin, state)
-        .args(["list", "--quiet"])
-        .output()
-    {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            if dead(id) {
-                let _ = engine
-                    .command(bin, state)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
+    // The runtime's state directory names every container it knows (runc: a directory
+    // per id; runsc: `ID_sandbox:ID.state` and `.lock` files); those of spawn processes
+    // that are gone are deleted by id. Reading the directory is cheap, unlike asking the
+    // runtime (`list`, one more process start per run).
+    let mut stale: Vec<String> = std::fs::read_dir(state)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_owned();
+                    let id = name.split_once("_sandbox:").map_or(&*name, |(id, _)| id);
+                    (id.starts_with("spawn") && dead(id)).then(|| id.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stale.sort();
+    stale.dedup();
+    for id in &stale {
+        let _ = engine
+            .command(bin, state)
+            .args(["delete", "--force", id])
+            .output();
     }
     if let Ok(entries) = std::fs::read_dir(bundles) {
         for e in entries.flatten() {
@@ -270,6 +317,8 @@ fn run_engine(
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let id = format!("spawn{name}");
     let layout = Layout::detect()?;
+    // What a killed spawn's runtime did not get to tear down dies with its group.
+    crate::cgroups::reap_stale(&layout);
     let limits = if gvisor {
         Limits {
             memory_bytes: memory + GVISOR_MEMORY_OVERHEAD,
@@ -415,10 +464,15 @@ fn run_engine(
     })();
     let _ = old_mask.thread_set_mask();
     let stats = Cgroup::existing(&layout, &name).stats();
-    let _ = engine
-        .command(&runc, &state)
-        .args(["delete", "--force", &id])
-        .output();
+    // runsc removes a container whose `run` ended by itself; only one it did not finish
+    // with (spawn cancelled or killed it) still has state, and each runsc call costs tens
+    // of milliseconds.
+    if !gvisor || runsc_has_state(&state, &id) {
+        let _ = engine
+            .command(&runc, &state)
+            .args(["delete", "--force", &id])
+            .output();
+    }
     drop(own_cgroup);
     drop(bundle);
     let Supervised {
@@ -451,6 +505,16 @@ fn run_engine(
         pids_limit_hits: stats.pids_limit_hits,
         landlock: None,
         host_uid: if gvisor { 0 } else { agent_id },
+    })
+}
+
+/// Whether runsc still holds state (a `.state` or `.lock` file) for container `id`.
+fn runsc_has_state(state: &Path, id: &str) -> bool {
+    let prefix = format!("{id}_");
+    std::fs::read_dir(state).map_or(true, |entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
     })
 }
 

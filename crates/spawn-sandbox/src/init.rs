@@ -367,7 +367,7 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
 /// `native`), so blocked calls are answered and counted the same way. Without it (gVisor,
 /// whose kernel has no user notifications) the command gets the same filter with blocked
 /// calls failing `EPERM` directly (denied, but not counted; see
-/// [`crate::seccomp::Compiled::gvisor`]).
+/// [`crate::seccomp::Compiled::deny_only`]).
 pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
     let Some(program) = argv.first() else {
         return 125;
@@ -388,7 +388,7 @@ pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
     };
     let program = match report {
         Some(_) => compiled.main,
-        None => compiled.gvisor(),
+        None => compiled.deny_only(),
     };
     let mut set = SigSet::empty();
     for s in FORWARDED {

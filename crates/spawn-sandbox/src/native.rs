@@ -575,6 +575,11 @@ pub fn run(
             .map_err(|e| abort(SandboxError::setup("write uid_map", e)))?;
         std::fs::write(format!("/proc/{pid}/gid_map"), &map)
             .map_err(|e| abort(SandboxError::setup("write gid_map", e)))?;
+        // Opened before the init is let go: a command that ends at once takes the init and
+        // its namespaces with it.
+        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map(OwnedFd::from)
+            .map_err(|e| abort(SandboxError::setup("open the sandbox's mount namespace", e)))?;
         nix::unistd::write(&go, b"g")
             .map_err(|e| abort(SandboxError::setup("start sandbox", e)))?;
         // While the init builds its namespaces and root (~1 ms), check the kernel, create
@@ -595,9 +600,6 @@ pub fn run(
         // The guard also holds the sandbox's mount namespace: tearing down its ~30 mounts
         // then happens in the guard once spawn has returned, not in the init's exit that
         // spawn waits for. Nothing of it is reachable by then: no process is left in it.
-        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
-            .map(OwnedFd::from)
-            .map_err(|e| abort(SandboxError::setup("open the sandbox's mount namespace", e)))?;
         guard = Some(Guard::start(cg.dirs(), &[&mnt_ns]).map_err(&abort)?);
         drop(mnt_ns);
         cgroups::reap_stale(&layout);

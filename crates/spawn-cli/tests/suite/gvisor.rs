@@ -100,7 +100,7 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
         "runsc still lists the run"
     );
     // A spawn killed mid-run leaves its sandbox to the next run, which removes it.
-    let running = home
+    let mut running = home
         .cmd(["run", "--runtime", "gvisor", "--", "sleep", "60"])
         .start();
     let pid = running.pid();
@@ -109,6 +109,12 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
     });
     assert!(listed, "the sandbox never appeared");
     running.signal(Signal::SIGKILL);
+    // The next run must start after spawn is dead, as it would in real use (a kill is
+    // delivered asynchronously).
+    assert!(
+        wait_until(Duration::from_secs(5), || !running.is_running()),
+        "spawn survived SIGKILL"
+    );
     // The orphaned sandbox still holds the killed spawn's output open until it is reaped.
     gvisor(&home, &[], &["true"]).assert_code(0);
     let _ = running.wait();

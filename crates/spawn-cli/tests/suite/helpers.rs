@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,6 +203,12 @@ impl Cmd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.what));
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stdout_pipe = {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(format!("/proc/self/fd/{}", stdout.as_raw_fd()))
+                .map(|m| m.ino())
+                .unwrap_or(0)
+        };
         let stderr = child.stderr.take().expect("stderr is piped");
         let (out_tx, out_rx) = mpsc::channel();
         thread::spawn(move || {
@@ -231,6 +238,7 @@ impl Cmd {
             deadline: self.deadline,
             what: self.what.clone(),
             out_rx,
+            stdout_pipe,
             err_rx,
         }
     }
@@ -249,6 +257,30 @@ pub struct Running {
     what: String,
     out_rx: mpsc::Receiver<Vec<(Duration, String)>>,
     err_rx: mpsc::Receiver<String>,
+    /// Inode of the stdout pipe, to name the processes still holding it.
+    stdout_pipe: u64,
+}
+
+/// `pid command` of every process holding pipe `inode` open (for failure messages).
+fn pipe_holders(inode: u64) -> String {
+    let target = format!("pipe:[{inode}]");
+    let mut found = Vec::new();
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = proc_entry.path();
+        let holds = std::fs::read_dir(dir.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+            });
+        if holds {
+            let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push(format!("{} {cmd}", dir.display()));
+        }
+    }
+    found.join("\n")
 }
 
 impl Running {
@@ -298,8 +330,9 @@ impl Running {
         let lines = self.out_rx.recv_timeout(PIPE_GRACE).unwrap_or_else(|_| {
             panic!(
                 "{} exited ({status}) but its stdout stayed open for {PIPE_GRACE:?}: \
-                 a process of the sandbox outlived the run",
-                self.what
+                 a process of the sandbox outlived the run; holders:\n{}",
+                self.what,
+                pipe_holders(self.stdout_pipe)
             )
         });
         let stderr = self.err_rx.recv_timeout(PIPE_GRACE).unwrap_or_else(|_| {
