@@ -107,61 +107,145 @@ pub fn find_runtime() -> Result<PathBuf, SandboxError> {
     find_binary(&Engine::Runc)
 }
 
-/// The gVisor platform to use: `SPAWN_GVISOR_PLATFORM` if set, else `systrap` when this
-/// runsc has it, else `ptrace`. (`kvm` only on request: on hosts without hardware
-/// virtualization it hangs.)
+/// How long the KVM probe may take to start a sandbox and run `true` in it.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The gVisor platform to use: `SPAWN_GVISOR_PLATFORM` if set; else `kvm` when it really
+/// starts a sandbox within [`KVM_PROBE_TIMEOUT`] (on hosts whose `/dev/kvm` is not backed
+/// by hardware virtualization it hangs); else `systrap` when this runsc has it; else
+/// `ptrace`. The answer is kept on spawn's private tmpfs, keyed by the runsc binary's
+/// identity, so the probe runs once per boot and again after an upgrade.
 pub fn gvisor_platform(runsc: &Path) -> String {
     if let Ok(p) = std::env::var("SPAWN_GVISOR_PLATFORM") {
         if !p.is_empty() {
             return p;
         }
     }
-    // Asking runsc costs a process start (~20 ms) per run: the answer is kept on spawn's
-    // private tmpfs, keyed by the binary's identity so that an upgrade asks again.
     let key = std::fs::metadata(runsc).ok().map(|m| {
         use std::os::unix::fs::MetadataExt as _;
         format!(
-            "{}\n{}\n{}\n{}\n",
+            "{}\n{}\n{}\n{}.{}\n",
             runsc.display(),
             m.ino(),
             m.len(),
-            m.mtime_nsec() + m.mtime() * 1_000_000_000
+            m.mtime(),
+            m.mtime_nsec()
         )
     });
-    let cache = Path::new(BASE).join("runsc-platform");
+    let base = Path::new(BASE);
+    let cache = base.join("runsc-platform");
     if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
-        if let Some(platform) = text.strip_prefix(key.as_str()) {
-            if ["systrap", "ptrace"].contains(&platform.trim()) {
-                return platform.trim().to_owned();
-            }
+        if let Some(platform) = cached_platform(&text, key) {
+            return platform.to_owned();
         }
     }
-    let flags = Command::new(runsc).arg("flags").output().map(|o| {
-        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&o.stderr));
-        text
-    });
-    let platform = match flags {
-        Ok(text) if text.contains("systrap") => "systrap",
-        _ => "ptrace",
+    let private = ensure_dir(base, 0o711).is_ok() && on_tmpfs(base);
+    let platform = if private && probe_kvm(runsc, base) {
+        "kvm"
+    } else {
+        let flags = Command::new(runsc).arg("flags").output().map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text
+        });
+        match flags {
+            Ok(text) if text.contains("systrap") => "systrap",
+            _ => "ptrace",
+        }
     };
-    if let Some(key) = key {
-        if on_tmpfs(Path::new(BASE)) {
-            let tmp = cache.with_extension(format!("{}", std::process::id()));
-            let written = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .and_then(|mut f| {
-                    std::io::Write::write_all(&mut f, format!("{key}{platform}\n").as_bytes())
-                });
-            if written.is_err() || std::fs::rename(&tmp, &cache).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
+    if let (Some(key), true) = (key, private) {
+        let tmp = cache.with_extension(std::process::id().to_string());
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, format!("{key}{platform}\n").as_bytes())
+            });
+        if written.is_err() || std::fs::rename(&tmp, &cache).is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
     platform.to_owned()
+}
+
+/// The platform recorded in the cache `text` for the runsc identified by `key`.
+fn cached_platform<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let platform = text.strip_prefix(key)?.strip_suffix('\n')?;
+    ["kvm", "systrap", "ptrace"]
+        .contains(&platform)
+        .then_some(platform)
+}
+
+/// Whether runsc's KVM platform starts a sandbox and runs `/bin/true` (host root, read
+/// only, no network) within [`KVM_PROBE_TIMEOUT`]. Everything the probe made is removed.
+fn probe_kvm(runsc: &Path, base: &Path) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let dir = base.join(format!("kvm-probe-{}", std::process::id()));
+    let state = dir.join("state");
+    let id = format!("spawn{}-kvmprobe", std::process::id());
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false, "user": { "uid": 0, "gid": 0 },
+            "args": ["/bin/true"], "env": ["PATH=/usr/bin:/bin"], "cwd": "/",
+            "noNewPrivileges": true,
+        },
+        "root": { "path": "/", "readonly": true },
+        "linux": { "namespaces": [ { "type": "pid" }, { "type": "mount" }, { "type": "network" } ] },
+    });
+    let made = std::fs::create_dir_all(&state)
+        .and_then(|()| std::fs::write(dir.join("config.json"), config.to_string()));
+    let started = made.is_ok() && {
+        let mut cmd = Command::new(runsc);
+        cmd.arg("--root")
+            .arg(&state)
+            .args(["--platform=kvm", "--network=none", "run", "--bundle"])
+            .arg(&dir)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        run_with_timeout(cmd, KVM_PROBE_TIMEOUT).is_some_and(|s| s.success())
+    };
+    let mut delete = Command::new(runsc);
+    delete
+        .arg("--root")
+        .arg(&state)
+        .args(["delete", "--force", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = run_with_timeout(delete, KVM_PROBE_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&dir);
+    started
+}
+
+/// Runs `cmd` in a process group of its own; kills the group and returns `None` when it
+/// has not ended within `timeout`.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Option<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt as _;
+    let mut child = cmd.process_group(0).spawn().ok()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {
+                let group = i32::try_from(child.id()).map(|p| nix::unistd::Pid::from_raw(-p));
+                if let Ok(group) = group {
+                    let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
 }
 
 /// `BINARY --version`'s first line, for `spawn doctor`.
@@ -771,3 +855,59 @@ impl Drop for Bundle {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_cache_answers_only_for_the_same_binary_and_known_platforms() {
+        let key = "/usr/bin/runsc\n42\n1000\n5.6\n";
+        assert_eq!(
+            cached_platform(&format!("{key}ptrace\n"), key),
+            Some("ptrace")
+        );
+        assert_eq!(cached_platform(&format!("{key}kvm\n"), key), Some("kvm"));
+        // Another binary (upgraded: other inode, size or time) is asked again.
+        assert_eq!(
+            cached_platform("/usr/bin/runsc\n43\n1000\n5.6\nptrace\n", key),
+            None
+        );
+        // A damaged or hostile cache is ignored, never passed on as a flag.
+        for bad in ["", "--debug\n", "ptrace", "ptrace\nkvm\n", "PTRACE\n"] {
+            assert_eq!(
+                cached_platform(&format!("{key}{bad}"), key),
+                None,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(cached_platform("ptrace\n", key), None);
+    }
+
+    #[test]
+    fn run_with_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!(
+            "sleep 30 & echo $! > {}; sleep 30",
+            pidfile.display()
+        ));
+        let started = Instant::now();
+        assert!(run_with_timeout(cmd, Duration::from_millis(300)).is_none());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !crate::cgroups::process_alive(pid)
+        });
+        assert!(gone, "the background child {pid} survived");
+        let mut ok = Command::new("/bin/true");
+        ok.stdout(Stdio::null());
+        assert!(run_with_timeout(ok, Duration::from_secs(10)).is_some_and(|s| s.success()));
+    }
+}

@@ -124,3 +124,50 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
         runsc_containers()
     );
 }
+
+/// The platform choice: KVM only when a sandbox really starts on it (on this machine
+/// family `/dev/kvm` exists but runsc hangs on it), cached root-only on spawn's tmpfs, and
+/// the probe leaves nothing behind.
+#[test]
+fn gvisor_platform_probe_is_bounded_cached_and_clean() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home::new();
+    let cache = std::path::Path::new("/dev/shm/spawn/runsc-platform");
+    let _ = std::fs::remove_file(cache);
+    let doctor = home.cmd(["doctor", "--json"]).start();
+    let pid = doctor.pid();
+    let out = doctor.wait();
+    out.assert_code(0);
+    let text = std::fs::read_to_string(cache).expect("the platform is cached");
+    let platform = text.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        ["kvm", "systrap", "ptrace"].contains(&platform.as_str()),
+        "cached {text:?}"
+    );
+    let mode = std::fs::metadata(cache)
+        .expect("cache")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the cache is readable by others: {mode:o}");
+    assert!(
+        out.stdout.contains(&format!("platform {platform}")),
+        "doctor does not report the cached platform {platform}:\n{out}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/spawn/kvm-probe-{pid}")).exists(),
+        "the probe's bundle was left behind"
+    );
+    let probe_id = format!("spawn{pid}-kvmprobe");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&probe_id))
+        .collect();
+    assert!(left.is_empty(), "probe processes left: {left:?}");
+    // A run after the probe works on the chosen platform.
+    let run = gvisor(&home, &[], &["true"]);
+    run.assert_code(0);
+}
