@@ -314,6 +314,8 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
 /// Extra room a gVisor sandbox needs for itself (the Sentry's threads and memory), on top
 /// of what the agent is allowed: the cgroup holds the whole sandbox, not only the agent.
 const GVISOR_PIDS_OVERHEAD: u64 = 512;
+/// The host uid runsc runs the Sentry as (`nobody`).
+const GVISOR_SENTRY_UID: u32 = 65534;
 const GVISOR_MEMORY_OVERHEAD: u64 = 256 << 20;
 
 /// Runs `spec` in a container (`runc`). Blocks until the run ends.
@@ -588,7 +590,9 @@ fn run_engine(
         oom_kills: stats.oom_kills,
         pids_limit_hits: stats.pids_limit_hits,
         landlock: None,
-        host_uid: if gvisor { 0 } else { agent_id },
+        // runsc runs the Sentry (the agent's kernel) as the host's `nobody`, in a user
+        // namespace of its own; the agent's own ids exist only inside gVisor.
+        host_uid: if gvisor { GVISOR_SENTRY_UID } else { agent_id },
     })
 }
 

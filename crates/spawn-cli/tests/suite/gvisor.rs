@@ -171,3 +171,37 @@ fn gvisor_platform_probe_is_bounded_cached_and_clean() {
     let run = gvisor(&home, &[], &["true"]);
     run.assert_code(0);
 }
+
+/// `hostUid` names the host uid the agent's kernel runs as: runsc's Sentry runs as
+/// `nobody`, never root.
+#[test]
+fn gvisor_reports_the_sentrys_host_uid() {
+    let home = Home::new();
+    let run = home
+        .cmd(["run", "--runtime", "gvisor", "--json", "--", "sleep", "2"])
+        .start();
+    let spawn_pid = run.pid();
+    let id = format!("bundles/{spawn_pid}-");
+    let mut sentry_uid = None;
+    let seen = wait_until(Duration::from_secs(10), || {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("runsc-sandbox") && cmd.contains(&id) {
+                let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                sentry_uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next().map(str::to_owned));
+                return sentry_uid.is_some();
+            }
+        }
+        false
+    });
+    assert!(seen, "no runsc-sandbox process of this run was found");
+    let out = run.wait();
+    out.assert_code(0);
+    let reported = out.json()["hostUid"].to_string();
+    assert_eq!(Some(reported.clone()), sentry_uid, "\n{out}");
+    assert_ne!(reported, "0", "the Sentry runs as host root:\n{out}");
+}
