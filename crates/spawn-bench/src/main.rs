@@ -4,6 +4,7 @@
 mod bwrap;
 mod case;
 mod report;
+mod runc;
 mod stats;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ const BWRAP: &str = "bwrap (comparable)";
 const SPAWN_NATIVE: &str = "spawn native";
 const RUNSC_DO: &str = "runsc do (ptrace)";
 const SPAWN_GVISOR: &str = "spawn gvisor (ptrace)";
+const RUNC_RUN: &str = "runc run (same bundle)";
+const SPAWN_CONTAINER: &str = "spawn container";
 
 /// Targets are reported as PASS/FAIL; missing one does not change the exit status.
 const TARGETS: &[Target] = &[
@@ -45,6 +48,12 @@ const TARGETS: &[Target] = &[
         baseline: RUNSC_DO,
         max: 1.10,
     },
+    Target::Ratio {
+        label: "ratio spawn container/runc run",
+        case: SPAWN_CONTAINER,
+        baseline: RUNC_RUN,
+        max: 1.10,
+    },
 ];
 
 #[derive(Debug, Parser)]
@@ -56,9 +65,10 @@ struct Cli {
     /// Measured rounds; each runs every case once, in order.
     #[arg(long, default_value_t = 200)]
     rounds: usize,
-    /// Measured rounds of the gVisor cases (each start takes ~200 ms).
+    /// Measured rounds of the OCI runtime cases (gVisor and container; each start takes
+    /// tens to hundreds of milliseconds).
     #[arg(long, default_value_t = 40)]
-    gvisor_rounds: usize,
+    oci_rounds: usize,
     /// The spawn binary to measure.
     #[arg(long, default_value = "target/release/spawn")]
     spawn: PathBuf,
@@ -85,7 +95,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(path) = &cli.write_seccomp {
         return bwrap::write_seccomp(path);
     }
-    if cli.rounds == 0 || cli.gvisor_rounds == 0 {
+    if cli.rounds == 0 || cli.oci_rounds == 0 {
         bail!("--rounds must be at least 1");
     }
     if !cli.spawn.is_file() {
@@ -120,7 +130,14 @@ fn run(cli: Cli) -> Result<()> {
     )?;
     let runsc_root = tmp.path().join("runsc-root");
     std::fs::create_dir(&runsc_root).context("create the runsc state directory")?;
-    let gvisor_cases = vec![
+    // The container runtime against a bare `runc run` of the same bundle running `true`
+    // directly (spawn adds its init, the seccomp listener and its bookkeeping).
+    let runc = runc::find()?;
+    let bundles = tempfile::Builder::new()
+        .prefix("spawn-bench-")
+        .tempdir_in("/dev/shm")
+        .context("create a bundle directory on /dev/shm (tmpfs)")?;
+    let oci_cases = vec![
         Case::new(RUNSC_DO, &runsc)
             .args(["--network=none", "--platform=ptrace", "--root"])
             .args([&runsc_root])
@@ -129,13 +146,18 @@ fn run(cli: Cli) -> Result<()> {
             .args(["run", "--runtime", "gvisor", "--", "true"])
             .env("SPAWN_HOME", &spawn_home)
             .env("SPAWN_GVISOR_PLATFORM", "ptrace"),
+        runc::case(RUNC_RUN, &runc, bundles.path())?,
+        Case::new(SPAWN_CONTAINER, &cli.spawn)
+            .args(["run", "--runtime", "container", "--", "true"])
+            .env("SPAWN_HOME", &spawn_home),
     ];
 
     let mut samples = measure(&cases, cli.rounds)?;
-    samples.extend(measure(&gvisor_cases, cli.gvisor_rounds)?);
+    samples.extend(measure(&oci_cases, cli.oci_rounds)?);
+    runc::remove_cgroup_parents();
     let results = cases
         .iter()
-        .chain(&gvisor_cases)
+        .chain(&oci_cases)
         .zip(samples)
         .map(|(case, samples)| {
             let summary = Summary::of(&samples).context("no samples")?;
@@ -154,8 +176,8 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} runs per case (gVisor cases: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
-        cli.rounds, cli.gvisor_rounds
+        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
+        cli.rounds, cli.oci_rounds
     );
     report::print(&header, &results, &verdicts);
     if let Some(path) = &cli.json {

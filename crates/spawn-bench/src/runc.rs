@@ -1,0 +1,92 @@
+//! The `runc` baseline: a bare `runc run` of a bundle equivalent to the one
+//! `spawn run --runtime container` makes (same rootfs plan, ids, limits, `/proc` masks and
+//! the policy's seccomp rules as an OCI profile), running `true` directly: no spawn, no
+//! init, no listener.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use spawn_policy::{NetPolicy, Resources, RunSpec, RuntimeKind};
+use spawn_sandbox::{cgroups::Limits, native, oci, rootfs};
+
+use crate::case::{find_in_path, Case};
+
+/// Path of `runc`, or an error saying how to install it.
+pub fn find() -> Result<PathBuf> {
+    find_in_path("runc").context(
+        "runc not found in PATH: install it (`apt-get install -y runc`; the Makefile's \
+         setup target installs it)",
+    )
+}
+
+/// Writes the bundle under `dir` (which must be on tmpfs) and returns the case running it.
+pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
+    let spec = RunSpec {
+        name: "bench".into(),
+        namespace: "default".into(),
+        runtime: RuntimeKind::Container,
+        command: vec!["true".into()],
+        env: vec![],
+        workdir: None,
+        resources: Resources::default(),
+        timeout: None,
+        net: NetPolicy::None,
+        mounts: vec![],
+        languages: vec![],
+    };
+    let bundle = dir.join("runc-bundle");
+    let state = dir.join("runc-state");
+    let root = bundle.join("rootfs");
+    for d in [&bundle, &state, &root] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o711))?;
+    // Unused host ids, as spawn picks them (never 0).
+    let (root_id, agent_id) = (0x7190_0000, 0x7190_0001);
+    let plan = rootfs::plan(&spec, 64 << 20, "bench");
+    rootfs::populate(&plan, &root, agent_id).context("populate the baseline's root")?;
+    let env = native::agent_env(&spec);
+    let config = oci::runtime_spec(&oci::OciInput {
+        argv: &spec.command,
+        env: &env,
+        cwd: Path::new("/workspace"),
+        hostname: "bench",
+        plan: &plan,
+        root_id,
+        agent_id,
+        limits: Limits {
+            memory_bytes: 512 << 20,
+            pids: 256,
+            cpu_millis: Some(1000),
+        },
+        nofile: 1024,
+        cgroups_path: Some(format!("/spawn-bench/runc-{}", std::process::id())),
+        init: None,
+    })
+    .context("derive the baseline's OCI configuration")?;
+    let path = bundle.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(Case::new(name, runc)
+        .args([std::ffi::OsStr::new("--root"), state.as_os_str()])
+        .args(["run", "--bundle"])
+        .args([bundle.as_os_str()])
+        .args([format!("spawn-bench-{}", std::process::id())]))
+}
+
+/// Removes the (empty) `spawn-bench` parent groups runc created for the baseline, in every
+/// hierarchy; runc removes each run's own group.
+pub fn remove_cgroup_parents() {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = hierarchies
+        .flatten()
+        .map(|h| h.path().join("spawn-bench"))
+        .collect();
+    dirs.push(Path::new("/sys/fs/cgroup/spawn-bench").to_owned());
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
