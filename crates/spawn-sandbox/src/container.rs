@@ -257,11 +257,34 @@ pub fn version(bin: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Creates `path` with `mode`, or takes it over when it exists, but only when it is a real
+/// directory owned by spawn's own user: `/dev/shm` is writable by everyone, and a directory
+/// someone else planted there (or a symlink) would let them swap the bundle a root-run
+/// runtime reads.
 fn ensure_dir(path: &Path, mode: u32) -> Result<(), SandboxError> {
+    use std::os::unix::fs::MetadataExt as _;
     match std::fs::create_dir(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(SandboxError::setup(format!("create {}", path.display()), e)),
+    }
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| SandboxError::setup(format!("inspect {}", path.display()), e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_dir() || meta.uid() != me {
+        return Err(SandboxError::Unsupported(format!(
+            "{} is not a directory owned by uid {me} (it is {} owned by uid {}): \
+             someone else may control it; remove it and run again",
+            path.display(),
+            if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.is_dir() {
+                "a directory"
+            } else {
+                "a file"
+            },
+            meta.uid()
+        )));
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| SandboxError::setup(format!("chmod {}", path.display()), e))
@@ -886,6 +909,38 @@ mod tests {
             );
         }
         assert_eq!(cached_platform("ptrace\n", key), None);
+    }
+
+    #[test]
+    fn ensure_dir_refuses_what_spawn_does_not_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("mine");
+        ensure_dir(&mine, 0o700).unwrap();
+        ensure_dir(&mine, 0o711).unwrap();
+        let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o711);
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        let err = ensure_dir(&link, 0o700).unwrap_err().to_string();
+        assert!(err.contains("a symlink"), "{err}");
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(ensure_dir(&file, 0o700).is_err());
+
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test plants a directory owned by another user: run it as root (make test)"
+        );
+        let planted = dir.path().join("planted");
+        std::fs::create_dir(&planted).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let err = ensure_dir(&planted, 0o711).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        // Its mode was not touched either.
+        let mode = std::fs::metadata(&planted).unwrap().permissions().mode();
+        assert_ne!(mode & 0o7777, 0o711);
     }
 
     #[test]
