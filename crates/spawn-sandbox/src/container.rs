@@ -134,12 +134,16 @@ pub fn gvisor_platform(runsc: &Path) -> String {
     });
     let base = Path::new(BASE);
     let cache = base.join("runsc-platform");
-    if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
-        if let Some(platform) = cached_platform(&text, key) {
-            return platform.to_owned();
+    // Only a directory spawn's user owns is trusted, for reading the answer as well.
+    let private = ensure_dir(base, 0o711).is_ok() && on_tmpfs(base);
+    if let (Some(key), true) = (&key, private) {
+        if let Some(platform) = std::fs::read_to_string(&cache)
+            .ok()
+            .and_then(|text| cached_platform(&text, key).map(str::to_owned))
+        {
+            return platform;
         }
     }
-    let private = ensure_dir(base, 0o711).is_ok() && on_tmpfs(base);
     let platform = if private && probe_kvm(runsc, base) {
         "kvm"
     } else {
