@@ -6,17 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::case::{find_in_path, Case};
+use crate::case::{require, Case};
 
 /// Top-level directories of a merged-usr layout, mirrored from the host when they exist.
 const ROOT_DIRS: &[&str] = &["/bin", "/lib", "/lib32", "/lib64", "/libx32", "/sbin"];
 
 /// Path of `bwrap`, or an error saying how to install it.
 pub fn find() -> Result<PathBuf> {
-    find_in_path("bwrap").context(
-        "bwrap not found in PATH: install bubblewrap (`apt-get install -y bubblewrap`; \
-         the Makefile's setup target installs it)",
-    )
+    require("bwrap", "bubblewrap")
 }
 
 /// Writes spawn's main seccomp filter as raw `struct sock_filter`s for `bwrap --seccomp`.

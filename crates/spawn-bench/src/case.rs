@@ -125,6 +125,17 @@ fn clear_cloexec(file: &File) -> Result<()> {
     Ok(())
 }
 
+/// The baseline binary `name` from `$PATH`, or an error naming the Debian package to
+/// install (`make bench` installs them all).
+pub fn require(name: &str, package: &str) -> Result<PathBuf> {
+    find_in_path(name).with_context(|| {
+        format!(
+            "{name} not found in PATH: install it (`apt-get install -y {package}`; the \
+             Makefile's setup target installs it)"
+        )
+    })
+}
+
 /// The first executable named `name` in `$PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -124,10 +124,7 @@ fn run(cli: Cli) -> Result<()> {
     // gVisor against `runsc do` on the same platform (ptrace, which every host has and
     // which spawn is told to use here): both start a sandbox with gVisor's kernel and run
     // `true` in it with no network; runsc do shares the host's root read-only.
-    let runsc = case::find_in_path("runsc").context(
-        "runsc not found in PATH: install it (`apt-get install -y runsc`; the Makefile's \
-         setup target installs it)",
-    )?;
+    let runsc = case::require("runsc", "runsc")?;
     let runsc_root = tmp.path().join("runsc-root");
     std::fs::create_dir(&runsc_root).context("create the runsc state directory")?;
     // The container runtime against a bare `runc run` of the same bundle running `true`

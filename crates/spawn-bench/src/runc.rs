@@ -10,14 +10,11 @@ use anyhow::{Context, Result};
 use spawn_policy::{NetPolicy, Resources, RunSpec, RuntimeKind};
 use spawn_sandbox::{cgroups::Limits, native, oci, rootfs};
 
-use crate::case::{find_in_path, Case};
+use crate::case::{require, Case};
 
 /// Path of `runc`, or an error saying how to install it.
 pub fn find() -> Result<PathBuf> {
-    find_in_path("runc").context(
-        "runc not found in PATH: install it (`apt-get install -y runc`; the Makefile's \
-         setup target installs it)",
-    )
+    require("runc", "runc")
 }
 
 /// Writes the bundle under `dir` (which must be on tmpfs) and returns the case running it.

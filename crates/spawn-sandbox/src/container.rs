@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use spawn_policy::{MountSource, NetPolicy, RunSpec};
@@ -305,24 +305,13 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .and_then(|(pid, _)| pid.strip_prefix("spawn").unwrap_or(pid).parse::<i32>().ok())
             .is_some_and(|pid| pid > 0 && !crate::cgroups::process_alive(pid))
     };
-    // The runtime's state directory names every container it knows (runc: a directory
-    // per id; runsc: `ID_sandbox:ID.state` and `.lock` files); those of spawn processes
-    // that are gone are deleted by id. Reading the directory is cheap, unlike asking the
-    // runtime (`list`, one more process start per run).
-    let mut stale: Vec<String> = std::fs::read_dir(state)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_str()?.to_owned();
-                    let id = name.split_once("_sandbox:").map_or(&*name, |(id, _)| id);
-                    (id.starts_with("spawn") && dead(id)).then(|| id.to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    stale.sort();
-    stale.dedup();
+    // Those of spawn processes that are gone are deleted by id: reading the state
+    // directory is cheap, unlike asking the runtime (`list`, one more process start).
+    let stale: Vec<String> = state_ids(state)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| id.starts_with("spawn") && dead(id))
+        .collect();
     for id in &stale {
         let _ = engine
             .command(bin, state)
@@ -532,15 +521,7 @@ fn run_engine(
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
-    let mut cancel = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        cancel.add(s);
-    }
+    let cancel = native::cancel_signals();
     let old_mask = cancel
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .map_err(|e| SandboxError::setup("block signals", e))?;
@@ -623,14 +604,30 @@ fn run_engine(
     })
 }
 
-/// Whether runsc still holds state (a `.state` or `.lock` file) for container `id`.
+/// The containers the runtime keeps state for, from its state directory (runc: a
+/// directory per id; runsc: `ID_sandbox:ID.state` and `.lock` files), without starting it.
+/// `None` when the directory cannot be read.
+fn state_ids(state: &Path) -> Option<Vec<String>> {
+    let entries = std::fs::read_dir(state).ok()?;
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            Some(
+                name.split_once("_sandbox:")
+                    .map_or(name.as_str(), |(id, _)| id)
+                    .to_owned(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Some(ids)
+}
+
+/// Whether runsc still holds state for container `id` (assumed when unreadable).
 fn runsc_has_state(state: &Path, id: &str) -> bool {
-    let prefix = format!("{id}_");
-    std::fs::read_dir(state).map_or(true, |entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-    })
+    state_ids(state).is_none_or(|ids| ids.iter().any(|i| i == id))
 }
 
 /// gVisor's differences from an OCI runtime on the host kernel: no user namespace (the
@@ -826,13 +823,7 @@ fn supervise(
         }
         if notified.contains(PollFlags::POLLIN) {
             if let Some(l) = &listener {
-                if let Ok(n) = sys::seccomp_notif_recv(l.as_fd()) {
-                    let _ = sys::seccomp_notif_deny(l.as_fd(), n.id, libc::EPERM);
-                    let name = crate::seccomp::syscall_name(i64::from(n.syscall));
-                    let count = blocked.entry(name.clone()).or_insert(0u64);
-                    *count += 1;
-                    observer.denied(&name, *count == 1);
-                }
+                native::answer_blocked_call(l.as_fd(), &mut blocked, observer);
             }
         } else if notified.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             listener = None;

@@ -409,6 +409,38 @@ fn send_cgroup(go: &OwnedFd, files: &[OwnedFd]) -> nix::Result<usize> {
     )
 }
 
+/// The signals that cancel a run (delivered to spawn on a signalfd while a run is on).
+pub(crate) fn cancel_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Answers one pending call blocked by the seccomp filter with `EPERM`, counts it by name
+/// and reports it (the first of each kind is audited). Returns whether there was one.
+pub(crate) fn answer_blocked_call(
+    listener: std::os::fd::BorrowedFd<'_>,
+    blocked: &mut BTreeMap<String, u64>,
+    observer: &mut dyn Observer,
+) -> bool {
+    let Ok(n) = sys::seccomp_notif_recv(listener) else {
+        return false;
+    };
+    let _ = sys::seccomp_notif_deny(listener, n.id, libc::EPERM);
+    let name = seccomp::syscall_name(i64::from(n.syscall));
+    let count = blocked.entry(name.clone()).or_insert(0);
+    *count += 1;
+    observer.denied(&name, *count == 1);
+    true
+}
+
 /// What the report socket said.
 #[derive(Debug, Default)]
 struct Reported {
@@ -521,15 +553,7 @@ pub fn run(
     let mut guard: Option<Guard> = None;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
-    let mut cancel_set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        cancel_set.add(s);
-    }
+    let cancel_set = cancel_signals();
     let old_mask = cancel_set
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .map_err(|e| SandboxError::setup("block signals", e))?;
@@ -696,13 +720,8 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
 
         if listener_flags.contains(PollFlags::POLLIN) {
             if let Some(l) = reported.listener.as_ref() {
-                if let Ok(n) = sys::seccomp_notif_recv(l.as_fd()) {
-                    let _ = sys::seccomp_notif_deny(l.as_fd(), n.id, libc::EPERM);
-                    let name = seccomp::syscall_name(i64::from(n.syscall));
+                if answer_blocked_call(l.as_fd(), &mut blocked, observer) {
                     blocked_total += 1;
-                    let count = blocked.entry(name.clone()).or_insert(0);
-                    *count += 1;
-                    observer.denied(&name, *count == 1);
                 }
             }
         } else if listener_flags.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
