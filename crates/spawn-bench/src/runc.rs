@@ -60,6 +60,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
         nofile: 1024,
         cgroups_path: Some(format!("/spawn-bench/runc-{}", std::process::id())),
         init: None,
+        kernel: oci::Kernel::Host,
     })
     .context("derive the baseline's OCI configuration")?;
     let path = bundle.join("config.json");

@@ -473,13 +473,13 @@ fn run_engine(
         nofile: defaults::NOFILE,
         cgroups_path: Some(format!("/spawn/{name}")),
         init: Some(&exe),
+        kernel: if gvisor {
+            oci::Kernel::Gvisor { agent_pids: pids }
+        } else {
+            oci::Kernel::Host
+        },
     })?;
     let config_path = bundle.path.join("config.json");
-    let mut config = serde_json::to_value(&config)
-        .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
-    if gvisor {
-        gvisor_config(&mut config, pids);
-    }
     let json = serde_json::to_vec(&config)
         .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
     std::fs::OpenOptions::new()
@@ -628,35 +628,6 @@ fn state_ids(state: &Path) -> Option<Vec<String>> {
 /// Whether runsc still holds state for container `id` (assumed when unreadable).
 fn runsc_has_state(state: &Path, id: &str) -> bool {
     state_ids(state).is_none_or(|ids| ids.iter().any(|i| i == id))
-}
-
-/// gVisor's differences from an OCI runtime on the host kernel: no user namespace (the
-/// agent's ids live in gVisor's kernel), no OCI seccomp profile (runsc only applies one
-/// with `--oci-seccomp`), spawn's init without the listener hand-over (it installs the
-/// native filter in deny-only form inside gVisor's kernel: the same calls fail `EPERM`,
-/// uncounted), and RLIMIT_NPROC held to the agent's PID limit inside gVisor.
-fn gvisor_config(config: &mut serde_json::Value, pids: u64) {
-    if let Some(linux) = config["linux"].as_object_mut() {
-        linux.remove("uidMappings");
-        linux.remove("gidMappings");
-        linux.remove("seccomp");
-        if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
-            ns.retain(|n| n["type"] != "user");
-        }
-    }
-    if let Some(args) = config["process"]["args"].as_array_mut() {
-        if let Some(i) = args.iter().position(|a| a == "--report-fd") {
-            args.drain(i..i + 2);
-        }
-    }
-    if let Some(rl) = config["process"]["rlimits"].as_array_mut() {
-        for r in rl.iter_mut() {
-            if r["type"] == "RLIMIT_NPROC" {
-                r["hard"] = serde_json::json!(pids);
-                r["soft"] = serde_json::json!(pids);
-            }
-        }
-    }
 }
 
 /// Where a path inside the sandbox is on the host: in the granted mount that holds it, in

@@ -49,6 +49,25 @@ pub struct OciInput<'a> {
     /// That init installs spawn's own seccomp filter in the command (exactly the native
     /// one, with its listener handed to spawn over fd 3), so the OCI profile is left out.
     pub init: Option<&'a Path>,
+    /// Whose kernel the agent runs on.
+    pub kernel: Kernel,
+}
+
+/// Whose kernel the agent runs on, which changes what the bundle asks of the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The host's (runc): a user namespace with the id maps, the seccomp profile, and
+    /// spawn's init handing the filter's listener over fd 3.
+    Host,
+    /// gVisor's (runsc): no user namespace (the agent's ids live in gVisor's kernel), no
+    /// OCI seccomp profile (runsc only applies one with `--oci-seccomp`), spawn's init
+    /// without the listener hand-over (it installs the native filter in deny-only form:
+    /// the same calls fail `EPERM`, uncounted), and RLIMIT_NPROC held to the agent's own
+    /// PID limit (`limits.pids` also covers gVisor's threads).
+    Gvisor {
+        /// The agent's PID limit.
+        agent_pids: u64,
+    },
 }
 
 /// Where spawn's init is bound inside an OCI sandbox.
@@ -254,6 +273,22 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
     });
     let mut config = config;
+    if let Kernel::Gvisor { agent_pids } = input.kernel {
+        if let Some(linux) = config["linux"].as_object_mut() {
+            linux.remove("uidMappings");
+            linux.remove("gidMappings");
+            linux.remove("seccomp");
+            if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
+                ns.retain(|n| n["type"] != "user");
+            }
+        }
+        if let Some(rl) = config["process"]["rlimits"].as_array_mut() {
+            for r in rl.iter_mut().filter(|r| r["type"] == "RLIMIT_NPROC") {
+                r["hard"] = json!(agent_pids);
+                r["soft"] = json!(agent_pids);
+            }
+        }
+    }
     if let Some(path) = &input.cgroups_path {
         config["linux"]["cgroupsPath"] = json!(path);
     }
@@ -261,13 +296,11 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         if let Some(linux) = config["linux"].as_object_mut() {
             linux.remove("seccomp");
         }
-        let mut args = vec![
-            INIT_PATH.to_owned(),
-            "sandbox-init".into(),
-            "--report-fd".into(),
-            "3".into(),
-            "--".into(),
-        ];
+        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into()];
+        if input.kernel == Kernel::Host {
+            args.extend(["--report-fd".into(), "3".into()]);
+        }
+        args.push("--".into());
         args.extend(input.argv.iter().cloned());
         config["process"]["args"] = json!(args);
         if let Some(mounts) = config["mounts"].as_array_mut() {
@@ -310,6 +343,10 @@ mod tests {
     }
 
     fn config() -> Value {
+        config_for(Kernel::Host, None)
+    }
+
+    fn config_for(kernel: Kernel, init: Option<&Path>) -> Value {
         let dir = tempfile::tempdir().unwrap();
         let (spec, plan) = input_spec(dir.path());
         let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
@@ -328,9 +365,48 @@ mod tests {
             },
             nofile: 4096,
             cgroups_path: Some("/spawn/1-tr_x".into()),
-            init: None,
+            init,
+            kernel,
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn gvisor_bundle_has_no_user_namespace_profile_or_listener_hand_over() {
+        let init = Path::new("/usr/bin/spawn");
+        let host = config_for(Kernel::Host, Some(init));
+        assert_eq!(host["process"]["args"][2], "--report-fd");
+        let c = config_for(Kernel::Gvisor { agent_pids: 7 }, Some(init));
+        let linux = &c["linux"];
+        assert!(linux.get("uidMappings").is_none() && linux.get("gidMappings").is_none());
+        assert!(linux.get("seccomp").is_none());
+        let ns: Vec<&str> = linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "mount", "ipc", "uts", "network", "cgroup"]);
+        let args: Vec<&str> = c["process"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args, [INIT_PATH, "sandbox-init", "--", "python3", "-V"]);
+        let nproc = c["process"]["rlimits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "RLIMIT_NPROC")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (nproc["soft"].as_u64(), nproc["hard"].as_u64()),
+            (Some(7), Some(7))
+        );
+        // The cgroup keeps the limit that covers gVisor's own threads.
+        assert_eq!(linux["resources"]["pids"]["limit"], 64);
     }
 
     #[test]

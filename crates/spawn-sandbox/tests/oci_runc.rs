@@ -75,6 +75,7 @@ fn main() {
         nofile: 4096,
         cgroups_path: None,
         init: None,
+        kernel: oci::Kernel::Host,
     };
     let config = oci::runtime_spec(&input).unwrap();
     let path = bundle.path().join("config.json");
