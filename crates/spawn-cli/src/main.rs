@@ -32,16 +32,6 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
-    /// (internal) The init spawn runs as PID 1 inside OCI sandboxes.
-    #[command(hide = true, name = "sandbox-init")]
-    SandboxInit {
-        /// Socket to send the command's seccomp listener to.
-        #[arg(long)]
-        report_fd: Option<i32>,
-        /// The command and its arguments.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
     /// Show which runtimes and kernel features are available, and why not.
     Doctor {
         /// Machine-readable output.
@@ -100,8 +90,44 @@ pub(crate) struct RunArgs {
     pub(crate) command: Vec<String>,
 }
 
+/// `spawn sandbox-init [--report-fd N] -- COMMAND...`: the init spawn runs as PID 1
+/// inside OCI sandboxes (internal; see `spawn_sandbox::oci_init`). Parsed before and
+/// without clap: under gVisor every page the init touches costs a trap into the Sentry,
+/// and building the whole CLI for these few words doubled the init's start.
+fn sandbox_init(args: &[std::ffi::OsString]) -> ExitCode {
+    let usage = || {
+        eprintln!("spawn sandbox-init: usage: spawn sandbox-init [--report-fd N] -- COMMAND...");
+        ExitCode::from(125)
+    };
+    let Some(args) = args
+        .iter()
+        .map(|a| a.to_str())
+        .collect::<Option<Vec<&str>>>()
+    else {
+        return usage();
+    };
+    let (report_fd, rest) = match args.as_slice() {
+        ["--report-fd", fd, rest @ ..] => match fd.parse::<i32>() {
+            Ok(fd) if fd > 2 => (Some(fd), rest),
+            _ => return usage(),
+        },
+        rest => (None, rest),
+    };
+    let command: Vec<String> = match rest {
+        ["--", command @ ..] if !command.is_empty() => {
+            command.iter().map(|s| (*s).to_owned()).collect()
+        }
+        _ => return usage(),
+    };
+    ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&command, report_fd)).unwrap_or(125))
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "sandbox-init") {
+        return sandbox_init(&args[2..]);
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -120,9 +146,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args, &home),
         Command::Validate { file } => validate(&file),
         Command::Doctor { json } => doctor::main(json),
-        Command::SandboxInit { report_fd, command } => ExitCode::from(
-            u8::try_from(spawn_sandbox::oci_init(&command, report_fd)).unwrap_or(125),
-        ),
     }
 }
 
