@@ -42,7 +42,8 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
     // Unused host ids, as spawn picks them (never 0).
     let (root_id, agent_id) = (0x7190_0000, 0x7190_0001);
     let plan = rootfs::plan(&spec, 64 << 20, "bench");
-    rootfs::populate(&plan, &root, agent_id).context("populate the baseline's root")?;
+    rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted)
+        .context("populate the baseline's root")?;
     let env = native::agent_env(&spec);
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,

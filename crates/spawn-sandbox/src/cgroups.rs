@@ -136,6 +136,36 @@ impl Layout {
     }
 }
 
+/// Mount points of every cgroup hierarchy in mountinfo text: v1 controllers, named v1
+/// hierarchies (`name=systemd`) and the unified one.
+fn hierarchies_in(info: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            matches!(right.split(' ').next(), Some("cgroup" | "cgroup2"))
+                .then(|| left.split(' ').nth(4).map(|m| PathBuf::from(unescape(m))))
+                .flatten()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Removes run `name`'s group (`spawn/<name>`) from every mounted hierarchy, not only
+/// the ones spawn configures: OCI runtimes create the run's group in all of them (runc
+/// and runsc under `linux.cgroupsPath`). Missing groups are fine; the first one that
+/// cannot be removed is the error.
+pub fn remove_everywhere(name: &str) -> Result<(), SandboxError> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| SandboxError::cgroup("/proc/self/mountinfo", e))?;
+    hierarchies_in(&info)
+        .iter()
+        .map(|h| remove_one(&h.join("spawn").join(name)))
+        .collect()
+}
+
 /// Mount points in mountinfo escape spaces and a few other bytes as `\ooo`.
 fn unescape(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -438,10 +468,10 @@ pub fn reap_stale(layout: &Layout) -> usize {
         if owner <= 0 || process_alive(owner) {
             continue;
         }
-        let removed = parents
-            .iter()
-            .map(|p| remove_one(&p.join(&name)))
-            .all(|r| r.is_ok());
+        let removed = match name.to_str() {
+            Some(name) => remove_everywhere(name).is_ok(),
+            None => false,
+        };
         if removed {
             reaped += 1;
         }
@@ -452,6 +482,32 @@ pub fn reap_stale(layout: &Layout) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_cgroup_hierarchy_is_listed_once() {
+        let info = "\
+30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory
+31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:11 - cgroup cgroup rw,cpu,cpuacct
+32 25 0:28 / /sys/fs/cgroup/systemd rw,relatime shared:12 - cgroup cgroup rw,xattr,name=systemd
+33 25 0:29 / /sys/fs/cgroup/unified rw,relatime shared:13 - cgroup2 cgroup2 rw
+34 25 0:29 / /sys/fs/cgroup/unified rw,relatime shared:13 - cgroup2 cgroup2 rw
+35 25 0:30 / /sys/fs/cgroup/my\\040dir rw - cgroup cgroup rw,pids
+22 27 0:21 / /proc rw,relatime - proc proc rw
+36 25 0:31 / /tmp/cgroup\\040-\\040x rw - tmpfs tmpfs rw
+";
+        let got = hierarchies_in(info);
+        let want: Vec<PathBuf> = [
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/my dir",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup/unified",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn hybrid_layout_prefers_v1_controllers() {

@@ -17,7 +17,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -439,7 +439,12 @@ fn run_engine(
     let plan = rootfs::plan(spec, disk, &spec.name);
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
-    rootfs::populate(&plan, &root, agent_id)?;
+    let kernel = if gvisor {
+        oci::Kernel::Gvisor { agent_pids: pids }
+    } else {
+        oci::Kernel::Host
+    };
+    rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
     let env = native::agent_env(spec);
     let workdir = spec
         .workdir
@@ -473,11 +478,7 @@ fn run_engine(
         nofile: defaults::NOFILE,
         cgroups_path: Some(format!("/spawn/{name}")),
         init: Some(&exe),
-        kernel: if gvisor {
-            oci::Kernel::Gvisor { agent_pids: pids }
-        } else {
-            oci::Kernel::Host
-        },
+        kernel,
     })?;
     let config_path = bundle.path.join("config.json");
     let json = serde_json::to_vec(&config)
@@ -561,13 +562,22 @@ fn run_engine(
     // runsc removes a container whose `run` ended by itself; only one it did not finish
     // with (spawn cancelled or killed it) still has state, and each runsc call costs tens
     // of milliseconds.
-    if !gvisor || runsc_has_state(&state, &id) {
+    // runc: `run --keep` left the stopped container's state and cgroups for the statistics
+    // above; spawn removes them itself when nothing is left running (one `runc delete`
+    // costs about as much again as spawn's whole overhead), else asks runc to.
+    let removed = !gvisor && remove_stopped(&state, &id, &name);
+    if !removed && (!gvisor || runsc_has_state(&state, &id)) {
         let _ = engine
             .command(&runc, &state)
             .args(["delete", "--force", &id])
             .output();
     }
-    drop(own_cgroup);
+    if let Some(own) = own_cgroup {
+        let _ = own.remove();
+        // runsc also made the group in the hierarchies spawn does not configure (devices,
+        // freezer, …), and does not always remove those.
+        let _ = crate::cgroups::remove_everywhere(&name);
+    }
     drop(bundle);
     let Supervised {
         status,
@@ -623,6 +633,47 @@ fn state_ids(state: &Path) -> Option<Vec<String>> {
     ids.sort();
     ids.dedup();
     Some(ids)
+}
+
+/// Removes runc container `id`, stopped by now (its `run --keep` returned), the way
+/// `runc delete` would: its cgroups (from its `state.json`; each must be a `spawn/<name>`
+/// group, nothing else is touched), then its state directory. `false`, with whatever is
+/// left still in place for `runc delete --force`, when anything is not as expected: a
+/// process still in a group (`EBUSY`), a state file that does not parse, a foreign path.
+fn remove_stopped(state: &Path, id: &str, name: &str) -> bool {
+    let dir = state.join(id);
+    let Some(state) = std::fs::read(dir.join("state.json"))
+        .ok()
+        .filter(|b| b.len() < (1 << 20))
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return false;
+    };
+    let Some(groups) = state["cgroup_paths"].as_object() else {
+        return false;
+    };
+    let paths: Vec<&Path> = groups
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(Path::new)
+        .collect();
+    let ours = |p: &Path| {
+        p.is_absolute()
+            && p.ends_with(Path::new("spawn").join(name))
+            && p.components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    };
+    if paths.len() != groups.len() || !paths.iter().all(|p| ours(p)) {
+        return false;
+    }
+    for path in paths {
+        match std::fs::remove_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return false,
+        }
+    }
+    std::fs::remove_dir_all(&dir).is_ok()
 }
 
 /// Whether runsc still holds state for container `id` (assumed when unreadable).
@@ -787,8 +838,11 @@ fn supervise(
         let connecting = report_idx.map(ready).unwrap_or(PollFlags::empty());
         let notified = listener_idx.map(ready).unwrap_or(PollFlags::empty());
         drop(fds);
+        // The init sends one message (the listener) and closes its end; either way the
+        // socket is done with, and polling it on would spin (EOF stays readable).
         if connecting.contains(PollFlags::POLLIN) {
             listener = receive_listener(report).or(listener);
+            report_open = false;
         } else if connecting.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             report_open = false;
         }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::bpf::{Action, Cond, Filter, Op};
 use crate::cgroups::Limits;
 use crate::error::SandboxError;
-use crate::rootfs::{BindSource, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY};
+use crate::rootfs::{self, BindSource, EtcBinds, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY};
 use crate::seccomp;
 
 /// Everything the configuration is derived from.
@@ -68,6 +68,17 @@ pub enum Kernel {
         /// The agent's PID limit.
         agent_pids: u64,
     },
+}
+
+impl Kernel {
+    /// How the bundle's root gets the small host files under `/etc`: gVisor serves every
+    /// bind through a gofer mount of its own, so there they are copies in the root.
+    pub fn etc_binds(self) -> EtcBinds {
+        match self {
+            Kernel::Host => EtcBinds::Mounted,
+            Kernel::Gvisor { .. } => EtcBinds::Copied,
+        }
+    }
 }
 
 /// Where spawn's init is bound inside an OCI sandbox.
@@ -133,8 +144,15 @@ fn mount_of(step: &Step) -> Option<Value> {
 }
 
 /// The mounts of the plan, plus the scratch directories an OCI runtime mounts separately.
-fn mounts(plan: &Plan) -> Vec<Value> {
-    let mut out: Vec<Value> = plan.steps.iter().filter_map(mount_of).collect();
+/// `etc` says whether the small host binds under `/etc` are mounts or copies in the root
+/// (see [`rootfs::populate`]).
+fn mounts(plan: &Plan, etc: EtcBinds) -> Vec<Value> {
+    let mut out: Vec<Value> = plan
+        .steps
+        .iter()
+        .filter(|s| etc == EtcBinds::Mounted || !rootfs::is_etc_bind(s))
+        .filter_map(mount_of)
+        .collect();
     // The native scratch tmpfs at /tmp backs /tmp and /workspace through binds of its
     // subdirectories; here each is a tmpfs of the same size.
     let scratch = plan.steps.iter().find_map(|s| match s {
@@ -258,7 +276,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
         "root": { "path": "rootfs", "readonly": true },
         "hostname": input.hostname,
-        "mounts": mounts(input.plan),
+        "mounts": mounts(input.plan, input.kernel.etc_binds()),
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "mount" }, { "type": "ipc" }, { "type": "uts" },
@@ -369,6 +387,45 @@ mod tests {
             kernel,
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
+    }
+
+    /// gVisor gets the host's small `/etc` files as copies in the root (each bind is a
+    /// gofer mount there); directories stay binds; the host kernel gets binds of all.
+    #[test]
+    fn gvisor_bundle_copies_etc_files_and_binds_etc_directories() {
+        let binds = |c: &Value| -> Vec<String> {
+            c["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["type"] == "bind")
+                .filter_map(|m| m["destination"].as_str())
+                .filter(|d| d.starts_with("/etc"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let host = binds(&config());
+        let gvisor = binds(&config_for(Kernel::Gvisor { agent_pids: 7 }, None));
+        let dir = tempfile::tempdir().unwrap();
+        let (_, plan) = input_spec(dir.path());
+        for step in &plan.steps {
+            if let Step::Bind {
+                source: BindSource::Host(_),
+                path,
+                is_dir,
+                ..
+            } = step
+            {
+                let Some(p) = path.to_str().filter(|p| p.starts_with("/etc")) else {
+                    continue;
+                };
+                assert!(host.iter().any(|h| h == p), "{p} is not bound for runc");
+                assert_eq!(gvisor.iter().any(|g| g == p), *is_dir, "{p} for gVisor");
+                assert_eq!(rootfs::is_etc_bind(step), !*is_dir);
+            }
+        }
+        // The plan has files to copy on any Debian-like host (the loader cache).
+        assert!(plan.steps.iter().any(rootfs::is_etc_bind));
     }
 
     #[test]

@@ -468,12 +468,73 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     Ok(())
 }
 
+/// How the read-only host binds under `/etc` (loader cache, CA certificates, …) reach an
+/// OCI bundle's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcBinds {
+    /// As bind mounts, like every other host path (cheap for runtimes on the host kernel).
+    Mounted,
+    /// Copied into the bundle's (read-only) root instead: for gVisor, where every bind is
+    /// a separate gofer mount that costs milliseconds at start. The agent sees the same
+    /// read-only content either way.
+    Copied,
+}
+
+/// Whether `step` is one of the small read-only host files bound under `/etc` (loader
+/// cache, protocols, …) that [`EtcBinds::Copied`] turns into copies. Directories stay
+/// binds: `/etc/ssl/certs` and `/etc/alternatives` hold hundreds of entries, and copying
+/// them costs more than the mount it saves.
+pub fn is_etc_bind(step: &Step) -> bool {
+    matches!(step, Step::Bind { source: BindSource::Host(_), path, readonly: true, is_dir: false }
+        if path.starts_with("/etc"))
+}
+
+/// Largest `/etc` file copied for [`EtcBinds::Copied`] (loader caches of hosts with very
+/// many libraries reach a few MiB); a larger one is an error, not a slow start.
+const ETC_COPY_MAX_BYTES: u64 = 16 << 20;
+
+/// Copies one host file (mode kept, set-id and sticky bits dropped); anything but a
+/// regular file of at most [`ETC_COPY_MAX_BYTES`] is refused.
+fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut from = fs::File::open(src)?;
+    let meta = from.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    if meta.len() > ETC_COPY_MAX_BYTES {
+        return Err(io::Error::other(format!(
+            "larger than {} MiB",
+            ETC_COPY_MAX_BYTES >> 20
+        )));
+    }
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.permissions().mode() & 0o777)
+        .open(dst)?;
+    io::copy(&mut io::Read::take(&mut from, ETC_COPY_MAX_BYTES), &mut to).map(drop)
+}
+
 /// Writes the plan's directories, files, symlinks and mount points into `dir` on the host:
 /// the root directory of an OCI bundle, whose runtime then performs the mounts. Ownership
 /// inside the sandbox is expressed with host ids: `agent_host_id` for the agent's.
-pub fn populate(plan: &Plan, dir: &Path, agent_host_id: u32) -> Result<(), SandboxError> {
+pub fn populate(
+    plan: &Plan,
+    dir: &Path,
+    agent_host_id: u32,
+    etc: EtcBinds,
+) -> Result<(), SandboxError> {
     for step in &plan.steps {
         match step {
+            Step::Bind {
+                source: BindSource::Host(src),
+                path,
+                ..
+            } if etc == EtcBinds::Copied && is_etc_bind(step) => {
+                copy_file(src, &inside(dir, path)).map_err(|e| {
+                    SandboxError::setup(format!("copy {} into the root", src.display()), e)
+                })?;
+            }
             Step::Dir { path, mode, owner } => {
                 let host = inside(dir, path);
                 mkdir(&host, *mode)
@@ -744,6 +805,43 @@ mod tests {
             mounts,
             languages: vec![],
         }
+    }
+
+    #[test]
+    fn populate_copies_etc_files_only_when_asked() {
+        let p = plan(&spec(vec![]), 1 << 20, "t");
+        let uid = nix::unistd::geteuid().as_raw();
+        let host = fs::read("/etc/ld.so.cache").unwrap();
+        for (etc, want) in [
+            (EtcBinds::Copied, host.clone()),
+            (EtcBinds::Mounted, vec![]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            populate(&p, dir.path(), uid, etc).unwrap();
+            let got = fs::read(dir.path().join("etc/ld.so.cache")).unwrap();
+            assert_eq!(got, want, "{etc:?}: the loader cache in the root");
+            // Directories stay mount points either way.
+            let certs = dir.path().join("etc/ssl/certs");
+            assert!(certs.is_dir() && fs::read_dir(&certs).unwrap().next().is_none());
+        }
+    }
+
+    #[test]
+    fn etc_copies_refuse_what_is_not_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("x");
+        assert!(copy_file(Path::new("/etc/ssl/certs"), &dst).is_err());
+        assert!(copy_file(Path::new("/dev/zero"), &dst).is_err());
+        let big = dir.path().join("big");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(ETC_COPY_MAX_BYTES + 1)
+            .unwrap();
+        let err = copy_file(&big, &dst).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        fs::write(&big, "ok").unwrap();
+        copy_file(&big, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"ok");
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn main() {
     let plan = rootfs::plan(&spec, 64 << 20, "ocitest");
     let root = bundle.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
-    rootfs::populate(&plan, &root, agent_id).unwrap();
+    rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted).unwrap();
     let env = native::agent_env(&spec);
     let input = oci::OciInput {
         argv: &spec.command,

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::helpers::{cgroup_dirs_of_run, processes_of, sandbox_uids, wait_until, Home, Output};
+use super::helpers::{
+    cgroup_dirs_of_run, processes_of, sandbox_uids, spawn_cpu_ticks_while_agent_sleeps, wait_until,
+    Home, Output,
+};
 
 fn container(home: &Home, flags: &[&str], command: &[&str]) -> Output {
     let mut args = vec!["run", "--runtime", "container", "--json"];
@@ -186,4 +189,39 @@ fn container_counts_and_audits_notable_denials() {
         denied.contains(&"mount".to_owned()) && denied.contains(&"unshare".to_owned()),
         "denials not audited: {denied:?}"
     );
+}
+
+#[test]
+fn spawn_waits_for_the_container_without_spinning() {
+    let home = Home::new();
+    let (ticks, out) = spawn_cpu_ticks_while_agent_sleeps(&home, "container");
+    out.assert_code(0);
+    // Spinning on a closed socket for the 2.5 s measured would be ~250 ticks.
+    assert!(
+        ticks < 50,
+        "spawn used {ticks} ticks of CPU while the agent slept"
+    );
+}
+
+/// The init's own argument parsing (it runs before, and without, the CLI parser).
+#[test]
+fn sandbox_init_refuses_malformed_arguments() {
+    let home = Home::new();
+    for args in [
+        &["sandbox-init"][..],
+        &["sandbox-init", "--"],
+        &["sandbox-init", "true"],
+        &["sandbox-init", "--report-fd", "x", "--", "true"],
+        &["sandbox-init", "--report-fd", "1", "--", "true"],
+        &["sandbox-init", "--report-fd"],
+        &["sandbox-init", "--verbose", "--", "true"],
+    ] {
+        let out = home.cmd(args).run();
+        out.assert_code(125);
+        assert!(out.stderr.contains("usage"), "{args:?}:\n{out}");
+    }
+    // Well-formed, it runs the command and returns its status.
+    home.cmd(["sandbox-init", "--", "sh", "-c", "exit 3"])
+        .run()
+        .assert_code(3);
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::helpers::{wait_until, Home, Output};
+use super::helpers::{
+    cgroup_dirs_of_run, cgroup_dirs_of_spawn, spawn_cpu_ticks_while_agent_sleeps, wait_until, Home,
+    Output,
+};
 
 fn gvisor(home: &Home, flags: &[&str], command: &[&str]) -> Output {
     let mut args = vec!["run", "--runtime", "gvisor", "--json"];
@@ -99,6 +102,9 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
         !runsc_containers().contains(&run),
         "runsc still lists the run"
     );
+    // In every hierarchy, including those runsc makes groups in and spawn does not use.
+    let left = cgroup_dirs_of_run(&run);
+    assert!(left.is_empty(), "cgroups outlived the run: {left:?}");
     // A spawn killed mid-run leaves its sandbox to the next run, which removes it.
     let mut running = home
         .cmd(["run", "--runtime", "gvisor", "--", "sleep", "60"])
@@ -122,6 +128,11 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
         !runsc_containers().contains(&format!("spawn{pid}-")),
         "the orphaned sandbox was not reaped:\n{}",
         runsc_containers()
+    );
+    let left = cgroup_dirs_of_spawn(pid);
+    assert!(
+        left.is_empty(),
+        "the killed run's cgroups were not reaped: {left:?}"
     );
 }
 
@@ -204,4 +215,16 @@ fn gvisor_reports_the_sentrys_host_uid() {
     let reported = out.json()["hostUid"].to_string();
     assert_eq!(Some(reported.clone()), sentry_uid, "\n{out}");
     assert_ne!(reported, "0", "the Sentry runs as host root:\n{out}");
+}
+
+#[test]
+fn spawn_waits_for_gvisor_without_spinning() {
+    let home = Home::new();
+    let (ticks, out) = spawn_cpu_ticks_while_agent_sleeps(&home, "gvisor");
+    out.assert_code(0);
+    // Spinning on a closed socket for the 2.5 s measured would be ~250 ticks.
+    assert!(
+        ticks < 50,
+        "spawn used {ticks} ticks of CPU while the agent slept"
+    );
 }

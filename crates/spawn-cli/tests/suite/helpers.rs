@@ -684,3 +684,26 @@ pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}-{nanos}", std::process::id())
 }
+
+/// CPU time (user + system, in clock ticks, usually 1/100 s) process `pid` has used so
+/// far, from `/proc/PID/stat`.
+#[allow(clippy::expect_used)] // a test helper: an unreadable stat file is a failure
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Runs `sleep 3` under `runtime` and returns how much CPU spawn itself used meanwhile:
+/// waiting for a sandbox must not spin.
+pub fn spawn_cpu_ticks_while_agent_sleeps(home: &Home, runtime: &str) -> (u64, Output) {
+    let running = home
+        .cmd(["run", "--runtime", runtime, "--", "sleep", "3"])
+        .start();
+    std::thread::sleep(Duration::from_millis(2500));
+    let ticks = cpu_ticks(running.pid());
+    (ticks, running.wait())
+}
