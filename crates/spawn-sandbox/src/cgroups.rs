@@ -156,14 +156,18 @@ fn hierarchies_in(info: &str) -> Vec<PathBuf> {
 /// Removes run `name`'s group (`spawn/<name>`) from every mounted hierarchy, not only
 /// the ones spawn configures: OCI runtimes create the run's group in all of them (runc
 /// and runsc under `linux.cgroupsPath`). Missing groups are fine; the first one that
-/// cannot be removed is the error.
+/// cannot be removed is the error (the others are still tried).
 pub fn remove_everywhere(name: &str) -> Result<(), SandboxError> {
     let info = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| SandboxError::cgroup("/proc/self/mountinfo", e))?;
-    hierarchies_in(&info)
-        .iter()
-        .map(|h| remove_one(&h.join("spawn").join(name)))
-        .collect()
+    let mut first_error = Ok(());
+    for h in hierarchies_in(&info) {
+        let removed = remove_one(&h.join("spawn").join(name));
+        if first_error.is_ok() {
+            first_error = removed;
+        }
+    }
+    first_error
 }
 
 /// Mount points in mountinfo escape spaces and a few other bytes as `\ooo`.
