@@ -70,8 +70,12 @@ impl Engine {
         let mut c = Command::new(bin);
         c.arg("--root").arg(state);
         if let Engine::Runsc { platform } = self {
+            // --ignore-cgroups: runsc runs inside the group spawn starts it in (see
+            // `run_engine`) instead of making one per hierarchy (or one at `/<id>` when
+            // the bundle names none).
             c.arg(format!("--platform={platform}"))
-                .arg("--network=none");
+                .arg("--network=none")
+                .arg("--ignore-cgroups");
         }
         c
     }
@@ -207,7 +211,10 @@ fn probe_kvm(runsc: &Path, base: &Path) -> bool {
         let mut cmd = Command::new(runsc);
         cmd.arg("--root")
             .arg(&state)
-            .args(["--platform=kvm", "--network=none", "run", "--bundle"])
+            // Without --ignore-cgroups runsc makes a group at /<id> in every hierarchy,
+            // which the timeout's kill leaves behind.
+            .args(["--platform=kvm", "--network=none", "--ignore-cgroups"])
+            .args(["run", "--bundle"])
             .arg(&dir)
             .arg(&id)
             .stdin(Stdio::null())
@@ -219,7 +226,7 @@ fn probe_kvm(runsc: &Path, base: &Path) -> bool {
     delete
         .arg("--root")
         .arg(&state)
-        .args(["delete", "--force", &id])
+        .args(["--ignore-cgroups", "delete", "--force", &id])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _ = run_with_timeout(delete, KVM_PROBE_TIMEOUT);
@@ -476,7 +483,9 @@ fn run_engine(
         agent_id,
         limits,
         nofile: defaults::NOFILE,
-        cgroups_path: Some(format!("/spawn/{name}")),
+        // runsc is started inside spawn's group instead (below): told about a group, it
+        // also makes and joins one in every other hierarchy, which costs milliseconds.
+        cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
         init: Some(&exe),
         kernel,
     })?;
@@ -511,9 +520,10 @@ fn run_engine(
             host_uid: agent_id,
         });
     }
-    // runsc leaves a cgroup that exists already alone (it neither configures nor removes
-    // it), and removes its own when the container ends, before its statistics could be
-    // read: so for gVisor spawn creates and configures the group itself, as in native.
+    // runsc would remove a group of its own when the container ends, before its
+    // statistics could be read: so for gVisor spawn creates and configures the group
+    // itself, as in native, and starts runsc in it (runsc, its gofer and the sandbox with
+    // the Sentry all count against the limits).
     let own_cgroup = if gvisor {
         Some(Cgroup::create(&layout, &name, &limits)?)
     } else {
@@ -531,7 +541,8 @@ fn run_engine(
         // --keep: the container (and its cgroup) stay after it exits, so its statistics can
         // be read; `runc delete` below removes them.
         let mut cmd = engine.command(&runc, &state);
-        if gvisor {
+        if let Some(group) = &own_cgroup {
+            sys::join_cgroup_on_exec(&mut cmd, group.join_files()?);
             cmd.args(["run", "--bundle"]);
         } else {
             cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"]);
@@ -572,12 +583,7 @@ fn run_engine(
             .args(["delete", "--force", &id])
             .output();
     }
-    if let Some(own) = own_cgroup {
-        let _ = own.remove();
-        // runsc also made the group in the hierarchies spawn does not configure (devices,
-        // freezer, …), and does not always remove those.
-        let _ = crate::cgroups::remove_everywhere(&name);
-    }
+    drop(own_cgroup);
     drop(bundle);
     let Supervised {
         status,

@@ -696,6 +696,25 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Makes `cmd`'s process move itself into a cgroup before exec by writing `0` to each of
+/// `join` (from `Cgroup::join_files`), so everything it starts is in the group from the
+/// first instruction on.
+pub(crate) fn join_cgroup_on_exec(cmd: &mut std::process::Command, join: Vec<OwnedFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls write(2),
+    // which is async-signal-safe, on descriptors the closure owns (open in the child too).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &join {
+                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes `cmd` start with `fd` as its descriptor 3 (for `runc --preserve-fds 1`).
 pub(crate) fn give_fd3(cmd: &mut std::process::Command, fd: RawFd) {
     use std::os::unix::process::CommandExt;

@@ -178,6 +178,14 @@ fn gvisor_platform_probe_is_bounded_cached_and_clean() {
         .filter(|c| c.contains(&probe_id))
         .collect();
     assert!(left.is_empty(), "probe processes left: {left:?}");
+    let groups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(&probe_id))
+        .filter(|g| g.exists())
+        .collect();
+    assert!(groups.is_empty(), "probe cgroups left: {groups:?}");
     // A run after the probe works on the chosen platform.
     let run = gvisor(&home, &[], &["true"]);
     run.assert_code(0);
