@@ -385,15 +385,6 @@ fn run_engine(
             spec.net.as_str()
         )));
     }
-    if spec
-        .mounts
-        .iter()
-        .any(|m| m.writable && matches!(m.source, MountSource::Host(_)))
-    {
-        return Err(SandboxError::Unsupported(
-            format!("writable host mounts are not supported yet by the {runtime} runtime; use --runtime native"),
-        ));
-    }
     let base = Path::new(BASE);
     ensure_dir(base, 0o711)?;
     if !on_tmpfs(base) {
@@ -452,6 +443,30 @@ fn run_engine(
         oci::Kernel::Host
     };
     rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
+    // Writable host grants are idmapped as in native (the agent writes as the directory's
+    // owner) and attached under the bundle in the runtime's own mount namespace (see
+    // `sys::attach_mounts_on_exec`), where its bind finds them.
+    let mut staged = Vec::new();
+    let mut trees = Vec::new();
+    for step in &plan.steps {
+        if let rootfs::Step::Bind {
+            source: rootfs::BindSource::Granted(src),
+            path,
+            readonly: false,
+            ..
+        } = step
+        {
+            let at = bundle.path.join(format!("grant{}", staged.len()));
+            ensure_dir(&at, 0o711)?;
+            // gVisor's gofer creates files as root before handing them to the agent.
+            let creator = gvisor.then(|| (native::host_ids().0, 0));
+            let tree = crate::idmap::idmapped_tree(src, agent_id, true, creator)?;
+            let c_at = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+                .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
+            trees.push((tree, c_at));
+            staged.push((path.clone(), at));
+        }
+    }
     let env = native::agent_env(spec);
     let workdir = spec
         .workdir
@@ -488,6 +503,7 @@ fn run_engine(
         cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
         init: Some(&exe),
         kernel,
+        staged: &staged,
     })?;
     let config_path = bundle.path.join("config.json");
     let json = serde_json::to_vec(&config)
@@ -549,6 +565,9 @@ fn run_engine(
             sys::give_fd3(&mut cmd, report_child.as_raw_fd());
         }
         cmd.arg(&bundle.path).arg(&id).stdin(Stdio::inherit());
+        if !trees.is_empty() {
+            sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| SandboxError::setup("start runc", e))?;

@@ -23,9 +23,15 @@ const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
-/// A user namespace whose only mappings are `inside_uid → outside_uid` and the same for
-/// gids, held by an fd (the process that created it is gone).
-fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, SandboxError> {
+/// A user namespace whose only mappings are `uids` and `gids` (`(inside, outside)`
+/// pairs, one id each), held by an fd (the process that created it is gone).
+fn userns_fd(uids: &[(u32, u32)], gids: &[(u32, u32)]) -> Result<OwnedFd, SandboxError> {
+    let map = |pairs: &[(u32, u32)]| -> String {
+        pairs
+            .iter()
+            .map(|(inside, outside)| format!("{inside} {outside} 1\n"))
+            .collect()
+    };
     let (rx, tx) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::setup("idmap pipe", e))?;
     let (pid, _pidfd) = match sys::clone3_fork(libc::CLONE_NEWUSER as u64)
@@ -41,16 +47,10 @@ fn userns_fd(inside_uid: u32, inside_gid: u32, outside: u32) -> Result<OwnedFd, 
     };
     drop(rx);
     let result = (|| {
-        std::fs::write(
-            format!("/proc/{pid}/uid_map"),
-            format!("{inside_uid} {outside} 1\n"),
-        )
-        .map_err(|e| SandboxError::setup("write idmap uid_map", e))?;
-        std::fs::write(
-            format!("/proc/{pid}/gid_map"),
-            format!("{inside_gid} {outside} 1\n"),
-        )
-        .map_err(|e| SandboxError::setup("write idmap gid_map", e))?;
+        std::fs::write(format!("/proc/{pid}/uid_map"), map(uids))
+            .map_err(|e| SandboxError::setup("write idmap uid_map", e))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), map(gids))
+            .map_err(|e| SandboxError::setup("write idmap gid_map", e))?;
         std::fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
             .map_err(|e| SandboxError::setup("open idmap user namespace", e))
@@ -92,6 +92,11 @@ fn refuse_writable(real: &Path, meta: &std::fs::Metadata) -> Result<(), SandboxE
 /// A detached, idmapped copy of the mount tree at `source`: its owner appears as
 /// `agent_host_id`. Read-only unless `writable`; always nosuid and nodev.
 ///
+/// `creator`, when given, is `(unused host id, id)`: a process writing through the mount
+/// as `id` (other than the agent) may create files too; they land on the host as the
+/// unused id, and are shown as `id`. gVisor's gofer needs it: it creates each file as
+/// root, then hands it to the agent's uid (so to the directory's owner, through the map).
+///
 /// `source` must be canonical (the policy layer resolves it): it is opened once without
 /// following any symlink, and the owner, the system-tree check and the mount all use that
 /// one descriptor, so swapping the path for a symlink between the checks and the mount
@@ -100,6 +105,7 @@ pub(crate) fn idmapped_tree(
     source: &Path,
     agent_host_id: u32,
     writable: bool,
+    creator: Option<(u32, u32)>,
 ) -> Result<OwnedFd, SandboxError> {
     let stage = || format!("idmapped mount of {}", source.display());
     let path = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| {
@@ -115,7 +121,13 @@ pub(crate) fn idmapped_tree(
     if writable {
         refuse_writable(&real, &meta)?;
     }
-    let userns = userns_fd(meta.uid(), meta.gid(), agent_host_id)?;
+    let mut uids = vec![(meta.uid(), agent_host_id)];
+    let mut gids = vec![(meta.gid(), agent_host_id)];
+    if let Some((unused, id)) = creator.filter(|(_, id)| *id != agent_host_id) {
+        uids.push((unused, id));
+        gids.push((unused, id));
+    }
+    let userns = userns_fd(&uids, &gids)?;
     let tree = sys::open_tree_clone_fd(fd.as_fd()).map_err(|e| SandboxError::setup(stage(), e))?;
     let mut set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if !writable {

@@ -279,7 +279,7 @@ fn child_config(
                 source: rootfs::BindSource::Granted(src),
                 readonly: false,
                 ..
-            } => Some(idmap::idmapped_tree(src, agent_host_id, true)?),
+            } => Some(idmap::idmapped_tree(src, agent_host_id, true, None)?),
             _ => None,
         });
     }

@@ -10,7 +10,7 @@
 //! and symlinks: the synthesized `/etc`, mount points) is written by the runtime driver;
 //! this module only describes the configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
@@ -51,6 +51,10 @@ pub struct OciInput<'a> {
     pub init: Option<&'a Path>,
     /// Whose kernel the agent runs on.
     pub kernel: Kernel,
+    /// Writable host grants prepared by the driver (idmapped, see `idmap`) and attached
+    /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
+    /// bind to that sandbox path takes its source from here instead of the host path.
+    pub staged: &'a [(PathBuf, PathBuf)],
 }
 
 /// Whose kernel the agent runs on, which changes what the bundle asks of the runtime.
@@ -177,6 +181,17 @@ fn mounts(plan: &Plan, etc: EtcBinds) -> Vec<Value> {
     out
 }
 
+/// Points the binds of staged grants at their staging paths.
+fn staged(mut mounts: Vec<Value>, staged: &[(PathBuf, PathBuf)]) -> Vec<Value> {
+    for m in &mut mounts {
+        let dest = m["destination"].as_str().map(Path::new);
+        if let Some((_, from)) = staged.iter().find(|(to, _)| Some(to.as_path()) == dest) {
+            m["source"] = json!(from);
+        }
+    }
+    mounts
+}
+
 fn op_json(c: &Cond) -> Value {
     let (op, value, value_two) = match c.op {
         Op::Eq => ("SCMP_CMP_EQ", c.value, None),
@@ -276,7 +291,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
         "root": { "path": "rootfs", "readonly": true },
         "hostname": input.hostname,
-        "mounts": mounts(input.plan, input.kernel.etc_binds()),
+        "mounts": staged(mounts(input.plan, input.kernel.etc_binds()), input.staged),
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "mount" }, { "type": "ipc" }, { "type": "uts" },
@@ -385,6 +400,7 @@ mod tests {
             cgroups_path: Some("/spawn/1-tr_x".into()),
             init,
             kernel,
+            staged: &[],
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
     }

@@ -9,7 +9,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a libc-style return value (`-1` + errno) into an `io::Result`.
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
@@ -709,6 +709,44 @@ pub(crate) fn join_cgroup_on_exec(cmd: &mut std::process::Command, join: Vec<Own
                 if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `cmd`'s process start in a mount namespace of its own (a slave of the host's:
+/// host mounts still reach it, its own never reach the host) where each detached mount
+/// tree of `trees` (from `open_tree`) is attached at its path. The mounts exist only for
+/// that process and what it starts, and vanish with them: nothing to unmount, nothing left
+/// on the host if spawn is killed.
+pub(crate) fn attach_mounts_on_exec(
+    cmd: &mut std::process::Command,
+    trees: Vec<(OwnedFd, std::ffi::CString)>,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (unshare, mount, move_mount: async-signal-safe) with descriptors and NUL-terminated
+    // paths it owns; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let root = c"/";
+            let flags = libc::MS_REC | libc::MS_SLAVE;
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) == -1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for (tree, at) in &trees {
+                move_mount(tree.as_fd(), at)?;
             }
             Ok(())
         });

@@ -76,6 +76,7 @@ fn main() {
         cgroups_path: None,
         init: None,
         kernel: oci::Kernel::Host,
+        staged: &[],
     };
     let config = oci::runtime_spec(&input).unwrap();
     let path = bundle.path().join("config.json");

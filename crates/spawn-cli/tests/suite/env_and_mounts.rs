@@ -47,8 +47,18 @@ fn workdir_flag_sets_the_working_directory() {
     assert_eq!(out.body(), "/tmp", "\n{out}");
 }
 
+/// Granted mounts behave the same on every runtime.
+const RUNTIMES: &[&str] = &["native", "container", "gvisor"];
+
 #[test]
 fn read_only_mount_cannot_be_written() {
+    for runtime in RUNTIMES {
+        read_only_mount_cannot_be_written_on(runtime);
+    }
+}
+
+#[allow(clippy::expect_used, clippy::unwrap_used)] // the body of a test
+fn read_only_mount_cannot_be_written_on(runtime: &str) {
     let home = Home::new();
     let dir = tempdir("spawn-ro-");
     // World-writable on the host: only the read-only mount can stop the agent.
@@ -58,7 +68,8 @@ fn read_only_mount_cannot_be_written() {
     std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o666))
         .expect("chmod file");
     let mount = format!("{}:/in:ro", dir.path().display());
-    let out = home.sh(
+    let out = home.sh_on(
+        runtime,
         &["--mount", &mount],
         "echo read $(cat /in/existing); \
          echo x > /in/new 2>/dev/null; echo create $?; \
@@ -70,57 +81,92 @@ fn read_only_mount_cannot_be_written() {
     assert_eq!(
         out.field("read"),
         "original",
-        "the mount is not readable:\n{out}"
+        "{runtime}: the mount is not readable:\n{out}"
     );
     for op in ["create", "append", "rm", "mkdir"] {
         assert_ne!(
             out.field(op),
             "0",
-            "{op} succeeded on a read-only mount:\n{out}"
+            "{runtime}: {op} succeeded on a read-only mount:\n{out}"
         );
     }
     assert_eq!(
         std::fs::read_to_string(&existing).expect("still there"),
-        "original\n"
+        "original\n",
+        "{runtime}"
     );
     let entries: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(entries, [std::ffi::OsString::from("existing")]);
+    assert_eq!(entries, [std::ffi::OsString::from("existing")], "{runtime}");
 }
 
 #[test]
 fn read_write_mount_is_writable_and_files_belong_to_the_directory_owner() {
+    for runtime in RUNTIMES {
+        read_write_mount_on(runtime);
+    }
+}
+
+#[allow(clippy::expect_used, clippy::unwrap_used)] // the body of a test
+fn read_write_mount_on(runtime: &str) {
     let home = Home::new();
     let dir = tempdir("spawn-rw-");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod dir");
     let owner = std::fs::metadata(dir.path()).expect("stat").uid();
     assert_eq!(owner, 0, "the test directory should belong to root");
+    // Not the owner's: the agent may read it (world-readable) but not change it.
+    let other = write_file(dir.path(), "other", "theirs\n");
+    std::os::unix::fs::chown(&other, Some(4242), Some(4242)).expect("chown");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let mount = format!("{}:/out:rw", dir.path().display());
-    let out = home.sh(
+    let out = home.sh_on(
+        runtime,
         &["--mount", &mount],
-        "echo result > /out/result.txt; echo write $?",
+        "echo result > /out/result.txt; echo write $?; \
+         mkdir /out/sub && echo nested > /out/sub/file; echo mkdir $?; \
+         echo x >> /out/other 2>/dev/null; echo other $?; \
+         echo sees $(cat /out/other)",
     );
     out.assert_code(0);
     assert_eq!(
         out.field("write"),
         "0",
-        "the agent cannot write its rw mount:\n{out}"
+        "{runtime}: the agent cannot write its rw mount:\n{out}"
     );
-    let file = dir.path().join("result.txt");
-    assert_eq!(
-        std::fs::read_to_string(&file).ok().as_deref(),
-        Some("result\n"),
-        "\n{out}"
+    assert_eq!(out.field("mkdir"), "0", "{runtime}:\n{out}");
+    assert_ne!(
+        out.field("other"),
+        "0",
+        "{runtime}: the agent changed a file of another owner:\n{out}"
     );
-    let meta = std::fs::metadata(&file).expect("stat result");
-    assert_eq!(
-        (meta.uid(), meta.gid()),
-        (0, 0),
-        "the file does not belong to the directory's owner"
+    assert_eq!(out.field("sees"), "theirs", "{runtime}:\n{out}");
+    for (path, body) in [("result.txt", "result\n"), ("sub/file", "nested\n")] {
+        let file = dir.path().join(path);
+        assert_eq!(
+            std::fs::read_to_string(&file).ok().as_deref(),
+            Some(body),
+            "{runtime}: {path}\n{out}"
+        );
+        let meta = std::fs::metadata(&file).expect("stat result");
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "{runtime}: {path} does not belong to the directory's owner"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "theirs\n");
+    // The staged mount lived only in the runtime's own mount namespace.
+    let leaked: Vec<String> = super::helpers::host_mountinfo()
+        .into_iter()
+        .filter(|l| l.contains(&dir.path().display().to_string()) || l.contains("/grant"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{runtime}: mounts left on the host: {leaked:?}"
     );
 }
 

@@ -105,6 +105,14 @@ impl Home {
         self.native(flags, &["sh", "-c", script])
     }
 
+    /// `spawn run --runtime RUNTIME FLAGS -- sh -c SCRIPT`.
+    pub fn sh_on(&self, runtime: &str, flags: &[&str], script: &str) -> Output {
+        let mut args = vec!["run", "--runtime", runtime];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "sh", "-c", script]);
+        self.cmd(args).run()
+    }
+
     /// The audit log as text ("" when it does not exist).
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(self.path().join("audit").join("audit.jsonl")).unwrap_or_default()
