@@ -90,13 +90,17 @@ pub(crate) struct RunArgs {
     pub(crate) command: Vec<String>,
 }
 
-/// `spawn sandbox-init [--report-fd N] -- COMMAND...`: the init spawn runs as PID 1
-/// inside OCI sandboxes (internal; see `spawn_sandbox::oci_init`). Parsed before and
-/// without clap: under gVisor every page the init touches costs a trap into the Sentry,
-/// and building the whole CLI for these few words doubled the init's start.
+/// `spawn sandbox-init [--report-fd N] [--read PATH]... [--write PATH]... -- COMMAND...`:
+/// the init spawn runs as PID 1 inside OCI sandboxes (internal; see
+/// `spawn_sandbox::oci_init`; `--read`/`--write` are the Landlock rules). Parsed before
+/// and without clap: under gVisor every page the init touches costs a trap into the
+/// Sentry, and building the whole CLI for these few words doubled the init's start.
 fn sandbox_init(args: &[std::ffi::OsString]) -> ExitCode {
     let usage = || {
-        eprintln!("spawn sandbox-init: usage: spawn sandbox-init [--report-fd N] -- COMMAND...");
+        eprintln!(
+            "spawn sandbox-init: usage: spawn sandbox-init [--report-fd N] [--read PATH]... \
+             [--write PATH]... -- COMMAND..."
+        );
         ExitCode::from(125)
     };
     let Some(args) = args
@@ -106,20 +110,35 @@ fn sandbox_init(args: &[std::ffi::OsString]) -> ExitCode {
     else {
         return usage();
     };
-    let (report_fd, rest) = match args.as_slice() {
-        ["--report-fd", fd, rest @ ..] => match fd.parse::<i32>() {
-            Ok(fd) if fd > 2 => (Some(fd), rest),
+    let mut report_fd = None;
+    let mut rules = spawn_sandbox::landlock::Rules::default();
+    let mut rest = args.as_slice();
+    let command = loop {
+        match rest {
+            ["--report-fd", fd, tail @ ..] if report_fd.is_none() => {
+                match fd.parse::<i32>() {
+                    Ok(fd) if fd > 2 => report_fd = Some(fd),
+                    _ => return usage(),
+                }
+                rest = tail;
+            }
+            [flag @ ("--read" | "--write"), path, tail @ ..] if path.starts_with('/') => {
+                let list = if *flag == "--read" {
+                    &mut rules.read
+                } else {
+                    &mut rules.write
+                };
+                list.push(PathBuf::from(path));
+                rest = tail;
+            }
+            ["--", command @ ..] if !command.is_empty() => break command,
             _ => return usage(),
-        },
-        rest => (None, rest),
-    };
-    let command: Vec<String> = match rest {
-        ["--", command @ ..] if !command.is_empty() => {
-            command.iter().map(|s| (*s).to_owned()).collect()
         }
-        _ => return usage(),
     };
-    ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&command, report_fd)).unwrap_or(125))
+    let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+    let landlock = (!rules.read.is_empty() || !rules.write.is_empty()).then_some(&rules);
+    let code = spawn_sandbox::oci_init(&command, report_fd, landlock);
+    ExitCode::from(u8::try_from(code).unwrap_or(125))
 }
 
 fn main() -> ExitCode {

@@ -608,6 +608,7 @@ fn run_engine(
         status,
         kill_reason,
         blocked,
+        landlock,
     } = result?;
     let code = status.code();
     let signal = status
@@ -632,7 +633,7 @@ fn run_engine(
         exec_failure: None,
         oom_kills: stats.oom_kills,
         pids_limit_hits: stats.pids_limit_hits,
-        landlock: None,
+        landlock,
         // runsc runs the Sentry (the agent's kernel) as the host's `nobody`, in a user
         // namespace of its own; the agent's own ids exist only inside gVisor.
         host_uid: if gvisor { GVISOR_SENTRY_UID } else { agent_id },
@@ -772,28 +773,45 @@ struct Supervised {
     status: std::process::ExitStatus,
     kill_reason: Option<KillReason>,
     blocked: std::collections::BTreeMap<String, u64>,
+    landlock: Option<crate::landlock::Enforcement>,
 }
 
-/// Receives the seccomp listener spawn's init sends from inside the container.
-fn receive_listener(conn: &OwnedFd) -> Option<OwnedFd> {
+/// Receives what spawn's init sends from inside the container: `L`, the Landlock status
+/// byte, and the seccomp listener.
+fn receive_listener(conn: &OwnedFd) -> (Option<OwnedFd>, Option<crate::landlock::Enforcement>) {
+    let (fd, body) = receive_fd(conn);
+    let landlock = match body.as_slice() {
+        [b'L', code, ..] => crate::landlock::Enforcement::from_code(*code),
+        _ => None,
+    };
+    (fd, landlock)
+}
+
+/// One message with (at most the first of) the descriptors it carries.
+fn receive_fd(conn: &OwnedFd) -> (Option<OwnedFd>, Vec<u8>) {
     use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 64 << 10];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
+    let Ok(msg) = nix::sys::socket::recvmsg::<()>(
         conn.as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
         nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ok()?;
+    ) else {
+        return (None, Vec::new());
+    };
+    let len = msg.bytes;
     let mut fds = Vec::new();
-    for c in msg.cmsgs().ok()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(r) = c {
-            fds.extend(r.into_iter().map(sys::own_fd));
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(r) = c {
+                fds.extend(r.into_iter().map(sys::own_fd));
+            }
         }
     }
-    fds.into_iter().next()
+    buf.truncate(len);
+    (fds.into_iter().next(), buf)
 }
 
 /// Waits for runc: answers and counts blocked syscalls, passes signals on and enforces the
@@ -811,6 +829,7 @@ fn supervise(
     let mut kill_reason = None;
     let mut kill_at: Option<Instant> = None;
     let mut listener: Option<OwnedFd> = None;
+    let mut landlock = None;
     // Polled until the init has handed over the listener and closed its end.
     let mut report_open = true;
     let mut blocked = std::collections::BTreeMap::new();
@@ -866,7 +885,9 @@ fn supervise(
         // The init sends one message (the listener) and closes its end; either way the
         // socket is done with, and polling it on would spin (EOF stays readable).
         if connecting.contains(PollFlags::POLLIN) {
-            listener = receive_listener(report).or(listener);
+            let (received, enforced) = receive_listener(report);
+            listener = received.or(listener);
+            landlock = enforced.or(landlock);
             report_open = false;
         } else if connecting.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             report_open = false;
@@ -898,6 +919,7 @@ fn supervise(
                 status,
                 kill_reason,
                 blocked,
+                landlock,
             });
         }
     }

@@ -258,12 +258,7 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd, ready: OwnedFd) -> ! {
     match enter_root(cfg) {
         // Tell spawn how much of Landlock the kernel enforced (for the run's report).
         Ok(enforced) => {
-            let code = match enforced {
-                landlock::Enforcement::Full => b'F',
-                landlock::Enforcement::Partial => b'P',
-                landlock::Enforcement::None => b'N',
-            };
-            let _ = nix::unistd::write(report, &[b'K', code]);
+            let _ = nix::unistd::write(report, &[b'K', enforced.code()]);
         }
         Err(e) => fail(report, e),
     }
@@ -368,7 +363,15 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
 /// whose kernel has no user notifications) the command gets the same filter with blocked
 /// calls failing `EPERM` directly (denied, but not counted; see
 /// [`crate::seccomp::Compiled::deny_only`]).
-pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
+///
+/// With `landlock`, the command is also confined by the native runtime's Landlock rules
+/// (applied first; a failure ends the run with 125), and how much of them the kernel
+/// enforced travels with the listener (`L` + [`landlock::Enforcement::code`]).
+pub fn oci_init(
+    argv: &[String],
+    report_fd: Option<std::os::fd::RawFd>,
+    landlock: Option<&Rules>,
+) -> i32 {
     let Some(program) = argv.first() else {
         return 125;
     };
@@ -402,14 +405,20 @@ pub fn oci_init(argv: &[String], report_fd: Option<std::os::fd::RawFd>) -> i32 {
         Ok(None) => {
             sys::reset_signals(u64::MAX);
             let _ = nix::unistd::setsid();
+            let enforced = match landlock.map(landlock::restrict) {
+                None => None,
+                Some(Ok(enforced)) => Some(enforced.code()),
+                Some(Err(_)) => sys::exit_now(125),
+            };
             if let Some(report) = &report {
                 let Ok(Some(listener)) = sys::seccomp_install(&program, true) else {
                     sys::exit_now(125)
                 };
                 let fds = [listener.as_raw_fd()];
+                let msg = [b'L', enforced.unwrap_or(b'-')];
                 let sent = sendmsg::<()>(
                     report.as_raw_fd(),
-                    &[IoSlice::new(b"L")],
+                    &[IoSlice::new(&msg)],
                     &[ControlMessage::ScmRights(&fds)],
                     MsgFlags::empty(),
                     None,

@@ -44,6 +44,25 @@ fn err(e: impl std::fmt::Display) -> SandboxError {
 }
 
 impl Enforcement {
+    /// One byte for the init's report to spawn.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Enforcement::Full => b'F',
+            Enforcement::Partial => b'P',
+            Enforcement::None => b'N',
+        }
+    }
+
+    /// The inverse of [`Enforcement::code`].
+    pub(crate) fn from_code(code: u8) -> Option<Enforcement> {
+        match code {
+            b'F' => Some(Enforcement::Full),
+            b'P' => Some(Enforcement::Partial),
+            b'N' => Some(Enforcement::None),
+            _ => None,
+        }
+    }
+
     /// Stable name for `--json` and audit.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -498,13 +498,9 @@ fn read_report(sock: &OwnedFd, into: &mut Reported) {
             into.setup_error = Some((String::from_utf8_lossy(stage).into_owned(), errno));
         }
         b'K' => {
-            use crate::landlock::Enforcement;
-            into.landlock = match msg.get(1) {
-                Some(b'F') => Some(Enforcement::Full),
-                Some(b'P') => Some(Enforcement::Partial),
-                Some(b'N') => Some(Enforcement::None),
-                _ => None,
-            };
+            into.landlock = msg
+                .get(1)
+                .and_then(|c| crate::landlock::Enforcement::from_code(*c));
         }
         b'X' => {
             into.exec_errno = std::str::from_utf8(&msg[1..])

@@ -332,6 +332,17 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into()];
         if input.kernel == Kernel::Host {
             args.extend(["--report-fd".into(), "3".into()]);
+            // The native runtime's Landlock rules, from the same plan. (gVisor's kernel
+            // has no Landlock; there the Sentry is the wall.)
+            for (flag, paths) in [
+                ("--read", &input.plan.readable),
+                ("--write", &input.plan.writable),
+            ] {
+                for p in paths {
+                    args.push(flag.into());
+                    args.push(p.to_string_lossy().into_owned());
+                }
+            }
         }
         args.push("--".into());
         args.extend(input.argv.iter().cloned());

@@ -215,6 +215,17 @@ fn sandbox_init_refuses_malformed_arguments() {
         &["sandbox-init", "--report-fd", "1", "--", "true"],
         &["sandbox-init", "--report-fd"],
         &["sandbox-init", "--verbose", "--", "true"],
+        &["sandbox-init", "--read", "relative", "--", "true"],
+        &["sandbox-init", "--write", "--", "true"],
+        &[
+            "sandbox-init",
+            "--report-fd",
+            "5",
+            "--report-fd",
+            "6",
+            "--",
+            "true",
+        ],
     ] {
         let out = home.cmd(args).run();
         out.assert_code(125);
@@ -224,4 +235,31 @@ fn sandbox_init_refuses_malformed_arguments() {
     home.cmd(["sandbox-init", "--", "sh", "-c", "exit 3"])
         .run()
         .assert_code(3);
+}
+
+/// Landlock is the second wall in the container too: spawn's init (in the root, bound
+/// from the host) exists, but the agent cannot open it, as nothing outside the planned
+/// trees.
+#[test]
+fn container_agent_is_confined_by_landlock() {
+    let home = Home::new();
+    let out = container(
+        &home,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "test -e /.spawn-init; echo exists $?; \
+             head -c1 /.spawn-init >/dev/null 2>&1; echo open $?; \
+             cat /etc/passwd >/dev/null; echo etc $?",
+        ],
+    );
+    out.assert_code(0);
+    assert_eq!(out.field("exists"), "0", "\n{out}");
+    assert_ne!(
+        out.field("open"),
+        "0",
+        "Landlock let the agent open /.spawn-init\n{out}"
+    );
+    assert_eq!(out.field("etc"), "0", "\n{out}");
 }
