@@ -191,16 +191,19 @@ fn container_counts_and_audits_notable_denials() {
     );
 }
 
+/// Both OCI runtimes: spawn waits for the sandbox without spinning.
 #[test]
-fn spawn_waits_for_the_container_without_spinning() {
+fn spawn_waits_for_oci_sandboxes_without_spinning() {
     let home = Home::new();
-    let (ticks, out) = spawn_cpu_ticks_while_agent_sleeps(&home, "container");
-    out.assert_code(0);
-    // Spinning on a closed socket for the 2.5 s measured would be ~250 ticks.
-    assert!(
-        ticks < 50,
-        "spawn used {ticks} ticks of CPU while the agent slept"
-    );
+    for runtime in ["container", "gvisor"] {
+        let (ticks, out) = spawn_cpu_ticks_while_agent_sleeps(&home, runtime);
+        out.assert_code(0);
+        // Spinning on a closed socket for the 2.5 s measured would be ~250 ticks.
+        assert!(
+            ticks < 50,
+            "{runtime}: spawn used {ticks} ticks of CPU while the agent slept"
+        );
+    }
 }
 
 /// The init's own argument parsing (it runs before, and without, the CLI parser).
@@ -243,16 +246,12 @@ fn sandbox_init_refuses_malformed_arguments() {
 #[test]
 fn container_agent_is_confined_by_landlock() {
     let home = Home::new();
-    let out = container(
-        &home,
-        &[],
-        &[
-            "sh",
-            "-c",
-            "test -e /.spawn-init; echo exists $?; \
-             head -c1 /.spawn-init >/dev/null 2>&1; echo open $?; \
-             cat /etc/passwd >/dev/null; echo etc $?",
-        ],
+    let out = home.sh_on(
+        "container",
+        &["--json"],
+        "test -e /.spawn-init; echo exists $?; \
+         head -c1 /.spawn-init >/dev/null 2>&1; echo open $?; \
+         cat /etc/passwd >/dev/null; echo etc $?",
     );
     out.assert_code(0);
     assert_eq!(out.field("exists"), "0", "\n{out}");
