@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use spawn_policy::{NetPolicy, Resources, RunSpec, RuntimeKind};
+use spawn_policy::{RunSpec, RuntimeKind};
 use spawn_sandbox::{cgroups::Limits, native, oci, rootfs};
 
 use crate::case::{require, Case};
@@ -21,16 +21,7 @@ pub fn find() -> Result<PathBuf> {
 pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
     let spec = RunSpec {
         name: "bench".into(),
-        namespace: "default".into(),
-        runtime: RuntimeKind::Container,
-        command: vec!["true".into()],
-        env: vec![],
-        workdir: None,
-        resources: Resources::default(),
-        timeout: None,
-        net: NetPolicy::None,
-        mounts: vec![],
-        languages: vec![],
+        ..RunSpec::bare(RuntimeKind::Container, vec!["true".into()])
     };
     let bundle = dir.join("runc-bundle");
     let state = dir.join("runc-state");

@@ -191,3 +191,24 @@ pub struct RunSpec {
     /// Languages granted by `capabilities.exec` (informational for the native runtime).
     pub languages: Vec<String>,
 }
+
+impl RunSpec {
+    /// `command` with nothing else granted: what `spawn run --runtime R -- COMMAND` without
+    /// a manifest or other flags resolves to (named `run`, no network, no mounts, default
+    /// limits). A starting point for callers that build a spec in code.
+    pub fn bare(runtime: RuntimeKind, command: Vec<String>) -> RunSpec {
+        RunSpec {
+            name: "run".to_owned(),
+            namespace: "default".to_owned(),
+            runtime,
+            command,
+            env: vec![],
+            workdir: None,
+            resources: Resources::default(),
+            timeout: None,
+            net: NetPolicy::None,
+            mounts: vec![],
+            languages: vec![],
+        }
+    }
+}

@@ -614,14 +614,8 @@ fn run_engine(
     let signal = status
         .signal()
         .or_else(|| code.filter(|c| *c > 128).map(|c| c - 128));
-    let mut exit_code = code.unwrap_or_else(|| 128 + signal.unwrap_or(libc::SIGKILL));
-    let mut kill_reason = kill_reason;
-    if kill_reason.is_none() && stats.oom_kills > 0 && signal == Some(libc::SIGKILL) {
-        kill_reason = Some(KillReason::OutOfMemory);
-    }
-    if kill_reason == Some(KillReason::Timeout) {
-        exit_code = 124;
-    }
+    let exit_code = code.unwrap_or_else(|| 128 + signal.unwrap_or(libc::SIGKILL));
+    let (exit_code, kill_reason) = native::settle(exit_code, signal, kill_reason, stats.oom_kills);
     Ok(Report {
         exit_code,
         signal,

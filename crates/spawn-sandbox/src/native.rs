@@ -785,12 +785,7 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
             ExecFailure::NotExecutable(_) => 126,
         };
     }
-    if kill_reason.is_none() && stats.oom_kills > 0 && signal == Some(libc::SIGKILL) {
-        kill_reason = Some(KillReason::OutOfMemory);
-    }
-    if kill_reason == Some(KillReason::Timeout) {
-        exit_code = 124;
-    }
+    let (exit_code, kill_reason) = settle(exit_code, signal, kill_reason, stats.oom_kills);
     Ok(Report {
         exit_code,
         signal,
@@ -807,7 +802,52 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
     })
 }
 
+/// The final exit code and kill reason of a run that ended with `exit_code` (and `signal`,
+/// if one killed it): a SIGKILL in a group that saw an OOM kill is the memory limit's
+/// doing, and a timeout always exits 124 (SPEC §4). Shared by every runtime.
+pub(crate) fn settle(
+    exit_code: i32,
+    signal: Option<i32>,
+    kill_reason: Option<KillReason>,
+    oom_kills: u64,
+) -> (i32, Option<KillReason>) {
+    let kill_reason = match kill_reason {
+        None if oom_kills > 0 && signal == Some(libc::SIGKILL) => Some(KillReason::OutOfMemory),
+        other => other,
+    };
+    let exit_code = if kill_reason == Some(KillReason::Timeout) {
+        124
+    } else {
+        exit_code
+    };
+    (exit_code, kill_reason)
+}
+
 /// Only used by tests and `doctor`: whether a path is inside a planned writable tree.
 pub fn is_under(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|r| path.starts_with(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settle_names_oom_and_timeout_the_same_for_every_runtime() {
+        let kill = Some(libc::SIGKILL);
+        // A SIGKILL in a group that saw an OOM kill is the memory limit.
+        assert_eq!(
+            settle(137, kill, None, 1),
+            (137, Some(KillReason::OutOfMemory))
+        );
+        // Without an OOM kill, or by another signal, it is not.
+        assert_eq!(settle(137, kill, None, 0), (137, None));
+        assert_eq!(settle(143, Some(libc::SIGTERM), None, 1), (143, None));
+        // spawn's own reason wins; a timeout always exits 124.
+        assert_eq!(
+            settle(137, kill, Some(KillReason::Timeout), 1),
+            (124, Some(KillReason::Timeout))
+        );
+        assert_eq!(settle(0, None, None, 0), (0, None));
+    }
 }

@@ -362,25 +362,17 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
 mod tests {
     use super::*;
     use crate::rootfs;
-    use spawn_policy::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
+    use spawn_policy::{MountSource, MountSpec, RunSpec, RuntimeKind};
 
     fn input_spec(dir: &Path) -> (RunSpec, Plan) {
         let spec = RunSpec {
             name: "t".into(),
-            namespace: "default".into(),
-            runtime: RuntimeKind::Container,
-            command: vec!["python3".into(), "-V".into()],
-            env: vec![],
-            workdir: None,
-            resources: Resources::default(),
-            timeout: None,
-            net: NetPolicy::None,
             mounts: vec![MountSpec {
                 source: MountSource::Host(dir.into()),
                 target: "/data".into(),
                 writable: false,
             }],
-            languages: vec![],
+            ..RunSpec::bare(RuntimeKind::Container, vec!["python3".into(), "-V".into()])
         };
         let plan = rootfs::plan(&spec, 1 << 30, "t");
         (spec, plan)

@@ -789,21 +789,13 @@ fn apply_step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spawn_policy::{MountSpec, NetPolicy, Resources, RuntimeKind};
+    use spawn_policy::{MountSpec, RuntimeKind};
 
     fn spec(mounts: Vec<MountSpec>) -> RunSpec {
         RunSpec {
             name: "t".into(),
-            namespace: "default".into(),
-            runtime: RuntimeKind::Native,
-            command: vec!["true".into()],
-            env: vec![],
-            workdir: None,
-            resources: Resources::default(),
-            timeout: None,
-            net: NetPolicy::None,
             mounts,
-            languages: vec![],
+            ..RunSpec::bare(RuntimeKind::Native, vec!["true".into()])
         }
     }
 

@@ -11,26 +11,18 @@
 
 use std::path::PathBuf;
 
-use spawn_policy::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
+use spawn_policy::{MountSource, MountSpec, RunSpec, RuntimeKind};
 use spawn_sandbox::{NoObserver, RunOptions, SandboxError};
 
 fn spec(source: PathBuf, writable: bool) -> RunSpec {
     RunSpec {
         name: "race".into(),
-        namespace: "default".into(),
-        runtime: RuntimeKind::Native,
-        command: vec!["true".into()],
-        env: vec![],
-        workdir: None,
-        resources: Resources::default(),
-        timeout: None,
-        net: NetPolicy::None,
         mounts: vec![MountSpec {
             source: MountSource::Host(source),
             target: "/data".into(),
             writable,
         }],
-        languages: vec![],
+        ..RunSpec::bare(RuntimeKind::Native, vec!["true".into()])
     }
 }
 

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use spawn_policy::{NetPolicy, Resources, RunSpec, RuntimeKind};
+use spawn_policy::{RunSpec, RuntimeKind};
 use spawn_sandbox::{cgroups::Limits, native, oci, rootfs};
 
 const SCRIPT: &str = "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
@@ -32,16 +32,10 @@ fn main() {
 
     let spec = RunSpec {
         name: "ocitest".into(),
-        namespace: "default".into(),
-        runtime: RuntimeKind::Container,
-        command: vec!["sh".into(), "-c".into(), SCRIPT.into()],
-        env: vec![],
-        workdir: None,
-        resources: Resources::default(),
-        timeout: None,
-        net: NetPolicy::None,
-        mounts: vec![],
-        languages: vec![],
+        ..RunSpec::bare(
+            RuntimeKind::Container,
+            vec!["sh".into(), "-c".into(), SCRIPT.into()],
+        )
     };
     // Bundles hold the agent's environment (later: secrets): a private directory on tmpfs.
     let bundle = tempfile::Builder::new()

@@ -60,6 +60,11 @@ fn bare_command_gets_the_defaults() {
             languages: vec![],
         }
     );
+    // RunSpec::bare is exactly this resolution.
+    assert_eq!(
+        spec,
+        RunSpec::bare(RuntimeKind::Gvisor, strings(&["echo", "hi"]))
+    );
 }
 
 #[test]
