@@ -783,29 +783,14 @@ fn receive_listener(conn: &OwnedFd) -> (Option<OwnedFd>, Option<crate::landlock:
 
 /// One message with (at most the first of) the descriptors it carries.
 fn receive_fd(conn: &OwnedFd) -> (Option<OwnedFd>, Vec<u8>) {
-    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 64 << 10];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let Ok(msg) = nix::sys::socket::recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    ) else {
-        return (None, Vec::new());
-    };
-    let len = msg.bytes;
-    let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(r) = c {
-                fds.extend(r.into_iter().map(sys::own_fd));
-            }
+    match sys::recv_fds(conn.as_fd(), &mut buf) {
+        Ok((len, fds)) => {
+            buf.truncate(len);
+            (fds.into_iter().next(), buf)
         }
+        Err(_) => (None, Vec::new()),
     }
-    buf.truncate(len);
-    (fds.into_iter().next(), buf)
 }
 
 /// Waits for runc: answers and counts blocked syscalls, passes signals on and enforces the

@@ -14,11 +14,10 @@
 //! The socket end is close-on-exec, so spawn sees EOF once the agent's program runs.
 
 use std::ffi::CString;
-use std::io::{IoSlice, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
@@ -185,25 +184,9 @@ fn setup_namespaces(cfg: &ChildConfig) -> Result<(), SandboxError> {
 /// process itself; see `Cgroup::join_files`) and enters a new cgroup namespace there.
 fn join_cgroup(go: &OwnedFd) -> Result<(), SandboxError> {
     let mut buf = [0u8; 8];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        go.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| SandboxError::setup("receive the run's cgroup", e))?;
-    let mut files = Vec::new();
-    for c in msg
-        .cmsgs()
-        .map_err(|e| SandboxError::setup("receive the run's cgroup", e))?
-    {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            files.extend(fds.into_iter().map(sys::own_fd));
-        }
-    }
-    if msg.bytes != 1 || files.is_empty() {
+    let (len, files) = sys::recv_fds(go.as_fd(), &mut buf)
+        .map_err(|e| SandboxError::setup("receive the run's cgroup", e))?;
+    if len != 1 || files.is_empty() {
         return Err(SandboxError::setup(
             "receive the run's cgroup",
             std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
@@ -316,15 +299,8 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
                 std::io::Error::other("no listener"),
             )
         })?;
-    let fds = [listener.as_raw_fd()];
-    sendmsg::<()>(
-        report.as_fd().as_raw_fd(),
-        &[IoSlice::new(b"L")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| SandboxError::setup("hand over seccomp listener", e))?;
+    sys::send_fds(report.as_fd(), b"L", &[listener.as_raw_fd()])
+        .map_err(|e| SandboxError::setup("hand over seccomp listener", e))?;
     // The agent must never keep its own listener: it could answer its own notifications.
     drop(listener);
     Ok(())
@@ -414,15 +390,8 @@ pub fn oci_init(
                 let Ok(Some(listener)) = sys::seccomp_install(&program, true) else {
                     sys::exit_now(125)
                 };
-                let fds = [listener.as_raw_fd()];
                 let msg = [b'L', enforced.unwrap_or(b'-')];
-                let sent = sendmsg::<()>(
-                    report.as_raw_fd(),
-                    &[IoSlice::new(&msg)],
-                    &[ControlMessage::ScmRights(&fds)],
-                    MsgFlags::empty(),
-                    None,
-                );
+                let sent = sys::send_fds(report.as_fd(), &msg, &[listener.as_raw_fd()]);
                 if sent.is_err() {
                     sys::exit_now(125);
                 }

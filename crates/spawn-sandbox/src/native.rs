@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{IoSliceMut, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,9 +13,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::socket::{
-    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -398,15 +396,9 @@ fn channels() -> Result<Channels, SandboxError> {
 }
 
 /// Hands the init its cgroup membership files: the second go-ahead.
-fn send_cgroup(go: &OwnedFd, files: &[OwnedFd]) -> nix::Result<usize> {
+fn send_cgroup(go: &OwnedFd, files: &[OwnedFd]) -> std::io::Result<()> {
     let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
-    nix::sys::socket::sendmsg::<()>(
-        go.as_raw_fd(),
-        &[std::io::IoSlice::new(b"c")],
-        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
+    sys::send_fds(go.as_fd(), b"c", &fds)
 }
 
 /// The signals that cancel a run (delivered to spawn on a signalfd while a run is on).
@@ -453,31 +445,10 @@ struct Reported {
 
 fn read_report(sock: &OwnedFd, into: &mut Reported) {
     let mut buf = [0u8; 4096];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let (len, fds) = match recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
-        Ok(msg) => {
-            let mut fds = Vec::new();
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::ScmRights(r) = c {
-                        fds.extend(r);
-                    }
-                }
-            }
-            (msg.bytes, fds)
-        }
-        Err(_) => {
-            into.closed = true;
-            return;
-        }
+    let Ok((len, owned)) = sys::recv_fds(sock.as_fd(), &mut buf) else {
+        into.closed = true;
+        return;
     };
-    let owned: Vec<OwnedFd> = fds.into_iter().map(sys::own_fd).collect();
     if len == 0 {
         into.closed = true;
         return;

@@ -696,6 +696,42 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sends one message of `bytes` carrying the descriptors `fds` (`SCM_RIGHTS`) on a
+/// connected unix socket.
+pub(crate) fn send_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[io::IoSlice::new(bytes)],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// Receives one message into `buf` with the descriptors it carries (at most four, made
+/// close-on-exec and owned): `(length, descriptors)`; length 0 is the peer's end.
+pub(crate) fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            fds.extend(received.into_iter().map(own_fd));
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
 /// Makes `cmd`'s process move itself into a cgroup before exec by writing `0` to each of
 /// `join` (from `Cgroup::join_files`), so everything it starts is in the group from the
 /// first instruction on.
