@@ -67,7 +67,7 @@ struct Cli {
     rounds: usize,
     /// Measured rounds of the OCI runtime cases (gVisor and container; each start takes
     /// tens to hundreds of milliseconds).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     oci_rounds: usize,
     /// The spawn binary to measure.
     #[arg(long, default_value = "target/release/spawn")]
