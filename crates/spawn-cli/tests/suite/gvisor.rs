@@ -81,6 +81,17 @@ fn gvisor_exit_codes() {
     let out = gvisor(&home, &["--timeout", "1s"], &["sleep", "30"]);
     out.assert_code(124);
     assert_eq!(out.json()["killReason"], "timeout", "\n{out}");
+    // A run that timed out leaves nothing behind either.
+    let run = out.run_id();
+    assert!(
+        !runsc_containers().contains(&run),
+        "the timed-out sandbox is still listed"
+    );
+    let left = cgroup_dirs_of_run(&run);
+    assert!(
+        left.is_empty(),
+        "cgroups outlived the timed-out run: {left:?}"
+    );
     gvisor(
         &home,
         &["--memory", "64Mi"],
