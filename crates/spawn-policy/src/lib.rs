@@ -10,6 +10,7 @@ mod bounded;
 mod error;
 mod manifest;
 mod names;
+pub mod net;
 mod parse;
 mod paths;
 mod quantity;
