@@ -1,0 +1,22 @@
+//! spawn's egress proxy (SPEC §6): the only way out of a sandbox whose network policy is
+//! `restricted` or `egress-only`. One proxy per host serves every run; each run is known by
+//! the source address of its network namespace and checked against its own
+//! [`spawn_policy::net::NetRules`].
+//!
+//! - [`Proxy`]: `CONNECT` and absolute-URI HTTP, names resolved by the proxy, every
+//!   resolved address checked, connections only to checked addresses, `requireTls` by the
+//!   ClientHello's server name, per-run rate limit, an [`Observer`] event per attempt and per
+//!   closed connection.
+//! - [`Resolver`]: the proxy's own resolver (no search domains, no hosts file).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod proxy;
+mod resolve;
+mod sni;
+
+pub use error::EgressError;
+pub use proxy::{Attempt, Closed, Observer, Proxy, Registration, Via};
+pub use resolve::Resolver;
+pub use sni::{client_hello, Hello};

@@ -1,0 +1,703 @@
+//! The egress proxy: one per host, serving every run. A run is known by the source address
+//! its network namespace uses; every request is checked against that run's [`NetRules`],
+//! the proxy resolves names itself, checks **every** resolved address, and connects only to
+//! an address it checked, so a later DNS answer can never change where a connection goes.
+//!
+//! Served: HTTP `CONNECT host:port` (tunnels, e.g. HTTPS) and absolute-URI HTTP requests
+//! (`GET http://host/path`). Each attempt, allowed or not, is reported to the run's
+//! [`Observer`] with the reason; a closed connection with its byte counts. Denials are
+//! clear to the program: HTTP 403 (429 over the rate limit) with the reason in the body and
+//! in `X-Spawn-Denial`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use spawn_policy::net::{parse_host, Denial, NetRules, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::EgressError;
+use crate::resolve::Resolver;
+use crate::sni::{client_hello, Hello, MAX_HELLO_BYTES};
+
+/// How long a client may take to send a request head (slowloris), or a ClientHello.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to one upstream address may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head buffered (hyper's minimum is 8 KiB).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// How the program asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `CONNECT host:port`.
+    Connect,
+    /// An absolute-URI HTTP request.
+    Http,
+}
+
+impl Via {
+    /// `CONNECT` or `HTTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Connect => "CONNECT",
+            Via::Http => "HTTP",
+        }
+    }
+}
+
+/// One connection attempt and what the proxy decided (`agent.net.connect`).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The run.
+    pub run_id: String,
+    /// How it was asked.
+    pub via: Via,
+    /// The host as asked (normalized when it parsed).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The checked address connected to, when it got that far.
+    pub addr: Option<SocketAddr>,
+    /// `Ok` when allowed; else the denial (policy) or failure (resolution, connection).
+    pub verdict: Result<(), Denial>,
+}
+
+/// A connection that was allowed has ended.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// The run.
+    pub run_id: String,
+    /// The host.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The address it went to.
+    pub addr: SocketAddr,
+    /// Bytes from the sandbox to the destination.
+    pub bytes_out: u64,
+    /// Bytes from the destination to the sandbox.
+    pub bytes_in: u64,
+}
+
+/// Receives a run's network events (for its audit log). Called from the proxy's tasks:
+/// keep it quick.
+pub trait Observer: Send + Sync {
+    /// Every attempt, allowed or not.
+    fn attempt(&self, event: &Attempt);
+    /// An allowed connection ended.
+    fn closed(&self, event: &Closed);
+}
+
+/// Token bucket for `rateLimit`.
+#[derive(Debug)]
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Run {
+    id: String,
+    rules: NetRules,
+    observer: Arc<dyn Observer>,
+    bucket: Option<Mutex<Bucket>>,
+}
+
+struct Inner {
+    runs: RwLock<HashMap<IpAddr, Arc<Run>>>,
+    resolver: Resolver,
+}
+
+/// The proxy. Cheap to clone; every clone serves the same runs.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let runs = self.inner.runs.read().map(|r| r.len()).unwrap_or(0);
+        f.debug_struct("Proxy").field("runs", &runs).finish()
+    }
+}
+
+/// A run's place in the proxy; dropping it removes the run (its address then gets 403).
+#[derive(Debug)]
+pub struct Registration {
+    proxy: Proxy,
+    peer: IpAddr,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.proxy.inner.runs.write() {
+            runs.remove(&self.peer);
+        }
+    }
+}
+
+fn text(status: StatusCode, denial: Option<&str>, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(code) = denial.and_then(|c| HeaderValue::from_str(c).ok()) {
+        resp.headers_mut().insert("x-spawn-denial", code);
+    }
+    resp
+}
+
+fn refusal(denial: &Denial) -> Response<ProxyBody> {
+    let status = match denial.code {
+        "rate-limit" => StatusCode::TOO_MANY_REQUESTS,
+        "malformed" => StatusCode::BAD_REQUEST,
+        "resolve" | "connect" => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::FORBIDDEN,
+    };
+    text(
+        status,
+        Some(denial.code),
+        format!("spawn egress proxy: denied: {denial}\n"),
+    )
+}
+
+fn denial(code: &'static str, detail: impl Into<String>) -> Denial {
+    Denial {
+        code,
+        detail: detail.into(),
+    }
+}
+
+impl Proxy {
+    /// A proxy resolving names with `resolver`.
+    pub fn new(resolver: Resolver) -> Proxy {
+        Proxy {
+            inner: Arc::new(Inner {
+                runs: RwLock::new(HashMap::new()),
+                resolver,
+            }),
+        }
+    }
+
+    /// Serves connections from `peer` (the address the run's namespace connects from)
+    /// under `rules`, reporting to `observer`, until the registration is dropped.
+    pub fn register(
+        &self,
+        peer: IpAddr,
+        run_id: &str,
+        rules: NetRules,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Registration, EgressError> {
+        let bucket = rules.rate.map(|r| {
+            let capacity = r.requests as f64;
+            Mutex::new(Bucket {
+                capacity,
+                tokens: capacity,
+                per_second: capacity / r.per.as_secs_f64().max(0.001),
+                last: Instant::now(),
+            })
+        });
+        let run = Arc::new(Run {
+            id: run_id.to_owned(),
+            rules,
+            observer,
+            bucket,
+        });
+        let mut runs = self
+            .inner
+            .runs
+            .write()
+            .map_err(|_| EgressError::Io(std::io::Error::other("run table poisoned")))?;
+        if runs.contains_key(&peer) {
+            return Err(EgressError::Io(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{peer} already belongs to a run"),
+            )));
+        }
+        runs.insert(peer, run);
+        Ok(Registration {
+            proxy: self.clone(),
+            peer,
+        })
+    }
+
+    /// Accepts and serves connections until the listener fails.
+    pub async fn serve(&self, listener: TcpListener) -> EgressError {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) if is_transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(e) => return EgressError::Io(e),
+            };
+            let proxy = self.clone();
+            tokio::spawn(async move { proxy.connection(stream, peer).await });
+        }
+    }
+
+    async fn connection(self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let run = self
+            .inner
+            .runs
+            .read()
+            .ok()
+            .and_then(|r| r.get(&peer.ip()).cloned());
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = self.clone();
+            let run = run.clone();
+            async move { Ok::<_, Infallible>(proxy.request(run, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    }
+
+    async fn request(&self, run: Option<Arc<Run>>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let Some(run) = run else {
+            return text(
+                StatusCode::FORBIDDEN,
+                Some("unknown-client"),
+                "spawn egress proxy: this address is not a spawn sandbox\n".into(),
+            );
+        };
+        let via = if req.method() == Method::CONNECT {
+            Via::Connect
+        } else {
+            Via::Http
+        };
+        let (host, port) = match destination(via, req.uri()) {
+            Ok(hp) => hp,
+            Err(d) => {
+                let host = req.uri().host().unwrap_or("").chars().take(255).collect();
+                run.observer.attempt(&Attempt {
+                    run_id: run.id.clone(),
+                    via,
+                    host,
+                    port: 0,
+                    addr: None,
+                    verdict: Err(d.clone()),
+                });
+                return refusal(&d);
+            }
+        };
+        let report = |host: &str, addr, verdict| {
+            run.observer.attempt(&Attempt {
+                run_id: run.id.clone(),
+                via,
+                host: host.to_owned(),
+                port,
+                addr,
+                verdict,
+            });
+        };
+        let (target, upstream, addr) = match self.open(&run, via, &host, port).await {
+            Ok(opened) => opened,
+            Err((shown, d)) => {
+                report(&shown, None, Err(d.clone()));
+                return refusal(&d);
+            }
+        };
+        let shown = target.to_string();
+        match via {
+            Via::Connect => {
+                if !run.rules.require_tls {
+                    report(&shown, Some(addr), Ok(()));
+                }
+                let run = run.clone();
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                        tunnel(run, target, port, TokioIo::new(upgraded), upstream, addr).await;
+                    }
+                });
+                Response::new(
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+            }
+            Via::Http => {
+                report(&shown, Some(addr), Ok(()));
+                forward(run.clone(), &shown, port, addr, upstream, req).await
+            }
+        }
+    }
+
+    /// Decides, resolves, checks every address and connects: the whole policy for one
+    /// attempt. On refusal: the host as shown and why.
+    async fn open(
+        &self,
+        run: &Run,
+        via: Via,
+        host: &str,
+        port: u16,
+    ) -> Result<(Target, TcpStream, SocketAddr), (String, Denial)> {
+        let shown = host.chars().take(255).collect::<String>();
+        if let Some(bucket) = &run.bucket {
+            let ok = bucket.lock().map(|mut b| b.take()).unwrap_or(false);
+            if !ok {
+                return Err((
+                    shown,
+                    denial("rate-limit", "the run's rateLimit is used up"),
+                ));
+            }
+        }
+        let target = parse_host(host).map_err(|e| (shown.clone(), denial("malformed", e)))?;
+        let shown = target.to_string();
+        run.rules.check(&target).map_err(|d| (shown.clone(), d))?;
+        if run.rules.require_tls && (via == Via::Http || port != 443) {
+            return Err((
+                shown,
+                denial(
+                    "require-tls",
+                    "requireTls: only TLS (CONNECT) to port 443 is allowed",
+                ),
+            ));
+        }
+        let addrs = match &target {
+            Target::Ip(ip) => vec![*ip],
+            Target::Name(name) => self
+                .inner
+                .resolver
+                .lookup(name)
+                .await
+                .map_err(|e| (shown.clone(), denial("resolve", e.to_string())))?,
+        };
+        // Every address must pass: a name that also points into a blocked range (DNS
+        // rebinding, a hostile zone) is refused as a whole.
+        for ip in &addrs {
+            run.rules.check_ip(*ip).map_err(|d| (shown.clone(), d))?;
+        }
+        let mut last = None;
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, port);
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok((target, stream, addr));
+                }
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => last = Some("timed out".into()),
+            }
+        }
+        Err((
+            shown,
+            denial(
+                "connect",
+                format!("no address accepted: {}", last.unwrap_or_default()),
+            ),
+        ))
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc_errno::EMFILE
+                | libc_errno::ENFILE
+                | libc_errno::ECONNABORTED
+                | libc_errno::ENOBUFS
+                | libc_errno::ENOMEM
+        )
+    )
+}
+
+/// The few errno values `accept` may return without the listener being broken.
+mod libc_errno {
+    pub const EMFILE: i32 = 24;
+    pub const ENFILE: i32 = 23;
+    pub const ECONNABORTED: i32 = 103;
+    pub const ENOBUFS: i32 = 105;
+    pub const ENOMEM: i32 = 12;
+}
+
+/// Host and port of a CONNECT authority or an absolute `http://` URI.
+fn destination(via: Via, uri: &Uri) -> Result<(String, u16), Denial> {
+    let authority = uri.authority().ok_or_else(|| {
+        denial(
+            "malformed",
+            "this is a proxy: send CONNECT host:port or an absolute http:// URI",
+        )
+    })?;
+    if authority.as_str().contains('@') {
+        return Err(denial("malformed", "credentials in the authority"));
+    }
+    let port = match via {
+        Via::Connect => authority
+            .port_u16()
+            .ok_or_else(|| denial("malformed", "CONNECT needs host:port"))?,
+        Via::Http => {
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") => {
+                    return Err(denial("malformed", "use CONNECT for https"));
+                }
+                _ => return Err(denial("malformed", "only http:// URIs are forwarded")),
+            }
+            authority.port_u16().unwrap_or(80)
+        }
+    };
+    if port == 0 {
+        return Err(denial("malformed", "port 0"));
+    }
+    Ok((authority.host().to_owned(), port))
+}
+
+/// Counts bytes through one direction.
+async fn pump<R, W>(mut from: R, mut to: W, count: &AtomicU64)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+async fn tunnel(
+    run: Arc<Run>,
+    target: Target,
+    port: u16,
+    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    mut upstream: TcpStream,
+    addr: SocketAddr,
+) {
+    let shown = target.to_string();
+    let out = AtomicU64::new(0);
+    let inn = AtomicU64::new(0);
+    if run.rules.require_tls {
+        // The ClientHello must name the host that was checked; nothing is forwarded before.
+        let mut hello = Vec::new();
+        let verdict = tokio::time::timeout(HEAD_TIMEOUT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match client_hello(&hello) {
+                    Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
+                    Hello::Sni(sni) => {
+                        return match parse_host(&sni) {
+                            Ok(t) if t == target => Ok(()),
+                            _ => Err(denial(
+                                "sni-mismatch",
+                                format!("the TLS server name {sni:?} is not {shown}"),
+                            )),
+                        };
+                    }
+                    Hello::NoSni => {
+                        return Err(denial("require-tls", "the TLS ClientHello names no server"))
+                    }
+                    _ => return Err(denial("require-tls", "not a TLS ClientHello")),
+                }
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return Err(denial("require-tls", "no ClientHello")),
+                    Ok(n) => hello.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(denial("require-tls", "no ClientHello in time")));
+        run.observer.attempt(&Attempt {
+            run_id: run.id.clone(),
+            via: Via::Connect,
+            host: shown.clone(),
+            port,
+            addr: Some(addr),
+            verdict: verdict.clone(),
+        });
+        if verdict.is_err() || upstream.write_all(&hello).await.is_err() {
+            return;
+        }
+        out.fetch_add(hello.len() as u64, Ordering::Relaxed);
+    }
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = upstream.split();
+    tokio::join!(pump(cr, uw, &out), pump(ur, cw, &inn));
+    run.observer.closed(&Closed {
+        run_id: run.id.clone(),
+        host: shown,
+        port,
+        addr,
+        bytes_out: out.into_inner(),
+        bytes_in: inn.into_inner(),
+    });
+}
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) or to the proxy itself.
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+async fn forward(
+    run: Arc<Run>,
+    shown: &str,
+    port: u16,
+    addr: SocketAddr,
+    upstream: TcpStream,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    parts.uri = match path.parse() {
+        Ok(u) => u,
+        Err(_) => return refusal(&denial("malformed", "request target")),
+    };
+    // Whatever Host the program sent, the request goes to the host that was checked.
+    for h in HOP_HEADERS {
+        parts.headers.remove(*h);
+    }
+    let host = if port == 80 {
+        shown.to_owned()
+    } else {
+        format!("{shown}:{port}")
+    };
+    match HeaderValue::from_str(&host) {
+        Ok(v) => {
+            parts.headers.insert(HOST, v);
+        }
+        Err(_) => return refusal(&denial("malformed", "host")),
+    }
+    let Ok((mut sender, conn)) =
+        hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await
+    else {
+        return refusal(&denial("connect", "upstream handshake"));
+    };
+    tokio::spawn(conn);
+    let out_bytes = body.size_hint().exact().unwrap_or(0);
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in HOP_HEADERS {
+                parts.headers.remove(*h);
+            }
+            let counted = Counted {
+                inner: body,
+                bytes: 0,
+                done: Some((run, shown.to_owned(), port, addr, out_bytes)),
+            };
+            Response::from_parts(parts, counted.boxed())
+        }
+        Err(e) => refusal(&denial("connect", format!("upstream: {e}"))),
+    }
+}
+
+/// A response body that reports the connection's byte counts when it ends or is dropped.
+struct Counted {
+    inner: Incoming,
+    bytes: u64,
+    done: Option<(Arc<Run>, String, u16, SocketAddr, u64)>,
+}
+
+impl Counted {
+    fn finish(&mut self) {
+        if let Some((run, host, port, addr, out)) = self.done.take() {
+            run.observer.closed(&Closed {
+                run_id: run.id.clone(),
+                host,
+                port,
+                addr,
+                bytes_out: out,
+                bytes_in: self.bytes,
+            });
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

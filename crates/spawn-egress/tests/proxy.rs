@@ -1,0 +1,611 @@
+//! The egress proxy end to end, with real servers: everything runs in a network namespace
+//! of this test's own, where `11.0.0.1` and `11.0.0.2` (public-looking addresses, on
+//! loopback) serve HTTP and a TCP echo, `10.0.0.5` is a private server that must never be
+//! reached, and a DNS server written here answers for the `.test` names (including one that
+//! flips between a public and a private answer). Runs are told apart by source address
+//! (`127.0.0.2` …), as sandboxes are by their namespace's address.
+//!
+//! A plain `main` (harness = false): `unshare(CLONE_NEWNET)` must happen before any thread
+//! exists. Needs root. Each case prints its name; a failure panics with the reason.
+
+// A plain test binary (no #[test] functions), so the test exemptions do not apply.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver};
+use spawn_policy::net::NetRules;
+use spawn_policy::{NetCapability, NetPolicy, RateLimit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
+const PUBLIC2: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 2);
+const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+fn sh(cmd: &[&str]) {
+    let st = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (make test installs iproute2)"));
+    assert!(st.success(), "{cmd:?} failed");
+}
+
+/// What the observer saw.
+#[derive(Default)]
+struct Events {
+    attempts: Mutex<Vec<Attempt>>,
+    closed: Mutex<Vec<Closed>>,
+}
+
+impl Observer for Events {
+    fn attempt(&self, e: &Attempt) {
+        self.attempts.lock().unwrap().push(e.clone());
+    }
+    fn closed(&self, e: &Closed) {
+        self.closed.lock().unwrap().push(e.clone());
+    }
+}
+
+impl Events {
+    fn last(&self) -> Attempt {
+        self.attempts
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("an attempt was reported")
+    }
+}
+
+/// A DNS server for the test names. `rebind.test` answers public, then private, alternately.
+async fn dns_server() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let flips = AtomicUsize::new(0);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut resp = Message::new();
+            resp.set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(true)
+                .set_recursion_available(true);
+            for q in query.queries() {
+                resp.add_query(q.clone());
+                let name = q.name().to_ascii().to_ascii_lowercase();
+                let answers: Option<Vec<Ipv4Addr>> = match name.as_str() {
+                    "allowed.test." | "deep.wild.test." | "smuggle.test." => Some(vec![PUBLIC]),
+                    "other.test." => Some(vec![PUBLIC2]),
+                    "private.test." => Some(vec![PRIVATE]),
+                    "mixed.test." => Some(vec![PUBLIC, PRIVATE]),
+                    "metadata.test." => Some(vec![Ipv4Addr::new(169, 254, 169, 254)]),
+                    "rebind.test." => {
+                        let n = flips.fetch_add(1, Ordering::SeqCst);
+                        // A and AAAA queries come in pairs: flip per pair.
+                        Some(vec![if (n / 2).is_multiple_of(2) { PUBLIC } else { PRIVATE }])
+                    }
+                    _ => None,
+                };
+                match answers {
+                    None => {
+                        resp.set_response_code(ResponseCode::NXDomain);
+                    }
+                    Some(ips) if q.query_type() == RecordType::A => {
+                        for ip in ips {
+                            resp.add_answer(Record::from_rdata(
+                                q.name().clone(),
+                                0,
+                                RData::A(A(ip)),
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Ok(bytes) = resp.to_vec() {
+                let _ = sock.send_to(&bytes, from).await;
+            }
+        }
+    });
+    addr
+}
+
+/// HTTP on port 80 of `ip`: answers `hello from IP, Host: …` and counts requests.
+async fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
+    let listener = TcpListener::bind((ip, 80)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(format!("hello from {ip}, Host: {host}\n")),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+/// A TCP echo on port 443 of `ip` (stands in for a TLS server: the proxy does not look
+/// past the ClientHello).
+async fn echo_server(ip: Ipv4Addr) {
+    let listener = TcpListener::bind((ip, 443)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+async fn client(from: Ipv4Addr, proxy: SocketAddr) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
+    sock.connect(proxy).await.unwrap()
+}
+
+/// Sends `raw` from `from` and returns everything the proxy sends back until it closes.
+async fn exchange(from: Ipv4Addr, proxy: SocketAddr, raw: &str) -> String {
+    let mut s = client(from, proxy).await;
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn get(from: Ipv4Addr, proxy: SocketAddr, url: &str) -> String {
+    exchange(
+        from,
+        proxy,
+        &format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+fn status(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("")
+}
+
+fn rules(
+    policy: NetPolicy,
+    allow: &[&str],
+    deny: &[&str],
+    tls: bool,
+    rate: Option<u64>,
+) -> NetRules {
+    NetRules::from_capability(&NetCapability {
+        policy: Some(policy),
+        allowlist: allow.iter().map(|s| (*s).to_owned()).collect(),
+        denylist: deny.iter().map(|s| (*s).to_owned()).collect(),
+        rate_limit: rate.map(|requests| RateLimit {
+            requests,
+            per: "1m".into(),
+        }),
+        require_tls: Some(tls),
+    })
+    .unwrap()
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root: run `make test` as root"
+    );
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace");
+    sh(&["ip", "link", "set", "lo", "up"]);
+    for a in ["11.0.0.1/32", "11.0.0.2/32", "10.0.0.5/32"] {
+        sh(&["ip", "addr", "add", a, "dev", "lo"]);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let passed = rt.block_on(cases());
+    println!("proxy: {passed} passed, 0 failed");
+}
+
+#[allow(clippy::too_many_lines)]
+async fn cases() -> usize {
+    let dns = dns_server().await;
+    let public_hits = Arc::new(AtomicUsize::new(0));
+    let private_hits = Arc::new(AtomicUsize::new(0));
+    http_server(PUBLIC, public_hits.clone()).await;
+    http_server(PUBLIC2, Arc::new(AtomicUsize::new(0))).await;
+    http_server(PRIVATE, private_hits.clone()).await;
+    echo_server(PUBLIC).await;
+    let loopback_server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let loopback_port = loopback_server.local_addr().unwrap().port();
+
+    let proxy = Proxy::new(Resolver::with_nameserver(dns));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = listener.local_addr().unwrap();
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+
+    let (a, b, c, d) = (
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+        Ipv4Addr::new(127, 0, 0, 4),
+        Ipv4Addr::new(127, 0, 0, 5),
+    );
+    let ea = Arc::new(Events::default());
+    let eb = Arc::new(Events::default());
+    let ec = Arc::new(Events::default());
+    let ed = Arc::new(Events::default());
+    let allow = [
+        "allowed.test",
+        "*.wild.test",
+        "private.test",
+        "mixed.test",
+        "rebind.test",
+        "smuggle.test",
+        "metadata.test",
+    ];
+    let _ra = proxy
+        .register(
+            a.into(),
+            "tr_a",
+            rules(
+                NetPolicy::Restricted,
+                &allow,
+                &["smuggle.test"],
+                false,
+                None,
+            ),
+            ea.clone(),
+        )
+        .unwrap();
+    let _rb = proxy
+        .register(
+            b.into(),
+            "tr_b",
+            rules(NetPolicy::EgressOnly, &[], &["11.0.0.2"], false, None),
+            eb.clone(),
+        )
+        .unwrap();
+    let _rc = proxy
+        .register(
+            c.into(),
+            "tr_c",
+            rules(NetPolicy::Restricted, &["allowed.test"], &[], true, None),
+            ec.clone(),
+        )
+        .unwrap();
+    let _rd = proxy
+        .register(
+            d.into(),
+            "tr_d",
+            rules(NetPolicy::EgressOnly, &[], &[], false, Some(2)),
+            ed.clone(),
+        )
+        .unwrap();
+    assert!(
+        proxy
+            .register(
+                a.into(),
+                "tr_dup",
+                NetRules::plain(NetPolicy::EgressOnly),
+                ea.clone()
+            )
+            .is_err(),
+        "one address, one run"
+    );
+
+    let mut passed = 0;
+    let mut case = |name: &str| {
+        println!("case {name}");
+        passed += 1;
+    };
+
+    case("an allowlisted name is fetched through the proxy, with the checked address audited");
+    let r = get(a, paddr, "http://allowed.test/").await;
+    assert_eq!(status(&r), "200", "{r}");
+    assert!(r.contains("hello from 11.0.0.1, Host: allowed.test"), "{r}");
+    let e = ea.last();
+    assert_eq!(
+        (e.host.as_str(), e.port, e.verdict.is_ok()),
+        ("allowed.test", 80, true)
+    );
+    assert_eq!(e.addr, Some(SocketAddr::from((PUBLIC, 80))));
+
+    case("uppercase and a trailing dot are the same name");
+    let r = get(a, paddr, "http://ALLOWED.Test./").await;
+    assert_eq!(status(&r), "200", "{r}");
+
+    case("wildcards match subdomains, not the domain");
+    assert_eq!(
+        status(&get(a, paddr, "http://deep.wild.test/").await),
+        "200"
+    );
+    let r = get(a, paddr, "http://wild.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert!(r.contains("not-allowlisted"), "{r}");
+
+    case("a name off the allowlist gets 403 with the reason");
+    let r = get(a, paddr, "http://other.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert!(
+        r.to_lowercase().contains("x-spawn-denial: not-allowlisted"),
+        "{r}"
+    );
+    assert_eq!(ea.last().verdict.unwrap_err().code, "not-allowlisted");
+
+    case("the denylist wins over the allowlist");
+    let r = get(a, paddr, "http://smuggle.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert_eq!(ea.last().verdict.unwrap_err().code, "denylist");
+
+    case("an allowlisted name resolving to a private address is refused");
+    let r = get(a, paddr, "http://private.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert_eq!(ea.last().verdict.unwrap_err().code, "blocked-address");
+    case("a name with one public and one private address is refused as a whole");
+    assert_eq!(status(&get(a, paddr, "http://mixed.test/").await), "403");
+    case("a name resolving to the metadata address is refused");
+    assert_eq!(status(&get(a, paddr, "http://metadata.test/").await), "403");
+
+    case("DNS rebinding: a flipped answer fails the next check, never reaches the private server");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(status(&get(a, paddr, "http://rebind.test/").await).to_owned());
+    }
+    assert!(
+        codes.contains(&"200".to_owned()) && codes.contains(&"403".to_owned()),
+        "{codes:?}"
+    );
+
+    case("the Host header cannot redirect a request: the checked host is sent upstream");
+    let r = exchange(
+        a,
+        paddr,
+        "GET http://allowed.test/ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("Host: allowed.test"), "{r}");
+
+    case("CONNECT tunnels bytes to an allowed host and reports the byte counts");
+    let mut s = client(a, paddr).await;
+    s.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 19];
+    s.read_exact(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") && !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        s.read_exact(&mut byte).await.unwrap();
+        rest.push(byte[0]);
+        if rest.len() > 1024 {
+            break;
+        }
+    }
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 23];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = ea
+        .closed
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|c| c.port == 443)
+        .cloned();
+    let closed = closed.expect("the tunnel's close was reported");
+    assert_eq!((closed.bytes_out, closed.bytes_in), (23, 23));
+
+    case("metadata and loopback addresses in every spelling are refused (egress-only)");
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://0251.0376.0251.0376/",
+        "http://169.254.43518/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://[fe80::1%25lo]/",
+        "http://127.1/",
+        "http://0x7f000001/",
+        "http://[::1]/",
+        "http://10.0.0.5/",
+        "http://012.0.0.5/",
+        "http://metadata.google.internal/",
+        "http://localhost/",
+    ] {
+        let r = get(b, paddr, url).await;
+        assert!(matches!(status(&r), "403" | "400"), "{url}: {r}");
+    }
+    let r = get(b, paddr, &format!("http://127.0.0.1:{loopback_port}/")).await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert_eq!(
+        private_hits.load(Ordering::SeqCst),
+        0,
+        "the private server was reached"
+    );
+    drop(loopback_server);
+
+    case("egress-only reaches a public address literal; the denylist's address does not");
+    let r = get(b, paddr, "http://11.0.0.1/").await;
+    assert_eq!(status(&r), "200", "{r}");
+    let r = get(b, paddr, "http://11.0.0.2/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert_eq!(eb.last().verdict.unwrap_err().code, "denylist");
+
+    case("restricted never takes an address literal");
+    assert_eq!(status(&get(a, paddr, "http://11.0.0.1/").await), "403");
+
+    case("requireTls: a ClientHello naming the checked host is tunnelled");
+    let mut s = client(c, paddr).await;
+    s.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let hello = tls_hello("allowed.test");
+    s.write_all(&hello).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, hello);
+    drop(s);
+
+    case("requireTls: a ClientHello naming another host is cut off and audited");
+    let mut s = client(c, paddr).await;
+    s.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(&tls_hello("other.test")).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "bytes came back through a refused tunnel");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ec.last().verdict.unwrap_err().code, "sni-mismatch");
+
+    case("requireTls: plain HTTP and other ports are refused");
+    assert_eq!(status(&get(c, paddr, "http://allowed.test/").await), "403");
+    let r = exchange(c, paddr, "CONNECT allowed.test:80 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status(&r), "403", "{r}");
+
+    case("the rate limit answers 429 once used up");
+    let first = get(d, paddr, "http://11.0.0.1/").await;
+    let second = get(d, paddr, "http://11.0.0.1/").await;
+    let third = get(d, paddr, "http://11.0.0.1/").await;
+    assert_eq!(
+        (status(&first), status(&second), status(&third)),
+        ("200", "200", "429"),
+        "{third}"
+    );
+    assert_eq!(ed.last().verdict.unwrap_err().code, "rate-limit");
+
+    case("an address that is no run's gets 403");
+    let r = get(Ipv4Addr::new(127, 0, 0, 9), paddr, "http://allowed.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+
+    case("malformed, oversized and origin-form requests get 4xx, and the proxy serves on");
+    for raw in [
+        "GARBAGE\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n".to_owned(),
+        "GET https://allowed.test/ HTTP/1.1\r\n\r\n".to_owned(),
+        "CONNECT allowed.test HTTP/1.1\r\n\r\n".to_owned(),
+        "CONNECT allowed.test:0 HTTP/1.1\r\n\r\n".to_owned(),
+        "GET http://user:pw@allowed.test/ HTTP/1.1\r\n\r\n".to_owned(),
+        format!("GET http://{}.test/ HTTP/1.1\r\n\r\n", "a".repeat(300)),
+        format!(
+            "GET http://allowed.test/ HTTP/1.1\r\nX: {}\r\n\r\n",
+            "b".repeat(64 * 1024)
+        ),
+        "GET http://xn--llowed-6nf.test/ HTTP/1.1\r\n\r\n".to_owned(),
+    ] {
+        let r = exchange(a, paddr, &raw).await;
+        let code = status(&r);
+        assert!(
+            code.starts_with('4') || r.is_empty(),
+            "{}: {r}",
+            &raw[..raw.len().min(60)]
+        );
+    }
+    assert_eq!(status(&get(a, paddr, "http://allowed.test/").await), "200");
+
+    case("slow clients holding half a request head do not stop the proxy");
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let mut s = client(a, paddr).await;
+        s.write_all(b"GET http://allowed.test/ HTTP/1.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let r = get(b, paddr, "http://11.0.0.1/").await;
+    assert_eq!(status(&r), "200", "{r}");
+    drop(slow);
+
+    case("every attempt of every run was reported to that run only");
+    let count = |e: &Events| e.attempts.lock().unwrap().len();
+    assert!(count(&ea) >= 20 && count(&eb) >= 17 && count(&ec) >= 3 && count(&ed) == 3);
+    let runs: HashMap<String, usize> =
+        ea.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .fold(HashMap::new(), |mut m, e| {
+                *m.entry(e.run_id.clone()).or_default() += 1;
+                m
+            });
+    assert_eq!(runs.keys().collect::<Vec<_>>(), ["tr_a"]);
+    assert!(public_hits.load(Ordering::SeqCst) > 0);
+
+    passed
+}
+
+/// A minimal TLS ClientHello naming `host`.
+fn tls_hello(host: &str) -> Vec<u8> {
+    let name = host.as_bytes();
+    let list_len = 3 + name.len();
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&u16::try_from(list_len + 2).unwrap().to_be_bytes());
+    ext.extend_from_slice(&u16::try_from(list_len).unwrap().to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&u16::try_from(name.len()).unwrap().to_be_bytes());
+    ext.extend_from_slice(name);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&u16::try_from(ext.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend_from_slice(&u16::try_from(hs.len()).unwrap().to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
