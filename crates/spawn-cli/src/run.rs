@@ -207,7 +207,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         )
         .with_detail("runtime", spec.runtime.as_str())
         .with_detail("namespace", spec.namespace.clone())
-        .with_detail("net", spec.net.as_str())
+        .with_detail("net", spec.net.policy.as_str())
         .with_detail(
             "envNames",
             spec.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),

@@ -97,7 +97,11 @@ async fn dns_server() -> SocketAddr {
                     "rebind.test." => {
                         let n = flips.fetch_add(1, Ordering::SeqCst);
                         // A and AAAA queries come in pairs: flip per pair.
-                        Some(vec![if (n / 2).is_multiple_of(2) { PUBLIC } else { PRIVATE }])
+                        Some(vec![if (n / 2).is_multiple_of(2) {
+                            PUBLIC
+                        } else {
+                            PRIVATE
+                        }])
                     }
                     _ => None,
                 };

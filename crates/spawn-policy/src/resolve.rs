@@ -8,8 +8,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::PolicyError;
+use crate::manifest::NetCapability;
 use crate::manifest::{Agent, ExecCapability, Mount, MountMode, ResourceLimits, MAX_MOUNTS};
 use crate::names::quote;
+use crate::net::NetRules;
 use crate::paths::{self, Confine};
 use crate::spec::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
 use crate::validate::{self, MAX_ENV_VARS};
@@ -74,7 +76,7 @@ pub fn resolve(
     }
     let command = resolve_command(agent, overrides)?;
     if let Some(agent) = agent {
-        check_unsupported_manifest(agent, overrides)?;
+        check_unsupported_manifest(agent)?;
     }
 
     let spec = agent.map(|a| &a.spec);
@@ -126,28 +128,41 @@ pub fn resolve(
             .transpose()?,
         resources,
         timeout,
-        // Only `none` gets this far (see the unsupported checks).
-        net: NetPolicy::None,
+        net: resolve_net(capabilities.and_then(|c| c.net.as_ref()), overrides)?,
         mounts,
         languages: exec.map(|e| e.languages.clone()).unwrap_or_default(),
     })
 }
 
-fn check_unsupported_overrides(overrides: &Overrides) -> Result<(), PolicyError> {
-    if let Some(net) = overrides.net {
-        if net != NetPolicy::None {
-            return Err(PolicyError::unsupported(
-                "--net",
-                &format!("policy {net}"),
-                "only none for now",
-            ));
-        }
+/// `capabilities.net` with `--net`, `--allow` and `--deny` applied (the flags' lists add
+/// to the manifest's), validated as a whole.
+fn resolve_net(
+    manifest: Option<&NetCapability>,
+    overrides: &Overrides,
+) -> Result<NetRules, PolicyError> {
+    let mut net = manifest.cloned().unwrap_or_default();
+    if let Some(policy) = overrides.net {
+        net.policy = Some(policy);
     }
-    let lists = [
-        ("--allow", overrides.allow.is_empty(), "network allowlists"),
-        ("--deny", overrides.deny.is_empty(), "network denylists"),
-        ("--secret", overrides.secrets.is_empty(), "secrets"),
-    ];
+    net.allowlist.extend(overrides.allow.iter().cloned());
+    net.denylist.extend(overrides.deny.iter().cloned());
+    if net.policy == Some(NetPolicy::Full) {
+        return Err(PolicyError::unsupported(
+            if overrides.net.is_some() {
+                "--net"
+            } else {
+                "spec.capabilities.net.policy"
+            },
+            "policy full (direct network access)",
+            "use restricted or egress-only, which go through the egress proxy",
+        ));
+    }
+    crate::validate::validate_net(&net)?;
+    NetRules::from_capability(&net)
+}
+
+fn check_unsupported_overrides(overrides: &Overrides) -> Result<(), PolicyError> {
+    let lists = [("--secret", overrides.secrets.is_empty(), "secrets")];
     for (flag, empty, what) in lists {
         if !empty {
             return Err(PolicyError::unsupported(flag, what, ""));
@@ -179,7 +194,7 @@ fn resolve_command(
     }
 }
 
-fn check_unsupported_manifest(agent: &Agent, overrides: &Overrides) -> Result<(), PolicyError> {
+fn check_unsupported_manifest(agent: &Agent) -> Result<(), PolicyError> {
     let spec = &agent.spec;
     if spec.model.is_some() {
         return Err(PolicyError::unsupported(
@@ -222,42 +237,6 @@ fn check_unsupported_manifest(agent: &Agent, overrides: &Overrides) -> Result<()
                 "a command agent's command is its exec invocation; remove the exec block \
                  to run without exec limits",
             ));
-        }
-    }
-    if let Some(net) = &capabilities.net {
-        if overrides.net.is_none() {
-            if let Some(policy) = net.policy {
-                if policy != NetPolicy::None {
-                    return Err(PolicyError::unsupported(
-                        "spec.capabilities.net.policy",
-                        &format!("policy {policy}"),
-                        "only none for now",
-                    ));
-                }
-            }
-        }
-        let fields = [
-            (
-                "allowlist",
-                !net.allowlist.is_empty(),
-                "a network allowlist",
-            ),
-            ("denylist", !net.denylist.is_empty(), "a network denylist"),
-            (
-                "rateLimit",
-                net.rate_limit.is_some(),
-                "a network rate limit",
-            ),
-            ("requireTls", net.require_tls.is_some(), "requireTls"),
-        ];
-        for (name, present, what) in fields {
-            if present {
-                return Err(PolicyError::unsupported(
-                    format!("spec.capabilities.net.{name}"),
-                    what,
-                    "",
-                ));
-            }
         }
     }
     if !capabilities.secrets.is_empty() {

@@ -184,8 +184,8 @@ pub struct RunSpec {
     pub resources: Resources,
     /// Wall-clock limit for the whole run.
     pub timeout: Option<Duration>,
-    /// Network policy.
-    pub net: NetPolicy,
+    /// Network policy and its rules (allowlist, denylist, rate limit, requireTls).
+    pub net: crate::net::NetRules,
     /// Mounts, in manifest order then `--mount` order.
     pub mounts: Vec<MountSpec>,
     /// Languages granted by `capabilities.exec` (informational for the native runtime).
@@ -206,7 +206,7 @@ impl RunSpec {
             workdir: None,
             resources: Resources::default(),
             timeout: None,
-            net: NetPolicy::None,
+            net: crate::net::NetRules::plain(NetPolicy::None),
             mounts: vec![],
             languages: vec![],
         }

@@ -226,7 +226,7 @@ fn validate_exec(exec: &ExecCapability) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn validate_net(net: &NetCapability) -> Result<(), PolicyError> {
+pub(crate) fn validate_net(net: &NetCapability) -> Result<(), PolicyError> {
     let policy = net.policy.unwrap_or_default();
     let field = "spec.capabilities.net.allowlist";
     if net.allowlist.len() > MAX_ALLOWLIST {

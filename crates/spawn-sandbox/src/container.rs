@@ -379,10 +379,10 @@ fn run_engine(
     }
     let runc = find_binary(engine)?;
     let runtime = engine.runtime();
-    if spec.net != NetPolicy::None {
+    if spec.net.policy != NetPolicy::None {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} is not supported yet by the {runtime} runtime",
-            spec.net.as_str()
+            spec.net.policy.as_str()
         )));
     }
     let base = Path::new(BASE);

@@ -236,10 +236,10 @@ fn child_config(
     pids: u64,
     agent_host_id: u32,
 ) -> Result<ChildConfig, SandboxError> {
-    if spec.net != NetPolicy::None {
+    if spec.net.policy != NetPolicy::None {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} is not supported yet by the native runtime",
-            spec.net.as_str()
+            spec.net.policy.as_str()
         )));
     }
     let hostname = spec.name.clone();

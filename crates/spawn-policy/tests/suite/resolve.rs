@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
+use spawn_policy::net::NetRules;
 use spawn_policy::{
     parse_agent, resolve, Agent, MountSource, MountSpec, NetPolicy, Overrides, PolicyError,
     Resources, RunSpec, RuntimeKind,
@@ -55,7 +56,7 @@ fn bare_command_gets_the_defaults() {
             workdir: None,
             resources: Resources::default(),
             timeout: None,
-            net: NetPolicy::None,
+            net: NetRules::plain(NetPolicy::None),
             mounts: vec![],
             languages: vec![],
         }
@@ -129,7 +130,7 @@ fn full_manifest_resolves() {
                 disk_bytes: Some(2 << 30),
             },
             timeout: Some(Duration::from_secs(300)),
-            net: NetPolicy::None,
+            net: NetRules::plain(NetPolicy::None),
             mounts: vec![
                 MountSpec {
                     source: MountSource::Host(base.join("data")),
@@ -434,28 +435,18 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
     a.spec.limits = None;
     assert_eq!(
         resolve_err(Some(&a), &base, &Overrides::default()),
-        "spec.capabilities.net.policy: policy restricted is not supported yet (only none for now)"
+        "spec.capabilities.secrets: secrets is not supported yet"
     );
-    // --net none replaces the policy, but the allowlist would still be ignored: refused.
+    // --net none replaces the policy, and then the example's proxy settings are refused
+    // as meaningless, not dropped.
     let net_none = Overrides {
         net: Some(NetPolicy::None),
         ..Overrides::default()
     };
-    assert_eq!(
-        resolve_err(Some(&a), &base, &net_none),
-        "spec.capabilities.net.allowlist: a network allowlist is not supported yet"
-    );
-    let caps = a.spec.capabilities.as_mut().unwrap();
-    caps.net.as_mut().unwrap().allowlist.clear();
-    assert_eq!(
-        resolve_err(Some(&a), &base, &net_none),
-        "spec.capabilities.net.denylist: a network denylist is not supported yet"
-    );
-    let caps = a.spec.capabilities.as_mut().unwrap();
-    caps.net = None;
-    assert_eq!(
-        resolve_err(Some(&a), &base, &Overrides::default()),
-        "spec.capabilities.secrets: secrets is not supported yet"
+    let got = resolve_err(Some(&a), &base, &net_none);
+    assert!(
+        got.contains("net.allowlist") || got.contains("secrets"),
+        "{got}"
     );
     let caps = a.spec.capabilities.as_mut().unwrap();
     caps.secrets.clear();
@@ -463,6 +454,12 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
     assert_eq!(spec.name, "researcher");
     assert_eq!(spec.command, strings(&["python3", "/workspace/main.py"]));
     assert_eq!(spec.mounts.len(), 2);
+    // The example's network capability, as rules.
+    assert_eq!(spec.net.policy, NetPolicy::Restricted);
+    assert_eq!(spec.net.allow.len(), 2);
+    assert_eq!(spec.net.deny.len(), 2);
+    assert!(spec.net.require_tls);
+    assert_eq!(spec.net.rate.map(|r| r.requests), Some(60));
 }
 
 #[test]
@@ -478,12 +475,8 @@ fn unsupported_manifest_fields() {
             "spec.capabilities.exec.enabled: false is not supported yet",
         ),
         (
-            "  capabilities: {net: {policy: egress-only}}\n",
-            "spec.capabilities.net.policy: policy egress-only is not supported yet",
-        ),
-        (
             "  capabilities: {net: {policy: full}}\n",
-            "spec.capabilities.net.policy: policy full is not supported yet",
+            "spec.capabilities.net.policy: policy full (direct network access) is not supported yet",
         ),
         (
             "  capabilities: {secrets: [{name: T, from: \"store://T\"}]}\n",
@@ -505,7 +498,7 @@ fn unsupported_manifest_fields() {
         let got = e.to_string();
         assert!(got.starts_with(want), "want {want}\n got {got}");
     }
-    // With --net none the policy is replaced, but the proxy settings would be ignored.
+    // With --net none the policy is replaced, and proxy settings would mean nothing.
     let net_none = Overrides {
         net: Some(NetPolicy::None),
         ..Overrides::default()
@@ -513,20 +506,23 @@ fn unsupported_manifest_fields() {
     for (extra, want) in [
         (
             "  capabilities: {net: {policy: restricted, rateLimit: {requests: 5, per: 1s}}}\n",
-            "spec.capabilities.net.rateLimit: a network rate limit is not supported yet",
+            "spec.capabilities.net.rateLimit: only applies to policy restricted or egress-only",
         ),
         (
             "  capabilities: {net: {policy: egress-only, requireTls: true}}\n",
-            "spec.capabilities.net.requireTls: requireTls is not supported yet",
+            "spec.capabilities.net.requireTls: only applies to policy restricted or egress-only",
         ),
     ] {
-        assert_eq!(resolve_err(Some(&agent(extra)), &base, &net_none), want);
+        let got = resolve_err(Some(&agent(extra)), &base, &net_none);
+        assert!(got.starts_with(want), "want {want}\n got {got}");
     }
     // The supported values pass.
     for extra in [
         "  sandbox: {image: host}\n",
         "  capabilities: {exec: {enabled: true}, net: {policy: none}}\n",
         "  capabilities: {exec: {}, net: {}, fs: {}, secrets: []}\n",
+        "  capabilities: {net: {policy: egress-only, denylist: [\"10.*\"], requireTls: true}}\n",
+        "  capabilities: {net: {policy: restricted, allowlist: [\"*.example.com\"]}}\n",
     ] {
         assert!(
             resolve(Some(&agent(extra)), &base, &base, &Overrides::default()).is_ok(),
@@ -538,41 +534,14 @@ fn unsupported_manifest_fields() {
 #[test]
 fn unsupported_flags() {
     let (_d, base) = tempdir();
-    let cases: [(Overrides, &str); 6] = [
-        (
-            Overrides {
-                net: Some(NetPolicy::Restricted),
-                ..command(&["x"])
-            },
-            "--net: policy restricted is not supported yet (only none for now)",
-        ),
-        (
-            Overrides {
-                net: Some(NetPolicy::EgressOnly),
-                ..command(&["x"])
-            },
-            "--net: policy egress-only is not supported yet (only none for now)",
-        ),
+    let cases: [(Overrides, &str); 2] = [
         (
             Overrides {
                 net: Some(NetPolicy::Full),
                 ..command(&["x"])
             },
-            "--net: policy full is not supported yet (only none for now)",
-        ),
-        (
-            Overrides {
-                allow: strings(&["example.com"]),
-                ..command(&["x"])
-            },
-            "--allow: network allowlists is not supported yet",
-        ),
-        (
-            Overrides {
-                deny: strings(&["10.*"]),
-                ..command(&["x"])
-            },
-            "--deny: network denylists is not supported yet",
+            "--net: policy full (direct network access) is not supported yet (use restricted or \
+             egress-only, which go through the egress proxy)",
         ),
         (
             Overrides {
@@ -592,9 +561,85 @@ fn unsupported_flags() {
         ..command(&["x"])
     };
     assert_eq!(
-        resolve(None, &base, &base, &o).unwrap().net,
+        resolve(None, &base, &base, &o).unwrap().net.policy,
         NetPolicy::None
     );
+}
+
+/// --net, --allow and --deny build the run's network rules; lists without a proxied
+/// policy, or with bad entries, are errors.
+#[test]
+fn net_flags_build_the_rules() {
+    let (_d, base) = tempdir();
+    let o = Overrides {
+        net: Some(NetPolicy::Restricted),
+        allow: strings(&["*.Example.com.", "api.github.com"]),
+        deny: strings(&["10.*", "secret.example.com"]),
+        ..command(&["x"])
+    };
+    let net = resolve(None, &base, &base, &o).unwrap().net;
+    assert_eq!(net.policy, NetPolicy::Restricted);
+    let target = |h: &str| spawn_policy::net::parse_host(h).unwrap();
+    assert_eq!(net.check(&target("a.example.com")), Ok(()));
+    assert_eq!(
+        net.check(&target("secret.example.com")).unwrap_err().code,
+        "denylist"
+    );
+    assert_eq!(
+        net.check(&target("example.com")).unwrap_err().code,
+        "not-allowlisted"
+    );
+    let o = Overrides {
+        net: Some(NetPolicy::EgressOnly),
+        ..command(&["x"])
+    };
+    assert_eq!(
+        resolve(None, &base, &base, &o).unwrap().net.policy,
+        NetPolicy::EgressOnly
+    );
+    for (o, want) in [
+        (
+            Overrides {
+                allow: strings(&["example.com"]),
+                ..command(&["x"])
+            },
+            "the allowlist only applies to policy restricted, not none",
+        ),
+        (
+            Overrides {
+                net: Some(NetPolicy::EgressOnly),
+                allow: strings(&["example.com"]),
+                ..command(&["x"])
+            },
+            "the allowlist only applies to policy restricted, not egress-only",
+        ),
+        (
+            Overrides {
+                deny: strings(&["10.*"]),
+                ..command(&["x"])
+            },
+            "only applies to policy restricted or egress-only",
+        ),
+        (
+            Overrides {
+                net: Some(NetPolicy::Restricted),
+                allow: strings(&["10.0.0.1"]),
+                ..command(&["x"])
+            },
+            "is an IP address or network",
+        ),
+        (
+            Overrides {
+                net: Some(NetPolicy::Restricted),
+                deny: strings(&["10.0.0.1/8"]),
+                ..command(&["x"])
+            },
+            "has host bits set",
+        ),
+    ] {
+        let got = resolve_err(None, &base, &o);
+        assert!(got.contains(want), "want {want}\n got {got}");
+    }
 }
 
 #[test]
