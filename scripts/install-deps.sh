@@ -8,8 +8,9 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # python3: the demo agent and the escape tests run it inside the sandbox (which sees only
 # the host's /usr). bubblewrap: the benchmark's baseline. runc, runsc: the container and
 # gvisor runtimes.
-# iproute2/procps: test helpers.
-for pkg in python3 bubblewrap runc runsc procps iproute2 util-linux coreutils ca-certificates; do
+# iproute2, nftables, util-linux (nsenter): the network policies (veth pairs and the
+# sandbox-side packet filter); procps: test helpers.
+for pkg in python3 bubblewrap runc runsc procps iproute2 nftables util-linux coreutils ca-certificates; do
   have "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -19,6 +19,14 @@ pub enum EgressError {
         /// The last failure.
         source: std::io::Error,
     },
+    /// Making or configuring a run's network failed.
+    #[error("network set-up: {stage}: {reason}")]
+    Network {
+        /// What was being done.
+        stage: String,
+        /// Why it failed (the tool's message).
+        reason: String,
+    },
     /// The proxy's own socket failed.
     #[error("egress proxy: {0}")]
     Io(#[from] std::io::Error),

@@ -11,12 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+mod dns;
 mod error;
 mod proxy;
 mod resolve;
 mod sni;
+pub mod topology;
 
 pub use error::EgressError;
-pub use proxy::{Attempt, Closed, Observer, Proxy, Registration, Via};
+pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
 pub use sni::{client_hello, Hello};

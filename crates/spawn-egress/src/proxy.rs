@@ -46,8 +46,11 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub enum Via {
     /// `CONNECT host:port`.
     Connect,
-    /// An absolute-URI HTTP request.
+    /// An absolute-URI HTTP request, or (transparent mode) one redirected to the proxy and
+    /// judged by its `Host` header.
     Http,
+    /// TLS redirected to the proxy (transparent mode), judged by its ClientHello's SNI.
+    Tls,
 }
 
 impl Via {
@@ -56,6 +59,7 @@ impl Via {
         match self {
             Via::Connect => "CONNECT",
             Via::Http => "HTTP",
+            Via::Tls => "TLS",
         }
     }
 }
@@ -258,8 +262,27 @@ impl Proxy {
         })
     }
 
-    /// Accepts and serves connections until the listener fails.
+    /// The rules of the run at `peer`, if any.
+    pub(crate) fn rules_of(&self, peer: IpAddr) -> Option<NetRules> {
+        self.inner
+            .runs
+            .read()
+            .ok()
+            .and_then(|r| r.get(&peer).map(|run| run.rules.clone()))
+    }
+
+    /// The proxy's resolver.
+    pub(crate) fn resolver(&self) -> &Resolver {
+        &self.inner.resolver
+    }
+
+    /// Accepts and serves explicit-proxy connections until the listener fails.
     pub async fn serve(&self, listener: TcpListener) -> EgressError {
+        self.serve_as(listener, Mode::Explicit).await
+    }
+
+    /// Accepts and serves connections of `mode` until the listener fails.
+    pub async fn serve_as(&self, listener: TcpListener, mode: Mode) -> EgressError {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -270,11 +293,11 @@ impl Proxy {
                 Err(e) => return EgressError::Io(e),
             };
             let proxy = self.clone();
-            tokio::spawn(async move { proxy.connection(stream, peer).await });
+            tokio::spawn(async move { proxy.connection(stream, peer, mode).await });
         }
     }
 
-    async fn connection(self, stream: TcpStream, peer: SocketAddr) {
+    async fn connection(self, stream: TcpStream, peer: SocketAddr, mode: Mode) {
         let _ = stream.set_nodelay(true);
         let run = self
             .inner
@@ -282,9 +305,18 @@ impl Proxy {
             .read()
             .ok()
             .and_then(|r| r.get(&peer.ip()).cloned());
-        let service = hyper::service::service_fn(move |req| {
+        if mode == Mode::TransparentTls {
+            if let Some(run) = run {
+                self.transparent_tls(run, stream).await;
+            }
+            return;
+        }
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let proxy = self.clone();
             let run = run.clone();
+            if mode == Mode::TransparentHttp {
+                absolute_from_host(&mut req);
+            }
             async move { Ok::<_, Infallible>(proxy.request(run, req).await) }
         });
         let _ = hyper::server::conn::http1::Builder::new()
@@ -359,11 +391,75 @@ impl Proxy {
                         .boxed(),
                 )
             }
-            Via::Http => {
+            Via::Http | Via::Tls => {
                 report(&shown, Some(addr), Ok(()));
                 forward(run.clone(), &shown, port, addr, upstream, req).await
             }
         }
+    }
+
+    /// A TLS connection redirected to the proxy: the ClientHello's server name is the
+    /// destination (port 443); nothing is forwarded before it is checked.
+    async fn transparent_tls(&self, run: Arc<Run>, mut client: TcpStream) {
+        let mut hello = Vec::new();
+        let sni = tokio::time::timeout(HEAD_TIMEOUT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match client_hello(&hello) {
+                    Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
+                    Hello::Sni(sni) => return Ok(sni),
+                    Hello::NoSni => return Err("the TLS ClientHello names no server"),
+                    _ => return Err("not a TLS ClientHello"),
+                }
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return Err("no ClientHello"),
+                    Ok(n) => hello.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err("no ClientHello in time"));
+        let report = |host: String, addr, verdict| {
+            run.observer.attempt(&Attempt {
+                run_id: run.id.clone(),
+                via: Via::Tls,
+                host,
+                port: 443,
+                addr,
+                verdict,
+            });
+        };
+        let sni = match sni {
+            Ok(sni) => sni,
+            Err(why) => {
+                report(String::new(), None, Err(denial("malformed", why)));
+                return;
+            }
+        };
+        let (target, mut upstream, addr) = match self.open(&run, Via::Tls, &sni, 443).await {
+            Ok(opened) => opened,
+            Err((shown, d)) => {
+                report(shown, None, Err(d));
+                return;
+            }
+        };
+        report(target.to_string(), Some(addr), Ok(()));
+        if upstream.write_all(&hello).await.is_err() {
+            return;
+        }
+        let out = AtomicU64::new(hello.len() as u64);
+        let inn = AtomicU64::new(0);
+        let (cr, cw) = client.into_split();
+        let (ur, uw) = upstream.split();
+        tokio::join!(pump(cr, uw, &out), pump(ur, cw, &inn));
+        run.observer.closed(&Closed {
+            run_id: run.id.clone(),
+            host: target.to_string(),
+            port: 443,
+            addr,
+            bytes_out: out.into_inner(),
+            bytes_in: inn.into_inner(),
+        });
     }
 
     /// Decides, resolves, checks every address and connects: the whole policy for one
@@ -455,6 +551,33 @@ mod libc_errno {
     pub const ENOMEM: i32 = 12;
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// An HTTP proxy (`HTTP_PROXY`): CONNECT and absolute-URI requests.
+    Explicit,
+    /// HTTP redirected from port 80: origin-form requests judged by their `Host`.
+    TransparentHttp,
+    /// TLS redirected from port 443: judged by the ClientHello's server name.
+    TransparentTls,
+}
+
+/// Turns an origin-form request (`GET /x` + `Host: h`) into the absolute form
+/// (`http://h/x`), so it is judged and forwarded like one. A request without a usable
+/// `Host` is left alone and refused as malformed.
+fn absolute_from_host(req: &mut Request<Incoming>) {
+    if req.uri().authority().is_some() || req.method() == Method::CONNECT {
+        return;
+    }
+    let Some(host) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) else {
+        return;
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = format!("http://{host}{path}").parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+}
+
 /// Host and port of a CONNECT authority or an absolute `http://` URI.
 fn destination(via: Via, uri: &Uri) -> Result<(String, u16), Denial> {
     let authority = uri.authority().ok_or_else(|| {
@@ -467,7 +590,7 @@ fn destination(via: Via, uri: &Uri) -> Result<(String, u16), Denial> {
         return Err(denial("malformed", "credentials in the authority"));
     }
     let port = match via {
-        Via::Connect => authority
+        Via::Connect | Via::Tls => authority
             .port_u16()
             .ok_or_else(|| denial("malformed", "CONNECT needs host:port"))?,
         Via::Http => {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
-use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver};
+use spawn_egress::{Attempt, Closed, Mode, Observer, Proxy, Resolver, Via};
 use spawn_policy::net::NetRules;
 use spawn_policy::{NetCapability, NetPolicy, RateLimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,6 +264,18 @@ async fn cases() -> usize {
     let paddr = listener.local_addr().unwrap();
     let serving = proxy.clone();
     tokio::spawn(async move { serving.serve(listener).await });
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taddr = tls_listener.local_addr().unwrap();
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve_as(tls_listener, Mode::TransparentTls).await });
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let haddr = http_listener.local_addr().unwrap();
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve_as(http_listener, Mode::TransparentHttp).await });
+    let dns_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let daddr = dns_socket.local_addr().unwrap();
+    let serving = proxy.clone();
+    tokio::spawn(async move { serving.serve_dns(dns_socket).await });
 
     let (a, b, c, d) = (
         Ipv4Addr::new(127, 0, 0, 2),
@@ -571,6 +583,70 @@ async fn cases() -> usize {
     assert_eq!(status(&r), "200", "{r}");
     drop(slow);
 
+    case("transparent TLS: the ClientHello's server name is judged and the bytes pass");
+    let mut s = client(a, taddr).await;
+    let hello = tls_hello("allowed.test");
+    s.write_all(&hello).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, hello);
+    drop(s);
+    let e = ea.last();
+    assert_eq!(
+        (e.via, e.host.as_str(), e.verdict.is_ok()),
+        (Via::Tls, "allowed.test", true)
+    );
+
+    case("transparent TLS: a refused server name gets nothing back");
+    let mut s = client(a, taddr).await;
+    s.write_all(&tls_hello("other.test")).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty());
+    assert_eq!(ea.last().verdict.unwrap_err().code, "not-allowlisted");
+    case("transparent TLS: what is not TLS is closed");
+    let r = exchange(a, taddr, "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n").await;
+    assert!(r.is_empty(), "{r}");
+
+    case("transparent HTTP: judged by Host");
+    let r = exchange(
+        a,
+        haddr,
+        "GET /x HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), "200", "{r}");
+    let r = exchange(
+        a,
+        haddr,
+        "GET /x HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), "403", "{r}");
+    let r = exchange(a, haddr, "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(status(&r).starts_with('4'), "{r}");
+
+    case("DNS answers allowed names with checked addresses, and refuses the rest");
+    assert_eq!(dns_query(a, daddr, "allowed.test").await, Ok(vec![PUBLIC]));
+    assert_eq!(dns_query(a, daddr, "ALLOWED.TEST").await, Ok(vec![PUBLIC]));
+    for refused in [
+        "other.test",
+        "private.test",
+        "mixed.test",
+        "metadata.google.internal",
+        "localhost",
+    ] {
+        assert_eq!(
+            dns_query(a, daddr, refused).await,
+            Err(ResponseCode::Refused),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        dns_query(Ipv4Addr::new(127, 0, 0, 9), daddr, "allowed.test").await,
+        Err(ResponseCode::Refused)
+    );
+
     case("every attempt of every run was reported to that run only");
     let count = |e: &Events| e.attempts.lock().unwrap().len();
     assert!(count(&ea) >= 20 && count(&eb) >= 17 && count(&ec) >= 3 && count(&ed) == 3);
@@ -612,4 +688,40 @@ fn tls_hello(host: &str) -> Vec<u8> {
     rec.extend_from_slice(&u16::try_from(hs.len()).unwrap().to_be_bytes());
     rec.extend_from_slice(&hs);
     rec
+}
+
+/// One A query from `from`; the addresses, or the response code when not NOERROR.
+async fn dns_query(
+    from: Ipv4Addr,
+    server: SocketAddr,
+    name: &str,
+) -> Result<Vec<Ipv4Addr>, ResponseCode> {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+    let sock = UdpSocket::bind((from, 0)).await.unwrap();
+    let mut msg = Message::new();
+    msg.set_id(7).set_recursion_desired(true);
+    msg.add_query(Query::query(
+        Name::from_ascii(format!("{name}.")).unwrap(),
+        RecordType::A,
+    ));
+    sock.send_to(&msg.to_vec().unwrap(), server).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+        .await
+        .expect("a DNS answer")
+        .unwrap();
+    let resp = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(resp.id(), 7);
+    if resp.response_code() != ResponseCode::NoError {
+        return Err(resp.response_code());
+    }
+    Ok(resp
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            Some(RData::A(a)) => Some(a.0),
+            _ => None,
+        })
+        .collect())
 }

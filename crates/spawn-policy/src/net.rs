@@ -16,6 +16,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::PolicyError;
 use crate::manifest::NetCapability;
 use crate::names::{self, MAX_DOMAIN_BYTES};
@@ -313,7 +315,7 @@ pub fn blocked_name_reason(name: &str) -> Option<&'static str> {
 
 /// An allowlist or denylist domain pattern: `example.com` matches only that name,
 /// `*.example.com` only its subdomains (any depth), not `example.com` itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamePattern {
     wildcard: bool,
     name: String,
@@ -355,7 +357,7 @@ impl std::fmt::Display for NamePattern {
 }
 
 /// One denylist entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DenyRule {
     /// A domain pattern.
     Name(NamePattern),
@@ -438,7 +440,7 @@ impl std::fmt::Display for DenyRule {
 }
 
 /// `rateLimit`: at most `requests` connection attempts per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {
     /// Attempts per period.
     pub requests: u64,
@@ -467,7 +469,7 @@ fn deny(code: &'static str, detail: String) -> Result<(), Denial> {
 }
 
 /// The network rules of one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetRules {
     /// The policy.
     pub policy: NetPolicy,
