@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
+mod egress;
 mod run;
 
 use std::path::PathBuf;
@@ -145,6 +146,15 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "sandbox-init") {
         return sandbox_init(&args[2..]);
+    }
+    if args.get(1).is_some_and(|a| a == "sandbox-egress") {
+        return match egress::child_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spawn: egress proxy: {e:#}");
+                ExitCode::from(125)
+            }
+        };
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

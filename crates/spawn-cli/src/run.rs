@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -234,8 +235,28 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     // Written by `created` while the sandbox is built; the command cannot start before.
     auditor.start = vec![start, invoke];
 
+    // restricted / egress-only: the run's link and its egress proxy, for as long as the
+    // run lasts (dropped after it).
+    let proxied = matches!(
+        spec.net.policy,
+        NetPolicy::Restricted | NetPolicy::EgressOnly
+    );
+    let network: Option<Arc<dyn spawn_sandbox::Network>> =
+        if proxied && spec.runtime == RuntimeKind::Native {
+            let net = crate::egress::EgressNetwork::start(
+                &spec.net,
+                &run_id,
+                auditor.dir.clone(),
+                auditor.principal.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            Some(Arc::new(net))
+        } else {
+            None
+        };
     let options = RunOptions {
         run_id: run_id.clone(),
+        network,
     };
     let result = match spec.runtime {
         RuntimeKind::Container => spawn_sandbox::container::run(&spec, &options, &mut auditor),

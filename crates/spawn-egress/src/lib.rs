@@ -15,10 +15,12 @@ mod dns;
 mod error;
 mod proxy;
 mod resolve;
+mod service;
 mod sni;
 pub mod topology;
 
 pub use error::EgressError;
 pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
+pub use service::{run_service, ServiceConfig};
 pub use sni::{client_hello, Hello};

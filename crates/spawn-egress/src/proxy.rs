@@ -182,6 +182,9 @@ fn text(status: StatusCode, denial: Option<&str>, body: String) -> Response<Prox
         "content-type",
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // A refused client does not keep the connection.
+    resp.headers_mut()
+        .insert("connection", HeaderValue::from_static("close"));
     if let Some(code) = denial.and_then(|c| HeaderValue::from_str(c).ok()) {
         resp.headers_mut().insert("x-spawn-denial", code);
     }

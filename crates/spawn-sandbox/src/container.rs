@@ -434,7 +434,7 @@ fn run_engine(
     };
 
     let bundle = Bundle::new(bundles.join(&name))?;
-    let plan = rootfs::plan(spec, disk, &spec.name);
+    let plan = rootfs::plan(spec, disk, &spec.name, None);
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
     let kernel = if gvisor {

@@ -45,6 +45,9 @@ pub(crate) struct ChildConfig {
     pub(crate) ignored_signals: u64,
     /// Detached idmapped trees for granted mounts, by plan step index.
     pub(crate) trees: Vec<Option<OwnedFd>>,
+    /// The network namespace was made by `clone3` (spawn connects it to the egress
+    /// proxy); otherwise the init makes it.
+    pub(crate) netns_at_clone: bool,
 }
 
 /// The child ends of the channels to spawn.
@@ -174,8 +177,10 @@ fn setup_namespaces(cfg: &ChildConfig) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
     nix::unistd::setgroups(&[])
         .map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| SandboxError::setup("network namespace", e))?;
+    if !cfg.netns_at_clone {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| SandboxError::setup("network namespace", e))?;
+    }
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
     sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))
 }

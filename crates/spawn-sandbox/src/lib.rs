@@ -22,4 +22,6 @@ mod sys;
 
 pub use error::SandboxError;
 pub use init::oci_init;
-pub use native::{run, ExecFailure, KillReason, NoObserver, Observer, Report, RunOptions};
+pub use native::{
+    proxy_env, run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions,
+};

@@ -139,6 +139,45 @@ impl Observer for NoObserver {}
 pub struct RunOptions {
     /// The run's id (`tr_…`), used to name its cgroup.
     pub run_id: String,
+    /// The run's network, for policies `restricted` and `egress-only` (required for them,
+    /// unused otherwise): the sandbox gets a network namespace of its own whose only way
+    /// out is the egress proxy.
+    pub network: Option<std::sync::Arc<dyn Network>>,
+}
+
+impl RunOptions {
+    /// Options for a run without a network of its own.
+    pub fn new(run_id: impl Into<String>) -> RunOptions {
+        RunOptions {
+            run_id: run_id.into(),
+            network: None,
+        }
+    }
+}
+
+/// A run's way out through the egress proxy, made by the caller (the sandbox crate does
+/// not know the proxy): what the sandbox is told, and closing its namespace in.
+pub trait Network: std::fmt::Debug + Send + Sync {
+    /// The DNS server the sandbox uses (its `/etc/resolv.conf`).
+    fn nameserver(&self) -> std::net::Ipv4Addr;
+    /// The proxy for `HTTP_PROXY` / `HTTPS_PROXY`.
+    fn proxy(&self) -> std::net::SocketAddr;
+    /// Connects the network namespace of process `pid` (the sandbox's init) to the proxy
+    /// and nothing else. Called before the agent can start; an error ends the run (125).
+    fn attach(&self, pid: i32) -> Result<(), String>;
+}
+
+/// `HTTP_PROXY` and friends for a proxy at `proxy`, in both spellings programs read.
+pub fn proxy_env(proxy: std::net::SocketAddr) -> Vec<(String, String)> {
+    let url = format!("http://{proxy}");
+    let mut env = Vec::new();
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.push((name.to_owned(), url.clone()));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.push((name.to_owned(), "localhost,127.0.0.1,::1".to_owned()));
+    }
+    env
 }
 
 /// Checks that this host can run native sandboxes at all (for `run` and `doctor`).
@@ -235,16 +274,35 @@ fn child_config(
     memory: u64,
     pids: u64,
     agent_host_id: u32,
+    network: Option<&dyn Network>,
 ) -> Result<ChildConfig, SandboxError> {
-    if spec.net.policy != NetPolicy::None {
+    let proxied = matches!(
+        spec.net.policy,
+        NetPolicy::Restricted | NetPolicy::EgressOnly
+    );
+    if spec.net.policy != NetPolicy::None && !proxied {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} is not supported yet by the native runtime",
             spec.net.policy.as_str()
         )));
     }
+    if proxied && network.is_none() {
+        return Err(SandboxError::Unsupported(format!(
+            "net policy {} needs the egress proxy, which this caller did not set up",
+            spec.net.policy.as_str()
+        )));
+    }
+    let network = network.filter(|_| proxied);
     let hostname = spec.name.clone();
-    let plan = rootfs::plan(spec, disk, &hostname);
-    let env = agent_env(spec);
+    let plan = rootfs::plan(spec, disk, &hostname, network.map(|n| n.nameserver()));
+    let mut env = agent_env(spec);
+    if let Some(net) = network {
+        for (k, v) in proxy_env(net.proxy()) {
+            if !env.iter().any(|(name, _)| *name == k) {
+                env.push((k, v));
+            }
+        }
+    }
     let argv0 = spec
         .command
         .first()
@@ -284,6 +342,7 @@ fn child_config(
     use nix::sys::resource::Resource;
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
+        netns_at_clone: network.is_some(),
         plan,
         hostname,
         argv,
@@ -508,7 +567,13 @@ pub fn run(
     let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
     let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
     let (root_id, agent_id) = host_ids();
-    let cfg = child_config(spec, disk, memory, pids, agent_id)?;
+    let network = opts.network.as_deref().filter(|_| {
+        matches!(
+            spec.net.policy,
+            NetPolicy::Restricted | NetPolicy::EgressOnly
+        )
+    });
+    let cfg = child_config(spec, disk, memory, pids, agent_id, network)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let limits = Limits {
@@ -527,13 +592,17 @@ pub fn run(
     let result = (|| {
         let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
         let ch = channels()?;
-        // The network namespace is created by the init itself, so that its (slow) set-up
-        // overlaps with the cgroup set-up below.
-        let ns = (libc::CLONE_NEWUSER
+        // Without a network, the network namespace is created by the init itself, so that
+        // its (slow) set-up overlaps with the cgroup set-up below; with one, it must exist
+        // at once for spawn to connect it.
+        let mut ns = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
+        if cfg.netns_at_clone {
+            ns |= libc::CLONE_NEWNET as u64;
+        }
         let (pid, pidfd) =
             match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
                 sys::Forked::Child => {
@@ -575,6 +644,14 @@ pub fn run(
             .map_err(|e| abort(SandboxError::setup("start sandbox", e)))?;
         // While the init builds its namespaces and root (~1 ms), check the kernel, create
         // the cgroup, let the caller record the start, and hand the cgroup over.
+        if let Some(net) = network {
+            net.attach(pid).map_err(|e| {
+                abort(SandboxError::setup(
+                    "connect the sandbox to the egress proxy",
+                    std::io::Error::other(e),
+                ))
+            })?;
+        }
         let layout = check_kernel().map_err(&abort)?;
         let cg = Cgroup::create(&layout, &name, &limits).map_err(&abort)?;
         let join = cg.join_files();

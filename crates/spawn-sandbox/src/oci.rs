@@ -374,7 +374,7 @@ mod tests {
             }],
             ..RunSpec::bare(RuntimeKind::Container, vec!["python3".into(), "-V".into()])
         };
-        let plan = rootfs::plan(&spec, 1 << 30, "t");
+        let plan = rootfs::plan(&spec, 1 << 30, "t", None);
         (spec, plan)
     }
 

@@ -124,7 +124,19 @@ pub struct Plan {
     pub rw_mounts: Vec<PathBuf>,
 }
 
-fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
+fn etc_files(
+    hostname: &str,
+    nameserver: Option<std::net::Ipv4Addr>,
+) -> Vec<(&'static str, String)> {
+    let resolv = match nameserver {
+        Some(ns) => format!(
+            "# spawn: the run's DNS (names its network policy allows)\nnameserver {ns}\n\
+             options timeout:2 attempts:2\n"
+        ),
+        None => {
+            "# spawn: this sandbox has no DNS (net: none)\noptions timeout:1 attempts:1\n".into()
+        }
+    };
     vec![
         (
             "/etc/passwd",
@@ -143,10 +155,7 @@ fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"),
         ),
         ("/etc/hostname", format!("{hostname}\n")),
-        (
-            "/etc/resolv.conf",
-            "# spawn: this sandbox has no DNS (net: none)\noptions timeout:1 attempts:1\n".into(),
-        ),
+        ("/etc/resolv.conf", resolv),
         (
             "/etc/nsswitch.conf",
             "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n\
@@ -156,8 +165,14 @@ fn etc_files(hostname: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Builds the plan for a run. `disk` is the scratch quota (`/tmp` + `/workspace`).
-pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
+/// Builds the plan for a run. `disk` is the scratch quota (`/tmp` + `/workspace`);
+/// `nameserver` is the run's DNS server, when its network policy gives it one.
+pub fn plan(
+    spec: &RunSpec,
+    disk: u64,
+    hostname: &str,
+    nameserver: Option<std::net::Ipv4Addr>,
+) -> Plan {
     let mut steps = Vec::new();
     let mut readable = Vec::new();
     let mut writable = Vec::new();
@@ -194,7 +209,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str) -> Plan {
     }
 
     steps.push(dir("/etc", 0o755));
-    for (path, contents) in etc_files(hostname) {
+    for (path, contents) in etc_files(hostname, nameserver) {
         steps.push(Step::File {
             path: path.into(),
             contents,
@@ -801,7 +816,7 @@ mod tests {
 
     #[test]
     fn populate_copies_etc_files_only_when_asked() {
-        let p = plan(&spec(vec![]), 1 << 20, "t");
+        let p = plan(&spec(vec![]), 1 << 20, "t", None);
         let uid = nix::unistd::geteuid().as_raw();
         let host = fs::read("/etc/ld.so.cache").unwrap();
         for (etc, want) in [
@@ -838,7 +853,7 @@ mod tests {
 
     #[test]
     fn plan_exposes_only_the_intended_host_paths() {
-        let p = plan(&spec(vec![]), 1 << 20, "t");
+        let p = plan(&spec(vec![]), 1 << 20, "t", None);
         let host_sources: Vec<&Path> = p
             .steps
             .iter()
@@ -881,7 +896,7 @@ mod tests {
 
     #[test]
     fn passwd_has_the_agent_and_no_shadow() {
-        let p = plan(&spec(vec![]), 1 << 20, "host");
+        let p = plan(&spec(vec![]), 1 << 20, "host", None);
         let passwd = p.steps.iter().find_map(|s| match s {
             Step::File { path, contents, .. } if path == Path::new("/etc/passwd") => {
                 Some(contents.clone())
@@ -905,7 +920,7 @@ mod tests {
             target: "/workspace".into(),
             writable: true,
         };
-        let p = plan(&spec(vec![m]), 1 << 20, "t");
+        let p = plan(&spec(vec![m]), 1 << 20, "t", None);
         assert!(p
             .steps
             .iter()
@@ -925,7 +940,7 @@ mod tests {
             target: "/data".into(),
             writable: false,
         };
-        let p = plan(&spec(vec![m]), 1 << 20, "t");
+        let p = plan(&spec(vec![m]), 1 << 20, "t", None);
         assert!(p.steps.iter().any(
             |s| matches!(s, Step::Bind { path, readonly: true, .. } if path == Path::new("/data"))
         ));

@@ -40,9 +40,7 @@ fn main() {
     for writable in [true, false] {
         let result = spawn_sandbox::run(
             &spec(link.clone(), writable),
-            &RunOptions {
-                run_id: format!("tr_racetest{}", u8::from(writable)),
-            },
+            &RunOptions::new(format!("tr_racetest{}", u8::from(writable))),
             &mut NoObserver,
         );
         match result {
@@ -56,9 +54,7 @@ fn main() {
     // The same directory through its real path works.
     let report = spawn_sandbox::run(
         &spec(real, true),
-        &RunOptions {
-            run_id: "tr_racetestok".into(),
-        },
+        &RunOptions::new("tr_racetestok"),
         &mut NoObserver,
     )
     .expect("a real directory mounts");

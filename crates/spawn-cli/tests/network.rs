@@ -1,0 +1,444 @@
+//! Network policies end to end (SPEC §6), with the real `spawn` binary and real sandboxes.
+//!
+//! Everything happens in a network namespace of this test's own: `11.0.0.1` (on loopback,
+//! standing in for a public server) serves HTTP on port 80 and holds port 22 open,
+//! `10.0.0.5` is a private server that must never be reached, and a DNS server written
+//! here answers for the `.test` names; spawn's proxy is pointed at it with
+//! `SPAWN_EGRESS_NAMESERVER`. Each run gets its own veth link from spawn, as in production.
+//!
+//! A plain `main` (harness = false): `unshare(CLONE_NEWNET)` must happen before any
+//! thread exists. Needs root, iproute2, nftables and nsenter (`make test` installs them).
+
+// A plain test binary (no #[test] functions), so the test exemptions do not apply.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
+const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+fn sh(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (make test installs iproute2)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test's DNS server: the `.test` names, and nothing else.
+fn dns_server() -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(q.op_code())
+                .set_recursion_available(true);
+            for query in q.queries() {
+                r.add_query(query.clone());
+                let name = query.name().to_ascii().to_ascii_lowercase();
+                let ip = match name.as_str() {
+                    "allowed.test." | "other.test." => Some(PUBLIC),
+                    "private.test." => Some(PRIVATE),
+                    _ => None,
+                };
+                match ip {
+                    None => {
+                        r.set_response_code(ResponseCode::NXDomain);
+                    }
+                    Some(ip) if query.query_type() == RecordType::A => {
+                        r.add_answer(Record::from_rdata(query.name().clone(), 5, RData::A(A(ip))));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Ok(bytes) = r.to_vec() {
+                let _ = sock.send_to(&bytes, from);
+            }
+        }
+    });
+    port
+}
+
+/// HTTP on `ip:80`, one request per connection: `hello from IP, Host: H`.
+fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
+    let listener = TcpListener::bind((ip, 80)).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut host = String::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(h) = line.to_ascii_lowercase().strip_prefix("host:") {
+                    host = h.trim().to_owned();
+                }
+                line.clear();
+            }
+            let body = format!("hello from {ip}, Host: {host}\n");
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+struct Spawn {
+    home: tempfile::TempDir,
+    dns: u16,
+}
+
+impl Spawn {
+    fn run(&self, flags: &[&str], script: &str) -> Output {
+        let mut args = vec!["run", "--runtime", "native"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "python3", "-c", script]);
+        Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args(&args)
+            .env("SPAWN_HOME", self.home.path())
+            .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns))
+            .output()
+            .expect("run spawn")
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.home.path().join("audit/audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("JSON audit line"))
+            .collect()
+    }
+}
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no line {key:?} in:\n{out}"))
+}
+
+/// Python run inside the sandbox: each line `name result`.
+const PROBE: &str = r#"
+import os, socket, urllib.request
+def fetch(url, proxy=True):
+    handler = urllib.request.ProxyHandler() if proxy else urllib.request.ProxyHandler({})
+    try:
+        return urllib.request.build_opener(handler).open(url, timeout=10).read().decode().strip().replace(' ', '_')
+    except urllib.error.HTTPError as e:
+        return f"HTTP{e.code}:{e.headers.get('X-Spawn-Denial')}"
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(5)
+    try:
+        s.connect((host, port)); return "CONNECTED"
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+def resolve(name):
+    try:
+        return socket.gethostbyname(name)
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+print("proxy", os.environ.get("HTTP_PROXY", "none"))
+print("allowed", fetch("http://allowed.test/"))
+print("other", fetch("http://other.test/"))
+print("metadata", fetch("http://169.254.169.254/latest/meta-data/"))
+print("metadata_hex", fetch("http://0xa9fea9fe/"))
+print("private_name", fetch("http://private.test/"))
+print("private_ip", fetch("http://10.0.0.5/"))
+print("direct_allowed", fetch("http://allowed.test/", proxy=False))
+print("direct_other", fetch("http://other.test/", proxy=False))
+print("direct_ip", fetch("http://11.0.0.1/", proxy=False))
+print("raw22", tcp("11.0.0.1", 22))
+print("rawprivate", tcp("10.0.0.5", 8080))
+print("direct_private", fetch("http://10.0.0.5/", proxy=False))
+print("dns_allowed", resolve("allowed.test"))
+print("dns_other", resolve("other.test"))
+print("dns_private", resolve("private.test"))
+"#;
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root: run `make test` as root"
+    );
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace");
+    sh(&["ip", "link", "set", "lo", "up"]);
+    for a in ["11.0.0.1/32", "10.0.0.5/32"] {
+        sh(&["ip", "addr", "add", a, "dev", "lo"]);
+    }
+    let public_hits = Arc::new(AtomicUsize::new(0));
+    let private_hits = Arc::new(AtomicUsize::new(0));
+    http_server(PUBLIC, public_hits.clone());
+    http_server(PRIVATE, private_hits.clone());
+    // Port 22 of the public address accepts: only the sandbox's filter can refuse it.
+    let ssh = TcpListener::bind((PUBLIC, 22)).unwrap();
+    std::thread::spawn(move || for _ in ssh.incoming() {});
+    let spawn = Spawn {
+        home: tempfile::tempdir().unwrap(),
+        dns: dns_server(),
+    };
+    let mut passed = 0;
+    let mut case = |name: &str| {
+        println!("case {name}");
+        passed += 1;
+    };
+
+    case("restricted: allowlisted names work with and without the proxy settings, nothing else");
+    let out = spawn.run(
+        &["--net", "restricted", "--allow", "allowed.test", "--json"],
+        PROBE,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        field(&stdout, "proxy").starts_with("http://10.201."),
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "allowed"),
+        "hello_from_11.0.0.1,_Host:_allowed.test",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "other"),
+        "HTTP403:not-allowlisted",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "metadata"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "metadata_hex"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "private_name"),
+        "HTTP403:not-allowlisted",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "private_ip"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    // Without HTTP_PROXY: the sandbox's DNS and the transparent redirect.
+    assert_eq!(
+        field(&stdout, "direct_allowed"),
+        "hello_from_11.0.0.1,_Host:_allowed.test",
+        "{stdout}"
+    );
+    assert!(
+        field(&stdout, "direct_other").starts_with("ERR")
+            || field(&stdout, "direct_other").starts_with("HTTP403"),
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "direct_ip"),
+        "HTTP403:not-allowlisted",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "raw22"),
+        "ERR:ConnectionRefusedError",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "rawprivate"),
+        "ERR:ConnectionRefusedError",
+        "{stdout}"
+    );
+    // Port 80 anywhere reaches the proxy (transparently), which refuses the address.
+    assert_eq!(
+        field(&stdout, "direct_private"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    assert_eq!(field(&stdout, "dns_allowed"), "11.0.0.1", "{stdout}");
+    assert!(field(&stdout, "dns_other").starts_with("ERR"), "{stdout}");
+    assert!(field(&stdout, "dns_private").starts_with("ERR"), "{stdout}");
+    assert_eq!(
+        private_hits.load(Ordering::SeqCst),
+        0,
+        "the private server was reached"
+    );
+
+    case("every attempt is audited with host, port, address, decision and reason");
+    let events = spawn.audit();
+    let net: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["eventType"] == "agent.net.connect" && e["action"] == "connect")
+        .collect();
+    let allowed = net
+        .iter()
+        .find(|e| e["details"]["host"] == "allowed.test" && e["details"]["decision"] == "allow")
+        .expect("an allowed connect event");
+    assert_eq!(allowed["details"]["address"], "11.0.0.1");
+    assert_eq!(allowed["details"]["port"], 80);
+    assert_eq!(allowed["outcome"], "success");
+    let denied = net
+        .iter()
+        .find(|e| e["details"]["host"] == "169.254.169.254")
+        .expect("a denied metadata event");
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["details"]["reason"], "blocked-address");
+    assert!(events.iter().any(|e| e["eventType"] == "agent.net.connect"
+        && e["action"] == "close"
+        && e["details"]["bytesIn"].as_u64().unwrap_or(0) > 0));
+    let run_ids: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["traceId"].as_str())
+        .collect();
+    assert_eq!(run_ids.len(), 1, "{run_ids:?}");
+
+    case("egress-only: public addresses and names, never private ones");
+    let out = spawn.run(&["--net", "egress-only"], PROBE);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        field(&stdout, "other"),
+        "hello_from_11.0.0.1,_Host:_other.test",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "direct_ip"),
+        "hello_from_11.0.0.1,_Host:_11.0.0.1",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "private_name"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "metadata"),
+        "HTTP403:blocked-address",
+        "{stdout}"
+    );
+    assert_eq!(
+        field(&stdout, "raw22"),
+        "ERR:ConnectionRefusedError",
+        "{stdout}"
+    );
+    assert_eq!(
+        private_hits.load(Ordering::SeqCst),
+        0,
+        "the private server was reached"
+    );
+
+    case("nothing connects in: a server in the sandbox cannot be reached from the host");
+    let listen = r#"
+import socket, subprocess, time
+s = socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen()
+addr = subprocess.run(["ip", "-4", "-o", "addr", "show", "eth0"], capture_output=True, text=True).stdout.split()[3].split("/")[0]
+print("addr", addr, flush=True)
+s.settimeout(6)
+try:
+    s.accept(); print("accepted yes")
+except Exception:
+    print("accepted no")
+"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+        .args([
+            "run",
+            "--runtime",
+            "native",
+            "--net",
+            "egress-only",
+            "--",
+            "python3",
+            "-c",
+            listen,
+        ])
+        .env("SPAWN_HOME", spawn.home.path())
+        .env(
+            "SPAWN_EGRESS_NAMESERVER",
+            format!("127.0.0.1:{}", spawn.dns),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("addr ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let reached = std::net::TcpStream::connect_timeout(
+        &format!("{addr}:8080").parse().unwrap(),
+        Duration::from_secs(2),
+    );
+    assert!(
+        reached.is_err(),
+        "the host connected into the sandbox at {addr}"
+    );
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("accepted no"), "{rest}");
+    assert!(child.wait().unwrap().success());
+
+    case("nothing is left: no link, no proxy");
+    let links = sh(&["ip", "-o", "link"]);
+    assert!(!links.contains("spw"), "{links}");
+    let procs = sh(&["ps", "-eo", "args"]);
+    assert!(!procs.contains("sandbox-egress"), "{procs}");
+
+    case("policies the runtime cannot give are refused, never weakened");
+    let out = spawn.run(&["--net", "full"], "print(1)");
+    assert_ne!(out.status.code(), Some(0));
+    for runtime in ["container", "gvisor"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args([
+                "run",
+                "--runtime",
+                runtime,
+                "--net",
+                "egress-only",
+                "--",
+                "true",
+            ])
+            .env("SPAWN_HOME", spawn.home.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{runtime}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
+            "{runtime}"
+        );
+    }
+    assert!(public_hits.load(Ordering::SeqCst) > 0);
+    println!("network: {passed} passed, 0 failed");
+}
