@@ -53,6 +53,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
         cgroups_path: Some(format!("/spawn-bench/runc-{}", std::process::id())),
         init: None,
         kernel: oci::Kernel::Host,
+        netns: None,
         staged: &[],
     })
     .context("derive the baseline's OCI configuration")?;

@@ -36,6 +36,22 @@ struct ChildConfig {
 pub(crate) struct EgressNetwork {
     link: Link,
     child: Mutex<Option<(Child, ChildStdin)>>,
+    /// For OCI runtimes: a process holding the run's namespace (`unshare --net cat`, which
+    /// ends when its stdin closes: with this value, or with spawn).
+    holder: Mutex<Option<(Child, ChildStdin)>>,
+}
+
+/// Stops a child that ends on EOF: closes its stdin, waits up to 2 s, then kills it.
+fn stop(mut child: Child, stdin: ChildStdin) {
+    drop(stdin);
+    for _ in 0..200 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl EgressNetwork {
@@ -102,6 +118,7 @@ impl EgressNetwork {
         Ok(EgressNetwork {
             link,
             child: Mutex::new(Some((child, stdin))),
+            holder: Mutex::new(None),
         })
     }
 }
@@ -118,22 +135,53 @@ impl spawn_sandbox::Network for EgressNetwork {
     fn attach(&self, pid: i32) -> std::result::Result<(), String> {
         self.link.attach(pid).map_err(|e| e.to_string())
     }
+
+    fn namespace(&self) -> std::result::Result<PathBuf, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut holder = self.holder.lock().map_err(|_| "holder lock".to_owned())?;
+        if let Some((child, _)) = holder.as_ref() {
+            return Ok(PathBuf::from(format!("/proc/{}/ns/net", child.id())));
+        }
+        let mut child = Command::new("unshare")
+            .args(["--net", "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the namespace holder (unshare, util-linux): {e}"))?;
+        let stdin = child.stdin.take().ok_or("the holder has no stdin")?;
+        let pid = child.id();
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        // The namespace is the holder's once unshare has run: its inode differs from ours.
+        let ours = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+        let mut ready = false;
+        for _ in 0..500 {
+            if std::fs::metadata(&path).is_ok_and(|m| Some(m.ino()) != ours) {
+                ready = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !ready {
+            stop(child, stdin);
+            return Err("the namespace holder did not make a network namespace".into());
+        }
+        let pid = i32::try_from(pid).map_err(|e| e.to_string())?;
+        if let Err(e) = self.link.attach(pid) {
+            stop(child, stdin);
+            return Err(e.to_string());
+        }
+        *holder = Some((child, stdin));
+        Ok(path)
+    }
 }
 
 impl Drop for EgressNetwork {
     fn drop(&mut self) {
-        let taken = self.child.lock().ok().and_then(|mut c| c.take());
-        if let Some((mut child, stdin)) = taken {
-            // EOF on its stdin stops the proxy; it has written its events by then.
-            drop(stdin);
-            for _ in 0..200 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        // EOF on its stdin stops the proxy; it has written its events by then.
+        for slot in [&self.child, &self.holder] {
+            if let Some((child, stdin)) = slot.lock().ok().and_then(|mut c| c.take()) {
+                stop(child, stdin);
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

@@ -241,19 +241,18 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         spec.net.policy,
         NetPolicy::Restricted | NetPolicy::EgressOnly
     );
-    let network: Option<Arc<dyn spawn_sandbox::Network>> =
-        if proxied && spec.runtime == RuntimeKind::Native {
-            let net = crate::egress::EgressNetwork::start(
-                &spec.net,
-                &run_id,
-                auditor.dir.clone(),
-                auditor.principal.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            Some(Arc::new(net))
-        } else {
-            None
-        };
+    let network: Option<Arc<dyn spawn_sandbox::Network>> = if proxied {
+        let net = crate::egress::EgressNetwork::start(
+            &spec.net,
+            &run_id,
+            auditor.dir.clone(),
+            auditor.principal.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Some(Arc::new(net))
+    } else {
+        None
+    };
     let options = RunOptions {
         run_id: run_id.clone(),
         network,

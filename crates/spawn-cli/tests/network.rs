@@ -117,8 +117,8 @@ struct Spawn {
 }
 
 impl Spawn {
-    fn run(&self, flags: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "--runtime", "native"];
+    fn run_on(&self, runtime: &str, flags: &[&str], script: &str) -> Output {
+        let mut args = vec!["run", "--runtime", runtime];
         args.extend_from_slice(flags);
         args.extend_from_slice(&["--", "python3", "-c", script]);
         Command::new(env!("CARGO_BIN_EXE_spawn"))
@@ -211,88 +211,101 @@ fn main() {
         passed += 1;
     };
 
-    case("restricted: allowlisted names work with and without the proxy settings, nothing else");
-    let out = spawn.run(
-        &["--net", "restricted", "--allow", "allowed.test", "--json"],
-        PROBE,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(
-        field(&stdout, "proxy").starts_with("http://10.201."),
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "allowed"),
-        "hello_from_11.0.0.1,_Host:_allowed.test",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "other"),
-        "HTTP403:not-allowlisted",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "metadata"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "metadata_hex"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "private_name"),
-        "HTTP403:not-allowlisted",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "private_ip"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    // Without HTTP_PROXY: the sandbox's DNS and the transparent redirect.
-    assert_eq!(
-        field(&stdout, "direct_allowed"),
-        "hello_from_11.0.0.1,_Host:_allowed.test",
-        "{stdout}"
-    );
-    assert!(
-        field(&stdout, "direct_other").starts_with("ERR")
-            || field(&stdout, "direct_other").starts_with("HTTP403"),
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "direct_ip"),
-        "HTTP403:not-allowlisted",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "raw22"),
-        "ERR:ConnectionRefusedError",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "rawprivate"),
-        "ERR:ConnectionRefusedError",
-        "{stdout}"
-    );
-    // Port 80 anywhere reaches the proxy (transparently), which refuses the address.
-    assert_eq!(
-        field(&stdout, "direct_private"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    assert_eq!(field(&stdout, "dns_allowed"), "11.0.0.1", "{stdout}");
-    assert!(field(&stdout, "dns_other").starts_with("ERR"), "{stdout}");
-    assert!(field(&stdout, "dns_private").starts_with("ERR"), "{stdout}");
-    assert_eq!(
-        private_hits.load(Ordering::SeqCst),
-        0,
-        "the private server was reached"
-    );
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!("{runtime}, restricted: allowlisted names work with and without the proxy settings, nothing else"));
+        let out = spawn.run_on(
+            runtime,
+            &["--net", "restricted", "--allow", "allowed.test", "--json"],
+            PROBE,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}\n{stderr}");
+        assert!(
+            field(&stdout, "proxy").starts_with("http://10.201."),
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "allowed"),
+            "hello_from_11.0.0.1,_Host:_allowed.test",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "other"),
+            "HTTP403:not-allowlisted",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "metadata"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "metadata_hex"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "private_name"),
+            "HTTP403:not-allowlisted",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "private_ip"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        // Without HTTP_PROXY: the sandbox's DNS and the transparent redirect.
+        assert_eq!(
+            field(&stdout, "direct_allowed"),
+            "hello_from_11.0.0.1,_Host:_allowed.test",
+            "{runtime}: {stdout}"
+        );
+        assert!(
+            field(&stdout, "direct_other").starts_with("ERR")
+                || field(&stdout, "direct_other").starts_with("HTTP403"),
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "direct_ip"),
+            "HTTP403:not-allowlisted",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "raw22"),
+            "ERR:ConnectionRefusedError",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "rawprivate"),
+            "ERR:ConnectionRefusedError",
+            "{runtime}: {stdout}"
+        );
+        // Port 80 anywhere reaches the proxy (transparently), which refuses the address.
+        assert_eq!(
+            field(&stdout, "direct_private"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "dns_allowed"),
+            "11.0.0.1",
+            "{runtime}: {stdout}"
+        );
+        assert!(
+            field(&stdout, "dns_other").starts_with("ERR"),
+            "{runtime}: {stdout}"
+        );
+        assert!(
+            field(&stdout, "dns_private").starts_with("ERR"),
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            private_hits.load(Ordering::SeqCst),
+            0,
+            "the private server was reached"
+        );
+    }
 
     case("every attempt is audited with host, port, address, decision and reason");
     let events = spawn.audit();
@@ -316,46 +329,55 @@ fn main() {
     assert!(events.iter().any(|e| e["eventType"] == "agent.net.connect"
         && e["action"] == "close"
         && e["details"]["bytesIn"].as_u64().unwrap_or(0) > 0));
-    let run_ids: std::collections::BTreeSet<&str> = events
+    // Each run's events carry its own trace id, the one its agent.start has.
+    let starts: std::collections::BTreeSet<&str> = events
         .iter()
+        .filter(|e| e["eventType"] == "agent.start")
         .filter_map(|e| e["traceId"].as_str())
         .collect();
-    assert_eq!(run_ids.len(), 1, "{run_ids:?}");
+    let net_runs: std::collections::BTreeSet<&str> =
+        net.iter().filter_map(|e| e["traceId"].as_str()).collect();
+    assert_eq!(net_runs.len(), 3, "{net_runs:?}");
+    assert!(net_runs.is_subset(&starts), "{net_runs:?} {starts:?}");
 
-    case("egress-only: public addresses and names, never private ones");
-    let out = spawn.run(&["--net", "egress-only"], PROBE);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert_eq!(
-        field(&stdout, "other"),
-        "hello_from_11.0.0.1,_Host:_other.test",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "direct_ip"),
-        "hello_from_11.0.0.1,_Host:_11.0.0.1",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "private_name"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "metadata"),
-        "HTTP403:blocked-address",
-        "{stdout}"
-    );
-    assert_eq!(
-        field(&stdout, "raw22"),
-        "ERR:ConnectionRefusedError",
-        "{stdout}"
-    );
-    assert_eq!(
-        private_hits.load(Ordering::SeqCst),
-        0,
-        "the private server was reached"
-    );
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}, egress-only: public addresses and names, never private ones"
+        ));
+        let out = spawn.run_on(runtime, &["--net", "egress-only"], PROBE);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}");
+        assert_eq!(
+            field(&stdout, "other"),
+            "hello_from_11.0.0.1,_Host:_other.test",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "direct_ip"),
+            "hello_from_11.0.0.1,_Host:_11.0.0.1",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "private_name"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "metadata"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "raw22"),
+            "ERR:ConnectionRefusedError",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            private_hits.load(Ordering::SeqCst),
+            0,
+            "the private server was reached"
+        );
+    }
 
     case("nothing connects in: a server in the sandbox cannot be reached from the host");
     let listen = r#"
@@ -416,24 +438,10 @@ except Exception:
     let procs = sh(&["ps", "-eo", "args"]);
     assert!(!procs.contains("sandbox-egress"), "{procs}");
 
-    case("policies the runtime cannot give are refused, never weakened");
-    let out = spawn.run(&["--net", "full"], "print(1)");
-    assert_ne!(out.status.code(), Some(0));
-    for runtime in ["container", "gvisor"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_spawn"))
-            .args([
-                "run",
-                "--runtime",
-                runtime,
-                "--net",
-                "egress-only",
-                "--",
-                "true",
-            ])
-            .env("SPAWN_HOME", spawn.home.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(125), "{runtime}");
+    case("policies spawn cannot give are refused, never weakened");
+    for runtime in ["native", "container", "gvisor"] {
+        let out = spawn.run_on(runtime, &["--net", "full"], "print(1)");
+        assert_ne!(out.status.code(), Some(0), "{runtime}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
             "{runtime}"

@@ -379,12 +379,34 @@ fn run_engine(
     }
     let runc = find_binary(engine)?;
     let runtime = engine.runtime();
-    if spec.net.policy != NetPolicy::None {
+    let proxied = matches!(
+        spec.net.policy,
+        NetPolicy::Restricted | NetPolicy::EgressOnly
+    );
+    if spec.net.policy != NetPolicy::None && !proxied {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} is not supported yet by the {runtime} runtime",
             spec.net.policy.as_str()
         )));
     }
+    let network = opts.network.as_deref().filter(|_| proxied);
+    if proxied && network.is_none() {
+        return Err(SandboxError::Unsupported(format!(
+            "net policy {} needs the egress proxy, which this caller did not set up",
+            spec.net.policy.as_str()
+        )));
+    }
+    // The run's namespace, already connected to the proxy and nothing else.
+    let netns = network
+        .map(|n| {
+            n.namespace().map_err(|e| {
+                SandboxError::setup(
+                    "connect the sandbox to the egress proxy",
+                    std::io::Error::other(e),
+                )
+            })
+        })
+        .transpose()?;
     let base = Path::new(BASE);
     ensure_dir(base, 0o711)?;
     if !on_tmpfs(base) {
@@ -434,7 +456,7 @@ fn run_engine(
     };
 
     let bundle = Bundle::new(bundles.join(&name))?;
-    let plan = rootfs::plan(spec, disk, &spec.name, None);
+    let plan = rootfs::plan(spec, disk, &spec.name, network.map(|n| n.nameserver()));
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
     let kernel = if gvisor {
@@ -467,7 +489,14 @@ fn run_engine(
             staged.push((path.clone(), at));
         }
     }
-    let env = native::agent_env(spec);
+    let mut env = native::agent_env(spec);
+    if let Some(net) = network {
+        for (k, v) in native::proxy_env(net.proxy()) {
+            if !env.iter().any(|(name, _)| *name == k) {
+                env.push((k, v));
+            }
+        }
+    }
     let workdir = spec
         .workdir
         .clone()
@@ -503,6 +532,7 @@ fn run_engine(
         cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
         init: Some(&exe),
         kernel,
+        netns: netns.as_deref(),
         staged: &staged,
     })?;
     let config_path = bundle.path.join("config.json");
@@ -559,6 +589,16 @@ fn run_engine(
         let mut cmd = engine.command(&runc, &state);
         if let Some(group) = &own_cgroup {
             sys::join_cgroup_on_exec(&mut cmd, group.join_files()?);
+            if let Some(ns) = &netns {
+                // gVisor's own network stack cannot be attached to a namespace made
+                // outside it: runsc runs inside the run's namespace and passes the
+                // agent's sockets to it (hostinet), where the run's filter holds.
+                let fd = std::fs::File::open(ns)
+                    .map(OwnedFd::from)
+                    .map_err(|e| SandboxError::setup("open the run's network namespace", e))?;
+                sys::enter_netns_on_exec(&mut cmd, fd);
+                cmd.arg("--network=host");
+            }
             cmd.args(["run", "--bundle"]);
         } else {
             cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"]);

@@ -164,7 +164,11 @@ pub trait Network: std::fmt::Debug + Send + Sync {
     fn proxy(&self) -> std::net::SocketAddr;
     /// Connects the network namespace of process `pid` (the sandbox's init) to the proxy
     /// and nothing else. Called before the agent can start; an error ends the run (125).
+    /// (The native runtime.)
     fn attach(&self, pid: i32) -> Result<(), String>;
+    /// A network namespace already connected to the proxy and nothing else, for OCI
+    /// runtimes to join (`/proc/PID/ns/net` of a process that holds it for the run).
+    fn namespace(&self) -> Result<std::path::PathBuf, String>;
 }
 
 /// `HTTP_PROXY` and friends for a proxy at `proxy`, in both spellings programs read.

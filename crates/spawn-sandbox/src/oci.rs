@@ -51,6 +51,9 @@ pub struct OciInput<'a> {
     pub init: Option<&'a Path>,
     /// Whose kernel the agent runs on.
     pub kernel: Kernel,
+    /// The network namespace to join (a run with a network policy), instead of a new
+    /// empty one. gVisor ignores it: runsc is started inside it instead.
+    pub netns: Option<&'a Path>,
     /// Writable host grants prepared by the driver (idmapped, see `idmap`) and attached
     /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
     /// bind to that sandbox path takes its source from here instead of the host path.
@@ -306,13 +309,24 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
     });
     let mut config = config;
+    if let (Some(ns), Kernel::Host) = (input.netns, input.kernel) {
+        if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
+            for n in list.iter_mut().filter(|n| n["type"] == "network") {
+                n["path"] = json!(ns);
+            }
+        }
+    }
     if let Kernel::Gvisor { agent_pids } = input.kernel {
         if let Some(linux) = config["linux"].as_object_mut() {
             linux.remove("uidMappings");
             linux.remove("gidMappings");
             linux.remove("seccomp");
+            // With a network, runsc runs inside the run's namespace with --network=host
+            // (its netstack cannot be attached to a namespace made outside it): the
+            // bundle then asks for no namespace of its own.
+            let joined = input.netns.is_some();
             if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
-                ns.retain(|n| n["type"] != "user");
+                ns.retain(|n| n["type"] != "user" && !(joined && n["type"] == "network"));
             }
         }
         if let Some(rl) = config["process"]["rlimits"].as_array_mut() {
@@ -403,6 +417,7 @@ mod tests {
             cgroups_path: Some("/spawn/1-tr_x".into()),
             init,
             kernel,
+            netns: None,
             staged: &[],
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

@@ -789,6 +789,22 @@ pub(crate) fn attach_mounts_on_exec(
     }
 }
 
+/// Makes `cmd`'s process enter the network namespace `netns` (an open `/proc/PID/ns/net`)
+/// before exec, so it and everything it starts use that namespace's network.
+pub(crate) fn enter_netns_on_exec(cmd: &mut std::process::Command, netns: OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+    // which is async-signal-safe, on a descriptor the closure owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes `cmd` start with `fd` as its descriptor 3 (for `runc --preserve-fds 1`).
 pub(crate) fn give_fd3(cmd: &mut std::process::Command, fd: RawFd) {
     use std::os::unix::process::CommandExt;

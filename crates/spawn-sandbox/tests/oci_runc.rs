@@ -70,6 +70,7 @@ fn main() {
         cgroups_path: None,
         init: None,
         kernel: oci::Kernel::Host,
+        netns: None,
         staged: &[],
     };
     let config = oci::runtime_spec(&input).unwrap();
