@@ -90,6 +90,8 @@ fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
             hits.fetch_add(1, Ordering::SeqCst);
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut host = String::new();
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if line == "\r\n" {
@@ -100,8 +102,17 @@ fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
                 }
                 line.clear();
             }
-            let body = format!("hello from {ip}, Host: {host}\n");
             let mut s = stream;
+            if request_line.contains("/redirect") {
+                // An allowed host sending the client to the metadata service.
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                continue;
+            }
+            let body = format!("hello from {ip}, Host: {host}\n");
             let _ = write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -168,6 +179,8 @@ def resolve(name):
         return "ERR:" + type(e).__name__
 print("proxy", os.environ.get("HTTP_PROXY", "none"))
 print("allowed", fetch("http://allowed.test/"))
+print("redirect", fetch("http://allowed.test/redirect"))
+print("redirect_direct", fetch("http://allowed.test/redirect", proxy=False))
 print("other", fetch("http://other.test/"))
 print("metadata", fetch("http://169.254.169.254/latest/meta-data/"))
 print("metadata_hex", fetch("http://0xa9fea9fe/"))
@@ -233,6 +246,17 @@ fn main() {
         assert_eq!(
             field(&stdout, "other"),
             "HTTP403:not-allowlisted",
+            "{runtime}: {stdout}"
+        );
+        // An allowed host that redirects to a blocked one: the next request is refused.
+        assert_eq!(
+            field(&stdout, "redirect"),
+            "HTTP403:blocked-address",
+            "{runtime}: {stdout}"
+        );
+        assert_eq!(
+            field(&stdout, "redirect_direct"),
+            "HTTP403:blocked-address",
             "{runtime}: {stdout}"
         );
         assert_eq!(
