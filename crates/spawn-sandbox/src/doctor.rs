@@ -114,7 +114,9 @@ pub fn checks() -> Vec<Check> {
             "runtime gvisor",
             true,
             format!(
-                "{}, platform {} (the default runtime; no network yet, so net must be none)",
+                "{}, platform {} (the default runtime; with a network policy the agent's \
+                 sockets go to the run's filtered namespace through runsc's hostinet, not \
+                 gVisor's own network stack)",
                 crate::container::version(&runsc).unwrap_or_else(|| runsc.display().to_string()),
                 crate::container::gvisor_platform(&runsc)
             ),
@@ -132,6 +134,29 @@ pub fn checks() -> Vec<Check> {
         ),
         Err(e) => check("runtime container", false, e.to_string()),
     });
+    // restricted / egress-only need the tools that build a run's link and filter.
+    let missing: Vec<&str> = ["ip", "nft", "nsenter", "unshare"]
+        .into_iter()
+        .filter(|tool| {
+            !["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+                .iter()
+                .any(|dir| Path::new(dir).join(tool).exists())
+        })
+        .collect();
+    out.push(check(
+        "network policies",
+        missing.is_empty(),
+        if missing.is_empty() {
+            "restricted and egress-only: a veth link per run, nftables in its namespace, the \
+             egress proxy"
+                .to_owned()
+        } else {
+            format!(
+                "missing {} (apt-get install iproute2 nftables util-linux); net must be none",
+                missing.join(", ")
+            )
+        },
+    ));
     out.push(check(
         "runtime firecracker",
         false,
