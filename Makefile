@@ -30,6 +30,7 @@ test: deps lint
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: build
+	@scripts/install-deps.sh bench
 	$(CARGO) run --release -p spawn-bench -- --spawn $(SPAWN)
 
 clean:

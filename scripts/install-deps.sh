@@ -10,7 +10,13 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # gvisor runtimes.
 # iproute2, nftables, util-linux (nsenter): the network policies (veth pairs and the
 # sandbox-side packet filter); procps: test helpers.
-for pkg in python3 bubblewrap runc runsc procps iproute2 nftables util-linux coreutils ca-certificates; do
+pkgs=(python3 bubblewrap runc runsc procps iproute2 nftables util-linux coreutils ca-certificates)
+# `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
+# (wrk, Debian's squid, curl).
+if [[ ${1:-} == bench ]]; then
+  pkgs+=(wrk squid curl)
+fi
+for pkg in "${pkgs[@]}"; do
   have "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

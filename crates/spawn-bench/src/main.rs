@@ -3,6 +3,7 @@
 
 mod bwrap;
 mod case;
+mod net;
 mod report;
 mod runc;
 mod stats;
@@ -75,6 +76,18 @@ struct Cli {
     /// Also write the numbers (and every sample) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Skip the egress proxy benchmark.
+    #[arg(long)]
+    no_net: bool,
+    /// Only run the egress proxy benchmark.
+    #[arg(long)]
+    net_only: bool,
+    /// Seconds per wrk measurement of the egress proxy benchmark.
+    #[arg(long, default_value_t = 5)]
+    net_seconds: u64,
+    /// (internal) Run the proxy benchmark here, in the namespace made for it.
+    #[arg(long, hide = true, value_name = "FILE")]
+    net_inner: Option<PathBuf>,
     /// Only write the bwrap baseline's seccomp filter to this file (for profiling the
     /// baseline by hand: `bwrap … --seccomp 9 true 9<FILE`) and exit.
     #[arg(long, value_name = "FILE")]
@@ -94,6 +107,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     if let Some(path) = &cli.write_seccomp {
         return bwrap::write_seccomp(path);
+    }
+    if let Some(out) = &cli.net_inner {
+        return net::inner(out, cli.net_seconds);
+    }
+    if cli.net_only {
+        return net_bench(&cli, None);
     }
     if cli.rounds == 0 || cli.oci_rounds == 0 {
         bail!("--rounds must be at least 1");
@@ -177,12 +196,65 @@ fn run(cli: Cli) -> Result<()> {
         cli.rounds, cli.oci_rounds
     );
     report::print(&header, &results, &verdicts);
+    let json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
+    if cli.no_net {
+        return write_json(&cli, json);
+    }
+    net_bench(&cli, Some(json))
+}
+
+fn write_json(cli: &Cli, json: serde_json::Value) -> Result<()> {
     if let Some(path) = &cli.json {
-        let json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
         let text = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The egress proxy against a direct connection and squid; its figures join `json`.
+fn net_bench(cli: &Cli, json: Option<serde_json::Value>) -> Result<()> {
+    let net = net::run(cli.net_seconds)?;
+    let get = |case: &str, key: &str| net[case][key].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "spawn-bench: egress proxy on loopback (HTTP, 2-byte responses; wrk {}s per figure; 100 MB download with curl)",
+        cli.net_seconds
+    );
+    println!(
+        "{:<16} {:>12} {:>10} {:>10} {:>14}",
+        "case", "req/s (c32)", "p50 (c1)", "p99 (c1)", "100 MB, MB/s"
+    );
+    for case in ["direct", "spawn proxy", "squid"] {
+        println!(
+            "{case:<16} {:>12.0} {:>8.0}us {:>8.0}us {:>14.0}",
+            get(case, "rps"),
+            get(case, "p50_us"),
+            get(case, "p99_us"),
+            get(case, "download_mb_s")
+        );
+    }
+    let ratio = get("spawn proxy", "rps") / get("squid", "rps");
+    let added_p50 = get("spawn proxy", "p50_us") - get("direct", "p50_us");
+    let added_p99 = get("spawn proxy", "p99_us") - get("direct", "p99_us");
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "{:<32} {:<10.3} {:<22} {}",
+        "ratio spawn proxy/squid req/s",
+        ratio,
+        "(target >= 1.00)",
+        verdict(ratio >= 1.0)
+    );
+    println!(
+        "{:<32} {:<10} {:<22} {}",
+        "added p50 latency",
+        format!("{added_p50:.0} us"),
+        "(target < 200 us)",
+        verdict(added_p50 < 200.0)
+    );
+    println!("{:<32} {added_p99:.0} us", "added p99 latency");
+    let mut json = json.unwrap_or_else(|| serde_json::json!({}));
+    json["net"] = net;
+    write_json(cli, json)
 }
 
 /// Runs the warm-up rounds, then `rounds` rounds of every case in turn (A, B, C, A, B, C,

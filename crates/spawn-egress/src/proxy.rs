@@ -131,11 +131,48 @@ impl Bucket {
     }
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// Kept-alive upstream connections per checked address, at most this many each.
+const POOL_PER_ADDR: usize = 64;
+
 struct Run {
     id: String,
     rules: NetRules,
     observer: Arc<dyn Observer>,
     bucket: Option<Mutex<Bucket>>,
+    /// The run's own kept-alive upstream connections (never shared between runs: each
+    /// run's addresses were checked against its own rules).
+    pool: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+}
+
+impl Run {
+    /// An idle connection to one of `addrs`.
+    fn checkout(&self, addrs: &[SocketAddr]) -> Option<(Sender, SocketAddr)> {
+        let mut pool = self.pool.lock().ok()?;
+        for addr in addrs {
+            let Some(list) = pool.get_mut(addr) else {
+                continue;
+            };
+            list.retain(|s| !s.is_closed());
+            if let Some(i) = list.iter().position(Sender::is_ready) {
+                return Some((list.swap_remove(i), *addr));
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            let list = pool.entry(addr).or_default();
+            if list.len() < POOL_PER_ADDR {
+                list.push(sender);
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -246,6 +283,7 @@ impl Proxy {
             rules,
             observer,
             bucket,
+            pool: Mutex::new(HashMap::new()),
         });
         let mut runs = self
             .inner
@@ -369,6 +407,42 @@ impl Proxy {
                 verdict,
             });
         };
+        if via == Via::Http {
+            let (target, addrs) = match self.decide(&run, via, &host, port).await {
+                Ok(decided) => decided,
+                Err((shown, d)) => {
+                    report(&shown, None, Err(d.clone()));
+                    return refusal(&d);
+                }
+            };
+            let shown = target.to_string();
+            // A kept-alive connection of this run to one of the checked addresses, or a
+            // new one.
+            let (sender, addr) = match run.checkout(&addrs) {
+                Some(pooled) => pooled,
+                None => match connect(&addrs).await {
+                    Ok((stream, addr)) => {
+                        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                            Ok((sender, conn)) => {
+                                tokio::spawn(conn);
+                                (sender, addr)
+                            }
+                            Err(e) => {
+                                let d = denial("connect", format!("upstream: {e}"));
+                                report(&shown, Some(addr), Err(d.clone()));
+                                return refusal(&d);
+                            }
+                        }
+                    }
+                    Err(d) => {
+                        report(&shown, None, Err(d.clone()));
+                        return refusal(&d);
+                    }
+                },
+            };
+            report(&shown, Some(addr), Ok(()));
+            return forward(run.clone(), &shown, port, addr, sender, req).await;
+        }
         let (target, upstream, addr) = match self.open(&run, via, &host, port).await {
             Ok(opened) => opened,
             Err((shown, d)) => {
@@ -394,9 +468,10 @@ impl Proxy {
                         .boxed(),
                 )
             }
+            // Http is handled above; Tls never comes through HTTP.
             Via::Http | Via::Tls => {
-                report(&shown, Some(addr), Ok(()));
-                forward(run.clone(), &shown, port, addr, upstream, req).await
+                drop(upstream);
+                refusal(&denial("malformed", "unexpected request"))
             }
         }
     }
@@ -474,6 +549,21 @@ impl Proxy {
         host: &str,
         port: u16,
     ) -> Result<(Target, TcpStream, SocketAddr), (String, Denial)> {
+        let (target, addrs) = self.decide(run, via, host, port).await?;
+        let (stream, addr) = connect(&addrs).await.map_err(|d| (target.to_string(), d))?;
+        Ok((target, stream, addr))
+    }
+
+    /// The policy for one attempt: rate limit, the name, `requireTls`, then resolution with
+    /// every address checked. The addresses it returns are the only ones that may be
+    /// connected to.
+    async fn decide(
+        &self,
+        run: &Run,
+        via: Via,
+        host: &str,
+        port: u16,
+    ) -> Result<(Target, Vec<SocketAddr>), (String, Denial)> {
         let shown = host.chars().take(255).collect::<String>();
         if let Some(bucket) = &run.bucket {
             let ok = bucket.lock().map(|mut b| b.take()).unwrap_or(false);
@@ -496,7 +586,7 @@ impl Proxy {
                 ),
             ));
         }
-        let addrs = match &target {
+        let ips = match &target {
             Target::Ip(ip) => vec![*ip],
             Target::Name(name) => self
                 .inner
@@ -507,29 +597,35 @@ impl Proxy {
         };
         // Every address must pass: a name that also points into a blocked range (DNS
         // rebinding, a hostile zone) is refused as a whole.
-        for ip in &addrs {
+        for ip in &ips {
             run.rules.check_ip(*ip).map_err(|d| (shown.clone(), d))?;
         }
-        let mut last = None;
-        for ip in addrs {
-            let addr = SocketAddr::new(ip, port);
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Ok((target, stream, addr));
-                }
-                Ok(Err(e)) => last = Some(e.to_string()),
-                Err(_) => last = Some("timed out".into()),
-            }
-        }
-        Err((
-            shown,
-            denial(
-                "connect",
-                format!("no address accepted: {}", last.unwrap_or_default()),
-            ),
+        Ok((
+            target,
+            ips.into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
         ))
     }
+}
+
+/// Connects to the first of the checked `addrs` that answers.
+async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Denial> {
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, *addr));
+            }
+            Ok(Err(e)) => last = Some(e.to_string()),
+            Err(_) => last = Some("timed out".into()),
+        }
+    }
+    Err(denial(
+        "connect",
+        format!("no address accepted: {}", last.unwrap_or_default()),
+    ))
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
@@ -718,7 +814,7 @@ async fn forward(
     shown: &str,
     port: u16,
     addr: SocketAddr,
-    upstream: TcpStream,
+    mut sender: Sender,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -746,14 +842,12 @@ async fn forward(
         }
         Err(_) => return refusal(&denial("malformed", "host")),
     }
-    let Ok((mut sender, conn)) =
-        hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await
-    else {
-        return refusal(&denial("connect", "upstream handshake"));
-    };
-    tokio::spawn(conn);
     let out_bytes = body.size_hint().exact().unwrap_or(0);
-    match sender.send_request(Request::from_parts(parts, body)).await {
+    let sent = sender.send_request(Request::from_parts(parts, body)).await;
+    // Ready again once this response's body is read; the next request of the run takes it
+    // only then.
+    run.checkin(addr, sender);
+    match sent {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             for h in HOP_HEADERS {

@@ -32,6 +32,11 @@ fn opts() -> ResolverOpts {
     // sandbox asking for `db` must not reach `db.corp.example`.
     opts.ndots = 0;
     opts.use_hosts_file = false;
+    // Answers are kept for their TTL (at most 5 minutes) and checked again on every use:
+    // a cached address is only ever one that passed, and a rebinding answer (short TTL)
+    // fails the next check.
+    opts.cache_size = 1024;
+    opts.positive_max_ttl = Some(Duration::from_secs(300));
     opts
 }
 
@@ -55,12 +60,8 @@ impl Resolver {
         let mut config = ResolverConfig::new();
         config.add_name_server(NameServerConfig::new(server, Protocol::Udp));
         config.add_name_server(NameServerConfig::new(server, Protocol::Tcp));
-        let mut opts = opts();
-        // Every connection attempt asks again: no answer outlives the connection it was
-        // checked for, so a rebinding answer can only ever fail a later check.
-        opts.cache_size = 0;
         Resolver {
-            inner: TokioAsyncResolver::tokio(config, opts),
+            inner: TokioAsyncResolver::tokio(config, opts()),
         }
     }
 
