@@ -32,7 +32,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
     std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o711))?;
     // Unused host ids, as spawn picks them (never 0).
     let (root_id, agent_id) = (0x7190_0000, 0x7190_0001);
-    let plan = rootfs::plan(&spec, 64 << 20, "bench", None);
+    let plan = rootfs::plan(&spec, 64 << 20, "bench", rootfs::Dns::None);
     rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted)
         .context("populate the baseline's root")?;
     let env = native::agent_env(&spec);
@@ -54,6 +54,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
+        host_network: false,
         staged: &[],
     })
     .context("derive the baseline's OCI configuration")?;

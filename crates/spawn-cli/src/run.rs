@@ -13,6 +13,11 @@ use spawn_sandbox::{native, ExecFailure, Observer, Report, RunOptions};
 
 use crate::{RunArgs, EXIT_SPAWN_FAILED};
 
+/// What `net: full` means, said at start and recorded in the audit log.
+const FULL_NET_WARNING: &str = "net policy full gives the agent the host's network directly: \
+     no egress proxy, no allowlist, private and cloud-metadata addresses reachable, \
+     connections not audited";
+
 pub(crate) fn main(args: &RunArgs, home: &Path) -> ExitCode {
     match run(args, home) {
         Ok(code) => code,
@@ -234,6 +239,21 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         .with_detail("languages", spec.languages.clone());
     // Written by `created` while the sandbox is built; the command cannot start before.
     auditor.start = vec![start, invoke];
+    if spec.net.policy == NetPolicy::Full {
+        eprintln!("spawn: warning: {FULL_NET_WARNING}");
+        auditor.start.push(
+            auditor
+                .event(
+                    EventType::AgentCapabilityInvoke,
+                    "capability",
+                    "net",
+                    "full-access",
+                    Outcome::Success,
+                )
+                .with_detail("policy", "full")
+                .with_detail("warning", FULL_NET_WARNING),
+        );
+    }
 
     // restricted / egress-only: the run's link and its egress proxy, for as long as the
     // run lasts (dropped after it).

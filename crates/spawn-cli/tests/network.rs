@@ -462,15 +462,37 @@ except Exception:
     let procs = sh(&["ps", "-eo", "args"]);
     assert!(!procs.contains("sandbox-egress"), "{procs}");
 
-    case("policies spawn cannot give are refused, never weakened");
     for runtime in ["native", "container", "gvisor"] {
-        let out = spawn.run_on(runtime, &["--net", "full"], "print(1)");
-        assert_ne!(out.status.code(), Some(0), "{runtime}");
+        case(&format!(
+            "{runtime}, full: the host's network directly, warned about and audited"
+        ));
+        let before = spawn.audit().len();
+        let out = spawn.run_on(runtime, &["--net", "full"], PROBE);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}\n{stderr}");
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
-            "{runtime}"
+            stderr.contains("net policy full gives the agent the host's network"),
+            "{runtime}: {stderr}"
+        );
+        assert_eq!(field(&stdout, "proxy"), "none", "{runtime}: {stdout}");
+        // Direct: even what the proxy would refuse (this is what full means).
+        assert_eq!(field(&stdout, "raw22"), "CONNECTED", "{runtime}: {stdout}");
+        assert_eq!(
+            field(&stdout, "direct_private"),
+            "hello_from_10.0.0.5,_Host:_10.0.0.5",
+            "{runtime}: {stdout}"
+        );
+        let events = spawn.audit();
+        assert!(
+            events[before..].iter().any(|e| e["action"] == "full-access"
+                && e["resource"]["name"] == "net"
+                && e["details"]["policy"] == "full"),
+            "{runtime}: no full-access audit event"
         );
     }
+    private_hits.store(0, Ordering::SeqCst);
+
     assert!(public_hits.load(Ordering::SeqCst) > 0);
     println!("network: {passed} passed, 0 failed");
 }

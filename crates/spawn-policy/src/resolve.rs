@@ -146,17 +146,6 @@ fn resolve_net(
     }
     net.allowlist.extend(overrides.allow.iter().cloned());
     net.denylist.extend(overrides.deny.iter().cloned());
-    if net.policy == Some(NetPolicy::Full) {
-        return Err(PolicyError::unsupported(
-            if overrides.net.is_some() {
-                "--net"
-            } else {
-                "spec.capabilities.net.policy"
-            },
-            "policy full (direct network access)",
-            "use restricted or egress-only, which go through the egress proxy",
-        ));
-    }
     crate::validate::validate_net(&net)?;
     NetRules::from_capability(&net)
 }

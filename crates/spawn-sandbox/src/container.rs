@@ -378,17 +378,12 @@ fn run_engine(
         return Err(unavailable(engine, "it needs root", "run spawn as root"));
     }
     let runc = find_binary(engine)?;
-    let runtime = engine.runtime();
+
     let proxied = matches!(
         spec.net.policy,
         NetPolicy::Restricted | NetPolicy::EgressOnly
     );
-    if spec.net.policy != NetPolicy::None && !proxied {
-        return Err(SandboxError::Unsupported(format!(
-            "net policy {} is not supported yet by the {runtime} runtime",
-            spec.net.policy.as_str()
-        )));
-    }
+    let full = spec.net.policy == NetPolicy::Full;
     let network = opts.network.as_deref().filter(|_| proxied);
     if proxied && network.is_none() {
         return Err(SandboxError::Unsupported(format!(
@@ -456,7 +451,12 @@ fn run_engine(
     };
 
     let bundle = Bundle::new(bundles.join(&name))?;
-    let plan = rootfs::plan(spec, disk, &spec.name, network.map(|n| n.nameserver()));
+    let dns = match network {
+        Some(n) => rootfs::Dns::Server(n.nameserver()),
+        None if full => rootfs::Dns::Host,
+        None => rootfs::Dns::None,
+    };
+    let plan = rootfs::plan(spec, disk, &spec.name, dns);
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
     let kernel = if gvisor {
@@ -533,6 +533,7 @@ fn run_engine(
         init: Some(&exe),
         kernel,
         netns: netns.as_deref(),
+        host_network: full,
         staged: &staged,
     })?;
     let config_path = bundle.path.join("config.json");
@@ -597,6 +598,8 @@ fn run_engine(
                     .map(OwnedFd::from)
                     .map_err(|e| SandboxError::setup("open the run's network namespace", e))?;
                 sys::enter_netns_on_exec(&mut cmd, fd);
+                cmd.arg("--network=host");
+            } else if full {
                 cmd.arg("--network=host");
             }
             cmd.args(["run", "--bundle"]);

@@ -48,6 +48,9 @@ pub(crate) struct ChildConfig {
     /// The network namespace was made by `clone3` (spawn connects it to the egress
     /// proxy); otherwise the init makes it.
     pub(crate) netns_at_clone: bool,
+    /// `net: full`: the sandbox keeps the host's network namespace (no namespace of its
+    /// own; warned about and audited by the caller).
+    pub(crate) host_network: bool,
 }
 
 /// The child ends of the channels to spawn.
@@ -177,11 +180,14 @@ fn setup_namespaces(cfg: &ChildConfig) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
     nix::unistd::setgroups(&[])
         .map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
-    if !cfg.netns_at_clone {
+    if !cfg.netns_at_clone && !cfg.host_network {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| SandboxError::setup("network namespace", e))?;
     }
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
+    if cfg.host_network {
+        return Ok(());
+    }
     sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))
 }
 

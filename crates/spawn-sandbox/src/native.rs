@@ -284,12 +284,7 @@ fn child_config(
         spec.net.policy,
         NetPolicy::Restricted | NetPolicy::EgressOnly
     );
-    if spec.net.policy != NetPolicy::None && !proxied {
-        return Err(SandboxError::Unsupported(format!(
-            "net policy {} is not supported yet by the native runtime",
-            spec.net.policy.as_str()
-        )));
-    }
+    let full = spec.net.policy == NetPolicy::Full;
     if proxied && network.is_none() {
         return Err(SandboxError::Unsupported(format!(
             "net policy {} needs the egress proxy, which this caller did not set up",
@@ -298,7 +293,12 @@ fn child_config(
     }
     let network = network.filter(|_| proxied);
     let hostname = spec.name.clone();
-    let plan = rootfs::plan(spec, disk, &hostname, network.map(|n| n.nameserver()));
+    let dns = match network {
+        Some(n) => rootfs::Dns::Server(n.nameserver()),
+        None if full => rootfs::Dns::Host,
+        None => rootfs::Dns::None,
+    };
+    let plan = rootfs::plan(spec, disk, &hostname, dns);
     let mut env = agent_env(spec);
     if let Some(net) = network {
         for (k, v) in proxy_env(net.proxy()) {
@@ -347,6 +347,7 @@ fn child_config(
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
         netns_at_clone: network.is_some(),
+        host_network: full,
         plan,
         hostname,
         argv,

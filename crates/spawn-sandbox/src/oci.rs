@@ -54,6 +54,8 @@ pub struct OciInput<'a> {
     /// The network namespace to join (a run with a network policy), instead of a new
     /// empty one. gVisor ignores it: runsc is started inside it instead.
     pub netns: Option<&'a Path>,
+    /// `net: full`: no network namespace of its own (the host's network).
+    pub host_network: bool,
     /// Writable host grants prepared by the driver (idmapped, see `idmap`) and attached
     /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
     /// bind to that sandbox path takes its source from here instead of the host path.
@@ -309,6 +311,11 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
     });
     let mut config = config;
+    if input.host_network {
+        if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
+            list.retain(|n| n["type"] != "network");
+        }
+    }
     if let (Some(ns), Kernel::Host) = (input.netns, input.kernel) {
         if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
             for n in list.iter_mut().filter(|n| n["type"] == "network") {
@@ -324,7 +331,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             // With a network, runsc runs inside the run's namespace with --network=host
             // (its netstack cannot be attached to a namespace made outside it): the
             // bundle then asks for no namespace of its own.
-            let joined = input.netns.is_some();
+            let joined = input.netns.is_some() || input.host_network;
             if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 ns.retain(|n| n["type"] != "user" && !(joined && n["type"] == "network"));
             }
@@ -388,7 +395,7 @@ mod tests {
             }],
             ..RunSpec::bare(RuntimeKind::Container, vec!["python3".into(), "-V".into()])
         };
-        let plan = rootfs::plan(&spec, 1 << 30, "t", None);
+        let plan = rootfs::plan(&spec, 1 << 30, "t", rootfs::Dns::None);
         (spec, plan)
     }
 
@@ -418,6 +425,7 @@ mod tests {
             init,
             kernel,
             netns: None,
+            host_network: false,
             staged: &[],
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

@@ -124,16 +124,34 @@ pub struct Plan {
     pub rw_mounts: Vec<PathBuf>,
 }
 
-fn etc_files(
-    hostname: &str,
-    nameserver: Option<std::net::Ipv4Addr>,
-) -> Vec<(&'static str, String)> {
-    let resolv = match nameserver {
-        Some(ns) => format!(
+/// Where the sandbox's DNS queries go (its `/etc/resolv.conf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dns {
+    /// Nowhere: `net: none`.
+    None,
+    /// The run's DNS server on the host end of its link (restricted, egress-only).
+    Server(std::net::Ipv4Addr),
+    /// The host's own resolvers (`net: full`, which shares the host's network).
+    Host,
+}
+
+fn etc_files(hostname: &str, dns: Dns) -> Vec<(&'static str, String)> {
+    let resolv = match dns {
+        Dns::Server(ns) => format!(
             "# spawn: the run's DNS (names its network policy allows)\nnameserver {ns}\n\
              options timeout:2 attempts:2\n"
         ),
-        None => {
+        Dns::Host => {
+            // Only the resolver lines: no search domains of the host's.
+            let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let mut out = "# spawn: the host's resolvers (net: full)\n".to_owned();
+            for line in host.lines().filter(|l| l.starts_with("nameserver ")) {
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        }
+        Dns::None => {
             "# spawn: this sandbox has no DNS (net: none)\noptions timeout:1 attempts:1\n".into()
         }
     };
@@ -166,13 +184,8 @@ fn etc_files(
 }
 
 /// Builds the plan for a run. `disk` is the scratch quota (`/tmp` + `/workspace`);
-/// `nameserver` is the run's DNS server, when its network policy gives it one.
-pub fn plan(
-    spec: &RunSpec,
-    disk: u64,
-    hostname: &str,
-    nameserver: Option<std::net::Ipv4Addr>,
-) -> Plan {
+/// `dns` is where the sandbox's DNS queries go.
+pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
     let mut steps = Vec::new();
     let mut readable = Vec::new();
     let mut writable = Vec::new();
@@ -209,7 +222,7 @@ pub fn plan(
     }
 
     steps.push(dir("/etc", 0o755));
-    for (path, contents) in etc_files(hostname, nameserver) {
+    for (path, contents) in etc_files(hostname, dns) {
         steps.push(Step::File {
             path: path.into(),
             contents,
@@ -816,7 +829,7 @@ mod tests {
 
     #[test]
     fn populate_copies_etc_files_only_when_asked() {
-        let p = plan(&spec(vec![]), 1 << 20, "t", None);
+        let p = plan(&spec(vec![]), 1 << 20, "t", Dns::None);
         let uid = nix::unistd::geteuid().as_raw();
         let host = fs::read("/etc/ld.so.cache").unwrap();
         for (etc, want) in [
@@ -853,7 +866,7 @@ mod tests {
 
     #[test]
     fn plan_exposes_only_the_intended_host_paths() {
-        let p = plan(&spec(vec![]), 1 << 20, "t", None);
+        let p = plan(&spec(vec![]), 1 << 20, "t", Dns::None);
         let host_sources: Vec<&Path> = p
             .steps
             .iter()
@@ -896,7 +909,7 @@ mod tests {
 
     #[test]
     fn passwd_has_the_agent_and_no_shadow() {
-        let p = plan(&spec(vec![]), 1 << 20, "host", None);
+        let p = plan(&spec(vec![]), 1 << 20, "host", Dns::None);
         let passwd = p.steps.iter().find_map(|s| match s {
             Step::File { path, contents, .. } if path == Path::new("/etc/passwd") => {
                 Some(contents.clone())
@@ -920,7 +933,7 @@ mod tests {
             target: "/workspace".into(),
             writable: true,
         };
-        let p = plan(&spec(vec![m]), 1 << 20, "t", None);
+        let p = plan(&spec(vec![m]), 1 << 20, "t", Dns::None);
         assert!(p
             .steps
             .iter()
@@ -940,7 +953,7 @@ mod tests {
             target: "/data".into(),
             writable: false,
         };
-        let p = plan(&spec(vec![m]), 1 << 20, "t", None);
+        let p = plan(&spec(vec![m]), 1 << 20, "t", Dns::None);
         assert!(p.steps.iter().any(
             |s| matches!(s, Step::Bind { path, readonly: true, .. } if path == Path::new("/data"))
         ));

@@ -48,7 +48,7 @@ fn main() {
         .tempdir_in("/dev/shm")
         .unwrap();
     let (root_id, agent_id) = (0x7180_0000, 0x7180_0001);
-    let plan = rootfs::plan(&spec, 64 << 20, "ocitest", None);
+    let plan = rootfs::plan(&spec, 64 << 20, "ocitest", rootfs::Dns::None);
     let root = bundle.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
     rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted).unwrap();
@@ -71,6 +71,7 @@ fn main() {
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
+        host_network: false,
         staged: &[],
     };
     let config = oci::runtime_spec(&input).unwrap();

@@ -475,10 +475,6 @@ fn unsupported_manifest_fields() {
             "spec.capabilities.exec.enabled: false is not supported yet",
         ),
         (
-            "  capabilities: {net: {policy: full}}\n",
-            "spec.capabilities.net.policy: policy full (direct network access) is not supported yet",
-        ),
-        (
             "  capabilities: {secrets: [{name: T, from: \"store://T\"}]}\n",
             "spec.capabilities.secrets: secrets is not supported yet",
         ),
@@ -534,23 +530,13 @@ fn unsupported_manifest_fields() {
 #[test]
 fn unsupported_flags() {
     let (_d, base) = tempdir();
-    let cases: [(Overrides, &str); 2] = [
-        (
-            Overrides {
-                net: Some(NetPolicy::Full),
-                ..command(&["x"])
-            },
-            "--net: policy full (direct network access) is not supported yet (use restricted or \
-             egress-only, which go through the egress proxy)",
-        ),
-        (
-            Overrides {
-                secrets: strings(&["GITHUB_TOKEN"]),
-                ..command(&["x"])
-            },
-            "--secret: secrets is not supported yet",
-        ),
-    ];
+    let cases: [(Overrides, &str); 1] = [(
+        Overrides {
+            secrets: strings(&["GITHUB_TOKEN"]),
+            ..command(&["x"])
+        },
+        "--secret: secrets is not supported yet",
+    )];
     for (o, want) in cases {
         let e = resolve(None, &base, &base, &o).unwrap_err();
         assert!(matches!(e, PolicyError::Unsupported { .. }));
@@ -589,13 +575,21 @@ fn net_flags_build_the_rules() {
         net.check(&target("example.com")).unwrap_err().code,
         "not-allowlisted"
     );
+    for policy in [NetPolicy::EgressOnly, NetPolicy::Full] {
+        let o = Overrides {
+            net: Some(policy),
+            ..command(&["x"])
+        };
+        assert_eq!(resolve(None, &base, &base, &o).unwrap().net.policy, policy);
+    }
+    // full takes no proxy settings: they would mean nothing.
     let o = Overrides {
-        net: Some(NetPolicy::EgressOnly),
+        net: Some(NetPolicy::Full),
+        deny: strings(&["10.*"]),
         ..command(&["x"])
     };
-    assert_eq!(
-        resolve(None, &base, &base, &o).unwrap().net.policy,
-        NetPolicy::EgressOnly
+    assert!(
+        resolve_err(None, &base, &o).contains("only applies to policy restricted or egress-only")
     );
     for (o, want) in [
         (
