@@ -1,35 +1,28 @@
 //! A run's network for `restricted` and `egress-only`: the veth link (`spawn_egress::
-//! topology`) and the egress proxy serving it, run as a child process of spawn
-//! (`spawn sandbox-egress`), so that spawn itself stays single-threaded (the native
-//! runtime forks). The proxy writes the run's `agent.net.connect` events to the audit log
-//! itself and stops when spawn closes its stdin (or dies).
+//! topology`) and the egress proxy serving it, run as a child process of its own binary
+//! (`spawn-egress`, next to `spawn`), so that spawn itself stays single-threaded (the
+//! native runtime forks) and small (it starts on every run). The proxy writes the run's
+//! `agent.net.connect` events to the audit log itself and stops when spawn closes its
+//! stdin (or dies).
 
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+use spawn_audit::Principal;
 use spawn_egress::topology::{ports, Link};
-use spawn_egress::{Attempt, Closed, Observer, ServiceConfig};
+use spawn_egress::ServiceConfig;
 use spawn_policy::net::NetRules;
+
+use crate::egress_config::ChildConfig;
 
 /// How long the proxy may take to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the proxy child is told on its stdin (one JSON line).
-#[derive(Debug, Serialize, Deserialize)]
-struct ChildConfig {
-    service: ServiceConfig,
-    audit_dir: PathBuf,
-    principal: Principal,
-    trace_id: String,
-}
 
 /// The run's link and its proxy; dropping it stops the proxy and removes the link.
 #[derive(Debug)]
@@ -87,13 +80,18 @@ impl EgressNetwork {
             trace_id: run_id.to_owned(),
         };
         let exe = std::env::current_exe().context("find spawn's own executable")?;
-        let mut child = Command::new(exe)
-            .arg("sandbox-egress")
+        let proxy = exe.with_file_name("spawn-egress");
+        let mut child = Command::new(&proxy)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("start the egress proxy")?;
+            .with_context(|| {
+                format!(
+                    "start the egress proxy {} (it is installed next to spawn)",
+                    proxy.display()
+                )
+            })?;
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("the egress proxy has no stdin/stdout");
         };
@@ -184,125 +182,4 @@ impl Drop for EgressNetwork {
             }
         }
     }
-}
-
-/// Writes the proxy's events to the run's audit log.
-struct AuditObserver {
-    log: Mutex<Option<AuditLog>>,
-    dir: PathBuf,
-    principal: Principal,
-    trace_id: String,
-}
-
-impl AuditObserver {
-    fn write(&self, event: Event) {
-        let event = Event {
-            trace_id: Some(self.trace_id.clone()),
-            ..event
-        };
-        let Ok(mut guard) = self.log.lock() else {
-            return;
-        };
-        if guard.is_none() {
-            match AuditLog::open(&self.dir) {
-                Ok(log) => *guard = Some(log),
-                Err(e) => {
-                    eprintln!("spawn: egress proxy: cannot open the audit log: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(log) = guard.as_mut() {
-            if let Err(e) = log.append(&[event]) {
-                eprintln!("spawn: egress proxy: cannot write the audit log: {e}");
-            }
-        }
-    }
-
-    fn event(&self, host: &str, port: u16, action: &str, outcome: Outcome) -> Event {
-        Event::new(
-            EventType::AgentNetConnect,
-            self.principal.clone(),
-            Resource {
-                kind: "host".into(),
-                name: format!("{host}:{port}"),
-            },
-            action,
-            outcome,
-        )
-    }
-}
-
-impl Observer for AuditObserver {
-    fn attempt(&self, e: &Attempt) {
-        let outcome = match &e.verdict {
-            Ok(()) => Outcome::Success,
-            Err(d) if matches!(d.code, "resolve" | "connect") => Outcome::Error,
-            Err(_) => Outcome::Denied,
-        };
-        let mut event = self
-            .event(&e.host, e.port, "connect", outcome)
-            .with_detail("host", e.host.clone())
-            .with_detail("port", e.port)
-            .with_detail("via", e.via.as_str())
-            .with_detail("address", e.addr.map(|a| a.ip().to_string()))
-            .with_detail("decision", if e.verdict.is_ok() { "allow" } else { "deny" });
-        if let Err(d) = &e.verdict {
-            event = event
-                .with_detail("reason", d.code)
-                .with_detail("detail", d.detail.clone());
-        }
-        self.write(event);
-    }
-
-    fn closed(&self, e: &Closed) {
-        let event = self
-            .event(&e.host, e.port, "close", Outcome::Success)
-            .with_detail("host", e.host.clone())
-            .with_detail("port", e.port)
-            .with_detail("address", e.addr.ip().to_string())
-            .with_detail("bytesOut", e.bytes_out)
-            .with_detail("bytesIn", e.bytes_in);
-        self.write(event);
-    }
-}
-
-/// `spawn sandbox-egress` (internal): the proxy child. Reads its configuration as one
-/// JSON line on stdin, prints `ready` once it listens, serves until stdin ends.
-pub(crate) fn child_main() -> Result<()> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("read the configuration")?;
-    let config: ChildConfig = serde_json::from_str(&line).context("parse the configuration")?;
-    let observer = Arc::new(AuditObserver {
-        log: Mutex::new(None),
-        dir: config.audit_dir,
-        principal: config.principal,
-        trace_id: config.trace_id,
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the proxy's runtime")?;
-    runtime.block_on(async move {
-        let stop = async {
-            // EOF (or an error) on stdin: spawn is done with the run, or gone.
-            let mut rest = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
-        };
-        spawn_egress::run_service(
-            config.service,
-            observer,
-            || {
-                println!("ready");
-                let _ = std::io::stdout().flush();
-            },
-            stop,
-        )
-        .await
-        .context("egress proxy")
-    })
 }

@@ -3,6 +3,7 @@
 
 mod doctor;
 mod egress;
+mod egress_config;
 mod run;
 
 use std::path::PathBuf;
@@ -147,15 +148,7 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "sandbox-init") {
         return sandbox_init(&args[2..]);
     }
-    if args.get(1).is_some_and(|a| a == "sandbox-egress") {
-        return match egress::child_main() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("spawn: egress proxy: {e:#}");
-                ExitCode::from(125)
-            }
-        };
-    }
+
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -350,6 +350,29 @@ fn main() {
         .expect("a denied metadata event");
     assert_eq!(denied["outcome"], "denied");
     assert_eq!(denied["details"]["reason"], "blocked-address");
+    // And each run's totals when it ends.
+    let summary = events
+        .iter()
+        .find(|e| e["eventType"] == "agent.net.connect" && e["action"] == "summary")
+        .expect("a summary event");
+    assert!(
+        summary["details"]["connectionsAllowed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "{summary}"
+    );
+    assert!(
+        summary["details"]["connectionsDenied"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5,
+        "{summary}"
+    );
+    assert!(
+        summary["details"]["bytesIn"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
     assert!(events.iter().any(|e| e["eventType"] == "agent.net.connect"
         && e["action"] == "close"
         && e["details"]["bytesIn"].as_u64().unwrap_or(0) > 0));
@@ -460,7 +483,7 @@ except Exception:
     let links = sh(&["ip", "-o", "link"]);
     assert!(!links.contains("spw"), "{links}");
     let procs = sh(&["ps", "-eo", "args"]);
-    assert!(!procs.contains("sandbox-egress"), "{procs}");
+    assert!(!procs.contains("spawn-egress"), "{procs}");
 
     for runtime in ["native", "container", "gvisor"] {
         case(&format!(
