@@ -470,6 +470,14 @@ except Exception:
         &format!("{addr}:8080").parse().unwrap(),
         Duration::from_secs(2),
     );
+    // Meanwhile: the run's proxy parses the sandbox's requests as nobody, not root.
+    let procs = sh(&["ps", "-eo", "uid=,args="]);
+    let proxy_uids: Vec<&str> = procs
+        .lines()
+        .filter(|l| l.contains("spawn-egress"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(proxy_uids, ["65534"], "{procs}");
     assert!(
         reached.is_err(),
         "the host connected into the sandbox at {addr}"

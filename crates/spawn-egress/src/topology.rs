@@ -165,7 +165,7 @@ impl Link {
         )?;
         run(
             Command::new("nsenter").args([ns.as_str(), "nft", "-f", "-"]),
-            &ruleset(self.host),
+            &ruleset(self.host, self.sandbox),
             "install the sandbox's packet filter",
         )
     }
@@ -183,9 +183,10 @@ impl Drop for Link {
 }
 
 /// The sandbox namespace's filter: out only to the proxy and DNS on the host end (TCP to
-/// 80/443 anywhere is redirected there), loopback free, nothing in but replies, IPv6 not
-/// at all. Rejections are immediate (RST / ICMP), so a program fails fast, not by timeout.
-pub fn ruleset(host: Ipv4Addr) -> String {
+/// 80/443 anywhere is redirected there), only from the sandbox's own address (the proxy
+/// knows a run by it), loopback free, nothing in but replies, IPv6 not at all. Rejections
+/// are immediate (RST / ICMP), so a program fails fast, not by timeout.
+pub fn ruleset(host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
     use ports::{DNS, HTTP, PROXY, TLS};
     format!(
         "table inet spawn {{
@@ -199,6 +200,7 @@ pub fn ruleset(host: Ipv4Addr) -> String {
   chain out {{
     type filter hook output priority 0; policy drop;
     oif \"lo\" accept
+    ip saddr != {sandbox} drop
     ip daddr {host} tcp dport {{ {PROXY}, {HTTP}, {TLS}, {DNS} }} accept
     ip daddr {host} udp dport {DNS} accept
     meta l4proto tcp reject with tcp reset
@@ -235,12 +237,14 @@ mod tests {
 
     #[test]
     fn the_filter_names_only_the_host_end() {
-        let r = ruleset(Ipv4Addr::new(10, 201, 0, 5));
+        let r = ruleset(Ipv4Addr::new(10, 201, 0, 5), Ipv4Addr::new(10, 201, 0, 6));
         assert!(r.contains("policy drop") && r.contains("10.201.0.5:3443"));
         // Every address accepted is the host end's.
         for line in r.lines().filter(|l| l.contains("daddr")) {
             assert!(line.contains("daddr 10.201.0.5 "), "{line}");
         }
+        // And only from the sandbox's own address.
+        assert!(r.contains("ip saddr != 10.201.0.6 drop"));
         // nftables itself accepts it (check mode: nothing is installed).
         run(
             Command::new("nft").args(["-c", "-f", "-"]),

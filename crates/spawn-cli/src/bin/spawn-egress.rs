@@ -4,7 +4,6 @@
 //! run's `agent.net.connect` events to the audit log, and serves until stdin ends.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -29,8 +28,7 @@ fn main() -> ExitCode {
 
 /// Writes the proxy's events to the run's audit log.
 struct AuditObserver {
-    log: Mutex<Option<AuditLog>>,
-    dir: PathBuf,
+    log: Mutex<AuditLog>,
     principal: Principal,
     trace_id: String,
     /// The run's totals: attempts allowed and refused, bytes out and in.
@@ -63,22 +61,11 @@ impl AuditObserver {
             trace_id: Some(self.trace_id.clone()),
             ..event
         };
-        let Ok(mut guard) = self.log.lock() else {
+        let Ok(mut log) = self.log.lock() else {
             return;
         };
-        if guard.is_none() {
-            match AuditLog::open(&self.dir) {
-                Ok(log) => *guard = Some(log),
-                Err(e) => {
-                    eprintln!("spawn: egress proxy: cannot open the audit log: {e}");
-                    return;
-                }
-            }
-        }
-        if let Some(log) = guard.as_mut() {
-            if let Err(e) = log.append(&[event]) {
-                eprintln!("spawn: egress proxy: cannot write the audit log: {e}");
-            }
+        if let Err(e) = log.append(&[event]) {
+            eprintln!("spawn-egress: cannot write the audit log: {e}");
         }
     }
 
@@ -141,9 +128,11 @@ fn child_main() -> Result<()> {
         .read_line(&mut line)
         .context("read the configuration")?;
     let config: ChildConfig = serde_json::from_str(&line).context("parse the configuration")?;
+    // Opened now: once serving, the proxy runs as nobody and could not open it.
+    let log = AuditLog::open(&config.audit_dir)
+        .with_context(|| format!("open the audit log under {}", config.audit_dir.display()))?;
     let observer = Arc::new(AuditObserver {
-        log: Mutex::new(None),
-        dir: config.audit_dir,
+        log: Mutex::new(log),
         principal: config.principal,
         trace_id: config.trace_id,
         totals: Mutex::new([0; 4]),
@@ -164,6 +153,12 @@ fn child_main() -> Result<()> {
             config.service,
             observer,
             || {
+                // Every socket is bound and the log is open: what parses the sandbox's
+                // requests keeps no privilege (glibc applies this to every thread).
+                if let Err(e) = drop_privileges() {
+                    eprintln!("spawn-egress: cannot drop privileges: {e}");
+                    std::process::exit(125);
+                }
                 println!("ready");
                 let _ = std::io::stdout().flush();
             },
@@ -174,4 +169,19 @@ fn child_main() -> Result<()> {
     });
     totals.summary();
     served
+}
+
+/// Becomes `nobody` (uid and gid 65534, no supplementary groups), which also clears every
+/// capability, and makes sure it cannot come back.
+fn drop_privileges() -> nix::Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(65534), Gid::from_raw(65534));
+    setgroups(&[])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    if setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return Err(nix::errno::Errno::EPERM);
+    }
+    Ok(())
 }
