@@ -66,7 +66,7 @@ pub fn inner(out: &Path, seconds: u64) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let dns = rt.block_on(dns_server())?;
+    let dns = dns_server()?;
     rt.block_on(upstream())?;
     // Our proxy: the run is the benchmark's own address (wrk and curl connect from it).
     let proxy = spawn_egress::Proxy::new(spawn_egress::Resolver::with_nameserver(dns));
@@ -302,48 +302,9 @@ async fn upstream() -> Result<()> {
     Ok(())
 }
 
-/// Answers `allowed.test` with the upstream's address (TTL 60 s), refuses the rest.
-async fn dns_server() -> Result<SocketAddr> {
-    use hickory_proto::op::{Message, MessageType, ResponseCode};
-    use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-    let addr = sock.local_addr()?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(q.op_code())
-                .set_recursion_available(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                if query
-                    .name()
-                    .to_ascii()
-                    .eq_ignore_ascii_case("allowed.test.")
-                {
-                    if query.query_type() == RecordType::A {
-                        r.add_answer(Record::from_rdata(
-                            query.name().clone(),
-                            60,
-                            RData::A(A(UPSTREAM)),
-                        ));
-                    }
-                } else {
-                    r.set_response_code(ResponseCode::NXDomain);
-                }
-            }
-            if let Ok(bytes) = r.to_vec() {
-                let _ = sock.send_to(&bytes, from).await;
-            }
-        }
-    });
-    Ok(addr)
+/// Answers `allowed.test` with the upstream's address (TTL 60 s), NXDOMAIN for the rest.
+fn dns_server() -> Result<SocketAddr> {
+    Ok(spawn_egress::testing::dns_server(60, |name| {
+        (name == "allowed.test").then(|| vec![UPSTREAM])
+    })?)
 }

@@ -13,14 +13,11 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
 
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
@@ -40,46 +37,13 @@ fn sh(cmd: &[&str]) -> String {
 
 /// The test's DNS server: the `.test` names, and nothing else.
 fn dns_server() -> u16 {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = sock.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(q.op_code())
-                .set_recursion_available(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                let name = query.name().to_ascii().to_ascii_lowercase();
-                let ip = match name.as_str() {
-                    "allowed.test." | "other.test." => Some(PUBLIC),
-                    "private.test." => Some(PRIVATE),
-                    _ => None,
-                };
-                match ip {
-                    None => {
-                        r.set_response_code(ResponseCode::NXDomain);
-                    }
-                    Some(ip) if query.query_type() == RecordType::A => {
-                        r.add_answer(Record::from_rdata(query.name().clone(), 5, RData::A(A(ip))));
-                    }
-                    Some(_) => {}
-                }
-            }
-            if let Ok(bytes) = r.to_vec() {
-                let _ = sock.send_to(&bytes, from);
-            }
-        }
-    });
-    port
+    spawn_egress::testing::dns_server(5, |name| match name {
+        "allowed.test" | "other.test" => Some(vec![PUBLIC]),
+        "private.test" => Some(vec![PRIVATE]),
+        _ => None,
+    })
+    .expect("the test's DNS server")
+    .port()
 }
 
 /// HTTP on `ip:80`, one request per connection: `hello from IP, Host: H`.

@@ -18,6 +18,17 @@ const MAX_QUERY: usize = 1232;
 /// TTL of the answers: short, since the proxy resolves again at connect time anyway.
 const TTL: u32 = 5;
 
+/// An empty response to `query` (same id and opcode), to fill in.
+pub(crate) fn reply_to(query: &Message) -> Message {
+    let mut resp = Message::new();
+    resp.set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(true);
+    resp
+}
+
 impl Proxy {
     /// Answers the runs' DNS queries on `socket` until it fails.
     pub async fn serve_dns(&self, socket: UdpSocket) -> std::io::Error {
@@ -40,12 +51,7 @@ impl Proxy {
     }
 
     async fn answer(&self, peer: IpAddr, query: &Message) -> Message {
-        let mut resp = Message::new();
-        resp.set_id(query.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(query.op_code())
-            .set_recursion_desired(query.recursion_desired())
-            .set_recursion_available(true);
+        let mut resp = reply_to(query);
         let (Some(rules), [question]) = (self.rules_of(peer), query.queries()) else {
             resp.set_response_code(ResponseCode::Refused);
             return resp;

@@ -17,6 +17,8 @@ mod proxy;
 mod resolve;
 mod service;
 mod sni;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod topology;
 
 pub use error::EgressError;

@@ -76,39 +76,10 @@ pub fn client_hello(buf: &[u8]) -> Hello {
     Hello::NotTls
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "testing"))]
 mod tests {
     use super::*;
-
-    /// A minimal TLS 1.2 ClientHello for `host` (or without SNI).
-    pub(crate) fn hello(host: Option<&str>) -> Vec<u8> {
-        let mut ext = Vec::new();
-        if let Some(h) = host {
-            let name = h.as_bytes();
-            let list_len = 3 + name.len();
-            ext.extend_from_slice(&[0, 0]); // server_name
-            ext.extend_from_slice(&u16::try_from(list_len + 2).unwrap().to_be_bytes());
-            ext.extend_from_slice(&u16::try_from(list_len).unwrap().to_be_bytes());
-            ext.push(0);
-            ext.extend_from_slice(&u16::try_from(name.len()).unwrap().to_be_bytes());
-            ext.extend_from_slice(name);
-        }
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[7; 32]); // random
-        body.push(0); // session id
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
-        body.extend_from_slice(&[1, 0]); // null compression
-        body.extend_from_slice(&u16::try_from(ext.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(&ext);
-        let mut hs = vec![1];
-        let l = u32::try_from(body.len()).unwrap().to_be_bytes();
-        hs.extend_from_slice(&l[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend_from_slice(&u16::try_from(hs.len()).unwrap().to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
+    use crate::testing::client_hello as hello;
 
     #[test]
     fn reads_the_server_name_and_waits_for_the_whole_record() {

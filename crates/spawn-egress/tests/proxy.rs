@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use spawn_egress::{Attempt, Closed, Mode, Observer, Proxy, Resolver, Via};
 use spawn_policy::net::NetRules;
 use spawn_policy::{NetCapability, NetPolicy, RateLimit};
@@ -65,68 +65,22 @@ impl Events {
     }
 }
 
-/// A DNS server for the test names. `rebind.test` answers public, then private, alternately.
-async fn dns_server() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let flips = AtomicUsize::new(0);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                continue;
-            };
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut resp = Message::new();
-            resp.set_id(query.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(query.op_code())
-                .set_recursion_desired(true)
-                .set_recursion_available(true);
-            for q in query.queries() {
-                resp.add_query(q.clone());
-                let name = q.name().to_ascii().to_ascii_lowercase();
-                let answers: Option<Vec<Ipv4Addr>> = match name.as_str() {
-                    "allowed.test." | "deep.wild.test." | "smuggle.test." => Some(vec![PUBLIC]),
-                    "other.test." => Some(vec![PUBLIC2]),
-                    "private.test." => Some(vec![PRIVATE]),
-                    "mixed.test." => Some(vec![PUBLIC, PRIVATE]),
-                    "metadata.test." => Some(vec![Ipv4Addr::new(169, 254, 169, 254)]),
-                    "rebind.test." => {
-                        let n = flips.fetch_add(1, Ordering::SeqCst);
-                        // A and AAAA queries come in pairs: flip per pair.
-                        Some(vec![if (n / 2).is_multiple_of(2) {
-                            PUBLIC
-                        } else {
-                            PRIVATE
-                        }])
-                    }
-                    _ => None,
-                };
-                match answers {
-                    None => {
-                        resp.set_response_code(ResponseCode::NXDomain);
-                    }
-                    Some(ips) if q.query_type() == RecordType::A => {
-                        for ip in ips {
-                            resp.add_answer(Record::from_rdata(
-                                q.name().clone(),
-                                0,
-                                RData::A(A(ip)),
-                            ));
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            if let Ok(bytes) = resp.to_vec() {
-                let _ = sock.send_to(&bytes, from).await;
-            }
+/// The test names; `rebind.test` answers public, then private, alternately.
+fn dns_server() -> SocketAddr {
+    let mut flips = 0usize;
+    spawn_egress::testing::dns_server(0, move |name| match name {
+        "allowed.test" | "deep.wild.test" | "smuggle.test" => Some(vec![PUBLIC]),
+        "other.test" => Some(vec![PUBLIC2]),
+        "private.test" => Some(vec![PRIVATE]),
+        "mixed.test" => Some(vec![PUBLIC, PRIVATE]),
+        "metadata.test" => Some(vec![Ipv4Addr::new(169, 254, 169, 254)]),
+        "rebind.test" => {
+            flips += 1;
+            Some(vec![if flips % 2 == 1 { PUBLIC } else { PRIVATE }])
         }
-    });
-    addr
+        _ => None,
+    })
+    .unwrap()
 }
 
 /// HTTP on port 80 of `ip`: answers `hello from IP, Host: …` and counts requests.
@@ -249,7 +203,7 @@ fn main() {
 
 #[allow(clippy::too_many_lines)]
 async fn cases() -> usize {
-    let dns = dns_server().await;
+    let dns = dns_server();
     let public_hits = Arc::new(AtomicUsize::new(0));
     let private_hits = Arc::new(AtomicUsize::new(0));
     http_server(PUBLIC, public_hits.clone()).await;
@@ -665,29 +619,8 @@ async fn cases() -> usize {
     passed
 }
 
-/// A minimal TLS ClientHello naming `host`.
 fn tls_hello(host: &str) -> Vec<u8> {
-    let name = host.as_bytes();
-    let list_len = 3 + name.len();
-    let mut ext = vec![0, 0];
-    ext.extend_from_slice(&u16::try_from(list_len + 2).unwrap().to_be_bytes());
-    ext.extend_from_slice(&u16::try_from(list_len).unwrap().to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&u16::try_from(name.len()).unwrap().to_be_bytes());
-    ext.extend_from_slice(name);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&u16::try_from(ext.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![22, 3, 1];
-    rec.extend_from_slice(&u16::try_from(hs.len()).unwrap().to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
+    spawn_egress::testing::client_hello(Some(host))
 }
 
 /// One A query from `from`; the addresses, or the response code when not NOERROR.

@@ -1,0 +1,88 @@
+//! Helpers for tests and benchmarks of the proxy (feature `testing`; never in spawn's own
+//! builds): a DNS server answering from a closure, and a TLS ClientHello.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+
+/// Serves DNS on `127.0.0.1` (a port of its own) from a thread: `A` queries are answered
+/// with what `answer(name)` returns for the lowercased name without its trailing dot
+/// (`None`: NXDOMAIN), with `ttl`; `AAAA` queries of known names get an empty answer.
+/// `answer` is called once per `A` query, so it can change its answer (rebinding).
+pub fn dns_server(
+    ttl: u32,
+    mut answer: impl FnMut(&str) -> Option<Vec<Ipv4Addr>> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    let addr = sock.local_addr()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut resp = crate::dns::reply_to(&query);
+            for q in query.queries() {
+                resp.add_query(q.clone());
+                let raw = q.name().to_ascii().to_ascii_lowercase();
+                let name = raw.strip_suffix('.').unwrap_or(&raw);
+                let ips = match q.query_type() {
+                    RecordType::A => answer(name),
+                    _ => Some(vec![]),
+                };
+                match ips {
+                    None => {
+                        resp.set_response_code(ResponseCode::NXDomain);
+                    }
+                    Some(ips) => {
+                        for ip in ips {
+                            resp.add_answer(Record::from_rdata(
+                                q.name().clone(),
+                                ttl,
+                                RData::A(A(ip)),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Ok(bytes) = resp.to_vec() {
+                let _ = sock.send_to(&bytes, from);
+            }
+        }
+    });
+    Ok(addr)
+}
+
+/// A minimal TLS 1.2 ClientHello naming `host` (or no server at all).
+pub fn client_hello(host: Option<&str>) -> Vec<u8> {
+    let be16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes();
+    let mut ext = Vec::new();
+    if let Some(h) = host {
+        let name = h.as_bytes();
+        let list_len = 3 + name.len();
+        ext.extend_from_slice(&[0, 0]); // server_name
+        ext.extend_from_slice(&be16(list_len + 2));
+        ext.extend_from_slice(&be16(list_len));
+        ext.push(0); // host_name
+        ext.extend_from_slice(&be16(name.len()));
+        ext.extend_from_slice(name);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&be16(ext.len()));
+    body.extend_from_slice(&ext);
+    let mut handshake = vec![1]; // ClientHello
+    handshake.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1]; // handshake record
+    record.extend_from_slice(&be16(handshake.len()));
+    record.extend_from_slice(&handshake);
+    record
+}
