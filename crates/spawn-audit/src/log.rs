@@ -55,6 +55,22 @@ impl AuditLog {
         })
     }
 
+    /// A log already opened by another process with [`AuditLog::open`] and handed over as
+    /// its file (e.g. over a unix socket to a process that may not open it itself). `path`
+    /// is for messages only.
+    pub fn from_file(file: File, path: PathBuf) -> AuditLog {
+        AuditLog {
+            path,
+            file,
+            unsynced_dir: None,
+        }
+    }
+
+    /// The open log file (to hand it to another process; see [`AuditLog::from_file`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Path of the log file.
     pub fn path(&self) -> &Path {
         &self.path

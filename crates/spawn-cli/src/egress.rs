@@ -1,14 +1,16 @@
 //! A run's network for `restricted` and `egress-only`: the veth link (`spawn_egress::
-//! topology`) and the egress proxy serving it, run as a child process of its own binary
-//! (`spawn-egress`, next to `spawn`), so that spawn itself stays single-threaded (the
-//! native runtime forks) and small (it starts on every run). The proxy writes the run's
-//! `agent.net.connect` events to the audit log itself and stops when spawn closes its
-//! stdin (or dies).
+//! topology`) and its registration with the host's egress proxy, a process of its own
+//! binary (`spawn-egress --shared`, next to `spawn`) that serves every run of this network
+//! namespace, runs as nobody, and is started here when none is running. spawn binds the
+//! run's sockets and opens its audit log itself and hands them over with the run's rules;
+//! closing the registration (the run ends, or spawn dies) drops the run.
 
-use std::io::{BufRead, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,7 +30,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct EgressNetwork {
     link: Link,
-    child: Mutex<Option<(Child, ChildStdin)>>,
+    /// The run's registration with the proxy: closing it drops the run.
+    registration: Mutex<Option<UnixStream>>,
     /// For OCI runtimes: a process holding the run's namespace (`unshare --net cat`, which
     /// ends when its stdin closes: with this value, or with spawn).
     holder: Mutex<Option<(Child, ChildStdin)>>,
@@ -79,46 +82,134 @@ impl EgressNetwork {
             principal,
             trace_id: run_id.to_owned(),
         };
-        let exe = std::env::current_exe().context("find spawn's own executable")?;
-        let proxy = exe.with_file_name("spawn-egress");
-        let mut child = Command::new(&proxy)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start the egress proxy {} (it is installed next to spawn)",
-                    proxy.display()
-                )
-            })?;
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            bail!("the egress proxy has no stdin/stdout");
-        };
-        let line = serde_json::to_string(&config)? + "\n";
-        let sent = stdin.write_all(line.as_bytes());
-        // Wait for "ready" without a thread (spawn must stay single-threaded).
-        let mut fds = [nix::poll::PollFd::new(
-            stdout.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let timeout = u16::try_from(READY_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
-        let readable = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(timeout));
-        let mut answer = String::new();
-        if sent.is_ok() && matches!(readable, Ok(n) if n > 0) {
-            let _ = std::io::BufReader::new(stdout).read_line(&mut answer);
+        let sockets =
+            spawn_egress::RunSockets::bind(link.host).context("bind the run's proxy sockets")?;
+        let log = spawn_audit::AuditLog::open(&config.audit_dir)
+            .with_context(|| format!("open the audit log under {}", config.audit_dir.display()))?;
+        let message = serde_json::to_vec(&config)?;
+        let fds = [
+            log.file().as_raw_fd(),
+            sockets.explicit.as_raw_fd(),
+            sockets.http.as_raw_fd(),
+            sockets.tls.as_raw_fd(),
+            sockets.dns.as_raw_fd(),
+        ];
+        // A proxy that is just exiting (idle) drops the registration: start another.
+        let mut last = None;
+        for _ in 0..3 {
+            match register(&message, &fds) {
+                Ok(conn) => {
+                    return Ok(EgressNetwork {
+                        link,
+                        registration: Mutex::new(Some(conn)),
+                        holder: Mutex::new(None),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
         }
-        if answer.trim() != "ready" {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the egress proxy did not start (see its message above)");
-        }
-        Ok(EgressNetwork {
-            link,
-            child: Mutex::new(Some((child, stdin))),
-            holder: Mutex::new(None),
-        })
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no egress proxy")))
     }
+}
+
+/// The control socket of this network namespace's proxy.
+fn control_path() -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata("/proc/self/ns/net").context("read this network namespace")?;
+    Ok(PathBuf::from(format!(
+        "{CONTROL_DIR}/egress-{}.sock",
+        ns.ino()
+    )))
+}
+
+/// Where the control sockets live (spawn's private runtime directory on tmpfs).
+const CONTROL_DIR: &str = "/dev/shm/spawn";
+
+/// Registers the run with the proxy (starting one if there is none) and waits for
+/// `ready`; the returned connection is the registration.
+fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
+    let path = control_path()?;
+    // The run's audit log and sockets go to whatever answers there: only a directory and
+    // socket that nobody but spawn's own user can have made will do.
+    trusted_dir()?;
+    let conn = match UnixStream::connect(&path) {
+        Ok(c) => c,
+        Err(_) => {
+            start_proxy(&path)?;
+            let mut conn = None;
+            for _ in 0..250 {
+                if let Ok(c) = UnixStream::connect(&path) {
+                    conn = Some(c);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            conn.with_context(|| format!("the egress proxy did not open {}", path.display()))?
+        }
+    };
+    spawn_sandbox::send_fds(conn.as_fd(), message, fds)
+        .context("register with the egress proxy")?;
+    // Wait for "ready" without a thread (spawn must stay single-threaded).
+    let mut pfd = [nix::poll::PollFd::new(
+        conn.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let timeout = u16::try_from(READY_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
+    let readable = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(timeout));
+    let mut answer = [0u8; 6];
+    let got = matches!(readable, Ok(n) if n > 0) && (&conn).read_exact(&mut answer).is_ok();
+    if !got || &answer != b"ready\n" {
+        bail!("the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)");
+    }
+    Ok(conn)
+}
+
+/// Creates [`CONTROL_DIR`] if missing and refuses it unless it is a real directory owned
+/// by spawn's own user that no one else can write to.
+fn trusted_dir() -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let _ = std::fs::DirBuilder::new().mode(0o711).create(CONTROL_DIR);
+    let meta = std::fs::symlink_metadata(CONTROL_DIR)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        bail!(
+            "{CONTROL_DIR} is not a directory of spawn's own that only it can write to; \
+             refusing to hand a run's sockets to whatever listens there"
+        );
+    }
+    Ok(())
+}
+
+/// Starts the proxy for this namespace, detached (it outlives this spawn), logging to
+/// `egress.log`. A stale control socket (its proxy is gone) is removed first.
+fn start_proxy(path: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    if path.exists() && UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let exe = std::env::current_exe().context("find spawn's own executable")?;
+    let proxy = exe.with_file_name("spawn-egress");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(format!("{CONTROL_DIR}/egress.log"))
+        .context("open the egress proxy's log")?;
+    Command::new(&proxy)
+        .arg("--shared")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "start the egress proxy {} (it is installed next to spawn)",
+                proxy.display()
+            )
+        })?;
+    Ok(())
 }
 
 impl spawn_sandbox::Network for EgressNetwork {
@@ -175,11 +266,16 @@ impl spawn_sandbox::Network for EgressNetwork {
 
 impl Drop for EgressNetwork {
     fn drop(&mut self) {
-        // EOF on its stdin stops the proxy; it has written its events by then.
-        for slot in [&self.child, &self.holder] {
-            if let Some((child, stdin)) = slot.lock().ok().and_then(|mut c| c.take()) {
-                stop(child, stdin);
-            }
+        if let Some((child, stdin)) = self.holder.lock().ok().and_then(|mut c| c.take()) {
+            stop(child, stdin);
+        }
+        // Closing the registration drops the run; the proxy then writes its summary and
+        // closes its side, which is waited for (briefly) so the run's audit is complete.
+        if let Some(mut conn) = self.registration.lock().ok().and_then(|mut c| c.take()) {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut rest = Vec::new();
+            let _ = conn.read_to_end(&mut rest);
         }
     }
 }

@@ -434,14 +434,29 @@ except Exception:
         &format!("{addr}:8080").parse().unwrap(),
         Duration::from_secs(2),
     );
-    // Meanwhile: the run's proxy parses the sandbox's requests as nobody, not root.
-    let procs = sh(&["ps", "-eo", "uid=,args="]);
-    let proxy_uids: Vec<&str> = procs
-        .lines()
-        .filter(|l| l.contains("spawn-egress"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(proxy_uids, ["65534"], "{procs}");
+    // Meanwhile: one proxy serves every run of the namespace, as nobody, not root. (Ours
+    // is the one whose control socket is named after this test's network namespace.)
+    let ours = {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        format!("egress-{ino}.sock")
+    };
+    let proxies = || -> Vec<(String, String)> {
+        sh(&["ps", "-eo", "pid=,uid=,args="])
+            .lines()
+            .filter(|l| l.contains("spawn-egress") && l.contains(&ours))
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_owned(), f.next()?.to_owned()))
+            })
+            .collect()
+    };
+    let during = proxies();
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert_eq!(during[0].1, "65534", "the proxy runs as {}", during[0].1);
+    let second = spawn.run_on("native", &["--net", "egress-only"], "print('second')");
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(proxies(), during, "a second run got another proxy");
     assert!(
         reached.is_err(),
         "the host connected into the sandbox at {addr}"
@@ -454,8 +469,16 @@ except Exception:
     case("nothing is left: no link, no proxy");
     let links = sh(&["ip", "-o", "link"]);
     assert!(!links.contains("spw"), "{links}");
-    let procs = sh(&["ps", "-eo", "args"]);
-    assert!(!procs.contains("spawn-egress"), "{procs}");
+    // The proxy leaves once idle (10 s without a run).
+    let mut procs = String::new();
+    for _ in 0..40 {
+        procs = sh(&["ps", "-eo", "args"]);
+        if !procs.contains(&ours) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!procs.contains(&ours), "{procs}");
 
     for runtime in ["native", "container", "gvisor"] {
         case(&format!(

@@ -24,5 +24,5 @@ pub mod topology;
 pub use error::EgressError;
 pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
-pub use service::{run_service, ServiceConfig};
+pub use service::{RunSockets, ServiceConfig};
 pub use sni::{client_hello, Hello};

@@ -25,3 +25,5 @@ pub use init::oci_init;
 pub use native::{
     proxy_env, run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions,
 };
+/// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
+pub use sys::{recv_fds, send_fds};

@@ -698,7 +698,7 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 
 /// Sends one message of `bytes` carrying the descriptors `fds` (`SCM_RIGHTS`) on a
 /// connected unix socket.
-pub(crate) fn send_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub fn send_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     sendmsg::<()>(
         sock.as_raw_fd(),
@@ -711,11 +711,11 @@ pub(crate) fn send_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io:
     .map_err(io::Error::from)
 }
 
-/// Receives one message into `buf` with the descriptors it carries (at most four, made
+/// Receives one message into `buf` with the descriptors it carries (at most eight, made
 /// close-on-exec and owned): `(length, descriptors)`; length 0 is the peer's end.
-pub(crate) fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
     let mut iov = [io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),

@@ -1,23 +1,47 @@
-//! `spawn-egress`: the egress proxy of one run, started by `spawn run` for policies
-//! `restricted` and `egress-only` (see `spawn_egress::run_service`). Reads its
-//! configuration as one JSON line on stdin, prints `ready` once it listens, writes the
-//! run's `agent.net.connect` events to the audit log, and serves until stdin ends.
+//! `spawn-egress --shared SOCKET`: the egress proxy of every run in this network namespace
+//! (one per host), started by the first `spawn run` that needs it and gone once no run has
+//! used it for a while.
+//!
+//! A run registers over the control socket (root only): one message with its
+//! configuration (JSON) and, as descriptors, its audit log and the sockets spawn bound on
+//! its link's host end. The proxy answers `ready`, serves the run's sockets under its
+//! rules, writes its `agent.net.connect` events, and drops the run (with a `summary`
+//! event) when spawn closes the connection. The proxy runs as `nobody` once the control
+//! socket is bound: it opens no file and binds nothing itself.
 
-use std::io::{BufRead, Write};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
-use spawn_egress::{Attempt, Closed, Observer};
+use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver, RunSockets};
 
 #[path = "../egress_config.rs"]
 mod egress_config;
 
 use egress_config::ChildConfig;
 
+/// Without a run for this long, the proxy exits.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
 fn main() -> ExitCode {
-    match child_main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.as_slice() {
+        [_, flag, path] if flag == "--shared" => shared(Path::new(path)),
+        _ => Err(anyhow::anyhow!(
+            "usage: spawn-egress --shared SOCKET (started by spawn run)"
+        )),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spawn-egress: {e:#}");
@@ -26,33 +50,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes the proxy's events to the run's audit log.
+/// Writes one run's events to its audit log.
 struct AuditObserver {
     log: Mutex<AuditLog>,
     principal: Principal,
     trace_id: String,
     /// The run's totals: attempts allowed and refused, bytes out and in.
     totals: Mutex<[u64; 4]>,
-}
-
-impl AuditObserver {
-    /// One `agent.net.connect` event with the run's totals (`summary`), when it ends.
-    fn summary(&self) {
-        let [allowed, denied, out, inn] = self.totals.lock().map(|t| *t).unwrap_or_default();
-        let event = self
-            .event("*", 0, "summary", Outcome::Success)
-            .with_detail("connectionsAllowed", allowed)
-            .with_detail("connectionsDenied", denied)
-            .with_detail("bytesOut", out)
-            .with_detail("bytesIn", inn);
-        self.write(event);
-    }
-
-    fn count(&self, index: usize, by: u64) {
-        if let Ok(mut t) = self.totals.lock() {
-            t[index] += by;
-        }
-    }
 }
 
 impl AuditObserver {
@@ -80,6 +84,24 @@ impl AuditObserver {
             action,
             outcome,
         )
+    }
+
+    fn count(&self, index: usize, by: u64) {
+        if let Ok(mut t) = self.totals.lock() {
+            t[index] += by;
+        }
+    }
+
+    /// One `agent.net.connect` event with the run's totals (`summary`), when it ends.
+    fn summary(&self) {
+        let [allowed, denied, out, inn] = self.totals.lock().map(|t| *t).unwrap_or_default();
+        let event = self
+            .event("*", 0, "summary", Outcome::Success)
+            .with_detail("connectionsAllowed", allowed)
+            .with_detail("connectionsDenied", denied)
+            .with_detail("bytesOut", out)
+            .with_detail("bytesIn", inn);
+        self.write(event);
     }
 }
 
@@ -120,55 +142,147 @@ impl Observer for AuditObserver {
     }
 }
 
-/// Reads the configuration, serves, and returns when spawn is done with the run.
-fn child_main() -> Result<()> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("read the configuration")?;
-    let config: ChildConfig = serde_json::from_str(&line).context("parse the configuration")?;
-    // Opened now: once serving, the proxy runs as nobody and could not open it.
-    let log = AuditLog::open(&config.audit_dir)
-        .with_context(|| format!("open the audit log under {}", config.audit_dir.display()))?;
-    let observer = Arc::new(AuditObserver {
-        log: Mutex::new(log),
-        principal: config.principal,
-        trace_id: config.trace_id,
-        totals: Mutex::new([0; 4]),
-    });
-    let totals = observer.clone();
+/// The proxy process: shared state of every run.
+struct Shared {
+    runtime: tokio::runtime::Handle,
+    /// One proxy per name-server setting (runs asking for the same one share it).
+    proxies: Mutex<HashMap<Option<SocketAddr>, Proxy>>,
+    active: AtomicUsize,
+    last_active: Mutex<Instant>,
+}
+
+impl Shared {
+    fn proxy(&self, nameserver: Option<SocketAddr>) -> Result<Proxy> {
+        let mut proxies = self
+            .proxies
+            .lock()
+            .map_err(|_| anyhow::anyhow!("proxy table poisoned"))?;
+        if let Some(p) = proxies.get(&nameserver) {
+            return Ok(p.clone());
+        }
+        let resolver = match nameserver {
+            Some(ns) => Resolver::with_nameserver(ns),
+            None => Resolver::system().context("read the host's resolvers")?,
+        };
+        let proxy = Proxy::new(resolver);
+        proxies.insert(nameserver, proxy.clone());
+        Ok(proxy)
+    }
+
+    /// One run: register, serve, and when its spawn closes the connection, drop it.
+    fn run(&self, mut conn: UnixStream) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let (len, fds) = spawn_sandbox::recv_fds(conn.as_fd(), &mut buf)
+            .context("receive a run's registration")?;
+        let config: ChildConfig =
+            serde_json::from_slice(&buf[..len]).context("parse a run's registration")?;
+        let [audit, explicit, http, tls, dns]: [OwnedFd; 5] = fds
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a registration carries 5 descriptors"))?;
+        let sockets = RunSockets {
+            explicit: File::from(explicit).into_tcp_listener(),
+            http: File::from(http).into_tcp_listener(),
+            tls: File::from(tls).into_tcp_listener(),
+            dns: std::net::UdpSocket::from(dns),
+        };
+        let observer = Arc::new(AuditObserver {
+            log: Mutex::new(AuditLog::from_file(
+                File::from(audit),
+                config.audit_dir.join(spawn_audit::LOG_FILE_NAME),
+            )),
+            principal: config.principal,
+            trace_id: config.trace_id,
+            totals: Mutex::new([0; 4]),
+        });
+        let proxy = self.proxy(config.service.nameserver)?;
+        let registration = proxy.register(
+            config.service.sandbox.into(),
+            &config.service.run_id,
+            config.service.rules,
+            observer.clone(),
+        )?;
+        let tasks = {
+            let _guard = self.runtime.enter();
+            sockets.serve(&proxy)?
+        };
+        conn.write_all(b"ready\n")?;
+        // Until spawn is done with the run (EOF), or gone.
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        for t in tasks {
+            t.abort();
+        }
+        drop(registration);
+        observer.summary();
+        Ok(())
+    }
+}
+
+/// A descriptor that is a socket, as the std type for it.
+trait IntoListener {
+    fn into_tcp_listener(self) -> std::net::TcpListener;
+}
+
+impl IntoListener for File {
+    fn into_tcp_listener(self) -> std::net::TcpListener {
+        std::net::TcpListener::from(OwnedFd::from(self))
+    }
+}
+
+fn shared(path: &Path) -> Result<()> {
+    let listener = match UnixListener::bind(path) {
+        Ok(l) => l,
+        // Another proxy got there first: it serves this namespace.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("bind {}", path.display())),
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    drop_privileges().context("drop privileges")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the proxy's runtime")?;
-    let served = runtime.block_on(async move {
-        let stop = async {
-            // EOF (or an error) on stdin: spawn is done with the run, or gone.
-            let mut rest = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
-        };
-        spawn_egress::run_service(
-            config.service,
-            observer,
-            || {
-                // Every socket is bound and the log is open: what parses the sandbox's
-                // requests keeps no privilege (glibc applies this to every thread).
-                if let Err(e) = drop_privileges() {
-                    eprintln!("spawn-egress: cannot drop privileges: {e}");
-                    std::process::exit(125);
-                }
-                println!("ready");
-                let _ = std::io::stdout().flush();
-            },
-            stop,
-        )
-        .await
-        .context("egress proxy")
+    let shared = Arc::new(Shared {
+        runtime: runtime.handle().clone(),
+        proxies: Mutex::new(HashMap::new()),
+        active: AtomicUsize::new(0),
+        last_active: Mutex::new(Instant::now()),
     });
-    totals.summary();
-    served
+    // Exit once idle; the socket file goes first, so new runs start a new proxy.
+    let watch = shared.clone();
+    let socket_path = PathBuf::from(path);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = watch
+            .last_active
+            .lock()
+            .map(|t| t.elapsed() >= IDLE_EXIT)
+            .unwrap_or(true);
+        if watch.active.load(Ordering::SeqCst) == 0 && idle {
+            let _ = std::fs::remove_file(&socket_path);
+            // A run that connected in between has its registration refused by EOF.
+            std::process::exit(0);
+        }
+    });
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else {
+            continue;
+        };
+        let s = shared.clone();
+        s.active.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            if let Err(e) = s.run(conn) {
+                eprintln!("spawn-egress: {e:#}");
+            }
+            if let Ok(mut t) = s.last_active.lock() {
+                *t = Instant::now();
+            }
+            s.active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    bail!("the control socket stopped accepting")
 }
 
 /// Becomes `nobody` (uid and gid 65534, no supplementary groups), which also clears every
