@@ -25,4 +25,4 @@ pub use error::EgressError;
 pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
 pub use service::{RunSockets, ServiceConfig};
-pub use sni::{client_hello, Hello};
+pub use sni::{client_hello, Hello, MAX_HELLO_BYTES};
