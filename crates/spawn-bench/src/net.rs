@@ -3,7 +3,8 @@
 //! connections, `wrk`), latency of one connection at a time (p50/p99, `wrk --latency`),
 //! and a 100 MB download (`curl`).
 //!
-//! It runs in a network namespace of its own (`unshare --net`, re-executing this binary),
+//! It runs in a network namespace of its own (re-executing this binary, which unshares one
+//! before any thread exists),
 //! where `11.0.0.1` on loopback stands for a public server (the proxy refuses loopback
 //! destinations, as it must) and a DNS server written here answers `allowed.test`.
 
@@ -32,9 +33,7 @@ pub fn run(seconds: u64) -> Result<Value> {
     let curl = require("curl", "curl")?;
     let out = tempfile::NamedTempFile::new()?;
     let exe = std::env::current_exe()?;
-    let status = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
+    let status = Command::new(exe)
         .args(["--net-inner"])
         .arg(out.path())
         .args(["--net-seconds", &seconds.to_string()])
@@ -42,7 +41,7 @@ pub fn run(seconds: u64) -> Result<Value> {
         .env("SPAWN_BENCH_SQUID", &squid)
         .env("SPAWN_BENCH_CURL", &curl)
         .status()
-        .context("run the network benchmark in its own namespace (unshare, util-linux)")?;
+        .context("run the network benchmark")?;
     if !status.success() {
         bail!("the network benchmark failed");
     }
@@ -50,18 +49,10 @@ pub fn run(seconds: u64) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
-fn sh(cmd: &[&str]) -> Result<()> {
-    let st = Command::new(cmd[0]).args(&cmd[1..]).status()?;
-    if !st.success() {
-        bail!("{cmd:?} failed");
-    }
-    Ok(())
-}
-
 /// Inside the namespace: servers up, every measurement, results to `out`.
 pub fn inner(out: &Path, seconds: u64) -> Result<()> {
-    sh(&["ip", "link", "set", "lo", "up"])?;
-    sh(&["ip", "addr", "add", "11.0.0.1/32", "dev", "lo"])?;
+    spawn_egress::testing::own_network(&[UPSTREAM])
+        .context("a network namespace of the benchmark's own (iproute2)")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -123,15 +123,15 @@ fn control_path() -> Result<PathBuf> {
 }
 
 /// Where the control sockets live (spawn's private runtime directory on tmpfs).
-const CONTROL_DIR: &str = "/dev/shm/spawn";
+const CONTROL_DIR: &str = spawn_sandbox::container::BASE;
 
 /// Registers the run with the proxy (starting one if there is none) and waits for
 /// `ready`; the returned connection is the registration.
 fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
     let path = control_path()?;
-    // The run's audit log and sockets go to whatever answers there: only a directory and
-    // socket that nobody but spawn's own user can have made will do.
-    trusted_dir()?;
+    // The run's audit log and sockets go to whatever answers there: only a directory that
+    // nobody but spawn's own user can have made will do.
+    spawn_sandbox::container::ensure_dir(Path::new(CONTROL_DIR), 0o711)?;
     let conn = match UnixStream::connect(&path) {
         Ok(c) => c,
         Err(_) => {
@@ -162,22 +162,6 @@ fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
         bail!("the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)");
     }
     Ok(conn)
-}
-
-/// Creates [`CONTROL_DIR`] if missing and refuses it unless it is a real directory owned
-/// by spawn's own user that no one else can write to.
-fn trusted_dir() -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    let _ = std::fs::DirBuilder::new().mode(0o711).create(CONTROL_DIR);
-    let meta = std::fs::symlink_metadata(CONTROL_DIR)?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        bail!(
-            "{CONTROL_DIR} is not a directory of spawn's own that only it can write to; \
-             refusing to hand a run's sockets to whatever listens there"
-        );
-    }
-    Ok(())
 }
 
 /// Starts the proxy for this namespace, detached (it outlives this spawn), logging to

@@ -257,10 +257,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
 
     // restricted / egress-only: the run's link and its egress proxy, for as long as the
     // run lasts (dropped after it).
-    let proxied = matches!(
-        spec.net.policy,
-        NetPolicy::Restricted | NetPolicy::EgressOnly
-    );
+    let proxied = spec.net.policy.is_proxied();
     let network: Option<Arc<dyn spawn_sandbox::Network>> = if proxied {
         let net = crate::egress::EgressNetwork::start(
             &spec.net,

@@ -113,6 +113,13 @@ impl Spawn {
     }
 }
 
+/// Each `(name, result)` line the probe printed, exactly.
+fn expect_fields(runtime: &str, stdout: &str, want: &[(&str, &str)]) {
+    for (key, value) in want {
+        assert_eq!(field(stdout, key), *value, "{runtime}: {key}: {stdout}");
+    }
+}
+
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
@@ -166,11 +173,8 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "these tests need root: run `make test` as root"
     );
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace");
-    sh(&["ip", "link", "set", "lo", "up"]);
-    for a in ["11.0.0.1/32", "10.0.0.5/32"] {
-        sh(&["ip", "addr", "add", a, "dev", "lo"]);
-    }
+    spawn_egress::testing::own_network(&[PUBLIC, PRIVATE])
+        .expect("a network namespace of the test's own (make test installs iproute2)");
     let public_hits = Arc::new(AtomicUsize::new(0));
     let private_hits = Arc::new(AtomicUsize::new(0));
     http_server(PUBLIC, public_hits.clone());
@@ -202,83 +206,56 @@ fn main() {
             field(&stdout, "proxy").starts_with("http://10.201."),
             "{runtime}: {stdout}"
         );
-        assert_eq!(
-            field(&stdout, "allowed"),
-            "hello_from_11.0.0.1,_Host:_allowed.test",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("allowed", "hello_from_11.0.0.1,_Host:_allowed.test"),
+                ("other", "HTTP403:not-allowlisted"),
+            ],
         );
-        assert_eq!(
-            field(&stdout, "other"),
-            "HTTP403:not-allowlisted",
-            "{runtime}: {stdout}"
-        );
-        // An allowed host that redirects to a blocked one: the next request is refused.
-        assert_eq!(
-            field(&stdout, "redirect"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "redirect_direct"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "metadata"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "metadata_hex"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "private_name"),
-            "HTTP403:not-allowlisted",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "private_ip"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
+        // Refused with the reason; an allowed host that redirects to a blocked one gets
+        // its next request refused.
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("redirect", "HTTP403:blocked-address"),
+                ("redirect_direct", "HTTP403:blocked-address"),
+                ("metadata", "HTTP403:blocked-address"),
+                ("metadata_hex", "HTTP403:blocked-address"),
+                ("private_name", "HTTP403:not-allowlisted"),
+                ("private_ip", "HTTP403:blocked-address"),
+            ],
         );
         // Without HTTP_PROXY: the sandbox's DNS and the transparent redirect.
-        assert_eq!(
-            field(&stdout, "direct_allowed"),
-            "hello_from_11.0.0.1,_Host:_allowed.test",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[("direct_allowed", "hello_from_11.0.0.1,_Host:_allowed.test")],
         );
         assert!(
             field(&stdout, "direct_other").starts_with("ERR")
                 || field(&stdout, "direct_other").starts_with("HTTP403"),
             "{runtime}: {stdout}"
         );
-        assert_eq!(
-            field(&stdout, "direct_ip"),
-            "HTTP403:not-allowlisted",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "raw22"),
-            "ERR:ConnectionRefusedError",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "rawprivate"),
-            "ERR:ConnectionRefusedError",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("direct_ip", "HTTP403:not-allowlisted"),
+                ("raw22", "ERR:ConnectionRefusedError"),
+                ("rawprivate", "ERR:ConnectionRefusedError"),
+            ],
         );
         // Port 80 anywhere reaches the proxy (transparently), which refuses the address.
-        assert_eq!(
-            field(&stdout, "direct_private"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "dns_allowed"),
-            "11.0.0.1",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("direct_private", "HTTP403:blocked-address"),
+                ("dns_allowed", "11.0.0.1"),
+            ],
         );
         assert!(
             field(&stdout, "dns_other").starts_with("ERR"),
@@ -358,30 +335,16 @@ fn main() {
         let out = spawn.run_on(runtime, &["--net", "egress-only"], PROBE);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}");
-        assert_eq!(
-            field(&stdout, "other"),
-            "hello_from_11.0.0.1,_Host:_other.test",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "direct_ip"),
-            "hello_from_11.0.0.1,_Host:_11.0.0.1",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "private_name"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "metadata"),
-            "HTTP403:blocked-address",
-            "{runtime}: {stdout}"
-        );
-        assert_eq!(
-            field(&stdout, "raw22"),
-            "ERR:ConnectionRefusedError",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("other", "hello_from_11.0.0.1,_Host:_other.test"),
+                ("direct_ip", "hello_from_11.0.0.1,_Host:_11.0.0.1"),
+                ("private_name", "HTTP403:blocked-address"),
+                ("metadata", "HTTP403:blocked-address"),
+                ("raw22", "ERR:ConnectionRefusedError"),
+            ],
         );
         assert_eq!(
             private_hits.load(Ordering::SeqCst),
@@ -493,13 +456,15 @@ except Exception:
             stderr.contains("net policy full gives the agent the host's network"),
             "{runtime}: {stderr}"
         );
-        assert_eq!(field(&stdout, "proxy"), "none", "{runtime}: {stdout}");
+        expect_fields(runtime, &stdout, &[("proxy", "none")]);
         // Direct: even what the proxy would refuse (this is what full means).
-        assert_eq!(field(&stdout, "raw22"), "CONNECTED", "{runtime}: {stdout}");
-        assert_eq!(
-            field(&stdout, "direct_private"),
-            "hello_from_10.0.0.5,_Host:_10.0.0.5",
-            "{runtime}: {stdout}"
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("raw22", "CONNECTED"),
+                ("direct_private", "hello_from_10.0.0.5,_Host:_10.0.0.5"),
+            ],
         );
         let events = spawn.audit();
         assert!(

@@ -36,7 +36,8 @@ impl Proxy {
         loop {
             let (n, from) = match socket.recv_from(&mut buf).await {
                 Ok(r) => r,
-                Err(e) if e.raw_os_error() == Some(111) => continue, // ECONNREFUSED (ICMP)
+                // An ICMP error for an earlier answer: not this socket's failure.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
                 Err(e) => return e,
             };
             let Ok(query) = Message::from_vec(&buf[..n]) else {

@@ -450,53 +450,27 @@ impl Proxy {
                 return refusal(&d);
             }
         };
+        // CONNECT (plain HTTP was forwarded above): a tunnel once the client is told 200.
         let shown = target.to_string();
-        match via {
-            Via::Connect => {
-                if !run.rules.require_tls {
-                    report(&shown, Some(addr), Ok(()));
-                }
-                let run = run.clone();
-                tokio::spawn(async move {
-                    if let Ok(upgraded) = hyper::upgrade::on(req).await {
-                        tunnel(run, target, port, TokioIo::new(upgraded), upstream, addr).await;
-                    }
-                });
-                Response::new(
-                    http_body_util::Empty::new()
-                        .map_err(|never| match never {})
-                        .boxed(),
-                )
-            }
-            // Http is handled above; Tls never comes through HTTP.
-            Via::Http | Via::Tls => {
-                drop(upstream);
-                refusal(&denial("malformed", "unexpected request"))
-            }
+        if !run.rules.require_tls {
+            report(&shown, Some(addr), Ok(()));
         }
+        let run = run.clone();
+        tokio::spawn(async move {
+            if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                tunnel(run, target, port, TokioIo::new(upgraded), upstream, addr).await;
+            }
+        });
+        Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     }
 
     /// A TLS connection redirected to the proxy: the ClientHello's server name is the
     /// destination (port 443); nothing is forwarded before it is checked.
     async fn transparent_tls(&self, run: Arc<Run>, mut client: TcpStream) {
-        let mut hello = Vec::new();
-        let sni = tokio::time::timeout(HEAD_TIMEOUT, async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match client_hello(&hello) {
-                    Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
-                    Hello::Sni(sni) => return Ok(sni),
-                    Hello::NoSni => return Err("the TLS ClientHello names no server"),
-                    _ => return Err("not a TLS ClientHello"),
-                }
-                match client.read(&mut buf).await {
-                    Ok(0) | Err(_) => return Err("no ClientHello"),
-                    Ok(n) => hello.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await
-        .unwrap_or(Err("no ClientHello in time"));
         let report = |host: String, addr, verdict| {
             run.observer.attempt(&Attempt {
                 run_id: run.id.clone(),
@@ -507,14 +481,14 @@ impl Proxy {
                 verdict,
             });
         };
-        let sni = match sni {
-            Ok(sni) => sni,
+        let (hello, sni) = match read_hello(&mut client).await {
+            Ok(read) => read,
             Err(why) => {
                 report(String::new(), None, Err(denial("malformed", why)));
                 return;
             }
         };
-        let (target, mut upstream, addr) = match self.open(&run, Via::Tls, &sni, 443).await {
+        let (target, upstream, addr) = match self.open(&run, Via::Tls, &sni, 443).await {
             Ok(opened) => opened,
             Err((shown, d)) => {
                 report(shown, None, Err(d));
@@ -522,22 +496,16 @@ impl Proxy {
             }
         };
         report(target.to_string(), Some(addr), Ok(()));
-        if upstream.write_all(&hello).await.is_err() {
-            return;
-        }
-        let out = AtomicU64::new(hello.len() as u64);
-        let inn = AtomicU64::new(0);
-        let (cr, cw) = client.into_split();
-        let (ur, uw) = upstream.split();
-        tokio::join!(pump(cr, uw, &out), pump(ur, cw, &inn));
-        run.observer.closed(&Closed {
-            run_id: run.id.clone(),
-            host: target.to_string(),
-            port: 443,
+        splice(
+            &run,
+            client,
+            upstream,
+            &hello,
+            target.to_string(),
+            443,
             addr,
-            bytes_out: out.into_inner(),
-            bytes_in: inn.into_inner(),
-        });
+        )
+        .await;
     }
 
     /// Decides, resolves, checks every address and connects: the whole policy for one
@@ -628,26 +596,13 @@ async fn connect(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Denial
     ))
 }
 
+/// Whether `accept` failed without the listener being broken (out of descriptors or
+/// memory, or a connection that went away first): wait a little and go on.
 fn is_transient(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(
-            libc_errno::EMFILE
-                | libc_errno::ENFILE
-                | libc_errno::ECONNABORTED
-                | libc_errno::ENOBUFS
-                | libc_errno::ENOMEM
-        )
+        Some(libc::EMFILE | libc::ENFILE | libc::ECONNABORTED | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-/// The few errno values `accept` may return without the listener being broken.
-mod libc_errno {
-    pub const EMFILE: i32 = 24;
-    pub const ENFILE: i32 = 23;
-    pub const ECONNABORTED: i32 = 103;
-    pub const ENOBUFS: i32 = 105;
-    pub const ENOMEM: i32 = 12;
 }
 
 /// What a listener serves.
@@ -735,42 +690,26 @@ async fn tunnel(
     target: Target,
     port: u16,
     mut client: TokioIo<hyper::upgrade::Upgraded>,
-    mut upstream: TcpStream,
+    upstream: TcpStream,
     addr: SocketAddr,
 ) {
     let shown = target.to_string();
-    let out = AtomicU64::new(0);
-    let inn = AtomicU64::new(0);
+    let mut first = Vec::new();
     if run.rules.require_tls {
         // The ClientHello must name the host that was checked; nothing is forwarded before.
-        let mut hello = Vec::new();
-        let verdict = tokio::time::timeout(HEAD_TIMEOUT, async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match client_hello(&hello) {
-                    Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
-                    Hello::Sni(sni) => {
-                        return match parse_host(&sni) {
-                            Ok(t) if t == target => Ok(()),
-                            _ => Err(denial(
-                                "sni-mismatch",
-                                format!("the TLS server name {sni:?} is not {shown}"),
-                            )),
-                        };
-                    }
-                    Hello::NoSni => {
-                        return Err(denial("require-tls", "the TLS ClientHello names no server"))
-                    }
-                    _ => return Err(denial("require-tls", "not a TLS ClientHello")),
+        let verdict = match read_hello(&mut client).await {
+            Ok((hello, sni)) => match parse_host(&sni) {
+                Ok(t) if t == target => {
+                    first = hello;
+                    Ok(())
                 }
-                match client.read(&mut buf).await {
-                    Ok(0) | Err(_) => return Err(denial("require-tls", "no ClientHello")),
-                    Ok(n) => hello.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(denial("require-tls", "no ClientHello in time")));
+                _ => Err(denial(
+                    "sni-mismatch",
+                    format!("the TLS server name {sni:?} is not {shown}"),
+                )),
+            },
+            Err(why) => Err(denial("require-tls", why)),
+        };
         run.observer.attempt(&Attempt {
             run_id: run.id.clone(),
             via: Via::Connect,
@@ -779,17 +718,64 @@ async fn tunnel(
             addr: Some(addr),
             verdict: verdict.clone(),
         });
-        if verdict.is_err() || upstream.write_all(&hello).await.is_err() {
+        if verdict.is_err() {
             return;
         }
-        out.fetch_add(hello.len() as u64, Ordering::Relaxed);
     }
+    splice(&run, client, upstream, &first, shown, port, addr).await;
+}
+
+/// Reads a connection's ClientHello, forwarding nothing: its bytes and the server name it
+/// asks for, or why it is not a usable one.
+async fn read_hello<R>(client: &mut R) -> Result<(Vec<u8>, String), &'static str>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut hello = Vec::new();
+    tokio::time::timeout(HEAD_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match client_hello(&hello) {
+                Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
+                Hello::Sni(sni) => return Ok(sni),
+                Hello::NoSni => return Err("the TLS ClientHello names no server"),
+                _ => return Err("not a TLS ClientHello"),
+            }
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return Err("no ClientHello"),
+                Ok(n) => hello.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or(Err("no ClientHello in time"))
+    .map(|sni| (hello, sni))
+}
+
+/// Sends `first` (already read from the client) upstream, then copies both ways until
+/// either side ends, and reports the connection's byte counts.
+async fn splice<C>(
+    run: &Run,
+    client: C,
+    mut upstream: TcpStream,
+    first: &[u8],
+    host: String,
+    port: u16,
+    addr: SocketAddr,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if upstream.write_all(first).await.is_err() {
+        return;
+    }
+    let out = AtomicU64::new(first.len() as u64);
+    let inn = AtomicU64::new(0);
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = upstream.split();
     tokio::join!(pump(cr, uw, &out), pump(ur, cw, &inn));
     run.observer.closed(&Closed {
         run_id: run.id.clone(),
-        host: shown,
+        host,
         port,
         addr,
         bytes_out: out.into_inner(),

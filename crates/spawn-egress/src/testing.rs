@@ -1,10 +1,32 @@
 //! Helpers for tests and benchmarks of the proxy (feature `testing`; never in spawn's own
-//! builds): a DNS server answering from a closure, and a TLS ClientHello.
+//! builds): a network namespace of one's own, a DNS server answering from a closure, and a
+//! TLS ClientHello.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+
+/// Moves the calling process into a new network namespace (call it before any thread
+/// exists: the namespace is per thread until then), brings up its loopback and gives it
+/// `addrs` too (`/32` each: stand-ins for public servers, which the proxy must reach while
+/// it refuses loopback). Needs root and `ip` (iproute2).
+pub fn own_network(addrs: &[Ipv4Addr]) -> std::io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let ip = |args: &[&str]| -> std::io::Result<()> {
+        let st = std::process::Command::new("ip").args(args).status()?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("ip {args:?} failed")))
+        }
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    for a in addrs {
+        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+    }
+    Ok(())
+}
 
 /// Serves DNS on `127.0.0.1` (a port of its own) from a thread: `A` queries are answered
 /// with what `answer(name)` returns for the lowercased name without its trailing dot

@@ -30,14 +30,6 @@ const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
 const PUBLIC2: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 2);
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 
-fn sh(cmd: &[&str]) {
-    let st = std::process::Command::new(cmd[0])
-        .args(&cmd[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (make test installs iproute2)"));
-    assert!(st.success(), "{cmd:?} failed");
-}
-
 /// What the observer saw.
 #[derive(Default)]
 struct Events {
@@ -187,11 +179,8 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "these tests need root: run `make test` as root"
     );
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace");
-    sh(&["ip", "link", "set", "lo", "up"]);
-    for a in ["11.0.0.1/32", "11.0.0.2/32", "10.0.0.5/32"] {
-        sh(&["ip", "addr", "add", a, "dev", "lo"]);
-    }
+    spawn_egress::testing::own_network(&[PUBLIC, PUBLIC2, PRIVATE])
+        .expect("a network namespace of the test's own (make test installs iproute2)");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

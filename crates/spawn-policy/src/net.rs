@@ -535,7 +535,7 @@ impl NetRules {
     /// Whether a connection to `target` may be attempted. A name that passes must still
     /// have every address it resolves to pass [`NetRules::check_ip`].
     pub fn check(&self, target: &Target) -> Result<(), Denial> {
-        if !matches!(self.policy, NetPolicy::Restricted | NetPolicy::EgressOnly) {
+        if !self.policy.is_proxied() {
             return deny(
                 "policy",
                 format!(

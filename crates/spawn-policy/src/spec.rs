@@ -93,6 +93,12 @@ impl NetPolicy {
         NetPolicy::Full,
     ];
 
+    /// Whether all of the run's traffic goes through the egress proxy (`restricted`,
+    /// `egress-only`).
+    pub fn is_proxied(self) -> bool {
+        matches!(self, NetPolicy::Restricted | NetPolicy::EgressOnly)
+    }
+
     /// The name used in manifests and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

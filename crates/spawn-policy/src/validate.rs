@@ -253,7 +253,7 @@ pub(crate) fn validate_net(net: &NetCapability) -> Result<(), PolicyError> {
         names::check_deny_pattern(entry)
             .map_err(|m| PolicyError::invalid(format!("{field}[{i}]"), m))?;
     }
-    let proxied = matches!(policy, NetPolicy::Restricted | NetPolicy::EgressOnly);
+    let proxied = policy.is_proxied();
     let proxy_only = [
         ("denylist", !net.denylist.is_empty()),
         ("rateLimit", net.rate_limit.is_some()),

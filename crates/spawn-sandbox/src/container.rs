@@ -35,7 +35,7 @@ use crate::native::{
 use crate::{oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
-const BASE: &str = "/dev/shm/spawn";
+pub const BASE: &str = "/dev/shm/spawn";
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Which OCI runtime drives the bundle.
@@ -272,7 +272,7 @@ pub fn version(bin: &Path) -> Option<String> {
 /// directory owned by spawn's own user: `/dev/shm` is writable by everyone, and a directory
 /// someone else planted there (or a symlink) would let them swap the bundle a root-run
 /// runtime reads.
-fn ensure_dir(path: &Path, mode: u32) -> Result<(), SandboxError> {
+pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), SandboxError> {
     use std::os::unix::fs::MetadataExt as _;
     match std::fs::create_dir(path) {
         Ok(()) => {}
@@ -379,18 +379,8 @@ fn run_engine(
     }
     let runc = find_binary(engine)?;
 
-    let proxied = matches!(
-        spec.net.policy,
-        NetPolicy::Restricted | NetPolicy::EgressOnly
-    );
     let full = spec.net.policy == NetPolicy::Full;
-    let network = opts.network.as_deref().filter(|_| proxied);
-    if proxied && network.is_none() {
-        return Err(SandboxError::Unsupported(format!(
-            "net policy {} needs the egress proxy, which this caller did not set up",
-            spec.net.policy.as_str()
-        )));
-    }
+    let native::NetView { network, dns, env } = native::NetView::of(spec, opts)?;
     // The run's namespace, already connected to the proxy and nothing else.
     let netns = network
         .map(|n| {
@@ -417,14 +407,13 @@ fn run_engine(
     ensure_dir(&bundles, 0o711)?;
     reap_stale(engine, &runc, &state, &bundles);
 
-    let memory = spec
-        .resources
-        .memory_bytes
-        .unwrap_or(defaults::MEMORY_BYTES);
-    let pids = spec.resources.pids.unwrap_or(defaults::PIDS);
-    let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
-    let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
-    let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
+    let native::RunLimits {
+        memory,
+        pids,
+        disk,
+        cpu,
+        timeout,
+    } = native::RunLimits::of(spec);
     // gVisor runs the agent in its own kernel: no host user namespace, ids as they are.
     let (root_id, agent_id) = if gvisor {
         (0, rootfs::AGENT_ID)
@@ -451,11 +440,6 @@ fn run_engine(
     };
 
     let bundle = Bundle::new(bundles.join(&name))?;
-    let dns = match network {
-        Some(n) => rootfs::Dns::Server(n.nameserver()),
-        None if full => rootfs::Dns::Host,
-        None => rootfs::Dns::None,
-    };
     let plan = rootfs::plan(spec, disk, &spec.name, dns);
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
@@ -487,14 +471,6 @@ fn run_engine(
                 .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
             trees.push((tree, c_at));
             staged.push((path.clone(), at));
-        }
-    }
-    let mut env = native::agent_env(spec);
-    if let Some(net) = network {
-        for (k, v) in native::proxy_env(net.proxy()) {
-            if !env.iter().any(|(name, _)| *name == k) {
-                env.push((k, v));
-            }
         }
     }
     let workdir = spec

@@ -22,8 +22,6 @@ mod sys;
 
 pub use error::SandboxError;
 pub use init::oci_init;
-pub use native::{
-    proxy_env, run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions,
-};
+pub use native::{run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions};
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
 pub use sys::{recv_fds, send_fds};

@@ -171,8 +171,69 @@ pub trait Network: std::fmt::Debug + Send + Sync {
     fn namespace(&self) -> Result<std::path::PathBuf, String>;
 }
 
+/// A run's limits with the defaults filled in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunLimits {
+    pub(crate) memory: u64,
+    pub(crate) pids: u64,
+    pub(crate) disk: u64,
+    pub(crate) cpu: u64,
+    pub(crate) timeout: Duration,
+}
+
+impl RunLimits {
+    pub(crate) fn of(spec: &RunSpec) -> RunLimits {
+        RunLimits {
+            memory: spec
+                .resources
+                .memory_bytes
+                .unwrap_or(defaults::MEMORY_BYTES),
+            pids: spec.resources.pids.unwrap_or(defaults::PIDS),
+            disk: spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES),
+            cpu: spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS),
+            timeout: spec.timeout.unwrap_or(defaults::TIMEOUT),
+        }
+    }
+}
+
+/// What a run's network policy means for every runtime: the egress proxy's network
+/// (required for proxied policies, unused otherwise), where the sandbox's DNS queries go,
+/// and the agent's environment with the proxy variables (unless the run sets them).
+pub(crate) struct NetView<'a> {
+    pub(crate) network: Option<&'a dyn Network>,
+    pub(crate) dns: rootfs::Dns,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+impl<'a> NetView<'a> {
+    pub(crate) fn of(spec: &RunSpec, opts: &'a RunOptions) -> Result<NetView<'a>, SandboxError> {
+        let proxied = spec.net.policy.is_proxied();
+        let network = opts.network.as_deref().filter(|_| proxied);
+        if proxied && network.is_none() {
+            return Err(SandboxError::Unsupported(format!(
+                "net policy {} needs the egress proxy, which this caller did not set up",
+                spec.net.policy.as_str()
+            )));
+        }
+        let dns = match network {
+            Some(n) => rootfs::Dns::Server(n.nameserver()),
+            None if spec.net.policy == NetPolicy::Full => rootfs::Dns::Host,
+            None => rootfs::Dns::None,
+        };
+        let mut env = agent_env(spec);
+        if let Some(net) = network {
+            for (k, v) in proxy_env(net.proxy()) {
+                if !env.iter().any(|(name, _)| *name == k) {
+                    env.push((k, v));
+                }
+            }
+        }
+        Ok(NetView { network, dns, env })
+    }
+}
+
 /// `HTTP_PROXY` and friends for a proxy at `proxy`, in both spellings programs read.
-pub fn proxy_env(proxy: std::net::SocketAddr) -> Vec<(String, String)> {
+fn proxy_env(proxy: std::net::SocketAddr) -> Vec<(String, String)> {
     let url = format!("http://{proxy}");
     let mut env = Vec::new();
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
@@ -274,39 +335,15 @@ fn search_path(argv0: &str, env: &[(String, String)]) -> Vec<Vec<u8>> {
 
 fn child_config(
     spec: &RunSpec,
-    disk: u64,
-    memory: u64,
-    pids: u64,
+    limits: RunLimits,
     agent_host_id: u32,
-    network: Option<&dyn Network>,
+    net: NetView<'_>,
 ) -> Result<ChildConfig, SandboxError> {
-    let proxied = matches!(
-        spec.net.policy,
-        NetPolicy::Restricted | NetPolicy::EgressOnly
-    );
-    let full = spec.net.policy == NetPolicy::Full;
-    if proxied && network.is_none() {
-        return Err(SandboxError::Unsupported(format!(
-            "net policy {} needs the egress proxy, which this caller did not set up",
-            spec.net.policy.as_str()
-        )));
-    }
-    let network = network.filter(|_| proxied);
+    let (disk, memory, pids) = (limits.disk, limits.memory, limits.pids);
     let hostname = spec.name.clone();
-    let dns = match network {
-        Some(n) => rootfs::Dns::Server(n.nameserver()),
-        None if full => rootfs::Dns::Host,
-        None => rootfs::Dns::None,
-    };
-    let plan = rootfs::plan(spec, disk, &hostname, dns);
-    let mut env = agent_env(spec);
-    if let Some(net) = network {
-        for (k, v) in proxy_env(net.proxy()) {
-            if !env.iter().any(|(name, _)| *name == k) {
-                env.push((k, v));
-            }
-        }
-    }
+    let plan = rootfs::plan(spec, disk, &hostname, net.dns);
+    let env = net.env;
+    let network = net.network;
     let argv0 = spec
         .command
         .first()
@@ -347,7 +384,7 @@ fn child_config(
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
         netns_at_clone: network.is_some(),
-        host_network: full,
+        host_network: spec.net.policy == NetPolicy::Full,
         plan,
         hostname,
         argv,
@@ -563,22 +600,18 @@ pub fn run(
             "the native runtime must be started from a single-threaded process".into(),
         ));
     }
-    let memory = spec
-        .resources
-        .memory_bytes
-        .unwrap_or(defaults::MEMORY_BYTES);
-    let pids = spec.resources.pids.unwrap_or(defaults::PIDS);
-    let disk = spec.resources.disk_bytes.unwrap_or(defaults::DISK_BYTES);
-    let cpu = spec.resources.cpu_millis.unwrap_or(defaults::CPU_MILLIS);
-    let timeout = spec.timeout.unwrap_or(defaults::TIMEOUT);
+    let run_limits = RunLimits::of(spec);
+    let RunLimits {
+        memory,
+        pids,
+        cpu,
+        timeout,
+        ..
+    } = run_limits;
     let (root_id, agent_id) = host_ids();
-    let network = opts.network.as_deref().filter(|_| {
-        matches!(
-            spec.net.policy,
-            NetPolicy::Restricted | NetPolicy::EgressOnly
-        )
-    });
-    let cfg = child_config(spec, disk, memory, pids, agent_id, network)?;
+    let net = NetView::of(spec, opts)?;
+    let network = net.network;
+    let cfg = child_config(spec, run_limits, agent_id, net)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let limits = Limits {
