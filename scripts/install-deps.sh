@@ -6,11 +6,11 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 # python3: the demo agent and the escape tests run it inside the sandbox (which sees only
-# the host's /usr). bubblewrap: the benchmark's baseline. runc, runsc: the container and
-# gvisor runtimes.
+# the host's /usr). bubblewrap: the benchmark's baseline. runc: the container runtime
+# (runsc, the gvisor runtime, below).
 # iproute2, nftables, util-linux (nsenter): the network policies (veth pairs and the
 # sandbox-side packet filter); procps: test helpers.
-pkgs=(python3 bubblewrap runc runsc procps iproute2 nftables util-linux coreutils ca-certificates)
+pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
 # (wrk, Debian's squid, curl).
 if [[ ${1:-} == bench ]]; then
@@ -28,6 +28,51 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# gVisor: Debian 12's runsc (2022-12) is too old (coreutils' ls and stat fail in it, no
+# systrap platform), and spawn refuses it. Debian trixie's (0.0~20240729, statically
+# linked, no dependencies) comes from a trixie apt source pinned to that one package:
+# every other trixie package has priority -1 and is never installed or upgraded from it.
+# Through apt (not a .deb unpacked by hand), the package stays signed, listed by dpkg and
+# upgradable with the system's security updates.
+runsc_ok() {
+  local v
+  v=$(dpkg-query -W -f='${Version}' runsc 2>/dev/null) || return 1
+  [[ $v =~ ~([0-9]{8}) ]] && ((BASH_REMATCH[1] >= 20240729))
+}
+if ! runsc_ok; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: runsc (gVisor) 2024-07-29 or newer is missing; run as root" >&2
+    exit 1
+  fi
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [[ $codename == bookworm ]]; then
+    cat >/etc/apt/sources.list.d/spawn-trixie.sources <<'SRC'
+# Added by spawn's scripts/install-deps.sh for the runsc (gVisor) package only; see
+# /etc/apt/preferences.d/spawn-trixie.
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    cat >/etc/apt/preferences.d/spawn-trixie <<'PIN'
+# Nothing comes from trixie but runsc (see /etc/apt/sources.list.d/spawn-trixie.sources).
+Package: *
+Pin: release n=trixie
+Pin-Priority: -1
+
+Package: runsc
+Pin: release n=trixie
+Pin-Priority: 990
+PIN
+  fi
+  echo "install-deps: installing runsc (gVisor) from Debian ${codename/bookworm/trixie}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends runsc >/dev/null
+  runsc_ok || { echo "install-deps: the installed runsc is still older than 2024-07-29" >&2; exit 1; }
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
