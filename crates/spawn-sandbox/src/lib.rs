@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod container;
 pub mod doctor;
 mod error;
+pub mod gvisor_monitor;
 mod idmap;
 mod init;
 pub mod landlock;
