@@ -31,8 +31,10 @@
 //! syscall name), and the filter itself has judged the arguments: a line exists only when
 //! it answered with an errno. The only calls it answers with an errno that are not blocked
 //! calls are `clone3` and `openat2` (`ENOSYS`, so libc falls back to `clone` and `openat`,
-//! which the filter can inspect); [`blocked_name`] leaves those out, as the native runtime
-//! (where they never reach the listener) does.
+//! which the filter can inspect), and a filter installed beside it (such as one answering
+//! `lgetxattr` with `ENODATA`) is logged alike: [`blocked_name`] counts only numbers the
+//! main filter can block ([`may_block`]), as the native runtime counts only what reaches
+//! its listener.
 //!
 //! Cost, measured on a 2-core VM (systrap): `--debug` for the Sentry costs ~80 ms of start
 //! (`python3 -c pass` 0.32 s → 0.40 s: the Sentry logs its set-up at debug level), nothing
@@ -283,24 +285,35 @@ fn number(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// The calls spawn's filter answers with an errno of their own instead of blocking them
-/// (`clone3`, `openat2`: `ENOSYS`, for libc to fall back to calls the filter can inspect).
-fn silent_errnos() -> &'static BTreeSet<u32> {
-    static SET: OnceLock<BTreeSet<u32>> = OnceLock::new();
-    SET.get_or_init(|| {
-        policy()
+/// The numbers spawn's main filter can block (answer with a user notification, `EPERM` in
+/// its deny-only form): those without an entry (the default), and those allowed only on
+/// conditions. Not: the unconditionally allowed ones, and `clone3` and `openat2`, which it
+/// answers `ENOSYS` so that libc falls back to calls it can inspect.
+pub fn may_block(sysno: u32) -> bool {
+    static NEVER: OnceLock<(BTreeSet<u32>, bool)> = OnceLock::new();
+    let (never, default_blocks) = NEVER.get_or_init(|| {
+        let p = policy();
+        let never = p
             .entries
             .into_iter()
-            .filter(|(_, e)| matches!(e.action, Action::Errno(_)) && e.any_of.is_empty())
+            .filter(|(_, e)| {
+                e.action != Action::Notify && (e.any_of.is_empty() || p.default != Action::Notify)
+            })
             .map(|(n, _)| n)
-            .collect()
-    })
+            .collect();
+        (never, p.default == Action::Notify)
+    });
+    *default_blocks && !never.contains(&sysno)
 }
 
 /// The name a denied syscall is counted and audited under, as on the other runtimes; `None`
-/// for the calls the filter answers `ENOSYS` (not blocked calls, see [`silent_errnos`]).
+/// when the main filter cannot have blocked it: the denial was an `ENOSYS` answer
+/// (`clone3`, `openat2`) or came from another filter installed beside it (e.g. one that
+/// answers `lgetxattr` with `ENODATA` for older gVisor releases), which the Sentry logs
+/// the same way. A number the main filter blocks on some arguments and another filter
+/// answers on others would be counted either way; no such pair exists.
 pub fn blocked_name(sysno: u32) -> Option<String> {
-    (!silent_errnos().contains(&sysno)).then(|| syscall_name(i64::from(sysno)))
+    may_block(sysno).then(|| syscall_name(i64::from(sysno)))
 }
 
 /// Counts `denial` into `blocked` (the run's `blockedByName`) and returns the name with
@@ -480,9 +493,21 @@ mod tests {
     }
 
     #[test]
-    fn clone3_and_openat2_are_not_blocked_calls() {
+    fn only_calls_the_main_filter_can_block_are_counted() {
         assert_eq!(blocked_name(libc::SYS_clone3 as u32), None);
         assert_eq!(blocked_name(libc::SYS_openat2 as u32), None);
+        // Allowed by the main filter: a denial can only come from another filter.
+        assert_eq!(blocked_name(libc::SYS_lgetxattr as u32), None);
+        assert_eq!(blocked_name(libc::SYS_read as u32), None);
+        // Conditional: blocked on some arguments.
+        assert_eq!(
+            blocked_name(libc::SYS_ioctl as u32).as_deref(),
+            Some("ioctl")
+        );
+        assert_eq!(
+            blocked_name(libc::SYS_clone as u32).as_deref(),
+            Some("clone")
+        );
         assert_eq!(
             blocked_name(libc::SYS_mount as u32).as_deref(),
             Some("mount")

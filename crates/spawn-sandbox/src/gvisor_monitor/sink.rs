@@ -41,7 +41,7 @@ use std::time::Duration;
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 use prost::Message as _;
 
-use crate::bpf::{Action, RET_USER_NOTIF};
+use crate::bpf::RET_USER_NOTIF;
 use crate::error::SandboxError;
 use crate::seccomp::{policy, syscall_name};
 use crate::sys;
@@ -95,16 +95,12 @@ pub fn pod_init_config(endpoint: &Path, sysnos: &[u32], phase: Phase) -> serde_j
     })
 }
 
-/// The numbers (of those runsc can trace) for which spawn's filter can deny a call: no
-/// entry in the policy (denied whatever the arguments), or an entry allowed only on
-/// conditions. Unconditionally allowed calls and the `ENOSYS` ones are left out.
+/// The numbers (of those runsc can trace) for which spawn's filter can deny a call
+/// ([`super::may_block`]): no entry in the policy (denied whatever the arguments), or an
+/// entry allowed only on conditions.
 pub fn deniable_syscalls() -> Vec<u32> {
-    let policy = policy();
     (0..RAW_SYSCALL_POINTS)
-        .filter(|n| match policy.entries.get(n) {
-            None => policy.default == Action::Notify,
-            Some(e) => e.action == Action::Allow && !e.any_of.is_empty(),
-        })
+        .filter(|n| super::may_block(*n))
         .collect()
 }
 
