@@ -92,55 +92,25 @@ pub(crate) struct RunArgs {
     pub(crate) command: Vec<String>,
 }
 
-/// `spawn sandbox-init [--report-fd N] [--read PATH]... [--write PATH]... -- COMMAND...`:
-/// the init spawn runs as PID 1 inside OCI sandboxes (internal; see
-/// `spawn_sandbox::oci_init`; `--read`/`--write` are the Landlock rules). Parsed before
-/// and without clap: under gVisor every page the init touches costs a trap into the
-/// Sentry, and building the whole CLI for these few words doubled the init's start.
+/// `spawn sandbox-init FLAGS -- COMMAND...`: the init spawn runs as PID 1 inside OCI
+/// sandboxes (internal; see `spawn_sandbox::InitArgs` and `spawn_sandbox::oci_init`).
+/// Parsed before and without clap: under gVisor every page the init touches costs a trap
+/// into the Sentry, and building the whole CLI for these few words doubled the init's
+/// start.
 fn sandbox_init(args: &[std::ffi::OsString]) -> ExitCode {
-    let usage = || {
-        eprintln!(
-            "spawn sandbox-init: usage: spawn sandbox-init [--report-fd N] [--read PATH]... \
-             [--write PATH]... -- COMMAND..."
-        );
-        ExitCode::from(125)
-    };
-    let Some(args) = args
+    let parsed = args
         .iter()
         .map(|a| a.to_str())
         .collect::<Option<Vec<&str>>>()
-    else {
-        return usage();
-    };
-    let mut report_fd = None;
-    let mut rules = spawn_sandbox::landlock::Rules::default();
-    let mut rest = args.as_slice();
-    let command = loop {
-        match rest {
-            ["--report-fd", fd, tail @ ..] if report_fd.is_none() => {
-                match fd.parse::<i32>() {
-                    Ok(fd) if fd > 2 => report_fd = Some(fd),
-                    _ => return usage(),
-                }
-                rest = tail;
-            }
-            [flag @ ("--read" | "--write"), path, tail @ ..] if path.starts_with('/') => {
-                let list = if *flag == "--read" {
-                    &mut rules.read
-                } else {
-                    &mut rules.write
-                };
-                list.push(PathBuf::from(path));
-                rest = tail;
-            }
-            ["--", command @ ..] if !command.is_empty() => break command,
-            _ => return usage(),
+        .ok_or(spawn_sandbox::InitUsage)
+        .and_then(|a| spawn_sandbox::InitArgs::parse(&a));
+    match parsed {
+        Ok(init) => ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&init)).unwrap_or(125)),
+        Err(usage) => {
+            eprintln!("spawn sandbox-init: {usage}");
+            ExitCode::from(125)
         }
-    };
-    let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
-    let landlock = (!rules.read.is_empty() || !rules.write.is_empty()).then_some(&rules);
-    let code = spawn_sandbox::oci_init(&command, report_fd, landlock);
-    ExitCode::from(u8::try_from(code).unwrap_or(125))
+    }
 }
 
 fn main() -> ExitCode {

@@ -356,6 +356,9 @@ fn audit_stop(auditor: &mut Auditor, runtime: RuntimeKind, report: &Report) {
     if let Some(l) = report.landlock {
         stop = stop.with_detail("landlock", l.as_str());
     }
+    if let Some(e) = &report.output_error {
+        stop = stop.with_detail("outputError", e.as_str());
+    }
     auditor.emit(stop);
     if report.pids_limit_hits > 0 {
         let e = auditor
@@ -397,6 +400,9 @@ fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {
             std::io::Error::from_raw_os_error(errno)
         ),
         None => {}
+    }
+    if let Some(e) = &report.output_error {
+        eprintln!("spawn: warning: part of the agent's output was lost: {e}");
     }
     match report.kill_reason {
         Some(spawn_sandbox::KillReason::Timeout) => eprintln!(

@@ -32,6 +32,7 @@ use crate::error::SandboxError;
 use crate::native::{
     self, defaults, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
 };
+use crate::stdio::Plumbing;
 use crate::{oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
@@ -48,6 +49,74 @@ pub enum Engine {
         /// `systrap`, `ptrace` or `kvm`.
         platform: String,
     },
+}
+
+/// The oldest runsc spawn runs on: Debian trixie's (2024-07-29). Older ones are refused,
+/// never run: Debian 12's (2022-12-19) fails coreutils' `ls` and `stat` (it rejects
+/// `AT_NO_AUTOMOUNT`) and has no systrap platform.
+pub const MIN_RUNSC_RELEASE: u32 = 20240729;
+/// runsc releases before this one fail `lgetxattr` on symlinks (gVisor issue 11049).
+const RUNSC_XATTR_FIX: u32 = 20241021;
+
+/// What spawn knows of the installed runsc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GvisorProfile {
+    /// The platform runs use: `kvm`, `systrap` or `ptrace`.
+    pub platform: String,
+    /// The release date (`YYYYMMDD`) from `runsc --version`, if it names one.
+    pub release: Option<u32>,
+}
+
+impl GvisorProfile {
+    /// `Err` with the reason and the fix when this runsc is too old to run on.
+    pub fn check(&self) -> Result<(), SandboxError> {
+        let Some(release) = self.release else {
+            return Err(unavailable(
+                &Engine::Runsc {
+                    platform: self.platform.clone(),
+                },
+                "runsc --version names no release date, so spawn cannot tell whether it is \
+                 new enough",
+                "install runsc 2024-07-29 or newer (Debian trixie's package: make deps)",
+            ));
+        };
+        if release < MIN_RUNSC_RELEASE {
+            return Err(unavailable(
+                &Engine::Runsc {
+                    platform: self.platform.clone(),
+                },
+                format!(
+                    "runsc {} is too old: releases before {} break coreutils (ls, stat) \
+                     inside the sandbox and lack the systrap platform",
+                    show_date(release),
+                    show_date(MIN_RUNSC_RELEASE)
+                ),
+                "install runsc 2024-07-29 or newer: `make deps` installs Debian trixie's \
+                 package (or see https://gvisor.dev/docs/user_guide/install/)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether runs need the `lgetxattr` compatibility filter.
+    pub fn xattr_compat(&self) -> bool {
+        self.release.is_some_and(|r| r < RUNSC_XATTR_FIX)
+    }
+}
+
+fn show_date(d: u32) -> String {
+    format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100)
+}
+
+/// The release date in `runsc --version`'s first line: Debian's `0.0~20240729.0`,
+/// upstream's `release-20240729.0`. The first run of exactly eight digits that is a
+/// plausible date.
+pub fn runsc_release(version: &str) -> Option<u32> {
+    let line = version.lines().next()?;
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| run.len() == 8)
+        .filter_map(|run| run.parse::<u32>().ok())
+        .find(|d| (20180101..=29991231).contains(d) && (1..=12).contains(&(d / 100 % 100)))
 }
 
 impl Engine {
@@ -73,7 +142,12 @@ impl Engine {
             // --ignore-cgroups: runsc runs inside the group spawn starts it in (see
             // `run_engine`) instead of making one per hierarchy (or one at `/<id>` when
             // the bundle names none).
+            // --directfs=false: the Sentry (the kernel the agent talks to) runs as the
+            // host's `nobody` with no capabilities and reaches files only through the
+            // gofer; with directfs it would run as host root in an identity-mapped user
+            // namespace, holding file capabilities, to open files itself.
             c.arg(format!("--platform={platform}"))
+                .arg("--directfs=false")
                 .arg("--network=none")
                 .arg("--ignore-cgroups");
         }
@@ -114,17 +188,14 @@ pub fn find_runtime() -> Result<PathBuf, SandboxError> {
 /// How long the KVM probe may take to start a sandbox and run `true` in it.
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The gVisor platform to use: `SPAWN_GVISOR_PLATFORM` if set; else `kvm` when it really
+/// What spawn uses of the installed runsc: its release (from `runsc --version`) and the
+/// platform. The platform is `SPAWN_GVISOR_PLATFORM` if set; else `kvm` when it really
 /// starts a sandbox within [`KVM_PROBE_TIMEOUT`] (on hosts whose `/dev/kvm` is not backed
-/// by hardware virtualization it hangs); else `systrap` when this runsc has it; else
-/// `ptrace`. The answer is kept on spawn's private tmpfs, keyed by the runsc binary's
-/// identity, so the probe runs once per boot and again after an upgrade.
-pub fn gvisor_platform(runsc: &Path) -> String {
-    if let Ok(p) = std::env::var("SPAWN_GVISOR_PLATFORM") {
-        if !p.is_empty() {
-            return p;
-        }
-    }
+/// by hardware virtualization it hangs); else [`DEFAULT_PLATFORM`] when this runsc has it
+/// (chosen by measurement, see the README); else `ptrace`. The answer is kept on spawn's
+/// private tmpfs, keyed by the runsc binary's identity, so the probes run once per boot
+/// and again after an upgrade.
+pub fn gvisor_profile(runsc: &Path) -> GvisorProfile {
     let key = std::fs::metadata(runsc).ok().map(|m| {
         use std::os::unix::fs::MetadataExt as _;
         format!(
@@ -137,17 +208,25 @@ pub fn gvisor_platform(runsc: &Path) -> String {
         )
     });
     let base = Path::new(BASE);
-    let cache = base.join("runsc-platform");
+    let cache = base.join("runsc-profile");
     // Only a directory spawn's user owns is trusted, for reading the answer as well.
     let private = ensure_dir(base, 0o711).is_ok() && on_tmpfs(base);
-    if let (Some(key), true) = (&key, private) {
-        if let Some(platform) = std::fs::read_to_string(&cache)
+    let overridden = std::env::var("SPAWN_GVISOR_PLATFORM")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let cached = match (&key, private) {
+        (Some(key), true) => std::fs::read_to_string(&cache)
             .ok()
-            .and_then(|text| cached_platform(&text, key).map(str::to_owned))
-        {
-            return platform;
+            .and_then(|text| cached_profile(&text, key)),
+        _ => None,
+    };
+    if let Some(mut profile) = cached {
+        if let Some(p) = overridden {
+            profile.platform = p;
         }
+        return profile;
     }
+    let release = version(runsc).as_deref().and_then(runsc_release);
     let platform = if private && probe_kvm(runsc, base) {
         "kvm"
     } else {
@@ -157,33 +236,45 @@ pub fn gvisor_platform(runsc: &Path) -> String {
             text
         });
         match flags {
-            Ok(text) if text.contains("systrap") => "systrap",
+            Ok(text) if text.contains(DEFAULT_PLATFORM) => DEFAULT_PLATFORM,
             _ => "ptrace",
         }
     };
     if let (Some(key), true) = (key, private) {
         let tmp = cache.with_extension(std::process::id().to_string());
+        let line = format!("{key}{platform}\n{}\n", release.unwrap_or(0));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, format!("{key}{platform}\n").as_bytes())
-            });
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
         if written.is_err() || std::fs::rename(&tmp, &cache).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
-    platform.to_owned()
+    GvisorProfile {
+        platform: overridden.unwrap_or_else(|| platform.to_owned()),
+        release,
+    }
 }
 
-/// The platform recorded in the cache `text` for the runsc identified by `key`.
-fn cached_platform<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let platform = text.strip_prefix(key)?.strip_suffix('\n')?;
-    ["kvm", "systrap", "ptrace"]
-        .contains(&platform)
-        .then_some(platform)
+/// The platform spawn prefers where KVM does not work: `systrap` or `ptrace`, chosen from
+/// measurements on the build machines (see the README's Performance section).
+pub const DEFAULT_PLATFORM: &str = "systrap";
+
+/// The profile recorded in the cache `text` for the runsc identified by `key`.
+fn cached_profile(text: &str, key: &str) -> Option<GvisorProfile> {
+    let rest = text.strip_prefix(key)?.strip_suffix('\n')?;
+    let (platform, release) = rest.split_once('\n')?;
+    if !["kvm", "systrap", "ptrace"].contains(&platform) {
+        return None;
+    }
+    let release: u32 = release.parse().ok()?;
+    Some(GvisorProfile {
+        platform: platform.to_owned(),
+        release: (release != 0).then_some(release),
+    })
 }
 
 /// Whether runsc's KVM platform starts a sandbox and runs `/bin/true` (host root, read
@@ -347,7 +438,7 @@ pub fn run(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<Report, SandboxError> {
-    run_engine(&Engine::Runc, spec, opts, observer)
+    run_engine(&Engine::Runc, spec, opts, observer, false)
 }
 
 /// Runs `spec` in gVisor (`runsc`): the agent talks to gVisor's kernel, not the host's.
@@ -360,10 +451,12 @@ pub fn run_gvisor(
         platform: String::new(),
     };
     let runsc = find_binary(&probe)?;
+    let profile = gvisor_profile(&runsc);
+    profile.check()?;
     let engine = Engine::Runsc {
-        platform: gvisor_platform(&runsc),
+        platform: profile.platform.clone(),
     };
-    run_engine(&engine, spec, opts, observer)
+    run_engine(&engine, spec, opts, observer, profile.xattr_compat())
 }
 
 fn run_engine(
@@ -371,6 +464,7 @@ fn run_engine(
     spec: &RunSpec,
     opts: &RunOptions,
     observer: &mut dyn Observer,
+    xattr_compat: bool,
 ) -> Result<Report, SandboxError> {
     let gvisor = matches!(engine, Engine::Runsc { .. });
     let started = Instant::now();
@@ -444,7 +538,10 @@ fn run_engine(
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
     let kernel = if gvisor {
-        oci::Kernel::Gvisor { agent_pids: pids }
+        oci::Kernel::Gvisor {
+            agent_pids: pids,
+            xattr_compat,
+        }
     } else {
         oci::Kernel::Host
     };
@@ -541,6 +638,7 @@ fn run_engine(
             pids_limit_hits: 0,
             landlock: None,
             host_uid: agent_id,
+            output_error: None,
         });
     }
     // runsc would remove a group of its own when the container ends, before its
@@ -552,6 +650,7 @@ fn run_engine(
     } else {
         None
     };
+    let plumbing = Plumbing::for_process()?;
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
@@ -564,6 +663,11 @@ fn run_engine(
         // --keep: the container (and its cgroup) stay after it exits, so its statistics can
         // be read; `runc delete` below removes them.
         let mut cmd = engine.command(&runc, &state);
+        // First among the child's pre-exec steps: the trees' descriptors are used before
+        // `give_fds` renumbers descriptors 3 and up.
+        if !trees.is_empty() {
+            sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
+        }
         if let Some(group) = &own_cgroup {
             sys::join_cgroup_on_exec(&mut cmd, group.join_files()?);
             if let Some(ns) = &netns {
@@ -580,19 +684,58 @@ fn run_engine(
             }
             cmd.args(["run", "--bundle"]);
         } else {
-            cmd.args(["run", "--keep", "--preserve-fds", "1", "--bundle"]);
-            sys::give_fd3(&mut cmd, report_child.as_raw_fd());
+            // runc would relay the container's stdout and stderr through pipes of its own,
+            // one copy each, losing their order: the init gets the agent's streams as fds
+            // 4–6 (`--stdio-fd 4`) beside the report socket (fd 3), and runc's own stdio
+            // carries only runc's messages.
+            cmd.args(["run", "--keep", "--preserve-fds", "4", "--bundle"]);
+            let agent = &plumbing.agent;
+            sys::give_fds(
+                &mut cmd,
+                vec![
+                    report_child.as_raw_fd(),
+                    agent.stdin.as_raw_fd(),
+                    agent.stdout.as_raw_fd(),
+                    agent.stderr.as_raw_fd(),
+                ],
+            );
         }
-        cmd.arg(&bundle.path).arg(&id).stdin(Stdio::inherit());
-        if !trees.is_empty() {
-            sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
+        // The agent's streams are spawn's pipes (see `stdio`), never spawn's own
+        // descriptors: runsc would write a regular file at an offset of its own and
+        // change the owner of what it is given.
+        let agent = &plumbing.agent;
+        let give = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map(Stdio::from)
+                .map_err(|e| SandboxError::setup("duplicate the agent's stdio", e))
+        };
+        cmd.arg(&bundle.path)
+            .arg(&id)
+            .stdout(give(&agent.stdout)?)
+            .stderr(give(&agent.stderr)?);
+        if gvisor {
+            cmd.stdin(give(&agent.stdin)?);
+        } else {
+            cmd.stdin(Stdio::null());
         }
         let mut child = cmd
             .spawn()
             .map_err(|e| SandboxError::setup("start runc", e))?;
+        // The runtime holds the agent's ends now; the relay's end of each pipe sees the
+        // run's end.
+        drop(cmd);
         drop(report_child);
+        let relay = plumbing.start();
+        let relay = match relay {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         observer.started(i32::try_from(child.id()).unwrap_or(0), agent_id);
-        supervise(
+        let supervised = supervise(
             Runc {
                 engine,
                 runc: &runc,
@@ -604,7 +747,9 @@ fn run_engine(
             &report,
             observer,
             started + timeout,
-        )
+        );
+        let relayed = relay.finish();
+        supervised.map(|s| (s, relayed.output_error))
     })();
     let _ = old_mask.thread_set_mask();
     let stats = Cgroup::existing(&layout, &name).stats();
@@ -623,12 +768,15 @@ fn run_engine(
     }
     drop(own_cgroup);
     drop(bundle);
-    let Supervised {
-        status,
-        kill_reason,
-        blocked,
-        landlock,
-    } = result?;
+    let (
+        Supervised {
+            status,
+            kill_reason,
+            blocked,
+            landlock,
+        },
+        output_error,
+    ) = result?;
     let code = status.code();
     let signal = status
         .signal()
@@ -650,6 +798,7 @@ fn run_engine(
         // runsc runs the Sentry (the agent's kernel) as the host's `nobody`, in a user
         // namespace of its own; the agent's own ids exist only inside gVisor.
         host_uid: if gvisor { GVISOR_SENTRY_UID } else { agent_id },
+        output_error,
     })
 }
 
@@ -953,27 +1102,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn platform_cache_answers_only_for_the_same_binary_and_known_platforms() {
+    fn profile_cache_answers_only_for_the_same_binary_and_known_platforms() {
         let key = "/usr/bin/runsc\n42\n1000\n5.6\n";
+        let profile = |platform: &str, release| GvisorProfile {
+            platform: platform.into(),
+            release,
+        };
         assert_eq!(
-            cached_platform(&format!("{key}ptrace\n"), key),
-            Some("ptrace")
+            cached_profile(&format!("{key}ptrace\n20240729\n"), key),
+            Some(profile("ptrace", Some(20240729)))
         );
-        assert_eq!(cached_platform(&format!("{key}kvm\n"), key), Some("kvm"));
+        assert_eq!(
+            cached_profile(&format!("{key}kvm\n0\n"), key),
+            Some(profile("kvm", None))
+        );
         // Another binary (upgraded: other inode, size or time) is asked again.
         assert_eq!(
-            cached_platform("/usr/bin/runsc\n43\n1000\n5.6\nptrace\n", key),
+            cached_profile("/usr/bin/runsc\n43\n1000\n5.6\nptrace\n20240729\n", key),
             None
         );
         // A damaged or hostile cache is ignored, never passed on as a flag.
-        for bad in ["", "--debug\n", "ptrace", "ptrace\nkvm\n", "PTRACE\n"] {
-            assert_eq!(
-                cached_platform(&format!("{key}{bad}"), key),
-                None,
-                "{bad:?}"
-            );
+        for bad in [
+            "",
+            "--debug\n1\n",
+            "ptrace\n",
+            "ptrace",
+            "ptrace\nkvm\n",
+            "PTRACE\n20240729\n",
+            "ptrace\n-1\n",
+            "ptrace\n2024x\n",
+            "ptrace\n20240729\nmore\n",
+        ] {
+            assert_eq!(cached_profile(&format!("{key}{bad}"), key), None, "{bad:?}");
         }
-        assert_eq!(cached_platform("ptrace\n", key), None);
+        assert_eq!(cached_profile("ptrace\n20240729\n", key), None);
+    }
+
+    #[test]
+    fn runsc_release_is_read_from_every_spelling_of_the_version() {
+        for (text, release) in [
+            (
+                "runsc version 0.0~20240729.0\nspec: 1.2.0\n",
+                Some(20240729),
+            ),
+            (
+                "runsc version 0.0~20221219.0\nspec: 1.0.2-dev",
+                Some(20221219),
+            ),
+            (
+                "runsc version release-20251215.0\nspec: 1.1.0-rc.1",
+                Some(20251215),
+            ),
+            ("runsc version 20240729.0-4+b7", Some(20240729)),
+            ("runsc version 0.0~git20240729.abcdef", Some(20240729)),
+            // No date, or numbers that are not one.
+            ("runsc version custom-build", None),
+            ("runsc version 123456789", None),
+            ("runsc version 20241399.0", None),
+            ("runsc version 1.2.3\nrelease-20240729.0", None),
+            ("", None),
+        ] {
+            assert_eq!(runsc_release(text), release, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn too_old_or_undated_runsc_is_refused_with_the_fix() {
+        let profile = |release| GvisorProfile {
+            platform: "systrap".into(),
+            release,
+        };
+        assert!(profile(Some(MIN_RUNSC_RELEASE)).check().is_ok());
+        assert!(profile(Some(20250101)).check().is_ok());
+        for (release, says) in [
+            (Some(20221219), "runsc 2022-12-19 is too old"),
+            (Some(20240728), "runsc 2024-07-28 is too old"),
+            (None, "names no release date"),
+        ] {
+            let err = profile(release).check().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(says), "{text}");
+            assert!(text.contains("2024-07-29 or newer"), "{text}");
+            assert!(matches!(err, SandboxError::RuntimeUnavailable { .. }));
+        }
+        assert!(profile(Some(20240729)).xattr_compat());
+        assert!(!profile(Some(20241021)).xattr_compat());
+        assert!(!profile(None).xattr_compat());
     }
 
     #[test]

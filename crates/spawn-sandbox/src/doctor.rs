@@ -110,17 +110,23 @@ pub fn checks() -> Vec<Check> {
         platform: String::new(),
     };
     out.push(match crate::container::find_binary(&gvisor) {
-        Ok(runsc) => check(
-            "runtime gvisor",
-            true,
-            format!(
-                "{}, platform {} (the default runtime; with a network policy the agent's \
-                 sockets go to the run's filtered namespace through runsc's hostinet, not \
-                 gVisor's own network stack)",
-                crate::container::version(&runsc).unwrap_or_else(|| runsc.display().to_string()),
-                crate::container::gvisor_platform(&runsc)
-            ),
-        ),
+        Ok(runsc) => {
+            let version =
+                crate::container::version(&runsc).unwrap_or_else(|| runsc.display().to_string());
+            let profile = crate::container::gvisor_profile(&runsc);
+            match profile.check() {
+                Ok(()) => check(
+                    "runtime gvisor",
+                    true,
+                    format!(
+                        "{version}, platform {} (the default runtime; with a network policy \
+                         the agent's sockets go to gVisor's own network stack)",
+                        profile.platform
+                    ),
+                ),
+                Err(e) => check("runtime gvisor", false, format!("{version}: {e}")),
+            }
+        }
         Err(e) => check("runtime gvisor", false, e.to_string()),
     });
     out.push(match crate::container::find_runtime() {

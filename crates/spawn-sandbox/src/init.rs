@@ -317,6 +317,18 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
     Ok(())
 }
 
+/// Under gVisor, the command's side of the init: uid/gid 1000, no supplementary groups,
+/// an empty capability bounding set (changing every uid away from 0 clears the rest).
+fn drop_to_agent() -> Result<(), SandboxError> {
+    sys::drop_bounding().map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear groups", e))?;
+    let gid = Gid::from_raw(AGENT_ID);
+    let uid = Uid::from_raw(AGENT_ID);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
+    sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))
+}
+
 /// Once the root is built: Landlock, then the agent's own uid/gid (which clears every
 /// capability), then the working directory.
 fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> {
@@ -338,8 +350,157 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
     Ok(enforced)
 }
 
-/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init
-/// [--report-fd N] -- CMD`): starts the command in a session of its own, forwards signals
+/// What the init of an OCI sandbox is told on its command line (`spawn sandbox-init
+/// FLAGS -- COMMAND`). [`InitArgs::to_args`] writes it for the bundle and
+/// [`InitArgs::parse`] reads it back inside, so the two cannot drift apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitArgs {
+    /// `--report-fd N`: the socket to spawn; the command's seccomp listener is sent over
+    /// it (runc). Without it (gVisor) blocked calls fail `EPERM` directly.
+    pub report_fd: Option<std::os::fd::RawFd>,
+    /// `--stdio-fd N`: descriptors N, N+1 and N+2 become the command's stdin, stdout and
+    /// stderr (runc relays the container's own stdio through pipes of its own, stream by
+    /// stream, which would lose the order between stdout and stderr).
+    pub stdio_fd: Option<std::os::fd::RawFd>,
+    /// `--read PATH` / `--write PATH`: the Landlock rules (runc; gVisor's kernel has none).
+    pub landlock: Rules,
+    /// `--gvisor-root`: the init starts as root of gVisor's kernel (never the host's): it
+    /// removes the devices gVisor adds to `/dev` beyond SPEC §5's, starts the command as
+    /// uid/gid 1000 with no capabilities, and drops its own.
+    pub gvisor_root: bool,
+    /// `--xattr-compat`: also install [`crate::seccomp::gvisor_xattr_compat`].
+    pub xattr_compat: bool,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+}
+
+/// Why `sandbox-init`'s command line was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitUsage;
+
+impl std::fmt::Display for InitUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "usage: spawn sandbox-init [--report-fd N] [--stdio-fd N] [--read PATH]... \
+             [--write PATH]... [--gvisor-root] [--xattr-compat] -- COMMAND...",
+        )
+    }
+}
+
+impl InitArgs {
+    /// The flags and command, as the bundle's `process.args` after `sandbox-init`.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(fd) = self.report_fd {
+            args.extend(["--report-fd".to_owned(), fd.to_string()]);
+        }
+        if let Some(fd) = self.stdio_fd {
+            args.extend(["--stdio-fd".to_owned(), fd.to_string()]);
+        }
+        for (flag, paths) in [
+            ("--read", &self.landlock.read),
+            ("--write", &self.landlock.write),
+        ] {
+            for p in paths {
+                args.push(flag.to_owned());
+                args.push(p.to_string_lossy().into_owned());
+            }
+        }
+        if self.gvisor_root {
+            args.push("--gvisor-root".to_owned());
+        }
+        if self.xattr_compat {
+            args.push("--xattr-compat".to_owned());
+        }
+        args.push("--".to_owned());
+        args.extend(self.command.iter().cloned());
+        args
+    }
+
+    /// Reads what [`InitArgs::to_args`] wrote. Anything else is refused.
+    pub fn parse(args: &[&str]) -> Result<InitArgs, InitUsage> {
+        let mut out = InitArgs::default();
+        let fd = |s: &str| match s.parse::<i32>() {
+            Ok(fd) if fd > 2 => Ok(fd),
+            _ => Err(InitUsage),
+        };
+        let mut rest = args;
+        loop {
+            match rest {
+                ["--report-fd", n, tail @ ..] if out.report_fd.is_none() => {
+                    out.report_fd = Some(fd(n)?);
+                    rest = tail;
+                }
+                ["--stdio-fd", n, tail @ ..] if out.stdio_fd.is_none() => {
+                    out.stdio_fd = Some(fd(n)?);
+                    rest = tail;
+                }
+                [flag @ ("--read" | "--write"), path, tail @ ..] if path.starts_with('/') => {
+                    let list = if *flag == "--read" {
+                        &mut out.landlock.read
+                    } else {
+                        &mut out.landlock.write
+                    };
+                    list.push(std::path::PathBuf::from(path));
+                    rest = tail;
+                }
+                ["--gvisor-root", tail @ ..] if !out.gvisor_root => {
+                    out.gvisor_root = true;
+                    rest = tail;
+                }
+                ["--xattr-compat", tail @ ..] if !out.xattr_compat => {
+                    out.xattr_compat = true;
+                    rest = tail;
+                }
+                ["--", command @ ..] if !command.is_empty() => {
+                    out.command = command.iter().map(|s| (*s).to_owned()).collect();
+                    break;
+                }
+                _ => return Err(InitUsage),
+            }
+        }
+        // The descriptors must not overlap (the stdio triple starts after the report).
+        if let (Some(r), Some(s)) = (out.report_fd, out.stdio_fd) {
+            if (s..s + 3).contains(&r) {
+                return Err(InitUsage);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What `/dev` may hold (SPEC §5: null, zero, full, random, urandom and a tty; the
+/// standard symlinks, `shm`, and the pty multiplexer a terminal needs). Under gVisor the
+/// init removes anything else (gVisor adds `fuse` and `net/tun`).
+const DEV_ALLOWED: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "shm",
+    "pts", "ptmx",
+];
+
+/// Removes every entry of `/dev` outside [`DEV_ALLOWED`] (one level of directories deep,
+/// which is all gVisor makes).
+fn prune_dev() -> std::io::Result<()> {
+    for entry in std::fs::read_dir("/dev")? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| DEV_ALLOWED.contains(&n)) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            for inner in std::fs::read_dir(&path)? {
+                std::fs::remove_file(inner?.path())?;
+            }
+            std::fs::remove_dir(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init FLAGS --
+/// CMD`, see [`InitArgs`]): starts the command in a session of its own, forwards signals
 /// to it, reaps orphans and returns the command's status as an exit code (128+N when a
 /// signal ended it). Without it, the command would be PID 1 and ignore every signal it has
 /// no handler for.
@@ -348,21 +509,17 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
 /// and the filter's notification listener is sent to spawn over that socket (as in
 /// `native`), so blocked calls are answered and counted the same way. Without it (gVisor,
 /// whose kernel has no user notifications) the command gets the same filter with blocked
-/// calls failing `EPERM` directly (denied, but not counted; see
-/// [`crate::seccomp::Compiled::deny_only`]).
+/// calls failing `EPERM` directly (see [`crate::seccomp::Compiled::deny_only`]).
 ///
-/// With `landlock`, the command is also confined by the native runtime's Landlock rules
-/// (applied first; a failure ends the run with 125), and how much of them the kernel
+/// With Landlock rules, the command is also confined by the native runtime's Landlock
+/// rules (applied first; a failure ends the run with 125), and how much of them the kernel
 /// enforced travels with the listener (`L` + [`landlock::Enforcement::code`]).
-pub fn oci_init(
-    argv: &[String],
-    report_fd: Option<std::os::fd::RawFd>,
-    landlock: Option<&Rules>,
-) -> i32 {
-    let Some(program) = argv.first() else {
+pub fn oci_init(args: &InitArgs) -> i32 {
+    let Some(program) = args.command.first() else {
         return 125;
     };
-    let Ok(args) = argv
+    let Ok(argv) = args
+        .command
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
@@ -372,55 +529,103 @@ pub fn oci_init(
     let Ok(prog) = CString::new(program.as_bytes()) else {
         return 125;
     };
-    let report = report_fd.map(sys::own_fd);
-    let Ok(compiled) = crate::seccomp::compile() else {
-        return 125;
+    let report = args.report_fd.map(sys::own_fd);
+    let stdio: Option<[OwnedFd; 3]> = args
+        .stdio_fd
+        .map(|n| [sys::own_fd(n), sys::own_fd(n + 1), sys::own_fd(n + 2)]);
+    let compiled = match crate::seccomp::compile() {
+        Ok(c) => c,
+        Err(e) => return init_failed("load the seccomp filter", e),
     };
     let program = match report {
         Some(_) => compiled.main,
         None => compiled.deny_only(),
     };
+    let compat = if args.xattr_compat {
+        match crate::seccomp::gvisor_xattr_compat() {
+            Ok(p) => Some(p),
+            Err(e) => return init_failed("build the xattr filter", e),
+        }
+    } else {
+        None
+    };
+    if args.gvisor_root {
+        if let Err(e) = prune_dev() {
+            return init_failed("remove the devices SPEC §5 does not list from /dev", e);
+        }
+    }
+    let landlock = (!args.landlock.read.is_empty() || !args.landlock.write.is_empty())
+        .then_some(&args.landlock);
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
     }
     set.add(Signal::SIGCHLD);
-    if set.thread_block().is_err() {
-        return 125;
+    if let Err(e) = set.thread_block() {
+        return init_failed("block signals", e);
     }
     let child = match sys::fork() {
         Ok(None) => {
             sys::reset_signals(u64::MAX);
+            if let Some([stdin, stdout, stderr]) = &stdio {
+                let given = nix::unistd::dup2_stdin(stdin)
+                    .and_then(|()| nix::unistd::dup2_stdout(stdout))
+                    .and_then(|()| nix::unistd::dup2_stderr(stderr));
+                if let Err(e) = given {
+                    sys::exit_now(init_failed("give the command its stdio", e));
+                }
+            }
+            drop(stdio);
             let _ = nix::unistd::setsid();
+            if args.gvisor_root {
+                if let Err(e) = drop_to_agent() {
+                    sys::exit_now(init_failed("become the agent", e));
+                }
+            }
             let enforced = match landlock.map(landlock::restrict) {
                 None => None,
                 Some(Ok(enforced)) => Some(enforced.code()),
-                Some(Err(_)) => sys::exit_now(125),
+                Some(Err(e)) => sys::exit_now(init_failed("apply Landlock", e)),
             };
+            if let Some(compat) = &compat {
+                if let Err(e) = sys::seccomp_install(compat, false) {
+                    sys::exit_now(init_failed("install the xattr filter", e));
+                }
+            }
             if let Some(report) = &report {
-                let Ok(Some(listener)) = sys::seccomp_install(&program, true) else {
-                    sys::exit_now(125)
+                let listener = match sys::seccomp_install(&program, true) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => sys::exit_now(init_failed("install seccomp", "no listener")),
+                    Err(e) => sys::exit_now(init_failed("install seccomp", e)),
                 };
                 let msg = [b'L', enforced.unwrap_or(b'-')];
                 let sent = sys::send_fds(report.as_fd(), &msg, &[listener.as_raw_fd()]);
-                if sent.is_err() {
-                    sys::exit_now(125);
+                if let Err(e) = sent {
+                    sys::exit_now(init_failed("hand over the seccomp listener", e));
                 }
                 // Neither the listener nor the report socket may reach the command.
                 drop(listener);
-            } else if sys::seccomp_install(&program, false).is_err() {
-                sys::exit_now(125)
+            } else if let Err(e) = sys::seccomp_install(&program, false) {
+                sys::exit_now(init_failed("install seccomp", e))
             }
             drop(report);
-            let err = nix::unistd::execvp(&prog, &args).err();
+            let err = nix::unistd::execvp(&prog, &argv).err();
             sys::exit_now(match err {
                 Some(nix::errno::Errno::ENOENT) => 127,
                 _ => 126,
             })
         }
         Ok(Some(pid)) => Pid::from_raw(pid),
-        Err(_) => return 125,
+        Err(e) => return init_failed("start the command", e),
     };
+    // Only the command holds its streams; the init keeps no capability it does not need
+    // to reap and forward signals.
+    drop(stdio);
+    if args.gvisor_root {
+        if let Err(e) = sys::drop_bounding().and_then(|()| sys::capset_clear()) {
+            return init_failed("drop the init's capabilities", e);
+        }
+    }
     drop(report);
     let status = supervise(child, &set);
     if libc::WIFSIGNALED(status) {
@@ -428,4 +633,11 @@ pub fn oci_init(
     } else {
         libc::WEXITSTATUS(status)
     }
+}
+
+/// Says on stderr (which reaches the user through spawn) why the init could not start the
+/// command, and returns spawn's exit code for that (125).
+fn init_failed(what: &str, err: impl std::fmt::Display) -> i32 {
+    eprintln!("spawn sandbox-init: cannot {what}: {err}");
+    125
 }

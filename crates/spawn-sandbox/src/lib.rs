@@ -19,10 +19,11 @@ pub mod native;
 pub mod oci;
 pub mod rootfs;
 pub mod seccomp;
+mod stdio;
 mod sys;
 
 pub use error::SandboxError;
-pub use init::oci_init;
+pub use init::{oci_init, InitArgs, InitUsage};
 pub use native::{run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions};
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
 pub use sys::{recv_fds, send_fds};

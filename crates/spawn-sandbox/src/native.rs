@@ -26,6 +26,7 @@ use crate::init::{self, ChildConfig, ChildFds};
 use crate::landlock::Rules;
 use crate::rootfs::{self, AGENT_ID};
 use crate::seccomp;
+use crate::stdio::Plumbing;
 use crate::sys;
 
 /// Defaults for limits the spec leaves open. Never "unlimited".
@@ -113,6 +114,9 @@ pub struct Report {
     pub landlock: Option<crate::landlock::Enforcement>,
     /// The host uid the agent ran as.
     pub host_uid: u32,
+    /// Why part of the agent's output could not be written to spawn's stdout or stderr
+    /// (see [`crate::stdio`]), if it could not.
+    pub output_error: Option<String>,
 }
 
 /// Hooks for the caller (audit, progress). Called on spawn's thread.
@@ -621,6 +625,7 @@ pub fn run(
     };
     let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
+    let plumbing = Plumbing::for_process()?;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let cancel_set = cancel_signals();
@@ -644,6 +649,13 @@ pub fn run(
         let (pid, pidfd) =
             match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
                 sys::Forked::Child => {
+                    let agent = &plumbing.agent;
+                    let given = nix::unistd::dup2_stdin(&agent.stdin)
+                        .and_then(|()| nix::unistd::dup2_stdout(&agent.stdout))
+                        .and_then(|()| nix::unistd::dup2_stderr(&agent.stderr));
+                    if given.is_err() {
+                        sys::exit_now(125);
+                    }
                     let mut keep = vec![
                         ch.child.go.as_raw_fd(),
                         ch.child.report.as_raw_fd(),
@@ -709,8 +721,9 @@ pub fn run(
         guard = Some(Guard::start(cg.dirs(), &[&mnt_ns]).map_err(&abort)?);
         drop(mnt_ns);
         cgroups::reap_stale(&layout);
+        let relay = plumbing.start().map_err(&abort)?;
         observer.started(pid, agent_id);
-        supervise(
+        let report = supervise(
             SupervisedRun {
                 sandbox,
                 pidfd,
@@ -723,7 +736,12 @@ pub fn run(
                 cgroup: cg,
             },
             observer,
-        )
+        );
+        let relayed = relay.finish();
+        report.map(|r| Report {
+            output_error: relayed.output_error,
+            ..r
+        })
     })();
     let _ = old_mask.thread_set_mask();
     let removed = cgroup.map_or(Ok(()), Cgroup::remove);
@@ -885,6 +903,7 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         pids_limit_hits: stats.pids_limit_hits,
         landlock: reported.landlock,
         host_uid: run.agent_uid,
+        output_error: None,
     })
 }
 

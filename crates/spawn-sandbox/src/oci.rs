@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::bpf::{Action, Cond, Filter, Op};
 use crate::cgroups::Limits;
 use crate::error::SandboxError;
+use crate::init::InitArgs;
 use crate::rootfs::{self, BindSource, EtcBinds, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY};
 use crate::seccomp;
 
@@ -76,6 +77,8 @@ pub enum Kernel {
     Gvisor {
         /// The agent's PID limit.
         agent_pids: u64,
+        /// This runsc needs [`crate::seccomp::gvisor_xattr_compat`].
+        xattr_compat: bool,
     },
 }
 
@@ -323,7 +326,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             }
         }
     }
-    if let Kernel::Gvisor { agent_pids } = input.kernel {
+    if let Kernel::Gvisor { agent_pids, .. } = input.kernel {
         if let Some(linux) = config["linux"].as_object_mut() {
             linux.remove("uidMappings");
             linux.remove("gidMappings");
@@ -336,10 +339,13 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
                 ns.retain(|n| n["type"] != "user" && !(joined && n["type"] == "network"));
             }
         }
+        // The agent's uid may have all of the run's tasks but the init's (which runs as
+        // gVisor's root).
+        let agent_nproc = agent_pids.saturating_sub(1).max(1);
         if let Some(rl) = config["process"]["rlimits"].as_array_mut() {
             for r in rl.iter_mut().filter(|r| r["type"] == "RLIMIT_NPROC") {
-                r["hard"] = json!(agent_pids);
-                r["soft"] = json!(agent_pids);
+                r["hard"] = json!(agent_nproc);
+                r["soft"] = json!(agent_nproc);
             }
         }
     }
@@ -350,23 +356,37 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         if let Some(linux) = config["linux"].as_object_mut() {
             linux.remove("seccomp");
         }
-        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into()];
-        if input.kernel == Kernel::Host {
-            args.extend(["--report-fd".into(), "3".into()]);
-            // The native runtime's Landlock rules, from the same plan. (gVisor's kernel
-            // has no Landlock; there the Sentry is the wall.)
-            for (flag, paths) in [
-                ("--read", &input.plan.readable),
-                ("--write", &input.plan.writable),
-            ] {
-                for p in paths {
-                    args.push(flag.into());
-                    args.push(p.to_string_lossy().into_owned());
-                }
+        let mut flags = InitArgs {
+            command: input.argv.to_vec(),
+            ..InitArgs::default()
+        };
+        match input.kernel {
+            Kernel::Host => {
+                // runc passes the report socket and the agent's streams as fds 3 to 6
+                // (`--preserve-fds 4`), and the native Landlock rules, from the same plan.
+                // (gVisor's kernel has no Landlock; there the Sentry is the wall.)
+                flags.report_fd = Some(3);
+                flags.stdio_fd = Some(4);
+                flags.landlock = crate::landlock::Rules {
+                    read: input.plan.readable.clone(),
+                    write: input.plan.writable.clone(),
+                };
+            }
+            Kernel::Gvisor { xattr_compat, .. } => {
+                // The init starts as root of gVisor's kernel to remove the devices gVisor
+                // adds, then starts the command as 1000 with nothing (see `InitArgs`).
+                flags.gvisor_root = true;
+                flags.xattr_compat = xattr_compat;
+                let caps = ["CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"];
+                config["process"]["user"] = json!({ "uid": 0, "gid": 0, "additionalGids": [] });
+                config["process"]["capabilities"] = json!({
+                    "bounding": caps, "effective": caps, "permitted": caps,
+                    "inheritable": none, "ambient": none,
+                });
             }
         }
-        args.push("--".into());
-        args.extend(input.argv.iter().cloned());
+        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into()];
+        args.extend(flags.to_args());
         config["process"]["args"] = json!(args);
         if let Some(mounts) = config["mounts"].as_array_mut() {
             mounts.push(json!({
@@ -401,6 +421,19 @@ mod tests {
 
     fn config() -> Value {
         config_for(Kernel::Host, None)
+    }
+
+    const GVISOR: Kernel = Kernel::Gvisor {
+        agent_pids: 7,
+        xattr_compat: false,
+    };
+
+    fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
     }
 
     fn config_for(kernel: Kernel, init: Option<&Path>) -> Value {
@@ -447,7 +480,7 @@ mod tests {
                 .collect()
         };
         let host = binds(&config());
-        let gvisor = binds(&config_for(Kernel::Gvisor { agent_pids: 7 }, None));
+        let gvisor = binds(&config_for(GVISOR, None));
         let dir = tempfile::tempdir().unwrap();
         let (_, plan) = input_spec(dir.path());
         for step in &plan.steps {
@@ -474,8 +507,17 @@ mod tests {
     fn gvisor_bundle_has_no_user_namespace_profile_or_listener_hand_over() {
         let init = Path::new("/usr/bin/spawn");
         let host = config_for(Kernel::Host, Some(init));
-        assert_eq!(host["process"]["args"][2], "--report-fd");
-        let c = config_for(Kernel::Gvisor { agent_pids: 7 }, Some(init));
+        let host_args = strings(&host["process"]["args"]);
+        let host_args: Vec<&str> = host_args.iter().map(String::as_str).collect();
+        let host_args = InitArgs::parse(&host_args[2..]).unwrap();
+        assert_eq!(
+            (host_args.report_fd, host_args.stdio_fd),
+            (Some(3), Some(4))
+        );
+        assert!(!host_args.gvisor_root && !host_args.landlock.read.is_empty());
+        assert_eq!(host["process"]["user"]["uid"], AGENT_ID);
+        assert_eq!(host["process"]["capabilities"]["bounding"], json!([]));
+        let c = config_for(GVISOR, Some(init));
         let linux = &c["linux"];
         assert!(linux.get("uidMappings").is_none() && linux.get("gidMappings").is_none());
         assert!(linux.get("seccomp").is_none());
@@ -492,7 +534,32 @@ mod tests {
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
-        assert_eq!(args, [INIT_PATH, "sandbox-init", "--", "python3", "-V"]);
+        assert_eq!(
+            args,
+            [
+                INIT_PATH,
+                "sandbox-init",
+                "--gvisor-root",
+                "--",
+                "python3",
+                "-V"
+            ]
+        );
+        // The init starts as root of gVisor's kernel with only what dropping to the agent
+        // needs; the command never has any of it (see `InitArgs::gvisor_root`).
+        assert_eq!(c["process"]["user"]["uid"], 0);
+        let mut bounding = strings(&c["process"]["capabilities"]["bounding"]);
+        bounding.sort();
+        assert_eq!(bounding, ["CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID"]);
+        assert_eq!(c["process"]["capabilities"]["ambient"], json!([]));
+        let compat = config_for(
+            Kernel::Gvisor {
+                agent_pids: 7,
+                xattr_compat: true,
+            },
+            Some(init),
+        );
+        assert!(strings(&compat["process"]["args"]).contains(&"--xattr-compat".to_owned()));
         let nproc = c["process"]["rlimits"]
             .as_array()
             .unwrap()
@@ -500,9 +567,10 @@ mod tests {
             .find(|r| r["type"] == "RLIMIT_NPROC")
             .unwrap()
             .clone();
+        // The agent's 7 tasks, less the init's (gVisor's root, not the agent's uid).
         assert_eq!(
             (nproc["soft"].as_u64(), nproc["hard"].as_u64()),
-            (Some(7), Some(7))
+            (Some(6), Some(6))
         );
         // The cgroup keeps the limit that covers gVisor's own threads.
         assert_eq!(linux["resources"]["pids"]["limit"], 64);

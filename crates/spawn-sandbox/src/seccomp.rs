@@ -73,6 +73,32 @@ impl Compiled {
     }
 }
 
+/// A second filter for gVisor releases before 2024-10-21, whose `lgetxattr` fails with
+/// `EBADF` on any symlink served by the gofer (gVisor issue 11049, fixed by its PR 11052):
+/// `ls -l` then prints an error for every symlink. Here `lgetxattr` answers `ENODATA` (no
+/// such attribute), which is what Linux answers for an unprivileged caller on a symlink;
+/// the price is that extended attributes read without following symlinks look absent on
+/// regular files too. Every other call is left to the main filter.
+pub fn gvisor_xattr_compat() -> Result<Vec<libc::sock_filter>, SandboxError> {
+    use crate::bpf::{Action, Entry, Filter};
+    let entries = [(
+        policy::nr(libc::SYS_lgetxattr),
+        Entry {
+            any_of: Vec::new(),
+            action: Action::Errno(libc::ENODATA as u16),
+        },
+    )]
+    .into_iter()
+    .collect();
+    Filter {
+        arch: policy::AUDIT_ARCH,
+        entries,
+        default: Action::Allow,
+    }
+    .compile()
+    .map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::policy::AUDIT_ARCH;

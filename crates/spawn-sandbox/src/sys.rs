@@ -258,17 +258,7 @@ struct libc_cap_data {
 
 /// Drops every capability from the bounding set and clears the ambient set.
 pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
-    for cap in 0..64 {
-        // SAFETY: prctl with integer arguments only.
-        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-        if ret == -1 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINVAL) {
-                break; // past the last capability this kernel knows
-            }
-            return Err(err);
-        }
-    }
+    drop_bounding()?;
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe {
         libc::prctl(
@@ -280,6 +270,23 @@ pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
         )
     };
     cvt(ret.into()).map(drop)
+}
+
+/// Drops every capability from the bounding set (gVisor's kernel has no ambient set to
+/// clear; there [`drop_bounding_and_ambient`] would fail).
+pub(crate) fn drop_bounding() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: prctl with integer arguments only.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break; // past the last capability this kernel knows
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 /// The signals this process ignores (`SIG_IGN`), as the bit mask of `/proc/self/status`
@@ -805,17 +812,71 @@ pub(crate) fn enter_netns_on_exec(cmd: &mut std::process::Command, netns: OwnedF
     }
 }
 
-/// Makes `cmd` start with `fd` as its descriptor 3 (for `runc --preserve-fds 1`).
-pub(crate) fn give_fd3(cmd: &mut std::process::Command, fd: RawFd) {
+/// Makes `cmd` start with `fds` as its descriptors 3, 4, … in order (for runc's
+/// `--preserve-fds`). The descriptors stay open in the parent until the child has started.
+pub(crate) fn give_fds(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
-    // is async-signal-safe; `fd` stays open in the parent until the child has started.
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+    // dup2, which are async-signal-safe, on descriptors open in the parent (so in the
+    // child); it allocates nothing (the vector was built before the fork).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) == -1 {
-                return Err(io::Error::last_os_error());
+            // First above every target, so that placing one cannot close another source.
+            let mut high = [0 as RawFd; 16];
+            if fds.len() > high.len() {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            let floor = 3 + fds.len() as RawFd;
+            for (slot, fd) in high.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, floor);
+                if *slot == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().take(fds.len()).enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
+}
+
+/// Whether the process's descriptor `fd` is open.
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags; on a number that is not open it fails
+    // with EBADF and touches nothing.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// One of the process's standard descriptors (0, 1 or 2), borrowed, when it is open.
+pub(crate) fn borrow_std_fd(fd: RawFd) -> Option<BorrowedFd<'static>> {
+    if !(0..=2).contains(&fd) || !fd_is_open(fd) {
+        return None;
+    }
+    // SAFETY: the descriptor is open, and spawn never closes its standard descriptors, so
+    // it stays open (as the same file) for the life of the process.
+    Some(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// Whether this process's descriptors `a` and `b` are the same open file description
+/// (`kcmp(KCMP_FILE)`): `2>&1`, or the terminal's one description. `false` when the
+/// kernel cannot tell (no `kcmp`).
+pub(crate) fn same_open_file(a: RawFd, b: RawFd) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = libc::c_long::from(std::process::id() as i32);
+    // SAFETY: kcmp only compares kernel objects of the given process; it reads and writes
+    // no memory of ours.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_FILE,
+            libc::c_long::from(a),
+            libc::c_long::from(b),
+        )
+    };
+    ret == 0
 }

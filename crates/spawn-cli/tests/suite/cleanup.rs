@@ -175,6 +175,9 @@ fn helper_processes_end_with_the_run() {
     let helpers = children_of(run.pid());
     assert!(!helpers.is_empty(), "spawn has no child processes to check");
     run.wait().assert_code(0);
+    // The cleanup guard finishes tearing the sandbox's mounts down just after spawn has
+    // returned (off the run's critical path): it may take a moment, never longer.
+    wait_until(PROMPT, || !helpers.iter().any(|p| is_alive(p.pid)));
     let survivors: Vec<Proc> = helpers.into_iter().filter(|p| is_alive(p.pid)).collect();
     assert!(
         survivors.is_empty(),

@@ -151,14 +151,21 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
 fn gvisor_platform_probe_is_bounded_cached_and_clean() {
     use std::os::unix::fs::PermissionsExt as _;
     let home = Home::new();
-    let cache = std::path::Path::new("/dev/shm/spawn/runsc-platform");
+    let cache = std::path::Path::new("/dev/shm/spawn/runsc-profile");
     let _ = std::fs::remove_file(cache);
     let doctor = home.cmd(["doctor", "--json"]).start();
     let pid = doctor.pid();
     let out = doctor.wait();
     out.assert_code(0);
     let text = std::fs::read_to_string(cache).expect("the platform is cached");
-    let platform = text.lines().last().unwrap_or_default().to_owned();
+    // The binary's identity, then the platform and the release.
+    let lines: Vec<&str> = text.lines().collect();
+    let platform = lines[lines.len().saturating_sub(2)].to_owned();
+    let release = lines.last().copied().unwrap_or_default();
+    assert!(
+        release.len() == 8 && release.starts_with("20"),
+        "cached release {release:?} in {text:?}"
+    );
     assert!(
         ["kvm", "systrap", "ptrace"].contains(&platform.as_str()),
         "cached {text:?}"

@@ -13,3 +13,4 @@ mod escape_gvisor;
 mod exit_codes;
 mod gvisor;
 mod manifest;
+mod stdio;

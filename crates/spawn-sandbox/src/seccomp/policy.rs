@@ -470,7 +470,7 @@ fn first_arg_one_of(values: &[u64]) -> Vec<Vec<Cond>> {
         .collect()
 }
 
-fn nr(n: i64) -> u32 {
+pub(crate) fn nr(n: i64) -> u32 {
     // Syscall numbers are small non-negative integers on every supported architecture.
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -548,6 +548,24 @@ pub fn policy() -> Filter {
             nr(*n),
             allow_if(vec![vec![cond(*arg, false, Op::MaskedEq(SETID_BITS), 0)]]),
         );
+    }
+    // mknod/mknodat: regular files, FIFOs and sockets only (never a character or block
+    // device, which no kernel should let the agent make, gVisor's included), and without
+    // setuid/setgid bits.
+    for (name, n, arg) in MODE_SETTERS {
+        if name.starts_with("mknod") {
+            let kinds = [0, libc::S_IFREG, libc::S_IFIFO, libc::S_IFSOCK];
+            let mask = u64::from(libc::S_IFMT) | SETID_BITS;
+            entries.insert(
+                nr(*n),
+                allow_if(
+                    kinds
+                        .iter()
+                        .map(|k| vec![cond(*arg, false, Op::MaskedEq(mask), u64::from(*k))])
+                        .collect(),
+                ),
+            );
+        }
     }
     Filter {
         arch: AUDIT_ARCH,

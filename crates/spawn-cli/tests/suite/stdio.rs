@@ -1,0 +1,325 @@
+//! The agent's output reaches spawn's own descriptors complete and in order on every
+//! runtime, whatever they are: a regular file (written at the shell's offset, with and
+//! without `O_APPEND`, beside other writers), a pipe, a terminal, `/dev/null`; and nothing
+//! of what the caller gave spawn changes owner or mode.
+// Helpers outside `#[test]` functions fail the test by panicking, with a message.
+#![allow(clippy::expect_used)]
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::helpers::{tempdir, Home, RUN_DEADLINE, SPAWN};
+
+const RUNTIMES: [&str; 3] = ["native", "container", "gvisor"];
+
+/// Runs `spawn ARGS` with the given descriptors as its stdin, stdout and stderr.
+fn run_with(home: &Home, args: &[&str], stdin: Stdio, stdout: Stdio, stderr: Stdio) -> ExitStatus {
+    let mut child = Command::new(SPAWN)
+        .env("SPAWN_HOME", home.path())
+        .args(args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("start spawn");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for spawn") {
+            return status;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            panic!("spawn {args:?} did not finish within {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn file_stdio(f: &std::fs::File) -> Stdio {
+    Stdio::from(f.try_clone().expect("dup"))
+}
+
+fn read_all(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).expect("read the output file")
+}
+
+/// What the agent prints: numbered lines on stdout and stderr, interleaved, with one large
+/// block so that the pipe fills more than once.
+const AGENT: &str = "i=0; while [ $i -lt 50 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; \
+                     head -c 300000 /dev/zero | tr '\\0' x; echo; echo last";
+
+fn expected_interleaved() -> String {
+    let mut s = String::new();
+    for i in 0..50 {
+        s.push_str(&format!("out{i}\nerr{i}\n"));
+    }
+    s.push_str(&"x".repeat(300_000));
+    s.push_str("\nlast\n");
+    s
+}
+
+#[test]
+fn output_to_a_regular_file_lands_at_the_callers_offset_on_every_runtime() {
+    let home = Home::new();
+    let dir = tempdir("spawn-stdio-");
+    for runtime in RUNTIMES {
+        for json in [false, true] {
+            for append in [false, true] {
+                let path = dir.path().join(format!("{runtime}-{json}-{append}.txt"));
+                // `(echo pre; spawn run …; echo post) > file` (or `>> file`): the shell's
+                // one open file description, written before and after spawn.
+                let mut opts = std::fs::OpenOptions::new();
+                opts.create(true).mode(0o600);
+                if append {
+                    std::fs::write(&path, "old\n").expect("seed");
+                    opts.append(true);
+                } else {
+                    opts.write(true).truncate(true);
+                }
+                let mut f = opts.open(&path).expect("open the output file");
+                f.write_all(b"pre\n").expect("write pre");
+                let mut args = vec!["run", "--runtime", runtime];
+                if json {
+                    args.push("--json");
+                }
+                args.extend(["--", "sh", "-c", AGENT]);
+                let status = run_with(&home, &args, Stdio::null(), file_stdio(&f), file_stdio(&f));
+                f.write_all(b"post\n").expect("write post");
+                drop(f);
+                assert_eq!(
+                    status.code(),
+                    Some(0),
+                    "{runtime} json={json} append={append}"
+                );
+                let text = read_all(&path);
+                let mut expected = String::new();
+                if append {
+                    expected.push_str("old\n");
+                }
+                expected.push_str("pre\n");
+                assert_output(&without_warnings(&text), &expected, json, runtime, append);
+            }
+        }
+    }
+}
+
+fn assert_output(text: &str, prefix: &str, json: bool, runtime: &str, append: bool) {
+    let what = format!("{runtime} json={json} append={append}");
+    let rest = text.strip_prefix(prefix).unwrap_or_else(|| {
+        panic!(
+            "{what}: the file does not start with {prefix:?}:\n{}",
+            head(text)
+        )
+    });
+    let rest = rest
+        .strip_prefix(expected_interleaved().as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: the agent's output is not complete and in order:\n{}",
+                head(rest)
+            )
+        });
+    let rest = if json {
+        let (line, after) = rest
+            .split_once('\n')
+            .unwrap_or_else(|| panic!("{what}: no --json line after the output:\n{rest}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("{what}: the line after the output is not the result ({e}): {line}")
+        });
+        assert_eq!(v["exitCode"], 0, "{what}");
+        after
+    } else {
+        rest
+    };
+    assert_eq!(rest, "post\n", "{what}: what follows the run");
+}
+
+/// `text` without spawn's own warnings (the container runtime announces itself on stderr
+/// before the run starts).
+fn without_warnings(text: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|l| !l.starts_with("spawn: warning:"))
+        .collect()
+}
+
+fn head(s: &str) -> String {
+    s.chars().take(400).collect()
+}
+
+#[test]
+fn appends_interleave_whole_with_another_writer_on_every_runtime() {
+    let home = Home::new();
+    let dir = tempdir("spawn-stdio-");
+    for runtime in RUNTIMES {
+        let path = dir.path().join(format!("{runtime}.log"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open the log");
+        // Another writer appends to the same file (its own open) while the agent runs.
+        let other_path = path.clone();
+        let other = std::thread::spawn(move || {
+            let mut g = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&other_path)
+                .expect("open");
+            for i in 0..200 {
+                g.write_all(format!("other{i}\n").as_bytes())
+                    .expect("append");
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        });
+        let script = "i=0; while [ $i -lt 200 ]; do echo agent$i; i=$((i+1)); done";
+        let args = ["run", "--runtime", runtime, "--", "sh", "-c", script];
+        let status = run_with(&home, &args, Stdio::null(), file_stdio(&f), Stdio::null());
+        other.join().expect("the other writer");
+        assert_eq!(status.code(), Some(0), "{runtime}");
+        let text = read_all(&path);
+        let agent: Vec<&str> = text.lines().filter(|l| l.starts_with("agent")).collect();
+        let other: Vec<&str> = text.lines().filter(|l| l.starts_with("other")).collect();
+        let want: Vec<String> = (0..200).map(|i| format!("agent{i}")).collect();
+        assert_eq!(
+            agent, want,
+            "{runtime}: the agent's lines, in order, none lost"
+        );
+        assert_eq!(
+            other.len(),
+            200,
+            "{runtime}: the other writer's lines survive"
+        );
+        assert_eq!(
+            text.lines().count(),
+            400,
+            "{runtime}: nothing overwritten or torn:\n{}",
+            head(&text)
+        );
+    }
+}
+
+#[test]
+fn output_to_dev_null_a_pipe_and_a_terminal_on_every_runtime() {
+    let home = Home::new();
+    for runtime in RUNTIMES {
+        // /dev/null: the agent can write (no EBADF, no error), spawn exits with its code.
+        let status = run_with(
+            &home,
+            &[
+                "run",
+                "--runtime",
+                runtime,
+                "--",
+                "sh",
+                "-c",
+                "echo x; echo y >&2; exit 3",
+            ],
+            Stdio::null(),
+            Stdio::null(),
+            Stdio::null(),
+        );
+        assert_eq!(status.code(), Some(3), "{runtime}: /dev/null");
+
+        // A terminal (spawn's stdout and stderr are the pty's one description).
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let reader = {
+            let master = std::fs::File::from(pty.master);
+            std::thread::spawn(move || {
+                let mut master = master;
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read until the slave side is closed (EIO) or nothing comes for a while.
+                loop {
+                    match master.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                    }
+                }
+                out
+            })
+        };
+        let slave: OwnedFd = pty.slave;
+        let status = run_with(
+            &home,
+            &[
+                "run",
+                "--runtime",
+                runtime,
+                "--",
+                "sh",
+                "-c",
+                "echo tty-out; echo tty-err >&2; echo tty-end",
+            ],
+            Stdio::null(),
+            Stdio::from(slave.try_clone().expect("dup")),
+            Stdio::from(slave),
+        );
+        assert_eq!(status.code(), Some(0), "{runtime}: terminal");
+        let out =
+            String::from_utf8_lossy(&reader.join().expect("pty reader")).replace("\r\n", "\n");
+        let body: String = out
+            .lines()
+            .filter(|l| l.starts_with("tty-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            body, "tty-out\ntty-err\ntty-end\n",
+            "{runtime}: terminal output:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn stdin_reaches_the_agent_and_the_callers_files_keep_their_owner_and_mode() {
+    let home = Home::new();
+    let dir = tempdir("spawn-stdio-");
+    for runtime in RUNTIMES {
+        let input = dir.path().join(format!("{runtime}.in"));
+        std::fs::write(&input, "line1\nline2\n").expect("write input");
+        let output = dir.path().join(format!("{runtime}.out"));
+        let errors = dir.path().join(format!("{runtime}.err"));
+        std::fs::set_permissions(&input, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let open = |p: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(p)
+                .expect("open")
+        };
+        let (out_f, err_f) = (open(&output), open(&errors));
+        let mut in_f = std::fs::File::open(&input).expect("open input");
+        let status = run_with(
+            &home,
+            &[
+                "run",
+                "--runtime",
+                runtime,
+                "--",
+                "sh",
+                "-c",
+                "read a; read b; echo \"$b $a\"; cat",
+            ],
+            file_stdio(&in_f),
+            file_stdio(&out_f),
+            file_stdio(&err_f),
+        );
+        assert_eq!(status.code(), Some(0), "{runtime}");
+        assert_eq!(read_all(&output), "line2 line1\n", "{runtime}");
+        // The caller's input was consumed through its own offset (the relay read it).
+        assert_eq!(in_f.stream_position().expect("tell"), 12, "{runtime}");
+        for p in [&input, &output, &errors] {
+            let m = std::fs::metadata(p).expect("stat");
+            assert_eq!(
+                (m.uid(), m.gid(), m.mode() & 0o7777),
+                (0, 0, 0o600),
+                "{runtime}: {} changed owner or mode",
+                p.display()
+            );
+        }
+    }
+}
