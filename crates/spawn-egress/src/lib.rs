@@ -5,8 +5,9 @@
 //!
 //! - [`Proxy`]: `CONNECT` and absolute-URI HTTP, names resolved by the proxy, every
 //!   resolved address checked, connections only to checked addresses, `requireTls` by the
-//!   ClientHello's server name, per-run rate limit, an [`Observer`] event per attempt and per
-//!   closed connection.
+//!   ClientHello's server name, per-run rate limit, an [`Observer`] event per attempt
+//!   and per closed connection.
+//! - [`client_hello`]: the server name of a TLS ClientHello, read strictly.
 //! - [`Resolver`]: the proxy's own resolver (no search domains, no hosts file).
 
 #![forbid(unsafe_code)]
@@ -25,4 +26,4 @@ pub use error::EgressError;
 pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
 pub use service::{RunSockets, ServiceConfig};
-pub use sni::{client_hello, Hello, MAX_HELLO_BYTES};
+pub use sni::{client_hello, tunnel_sni, Hello, MAX_HELLO_BYTES};
