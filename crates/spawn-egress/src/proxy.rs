@@ -6,7 +6,8 @@
 //! Served: HTTP `CONNECT host:port` (tunnels, e.g. HTTPS) and absolute-URI HTTP requests
 //! (`GET http://host/path`), and transparently HTTP judged by its `Host` and TLS judged by
 //! its ClientHello's server name. A request head is read by [`crate::head`] (one
-//! destination that every part of the head agrees on). Each attempt, allowed or not, is reported to the run's
+//! destination that every part of the head agrees on); a tunnel whose first bytes are TLS
+//! must name its own host. Each attempt, allowed or not, is reported to the run's
 //! [`Observer`] with the reason; a closed connection with its byte counts. Denials are
 //! clear to the program: HTTP 403 (429 over the rate limit, 400 for a malformed or
 //! ambiguous request) with the reason in the body and in `X-Spawn-Denial`.
@@ -33,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::error::EgressError;
 use crate::head::{request_destination, Destination};
 use crate::resolve::Resolver;
-use crate::sni::{client_hello, Hello, MAX_HELLO_BYTES};
+use crate::sni::{client_hello, tunnel_sni, Hello, MAX_HELLO_BYTES};
 
 /// How long a client may take to send a request head (slowloris), or a ClientHello.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -469,10 +470,8 @@ impl Proxy {
                 return refusal(&d);
             }
         };
-        // CONNECT (plain HTTP was forwarded above): a tunnel once the client is told 200.
-        if !run.rules.require_tls {
-            report(&shown, Some(addr), Ok(()));
-        }
+        // CONNECT (plain HTTP was forwarded above): a tunnel once the client is told 200,
+        // reported once its first bytes are judged.
         let run = run.clone();
         tokio::spawn(async move {
             if let Ok(upgraded) = hyper::upgrade::on(req).await {
@@ -658,48 +657,118 @@ where
     let _ = to.shutdown().await;
 }
 
+/// A `CONNECT` tunnel once the client is told 200. The upstream's bytes reach the client at
+/// once (some servers speak first); the client's are held until its first bytes are judged
+/// ([`judge_first_bytes`]), then both ways are copied. The attempt is reported once, when
+/// judged (or, if the client never sends anything, when the tunnel ends); a refused tunnel
+/// is closed both ways with nothing forwarded.
 async fn tunnel(
     run: Arc<Run>,
     target: Target,
     port: u16,
-    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    client: TokioIo<hyper::upgrade::Upgraded>,
     upstream: TcpStream,
     addr: SocketAddr,
 ) {
     let shown = target.to_string();
-    let mut first = Vec::new();
-    if run.rules.require_tls {
-        // The ClientHello must name the host that was checked; nothing is forwarded before.
-        let verdict = match read_hello(&mut client, Vec::new(), HEAD_TIMEOUT).await {
-            Ok((hello, Hello::Sni(sni))) => match parse_host(&sni) {
-                Ok(t) if t == target => {
-                    first = hello;
-                    Ok(())
-                }
-                _ => Err(denial(
-                    "sni-mismatch",
-                    format!("the TLS server name {sni:?} is not {shown}"),
-                )),
-            },
-            Ok((_, Hello::NoSni)) => {
-                Err(denial("require-tls", "the TLS ClientHello names no server"))
-            }
-            Ok(_) => Err(denial("require-tls", "not a TLS ClientHello")),
-            Err(why) => Err(denial("require-tls", why)),
-        };
+    let report = |verdict: Result<(), Denial>| {
         run.observer.attempt(&Attempt {
             run_id: run.id.clone(),
             via: Via::Connect,
             host: shown.clone(),
             port,
             addr: Some(addr),
-            verdict: verdict.clone(),
+            verdict,
         });
-        if verdict.is_err() {
-            return;
+    };
+    let out = AtomicU64::new(0);
+    let inn = AtomicU64::new(0);
+    let (mut cr, cw) = tokio::io::split(client);
+    let (ur, mut uw) = upstream.into_split();
+    let down = pump(ur, cw, &inn);
+    let up = async {
+        let first = match judge_first_bytes(&mut cr, &target, run.rules.require_tls).await {
+            Ok(first) => first,
+            Err(d) => {
+                report(Err(d));
+                return false;
+            }
+        };
+        report(Ok(()));
+        if uw.write_all(&first).await.is_ok() {
+            out.fetch_add(first.len() as u64, Ordering::Relaxed);
+            pump(cr, uw, &out).await;
+        }
+        true
+    };
+    tokio::pin!(down, up);
+    let mut down_done = false;
+    let allowed = loop {
+        tokio::select! {
+            () = &mut down, if !down_done => down_done = true,
+            allowed = &mut up => break allowed,
+        }
+    };
+    if !allowed {
+        return;
+    }
+    if !down_done {
+        down.await;
+    }
+    run.observer.closed(&Closed {
+        run_id: run.id.clone(),
+        host: shown.clone(),
+        port,
+        addr,
+        bytes_out: out.load(Ordering::Relaxed),
+        bytes_in: inn.load(Ordering::Relaxed),
+    });
+}
+
+/// The client's first bytes in a tunnel to `target`, forwarding nothing: returned when they
+/// may go on. A TLS ClientHello must name `target` itself ([`tunnel_sni`]); a malformed one
+/// is refused; bytes that do not start like TLS pass, unless `requireTls`. Without
+/// `requireTls` the first byte may take as long as the tunnel lives (a server may speak
+/// first); a ClientHello, once begun, must be complete within [`HEAD_TIMEOUT`].
+async fn judge_first_bytes<R>(
+    client: &mut R,
+    target: &Target,
+    require_tls: bool,
+) -> Result<Vec<u8>, Denial>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut first = Vec::new();
+    if !require_tls {
+        let mut buf = [0u8; 4096];
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(first),
+            Ok(n) => first.extend_from_slice(&buf[..n]),
+        }
+        if client_hello(&first) == Hello::NotTls {
+            return Ok(first);
         }
     }
-    splice(&run, client, upstream, &first, shown, port, addr).await;
+    let unusable = |why: &str| {
+        if require_tls {
+            denial("require-tls", why)
+        } else {
+            denial("malformed", why)
+        }
+    };
+    let (first, hello) = read_hello(client, first, HEAD_TIMEOUT)
+        .await
+        .map_err(unusable)?;
+    match hello {
+        Hello::Sni(sni) => tunnel_sni(&sni, target).map(|()| first),
+        Hello::NoSni if !require_tls => Ok(first),
+        Hello::NoSni => Err(unusable("the TLS ClientHello names no server")),
+        Hello::Malformed(why) => Err(denial(
+            "malformed",
+            format!("an unreadable TLS ClientHello: {why}"),
+        )),
+        Hello::NotTls | Hello::NeedMore => Err(unusable("not a TLS ClientHello")),
+    }
 }
 
 /// Reads until the first bytes of a connection say what they are (starting with the bytes
