@@ -5,7 +5,7 @@ CARGO ?= cargo
 SPAWN := target/release/spawn
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test test-unit test-e2e lint fmt bench clean
+.PHONY: all deps build demo test test-unit test-e2e lint fmt bench fuzz clean
 
 all: build
 
@@ -32,6 +32,12 @@ test: deps lint
 bench: build
 	@scripts/install-deps.sh bench
 	$(CARGO) run --release -p spawn-bench -- --spawn $(SPAWN)
+
+# Every fuzz target for FUZZ_SECONDS (default 300) each, one at a time, on the installed
+# nightly toolchain (cargo-fuzz is installed if missing). Crash inputs, once fixed, go in
+# fuzz/regressions/<target>/, which `make test` checks on stable.
+fuzz:
+	@scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

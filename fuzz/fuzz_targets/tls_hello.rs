@@ -1,16 +1,10 @@
-//! The first bytes a sandboxed program sends to a TLS port: reading the ClientHello's
-//! server name never panics, and a name it reports is one the client really sent.
+//! The first bytes a sandboxed program sends to a TLS port or through a CONNECT tunnel:
+//! reading the ClientHello's server name never panics, and what it reads is what a TLS
+//! server (here: tls-parser) reads (`fuzz/properties/tls_hello.rs`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spawn_egress::{client_hello, Hello};
 
-fuzz_target!(|data: &[u8]| {
-    match client_hello(data) {
-        Hello::Sni(name) => assert!(data
-            .windows(name.len().max(1))
-            .any(|w| w == name.as_bytes())),
-        Hello::NeedMore => assert!(data.len() < spawn_egress::MAX_HELLO_BYTES + 5),
-        Hello::NoSni | Hello::NotTls => {}
-    }
-});
+include!("../properties/tls_hello.rs");
+
+fuzz_target!(|data: &[u8]| check(data));

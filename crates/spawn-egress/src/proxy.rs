@@ -4,10 +4,13 @@
 //! an address it checked, so a later DNS answer can never change where a connection goes.
 //!
 //! Served: HTTP `CONNECT host:port` (tunnels, e.g. HTTPS) and absolute-URI HTTP requests
-//! (`GET http://host/path`). Each attempt, allowed or not, is reported to the run's
+//! (`GET http://host/path`), and transparently HTTP judged by its `Host` and TLS judged by
+//! its ClientHello's server name. A request head is read by [`crate::head`] (one
+//! destination that every part of the head agrees on); a tunnel whose first bytes are TLS
+//! must name its own host. Each attempt, allowed or not, is reported to the run's
 //! [`Observer`] with the reason; a closed connection with its byte counts. Denials are
-//! clear to the program: HTTP 403 (429 over the rate limit) with the reason in the body and
-//! in `X-Spawn-Denial`.
+//! clear to the program: HTTP 403 (429 over the rate limit, 400 for a malformed or
+//! ambiguous request) with the reason in the body and in `X-Spawn-Denial`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,15 +25,16 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderValue, HOST};
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use spawn_policy::net::{parse_host, Denial, NetRules, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::EgressError;
+use crate::head::{request_destination, Destination};
 use crate::resolve::Resolver;
-use crate::sni::{client_hello, Hello, MAX_HELLO_BYTES};
+use crate::sni::{client_hello, tunnel_sni, Hello, MAX_HELLO_BYTES};
 
 /// How long a client may take to send a request head (slowloris), or a ClientHello.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -231,7 +235,7 @@ fn text(status: StatusCode, denial: Option<&str>, body: String) -> Response<Prox
 fn refusal(denial: &Denial) -> Response<ProxyBody> {
     let status = match denial.code {
         "rate-limit" => StatusCode::TOO_MANY_REQUESTS,
-        "malformed" => StatusCode::BAD_REQUEST,
+        "malformed" | "host-mismatch" => StatusCode::BAD_REQUEST,
         "resolve" | "connect" => StatusCode::BAD_GATEWAY,
         _ => StatusCode::FORBIDDEN,
     };
@@ -242,7 +246,7 @@ fn refusal(denial: &Denial) -> Response<ProxyBody> {
     )
 }
 
-fn denial(code: &'static str, detail: impl Into<String>) -> Denial {
+pub(crate) fn denial(code: &'static str, detail: impl Into<String>) -> Denial {
     Denial {
         code,
         detail: detail.into(),
@@ -352,24 +356,41 @@ impl Proxy {
             }
             return;
         }
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let served_run = run.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let proxy = self.clone();
             let run = run.clone();
-            if mode == Mode::TransparentHttp {
-                absolute_from_host(&mut req);
-            }
-            async move { Ok::<_, Infallible>(proxy.request(run, req).await) }
+            async move { Ok::<_, Infallible>(proxy.request(run, mode, req).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
             .await;
+        // A head hyper could not read got its 400 (or 414, 431) from hyper; it is an
+        // attempt all the same.
+        if let (Err(e), Some(run)) = (served, served_run) {
+            if e.is_parse() || e.is_parse_too_large() {
+                run.observer.attempt(&Attempt {
+                    run_id: run.id.clone(),
+                    via: Via::Http,
+                    host: String::new(),
+                    port: 0,
+                    addr: None,
+                    verdict: Err(denial("malformed", format!("request head: {e}"))),
+                });
+            }
+        }
     }
 
-    async fn request(&self, run: Option<Arc<Run>>, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn request(
+        &self,
+        run: Option<Arc<Run>>,
+        mode: Mode,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         let Some(run) = run else {
             return text(
                 StatusCode::FORBIDDEN,
@@ -377,24 +398,23 @@ impl Proxy {
                 "spawn egress proxy: this address is not a spawn sandbox\n".into(),
             );
         };
-        let via = if req.method() == Method::CONNECT {
-            Via::Connect
-        } else {
-            Via::Http
-        };
-        let (host, port) = match destination(via, req.uri()) {
-            Ok(hp) => hp,
-            Err(d) => {
-                let host = req.uri().host().unwrap_or("").chars().take(255).collect();
+        let asked = request_destination(mode, req.method(), req.uri(), req.headers());
+        let (via, Destination { target, port }) = match asked {
+            Ok(asked) => (asked.via, asked.dest),
+            Err(refused) => {
                 run.observer.attempt(&Attempt {
                     run_id: run.id.clone(),
-                    via,
-                    host,
+                    via: if req.method() == hyper::Method::CONNECT {
+                        Via::Connect
+                    } else {
+                        Via::Http
+                    },
+                    host: refused.host,
                     port: 0,
                     addr: None,
-                    verdict: Err(d.clone()),
+                    verdict: Err(refused.denial.clone()),
                 });
-                return refusal(&d);
+                return refusal(&refused.denial);
             }
         };
         let report = |host: &str, addr, verdict| {
@@ -407,15 +427,15 @@ impl Proxy {
                 verdict,
             });
         };
+        let shown = target.to_string();
         if via == Via::Http {
-            let (target, addrs) = match self.decide(&run, via, &host, port).await {
-                Ok(decided) => decided,
-                Err((shown, d)) => {
+            let addrs = match self.decide(&run, via, &target, port).await {
+                Ok(addrs) => addrs,
+                Err(d) => {
                     report(&shown, None, Err(d.clone()));
                     return refusal(&d);
                 }
             };
-            let shown = target.to_string();
             // A kept-alive connection of this run to one of the checked addresses, or a
             // new one.
             let (sender, addr) = match run.checkout(&addrs) {
@@ -443,18 +463,15 @@ impl Proxy {
             report(&shown, Some(addr), Ok(()));
             return forward(run.clone(), &shown, port, addr, sender, req).await;
         }
-        let (target, upstream, addr) = match self.open(&run, via, &host, port).await {
+        let (upstream, addr) = match self.open(&run, via, &target, port).await {
             Ok(opened) => opened,
-            Err((shown, d)) => {
+            Err(d) => {
                 report(&shown, None, Err(d.clone()));
                 return refusal(&d);
             }
         };
-        // CONNECT (plain HTTP was forwarded above): a tunnel once the client is told 200.
-        let shown = target.to_string();
-        if !run.rules.require_tls {
-            report(&shown, Some(addr), Ok(()));
-        }
+        // CONNECT (plain HTTP was forwarded above): a tunnel once the client is told 200,
+        // reported once its first bytes are judged.
         let run = run.clone();
         tokio::spawn(async move {
             if let Ok(upgraded) = hyper::upgrade::on(req).await {
@@ -481,17 +498,32 @@ impl Proxy {
                 verdict,
             });
         };
-        let (hello, sni) = match read_hello(&mut client).await {
+        let read = match read_hello(&mut client, Vec::new(), HEAD_TIMEOUT).await {
+            Ok((hello, Hello::Sni(sni))) => Ok((hello, sni)),
+            Ok((_, Hello::NoSni)) => Err("the TLS ClientHello names no server"),
+            Ok((_, Hello::Malformed(why))) => Err(why),
+            Ok((_, Hello::NotTls | Hello::NeedMore)) => Err("not a TLS ClientHello"),
+            Err(why) => Err(why),
+        };
+        let (hello, sni) = match read {
             Ok(read) => read,
             Err(why) => {
                 report(String::new(), None, Err(denial("malformed", why)));
                 return;
             }
         };
-        let (target, upstream, addr) = match self.open(&run, Via::Tls, &sni, 443).await {
+        let target = match parse_host(&sni) {
+            Ok(target) => target,
+            Err(e) => {
+                let shown = sni.chars().take(255).collect();
+                report(shown, None, Err(denial("malformed", e)));
+                return;
+            }
+        };
+        let (upstream, addr) = match self.open(&run, Via::Tls, &target, 443).await {
             Ok(opened) => opened,
-            Err((shown, d)) => {
-                report(shown, None, Err(d));
+            Err(d) => {
+                report(target.to_string(), None, Err(d));
                 return;
             }
         };
@@ -509,71 +541,59 @@ impl Proxy {
     }
 
     /// Decides, resolves, checks every address and connects: the whole policy for one
-    /// attempt. On refusal: the host as shown and why.
+    /// attempt.
     async fn open(
         &self,
         run: &Run,
         via: Via,
-        host: &str,
+        target: &Target,
         port: u16,
-    ) -> Result<(Target, TcpStream, SocketAddr), (String, Denial)> {
-        let (target, addrs) = self.decide(run, via, host, port).await?;
-        let (stream, addr) = connect(&addrs).await.map_err(|d| (target.to_string(), d))?;
-        Ok((target, stream, addr))
+    ) -> Result<(TcpStream, SocketAddr), Denial> {
+        let addrs = self.decide(run, via, target, port).await?;
+        connect(&addrs).await
     }
 
-    /// The policy for one attempt: rate limit, the name, `requireTls`, then resolution with
-    /// every address checked. The addresses it returns are the only ones that may be
-    /// connected to.
+    /// The policy for one attempt on a destination already read and normalized: rate
+    /// limit, the name, `requireTls`, then resolution with every address checked. The
+    /// addresses it returns are the only ones that may be connected to.
     async fn decide(
         &self,
         run: &Run,
         via: Via,
-        host: &str,
+        target: &Target,
         port: u16,
-    ) -> Result<(Target, Vec<SocketAddr>), (String, Denial)> {
-        let shown = host.chars().take(255).collect::<String>();
+    ) -> Result<Vec<SocketAddr>, Denial> {
         if let Some(bucket) = &run.bucket {
             let ok = bucket.lock().map(|mut b| b.take()).unwrap_or(false);
             if !ok {
-                return Err((
-                    shown,
-                    denial("rate-limit", "the run's rateLimit is used up"),
-                ));
+                return Err(denial("rate-limit", "the run's rateLimit is used up"));
             }
         }
-        let target = parse_host(host).map_err(|e| (shown.clone(), denial("malformed", e)))?;
-        let shown = target.to_string();
-        run.rules.check(&target).map_err(|d| (shown.clone(), d))?;
+        run.rules.check(target)?;
         if run.rules.require_tls && (via == Via::Http || port != 443) {
-            return Err((
-                shown,
-                denial(
-                    "require-tls",
-                    "requireTls: only TLS (CONNECT) to port 443 is allowed",
-                ),
+            return Err(denial(
+                "require-tls",
+                "requireTls: only TLS (CONNECT) to port 443 is allowed",
             ));
         }
-        let ips = match &target {
+        let ips = match target {
             Target::Ip(ip) => vec![*ip],
             Target::Name(name) => self
                 .inner
                 .resolver
                 .lookup(name)
                 .await
-                .map_err(|e| (shown.clone(), denial("resolve", e.to_string())))?,
+                .map_err(|e| denial("resolve", e.to_string()))?,
         };
         // Every address must pass: a name that also points into a blocked range (DNS
         // rebinding, a hostile zone) is refused as a whole.
         for ip in &ips {
-            run.rules.check_ip(*ip).map_err(|d| (shown.clone(), d))?;
+            run.rules.check_ip(*ip)?;
         }
-        Ok((
-            target,
-            ips.into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect(),
-        ))
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 }
 
@@ -616,54 +636,6 @@ pub enum Mode {
     TransparentTls,
 }
 
-/// Turns an origin-form request (`GET /x` + `Host: h`) into the absolute form
-/// (`http://h/x`), so it is judged and forwarded like one. A request without a usable
-/// `Host` is left alone and refused as malformed.
-fn absolute_from_host(req: &mut Request<Incoming>) {
-    if req.uri().authority().is_some() || req.method() == Method::CONNECT {
-        return;
-    }
-    let Some(host) = req.headers().get(HOST).and_then(|h| h.to_str().ok()) else {
-        return;
-    };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = format!("http://{host}{path}").parse::<Uri>() {
-        *req.uri_mut() = uri;
-    }
-}
-
-/// Host and port of a CONNECT authority or an absolute `http://` URI.
-fn destination(via: Via, uri: &Uri) -> Result<(String, u16), Denial> {
-    let authority = uri.authority().ok_or_else(|| {
-        denial(
-            "malformed",
-            "this is a proxy: send CONNECT host:port or an absolute http:// URI",
-        )
-    })?;
-    if authority.as_str().contains('@') {
-        return Err(denial("malformed", "credentials in the authority"));
-    }
-    let port = match via {
-        Via::Connect | Via::Tls => authority
-            .port_u16()
-            .ok_or_else(|| denial("malformed", "CONNECT needs host:port"))?,
-        Via::Http => {
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
-                    return Err(denial("malformed", "use CONNECT for https"));
-                }
-                _ => return Err(denial("malformed", "only http:// URIs are forwarded")),
-            }
-            authority.port_u16().unwrap_or(80)
-        }
-    };
-    if port == 0 {
-        return Err(denial("malformed", "port 0"));
-    }
-    Ok((authority.host().to_owned(), port))
-}
-
 /// Counts bytes through one direction.
 async fn pump<R, W>(mut from: R, mut to: W, count: &AtomicU64)
 where
@@ -685,71 +657,148 @@ where
     let _ = to.shutdown().await;
 }
 
+/// A `CONNECT` tunnel once the client is told 200. The upstream's bytes reach the client at
+/// once (some servers speak first); the client's are held until its first bytes are judged
+/// ([`judge_first_bytes`]), then both ways are copied. The attempt is reported once, when
+/// judged (or, if the client never sends anything, when the tunnel ends); a refused tunnel
+/// is closed both ways with nothing forwarded.
 async fn tunnel(
     run: Arc<Run>,
     target: Target,
     port: u16,
-    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    client: TokioIo<hyper::upgrade::Upgraded>,
     upstream: TcpStream,
     addr: SocketAddr,
 ) {
     let shown = target.to_string();
-    let mut first = Vec::new();
-    if run.rules.require_tls {
-        // The ClientHello must name the host that was checked; nothing is forwarded before.
-        let verdict = match read_hello(&mut client).await {
-            Ok((hello, sni)) => match parse_host(&sni) {
-                Ok(t) if t == target => {
-                    first = hello;
-                    Ok(())
-                }
-                _ => Err(denial(
-                    "sni-mismatch",
-                    format!("the TLS server name {sni:?} is not {shown}"),
-                )),
-            },
-            Err(why) => Err(denial("require-tls", why)),
-        };
+    let report = |verdict: Result<(), Denial>| {
         run.observer.attempt(&Attempt {
             run_id: run.id.clone(),
             via: Via::Connect,
             host: shown.clone(),
             port,
             addr: Some(addr),
-            verdict: verdict.clone(),
+            verdict,
         });
-        if verdict.is_err() {
-            return;
+    };
+    let out = AtomicU64::new(0);
+    let inn = AtomicU64::new(0);
+    let (mut cr, cw) = tokio::io::split(client);
+    let (ur, mut uw) = upstream.into_split();
+    let down = pump(ur, cw, &inn);
+    let up = async {
+        let first = match judge_first_bytes(&mut cr, &target, run.rules.require_tls).await {
+            Ok(first) => first,
+            Err(d) => {
+                report(Err(d));
+                return false;
+            }
+        };
+        report(Ok(()));
+        if uw.write_all(&first).await.is_ok() {
+            out.fetch_add(first.len() as u64, Ordering::Relaxed);
+            pump(cr, uw, &out).await;
         }
+        true
+    };
+    tokio::pin!(down, up);
+    let mut down_done = false;
+    let allowed = loop {
+        tokio::select! {
+            () = &mut down, if !down_done => down_done = true,
+            allowed = &mut up => break allowed,
+        }
+    };
+    if !allowed {
+        return;
     }
-    splice(&run, client, upstream, &first, shown, port, addr).await;
+    if !down_done {
+        down.await;
+    }
+    run.observer.closed(&Closed {
+        run_id: run.id.clone(),
+        host: shown.clone(),
+        port,
+        addr,
+        bytes_out: out.load(Ordering::Relaxed),
+        bytes_in: inn.load(Ordering::Relaxed),
+    });
 }
 
-/// Reads a connection's ClientHello, forwarding nothing: its bytes and the server name it
-/// asks for, or why it is not a usable one.
-async fn read_hello<R>(client: &mut R) -> Result<(Vec<u8>, String), &'static str>
+/// The client's first bytes in a tunnel to `target`, forwarding nothing: returned when they
+/// may go on. A TLS ClientHello must name `target` itself ([`tunnel_sni`]); a malformed one
+/// is refused; bytes that do not start like TLS pass, unless `requireTls`. Without
+/// `requireTls` the first byte may take as long as the tunnel lives (a server may speak
+/// first); a ClientHello, once begun, must be complete within [`HEAD_TIMEOUT`].
+async fn judge_first_bytes<R>(
+    client: &mut R,
+    target: &Target,
+    require_tls: bool,
+) -> Result<Vec<u8>, Denial>
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let mut hello = Vec::new();
-    tokio::time::timeout(HEAD_TIMEOUT, async {
+    let mut first = Vec::new();
+    if !require_tls {
+        let mut buf = [0u8; 4096];
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(first),
+            Ok(n) => first.extend_from_slice(&buf[..n]),
+        }
+        if client_hello(&first) == Hello::NotTls {
+            return Ok(first);
+        }
+    }
+    let unusable = |why: &str| {
+        if require_tls {
+            denial("require-tls", why)
+        } else {
+            denial("malformed", why)
+        }
+    };
+    let (first, hello) = read_hello(client, first, HEAD_TIMEOUT)
+        .await
+        .map_err(unusable)?;
+    match hello {
+        Hello::Sni(sni) => tunnel_sni(&sni, target).map(|()| first),
+        Hello::NoSni if !require_tls => Ok(first),
+        Hello::NoSni => Err(unusable("the TLS ClientHello names no server")),
+        Hello::Malformed(why) => Err(denial(
+            "malformed",
+            format!("an unreadable TLS ClientHello: {why}"),
+        )),
+        Hello::NotTls | Hello::NeedMore => Err(unusable("not a TLS ClientHello")),
+    }
+}
+
+/// Reads until the first bytes of a connection say what they are (starting with the bytes
+/// already read in `hello`), forwarding nothing: the bytes and the verdict, never
+/// [`Hello::NeedMore`]. An error when the client stops or takes longer than `limit`.
+async fn read_hello<R>(
+    client: &mut R,
+    mut hello: Vec<u8>,
+    limit: Duration,
+) -> Result<(Vec<u8>, Hello), &'static str>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let verdict = tokio::time::timeout(limit, async {
         let mut buf = [0u8; 4096];
         loop {
             match client_hello(&hello) {
                 Hello::NeedMore if hello.len() < MAX_HELLO_BYTES => {}
-                Hello::Sni(sni) => return Ok(sni),
-                Hello::NoSni => return Err("the TLS ClientHello names no server"),
-                _ => return Err("not a TLS ClientHello"),
+                Hello::NeedMore => return Err("a ClientHello longer than a TLS record"),
+                verdict => return Ok(verdict),
             }
             match client.read(&mut buf).await {
-                Ok(0) | Err(_) => return Err("no ClientHello"),
+                Ok(0) | Err(_) => return Err("the connection ended before a whole ClientHello"),
                 Ok(n) => hello.extend_from_slice(&buf[..n]),
             }
         }
     })
     .await
-    .unwrap_or(Err("no ClientHello in time"))
-    .map(|sni| (hello, sni))
+    .unwrap_or(Err("no whole ClientHello in time"))?;
+    Ok((hello, verdict))
 }
 
 /// Sends `first` (already read from the client) upstream, then copies both ways until

@@ -79,27 +79,72 @@ pub fn dns_server(
     Ok(addr)
 }
 
+/// The inputs kept in `fuzz/regressions/<target>/` (each once made the fuzz target fail),
+/// with their paths, in name order.
+pub fn fuzz_regressions(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    let mut kept: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+                })
+                .filter_map(|p| std::fs::read(&p).ok().map(|data| (p, data)))
+                .collect()
+        })
+        .unwrap_or_default();
+    kept.sort();
+    kept
+}
+
 /// A minimal TLS 1.2 ClientHello naming `host` (or no server at all).
 pub fn client_hello(host: Option<&str>) -> Vec<u8> {
-    let be16 = |n: usize| u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes();
+    let exts: Vec<(u16, Vec<u8>)> = host
+        .map(|h| vec![(0, server_name_ext(&[(0, h.as_bytes())]))])
+        .unwrap_or_default();
+    client_hello_with(&exts)
+}
+
+fn be16(n: usize) -> [u8; 2] {
+    u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+/// The body of a `server_name` extension listing `names` as (name type, bytes); type 0 is
+/// `host_name`.
+pub fn server_name_ext(names: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for (kind, name) in names {
+        list.push(*kind);
+        list.extend_from_slice(&be16(name.len()));
+        list.extend_from_slice(name);
+    }
+    let mut body = be16(list.len()).to_vec();
+    body.extend_from_slice(&list);
+    body
+}
+
+/// A TLS 1.2 ClientHello record carrying `exts` (type, body) in this order.
+pub fn client_hello_with(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut ext = Vec::new();
-    if let Some(h) = host {
-        let name = h.as_bytes();
-        let list_len = 3 + name.len();
-        ext.extend_from_slice(&[0, 0]); // server_name
-        ext.extend_from_slice(&be16(list_len + 2));
-        ext.extend_from_slice(&be16(list_len));
-        ext.push(0); // host_name
-        ext.extend_from_slice(&be16(name.len()));
-        ext.extend_from_slice(name);
+    for (kind, data) in exts {
+        ext.extend_from_slice(&kind.to_be_bytes());
+        ext.extend_from_slice(&be16(data.len()));
+        ext.extend_from_slice(data);
     }
     let mut body = vec![3, 3];
     body.extend_from_slice(&[7; 32]); // random
     body.push(0); // no session id
     body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
     body.extend_from_slice(&[1, 0]); // null compression
-    body.extend_from_slice(&be16(ext.len()));
-    body.extend_from_slice(&ext);
+    if !exts.is_empty() {
+        body.extend_from_slice(&be16(ext.len()));
+        body.extend_from_slice(&ext);
+    }
     let mut handshake = vec![1]; // ClientHello
     handshake.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes()[1..]);
     handshake.extend_from_slice(&body);

@@ -11,51 +11,26 @@
 // A plain test binary (no #[test] functions), so the test exemptions do not apply.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::{client, echo_server, exchange, get, http_server, rules, status, Events};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use spawn_egress::{Attempt, Closed, Mode, Observer, Proxy, Resolver, Via};
+use spawn_egress::{Mode, Proxy, Resolver, Via};
 use spawn_policy::net::NetRules;
-use spawn_policy::{NetCapability, NetPolicy, RateLimit};
+use spawn_policy::NetPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
 const PUBLIC2: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 2);
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
-
-/// What the observer saw.
-#[derive(Default)]
-struct Events {
-    attempts: Mutex<Vec<Attempt>>,
-    closed: Mutex<Vec<Closed>>,
-}
-
-impl Observer for Events {
-    fn attempt(&self, e: &Attempt) {
-        self.attempts.lock().unwrap().push(e.clone());
-    }
-    fn closed(&self, e: &Closed) {
-        self.closed.lock().unwrap().push(e.clone());
-    }
-}
-
-impl Events {
-    fn last(&self) -> Attempt {
-        self.attempts
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("an attempt was reported")
-    }
-}
 
 /// The test names; `rebind.test` answers public, then private, alternately.
 fn dns_server() -> SocketAddr {
@@ -71,105 +46,6 @@ fn dns_server() -> SocketAddr {
             Some(vec![if flips % 2 == 1 { PUBLIC } else { PRIVATE }])
         }
         _ => None,
-    })
-    .unwrap()
-}
-
-/// HTTP on port 80 of `ip`: answers `hello from IP, Host: …` and counts requests.
-async fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
-    let listener = TcpListener::bind((ip, 80)).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let hits = hits.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        let host = req
-                            .headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        async move {
-                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from(format!("hello from {ip}, Host: {host}\n")),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-}
-
-/// A TCP echo on port 443 of `ip` (stands in for a TLS server: the proxy does not look
-/// past the ClientHello).
-async fn echo_server(ip: Ipv4Addr) {
-    let listener = TcpListener::bind((ip, 443)).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-}
-
-async fn client(from: Ipv4Addr, proxy: SocketAddr) -> TcpStream {
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-    sock.connect(proxy).await.unwrap()
-}
-
-/// Sends `raw` from `from` and returns everything the proxy sends back until it closes.
-async fn exchange(from: Ipv4Addr, proxy: SocketAddr, raw: &str) -> String {
-    let mut s = client(from, proxy).await;
-    s.write_all(raw.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn get(from: Ipv4Addr, proxy: SocketAddr, url: &str) -> String {
-    exchange(
-        from,
-        proxy,
-        &format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
-
-fn status(resp: &str) -> &str {
-    resp.split(' ').nth(1).unwrap_or("")
-}
-
-fn rules(
-    policy: NetPolicy,
-    allow: &[&str],
-    deny: &[&str],
-    tls: bool,
-    rate: Option<u64>,
-) -> NetRules {
-    NetRules::from_capability(&NetCapability {
-        policy: Some(policy),
-        allowlist: allow.iter().map(|s| (*s).to_owned()).collect(),
-        denylist: deny.iter().map(|s| (*s).to_owned()).collect(),
-        rate_limit: rate.map(|requests| RateLimit {
-            requests,
-            per: "1m".into(),
-        }),
-        require_tls: Some(tls),
     })
     .unwrap()
 }
@@ -195,10 +71,10 @@ async fn cases() -> usize {
     let dns = dns_server();
     let public_hits = Arc::new(AtomicUsize::new(0));
     let private_hits = Arc::new(AtomicUsize::new(0));
-    http_server(PUBLIC, public_hits.clone()).await;
-    http_server(PUBLIC2, Arc::new(AtomicUsize::new(0))).await;
-    http_server(PRIVATE, private_hits.clone()).await;
-    echo_server(PUBLIC).await;
+    http_server(PUBLIC, 80, public_hits.clone()).await;
+    http_server(PUBLIC2, 80, Arc::new(AtomicUsize::new(0))).await;
+    http_server(PRIVATE, 80, private_hits.clone()).await;
+    echo_server(PUBLIC, Arc::new(AtomicUsize::new(0))).await;
     let loopback_server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let loopback_port = loopback_server.local_addr().unwrap().port();
 
@@ -352,14 +228,24 @@ async fn cases() -> usize {
         "{codes:?}"
     );
 
-    case("the Host header cannot redirect a request: the checked host is sent upstream");
+    case(
+        "the Host header cannot redirect a request: the checked, normalized host is sent upstream",
+    );
+    let r = exchange(
+        a,
+        paddr,
+        "GET http://allowed.test/ HTTP/1.1\r\nHost: ALLOWED.test.\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.contains("Host: allowed.test\n"), "{r}");
     let r = exchange(
         a,
         paddr,
         "GET http://allowed.test/ HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(r.contains("Host: allowed.test"), "{r}");
+    assert_eq!(status(&r), "400", "{r}");
+    assert_eq!(ea.last().verdict.unwrap_err().code, "host-mismatch");
 
     case("CONNECT tunnels bytes to an allowed host and reports the byte counts");
     let mut s = client(a, paddr).await;

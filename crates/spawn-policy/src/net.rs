@@ -8,10 +8,11 @@
 //! address.
 //!
 //! Destinations are normalized before any check, so that one host has one spelling:
-//! names are lowercased, lose one trailing dot and are compared in punycode; IPv4 literals
-//! are read in every form `inet_aton` accepts (`2130706433`, `0x7f.1`, `0177.0.0.1`,
-//! `127.1`); IPv6 literals may be bracketed and carry a zone id; IPv4 addresses embedded in
-//! IPv6 (mapped, compatible, NAT64, 6to4) are checked as the IPv4 address they carry.
+//! names are lowercased, lose one trailing dot (two are an empty label, refused) and are
+//! compared in punycode; IPv4 literals are read in every form `inet_aton` accepts
+//! (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`); IPv6 literals may be bracketed and
+//! carry a zone id; IPv4 addresses embedded in IPv6 (mapped, compatible, NAT64, 6to4) are
+//! checked as the IPv4 address they carry.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -68,7 +69,15 @@ pub fn parse_host(raw: &str) -> Result<Target, String> {
     if let Some(v4) = parse_ipv4_any(raw) {
         return Ok(Target::Ip(IpAddr::V4(v4)));
     }
+    // One trailing dot (the root) is the same name; anything more is an empty label, which
+    // no resolver or server reads the same way, so it is refused rather than trimmed.
     let name = raw.strip_suffix('.').unwrap_or(raw);
+    if name.is_empty() || name.ends_with('.') {
+        return Err(format!(
+            "{} is not a host name: it has an empty label",
+            names::quote(raw)
+        ));
+    }
     if name.starts_with("*.") {
         return Err(format!("{} is a pattern, not a host", names::quote(raw)));
     }
@@ -96,14 +105,16 @@ fn is_number_like(label: &str) -> bool {
 }
 
 /// A checked domain (see `names::check_domain_pattern`) in its comparable form: lowercase
-/// ASCII, each Unicode label in punycode (`xn--`).
+/// ASCII, each Unicode label in punycode (`xn--`). A label is lowercased before it is
+/// encoded, so one that is ASCII once lowercased (the Kelvin sign `\u{212A}` becomes `k`)
+/// is that ASCII label, as IDNA maps it, never an `xn--` form of plain letters.
 fn ascii_name(name: &str) -> String {
     name.split('.')
         .map(|label| {
-            if label.is_ascii() {
-                label.to_ascii_lowercase()
+            let chars: Vec<char> = label.chars().flat_map(char::to_lowercase).collect();
+            if chars.iter().all(char::is_ascii) {
+                chars.into_iter().collect()
             } else {
-                let chars: Vec<char> = label.chars().flat_map(char::to_lowercase).collect();
                 names::punycode_encode(&chars)
                     .map(|p| format!("xn--{p}"))
                     .unwrap_or_default()

@@ -13,10 +13,11 @@
 //!   `task_syscall.go` and goes to syscall exit) without reaching any point. With spawn's
 //!   filter installed, `mount`, `unshare(CLONE_NEWUSER)` and `socket(AF_PACKET, …)` gave the
 //!   sink no message at all, enter or exit, raw or named; without the filter the same calls
-//!   gave one each. No point exists for seccomp decisions (`runsc trace metadata`: 991
-//!   points, `container/start`, five `sentry/*`, syscall enter/exit), and every other
-//!   non-allow action (trap, trace without a tracer) also skips the points. So the sink can
-//!   only report calls that *passed* the filter.
+//!   gave one each. The other non-allow answers skip the points too (checked: trap, which
+//!   raises `SIGSYS`, and trace without a tracer, which fails `ENOSYS`; this gVisor kills
+//!   a task whose filter answers "log"). No point exists for seccomp decisions (`runsc
+//!   trace metadata`: 991 points, `container/start`, five `sentry/*`, syscall enter/exit).
+//!   So the sink can only report calls that *passed* the filter.
 //! - **Its debug log does.** That `denied by seccomp` line carries the syscall number and
 //!   the thread, once per denied call, and nothing the agent controls. runsc writes the
 //!   Sentry's debug log to the path of `--debug-log`, which may be a FIFO: spawn makes one in
@@ -36,12 +37,24 @@
 //! main filter can block ([`may_block`]), as the native runtime counts only what reaches
 //! its listener.
 //!
-//! Cost, measured on a 2-core VM (systrap): `--debug` for the Sentry costs ~80 ms of start
-//! (`python3 -c pass` 0.32 s → 0.40 s: the Sentry logs its set-up at debug level), nothing
-//! measurable on allowed calls (100k `ioctl`: 0.56 s → 0.59 s), and ~30 µs per denied call
-//! (100k denied `mount`: 1.6 s → 4.7 s), which only an agent that hammers a blocked call
-//! pays. The Sentry's log writes block when the FIFO is full, so a stalled reader stalls
-//! the sandbox, never loses a denial; [`DenialLog`] asks for a 1 MiB pipe.
+//! Cost (2-core VM busy with other builds, systrap, medians of 9 interleaved runs, wall /
+//! CPU of runsc and its processes): `python3 -c pass` 0.35 s / 0.18 s → 0.40 s / 0.21 s
+//! with the Sentry's debug log on (it logs its set-up at debug level, ~500 lines); 100k
+//! allowed `ioctl`: no difference above the noise; 100k denied `mount`: 2.3 s / 1.1 s →
+//! 5.3 s / 2.5 s, about 14 µs of CPU per denial, paid only by an agent that hammers a
+//! blocked call. The Sentry's log writes block while the FIFO is full (checked: an unread
+//! FIFO holds the sandbox still, and reading it then delivers all 100,000 denials), so a
+//! stalled reader stalls the sandbox and never loses a denial; [`DenialLog`] asks for a
+//! 1 MiB pipe.
+
+//! A gVisor run uses it so: [`DenialLog::create`] in the run's private bundle directory
+//! before runsc starts; [`runsc_flags`] of its path on `runsc run` (global flags, before
+//! the subcommand; not needed on `kill` or `delete`); its [`DenialLog::as_fd`] polled with
+//! the run's other descriptors, and on `POLLIN` [`DenialLog::read_available`] with each
+//! denial passed to [`record`] (and what that returns to `Observer::denied`); after runsc
+//! has exited, [`DenialLog::drain`]. The debug log also holds what the Sentry logs at
+//! start, the OCI spec with the agent's environment among it: it must only ever go to this
+//! FIFO, never to a file.
 
 pub mod sink;
 

@@ -304,3 +304,115 @@ fn rate_limit_and_require_tls_are_read() {
     );
     assert!(r.require_tls);
 }
+
+/// A trailing dot is the root: one is the same name, more is an empty label and refused,
+/// never trimmed to a name that the lists would judge differently.
+#[test]
+fn more_than_one_trailing_dot_or_an_empty_label_is_malformed() {
+    for raw in [
+        ".",
+        "..",
+        "bx..",
+        "Bx..",
+        "Q0..",
+        "denied.example..",
+        "denied.example...",
+        "denied..example",
+        ".denied.example",
+        "..denied.example",
+        "denied.example.\u{3002}",
+        "xn--bcher-kva.example..",
+        "bücher.example..",
+        "1.2.3.4..",
+        "[::1].",
+    ] {
+        assert!(
+            parse_host(raw).is_err(),
+            "{raw:?} parsed as {:?}",
+            parse_host(raw)
+        );
+    }
+    assert_eq!(
+        parse_host("denied.example."),
+        Ok(Target::Name("denied.example".into()))
+    );
+    assert_eq!(parse_host("1.2.3.4."), Ok(Target::Ip(ip("1.2.3.4"))));
+}
+
+/// Every spelling that parses has one normalized form, which parses to itself, including
+/// Unicode letters that are ASCII once lowercased (the Kelvin sign is `k`).
+#[test]
+fn normalization_is_a_fixed_point() {
+    for (raw, want) in [
+        ("Bx.", "bx"),
+        ("\u{212A}elvin.example", "kelvin.example"),
+        ("\u{212A}.example", "k.example"),
+        ("b\u{212A}\u{00FC}.example", "xn--bk-yka.example"),
+        ("BÜCHER.Example.", "xn--bcher-kva.example"),
+        ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+    ] {
+        let got = parse_host(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+        assert_eq!(got, Target::Name(want.into()), "{raw:?}");
+        assert_eq!(parse_host(&got.to_string()), Ok(got.clone()), "{raw:?}");
+    }
+}
+
+/// The lists judge every spelling of a name as they judge the name: a denylist entry is
+/// not passed by adding dots, case or Unicode.
+#[test]
+fn denylist_entries_hold_against_every_spelling() {
+    let r = rules(
+        NetPolicy::EgressOnly,
+        &[],
+        &["denied.example", "*.kelvin.example"],
+    );
+    for raw in [
+        "denied.example",
+        "DENIED.example.",
+        "a.kelvin.example",
+        "a.\u{212A}elvin.example",
+        "A.\u{212A}ELVIN.EXAMPLE.",
+    ] {
+        let got = r.check(&parse_host(raw).unwrap());
+        assert_eq!(got.unwrap_err().code, "denylist", "{raw:?}");
+    }
+    for raw in ["denied.example..", "denied..example", "a.kelvin.example.."] {
+        assert!(parse_host(raw).is_err(), "{raw:?} is a host to judge");
+    }
+}
+
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_policy;
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/net_host.rs"
+    ));
+}
+
+/// Every input the `net_host` fuzz target ever failed on (fuzz/regressions/net_host/),
+/// and the spellings above, keep the target's property.
+#[test]
+fn fuzz_regressions_keep_the_net_host_property() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/net_host");
+    let mut kept = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        eprintln!("{}", path.display());
+        fuzz_property::check(&std::fs::read(&path).unwrap());
+        kept += 1;
+    }
+    assert!(kept > 0, "no regression inputs in {}", dir.display());
+    for raw in [
+        "Bx..",
+        "denied.example..",
+        "\u{212A}.example",
+        "a.\u{212A}elvin.example",
+        "169.254.169.254.",
+        "[::ffff:a9fe:a9fe]",
+        "bücher.example",
+    ] {
+        fuzz_property::check(raw.as_bytes());
+    }
+}
