@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,25 +29,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The run's link and its proxy; dropping it stops the proxy and removes the link.
 #[derive(Debug)]
 pub(crate) struct EgressNetwork {
+    /// The run's namespace, veth pair and host-side filter.
     link: Link,
     /// The run's registration with the proxy: closing it drops the run.
     registration: Mutex<Option<UnixStream>>,
-    /// For OCI runtimes: a process holding the run's namespace (`unshare --net cat`, which
-    /// ends when its stdin closes: with this value, or with spawn).
-    holder: Mutex<Option<(Child, ChildStdin)>>,
-}
-
-/// Stops a child that ends on EOF: closes its stdin, waits up to 2 s, then kills it.
-fn stop(mut child: Child, stdin: ChildStdin) {
-    drop(stdin);
-    for _ in 0..200 {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl EgressNetwork {
@@ -102,7 +87,6 @@ impl EgressNetwork {
                     return Ok(EgressNetwork {
                         link,
                         registration: Mutex::new(Some(conn)),
-                        holder: Mutex::new(None),
                     })
                 }
                 Err(e) => last = Some(e),
@@ -205,54 +189,13 @@ impl spawn_sandbox::Network for EgressNetwork {
         SocketAddr::from((self.link.host, ports::PROXY))
     }
 
-    fn attach(&self, pid: i32) -> std::result::Result<(), String> {
-        self.link.attach(pid).map_err(|e| e.to_string())
-    }
-
-    fn namespace(&self) -> std::result::Result<PathBuf, String> {
-        use std::os::unix::fs::MetadataExt as _;
-        let mut holder = self.holder.lock().map_err(|_| "holder lock".to_owned())?;
-        if let Some((child, _)) = holder.as_ref() {
-            return Ok(PathBuf::from(format!("/proc/{}/ns/net", child.id())));
-        }
-        let mut child = Command::new("unshare")
-            .args(["--net", "--", "cat"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start the namespace holder (unshare, util-linux): {e}"))?;
-        let stdin = child.stdin.take().ok_or("the holder has no stdin")?;
-        let pid = child.id();
-        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        // The namespace is the holder's once unshare has run: its inode differs from ours.
-        let ours = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
-        let mut ready = false;
-        for _ in 0..500 {
-            if std::fs::metadata(&path).is_ok_and(|m| Some(m.ino()) != ours) {
-                ready = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if !ready {
-            stop(child, stdin);
-            return Err("the namespace holder did not make a network namespace".into());
-        }
-        let pid = i32::try_from(pid).map_err(|e| e.to_string())?;
-        if let Err(e) = self.link.attach(pid) {
-            stop(child, stdin);
-            return Err(e.to_string());
-        }
-        *holder = Some((child, stdin));
-        Ok(path)
+    fn namespace(&self) -> PathBuf {
+        self.link.namespace()
     }
 }
 
 impl Drop for EgressNetwork {
     fn drop(&mut self) {
-        if let Some((child, stdin)) = self.holder.lock().ok().and_then(|mut c| c.take()) {
-            stop(child, stdin);
-        }
         // Closing the registration drops the run; the proxy then writes its summary and
         // closes its side, which is waited for (briefly) so the run's audit is complete.
         if let Some(mut conn) = self.registration.lock().ok().and_then(|mut c| c.take()) {

@@ -33,7 +33,7 @@ use crate::native::{
     self, defaults, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
 };
 use crate::stdio::Plumbing;
-use crate::{oci, rootfs, sys};
+use crate::{gvisor_monitor, oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
 pub const BASE: &str = "/dev/shm/spawn";
@@ -476,16 +476,7 @@ fn run_engine(
     let full = spec.net.policy == NetPolicy::Full;
     let native::NetView { network, dns, env } = native::NetView::of(spec, opts)?;
     // The run's namespace, already connected to the proxy and nothing else.
-    let netns = network
-        .map(|n| {
-            n.namespace().map_err(|e| {
-                SandboxError::setup(
-                    "connect the sandbox to the egress proxy",
-                    std::io::Error::other(e),
-                )
-            })
-        })
-        .transpose()?;
+    let netns = network.map(|n| n.namespace());
     let base = Path::new(BASE);
     ensure_dir(base, 0o711)?;
     if !on_tmpfs(base) {
@@ -650,6 +641,14 @@ fn run_engine(
     } else {
         None
     };
+    // gVisor's kernel has no seccomp listener: the calls spawn's filter denies are read
+    // from the Sentry's debug log instead (see `gvisor_monitor`), through a FIFO in the
+    // bundle (the log also holds the run's configuration: it never reaches a file).
+    let mut denials = if gvisor {
+        Some(gvisor_monitor::DenialLog::create(&bundle.path)?)
+    } else {
+        None
+    };
     let plumbing = Plumbing::for_process()?;
     observer.created().map_err(SandboxError::Refused)?;
 
@@ -671,16 +670,24 @@ fn run_engine(
         if let Some(group) = &own_cgroup {
             sys::join_cgroup_on_exec(&mut cmd, group.join_files()?);
             if let Some(ns) = &netns {
-                // gVisor's own network stack cannot be attached to a namespace made
-                // outside it: runsc runs inside the run's namespace and passes the
-                // agent's sockets to it (hostinet), where the run's filter holds.
+                // gVisor's own network stack (netstack) takes the run's interface over: the
+                // agent's sockets never reach the host kernel, and the frames netstack
+                // writes meet the filter at the link's host end. runsc scrapes the
+                // interface from inside the namespace; its check that this is not the
+                // host's namespace looks for /proc/sys/net/core/rmem_default, which
+                // Linux 6.x shows in every namespace, so runsc gets a private mount of
+                // an empty directory there (see `sys::mask_net_core_on_exec`).
                 let fd = std::fs::File::open(ns)
                     .map(OwnedFd::from)
                     .map_err(|e| SandboxError::setup("open the run's network namespace", e))?;
                 sys::enter_netns_on_exec(&mut cmd, fd);
-                cmd.arg("--network=host");
+                sys::mask_net_core_on_exec(&mut cmd);
+                cmd.arg("--network=sandbox");
             } else if full {
                 cmd.arg("--network=host");
+            }
+            if let Some(log) = &denials {
+                cmd.args(gvisor_monitor::runsc_flags(log.path())?);
             }
             cmd.args(["run", "--bundle"]);
         } else {
@@ -745,6 +752,7 @@ fn run_engine(
             &mut child,
             &sigfd,
             &report,
+            denials.as_mut(),
             observer,
             started + timeout,
         );
@@ -968,6 +976,7 @@ fn supervise(
     child: &mut Child,
     sigfd: &SignalFd,
     report: &OwnedFd,
+    mut denials: Option<&mut gvisor_monitor::DenialLog>,
     observer: &mut dyn Observer,
     deadline: Instant,
 ) -> Result<Supervised, SandboxError> {
@@ -1013,6 +1022,10 @@ fn supervise(
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
+        let denials_idx = denials.as_ref().map(|d| {
+            fds.push(PollFd::new(d.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match poll(
             &mut fds,
             PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX)),
@@ -1028,7 +1041,18 @@ fn supervise(
         let (exited, signalled) = (!ready(0).is_empty(), ready(1).contains(PollFlags::POLLIN));
         let connecting = report_idx.map(ready).unwrap_or(PollFlags::empty());
         let notified = listener_idx.map(ready).unwrap_or(PollFlags::empty());
+        let logged = denials_idx.map(ready).unwrap_or(PollFlags::empty());
         drop(fds);
+        if logged.contains(PollFlags::POLLIN) {
+            if let Some(log) = denials.as_deref_mut() {
+                // More than the budget waiting is read on the next round of the loop.
+                let _ = log.read_available(|d| {
+                    if let Some((name, first)) = gvisor_monitor::record(&d, &mut blocked) {
+                        observer.denied(&name, first);
+                    }
+                });
+            }
+        }
         // The init sends one message (the listener) and closes its end; either way the
         // socket is done with, and polling it on would spin (EOF stays readable).
         if connecting.contains(PollFlags::POLLIN) {
@@ -1062,6 +1086,14 @@ fn supervise(
             let status = child
                 .wait()
                 .map_err(|e| SandboxError::setup("wait for runc", e))?;
+            // The Sentry is gone: what it logged is all in the FIFO.
+            if let Some(log) = denials.as_deref_mut() {
+                let _ = log.drain(|d| {
+                    if let Some((name, first)) = gvisor_monitor::record(&d, &mut blocked) {
+                        observer.denied(&name, first);
+                    }
+                });
+            }
             return Ok(Supervised {
                 status,
                 kill_reason,

@@ -166,13 +166,10 @@ pub trait Network: std::fmt::Debug + Send + Sync {
     fn nameserver(&self) -> std::net::Ipv4Addr;
     /// The proxy for `HTTP_PROXY` / `HTTPS_PROXY`.
     fn proxy(&self) -> std::net::SocketAddr;
-    /// Connects the network namespace of process `pid` (the sandbox's init) to the proxy
-    /// and nothing else. Called before the agent can start; an error ends the run (125).
-    /// (The native runtime.)
-    fn attach(&self, pid: i32) -> Result<(), String>;
-    /// A network namespace already connected to the proxy and nothing else, for OCI
-    /// runtimes to join (`/proc/PID/ns/net` of a process that holds it for the run).
-    fn namespace(&self) -> Result<std::path::PathBuf, String>;
+    /// The run's network namespace, already connected to the proxy and nothing else, for
+    /// the sandbox to join (`/proc/PID/ns/net` of a process that holds it for the run). It
+    /// belongs to the host's user namespace: nothing in the sandbox can change it.
+    fn namespace(&self) -> std::path::PathBuf;
 }
 
 /// A run's limits with the defaults filled in.
@@ -387,7 +384,7 @@ fn child_config(
     use nix::sys::resource::Resource;
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
-        netns_at_clone: network.is_some(),
+        netns_joined: network.is_some(),
         host_network: spec.net.policy == NetPolicy::Full,
         plan,
         hostname,
@@ -636,18 +633,28 @@ pub fn run(
         let sigfd = SignalFd::new(&cancel_set).map_err(|e| SandboxError::setup("signalfd", e))?;
         let ch = channels()?;
         // Without a network, the network namespace is created by the init itself, so that
-        // its (slow) set-up overlaps with the cgroup set-up below; with one, it must exist
-        // at once for spawn to connect it.
-        let mut ns = (libc::CLONE_NEWUSER
+        // its (slow) set-up overlaps with the cgroup set-up below. With one, the sandbox is
+        // born in the run's namespace, made and connected beforehand and owned by the host's
+        // user namespace (so not even the sandbox's root can change it): spawn enters it
+        // for the clone and leaves it at once.
+        let ns = (libc::CLONE_NEWUSER
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWUTS) as u64;
-        if cfg.netns_at_clone {
-            ns |= libc::CLONE_NEWNET as u64;
-        }
+        let joined = network
+            .map(|n| {
+                std::fs::File::open(n.namespace())
+                    .map(OwnedFd::from)
+                    .map_err(|e| SandboxError::setup("open the run's network namespace", e))
+            })
+            .transpose()?;
+        let forked = match &joined {
+            Some(netns) => sys::clone3_fork_in_netns(ns, netns.as_fd()),
+            None => sys::clone3_fork(ns),
+        };
         let (pid, pidfd) =
-            match sys::clone3_fork(ns).map_err(|e| SandboxError::setup("create namespaces", e))? {
+            match forked.map_err(|e| SandboxError::setup("create namespaces", e))? {
                 sys::Forked::Child => {
                     let agent = &plumbing.agent;
                     let given = nix::unistd::dup2_stdin(&agent.stdin)
@@ -694,14 +701,6 @@ pub fn run(
             .map_err(|e| abort(SandboxError::setup("start sandbox", e)))?;
         // While the init builds its namespaces and root (~1 ms), check the kernel, create
         // the cgroup, let the caller record the start, and hand the cgroup over.
-        if let Some(net) = network {
-            net.attach(pid).map_err(|e| {
-                abort(SandboxError::setup(
-                    "connect the sandbox to the egress proxy",
-                    std::io::Error::other(e),
-                ))
-            })?;
-        }
         let layout = check_kernel().map_err(&abort)?;
         let cg = Cgroup::create(&layout, &name, &limits).map_err(&abort)?;
         let join = cg.join_files();

@@ -319,7 +319,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             list.retain(|n| n["type"] != "network");
         }
     }
-    if let (Some(ns), Kernel::Host) = (input.netns, input.kernel) {
+    if let Some(ns) = input.netns {
         if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
             for n in list.iter_mut().filter(|n| n["type"] == "network") {
                 n["path"] = json!(ns);
@@ -334,7 +334,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             // With a network, runsc runs inside the run's namespace with --network=host
             // (its netstack cannot be attached to a namespace made outside it): the
             // bundle then asks for no namespace of its own.
-            let joined = input.netns.is_some() || input.host_network;
+            let joined = input.host_network;
             if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 ns.retain(|n| n["type"] != "user" && !(joined && n["type"] == "network"));
             }

@@ -73,6 +73,30 @@ pub(crate) fn clone3_fork(ns_flags: u64) -> io::Result<Forked> {
     })
 }
 
+/// [`clone3_fork`] with the child born in the network namespace `netns` instead of the
+/// caller's: the calling thread enters it for the clone and returns to its own at once.
+pub(crate) fn clone3_fork_in_netns(ns_flags: u64, netns: BorrowedFd<'_>) -> io::Result<Forked> {
+    use nix::sched::{setns, CloneFlags};
+    let ours = std::fs::File::open("/proc/thread-self/ns/net")?;
+    setns(netns, CloneFlags::CLONE_NEWNET)?;
+    let forked = clone3_fork(ns_flags);
+    if matches!(forked, Ok(Forked::Child)) {
+        return forked;
+    }
+    if let Err(e) = setns(&ours, CloneFlags::CLONE_NEWNET) {
+        // spawn must not go on in the run's namespace: end the child and fail.
+        if let Ok(Forked::Parent { pidfd, pid }) = &forked {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = pidfd;
+        }
+        return Err(e.into());
+    }
+    forked
+}
+
 #[repr(C)]
 struct CloneArgs {
     flags: u64,
@@ -805,6 +829,46 @@ pub(crate) fn enter_netns_on_exec(cmd: &mut std::process::Command, netns: OwnedF
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `cmd` start in a mount namespace of its own in which `/proc/sys/net/core` is an
+/// empty tmpfs (runsc 2024-07-29 takes that file's presence as the sign of the host's
+/// network namespace, which Linux 6.x shows in every namespace). Must come after the step
+/// that enters the run's network namespace, whose `/proc/sys/net` it hides.
+pub(crate) fn mask_net_core_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (unshare, mount: async-signal-safe) with static NUL-terminated strings.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let flags = libc::MS_REC | libc::MS_SLAVE;
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) == -1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/proc/sys/net/core".as_ptr(),
+                c"tmpfs".as_ptr(),
+                ro,
+                std::ptr::null(),
+            ) == -1
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
