@@ -168,6 +168,94 @@ print("dns_other", resolve("other.test"))
 print("dns_private", resolve("private.test"))
 "#;
 
+/// Python run inside the sandbox: what it sends anywhere but to the proxy and DNS.
+const STRAY: &str = r#"
+import os, socket
+gateway = os.environ["HTTP_PROXY"].split("//")[1].split(":")[0]
+def attempt(make):
+    try:
+        return make()
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+def tcp(host, port):
+    s = socket.socket(); s.settimeout(5); s.connect((host, port)); return "CONNECTED"
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(3): s.sendto(b"stray", (host, port))
+    return "sent"
+def ping():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); s.settimeout(2)
+    s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", ("11.0.0.1", 0))
+    return "REPLY " + repr(s.recv(64))
+print("host_tcp", attempt(lambda: tcp(gateway, 18080)))
+print("public_udp", attempt(lambda: udp("11.0.0.1", 9999)))
+print("host_udp", attempt(lambda: udp(gateway, 9999)))
+print("raw_icmp", attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)))
+print("raw_tcp", attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)))
+print("packet", attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)))
+print("ping", attempt(ping))
+"#;
+
+/// Runs an agent on `runtime` that listens on port 8080 and holds a connection to the
+/// proxy, and returns what the host kernel lists (`ss -tan`) in the run's network
+/// namespace meanwhile.
+fn agent_sockets(spawn: &Spawn, runtime: &str) -> String {
+    let script = r#"
+import os, socket, sys, time
+l = socket.socket(); l.bind(("0.0.0.0", 8080)); l.listen()
+proxy = os.environ["HTTP_PROXY"].split("//")[1].split(":")
+c = socket.create_connection((proxy[0], int(proxy[1])))
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+        .args([
+            "run",
+            "--runtime",
+            runtime,
+            "--net",
+            "egress-only",
+            "--",
+            "python3",
+            "-c",
+            script,
+        ])
+        .env("SPAWN_HOME", spawn.home.path())
+        .env(
+            "SPAWN_EGRESS_NAMESERVER",
+            format!("127.0.0.1:{}", spawn.dns),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "{runtime}");
+    // The run's namespace is held by spawn's child `unshare --net cat` (now `cat`).
+    let spawn_pid = child.id().to_string();
+    let holder = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.split_whitespace().collect();
+            fields.get(1) == Some(&"(cat)") && fields.get(3) == Some(&spawn_pid.as_str())
+        })
+        .map(|e| e.path().join("ns/net"))
+        .expect("the namespace holder of the run");
+    let listed = sh(&[
+        "nsenter",
+        &format!("--net={}", holder.display()),
+        "ss",
+        "-Htan",
+    ]);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "{runtime}");
+    listed
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -182,6 +270,27 @@ fn main() {
     // Port 22 of the public address accepts: only the sandbox's filter can refuse it.
     let ssh = TcpListener::bind((PUBLIC, 22)).unwrap();
     std::thread::spawn(move || for _ in ssh.incoming() {});
+    // Listeners on every address of the test's namespace (so on the host end of every
+    // run's link too): nothing from a sandbox may reach them.
+    let stray_tcp = Arc::new(AtomicUsize::new(0));
+    let stray_udp = Arc::new(AtomicUsize::new(0));
+    {
+        let tcp = TcpListener::bind(("0.0.0.0", 18080)).unwrap();
+        let hits = stray_tcp.clone();
+        std::thread::spawn(move || {
+            for _ in tcp.incoming() {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let udp = std::net::UdpSocket::bind(("0.0.0.0", 9999)).unwrap();
+        let hits = stray_udp.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while udp.recv_from(&mut buf).is_ok() {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
     let spawn = Spawn {
         home: tempfile::tempdir().unwrap(),
         dns: dns_server(),
@@ -428,6 +537,116 @@ except Exception:
     reader.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("accepted no"), "{rest}");
     assert!(child.wait().unwrap().success());
+
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}: the host end's other ports, UDP, ICMP and raw sockets reach nothing"
+        ));
+        let before = (
+            stray_tcp.load(Ordering::SeqCst),
+            stray_udp.load(Ordering::SeqCst),
+        );
+        let out = spawn.run_on(runtime, &["--net", "egress-only"], STRAY);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}");
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("host_tcp", "ERR:ConnectionRefusedError"),
+                ("raw_icmp", "ERR:PermissionError"),
+                ("raw_tcp", "ERR:PermissionError"),
+                ("packet", "ERR:PermissionError"),
+            ],
+        );
+        // A datagram is refused at once (the namespace's filter) or sent and dropped (at
+        // the link's host end, for gVisor's netstack); the listeners below see nothing.
+        for key in ["public_udp", "host_udp"] {
+            assert!(
+                ["sent", "ERR:PermissionError"].contains(&field(&stdout, key)),
+                "{runtime}: {key}: {stdout}"
+            );
+        }
+        // A ping socket may exist (it is not raw), but its echo reaches nobody.
+        assert!(
+            field(&stdout, "ping").starts_with("ERR"),
+            "{runtime}: {stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            (
+                stray_tcp.load(Ordering::SeqCst),
+                stray_udp.load(Ordering::SeqCst)
+            ),
+            before,
+            "{runtime}: a listener on the host's side was reached"
+        );
+    }
+
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}: the host kernel sees the agent's sockets only where it runs them"
+        ));
+        let sockets = agent_sockets(&spawn, runtime);
+        if runtime == "gvisor" {
+            // netstack: the agent's listener and connection live in gVisor's kernel.
+            assert!(
+                !sockets.contains(":8080") && !sockets.contains(":3128"),
+                "gvisor: the host kernel holds the agent's sockets:\n{sockets}"
+            );
+        } else {
+            assert!(
+                sockets.contains(":8080") && sockets.contains(":3128"),
+                "{runtime}: the agent's sockets are not the host kernel's:\n{sockets}"
+            );
+        }
+    }
+
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}: spawn killed at any moment of set-up leaves no link and no filter"
+        ));
+        for i in 0..30u64 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+                .args([
+                    "run",
+                    "--runtime",
+                    runtime,
+                    "--net",
+                    "egress-only",
+                    "--",
+                    "true",
+                ])
+                .env("SPAWN_HOME", spawn.home.path())
+                .env(
+                    "SPAWN_EGRESS_NAMESERVER",
+                    format!("127.0.0.1:{}", spawn.dns),
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            // Spread over the set-up (namespace, pair, filters, proxy registration, start).
+            std::thread::sleep(Duration::from_millis(i * 7));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A sandbox a killed spawn left running holds its namespace until the next run
+        // reaps it.
+        let reap = spawn.run_on(runtime, &[], "print('reaped')");
+        assert_eq!(reap.status.code(), Some(0), "{runtime}");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            !sh(&["ip", "-o", "link"]).contains("spw")
+                && !sh(&["nft", "list", "tables"]).contains("spawn-spw")
+        });
+        assert!(
+            gone,
+            "{runtime}: left behind:\n{}\n{}",
+            sh(&["ip", "-o", "link"]),
+            sh(&["nft", "list", "tables"])
+        );
+    }
 
     case("nothing is left: no link, no proxy");
     let links = sh(&["ip", "-o", "link"]);
