@@ -72,10 +72,12 @@ struct Holder {
 
 impl Holder {
     fn start(cmd: &mut Command, what: &str) -> Result<Holder, EgressError> {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(|e| setup(what, format!("{e} (install iproute2, nftables and util-linux)")))?;
+        let mut child = cmd.stdin(Stdio::piped()).spawn().map_err(|e| {
+            setup(
+                what,
+                format!("{e} (install iproute2, nftables and util-linux)"),
+            )
+        })?;
         let stdin = child.stdin.take();
         Ok(Holder { child, stdin })
     }
@@ -164,8 +166,7 @@ impl Link {
             // The sandbox end is born inside the namespace: the pair dies with it.
             let made = run(
                 Command::new("ip").args([
-                    "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
-                    &ns,
+                    "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
                 ]),
                 "",
                 "create the veth pair",
@@ -294,7 +295,9 @@ fn host_filter(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<Holde
     // follows says it has been applied (nft answers errors on stderr instead).
     let commands = format!(
         "{}\nlist table ip {table}\n",
-        host_ruleset(host_if, host, sandbox).trim_end().replace('\n', "; ")
+        host_ruleset(host_if, host, sandbox)
+            .trim_end()
+            .replace('\n', "; ")
     );
     let stdin = holder
         .stdin

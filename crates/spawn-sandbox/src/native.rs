@@ -653,27 +653,26 @@ pub fn run(
             Some(netns) => sys::clone3_fork_in_netns(ns, netns.as_fd()),
             None => sys::clone3_fork(ns),
         };
-        let (pid, pidfd) =
-            match forked.map_err(|e| SandboxError::setup("create namespaces", e))? {
-                sys::Forked::Child => {
-                    let agent = &plumbing.agent;
-                    let given = nix::unistd::dup2_stdin(&agent.stdin)
-                        .and_then(|()| nix::unistd::dup2_stdout(&agent.stdout))
-                        .and_then(|()| nix::unistd::dup2_stderr(&agent.stderr));
-                    if given.is_err() {
-                        sys::exit_now(125);
-                    }
-                    let mut keep = vec![
-                        ch.child.go.as_raw_fd(),
-                        ch.child.report.as_raw_fd(),
-                        ch.child.status.as_raw_fd(),
-                    ];
-                    keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
-                    sys::close_all_except(&keep);
-                    init::init_main(&cfg, ch.child)
+        let (pid, pidfd) = match forked.map_err(|e| SandboxError::setup("create namespaces", e))? {
+            sys::Forked::Child => {
+                let agent = &plumbing.agent;
+                let given = nix::unistd::dup2_stdin(&agent.stdin)
+                    .and_then(|()| nix::unistd::dup2_stdout(&agent.stdout))
+                    .and_then(|()| nix::unistd::dup2_stderr(&agent.stderr));
+                if given.is_err() {
+                    sys::exit_now(125);
                 }
-                sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
-            };
+                let mut keep = vec![
+                    ch.child.go.as_raw_fd(),
+                    ch.child.report.as_raw_fd(),
+                    ch.child.status.as_raw_fd(),
+                ];
+                keep.extend(cfg.trees.iter().flatten().map(|t| t.as_raw_fd()));
+                sys::close_all_except(&keep);
+                init::init_main(&cfg, ch.child)
+            }
+            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
         let Channels {
             go,
             report,

@@ -7,7 +7,6 @@ fn home() -> super::helpers::Home {
 /// Whether spawn's init runs as the agent's user (OCI runtimes) or as another one.
 const INIT_IS_AGENT_USER: bool = true;
 
-
 /// Whether the agent runs on gVisor's kernel (its own /proc, /sys, /dev and processes).
 const GVISOR_KERNEL: bool = false;
 

@@ -8,7 +8,6 @@ fn home() -> super::helpers::Home {
 /// init is gVisor's root there, with no capability left once the command runs).
 const INIT_IS_AGENT_USER: bool = true;
 
-
 /// Whether the agent runs on gVisor's kernel (its own /proc, /sys, /dev and processes).
 const GVISOR_KERNEL: bool = true;
 
