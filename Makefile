@@ -12,8 +12,11 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
+# spawn-init (PID 1 of the OCI sandboxes) is relinked statically, non-PIE: under gVisor,
+# loading a dynamically linked init through the gofer costs more than all else spawn adds.
 build: deps
 	$(CARGO) build --release --workspace
+	$(CARGO) rustc --release -p spawn-cli --bin spawn-init -- -C target-feature=+crt-static -C relocation-model=static
 
 demo: build
 	@scripts/demo.sh $(SPAWN)

@@ -25,10 +25,29 @@ const WARMUP_ROUNDS: usize = 5;
 const BARE: &str = "true (bare)";
 const BWRAP: &str = "bwrap (comparable)";
 const SPAWN_NATIVE: &str = "spawn native";
-const RUNSC_DO: &str = "runsc do (ptrace)";
-const SPAWN_GVISOR: &str = "spawn gvisor (ptrace)";
+const RUNSC_DO_PTRACE: &str = "runsc do (ptrace)";
+const SPAWN_GVISOR_PTRACE: &str = "spawn gvisor (ptrace)";
+const RUNSC_DO_NODIRECTFS: &str = "runsc do --directfs=false (ptrace)";
+const RUNSC_DO_SYSTRAP: &str = "runsc do (systrap)";
+const SPAWN_GVISOR_SYSTRAP: &str = "spawn gvisor (systrap)";
 const RUNC_RUN: &str = "runc run (same bundle)";
 const SPAWN_CONTAINER: &str = "spawn container";
+
+/// `python3 -c pass`: a realistic short command (an interpreter's start, hundreds of
+/// file lookups and mappings).
+const PY_BARE: &str = "python3 -c pass (bare)";
+const PY_NATIVE: &str = "spawn native: python3 -c pass";
+const PY_RUNC: &str = "runc run: python3 -c pass";
+const PY_CONTAINER: &str = "spawn container: python3 -c pass";
+const PY_RUNSC_PTRACE: &str = "runsc do (ptrace): python3 -c pass";
+const PY_GVISOR_PTRACE: &str = "spawn gvisor (ptrace): python3 -c pass";
+const PY_RUNSC_NODIRECTFS: &str = "runsc do --directfs=false (ptrace): python3 -c pass";
+const PY_RUNSC_SYSTRAP: &str = "runsc do (systrap): python3 -c pass";
+const PY_GVISOR_SYSTRAP: &str = "spawn gvisor (systrap): python3 -c pass";
+/// A small file-tree walk (syscall-heavy: a stat per file), for the platform choice.
+const WALK_GVISOR_PTRACE: &str = "spawn gvisor (ptrace): walk";
+const WALK_GVISOR_SYSTRAP: &str = "spawn gvisor (systrap): walk";
+const WALK: &str = "import os; print(sum(len(f) for _, _, f in os.walk('/usr/lib/python3')))";
 
 /// Targets are reported as PASS/FAIL; missing one does not change the exit status.
 const TARGETS: &[Target] = &[
@@ -44,15 +63,51 @@ const TARGETS: &[Target] = &[
         max_ms: 10.0,
     },
     Target::Ratio {
-        label: "ratio spawn gvisor/runsc do",
-        case: SPAWN_GVISOR,
-        baseline: RUNSC_DO,
+        label: "ratio spawn gvisor/runsc do (ptrace)",
+        case: SPAWN_GVISOR_PTRACE,
+        baseline: RUNSC_DO_PTRACE,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "ratio spawn gvisor/runsc do --directfs=false (ptrace)",
+        case: SPAWN_GVISOR_PTRACE,
+        baseline: RUNSC_DO_NODIRECTFS,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "ratio spawn gvisor/runsc do (systrap)",
+        case: SPAWN_GVISOR_SYSTRAP,
+        baseline: RUNSC_DO_SYSTRAP,
         max: 1.10,
     },
     Target::Ratio {
         label: "ratio spawn container/runc run",
         case: SPAWN_CONTAINER,
         baseline: RUNC_RUN,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "python: spawn gvisor/runsc do (ptrace)",
+        case: PY_GVISOR_PTRACE,
+        baseline: PY_RUNSC_PTRACE,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "python: spawn gvisor/runsc do --directfs=false (ptrace)",
+        case: PY_GVISOR_PTRACE,
+        baseline: PY_RUNSC_NODIRECTFS,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "python: spawn gvisor/runsc do (systrap)",
+        case: PY_GVISOR_SYSTRAP,
+        baseline: PY_RUNSC_SYSTRAP,
+        max: 1.10,
+    },
+    Target::Ratio {
+        label: "python: spawn container/runc run",
+        case: PY_CONTAINER,
+        baseline: PY_RUNC,
         max: 1.10,
     },
 ];
@@ -70,6 +125,10 @@ struct Cli {
     /// tens to hundreds of milliseconds).
     #[arg(long, default_value_t = 60)]
     oci_rounds: usize,
+    /// Measured rounds of the short-command cases (`python3 -c pass` and a file-tree walk
+    /// on every runtime and gVisor platform; up to seconds each).
+    #[arg(long, default_value_t = 20)]
+    command_rounds: usize,
     /// The spawn binary to measure.
     #[arg(long, default_value = "target/release/spawn")]
     spawn: PathBuf,
@@ -114,8 +173,8 @@ fn run(cli: Cli) -> Result<()> {
     if cli.net_only {
         return net_bench(&cli, None);
     }
-    if cli.rounds == 0 || cli.oci_rounds == 0 {
-        bail!("--rounds must be at least 1");
+    if cli.rounds == 0 || cli.oci_rounds == 0 || cli.command_rounds == 0 {
+        bail!("--rounds, --oci-rounds and --command-rounds must be at least 1");
     }
     if !cli.spawn.is_file() {
         bail!(
@@ -140,40 +199,79 @@ fn run(cli: Cli) -> Result<()> {
             .env("SPAWN_HOME", &spawn_home),
     ];
 
-    // gVisor against `runsc do` on the same platform (ptrace, which every host has and
-    // which spawn is told to use here): both start a sandbox with gVisor's kernel and run
-    // `true` in it with no network; runsc do shares the host's root read-only.
+    // gVisor against `runsc do` on the same platform, for each platform a host without
+    // hardware virtualization has (ptrace, systrap): both start a sandbox with gVisor's
+    // kernel and run the command in it with no network; runsc do shares the host's root
+    // (its defaults: directfs on) where spawn builds its own (directfs off).
     let runsc = case::require("runsc", "runsc")?;
     let runsc_root = tmp.path().join("runsc-root");
     std::fs::create_dir(&runsc_root).context("create the runsc state directory")?;
-    // The container runtime against a bare `runc run` of the same bundle running `true`
-    // directly (spawn adds its init, the seccomp listener and its bookkeeping).
+    let runsc_do = |name: &str, platform: &str, argv: &[&str]| {
+        // `platform` may carry more flags: "ptrace --directfs=false".
+        let mut flags = platform.split(' ');
+        let platform = flags.next().unwrap_or(platform);
+        Case::new(name, &runsc)
+            .args(flags)
+            .args([
+                "--network=none",
+                &format!("--platform={platform}"),
+                "--root",
+            ])
+            .args([&runsc_root])
+            .args(["do"])
+            .args(argv)
+    };
+    let spawn_on = |name: &str, runtime: &str, platform: Option<&str>, argv: &[&str]| {
+        let case = Case::new(name, &cli.spawn)
+            .args(["run", "--runtime", runtime, "--"])
+            .args(argv)
+            .env("SPAWN_HOME", &spawn_home);
+        match platform {
+            Some(p) => case.env("SPAWN_GVISOR_PLATFORM", p),
+            None => case,
+        }
+    };
+    // The container runtime against a bare `runc run` of the same bundle running the
+    // command directly (spawn adds its init, the seccomp listener and its bookkeeping).
     let runc = runc::find()?;
     let bundles = tempfile::Builder::new()
         .prefix("spawn-bench-")
         .tempdir_in("/dev/shm")
         .context("create a bundle directory on /dev/shm (tmpfs)")?;
     let oci_cases = vec![
-        Case::new(RUNSC_DO, &runsc)
-            .args(["--network=none", "--platform=ptrace", "--root"])
-            .args([&runsc_root])
-            .args(["do", "true"]),
-        Case::new(SPAWN_GVISOR, &cli.spawn)
-            .args(["run", "--runtime", "gvisor", "--", "true"])
-            .env("SPAWN_HOME", &spawn_home)
-            .env("SPAWN_GVISOR_PLATFORM", "ptrace"),
-        runc::case(RUNC_RUN, &runc, bundles.path())?,
-        Case::new(SPAWN_CONTAINER, &cli.spawn)
-            .args(["run", "--runtime", "container", "--", "true"])
-            .env("SPAWN_HOME", &spawn_home),
+        runsc_do(RUNSC_DO_PTRACE, "ptrace", &["true"]),
+        spawn_on(SPAWN_GVISOR_PTRACE, "gvisor", Some("ptrace"), &["true"]),
+        runsc_do(RUNSC_DO_NODIRECTFS, "ptrace --directfs=false", &["true"]),
+        runsc_do(RUNSC_DO_SYSTRAP, "systrap", &["true"]),
+        spawn_on(SPAWN_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &["true"]),
+        runc::case(RUNC_RUN, &runc, bundles.path(), "true", &["true"])?,
+        spawn_on(SPAWN_CONTAINER, "container", None, &["true"]),
+    ];
+    // The system interpreter everywhere (the host's PATH may lead to a wrapper script).
+    let py = ["/usr/bin/python3", "-c", "pass"];
+    let walk = ["/usr/bin/python3", "-c", WALK];
+    let command_cases = vec![
+        Case::new(PY_BARE, "/usr/bin/python3").args(["-c", "pass"]),
+        spawn_on(PY_NATIVE, "native", None, &py),
+        runc::case(PY_RUNC, &runc, bundles.path(), "python", &py)?,
+        spawn_on(PY_CONTAINER, "container", None, &py),
+        runsc_do(PY_RUNSC_PTRACE, "ptrace", &py),
+        spawn_on(PY_GVISOR_PTRACE, "gvisor", Some("ptrace"), &py),
+        runsc_do(PY_RUNSC_NODIRECTFS, "ptrace --directfs=false", &py),
+        runsc_do(PY_RUNSC_SYSTRAP, "systrap", &py),
+        spawn_on(PY_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &py),
+        spawn_on(WALK_GVISOR_PTRACE, "gvisor", Some("ptrace"), &walk),
+        spawn_on(WALK_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &walk),
     ];
 
     let mut samples = measure(&cases, cli.rounds)?;
     samples.extend(measure(&oci_cases, cli.oci_rounds)?);
+    samples.extend(measure(&command_cases, cli.command_rounds)?);
     runc::remove_cgroup_parents();
     let results = cases
         .iter()
         .chain(&oci_cases)
+        .chain(&command_cases)
         .zip(samples)
         .map(|(case, samples)| {
             let summary = Summary::of(&samples).context("no samples")?;
@@ -192,8 +290,8 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
-        cli.rounds, cli.oci_rounds
+        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases: {}; short commands: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
+        cli.rounds, cli.oci_rounds, cli.command_rounds
     );
     report::print(&header, &results, &verdicts);
     let json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);

@@ -1,7 +1,7 @@
 //! The `runc` baseline: a bare `runc run` of a bundle equivalent to the one
 //! `spawn run --runtime container` makes (same rootfs plan, ids, limits, `/proc` masks and
-//! the policy's seccomp rules as an OCI profile), running `true` directly: no spawn, no
-//! init, no listener.
+//! the policy's seccomp rules as an OCI profile), running the command directly: no spawn,
+//! no init, no listener.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -17,13 +17,17 @@ pub fn find() -> Result<PathBuf> {
     require("runc", "runc")
 }
 
-/// Writes the bundle under `dir` (which must be on tmpfs) and returns the case running it.
-pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
+/// Writes a bundle running `argv` under `dir` (which must be on tmpfs), in a directory
+/// named `tag`, and returns the case running it.
+pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Result<Case> {
     let spec = RunSpec {
         name: "bench".into(),
-        ..RunSpec::bare(RuntimeKind::Container, vec!["true".into()])
+        ..RunSpec::bare(
+            RuntimeKind::Container,
+            argv.iter().map(|a| (*a).to_owned()).collect(),
+        )
     };
-    let bundle = dir.join("runc-bundle");
+    let bundle = dir.join(format!("runc-bundle-{tag}"));
     let state = dir.join("runc-state");
     let root = bundle.join("rootfs");
     for d in [&bundle, &state, &root] {
@@ -50,7 +54,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
             cpu_millis: Some(1000),
         },
         nofile: 1024,
-        cgroups_path: Some(format!("/spawn-bench/runc-{}", std::process::id())),
+        cgroups_path: Some(format!("/spawn-bench/runc-{}-{tag}", std::process::id())),
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
@@ -65,7 +69,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path) -> Result<Case> {
         .args([std::ffi::OsStr::new("--root"), state.as_os_str()])
         .args(["run", "--bundle"])
         .args([bundle.as_os_str()])
-        .args([format!("spawn-bench-{}", std::process::id())]))
+        .args([format!("spawn-bench-{}-{tag}", std::process::id())]))
 }
 
 /// Removes the (empty) `spawn-bench` parent groups runc created for the baseline, in every

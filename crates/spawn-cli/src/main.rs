@@ -92,32 +92,8 @@ pub(crate) struct RunArgs {
     pub(crate) command: Vec<String>,
 }
 
-/// `spawn sandbox-init FLAGS -- COMMAND...`: the init spawn runs as PID 1 inside OCI
-/// sandboxes (internal; see `spawn_sandbox::InitArgs` and `spawn_sandbox::oci_init`).
-/// Parsed before and without clap: under gVisor every page the init touches costs a trap
-/// into the Sentry, and building the whole CLI for these few words doubled the init's
-/// start.
-fn sandbox_init(args: &[std::ffi::OsString]) -> ExitCode {
-    let parsed = args
-        .iter()
-        .map(|a| a.to_str())
-        .collect::<Option<Vec<&str>>>()
-        .ok_or(spawn_sandbox::InitUsage)
-        .and_then(|a| spawn_sandbox::InitArgs::parse(&a));
-    match parsed {
-        Ok(init) => ExitCode::from(u8::try_from(spawn_sandbox::oci_init(&init)).unwrap_or(125)),
-        Err(usage) => {
-            eprintln!("spawn sandbox-init: {usage}");
-            ExitCode::from(125)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "sandbox-init") {
-        return sandbox_init(&args[2..]);
-    }
 
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

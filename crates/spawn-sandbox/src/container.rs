@@ -208,7 +208,16 @@ pub fn gvisor_profile(runsc: &Path) -> GvisorProfile {
         )
     });
     let base = Path::new(BASE);
-    let cache = base.join("runsc-profile");
+    // One file per runsc path, so that runs of different binaries do not evict each
+    // other's answer (FNV-1a of the path; the key inside says which binary it is).
+    let hash = runsc
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let cache = base.join(format!("runsc-profile-{hash:016x}"));
     // Only a directory spawn's user owns is trusted, for reading the answer as well.
     let private = ensure_dir(base, 0o711).is_ok() && on_tmpfs(base);
     let overridden = std::env::var("SPAWN_GVISOR_PLATFORM")
@@ -220,24 +229,34 @@ pub fn gvisor_profile(runsc: &Path) -> GvisorProfile {
             .and_then(|text| cached_profile(&text, key)),
         _ => None,
     };
-    if let Some(mut profile) = cached {
-        if let Some(p) = overridden {
-            profile.platform = p;
-        }
-        return profile;
+    // The platform is only probed when nobody chose it: the KVM probe can take seconds.
+    let probed = cached
+        .as_ref()
+        .map(|p| p.platform.clone())
+        .filter(|p| p != "-");
+    if let (Some(profile), Some(p)) = (&cached, overridden.as_ref().or(probed.as_ref())) {
+        return GvisorProfile {
+            platform: p.clone(),
+            release: profile.release,
+        };
     }
-    let release = version(runsc).as_deref().and_then(runsc_release);
-    let platform = if private && probe_kvm(runsc, base) {
-        "kvm"
-    } else {
-        let flags = Command::new(runsc).arg("flags").output().map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text
-        });
-        match flags {
-            Ok(text) if text.contains(DEFAULT_PLATFORM) => DEFAULT_PLATFORM,
-            _ => "ptrace",
+    let release = match &cached {
+        Some(profile) => profile.release,
+        None => version(runsc).as_deref().and_then(runsc_release),
+    };
+    let platform = match &overridden {
+        Some(_) => "-",
+        None if private && probe_kvm(runsc, base) => "kvm",
+        None => {
+            let flags = Command::new(runsc).arg("flags").output().map(|o| {
+                let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&o.stderr));
+                text
+            });
+            match flags {
+                Ok(text) if text.contains(DEFAULT_PLATFORM) => DEFAULT_PLATFORM,
+                _ => "ptrace",
+            }
         }
     };
     if let (Some(key), true) = (key, private) {
@@ -260,14 +279,17 @@ pub fn gvisor_profile(runsc: &Path) -> GvisorProfile {
 }
 
 /// The platform spawn prefers where KVM does not work: `systrap` or `ptrace`, chosen from
-/// measurements on the build machines (see the README's Performance section).
-pub const DEFAULT_PLATFORM: &str = "systrap";
+/// measurements on the build machines (`make bench`; see the README's Performance
+/// section): with runsc 2024-07-29 on these 2-CPU VMs, ptrace started `true` 10% faster,
+/// `python3 -c pass` 9% faster and walked a file tree 6% faster than systrap.
+pub const DEFAULT_PLATFORM: &str = "ptrace";
 
 /// The profile recorded in the cache `text` for the runsc identified by `key`.
 fn cached_profile(text: &str, key: &str) -> Option<GvisorProfile> {
     let rest = text.strip_prefix(key)?.strip_suffix('\n')?;
     let (platform, release) = rest.split_once('\n')?;
-    if !["kvm", "systrap", "ptrace"].contains(&platform) {
+    // `-`: the release only (the platform was chosen by SPAWN_GVISOR_PLATFORM).
+    if !["kvm", "systrap", "ptrace", "-"].contains(&platform) {
         return None;
     }
     let release: u32 = release.parse().ok()?;
@@ -350,6 +372,25 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Option<std::process:
     }
 }
 
+/// The init the OCI runtimes run as PID 1: `spawn-init`, next to spawn's own executable.
+/// `make build` links it statically: under gVisor, loading a dynamically linked init (the
+/// loader, libc) through the gofer costs more than everything else spawn adds.
+pub fn init_binary(engine: &Engine) -> Result<PathBuf, SandboxError> {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| SandboxError::setup("find spawn's own executable", e))?;
+    let init = exe.with_file_name("spawn-init");
+    if init.is_file() {
+        Ok(init)
+    } else {
+        Err(unavailable(
+            engine,
+            format!("{} is missing", init.display()),
+            "install spawn-init next to spawn (`make build` builds both)",
+        ))
+    }
+}
+
 /// `BINARY --version`'s first line, for `spawn doctor`.
 pub fn version(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("--version").output().ok()?;
@@ -415,6 +456,16 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .command(bin, state)
             .args(["delete", "--force", id])
             .output();
+    }
+    // runsc leaves a lock file without state when it was killed while creating the
+    // container; it cannot delete what it has no state for, so every later run would ask
+    // it again (one runsc start each): such lock files of dead spawns go.
+    if matches!(engine, Engine::Runsc { .. }) {
+        for id in &stale {
+            for name in orphan_locks(state, id) {
+                let _ = std::fs::remove_file(state.join(name));
+            }
+        }
     }
     if let Ok(entries) = std::fs::read_dir(bundles) {
         for e in entries.flatten() {
@@ -537,6 +588,10 @@ fn run_engine(
         oci::Kernel::Host
     };
     rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
+    // The OCI runtimes mount /tmp as a tmpfs of its own (`oci::mounts`), and runc gives
+    // its root the mode of the mount point: the agent's /tmp is 1777 like everywhere.
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+        .map_err(|e| SandboxError::setup("chmod the /tmp mount point", e))?;
     // Writable host grants are idmapped as in native (the agent writes as the directory's
     // owner) and attached under the bundle in the runtime's own mount namespace (see
     // `sys::attach_mounts_on_exec`), where its bind finds them.
@@ -565,11 +620,9 @@ fn run_engine(
         .workdir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/workspace"));
-    // spawn's own executable runs as the container's init; its mount point must exist in
-    // the (read-only) root beforehand.
-    let exe = std::env::current_exe()
-        .and_then(std::fs::canonicalize)
-        .map_err(|e| SandboxError::setup("find spawn's own executable", e))?;
+    // spawn's init (`spawn-init`, installed next to spawn) runs as the container's PID 1;
+    // its mount point must exist in the (read-only) root beforehand.
+    let exe = init_binary(engine)?;
     std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
         .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
     // spawn's init in the container sends the command's seccomp listener over this socket
@@ -688,6 +741,13 @@ fn run_engine(
             }
             if let Some(log) = &denials {
                 cmd.args(gvisor_monitor::runsc_flags(log.path())?);
+            }
+            // Read-only mounts (the host's /usr, spawn's /etc files, the init) cannot change
+            // under the agent in a way it needs to see at once: gVisor may cache them as its
+            // own (a walk of /usr/lib/python3 took 15% less). Writable host mounts stay
+            // shared, so that what the host or another run writes there is seen.
+            if staged.is_empty() {
+                cmd.arg("--file-access-mounts=exclusive");
             }
             cmd.args(["run", "--bundle"]);
         } else {
@@ -870,6 +930,25 @@ fn remove_stopped(state: &Path, id: &str, name: &str) -> bool {
         }
     }
     std::fs::remove_dir_all(&dir).is_ok()
+}
+
+/// The lock files runsc keeps for container `id` that have no state file beside them.
+fn orphan_locks(state: &Path, id: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    let prefix = format!("{id}_sandbox:");
+    names
+        .iter()
+        .filter(|n| n.starts_with(&prefix))
+        .filter_map(|n| n.strip_suffix(".lock"))
+        .filter(|stem| !names.iter().any(|m| *m == format!("{stem}.state")))
+        .map(|stem| format!("{stem}.lock"))
+        .collect()
 }
 
 /// Whether runsc still holds state for container `id` (assumed when unreadable).
@@ -1148,6 +1227,10 @@ mod tests {
             cached_profile(&format!("{key}kvm\n0\n"), key),
             Some(profile("kvm", None))
         );
+        assert_eq!(
+            cached_profile(&format!("{key}-\n20240729\n"), key),
+            Some(profile("-", Some(20240729)))
+        );
         // Another binary (upgraded: other inode, size or time) is asked again.
         assert_eq!(
             cached_profile("/usr/bin/runsc\n43\n1000\n5.6\nptrace\n20240729\n", key),
@@ -1220,6 +1303,27 @@ mod tests {
         assert!(profile(Some(20240729)).xattr_compat());
         assert!(!profile(Some(20241021)).xattr_compat());
         assert!(!profile(None).xattr_compat());
+    }
+
+    #[test]
+    fn only_lock_files_without_state_are_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "spawn42-tr_a";
+        for name in [
+            format!("{id}_sandbox:{id}.lock"),
+            "spawn42-tr_b_sandbox:spawn42-tr_b.lock".to_owned(),
+            "spawn42-tr_b_sandbox:spawn42-tr_b.state".to_owned(),
+            "spawn42-tr_ab_sandbox:spawn42-tr_ab.lock".to_owned(),
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        assert_eq!(
+            orphan_locks(dir.path(), id),
+            [format!("{id}_sandbox:{id}.lock")]
+        );
+        // A container with state is runsc's to delete, never spawn's.
+        assert!(orphan_locks(dir.path(), "spawn42-tr_b").is_empty());
+        assert!(orphan_locks(dir.path(), "spawn42-tr_c").is_empty());
     }
 
     #[test]

@@ -352,7 +352,7 @@ fn enter_root(cfg: &ChildConfig) -> Result<landlock::Enforcement, SandboxError> 
     Ok(enforced)
 }
 
-/// What the init of an OCI sandbox is told on its command line (`spawn sandbox-init
+/// What the init of an OCI sandbox is told on its command line (`spawn-init
 /// FLAGS -- COMMAND`). [`InitArgs::to_args`] writes it for the bundle and
 /// [`InitArgs::parse`] reads it back inside, so the two cannot drift apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -376,21 +376,21 @@ pub struct InitArgs {
     pub command: Vec<String>,
 }
 
-/// Why `sandbox-init`'s command line was refused.
+/// Why `spawn-init`'s command line was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitUsage;
 
 impl std::fmt::Display for InitUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(
-            "usage: spawn sandbox-init [--report-fd N] [--stdio-fd N] [--read PATH]... \
+            "usage: spawn-init [--report-fd N] [--stdio-fd N] [--read PATH]... \
              [--write PATH]... [--gvisor-root] [--xattr-compat] -- COMMAND...",
         )
     }
 }
 
 impl InitArgs {
-    /// The flags and command, as the bundle's `process.args` after `sandbox-init`.
+    /// The flags and command, as the bundle's `process.args` after the init's path.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(fd) = self.report_fd {
@@ -422,8 +422,9 @@ impl InitArgs {
     /// Reads what [`InitArgs::to_args`] wrote. Anything else is refused.
     pub fn parse(args: &[&str]) -> Result<InitArgs, InitUsage> {
         let mut out = InitArgs::default();
+        // Plain decimal only (no sign, no spaces), above the standard descriptors.
         let fd = |s: &str| match s.parse::<i32>() {
-            Ok(fd) if fd > 2 => Ok(fd),
+            Ok(fd) if fd > 2 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(fd),
             _ => Err(InitUsage),
         };
         let mut rest = args;
@@ -501,7 +502,7 @@ fn prune_dev() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The init an OCI runtime runs as the container's PID 1 (`spawn sandbox-init FLAGS --
+/// The init an OCI runtime runs as the container's PID 1 (`spawn-init FLAGS --
 /// CMD`, see [`InitArgs`]): starts the command in a session of its own, forwards signals
 /// to it, reaps orphans and returns the command's status as an exit code (128+N when a
 /// signal ended it). Without it, the command would be PID 1 and ignore every signal it has
@@ -531,6 +532,20 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     let Ok(prog) = CString::new(program.as_bytes()) else {
         return 125;
     };
+    // Only descriptors that are open are taken over (owning one that is not would be
+    // undefined behaviour, not an error).
+    let given = args
+        .report_fd
+        .into_iter()
+        .chain(args.stdio_fd.into_iter().flat_map(|n| n..n + 3));
+    for fd in given {
+        if !sys::fd_is_open(fd) {
+            return init_failed(
+                &format!("use descriptor {fd}"),
+                "it is not open (spawn-init is started by spawn's runtimes)",
+            );
+        }
+    }
     let report = args.report_fd.map(sys::own_fd);
     let stdio: Option<[OwnedFd; 3]> = args
         .stdio_fd
@@ -640,6 +655,42 @@ pub fn oci_init(args: &InitArgs) -> i32 {
 /// Says on stderr (which reaches the user through spawn) why the init could not start the
 /// command, and returns spawn's exit code for that (125).
 fn init_failed(what: &str, err: impl std::fmt::Display) -> i32 {
-    eprintln!("spawn sandbox-init: cannot {what}: {err}");
+    eprintln!("spawn-init: cannot {what}: {err}");
     125
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_args_read_back_what_they_write() {
+        let cases = [
+            InitArgs {
+                command: vec!["true".into()],
+                ..InitArgs::default()
+            },
+            InitArgs {
+                report_fd: Some(3),
+                stdio_fd: Some(4),
+                landlock: Rules {
+                    read: vec!["/usr".into(), "/etc".into()],
+                    write: vec!["/tmp".into()],
+                },
+                command: vec!["sh".into(), "-c".into(), "echo -- --gvisor-root".into()],
+                ..InitArgs::default()
+            },
+            InitArgs {
+                gvisor_root: true,
+                xattr_compat: true,
+                command: vec!["--".into(), "--report-fd".into()],
+                ..InitArgs::default()
+            },
+        ];
+        for args in cases {
+            let written = args.to_args();
+            let words: Vec<&str> = written.iter().map(String::as_str).collect();
+            assert_eq!(InitArgs::parse(&words), Ok(args.clone()), "{written:?}");
+        }
+    }
 }

@@ -45,8 +45,9 @@ pub struct OciInput<'a> {
     pub nofile: u64,
     /// `linux.cgroupsPath`: where the runtime creates the run's cgroup.
     pub cgroups_path: Option<String>,
-    /// spawn's own executable: bound read-only at [`INIT_PATH`] and run as the container's
-    /// PID 1 (`sandbox-init --report-fd 3 -- COMMAND`), so the command is not PID 1 itself.
+    /// spawn's init (`spawn-init`): bound read-only at [`INIT_PATH`] and run as the
+    /// container's PID 1 (`spawn-init FLAGS -- COMMAND`, see [`InitArgs`]), so the command is
+    /// not PID 1 itself.
     /// That init installs spawn's own seccomp filter in the command (exactly the native
     /// one, with its listener handed to spawn over fd 3), so the OCI profile is left out.
     pub init: Option<&'a Path>,
@@ -385,7 +386,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
                 });
             }
         }
-        let mut args = vec![INIT_PATH.to_owned(), "sandbox-init".into()];
+        let mut args = vec![INIT_PATH.to_owned()];
         args.extend(flags.to_args());
         config["process"]["args"] = json!(args);
         if let Some(mounts) = config["mounts"].as_array_mut() {
@@ -509,7 +510,7 @@ mod tests {
         let host = config_for(Kernel::Host, Some(init));
         let host_args = strings(&host["process"]["args"]);
         let host_args: Vec<&str> = host_args.iter().map(String::as_str).collect();
-        let host_args = InitArgs::parse(&host_args[2..]).unwrap();
+        let host_args = InitArgs::parse(&host_args[1..]).unwrap();
         assert_eq!(
             (host_args.report_fd, host_args.stdio_fd),
             (Some(3), Some(4))
@@ -534,17 +535,7 @@ mod tests {
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
-        assert_eq!(
-            args,
-            [
-                INIT_PATH,
-                "sandbox-init",
-                "--gvisor-root",
-                "--",
-                "python3",
-                "-V"
-            ]
-        );
+        assert_eq!(args, [INIT_PATH, "--gvisor-root", "--", "python3", "-V"]);
         // The init starts as root of gVisor's kernel with only what dropping to the agent
         // needs; the command never has any of it (see `InitArgs::gvisor_root`).
         assert_eq!(c["process"]["user"]["uid"], 0);

@@ -79,7 +79,7 @@ fn spawn_init_is_pid_1_in_the_container() {
         "the command is PID 1:\n{out}"
     );
     assert!(
-        body.contains("sandbox-init"),
+        body.contains("/.spawn-init --report-fd"),
         "PID 1 is not spawn's init:\n{out}"
     );
 }
@@ -217,38 +217,58 @@ fn spawn_waits_for_oci_sandboxes_without_spinning() {
     }
 }
 
-/// The init's own argument parsing (it runs before, and without, the CLI parser).
+/// The init's own argument parsing (`spawn-init`, a binary of its own): anything but what
+/// `InitArgs::to_args` writes is refused with the usage and 125, nothing is run.
 #[test]
-fn sandbox_init_refuses_malformed_arguments() {
-    let home = Home::new();
+fn spawn_init_refuses_malformed_arguments() {
+    let init = env!("CARGO_BIN_EXE_spawn-init");
+    let run = |args: &[&str]| {
+        std::process::Command::new(init)
+            .args(args)
+            .output()
+            .expect("run spawn-init")
+    };
     for args in [
-        &["sandbox-init"][..],
-        &["sandbox-init", "--"],
-        &["sandbox-init", "true"],
-        &["sandbox-init", "--report-fd", "x", "--", "true"],
-        &["sandbox-init", "--report-fd", "1", "--", "true"],
-        &["sandbox-init", "--report-fd"],
-        &["sandbox-init", "--verbose", "--", "true"],
-        &["sandbox-init", "--read", "relative", "--", "true"],
-        &["sandbox-init", "--write", "--", "true"],
-        &[
-            "sandbox-init",
-            "--report-fd",
-            "5",
-            "--report-fd",
-            "6",
-            "--",
-            "true",
-        ],
+        &[][..],
+        &["--"],
+        &["true"],
+        &["--report-fd", "x", "--", "true"],
+        &["--report-fd", "1", "--", "true"],
+        &["--report-fd", "-3", "--", "true"],
+        &["--report-fd", "+4", "--", "true"],
+        &["--report-fd", "99999999999", "--", "true"],
+        &["--report-fd"],
+        &["--stdio-fd", "2", "--", "true"],
+        &["--report-fd", "4", "--stdio-fd", "3", "--", "true"],
+        &["--report-fd", "5", "--stdio-fd", "3", "--", "true"],
+        &["--stdio-fd", "4", "--stdio-fd", "7", "--", "true"],
+        &["--verbose", "--", "true"],
+        &["--read", "relative", "--", "true"],
+        &["--write", "--", "true"],
+        &["--gvisor-root", "--gvisor-root", "--", "true"],
+        &["--xattr-compat", "--xattr-compat", "--", "true"],
+        &["--report-fd", "5", "--report-fd", "6", "--", "true"],
+        &["--", ""][..1],
     ] {
-        let out = home.cmd(args).run();
-        out.assert_code(125);
-        assert!(out.stderr.contains("usage"), "{args:?}:\n{out}");
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(stderr.contains("usage"), "{args:?}: {stderr}");
+    }
+    // Well-formed but naming descriptors that are not open: refused, nothing run.
+    for args in [
+        &["--report-fd", "9", "--", "sh", "-c", "echo ran"][..],
+        &["--stdio-fd", "9", "--", "sh", "-c", "echo ran"],
+    ] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(stderr.contains("not open"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: it ran");
     }
     // Well-formed, it runs the command and returns its status.
-    home.cmd(["sandbox-init", "--", "sh", "-c", "exit 3"])
-        .run()
-        .assert_code(3);
+    let out = run(&["--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
 }
 
 /// Landlock is the second wall in the container too: spawn's init (in the root, bound

@@ -66,6 +66,71 @@ fn assert_syscalls_denied(calls: &[(&str, i64)]) {
     home.assert_healthy();
 }
 
+/// Device nodes cannot be made, whatever the kernel underneath (gVisor's would let the
+/// agent make them in its own tmpfs): every character and block spelling of `mknod` and
+/// `mknodat` is denied and counted; FIFOs, sockets and regular files still can be made.
+#[test]
+fn device_nodes_cannot_be_created() {
+    let home = home();
+    let script = python_with_ctypes(
+        r#"
+import os, stat
+cases = [
+    ("chr_null", stat.S_IFCHR | 0o666, os.makedev(1, 3)),
+    ("chr_mem", stat.S_IFCHR | 0o600, os.makedev(1, 1)),
+    ("chr_tty", stat.S_IFCHR | 0o620, os.makedev(5, 0)),
+    ("chr_tun", stat.S_IFCHR | 0o600, os.makedev(10, 200)),
+    ("chr_fuse", stat.S_IFCHR | 0o600, os.makedev(10, 229)),
+    ("blk_vda", stat.S_IFBLK | 0o600, os.makedev(254, 0)),
+    ("blk_loop", stat.S_IFBLK | 0o600, os.makedev(7, 0)),
+    ("chr_setuid", stat.S_IFCHR | 0o4777, os.makedev(1, 3)),
+    ("type_bits_all", 0o170000 | 0o600, 0),
+    ("fifo", stat.S_IFIFO | 0o600, 0),
+    ("sock", stat.S_IFSOCK | 0o600, 0),
+    ("reg", stat.S_IFREG | 0o600, 0),
+    ("reg_default", 0o600, 0),
+]
+for name, mode, dev in cases:
+    for call in ("mknod", "mknodat"):
+        path = f"/tmp/{call}-{name}"
+        if call == "mknod":
+            r = libc.syscall(133, path.encode(), mode, dev)
+        else:
+            r = libc.syscall(259, -100, path.encode(), mode, dev)
+        e = ctypes.get_errno() if r != 0 else 0
+        made = os.path.lexists(path)
+        print(f"{call}_{name}", "made" if made else f"denied-{e}")
+"#,
+    );
+    let out = home.python(&[], &script, &[]);
+    out.assert_code(0);
+    for call in ["mknod", "mknodat"] {
+        for name in [
+            "chr_null",
+            "chr_mem",
+            "chr_tty",
+            "chr_tun",
+            "chr_fuse",
+            "blk_vda",
+            "blk_loop",
+            "chr_setuid",
+            "type_bits_all",
+        ] {
+            assert_eq!(
+                out.field(&format!("{call}_{name}")),
+                format!("denied-{}", libc::EPERM),
+                "{call} {name}\n{out}"
+            );
+        }
+        for name in ["fifo", "sock", "reg", "reg_default"] {
+            assert_eq!(out.field(&format!("{call}_{name}")), "made", "\n{out}");
+        }
+    }
+    assert!(out.blocked("mknod") >= 9, "\n{out}");
+    assert!(out.blocked("mknodat") >= 9, "\n{out}");
+    home.assert_healthy();
+}
+
 #[test]
 fn shadow_root_and_home_are_absent() {
     let home = home();

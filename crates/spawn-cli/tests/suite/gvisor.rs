@@ -151,12 +151,30 @@ fn gvisor_leaves_nothing_behind_and_reaps_orphans() {
 fn gvisor_platform_probe_is_bounded_cached_and_clean() {
     use std::os::unix::fs::PermissionsExt as _;
     let home = Home::new();
-    let cache = std::path::Path::new("/dev/shm/spawn/runsc-profile");
-    let _ = std::fs::remove_file(cache);
+    // The cache of the installed runsc: the profile file whose key names it.
+    let runsc = std::fs::canonicalize("/usr/bin/runsc").expect("runsc is installed");
+    let find_cache = || {
+        std::fs::read_dir("/dev/shm/spawn")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("runsc-profile-"))
+            })
+            .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().next() == runsc.to_str()))
+    };
+    if let Some(old) = find_cache() {
+        std::fs::remove_file(old).expect("remove the cached profile");
+    }
     let doctor = home.cmd(["doctor", "--json"]).start();
     let pid = doctor.pid();
     let out = doctor.wait();
     out.assert_code(0);
+    let cache = find_cache().expect("the platform is cached");
+    let cache = cache.as_path();
     let text = std::fs::read_to_string(cache).expect("the platform is cached");
     // The binary's identity, then the platform and the release.
     let lines: Vec<&str> = text.lines().collect();
@@ -238,4 +256,96 @@ fn gvisor_reports_the_sentrys_host_uid() {
     let reported = out.json()["hostUid"].to_string();
     assert_eq!(Some(reported.clone()), sentry_uid, "\n{out}");
     assert_ne!(reported, "0", "the Sentry runs as host root:\n{out}");
+}
+
+/// Coreutils work inside gVisor (runsc 2022 rejected the `statx` flags `ls` and `stat`
+/// pass; runsc 2024-07-29 fails `lgetxattr` on symlinks, which `ls -l` calls): no command
+/// fails and none prints an error, on the host's binds, the synthesized root and tmpfs.
+#[test]
+fn coreutils_work_inside_gvisor() {
+    let home = Home::new();
+    let script =
+        "set -e; ls -la / /dev /etc >/dev/null; ls -l /bin /usr/bin/env /usr/lib >/dev/null; \
+         stat / /etc/passwd /bin /usr/bin/python3 >/dev/null; \
+         find /etc /usr/lib/python3 -maxdepth 2 >/dev/null; \
+         cp -a /etc /tmp/etc && cp -a /usr/lib/python3 /tmp/py && ls -lR /tmp/etc >/dev/null; \
+         ln -s /tmp/etc /tmp/link && ls -l /tmp/link && stat -L /tmp/link >/dev/null; \
+         du -s /tmp/py >/dev/null; echo done";
+    let out = gvisor(&home, &[], &["sh", "-c", script]);
+    out.assert_code(0);
+    assert!(out.body().ends_with("done"), "\n{out}");
+    assert!(
+        out.stderr.trim().is_empty(),
+        "coreutils printed errors inside gVisor:\n{out}"
+    );
+}
+
+/// A runsc too old to be safe or correct is refused, never run: `spawn run` exits 125 with
+/// the fix, and `spawn doctor` says why the gvisor runtime is not available.
+#[test]
+fn a_runsc_older_than_2024_07_29_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home::new();
+    for (version, says) in [
+        (
+            "runsc version 0.0~20221219.0",
+            "runsc 2022-12-19 is too old",
+        ),
+        (
+            "runsc version release-20240101.0",
+            "runsc 2024-01-01 is too old",
+        ),
+        ("runsc version custom", "names no release date"),
+    ] {
+        let bin = super::helpers::tempdir("fake-runsc-");
+        let runsc = bin.path().join("runsc");
+        // Answers --version; anything else (a probe, a run) fails loudly.
+        std::fs::write(
+            &runsc,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo '{version}'; echo 'spec: 1.0.2'; exit 0; fi\n\
+                 echo \"fake runsc ran: $*\" >&2; exit 99\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&runsc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = home
+            .cmd(["run", "--runtime", "gvisor", "--", "true"])
+            .env("PATH", &path)
+            .env("SPAWN_GVISOR_PLATFORM", "ptrace")
+            .run();
+        out.assert_code(125);
+        assert!(out.stderr.contains(says), "{version}:\n{out}");
+        assert!(
+            out.stderr.contains("2024-07-29 or newer"),
+            "{version}:\n{out}"
+        );
+        assert!(
+            !out.stderr.contains("fake runsc ran"),
+            "{version}: it ran:\n{out}"
+        );
+        let doctor = home
+            .cmd(["doctor"])
+            .env("PATH", &path)
+            .env("SPAWN_GVISOR_PLATFORM", "ptrace")
+            .run();
+        doctor.assert_code(0);
+        let line = doctor
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("runtime gvisor"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            line.contains(" no ")
+                && line.contains(says)
+                && line.contains(version.trim_start_matches("runsc version ")),
+            "{version}: {line}"
+        );
+    }
 }
