@@ -59,6 +59,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
         kernel: oci::Kernel::Host,
         netns: None,
         host_network: false,
+        terminal: false,
         staged: &[],
     })
     .context("derive the baseline's OCI configuration")?;

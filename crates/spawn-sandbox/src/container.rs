@@ -637,6 +637,7 @@ fn run_engine(
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SandboxError::setup("socketpair", e))?;
+    let plumbing = Plumbing::for_process()?;
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
         env: &env,
@@ -654,6 +655,7 @@ fn run_engine(
         kernel,
         netns: netns.as_deref(),
         host_network: full,
+        terminal: plumbing.agent.terminal,
         staged: &staged,
     })?;
     let config_path = bundle.path.join("config.json");
@@ -724,7 +726,6 @@ fn run_engine(
     } else {
         None
     };
-    let plumbing = Plumbing::for_process()?;
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
@@ -816,7 +817,25 @@ fn run_engine(
         // run's end.
         drop(cmd);
         drop(report_child);
-        let relay = plumbing.start();
+        // gVisor does not see the size of the run's terminal change: its SIGWINCH goes in
+        // through runsc, to every process of the run (gVisor drops it on its way through
+        // the init, whose disposition for it is the default, ignore).
+        let on_resize: Option<Box<dyn Fn() + Send>> = if gvisor && plumbing.agent.terminal {
+            let mut kill = engine.command(&runc, &state);
+            kill.args(["kill", "--all", &id, "WINCH"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let kill = std::sync::Mutex::new(kill);
+            Some(Box::new(move || {
+                if let Ok(mut cmd) = kill.lock() {
+                    let _ = cmd.status();
+                }
+            }))
+        } else {
+            None
+        };
+        let relay = plumbing.start_with(on_resize);
         let relay = match relay {
             Ok(r) => r,
             Err(e) => {

@@ -385,6 +385,7 @@ fn child_config(
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
         netns_joined: network.is_some(),
+        controlling_tty: false,
         host_network: spec.net.policy == NetPolicy::Full,
         plan,
         hostname,
@@ -624,7 +625,7 @@ pub fn run(
     let (root_id, agent_id) = host_ids();
     let net = NetView::of(spec, opts)?;
     let network = net.network;
-    let cfg = child_config(spec, run_limits, agent_id, net)?;
+    let mut cfg = child_config(spec, run_limits, agent_id, net)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let limits = Limits {
@@ -635,6 +636,7 @@ pub fn run(
     let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
     let plumbing = Plumbing::for_process()?;
+    cfg.controlling_tty = plumbing.agent.terminal;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let cancel_set = cancel_signals();

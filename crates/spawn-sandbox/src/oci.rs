@@ -58,6 +58,9 @@ pub struct OciInput<'a> {
     pub netns: Option<&'a Path>,
     /// `net: full`: no network namespace of its own (the host's network).
     pub host_network: bool,
+    /// The agent's stdin is the run's own pty (an interactive run): spawn's init makes it
+    /// the command's controlling terminal.
+    pub terminal: bool,
     /// Writable host grants prepared by the driver (idmapped, see `idmap`) and attached
     /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
     /// bind to that sandbox path takes its source from here instead of the host path.
@@ -359,6 +362,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         }
         let mut flags = InitArgs {
             command: input.argv.to_vec(),
+            tty: input.terminal,
             ..InitArgs::default()
         };
         match input.kernel {
@@ -374,6 +378,9 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
                 };
             }
             Kernel::Gvisor { xattr_compat, .. } => {
+                // gVisor serves the stdio it is given as terminals only when the process
+                // has one: the run's own pty, which runsc is started with.
+                config["process"]["terminal"] = json!(input.terminal);
                 // The init starts as root of gVisor's kernel to remove the devices gVisor
                 // adds, then starts the command as 1000 with nothing (see `InitArgs`).
                 flags.gvisor_root = true;
@@ -460,6 +467,7 @@ mod tests {
             kernel,
             netns: None,
             host_network: false,
+            terminal: false,
             staged: &[],
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

@@ -1018,3 +1018,41 @@ pub(crate) fn same_open_file(a: RawFd, b: RawFd) -> bool {
     };
     ret == 0
 }
+
+/// The window size of the terminal `fd`, if it is one.
+pub(crate) fn window_size(fd: BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
+    let mut size = nix::pty::Winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` (Winsize is that layout) to the
+    // pointer, which is valid for the call.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            std::ptr::addr_of_mut!(size),
+        )
+    };
+    (ret == 0).then_some(size)
+}
+
+/// Makes the terminal on descriptor 0 the calling process's controlling terminal (it must
+/// lead a session of its own without one). For the run's own pty, before seccomp, which
+/// denies `TIOCSCTTY` to the agent.
+pub(crate) fn take_controlling_terminal() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal it from another
+    // session); no memory is passed.
+    let ret = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    cvt(ret.into()).map(drop)
+}
+
+/// Sets the window size of the terminal (or pty master) `fd`.
+pub(crate) fn set_window_size(fd: BorrowedFd<'_>, size: &nix::pty::Winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` (Winsize is that layout) from the
+    // pointer, which is valid for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, std::ptr::from_ref(size)) };
+    cvt(ret.into()).map(drop)
+}

@@ -72,6 +72,7 @@ fn main() {
         kernel: oci::Kernel::Host,
         netns: None,
         host_network: false,
+        terminal: false,
         staged: &[],
     };
     let config = oci::runtime_spec(&input).unwrap();
