@@ -38,7 +38,24 @@ where
         .transpose()
 }
 
-fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
+/// What of spawn's own is never a mount source: its state (`$SPAWN_HOME`, with the audit
+/// log), the runtimes' state and bundles (`/dev/shm/spawn`), and its binaries.
+fn protected_paths(home: &Path) -> Vec<PathBuf> {
+    let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let mut paths = vec![
+        real(std::path::absolute(home).unwrap_or_else(|_| home.to_owned())),
+        real(PathBuf::from(spawn_sandbox::container::BASE)),
+    ];
+    if let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) {
+        for sibling in ["spawn-init", "spawn-egress"] {
+            paths.push(real(exe.with_file_name(sibling)));
+        }
+        paths.push(exe);
+    }
+    paths
+}
+
+fn resolve(args: &RunArgs, home: &Path) -> anyhow::Result<RunSpec> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let agent = args
         .file
@@ -78,6 +95,7 @@ fn resolve(args: &RunArgs) -> anyhow::Result<RunSpec> {
         &base_dir,
         &cwd,
         &overrides,
+        &protected_paths(home),
     )?)
 }
 
@@ -176,7 +194,7 @@ fn command_hash(command: &[String]) -> String {
 }
 
 fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
-    let spec = resolve(args)?;
+    let spec = resolve(args, home)?;
     match spec.runtime {
         RuntimeKind::Native => {}
         RuntimeKind::Container => eprintln!(

@@ -8,6 +8,7 @@
 
 mod bounded;
 mod error;
+pub mod layout;
 mod manifest;
 mod names;
 pub mod net;

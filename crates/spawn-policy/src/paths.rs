@@ -1,5 +1,6 @@
-//! Paths: targets inside the sandbox (checked lexically) and host mount sources (resolved on
-//! the host, symlinks included).
+//! Paths: targets inside the sandbox (checked lexically) and host mount sources (checked on
+//! the host, where no component may be a symlink: one an agent wrote in a writable mount
+//! could point anywhere).
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
@@ -89,13 +90,20 @@ pub(crate) enum Confine {
     No,
 }
 
-/// Resolves a host mount source to a canonical absolute path and refuses host-system and
-/// host-secret paths, devices, sockets and FIFOs.
+/// Resolves a host mount source to an absolute path without following any symlink (a
+/// component that is one is refused, with what it points to), and refuses host-system and
+/// host-secret paths, spawn's own files (`protected`: its state, its runtimes' state, its
+/// binaries, and anything that holds them), devices, sockets and FIFOs.
+///
+/// A relative source is joined to `base` (canonicalized first: it is the directory the user
+/// named, not something inside a mount), and `..` is then resolved textually, which is
+/// exact once no component is a symlink.
 pub(crate) fn host_source(
     field: &str,
     raw: &str,
     base: &Path,
     confine: Confine,
+    protected: &[PathBuf],
 ) -> Result<PathBuf, PolicyError> {
     let invalid = |message: String| PolicyError::invalid(field, message);
     if raw.is_empty() {
@@ -116,48 +124,72 @@ pub(crate) fn host_source(
         )));
     }
     let joined = if relative {
-        base.join(given)
-    } else {
-        given.to_owned()
-    };
-    let shown = lexical_clean(&joined);
-    let canonical = match std::fs::canonicalize(&joined) {
-        Ok(path) => path,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(invalid(format!(
-                "mount source {} does not exist (resolved to {})",
-                plain(raw),
-                plain_path(&shown)
-            )));
-        }
-        Err(source) => {
-            return Err(PolicyError::MountIo {
-                field: field.to_owned(),
-                path: shown,
-                source,
-            })
-        }
-    };
-    if relative && confine == Confine::ToBase {
         let canonical_base =
             std::fs::canonicalize(base).map_err(|source| PolicyError::MountIo {
                 field: field.to_owned(),
                 path: base.to_owned(),
                 source,
             })?;
-        if !canonical.starts_with(&canonical_base) {
-            return Err(invalid(format!(
-                "mount source {} escapes the manifest's directory through a symlink \
-                 (resolved to {}); use an absolute path if that is intended",
-                quote(raw),
-                plain_path(&canonical)
-            )));
+        canonical_base.join(given)
+    } else {
+        given.to_owned()
+    };
+    let path = lexical_clean(&joined);
+    // Every component, from the root down, must exist and not be a symlink.
+    let mut walked = PathBuf::from("/");
+    for component in path.components().skip(1) {
+        walked.push(component);
+        match std::fs::symlink_metadata(&walked) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&walked)
+                    .map(|t| plain_path(&t))
+                    .unwrap_or_else(|_| "?".to_owned());
+                return Err(invalid(format!(
+                    "mount source {} goes through a symlink ({} -> {target}); spawn follows \
+                     no symlink in a mount source, since one an agent wrote could point \
+                     anywhere: give the path it stands for",
+                    quote(raw),
+                    plain_path(&walked)
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(invalid(format!(
+                    "mount source {} does not exist ({} is missing)",
+                    plain(raw),
+                    plain_path(&walked)
+                )));
+            }
+            Err(source) => {
+                return Err(PolicyError::MountIo {
+                    field: field.to_owned(),
+                    path: walked,
+                    source,
+                })
+            }
         }
     }
-    check_host_path(raw, &canonical).map_err(invalid)?;
-    let metadata = std::fs::metadata(&canonical).map_err(|source| PolicyError::MountIo {
+    check_host_path(raw, &path).map_err(&invalid)?;
+    if let Some(own) = protected
+        .iter()
+        .find(|p| path.starts_with(p) || p.starts_with(&path))
+    {
+        return Err(invalid(format!(
+            "mount source {} ({}) {} {}, which is spawn's own (its state, a runtime's state \
+             or its binaries) and is never mounted into a sandbox",
+            quote(raw),
+            plain_path(&path),
+            if path.starts_with(own) {
+                "is at or under"
+            } else {
+                "holds"
+            },
+            plain_path(own)
+        )));
+    }
+    let metadata = std::fs::metadata(&path).map_err(|source| PolicyError::MountIo {
         field: field.to_owned(),
-        path: canonical.clone(),
+        path: path.clone(),
         source,
     })?;
     let file_type = metadata.file_type();
@@ -174,10 +206,10 @@ pub(crate) fn host_source(
         return Err(invalid(format!(
             "mount source {} is {what} ({}); only directories and regular files can be mounted",
             quote(raw),
-            plain_path(&canonical)
+            plain_path(&path)
         )));
     }
-    Ok(canonical)
+    Ok(path)
 }
 
 /// Refuses the host's root, kernel interfaces, `/boot` and known secret files.
@@ -305,39 +337,39 @@ mod tests {
         let base = dir.path().canonicalize().unwrap();
         std::fs::create_dir(base.join("data")).unwrap();
 
-        let got = host_source("f", "./data", &base, Confine::ToBase).unwrap();
+        let got = host_source("f", "./data", &base, Confine::ToBase, &[]).unwrap();
         assert_eq!(got, base.join("data"));
-        let got = host_source("f", "data/", &base, Confine::ToBase).unwrap();
+        let got = host_source("f", "data/", &base, Confine::ToBase, &[]).unwrap();
         assert_eq!(got, base.join("data"));
 
-        let err = host_source("f", "./missing", &base, Confine::ToBase).unwrap_err();
+        let err = host_source("f", "./missing", &base, Confine::ToBase, &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "f: mount source ./missing does not exist (resolved to {})",
+                "f: mount source ./missing does not exist ({} is missing)",
                 base.join("missing").display()
             )
         );
 
-        let err = host_source("f", "../../etc", &base, Confine::ToBase).unwrap_err();
+        let err = host_source("f", "../../etc", &base, Confine::ToBase, &[]).unwrap_err();
         assert!(err.to_string().contains("escapes the manifest's directory"));
 
         // The same text typed on the command line is the user's own choice.
         let inner = base.join("data");
-        let got = host_source("f", "..", &inner, Confine::No).unwrap();
+        let got = host_source("f", "..", &inner, Confine::No, &[]).unwrap();
         assert_eq!(got, base);
 
         std::os::unix::fs::symlink("/etc", base.join("link")).unwrap();
-        let err = host_source("f", "link", &base, Confine::ToBase).unwrap_err();
+        let err = host_source("f", "link", &base, Confine::ToBase, &[]).unwrap_err();
         assert!(err.to_string().contains("through a symlink"), "{err}");
 
         std::os::unix::fs::symlink("/proc/self", base.join("proc")).unwrap();
-        let err = host_source("f", "proc", &base, Confine::No).unwrap_err();
-        assert!(err.to_string().contains("under /proc"), "{err}");
+        let err = host_source("f", "proc", &base, Confine::No, &[]).unwrap_err();
+        assert!(err.to_string().contains("through a symlink"), "{err}");
 
         for bad in ["/", "/proc", "/sys/kernel", "/dev/null", "/boot", "/root"] {
             if Path::new(bad).exists() {
-                let err = host_source("f", bad, &base, Confine::ToBase).unwrap_err();
+                let err = host_source("f", bad, &base, Confine::ToBase, &[]).unwrap_err();
                 assert!(
                     err.to_string().contains("never mounted")
                         || err.to_string().contains("host's root"),
@@ -346,13 +378,103 @@ mod tests {
             }
         }
         if Path::new("/etc/shadow").exists() {
-            let err = host_source("f", "/etc/shadow", &base, Confine::ToBase).unwrap_err();
+            let err = host_source("f", "/etc/shadow", &base, Confine::ToBase, &[]).unwrap_err();
             assert!(err.to_string().contains("holds host secrets"), "{err}");
         }
-        let err = host_source("f", "", &base, Confine::ToBase).unwrap_err();
+        let err = host_source("f", "", &base, Confine::ToBase, &[]).unwrap_err();
         assert!(err.to_string().contains("cannot be empty"));
-        let err = host_source("f", "a\0b", &base, Confine::ToBase).unwrap_err();
+        let err = host_source("f", "a\0b", &base, Confine::ToBase, &[]).unwrap_err();
         assert!(err.to_string().contains("NUL"));
+    }
+
+    /// The Kubernetes `subPath` class (CVE-2017-1002101): a symlink an agent planted in a
+    /// writable mount, given later as (part of) a mount source, is never followed, wherever
+    /// in the path it is and whatever it points to.
+    #[test]
+    fn no_symlink_is_followed_anywhere_in_a_source() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let host = base.join("host-secret-dir");
+        std::fs::create_dir_all(host.join("sub")).unwrap();
+        std::fs::write(host.join("file"), "x").unwrap();
+        let ws = base.join("ws");
+        std::fs::create_dir_all(ws.join("dir/real")).unwrap();
+        // What an agent could plant in its writable mount `ws`.
+        symlink(&host, ws.join("dir/x")).unwrap();
+        symlink(host.join("file"), ws.join("dir/f")).unwrap();
+        symlink("/nonexistent", ws.join("dir/dangling")).unwrap();
+        symlink(ws.join("dir/x"), ws.join("dir/chain")).unwrap();
+        symlink("real", ws.join("dir/rel")).unwrap();
+        symlink(&ws, base.join("wslink")).unwrap();
+        let abs = |p: &str| base.join(p).to_string_lossy().into_owned();
+        let wsdir = ws.join("dir");
+        let cases: Vec<(String, &Path, Confine, &str)> = vec![
+            ("ws/dir/x".into(), &base, Confine::No, "dir/x"),
+            ("./ws/dir/x".into(), &base, Confine::ToBase, "dir/x"),
+            ("ws/dir/x/".into(), &base, Confine::No, "dir/x"),
+            ("ws/dir/x/sub".into(), &base, Confine::No, "dir/x"),
+            ("ws/dir/f".into(), &base, Confine::No, "dir/f"),
+            ("ws/dir/dangling".into(), &base, Confine::No, "dir/dangling"),
+            ("ws/dir/chain".into(), &base, Confine::No, "dir/chain"),
+            ("ws/dir/rel".into(), &base, Confine::No, "dir/rel"),
+            ("wslink/dir/real".into(), &base, Confine::No, "wslink"),
+            ("ws/dir/x/..".into(), &base, Confine::No, ""),
+            (abs("ws/dir/x"), &base, Confine::No, "dir/x"),
+            (abs("wslink/dir"), &base, Confine::ToBase, "wslink"),
+            ("x".into(), &wsdir, Confine::ToBase, "dir/x"),
+            ("x/sub".into(), &wsdir, Confine::No, "dir/x"),
+        ];
+        for (raw, at, confine, link) in cases {
+            match host_source("f", &raw, at, confine, &[]) {
+                // `x/..` is textually `dir`, no symlink left to follow: fine.
+                Ok(path) if link.is_empty() => assert_eq!(path, ws.join("dir"), "{raw}"),
+                Ok(path) => panic!("{raw} was followed to {}", path.display()),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.contains("through a symlink"), "{raw}: {e}");
+                    assert!(e.contains(link), "{raw}: {e}");
+                }
+            }
+        }
+        // The real paths themselves are fine.
+        assert_eq!(
+            host_source("f", "ws/dir/real", &base, Confine::No, &[]).unwrap(),
+            ws.join("dir/real")
+        );
+    }
+
+    /// spawn's own files are never a mount source: not them, not under them, not a
+    /// directory holding them; a path that only shares a textual prefix is fine.
+    #[test]
+    fn spawns_own_files_are_never_a_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        for p in ["home/audit", "home-other", "state/runsc", "bin"] {
+            std::fs::create_dir_all(base.join(p)).unwrap();
+        }
+        std::fs::write(base.join("bin/spawn"), "").unwrap();
+        let protected = vec![
+            base.join("home"),
+            base.join("state"),
+            base.join("bin/spawn"),
+        ];
+        for (raw, refused) in [
+            ("home", true),
+            ("home/audit", true),
+            ("state/runsc", true),
+            ("bin/spawn", true),
+            ("bin", true),
+            (".", true),
+            ("home-other", false),
+        ] {
+            let got = host_source("f", raw, &base, Confine::No, &protected);
+            match (got, refused) {
+                (Err(e), true) => assert!(e.to_string().contains("spawn's own"), "{raw}: {e}"),
+                (Ok(_), false) => {}
+                (got, _) => panic!("{raw}: {got:?}"),
+            }
+        }
     }
 
     #[test]
@@ -360,7 +482,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let err = host_source("f", sock.to_str().unwrap(), dir.path(), Confine::No).unwrap_err();
+        let err =
+            host_source("f", sock.to_str().unwrap(), dir.path(), Confine::No, &[]).unwrap_err();
         assert!(err.to_string().contains("is a socket"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::PolicyError;
 use crate::manifest::NetCapability;
 use crate::manifest::{Agent, ExecCapability, Mount, MountMode, ResourceLimits, MAX_MOUNTS};
-use crate::names::quote;
+use crate::names::{plain_path, quote};
 use crate::net::NetRules;
 use crate::paths::{self, Confine};
 use crate::spec::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
@@ -62,12 +62,16 @@ pub struct Overrides {
 ///
 /// `base_dir` is the manifest's directory (relative manifest mount sources resolve against
 /// it); `cwd` the current directory (relative `--mount` sources resolve against it). Mount
-/// sources must exist: they are resolved here, symlinks included, before anything starts.
+/// sources must exist and be reached through no symlink; none may be, be under, or hold
+/// one of the `protected` host paths (spawn's state, its runtimes' state, its binaries).
+/// Mount targets may not lie inside a host tree of the sandbox ([`crate::layout`]) or
+/// inside another host mount, where a mount point would have to be made on the host.
 pub fn resolve(
     agent: Option<&Agent>,
     base_dir: &Path,
     cwd: &Path,
     overrides: &Overrides,
+    protected: &[PathBuf],
 ) -> Result<RunSpec, PolicyError> {
     check_unsupported_overrides(overrides)?;
     if let Some(agent) = agent {
@@ -108,6 +112,7 @@ pub fn resolve(
         &absolute(base_dir, cwd),
         &overrides.mounts,
         cwd,
+        protected,
     )?;
 
     Ok(RunSpec {
@@ -292,6 +297,7 @@ fn resolve_mounts(
     base: &Path,
     flags: &[String],
     cwd: &Path,
+    protected: &[PathBuf],
 ) -> Result<Vec<MountSpec>, PolicyError> {
     if manifest_mounts.len().saturating_add(flags.len()) > MAX_MOUNTS {
         return Err(PolicyError::invalid(
@@ -317,6 +323,7 @@ fn resolve_mounts(
                 source,
                 base,
                 Confine::ToBase,
+                protected,
             )?),
             (None, Some(name)) => MountSource::Tmpfs {
                 name: name.clone(),
@@ -340,13 +347,52 @@ fn resolve_mounts(
         });
     }
     for entry in flags {
-        let mount = mount_flag(entry, cwd)?;
+        let mount = mount_flag(entry, cwd, protected)?;
         if !targets.insert(mount.target.clone()) {
             return Err(validate::duplicate_target("--mount", &mount.target));
         }
         mounts.push(mount);
     }
+    check_targets(&mounts)?;
     Ok(mounts)
+}
+
+/// Nothing a mount target names may make, change or leave anything on the host: a target
+/// inside one of the sandbox's host trees (`/usr/share/x`) or inside another host mount
+/// (`/data/x` over a host directory at `/data`) would need a mount point made there, in
+/// the host's own directory.
+fn check_targets(mounts: &[MountSpec]) -> Result<(), PolicyError> {
+    for m in mounts {
+        let field = "mount target";
+        if let Some(tree) = crate::layout::host_tree_holding(&m.target) {
+            return Err(PolicyError::invalid(
+                field,
+                format!(
+                    "{} is inside {tree}, the host's own (read-only) tree in the sandbox: a \
+                     mount point there would be made on the host; mount it elsewhere (e.g. \
+                     /mnt/NAME or /workspace/NAME)",
+                    plain_path(&m.target)
+                ),
+            ));
+        }
+        let holder = mounts.iter().find(|outer| {
+            matches!(outer.source, MountSource::Host(_))
+                && m.target != outer.target
+                && m.target.starts_with(&outer.target)
+        });
+        if let Some(outer) = holder {
+            return Err(PolicyError::invalid(
+                field,
+                format!(
+                    "{} is inside {}, a mount of a host directory: a mount point there would \
+                     be made in the host's directory; mount it beside, not inside",
+                    plain_path(&m.target),
+                    plain_path(&outer.target)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -365,7 +411,7 @@ fn absolute(path: &Path, cwd: &Path) -> PathBuf {
 }
 
 /// `SRC:DST[:ro|rw]`, read-only by default.
-fn mount_flag(entry: &str, cwd: &Path) -> Result<MountSpec, PolicyError> {
+fn mount_flag(entry: &str, cwd: &Path, protected: &[PathBuf]) -> Result<MountSpec, PolicyError> {
     let field = "--mount";
     let parts: Vec<&str> = entry.splitn(4, ':').collect();
     let (source, target, writable) = match parts.as_slice() {
@@ -390,7 +436,7 @@ fn mount_flag(entry: &str, cwd: &Path) -> Result<MountSpec, PolicyError> {
         }
     };
     let target = paths::mount_target(target).map_err(|m| PolicyError::invalid(field, m))?;
-    let source = paths::host_source(field, source, cwd, Confine::No)?;
+    let source = paths::host_source(field, source, cwd, Confine::No, protected)?;
     Ok(MountSpec {
         source: MountSource::Host(source),
         target,

@@ -600,19 +600,32 @@ fn run_engine(
     // `sys::attach_mounts_on_exec`), where its bind finds them.
     let mut staged = Vec::new();
     let mut trees = Vec::new();
+    // Read-only grants are attached the same way (without the idmap): the runtime binds
+    // from the staged tree, opened without following symlinks, never from the host path.
+    let mut writable_grants = false;
     for step in &plan.steps {
         if let rootfs::Step::Bind {
             source: rootfs::BindSource::Granted(src),
             path,
-            readonly: false,
-            ..
+            readonly,
+            is_dir,
         } = step
         {
             let at = bundle.path.join(format!("grant{}", staged.len()));
-            ensure_dir(&at, 0o711)?;
-            // gVisor's gofer creates files as root before handing them to the agent.
-            let creator = gvisor.then(|| (native::host_ids().0, 0));
-            let tree = crate::idmap::idmapped_tree(src, agent_id, true, creator)?;
+            if *is_dir {
+                ensure_dir(&at, 0o711)?;
+            } else {
+                std::fs::File::create(&at)
+                    .map_err(|e| SandboxError::setup("create a staging mount point", e))?;
+            }
+            let tree = if *readonly {
+                crate::idmap::readonly_tree(src)?
+            } else {
+                writable_grants = true;
+                // gVisor's gofer creates files as root before handing them to the agent.
+                let creator = gvisor.then(|| (native::host_ids().0, 0));
+                crate::idmap::idmapped_tree(src, agent_id, true, creator)?
+            };
             let c_at = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
                 .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
             trees.push((tree, c_at));
@@ -769,7 +782,7 @@ fn run_engine(
             // under the agent in a way it needs to see at once: gVisor may cache them as its
             // own (a walk of /usr/lib/python3 took 15% less). Writable host mounts stay
             // shared, so that what the host or another run writes there is seen.
-            if staged.is_empty() {
+            if !writable_grants {
                 cmd.arg("--file-access-mounts=exclusive");
             }
             cmd.args(["run", "--bundle"]);

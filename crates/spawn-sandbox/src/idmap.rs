@@ -145,6 +145,33 @@ pub(crate) fn idmapped_tree(
     Ok(tree)
 }
 
+/// A detached read-only copy of the mount tree at `source` (a file or directory), opened
+/// without following any symlink (`openat2` with `RESOLVE_NO_SYMLINKS`) and not idmapped:
+/// the agent reads what the host lets everyone read. Attached where a runtime binds from, so
+/// that the runtime never resolves the host path itself (a component swapped for a symlink
+/// between the policy's check and the runtime's mount would be followed).
+pub(crate) fn readonly_tree(source: &Path) -> Result<OwnedFd, SandboxError> {
+    let stage = || format!("read-only mount of {}", source.display());
+    let path = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| {
+        SandboxError::setup(
+            stage(),
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    let fd = sys::open_path_nofollow(&path).map_err(|e| SandboxError::setup(stage(), e))?;
+    let tree = sys::open_tree_clone_fd(fd.as_fd()).map_err(|e| SandboxError::setup(stage(), e))?;
+    sys::mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        0,
+        None,
+    )
+    .map_err(|e| SandboxError::setup(stage(), e))?;
+    Ok(tree)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

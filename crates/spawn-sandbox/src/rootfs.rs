@@ -19,6 +19,7 @@ use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
+use spawn_policy::layout::{ETC_BINDS, SYSTEM_DIRS};
 use spawn_policy::{MountSource, RunSpec};
 
 use crate::error::SandboxError;
@@ -40,21 +41,6 @@ const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 
-/// Host system directories exposed read-only when present.
-const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
-];
-/// Harmless host files and directories under `/etc` exposed read-only when present.
-const ETC_BINDS: &[&str] = &[
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/alternatives",
-    "/etc/ssl/certs",
-    "/etc/protocols",
-    "/etc/services",
-    "/etc/localtime",
-];
 /// Device nodes bound from the host.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// `/proc` entries hidden behind `/dev/null`.

@@ -52,7 +52,7 @@ const RUNTIMES: &[&str] = &["native", "container", "gvisor"];
 
 #[test]
 fn read_only_mount_cannot_be_written() {
-    for runtime in RUNTIMES {
+    for &runtime in RUNTIMES {
         read_only_mount_cannot_be_written_on(runtime);
     }
 }
@@ -105,7 +105,7 @@ fn read_only_mount_cannot_be_written_on(runtime: &str) {
 
 #[test]
 fn read_write_mount_is_writable_and_files_belong_to_the_directory_owner() {
-    for runtime in RUNTIMES {
+    for &runtime in RUNTIMES {
         read_write_mount_on(runtime);
     }
 }
@@ -225,4 +225,180 @@ fn output_is_streamed_live() {
         "\"first\" reached spawn's stdout only after {first:?}:\n{out}"
     );
     assert!(at("second") >= Duration::from_secs(2), "\n{out}");
+}
+
+/// The Kubernetes `subPath` class (CVE-2017-1002101) on every runtime: an agent plants
+/// symlinks in its writable mount; a later run given one of them (or a path through one)
+/// as a mount source is refused, and the host directory they point to is never reached.
+#[test]
+fn a_symlink_planted_in_a_writable_mount_is_never_followed_by_a_later_run() {
+    let home = Home::new();
+    let ws = tempdir("spawn-ws-");
+    let host_dir = tempdir("spawn-host-dir-");
+    write_file(host_dir.path(), "secret.txt", "host secret\n");
+    let victim = host_dir.path().display().to_string();
+    for &runtime in RUNTIMES {
+        // The first run plants every kind of link in what it was given rw.
+        let plant = format!(
+            "mkdir -p /out/d && ln -s {victim} /out/d/dir && ln -s {victim}/secret.txt /out/d/file \
+             && ln -s d/dir /out/rel && ln -s /out/d/dir /out/chain && ln -s {victim} /out/top && echo planted"
+        );
+        let mount = format!("{}:/out:rw", ws.path().display());
+        let out = home.sh_on(runtime, &["--mount", &mount], &plant);
+        out.assert_code(0);
+        assert!(out.stdout.contains("planted"), "{runtime}:\n{out}");
+        for (link, mode) in [
+            ("d/dir", "rw"),
+            ("d/dir", "ro"),
+            ("d/file", "ro"),
+            ("rel", "rw"),
+            ("chain", "rw"),
+            ("top", "rw"),
+            ("d/dir/sub", "rw"),
+        ] {
+            let source = ws.path().join(link);
+            let flag = format!("{}:/mnt/x:{mode}", source.display());
+            let out = home.sh_on(
+                runtime,
+                &["--mount", &flag],
+                "echo pwned > /mnt/x/pwned 2>/dev/null; cat /mnt/x 2>/dev/null; echo ran",
+            );
+            out.assert_code(125);
+            assert!(
+                out.stderr.contains("through a symlink") || out.stderr.contains("does not exist"),
+                "{runtime} {link} {mode}:\n{out}"
+            );
+            assert!(
+                !out.stdout.contains("ran"),
+                "{runtime} {link} {mode}: it ran:\n{out}"
+            );
+        }
+        let left: Vec<String> = std::fs::read_dir(host_dir.path())
+            .expect("read the host dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            ["secret.txt"],
+            "{runtime}: the host directory was reached"
+        );
+        std::fs::remove_dir_all(ws.path().join("d")).expect("clean");
+        for l in ["rel", "chain", "top"] {
+            std::fs::remove_file(ws.path().join(l)).expect("clean");
+        }
+    }
+}
+
+/// spawn's own state, the runtimes' state and spawn's binaries are never a mount source, ro
+/// or rw, on any runtime, nor is a directory that holds them.
+#[test]
+fn spawns_own_files_are_never_mounted() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.path().join("audit")).expect("audit dir");
+    let exe = std::fs::canonicalize(super::helpers::SPAWN).expect("spawn's path");
+    let bin_dir = exe.parent().expect("a directory").to_owned();
+    let sources = [
+        home.path().to_owned(),
+        home.path().join("audit"),
+        Path::new("/dev/shm/spawn").to_owned(),
+        Path::new("/dev/shm/spawn/bundles").to_owned(),
+        Path::new("/dev/shm").to_owned(),
+        exe.clone(),
+        bin_dir,
+    ];
+    for &runtime in RUNTIMES {
+        for source in &sources {
+            for mode in ["ro", "rw"] {
+                let flag = format!("{}:/mnt/x:{mode}", source.display());
+                let out = home.sh_on(runtime, &["--mount", &flag], "echo ran");
+                out.assert_code(125);
+                assert!(
+                    out.stderr.contains("spawn's own")
+                        || out.stderr.contains("never mounted")
+                        || out.stderr.contains("cannot be mounted writable"),
+                    "{runtime} {flag}:\n{out}"
+                );
+                assert!(
+                    !out.stdout.contains("ran"),
+                    "{runtime} {flag}: it ran:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+/// Nothing a mount target names may create anything on the host: targets inside the
+/// sandbox's host trees (every one, and through `/bin -> usr/bin`) or inside a mount of a
+/// host directory are refused before any runtime starts, and nothing appears on the host.
+#[test]
+fn mount_targets_never_make_anything_on_the_host() {
+    let home = Home::new();
+    let src = tempdir("spawn-src-");
+    write_file(src.path(), "f", "x\n");
+    let outer = tempdir("spawn-outer-");
+    let name = unique("spawn-target-");
+    let targets = [
+        format!("/usr/share/{name}"),
+        format!("/usr/local/bin/{name}"),
+        format!("/usr/lib/{name}/deep"),
+        format!("/bin/{name}"),
+        format!("/sbin/{name}"),
+        format!("/lib/{name}"),
+        format!("/lib64/{name}"),
+        format!("/etc/ssl/certs/{name}"),
+        format!("/etc/alternatives/{name}"),
+        format!("/etc/ld.so.conf.d/{name}"),
+    ];
+    for &runtime in RUNTIMES {
+        for target in &targets {
+            for mode in ["ro", "rw"] {
+                let flag = format!("{}:{target}:{mode}", src.path().display());
+                let out = home.sh_on(runtime, &["--mount", &flag], "echo ran");
+                out.assert_code(125);
+                assert!(
+                    out.stderr.contains("made on the host"),
+                    "{runtime} {flag}:\n{out}"
+                );
+            }
+        }
+        // Inside another host mount.
+        let out = home.sh_on(
+            runtime,
+            &[
+                "--mount",
+                &format!("{}:/data:rw", outer.path().display()),
+                "--mount",
+                &format!("{}:/data/inner:ro", src.path().display()),
+            ],
+            "echo ran",
+        );
+        out.assert_code(125);
+        assert!(out.stderr.contains("inside /data"), "{runtime}:\n{out}");
+        // Beside, it works.
+        let out = home.sh_on(
+            runtime,
+            &[
+                "--mount",
+                &format!("{}:/mnt/{name}:ro", src.path().display()),
+            ],
+            &format!("cat /mnt/{name}/f"),
+        );
+        out.assert_code(0);
+    }
+    for target in &targets {
+        let host_path = Path::new(target);
+        assert!(
+            !host_path.exists(),
+            "{} appeared on the host",
+            host_path.display()
+        );
+    }
+    assert!(
+        std::fs::read_dir(outer.path())
+            .expect("outer")
+            .next()
+            .is_none(),
+        "a mount point was made in the host's directory"
+    );
 }
