@@ -397,6 +397,14 @@ fn ip_forward() -> String {
         .to_owned()
 }
 
+/// spawn's record that forwarding in the test's namespace is its own (named after the
+/// namespace's inode, which a later namespace may get again).
+fn forwarding_record() -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    Path::new("/dev/shm/spawn").join(format!("forwarding-{ino}"))
+}
+
 /// Whether the LAN gets through the host to the public server.
 fn lan_reaches_the_world(lan: &Netns) -> String {
     let script = "import socket\ns = socket.socket(); s.settimeout(3)\ntry:\n    \
@@ -561,14 +569,21 @@ fn main() {
         std::net::TcpStream::connect((addr.as_str(), port))
             .unwrap_or_else(|e| panic!("the host cannot reach {addr}:{port}: {e}"));
     }
-    metadata_hits.store(0, Ordering::SeqCst);
-    private_hits.store(0, Ordering::SeqCst);
-    public_hits.store(0, Ordering::SeqCst);
     UnixStream::connect_addr(&UnixAddr::from_abstract_name(HOST_ABSTRACT.as_bytes()).unwrap())
         .expect("the host's abstract socket");
-    std::thread::sleep(Duration::from_millis(100));
-    abstract_hits.store(0, Ordering::SeqCst);
-    // Forwarding starts off here, so the LAN reaches nothing through the host.
+    // Once each server has counted that visit, start from zero.
+    let counters = [&public_hits, &private_hits, &metadata_hits, &abstract_hits];
+    let counted = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
+    });
+    assert!(counted, "the host's own visits were not counted");
+    for c in counters {
+        c.store(0, Ordering::SeqCst);
+    }
+    // Forwarding starts off here, so the LAN reaches nothing through the host. (A record
+    // left by an earlier test that died, in a namespace with this inode, is not ours.)
+    let _ = std::fs::remove_file(forwarding_record());
     assert_eq!(ip_forward(), "0");
     assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
     let mut passed = 0;
@@ -1020,18 +1035,17 @@ except Exception:
 
     case("full: forwarding was off, so spawn turned it on for its links only, guarded; a flushed guard comes back");
     assert_eq!(ip_forward(), "1");
-    assert!(sh(&["nft", "list", "tables"]).contains("table ip spawn-forward-guard"));
     assert!(
         lan_reaches_the_world(&lan).starts_with("ERR"),
         "the host forwards the LAN's packets because of spawn"
     );
+    assert!(sh(&["nft", "list", "tables"]).contains("table ip spawn-forward-guard"));
     // Without the guard the LAN would get through (so the check above can fail) ...
     sh(&["nft", "flush", "ruleset"]);
     assert_eq!(lan_reaches_the_world(&lan), "CONNECTED");
     // ... and the next full run puts it back.
     let out = spawn.run_on("native", &["--net", "full"], "print('again')");
     assert_eq!(out.status.code(), Some(0));
-    assert!(sh(&["nft", "list", "tables"]).contains("table ip spawn-forward-guard"));
     assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
 
     private_hits.store(0, Ordering::SeqCst);
@@ -1039,10 +1053,6 @@ except Exception:
     assert!(public_hits.load(Ordering::SeqCst) > 0);
     // spawn's record that forwarding is its own, for this namespace (which ends with the
     // test).
-    {
-        use std::os::unix::fs::MetadataExt as _;
-        let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let _ = std::fs::remove_file(Path::new("/dev/shm/spawn").join(format!("forwarding-{ino}")));
-    }
+    let _ = std::fs::remove_file(forwarding_record());
     println!("network: {passed} passed, 0 failed");
 }
