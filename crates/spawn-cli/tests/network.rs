@@ -1048,6 +1048,35 @@ except Exception:
     assert_eq!(out.status.code(), Some(0));
     assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
 
+    case("full: a run whose network cannot be made does not run (exit 125), never on the host's network");
+    // Every tool spawn needs but nftables.
+    let tools = tempfile::tempdir().unwrap();
+    for tool in ["ip", "unshare", "nsenter", "cat", "runc", "runsc"] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, tools.path().join(tool)).unwrap();
+    }
+    for runtime in ["native", "container", "gvisor"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args(["run", "--runtime", runtime, "--net", "full", "--"])
+            .args(["python3", "-c", "print('ran')"])
+            .env("SPAWN_HOME", spawn.home.path())
+            .env("PATH", tools.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{runtime}: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ran"),
+            "{runtime}"
+        );
+        assert!(stderr.contains("network"), "{runtime}: {stderr}");
+    }
+    assert!(!sh(&["ip", "-o", "link"]).contains("spw"));
+
     private_hits.store(0, Ordering::SeqCst);
 
     assert!(public_hits.load(Ordering::SeqCst) > 0);
