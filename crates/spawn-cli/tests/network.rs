@@ -39,6 +39,8 @@ const HOST_UDP: u16 = 9999;
 /// Abstract Unix socket names: one a host service binds, one the agent binds.
 const HOST_ABSTRACT: &str = "spawn-test-host-service";
 const AGENT_ABSTRACT: &str = "spawn-test-agent-service";
+/// An address the host gets while a run is going.
+const NEW_HOST_ADDR: &str = "11.0.2.1";
 
 fn sh(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0])
@@ -230,7 +232,15 @@ impl Spawn {
         } else {
             "ERR:the agent never bound".to_owned()
         };
-        drop(child.stdin.take());
+        let new = format!("{NEW_HOST_ADDR}/32");
+        sh(&["ip", "addr", "add", &new, "dev", "lo"]);
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
+        line.clear();
+        let _ = reader.read_line(&mut line);
+        stdout.push_str(&line);
+        sh(&["ip", "addr", "del", &new, "dev", "lo"]);
+        drop(stdin);
         reader.read_to_string(&mut stdout).unwrap();
         let mut stderr = String::new();
         child
@@ -377,6 +387,9 @@ with open("/proc/net/unix") as f:
 print("abstract_connect", attempt(lambda: unix("HOST_ABSTRACT")))
 agent = socket.socket(socket.AF_UNIX); agent.bind("\0AGENT_ABSTRACT"); agent.listen()
 print("bound", flush=True)
+# Meanwhile the host gets an address it did not have when the run's link was made.
+sys.stdin.readline()
+print("new_host_addr_tcp", attempt(lambda: tcp("NEW_HOST_ADDR", HOST_TCP)), flush=True)
 sys.stdin.read()
 "#;
 
@@ -387,6 +400,7 @@ fn full_script() -> String {
         .replace("HOST_UDP", &HOST_UDP.to_string())
         .replace("HOST_ABSTRACT", HOST_ABSTRACT)
         .replace("AGENT_ABSTRACT", AGENT_ABSTRACT)
+        .replace("NEW_HOST_ADDR", NEW_HOST_ADDR)
 }
 
 /// `net.ipv4.ip_forward` in the test's namespace.
@@ -974,6 +988,8 @@ except Exception:
             ("loopback_tcp", "ERR:ConnectionRefusedError"),
             ("metadata_tcp", "ERR:ConnectionRefusedError"),
             ("other_run_tcp", "ERR:ConnectionRefusedError"),
+            // An address the host got after the run's link was made counts at once.
+            ("new_host_addr_tcp", "ERR:ConnectionRefusedError"),
             // Abstract Unix sockets are the namespace's: the host's are not there.
             ("abstract_seen", "no"),
             ("abstract_connect", "ERR:ConnectionRefusedError"),
