@@ -34,10 +34,13 @@
 //!   kernel's): the same rules on the output hook as far as the namespace can know them,
 //!   nothing in but replies; rejections are immediate.
 //!
-//! The namespace is made first, held by a process of its own (`unshare --net cat`, which
+//! The namespace is made first, held by a process of its own (`unshare --net sh`, which
 //! ends when its stdin closes: with the link, or with spawn), and the veth pair is created
 //! with its sandbox end already inside it, so the pair dies with the namespace: no
-//! sequence of kills leaves a link in the host's namespace. Addresses come from
+//! sequence of kills leaves a link in the host's namespace. A sandbox can outlive a
+//! killed spawn (runc's and runsc's can) and keep the namespace; so the holder deletes the
+//! pair from inside before it exits, and the wall's process, which gets its end of input
+//! only when the holder is gone too (see `HOLD`), never leaves a link unwalled. Addresses come from
 //! `10.201.0.0/16`, one `/30` per run: host end `.1`, sandbox end `.2` of its block.
 //!
 //! Configured with `ip` and `nft` (iproute2, nftables) and `unshare`/`nsenter`
@@ -45,6 +48,7 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,6 +151,13 @@ impl Drop for Holder {
     }
 }
 
+/// The namespace's holder, run by `sh` in the namespace (`unshare --net`): it lives until
+/// its stdin closes (the link is dropped, or spawn dies), then deletes the pair from
+/// inside and exits. Its stdout is a copy of the wall's stdin (`nft -i`), which therefore
+/// sees its end only after the pair is gone: a sandbox that outlives a killed spawn (runc's
+/// and runsc's can) keeps the namespace, but never a link without its wall.
+const HOLD: &str = "cat >/dev/null; ip link del eth0 >/dev/null 2>&1";
+
 /// How long the helpers may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -218,10 +229,26 @@ impl Link {
     }
 
     fn make(seed: u32, reach: Reach) -> Result<Link, EgressError> {
+        // The wall's process first, its tables installed once the link exists. The
+        // namespace's holder keeps a copy of the wall's stdin, so the wall outlives it.
+        let filter = Holder::start(
+            Command::new("nft")
+                .arg("-i")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "start the host-side packet filter",
+        )?;
+        let wall = filter
+            .stdin
+            .as_ref()
+            .map(|s| s.as_fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|e| setup("start the namespace holder", e.to_string()))?
+            .ok_or_else(|| setup("start the namespace holder", "nft has no stdin".into()))?;
         let holder = Holder::start(
             Command::new("unshare")
-                .args(["--net", "--", "cat"])
-                .stdout(Stdio::null()),
+                .args(["--net", "--", "sh", "-c", HOLD])
+                .stdout(Stdio::from(wall)),
             "start the namespace holder",
         )?;
         let ns = format!("/proc/{}/ns/net", holder.pid());
@@ -241,7 +268,7 @@ impl Link {
             );
             match made {
                 Ok(()) => {
-                    return Link::configure(host_if, host, sandbox, holder, &ns, reach);
+                    return Link::configure(host_if, host, sandbox, holder, filter, &ns, reach);
                 }
                 // Taken by another run: try the next block.
                 Err(e) => last = Some(e),
@@ -255,6 +282,7 @@ impl Link {
         host: Ipv4Addr,
         sandbox: Ipv4Addr,
         holder: Holder,
+        mut filter: Holder,
         ns: &str,
         reach: Reach,
     ) -> Result<Link, EgressError> {
@@ -272,13 +300,10 @@ impl Link {
                 routed_host_ruleset(&host_if, host, sandbox, resolver, guard)
             }
         };
-        let filter = match host_filter(&host_if, &rules) {
-            Ok(f) => f,
-            Err(e) => {
-                delete();
-                return Err(e);
-            }
-        };
+        if let Err(e) = host_filter(&mut filter, &host_if, &rules) {
+            delete();
+            return Err(e);
+        }
         let link = Link {
             host_if,
             host,
@@ -373,17 +398,10 @@ fn wait_for_namespace(ns: &str) -> Result<(), EgressError> {
     ))
 }
 
-/// Starts `nft -i` with the host-side filter `rules` of the link `host_if` (see the module
-/// docs) as `owner` tables, and waits until they are in place.
-fn host_filter(host_if: &str, rules: &str) -> Result<Holder, EgressError> {
+/// Gives `nft -i` (`holder`) the host-side filter `rules` of the link `host_if` (see the
+/// module docs) as `owner` tables, and waits until they are in place.
+fn host_filter(holder: &mut Holder, host_if: &str, rules: &str) -> Result<(), EgressError> {
     let what = "install the host-side packet filter";
-    let mut holder = Holder::start(
-        Command::new("nft")
-            .arg("-i")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        what,
-    )?;
     let table = format!("spawn-{host_if}");
     // One line is one transaction: the tables exist whole or not at all. The listing that
     // follows says it has been applied (nft answers errors on stderr instead).
@@ -402,9 +420,7 @@ fn host_filter(host_if: &str, rules: &str) -> Result<Holder, EgressError> {
     let (Some(stdout), Some(stderr)) = (&holder.child.stdout, &holder.child.stderr) else {
         return Err(setup(what, "nft has no stdout or stderr".into()));
     };
-    wait_for_listing(stdout, stderr, &format!("table ip {table} {{"))
-        .map_err(|e| setup(what, e))?;
-    Ok(holder)
+    wait_for_listing(stdout, stderr, &format!("table ip {table} {{")).map_err(|e| setup(what, e))
 }
 
 /// Waits until `out` shows a line starting with `head` (the listing of the last table),
