@@ -427,6 +427,25 @@ fn lan_reaches_the_world(lan: &Netns) -> String {
     lan.sh(&["python3", "-c", script]).trim().to_owned()
 }
 
+/// Python run inside the sandbox: knocks on the host's service (on its own address and on
+/// the link's host end) for a few seconds, after saying `knocking`.
+const KNOCK: &str = r#"
+import ipaddress, socket, time
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); probe.connect(("11.0.0.1", 9))
+host_end = str(ipaddress.ip_address(probe.getsockname()[0]) - 1)
+print("knocking", flush=True)
+end = time.time() + 4
+while time.time() < end:
+    for host in ("HOST_OWN", host_end):
+        s = socket.socket(); s.settimeout(0.2)
+        try:
+            s.connect((host, 18080))
+        except Exception:
+            pass
+        s.close()
+    time.sleep(0.05)
+"#;
+
 /// Runs an agent on `runtime` that listens on port 8080 and holds a connection to the
 /// proxy, and returns what the host kernel lists (`ss -tan`) in the run's network
 /// namespace meanwhile.
@@ -464,18 +483,24 @@ sys.stdin.read()
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "{runtime}");
-    // The run's namespace is held by spawn's child `unshare --net cat` (now `cat`).
+    // The run's namespace: the one spawn's children live in that is not the test's (the
+    // namespace's holder, and the sandbox's init or runsc, are all in it).
     let spawn_pid = child.id().to_string();
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     let holder = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .find(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat.split_whitespace().collect();
-            fields.get(1) == Some(&"(cat)") && fields.get(3) == Some(&spawn_pid.as_str())
+            // The parent's pid is the second field after the command's `)`.
+            let parent = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().nth(1));
+            parent == Some(Some(spawn_pid.as_str()))
+                && std::fs::read_link(e.path().join("ns/net")).is_ok_and(|ns| ns != ours)
         })
         .map(|e| e.path().join("ns/net"))
-        .expect("the namespace holder of the run");
+        .expect("the run's network namespace");
     let listed = sh(&[
         "nsenter",
         &format!("--net={}", holder.display()),
@@ -929,6 +954,36 @@ except Exception:
             std::thread::sleep(Duration::from_millis(i * 7));
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Killed while the agent runs and knocks on the host's doors: a sandbox that
+        // outlives spawn keeps no link, walled or not.
+        for policy in ["egress-only", "full"] {
+            let before = stray_tcp.load(Ordering::SeqCst);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+                .args(["run", "--runtime", runtime, "--net", policy, "--"])
+                .args(["python3", "-c", &KNOCK.replace("HOST_OWN", HOST_OWN)])
+                .env("SPAWN_HOME", spawn.home.path())
+                .env(
+                    "SPAWN_EGRESS_NAMESERVER",
+                    format!("127.0.0.1:{}", spawn.dns),
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "knocking", "{runtime}, {policy}");
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(1500));
+            assert_eq!(
+                stray_tcp.load(Ordering::SeqCst),
+                before,
+                "{runtime}, {policy}: a sandbox that outlived spawn reached the host"
+            );
         }
         // A sandbox a killed spawn left running holds its namespace until the next run
         // reaps it.
