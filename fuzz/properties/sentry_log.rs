@@ -23,6 +23,13 @@ pub fn check(data: &[u8]) {
         "{msg:?} is not syscall {}",
         d.sysno
     );
-    let ids = format!(":{:>4}] ", d.tid);
-    assert!(msg.contains(&ids) || msg.contains(&format!(":{}] ", d.tid)), "{msg:?} {d:?}");
+    // The ids, as the Sentry pads them (with spaces), name the same thread.
+    let ids = msg
+        .split_once("] [")
+        .and_then(|(_, rest)| rest.split_once("] "))
+        .map(|(ids, _)| ids)
+        .expect("a denial names its thread");
+    let (tgid, tid) = ids.split_once(':').expect("TGID:TID");
+    assert_eq!(tgid.trim_start_matches(' '), d.tgid.to_string(), "{msg:?}");
+    assert_eq!(tid.trim_start_matches(' '), d.tid.to_string(), "{msg:?}");
 }

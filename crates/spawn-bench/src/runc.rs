@@ -58,6 +58,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
+        terminal: false,
         staged: &[],
     })
     .context("derive the baseline's OCI configuration")?;

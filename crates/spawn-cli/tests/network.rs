@@ -985,10 +985,7 @@ except Exception:
                 "{runtime}, {policy}: a sandbox that outlived spawn reached the host"
             );
         }
-        // A sandbox a killed spawn left running holds its namespace until the next run
-        // reaps it.
-        let reap = spawn.run_on(runtime, &[], "print('reaped')");
-        assert_eq!(reap.status.code(), Some(0), "{runtime}");
+        // Nothing is reaped by a later run: the run died with spawn.
         let gone = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
             !sh(&["ip", "-o", "link"]).contains("spw")

@@ -153,6 +153,27 @@ fn hierarchies_in(info: &str) -> Vec<PathBuf> {
     out
 }
 
+/// `relative` (a cgroup path such as `spawn/NAME`) in every mounted hierarchy, whether or
+/// not it exists there: where a runtime that makes its own groups (runc) may have made
+/// one.
+pub fn every_hierarchy(relative: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join(relative)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let path = e.path();
+            // Symlinks (cpu -> cpu,cpuacct) name a hierarchy listed under its own name.
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if is_dir && path.join("cgroup.procs").exists() {
+                dirs.push(path.join(relative));
+            }
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// Removes run `name`'s group (`spawn/<name>`) from every mounted hierarchy, not only
 /// the ones spawn configures: OCI runtimes create the run's group in all of them (runc
 /// and runsc under `linux.cgroupsPath`). Missing groups are fine; the first one that

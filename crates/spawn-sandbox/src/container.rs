@@ -458,13 +458,12 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .output();
     }
     // runsc leaves a lock file without state when it was killed while creating the
-    // container; it cannot delete what it has no state for, so every later run would ask
-    // it again (one runsc start each): such lock files of dead spawns go.
+    // container, and its control socket when it was killed running; it cannot delete what
+    // it has no state for, so every later run would ask it again (one runsc start each):
+    // such files of dead spawns go.
     if matches!(engine, Engine::Runsc { .. }) {
-        for id in &stale {
-            for name in orphan_locks(state, id) {
-                let _ = std::fs::remove_file(state.join(name));
-            }
+        for name in orphan_runsc_files(state, dead) {
+            let _ = std::fs::remove_file(state.join(name));
         }
     }
     if let Ok(entries) = std::fs::read_dir(bundles) {
@@ -475,6 +474,10 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
         }
     }
 }
+
+/// How long the guard of a run whose spawn died waits before killing: the runtime spawn
+/// started (killed with spawn) may still be making the run's groups.
+const GUARD_GRACE: Duration = Duration::from_millis(100);
 
 /// Extra room a gVisor sandbox needs for itself (the Sentry's threads and memory), on top
 /// of what the agent is allowed: the cgroup holds the whole sandbox, not only the agent.
@@ -633,6 +636,7 @@ fn run_engine(
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SandboxError::setup("socketpair", e))?;
+    let plumbing = Plumbing::for_process()?;
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
         env: &env,
@@ -649,6 +653,7 @@ fn run_engine(
         init: Some(&exe),
         kernel,
         netns: netns.as_deref(),
+        terminal: plumbing.agent.terminal,
         staged: &staged,
     })?;
     let config_path = bundle.path.join("config.json");
@@ -692,6 +697,25 @@ fn run_engine(
     } else {
         None
     };
+    // Should spawn die (SIGKILL) from here on, the run dies with it: the guard kills
+    // whatever is left in the run's groups (runc's container, or runsc with its gofer and
+    // Sentry) and removes the groups, the bundle and the runtime's state for this run.
+    let guard = {
+        let groups: Vec<PathBuf> = match &own_cgroup {
+            Some(group) => group.dirs().to_vec(),
+            None => crate::cgroups::every_hierarchy(&format!("spawn/{name}")),
+        };
+        let mut remove = vec![bundle.path.clone()];
+        if gvisor {
+            for ext in ["state", "lock"] {
+                remove.push(state.join(format!("{id}_sandbox:{id}.{ext}")));
+            }
+            remove.push(state.join(format!("runsc-{id}.sock")));
+        } else {
+            remove.push(state.join(&id));
+        }
+        native::Guard::start(&groups, &[], GUARD_GRACE, &remove)?
+    };
     // gVisor's kernel has no seccomp listener: the calls spawn's filter denies are read
     // from the Sentry's debug log instead (see `gvisor_monitor`), through a FIFO in the
     // bundle (the log also holds the run's configuration: it never reaches a file).
@@ -700,7 +724,6 @@ fn run_engine(
     } else {
         None
     };
-    let plumbing = Plumbing::for_process()?;
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
@@ -781,6 +804,8 @@ fn run_engine(
         } else {
             cmd.stdin(Stdio::null());
         }
+        // runc or runsc itself dies with spawn (the guard takes care of what it started).
+        sys::die_with_parent_on_exec(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| SandboxError::setup("start runc", e))?;
@@ -788,7 +813,25 @@ fn run_engine(
         // run's end.
         drop(cmd);
         drop(report_child);
-        let relay = plumbing.start();
+        // gVisor does not see the size of the run's terminal change: its SIGWINCH goes in
+        // through runsc, to every process of the run (gVisor drops it on its way through
+        // the init, whose disposition for it is the default, ignore).
+        let on_resize: Option<Box<dyn Fn() + Send>> = if gvisor && plumbing.agent.terminal {
+            let mut kill = engine.command(&runc, &state);
+            kill.args(["kill", "--all", &id, "WINCH"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let kill = std::sync::Mutex::new(kill);
+            Some(Box::new(move || {
+                if let Ok(mut cmd) = kill.lock() {
+                    let _ = cmd.status();
+                }
+            }))
+        } else {
+            None
+        };
+        let relay = plumbing.start_with(on_resize);
         let relay = match relay {
             Ok(r) => r,
             Err(e) => {
@@ -832,6 +875,7 @@ fn run_engine(
     }
     drop(own_cgroup);
     drop(bundle);
+    guard.finish();
     let (
         Supervised {
             status,
@@ -928,8 +972,10 @@ fn remove_stopped(state: &Path, id: &str, name: &str) -> bool {
     std::fs::remove_dir_all(&dir).is_ok()
 }
 
-/// The lock files runsc keeps for container `id` that have no state file beside them.
-fn orphan_locks(state: &Path, id: &str) -> Vec<String> {
+/// The files runsc left in its state directory for containers of spawns that are gone
+/// (`dead` says which ids) and that it no longer holds state for: lock files without a
+/// state file beside them, and control sockets (`runsc-ID.sock`).
+fn orphan_runsc_files(state: &Path, dead: impl Fn(&str) -> bool) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(state) else {
         return Vec::new();
     };
@@ -937,13 +983,26 @@ fn orphan_locks(state: &Path, id: &str) -> Vec<String> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .collect();
-    let prefix = format!("{id}_sandbox:");
+    let has_state = |id: &str| {
+        let prefix = format!("{id}_sandbox:");
+        names
+            .iter()
+            .any(|n| n.starts_with(&prefix) && n.ends_with(".state"))
+    };
     names
         .iter()
-        .filter(|n| n.starts_with(&prefix))
-        .filter_map(|n| n.strip_suffix(".lock"))
-        .filter(|stem| !names.iter().any(|m| *m == format!("{stem}.state")))
-        .map(|stem| format!("{stem}.lock"))
+        .filter(|n| {
+            let id = match n
+                .strip_prefix("runsc-")
+                .and_then(|r| r.strip_suffix(".sock"))
+            {
+                Some(id) => id,
+                None if n.ends_with(".lock") => n.split_once("_sandbox:").map_or("", |(id, _)| id),
+                None => return false,
+            };
+            id.starts_with("spawn") && dead(id) && !has_state(id)
+        })
+        .cloned()
         .collect()
 }
 
@@ -1302,24 +1361,32 @@ mod tests {
     }
 
     #[test]
-    fn only_lock_files_without_state_are_orphans() {
+    fn only_files_of_dead_spawns_without_state_are_orphans() {
         let dir = tempfile::tempdir().unwrap();
-        let id = "spawn42-tr_a";
         for name in [
-            format!("{id}_sandbox:{id}.lock"),
-            "spawn42-tr_b_sandbox:spawn42-tr_b.lock".to_owned(),
-            "spawn42-tr_b_sandbox:spawn42-tr_b.state".to_owned(),
-            "spawn42-tr_ab_sandbox:spawn42-tr_ab.lock".to_owned(),
+            "spawn42-tr_a_sandbox:spawn42-tr_a.lock",
+            "runsc-spawn42-tr_a.sock",
+            "spawn42-tr_b_sandbox:spawn42-tr_b.lock",
+            "spawn42-tr_b_sandbox:spawn42-tr_b.state",
+            "runsc-spawn42-tr_b.sock",
+            "spawn7-tr_c_sandbox:spawn7-tr_c.lock",
+            "runsc-spawn7-tr_c.sock",
+            "runsc-other.sock",
+            "unrelated.lock",
         ] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
+        // spawn 42 is gone, spawn 7 is alive.
+        let dead = |id: &str| id.starts_with("spawn42-");
+        let mut found = orphan_runsc_files(dir.path(), dead);
+        found.sort();
         assert_eq!(
-            orphan_locks(dir.path(), id),
-            [format!("{id}_sandbox:{id}.lock")]
+            found,
+            [
+                "runsc-spawn42-tr_a.sock",
+                "spawn42-tr_a_sandbox:spawn42-tr_a.lock"
+            ]
         );
-        // A container with state is runsc's to delete, never spawn's.
-        assert!(orphan_locks(dir.path(), "spawn42-tr_b").is_empty());
-        assert!(orphan_locks(dir.path(), "spawn42-tr_c").is_empty());
     }
 
     #[test]

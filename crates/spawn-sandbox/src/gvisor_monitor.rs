@@ -290,9 +290,12 @@ fn parse_message(msg: &str) -> Option<Denial> {
     })
 }
 
-/// A decimal `u32` with nothing around it.
+/// A decimal `u32` with nothing around it, as Go's `%d` writes it (no leading zero).
 fn number(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if s.len() > 1 && s.starts_with('0') {
         return None;
     }
     s.parse().ok()

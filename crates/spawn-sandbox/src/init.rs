@@ -48,6 +48,9 @@ pub(crate) struct ChildConfig {
     /// The sandbox was born in the run's network namespace (made and connected by spawn,
     /// loopback up); otherwise the init makes one with loopback only. Never the host's.
     pub(crate) netns_joined: bool,
+    /// The agent's stdin is the run's own pty (an interactive run): the agent's session
+    /// takes it as controlling terminal.
+    pub(crate) controlling_tty: bool,
 }
 
 /// The child ends of the channels to spawn.
@@ -285,6 +288,10 @@ fn agent_main(cfg: &ChildConfig, report: &OwnedFd, ready: OwnedFd) -> ! {
 /// set, signals, `no_new_privs`, and seccomp (whose listener goes to spawn).
 fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxError> {
     nix::unistd::setsid().map_err(|e| SandboxError::setup("new session", e))?;
+    if cfg.controlling_tty {
+        sys::take_controlling_terminal()
+            .map_err(|e| SandboxError::setup("take the run's terminal", e))?;
+    }
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SandboxError::setup("set parent-death signal", e))?;
     for (resource, value) in &cfg.rlimits {
@@ -368,6 +375,9 @@ pub struct InitArgs {
     pub gvisor_root: bool,
     /// `--xattr-compat`: also install [`crate::seccomp::gvisor_xattr_compat`].
     pub xattr_compat: bool,
+    /// `--tty`: the command's stdin is the run's own pty (an interactive run): its
+    /// session takes it as controlling terminal.
+    pub tty: bool,
     /// The command and its arguments.
     pub command: Vec<String>,
 }
@@ -380,7 +390,7 @@ impl std::fmt::Display for InitUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(
             "usage: spawn-init [--report-fd N] [--stdio-fd N] [--read PATH]... \
-             [--write PATH]... [--gvisor-root] [--xattr-compat] -- COMMAND...",
+             [--write PATH]... [--gvisor-root] [--xattr-compat] [--tty] -- COMMAND...",
         )
     }
 }
@@ -409,6 +419,9 @@ impl InitArgs {
         }
         if self.xattr_compat {
             args.push("--xattr-compat".to_owned());
+        }
+        if self.tty {
+            args.push("--tty".to_owned());
         }
         args.push("--".to_owned());
         args.extend(self.command.iter().cloned());
@@ -449,6 +462,10 @@ impl InitArgs {
                 }
                 ["--xattr-compat", tail @ ..] if !out.xattr_compat => {
                     out.xattr_compat = true;
+                    rest = tail;
+                }
+                ["--tty", tail @ ..] if !out.tty => {
+                    out.tty = true;
                     rest = tail;
                 }
                 ["--", command @ ..] if !command.is_empty() => {
@@ -589,7 +606,19 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                 }
             }
             drop(stdio);
-            let _ = nix::unistd::setsid();
+            if args.tty && args.gvisor_root {
+                // gVisor's terminals cannot become a new session's controlling terminal
+                // (TIOCSCTTY fails): the command leads a process group of its own in the
+                // init's session instead, which the init puts in the foreground (below).
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            } else {
+                let _ = nix::unistd::setsid();
+                if args.tty {
+                    if let Err(e) = sys::take_controlling_terminal() {
+                        sys::exit_now(init_failed("take the run's terminal", e));
+                    }
+                }
+            }
             if args.gvisor_root {
                 if let Err(e) = drop_to_agent() {
                     sys::exit_now(init_failed("become the agent", e));
@@ -631,6 +660,14 @@ pub fn oci_init(args: &InitArgs) -> i32 {
         Ok(Some(pid)) => Pid::from_raw(pid),
         Err(e) => return init_failed("start the command", e),
     };
+    if args.tty && args.gvisor_root {
+        // The command's group gets the terminal's keys (^C, ^Z) and may read it. Done on
+        // both sides of the fork (here and in the child) so neither order races.
+        let _ = nix::unistd::setpgid(child, child);
+        if let Err(e) = nix::unistd::tcsetpgrp(std::io::stdin(), child) {
+            return init_failed("give the command the run's terminal", e);
+        }
+    }
     // Only the command holds its streams; the init keeps no capability it does not need
     // to reap and forward signals.
     drop(stdio);
@@ -679,6 +716,7 @@ mod tests {
             InitArgs {
                 gvisor_root: true,
                 xattr_compat: true,
+                tty: true,
                 command: vec!["--".into(), "--report-fd".into()],
                 ..InitArgs::default()
             },

@@ -387,6 +387,7 @@ fn child_config(
     Ok(ChildConfig {
         search_path: search_path(argv0, &env),
         netns_joined: network.is_some(),
+        controlling_tty: false,
         plan,
         hostname,
         argv,
@@ -408,15 +409,22 @@ fn child_config(
     })
 }
 
-/// A process outside the sandbox that removes the run's cgroups if spawn dies without
-/// doing it (SIGKILL): it waits for EOF on a pipe whose only writer is spawn.
-struct Guard {
+/// A process outside the sandbox that ends the run if spawn dies without doing it
+/// (SIGKILL): it waits for EOF on a pipe whose only writer is spawn, then kills what is left
+/// in the run's cgroups, removes them, and removes `remove` (the OCI runtimes' bundle and
+/// state), `grace` after waking (a runtime may still be creating its groups).
+pub(crate) struct Guard {
     tx: Option<OwnedFd>,
     pid: Pid,
 }
 
 impl Guard {
-    fn start(dirs: &[PathBuf], hold: &[&OwnedFd]) -> Result<Guard, SandboxError> {
+    pub(crate) fn start(
+        dirs: &[PathBuf],
+        hold: &[&OwnedFd],
+        grace: Duration,
+        remove: &[PathBuf],
+    ) -> Result<Guard, SandboxError> {
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| SandboxError::setup("guard pipe", e))?;
         let path = |p: PathBuf| {
@@ -444,6 +452,11 @@ impl Guard {
                 .iter()
                 .map(|d| path(d.join("cgroup.procs")))
                 .collect::<Result<_, _>>()?,
+            grace,
+            remove: remove
+                .iter()
+                .map(|p| path(p.clone()))
+                .collect::<Result<_, _>>()?,
         };
         let pid =
             sys::start_guard(plan).map_err(|e| SandboxError::setup("start cleanup guard", e))?;
@@ -458,7 +471,7 @@ impl Guard {
     /// Lets the guard go: it wakes on EOF, finds nothing left to remove and exits. It is
     /// reaped if it already has; otherwise by whoever reaps spawn's orphans (spawn's own
     /// exit, for the CLI), so the run does not wait for it.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.tx = None;
         let _ = waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     }
@@ -613,7 +626,7 @@ pub fn run(
     let (root_id, agent_id) = host_ids();
     let net = NetView::of(spec, opts)?;
     let network = net.network;
-    let cfg = child_config(spec, run_limits, agent_id, net)?;
+    let mut cfg = child_config(spec, run_limits, agent_id, net)?;
 
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let limits = Limits {
@@ -624,6 +637,7 @@ pub fn run(
     let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
     let plumbing = Plumbing::for_process()?;
+    cfg.controlling_tty = plumbing.agent.terminal;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.
     let cancel_set = cancel_signals();
@@ -717,7 +731,7 @@ pub fn run(
         // The guard also holds the sandbox's mount namespace: tearing down its ~30 mounts
         // then happens in the guard once spawn has returned, not in the init's exit that
         // spawn waits for. Nothing of it is reachable by then: no process is left in it.
-        guard = Some(Guard::start(cg.dirs(), &[&mnt_ns]).map_err(&abort)?);
+        guard = Some(Guard::start(cg.dirs(), &[&mnt_ns], Duration::ZERO, &[]).map_err(&abort)?);
         drop(mnt_ns);
         cgroups::reap_stale(&layout);
         let relay = plumbing.start().map_err(&abort)?;

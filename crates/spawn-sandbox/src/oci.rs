@@ -56,6 +56,9 @@ pub struct OciInput<'a> {
     /// The network namespace to join (a run with a network policy), instead of a new
     /// empty one. gVisor ignores it: runsc is started inside it instead. Never the host's.
     pub netns: Option<&'a Path>,
+    /// The agent's stdin is the run's own pty (an interactive run): spawn's init makes it
+    /// the command's controlling terminal.
+    pub terminal: bool,
     /// Writable host grants prepared by the driver (idmapped, see `idmap`) and attached
     /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
     /// bind to that sandbox path takes its source from here instead of the host path.
@@ -348,6 +351,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         }
         let mut flags = InitArgs {
             command: input.argv.to_vec(),
+            tty: input.terminal,
             ..InitArgs::default()
         };
         match input.kernel {
@@ -363,6 +367,9 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
                 };
             }
             Kernel::Gvisor { xattr_compat, .. } => {
+                // gVisor serves the stdio it is given as terminals only when the process
+                // has one: the run's own pty, which runsc is started with.
+                config["process"]["terminal"] = json!(input.terminal);
                 // The init starts as root of gVisor's kernel to remove the devices gVisor
                 // adds, then starts the command as 1000 with nothing (see `InitArgs`).
                 flags.gvisor_root = true;
@@ -448,6 +455,7 @@ mod tests {
             init,
             kernel,
             netns: None,
+            terminal: false,
             staged: &[],
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()

@@ -46,6 +46,9 @@ pub(crate) struct AgentStdio {
     pub(crate) stdout: OwnedFd,
     /// A second descriptor of the same pipe as `stdout` when spawn's own are one.
     pub(crate) stderr: OwnedFd,
+    /// The three are the slave of a pty of the run's own (an interactive run): the agent's
+    /// session makes it its controlling terminal.
+    pub(crate) terminal: bool,
 }
 
 /// What each relayed stream went through, for the caller to report.
@@ -92,11 +95,84 @@ impl Fd {
 pub(crate) struct Plumbing {
     pub(crate) agent: AgentStdio,
     copies: Vec<Copy>,
+    /// Spawn's terminal and its settings, put in raw mode while the relay runs.
+    raw: Option<(BorrowedFd<'static>, nix::sys::termios::Termios)>,
+    /// Spawn's terminal and the run's pty master: the pty follows the terminal's size.
+    resize: Option<(BorrowedFd<'static>, OwnedFd)>,
 }
 
 impl Plumbing {
-    /// Pipes for the agent's streams, relayed to and from spawn's own descriptors 0, 1, 2.
+    /// The agent's streams, relayed to and from spawn's own descriptors 0, 1, 2: a pty of
+    /// the run's own when spawn's stdin and stdout are terminals (an interactive run),
+    /// else pipes. The caller's terminal never reaches the agent.
     pub(crate) fn for_process() -> Result<Plumbing, SandboxError> {
+        match (sys::borrow_std_fd(0), sys::borrow_std_fd(1)) {
+            (Some(input), Some(output))
+                if nix::unistd::isatty(input).unwrap_or(false)
+                    && nix::unistd::isatty(output).unwrap_or(false) =>
+            {
+                Plumbing::terminal(input, output)
+            }
+            _ => Plumbing::pipes(),
+        }
+    }
+
+    /// An interactive run: the agent's stdin, stdout and stderr are the slave of a new pty
+    /// (with the size and settings of spawn's terminal); spawn copies its stdin to the
+    /// master and the master to its stdout, with its own terminal in raw mode meanwhile
+    /// (keys such as ^C reach the agent's terminal, which signals the agent).
+    fn terminal(
+        input: BorrowedFd<'static>,
+        output: BorrowedFd<'static>,
+    ) -> Result<Plumbing, SandboxError> {
+        let settings = nix::sys::termios::tcgetattr(input).ok();
+        let size = sys::window_size(output);
+        let pty = nix::pty::openpty(size.as_ref(), settings.as_ref())
+            .map_err(|e| SandboxError::setup("open the run's terminal", e))?;
+        let master = pty.master;
+        let slave = pty.slave;
+        for fd in [&master, &slave] {
+            fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                .map_err(|e| SandboxError::setup("make the terminal close-on-exec", e))?;
+        }
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| SandboxError::setup("duplicate the run's terminal", e))
+        };
+        let master_out = dup(&master)?;
+        let master_size = dup(&master)?;
+        fcntl(&master_out, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| SandboxError::setup("make the terminal non-blocking", e))?;
+        let copies = vec![
+            Copy {
+                name: "stdin",
+                src: Fd::Std(input),
+                dst: Fd::Owned(master),
+                output: false,
+            },
+            Copy {
+                name: "stdout",
+                src: Fd::Owned(master_out),
+                dst: Fd::Std(output),
+                output: true,
+            },
+        ];
+        let resize = Some((output, master_size));
+        Ok(Plumbing {
+            agent: AgentStdio {
+                stdin: dup(&slave)?,
+                stdout: dup(&slave)?,
+                stderr: slave,
+                terminal: true,
+            },
+            copies,
+            raw: settings.map(|s| (input, s)),
+            resize,
+        })
+    }
+
+    /// Pipes for the agent's streams (a run that is not interactive has no terminal).
+    fn pipes() -> Result<Plumbing, SandboxError> {
         let null = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -148,18 +224,53 @@ impl Plumbing {
                 stdin,
                 stdout,
                 stderr,
+                terminal: false,
             },
             copies,
+            raw: None,
+            resize: None,
         })
     }
 
     /// Starts copying. Call once the sandbox has its own copies of the agent's ends (they
     /// are closed here, so that the agent's exit is the pipes' end).
     pub(crate) fn start(self) -> Result<Relay, SandboxError> {
-        let Plumbing { agent, copies } = self;
+        self.start_with(None)
+    }
+
+    /// [`Plumbing::start`], with `on_resize` called after the run's terminal took a new
+    /// size (gVisor does not see the host terminal's size change: its SIGWINCH has to be
+    /// sent through the runtime).
+    pub(crate) fn start_with(
+        self,
+        on_resize: Option<Box<dyn Fn() + Send>>,
+    ) -> Result<Relay, SandboxError> {
+        let Plumbing {
+            agent,
+            copies,
+            raw,
+            resize,
+        } = self;
         drop(agent);
+        // The caller's terminal passes every key to the run's own (restored by `Relay`).
+        let restore = raw.and_then(|(fd, settings)| {
+            let mut raw = settings.clone();
+            nix::sys::termios::cfmakeraw(&mut raw);
+            nix::sys::termios::tcsetattr(fd, nix::sys::termios::SetArg::TCSANOW, &raw)
+                .ok()
+                .map(|()| (fd, settings))
+        });
         let (stop_rx, stop_tx) = pipe()?;
         let stop_rx = std::sync::Arc::new(stop_rx);
+        // In an interactive run SIGWINCH is taken from a signalfd on a thread of its own,
+        // so it must reach no other thread: blocked here, before any relay thread exists
+        // (threads inherit the mask). It stays blocked in this one until spawn exits.
+        let winch = nix::sys::signal::SigSet::from_iter([nix::sys::signal::Signal::SIGWINCH]);
+        if resize.is_some() {
+            winch
+                .thread_block()
+                .map_err(|e| SandboxError::setup("block SIGWINCH", e))?;
+        }
         let mut threads = Vec::new();
         for copy in copies {
             let stop = stop_rx.clone();
@@ -171,9 +282,21 @@ impl Plumbing {
                 .map_err(|e| SandboxError::setup("start the output relay", e))?;
             threads.push((output, handle));
         }
+        if let Some((terminal, master)) = resize {
+            let stop = stop_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name("relay-winch".into())
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    follow_window_size(terminal, &master, &winch, &stop, on_resize.as_deref())
+                })
+                .map_err(|e| SandboxError::setup("start the terminal relay", e))?;
+            threads.push((false, handle));
+        }
         Ok(Relay {
             threads,
             stop: Some(stop_tx),
+            restore,
         })
     }
 }
@@ -184,6 +307,8 @@ pub(crate) struct Relay {
     threads: Vec<(bool, JoinHandle<Outcome>)>,
     /// Closed by [`Relay::finish`]: every thread polls the other end.
     stop: Option<OwnedFd>,
+    /// The caller's terminal and the settings it had before the run.
+    restore: Option<(BorrowedFd<'static>, nix::sys::termios::Termios)>,
 }
 
 impl Relay {
@@ -211,6 +336,10 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         drop(self.stop.take());
+        if let Some((fd, settings)) = self.restore.take() {
+            let _ =
+                nix::sys::termios::tcsetattr(fd, nix::sys::termios::SetArg::TCSADRAIN, &settings);
+        }
     }
 }
 
@@ -218,6 +347,47 @@ impl Drop for Relay {
 struct Outcome {
     bytes: u64,
     error: Option<String>,
+}
+
+/// Gives the run's pty `master` the size of spawn's `terminal` whenever it changes
+/// (SIGWINCH), until the stop pipe closes; the kernel then signals the agent's foreground
+/// group itself.
+fn follow_window_size(
+    terminal: BorrowedFd<'static>,
+    master: &OwnedFd,
+    winch: &nix::sys::signal::SigSet,
+    stop: &OwnedFd,
+    on_resize: Option<&(dyn Fn() + Send)>,
+) -> Outcome {
+    let Ok(signals) = nix::sys::signalfd::SignalFd::new(winch) else {
+        return Outcome::default();
+    };
+    loop {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Outcome::default(),
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return Outcome::default();
+        }
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            let _ = signals.read_signal();
+            if let Some(size) = sys::window_size(terminal) {
+                if sys::set_window_size(master.as_fd(), &size).is_ok() {
+                    if let Some(f) = on_resize {
+                        f();
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
@@ -271,6 +441,8 @@ fn run_copy(copy: &Copy, stop: &OwnedFd) -> Outcome {
             Err(nix::errno::Errno::EINTR) => {}
             Err(nix::errno::Errno::EAGAIN) if stopping => return outcome,
             Err(nix::errno::Errno::EAGAIN) => {}
+            // A pty's master once every slave is closed: the end of the output.
+            Err(nix::errno::Errno::EIO) if copy.output => return outcome,
             Err(e) => {
                 if copy.output {
                     outcome.error = Some(format!("the agent's {}: {e}", copy.name));

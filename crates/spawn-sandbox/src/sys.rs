@@ -568,7 +568,17 @@ pub(crate) struct GuardPlan {
     /// `rx`, references to the sandbox's mount namespace, so that the kernel tears it down
     /// when the guard exits (after spawn has returned) rather than in the init's exit.
     pub(crate) keep: Vec<usize>,
+    /// How long to wait once woken before killing: a runtime spawn started may still be
+    /// creating the run's groups as spawn dies (it is killed with spawn too).
+    pub(crate) grace: std::time::Duration,
+    /// Files and directories to remove once the processes are gone (the run's bundle and
+    /// runtime state), with `rm -rf --one-file-system`, if the first of them still exists
+    /// (after a normal end spawn has removed them itself).
+    pub(crate) remove: Vec<CString>,
 }
+
+/// The program the guard runs to remove the plan's paths.
+const RM: &CStr = c"/bin/rm";
 
 const GUARD_STACK: usize = 64 << 10;
 const PAGE: usize = 4096;
@@ -577,7 +587,22 @@ const PAGE: usize = 4096;
 /// no page-table copy) but outlives it, and runs only raw system calls on its own stack.
 /// The plan and the stack are leaked on purpose: the guard may use them after spawn exits.
 pub(crate) fn start_guard(plan: GuardPlan) -> io::Result<libc::pid_t> {
-    let plan: &'static GuardPlan = Box::leak(Box::new(plan));
+    // `rm`'s argument vector, built now: the guard allocates nothing.
+    let mut words: Vec<CString> = ["rm", "-rf", "--one-file-system", "--"]
+        .iter()
+        .map(|w| CString::new(*w).map_err(io::Error::other))
+        .collect::<io::Result<_>>()?;
+    words.extend(plan.remove.iter().cloned());
+    let words: &'static [CString] = Vec::leak(words);
+    let argv: Vec<*const libc::c_char> = words
+        .iter()
+        .map(|w| w.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let plan: &'static GuardArgs = Box::leak(Box::new(GuardArgs {
+        plan,
+        rm_argv: Vec::leak(argv),
+    }));
     // SAFETY: an anonymous private mapping; the result is checked below.
     let stack = unsafe {
         libc::mmap(
@@ -600,8 +625,9 @@ pub(crate) fn start_guard(plan: GuardPlan) -> io::Result<libc::pid_t> {
     let top = unsafe { stack.cast::<u8>().add(GUARD_STACK + PAGE) }.cast::<libc::c_void>();
     // SAFETY: glibc's clone runs `guard_main` on the new stack in a child that shares our
     // memory (CLONE_VM) but is its own process (no CLONE_THREAD), and exits it with the
-    // function's return value. The child only reads `plan`, which is leaked and never
-    // mutated, uses its own stack, and makes raw system calls that touch no shared state.
+    // function's return value. The child only reads `plan` and `rm`'s arguments, which are
+    // leaked and never mutated, uses its own stack, and makes raw system calls that touch
+    // no shared state (its execve of `rm` gives it memory of its own).
     let pid = unsafe {
         libc::clone(
             guard_main,
@@ -616,9 +642,17 @@ pub(crate) fn start_guard(plan: GuardPlan) -> io::Result<libc::pid_t> {
     Ok(pid)
 }
 
+/// What the guard's child function gets: the plan, and `rm`'s argument vector (null
+/// terminated, pointing into leaked strings).
+struct GuardArgs {
+    plan: GuardPlan,
+    rm_argv: &'static [*const libc::c_char],
+}
+
 extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the leaked `&'static GuardPlan` passed by `start_guard`.
-    let plan = unsafe { &*arg.cast::<GuardPlan>() };
+    // SAFETY: `arg` is the leaked `&'static GuardArgs` passed by `start_guard`.
+    let args = unsafe { &*arg.cast::<GuardArgs>() };
+    let plan = &args.plan;
     let rx = usize::try_from(plan.rx).unwrap_or(0);
     // SAFETY: every raw call below takes integer arguments, or pointers to this function's
     // stack buffer and to the plan's NUL-terminated strings, all live for each call.
@@ -641,6 +675,13 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
                 break;
             }
         }
+        if !plan.grace.is_zero() {
+            let ts = libc::timespec {
+                tv_sec: plan.grace.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(plan.grace.subsec_nanos() as i32),
+            };
+            raw_syscall(libc::SYS_nanosleep, std::ptr::addr_of!(ts) as usize, 0, 0);
+        }
         for (dir, procs) in plan.dirs.iter().zip(&plan.procs) {
             for _ in 0..400 {
                 let r = raw_rmdir(dir);
@@ -656,6 +697,24 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
                     tv_nsec: 5_000_000,
                 };
                 raw_syscall(libc::SYS_nanosleep, std::ptr::addr_of!(ts) as usize, 0, 0);
+            }
+        }
+        // Left by a spawn that died: its bundle and the runtime's state go too.
+        if let Some(first) = plan.remove.first() {
+            let exists = raw_syscall(
+                libc::SYS_faccessat,
+                libc::AT_FDCWD as usize,
+                first.as_ptr() as usize,
+                libc::F_OK as usize,
+            ) == 0;
+            if exists {
+                let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+                raw_syscall(
+                    libc::SYS_execve,
+                    RM.as_ptr() as usize,
+                    args.rm_argv.as_ptr() as usize,
+                    envp.as_ptr() as usize,
+                );
             }
         }
     }
@@ -876,6 +935,21 @@ pub(crate) fn mask_net_core_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes `cmd`'s process receive SIGKILL when the thread that started it (spawn's) exits.
+pub(crate) fn die_with_parent_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
+    // is async-signal-safe, with integer arguments.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes `cmd` start with `fds` as its descriptors 3, 4, … in order (for runc's
 /// `--preserve-fds`). The descriptors stay open in the parent until the child has started.
 pub(crate) fn give_fds(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
@@ -943,4 +1017,42 @@ pub(crate) fn same_open_file(a: RawFd, b: RawFd) -> bool {
         )
     };
     ret == 0
+}
+
+/// The window size of the terminal `fd`, if it is one.
+pub(crate) fn window_size(fd: BorrowedFd<'_>) -> Option<nix::pty::Winsize> {
+    let mut size = nix::pty::Winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` (Winsize is that layout) to the
+    // pointer, which is valid for the call.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCGWINSZ,
+            std::ptr::addr_of_mut!(size),
+        )
+    };
+    (ret == 0).then_some(size)
+}
+
+/// Makes the terminal on descriptor 0 the calling process's controlling terminal (it must
+/// lead a session of its own without one). For the run's own pty, before seccomp, which
+/// denies `TIOCSCTTY` to the agent.
+pub(crate) fn take_controlling_terminal() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal it from another
+    // session); no memory is passed.
+    let ret = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    cvt(ret.into()).map(drop)
+}
+
+/// Sets the window size of the terminal (or pty master) `fd`.
+pub(crate) fn set_window_size(fd: BorrowedFd<'_>, size: &nix::pty::Winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` (Winsize is that layout) from the
+    // pointer, which is valid for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, std::ptr::from_ref(size)) };
+    cvt(ret.into()).map(drop)
 }

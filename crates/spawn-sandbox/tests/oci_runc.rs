@@ -71,6 +71,7 @@ fn main() {
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
+        terminal: false,
         staged: &[],
     };
     let config = oci::runtime_spec(&input).unwrap();

@@ -294,3 +294,138 @@ fn the_sandbox_dies_with_spawn_even_without_its_guard() {
     let dirs = cgroup_dirs_of_spawn(pid);
     assert!(dirs.is_empty(), "the next run did not reap {dirs:?}");
 }
+
+/// Host processes whose cgroup is one of spawn `spawn_pid`'s runs (the agent's under native
+/// and runc; runsc, its gofer and the Sentry under gVisor), as `pid command`.
+fn processes_in_runs_of(spawn_pid: u32) -> Vec<String> {
+    let marker = format!("/spawn/{spawn_pid}-");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cgroups = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        if cgroups.contains(&marker) && is_alive(pid) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid} {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// What of spawn `spawn_pid`'s runs is left on the host: bundles and runtime state under
+/// /dev/shm/spawn, cgroup directories.
+fn leftovers_of(spawn_pid: u32) -> Vec<String> {
+    let mut left: Vec<String> = cgroup_dirs_of_spawn(spawn_pid)
+        .into_iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    for (dir, prefix) in [
+        ("/dev/shm/spawn/bundles", format!("{spawn_pid}-")),
+        ("/dev/shm/spawn/runc", format!("spawn{spawn_pid}-")),
+        ("/dev/shm/spawn/runsc", format!("spawn{spawn_pid}-")),
+        ("/dev/shm/spawn/runsc", format!("runsc-spawn{spawn_pid}-")),
+    ] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                left.push(e.path().display().to_string());
+            }
+        }
+    }
+    left
+}
+
+fn count_of(cmd: &[&str], needle: &str) -> usize {
+    let out = std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.matches(needle).count()
+}
+
+/// SIGKILL of spawn ends the run within a second on every runtime, whatever the agent does
+/// to survive (a new session ignoring SIGHUP and SIGTERM, a tree of children), with a
+/// network or without, and nothing of it remains: no process, cgroup, bundle, runtime
+/// state, link or host-side filter.
+#[test]
+fn killing_spawn_ends_the_run_on_every_runtime() {
+    use std::io::BufRead as _;
+    let home = Home::new();
+    let agents = [
+        ("plain", "echo ready; sleep 100"),
+        (
+            "setsid-ignoring",
+            "setsid sh -c 'trap \"\" HUP TERM INT; sleep 100' & sleep 0.2; echo ready; \
+             trap '' HUP TERM INT; sleep 100",
+        ),
+        (
+            "tree",
+            "for i in 1 2 3; do sh -c 'sleep 100 & sleep 100' & done; sleep 0.2; echo ready; wait",
+        ),
+    ];
+    let links_before = count_of(&["ip", "-o", "link"], "spw");
+    let tables_before = count_of(&["nft", "list", "tables"], "spawn-spw");
+    for runtime in ["native", "container", "gvisor"] {
+        for (i, (what, script)) in agents.iter().enumerate() {
+            let mut args = vec!["run", "--runtime", runtime];
+            // One of the agents runs with a network (a link, filters, the proxy).
+            if i == 0 {
+                args.extend(["--net", "egress-only"]);
+            }
+            args.extend(["--", "sh", "-c", script]);
+            let mut child = std::process::Command::new(super::helpers::SPAWN)
+                .args(&args)
+                .env("SPAWN_HOME", home.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start spawn");
+            let pid = child.id();
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("read the agent's first line");
+            assert_eq!(
+                line.trim(),
+                "ready",
+                "{runtime} {what}: the agent did not start"
+            );
+            assert!(
+                !processes_in_runs_of(pid).is_empty(),
+                "{runtime} {what}: the test sees no process of the run"
+            );
+            child.kill().expect("SIGKILL spawn");
+            let _ = child.wait();
+            let killed = Instant::now();
+            let ended = wait_until(Duration::from_secs(1), || {
+                processes_in_runs_of(pid).is_empty()
+            });
+            assert!(
+                ended,
+                "{runtime} {what}: the run outlived spawn by a second: {:?}",
+                processes_in_runs_of(pid)
+            );
+            let clean = wait_until(PROMPT, || leftovers_of(pid).is_empty());
+            assert!(
+                clean,
+                "{runtime} {what}: left after {:?}: {:?}",
+                killed.elapsed(),
+                leftovers_of(pid)
+            );
+        }
+    }
+    let gone = wait_until(PROMPT, || {
+        count_of(&["ip", "-o", "link"], "spw") == links_before
+            && count_of(&["nft", "list", "tables"], "spawn-spw") == tables_before
+    });
+    assert!(
+        gone,
+        "links or host-side filters of the killed runs are left"
+    );
+    home.assert_healthy();
+}

@@ -323,3 +323,320 @@ fn stdin_reaches_the_agent_and_the_callers_files_keep_their_owner_and_mode() {
         }
     }
 }
+
+/// Whatever spawn is given as stdin, stdout and stderr keeps its owner and mode on every
+/// runtime (gVisor used to chown what it was handed to `nobody`): files, `O_APPEND` files,
+/// pipes, sockets, `/dev/null` and a terminal.
+#[test]
+fn nothing_spawn_is_given_changes_owner_or_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = Home::new();
+    let dir = tempdir("spawn-stdio-");
+    for runtime in RUNTIMES {
+        let file = dir.path().join(format!("{runtime}.out"));
+        let appended = dir.path().join(format!("{runtime}.log"));
+        for p in [&file, &appended] {
+            std::fs::write(p, "").expect("create");
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let file_fd = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open");
+        let append_fd = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&appended)
+            .expect("open");
+        let (pipe_r, pipe_w) = nix::unistd::pipe().expect("pipe");
+        let (sock_a, sock_b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        // (what, the descriptor spawn gets, how it is passed: 0 stdin, 1 stdout, 2 stderr)
+        let cases: Vec<(&str, OwnedFd, usize)> = vec![
+            ("file", OwnedFd::from(file_fd), 1),
+            ("O_APPEND file", OwnedFd::from(append_fd), 2),
+            ("pipe", pipe_w, 1),
+            ("pipe (stdin)", pipe_r, 0),
+            ("socket", OwnedFd::from(sock_a), 1),
+            ("/dev/null", OwnedFd::from(null), 0),
+            ("terminal", pty.slave, 2),
+        ];
+        for (what, fd, slot) in cases {
+            let before = nix::sys::stat::fstat(&fd).expect("fstat");
+            let mut stdio = [Stdio::null(), Stdio::null(), Stdio::null()];
+            stdio[slot] = Stdio::from(fd.try_clone().expect("dup"));
+            let [i, o, e] = stdio;
+            let status = run_with(
+                &home,
+                &[
+                    "run",
+                    "--runtime",
+                    runtime,
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo out; echo err >&2",
+                ],
+                i,
+                o,
+                e,
+            );
+            assert_eq!(status.code(), Some(0), "{runtime}: {what}");
+            let after = nix::sys::stat::fstat(&fd).expect("fstat");
+            assert_eq!(
+                (after.st_uid, after.st_gid, after.st_mode),
+                (before.st_uid, before.st_gid, before.st_mode),
+                "{runtime}: the {what} spawn was given changed owner or mode"
+            );
+        }
+        drop(sock_b);
+        drop(pty.master);
+    }
+}
+
+/// The caller's terminal is never the agent's: a run whose stdin and stdout are not both
+/// terminals gets none; an interactive one gets a pty of its own that spawn relays. On every
+/// runtime, the ioctls that inject input, change the line discipline, take a controlling
+/// terminal or redirect the console are refused (also in their 64-bit spellings) and
+/// counted, and the caller's terminal is as it was after the run.
+#[test]
+fn the_callers_terminal_is_never_the_agents() {
+    let script = r#"
+import ctypes, fcntl, os, sys, termios
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+reqs = [("TIOCSTI", 0x5412), ("TIOCLINUX", 0x541C), ("TIOCSETD", 0x5423),
+        ("TIOCSCTTY", 0x540E), ("TIOCCONS", 0x541D)]
+print("isatty", int(os.isatty(0)), int(os.isatty(1)), int(os.isatty(2)))
+try:
+    os.open("/dev/tty", os.O_RDWR); print("devtty opened")
+except OSError as e:
+    print("devtty", e.errno)
+arg = ctypes.c_int(0)
+for name, req in reqs:
+    for wide in (0, 1 << 32):
+        for fd in (0, 1, 2):
+            ctypes.set_errno(0)
+            r = libc.syscall(16, fd, ctypes.c_ulong(req | wide), ctypes.byref(arg))
+            print(f"{name} {fd} {'wide' if wide else 'plain'}", "ALLOWED" if r == 0 else ctypes.get_errno())
+sys.stdout.flush()
+"#;
+    let home = Home::new();
+    for runtime in RUNTIMES {
+        for interactive in [false, true] {
+            let pty = nix::pty::openpty(None, None).expect("openpty");
+            let before_disc = line_discipline(&pty.slave);
+            let before_settings = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
+            let master = std::fs::File::from(pty.master);
+            let reader = std::thread::spawn(move || {
+                let mut master = master;
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match master.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                    }
+                }
+                out
+            });
+            // Interactive: the terminal is spawn's stdin and stdout; else only its stdout.
+            let stdin = if interactive {
+                Stdio::from(pty.slave.try_clone().expect("dup"))
+            } else {
+                Stdio::null()
+            };
+            let args = [
+                "run",
+                "--runtime",
+                runtime,
+                "--json",
+                "--",
+                "python3",
+                "-c",
+                script,
+            ];
+            let status = run_with(
+                &home,
+                &args,
+                stdin,
+                Stdio::from(pty.slave.try_clone().expect("dup")),
+                Stdio::null(),
+            );
+            let after_disc = line_discipline(&pty.slave);
+            let after_settings = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
+            drop(pty.slave);
+            let out =
+                String::from_utf8_lossy(&reader.join().expect("reader")).replace("\r\n", "\n");
+            let what = format!("{runtime} interactive={interactive}");
+            assert_eq!(status.code(), Some(0), "{what}:\n{out}");
+            let want_tty = if interactive {
+                "isatty 1 1 1"
+            } else {
+                "isatty 0 1 0"
+            };
+            let field = |key: &str| {
+                out.lines()
+                    .find(|l| l.starts_with(key))
+                    .unwrap_or_else(|| panic!("{what}: no {key:?} in:\n{out}"))
+                    .to_owned()
+            };
+            if interactive {
+                assert_eq!(field("isatty"), want_tty, "{what}:\n{out}");
+            } else {
+                // stdout is spawn's terminal relayed through a pipe: not a terminal.
+                assert_eq!(field("isatty"), "isatty 0 0 0", "{what}:\n{out}");
+            }
+            // /dev/tty is the controlling terminal: none without a terminal, the run's own
+            // pty in an interactive run (gVisor cannot open a host terminal through
+            // /dev/tty: EIO).
+            assert_eq!(
+                field("devtty").contains("opened"),
+                interactive && runtime != "gvisor",
+                "{what}: /dev/tty:\n{out}"
+            );
+            for (name, _) in [
+                ("TIOCSTI", 0),
+                ("TIOCLINUX", 0),
+                ("TIOCSETD", 0),
+                ("TIOCSCTTY", 0),
+                ("TIOCCONS", 0),
+            ] {
+                for width in ["plain", "wide"] {
+                    for fd in 0..3 {
+                        assert_eq!(
+                            field(&format!("{name} {fd} {width}")),
+                            format!("{name} {fd} {width} {}", nix::libc::EPERM),
+                            "{what}:\n{out}"
+                        );
+                    }
+                }
+            }
+            let result: serde_json::Value = serde_json::from_str(
+                out.lines()
+                    .rev()
+                    .find(|l| l.starts_with('{'))
+                    .unwrap_or("{}"),
+            )
+            .expect("the --json result");
+            assert!(
+                result["blockedByName"]["ioctl"].as_u64().unwrap_or(0) >= 30,
+                "{what}: the denied ioctls were not counted: {result}"
+            );
+            assert_eq!(
+                after_disc, before_disc,
+                "{what}: the line discipline changed"
+            );
+            assert_eq!(
+                format!("{after_settings:?}"),
+                format!("{before_settings:?}"),
+                "{what}: the caller's terminal settings changed"
+            );
+        }
+    }
+}
+
+/// The line discipline of terminal `fd` (`TIOCGETD`), as a program on the host reads it.
+fn line_discipline(fd: &OwnedFd) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, struct, termios; \
+             print(struct.unpack('i', fcntl.ioctl(0, termios.TIOCGETD, b'\\0' * 4))[0])",
+        ])
+        .stdin(Stdio::from(fd.try_clone().expect("dup")))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "TIOCGETD: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Sets the window size of terminal `fd` from a program on the host (no `unsafe` here).
+fn set_window_size(fd: &OwnedFd, rows: u16, cols: u16) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import fcntl, struct, termios; \
+                 fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack('HHHH', {rows}, {cols}, 0, 0))"
+            ),
+        ])
+        .stdin(Stdio::from(fd.try_clone().expect("dup")))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "TIOCSWINSZ: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An interactive run's terminal has the caller's size, and follows it when it changes
+/// (spawn gets SIGWINCH; the agent's foreground group gets it from its own terminal).
+#[test]
+fn an_interactive_run_follows_the_terminal_size() {
+    let home = Home::new();
+    let script = "import os, signal, sys\n\
+                  signal.signal(signal.SIGWINCH, lambda *a: print('resized', *os.get_terminal_size(0), flush=True))\n\
+                  print('size', *os.get_terminal_size(0), flush=True)\n\
+                  sys.stdin.readline()";
+    for runtime in RUNTIMES {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        set_window_size(&pty.slave, 33, 99);
+        let mut master = std::fs::File::from(pty.master);
+        let mut child = Command::new(SPAWN)
+            .env("SPAWN_HOME", home.path())
+            .args(["run", "--runtime", runtime, "--", "python3", "-c", script])
+            .stdin(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(pty.slave.try_clone().expect("dup")))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start spawn");
+        // What the terminal shows, read on a thread so that a missing line fails the test
+        // at its deadline instead of blocking it.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let mut reader = master.try_clone().expect("dup");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut seen = String::new();
+        let mut read_until = |_: &mut std::fs::File, want: &str| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !seen.contains(want) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(chunk) => seen.push_str(&chunk),
+                    Err(_) => break,
+                }
+            }
+            assert!(seen.contains(want), "{runtime}: no {want:?} in {seen:?}");
+        };
+        read_until(&mut master, "size 99 33");
+        set_window_size(&pty.slave, 40, 120);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+            nix::sys::signal::Signal::SIGWINCH,
+        )
+        .expect("SIGWINCH");
+        read_until(&mut master, "resized 120 40");
+        master.write_all(b"\n").expect("write");
+        assert!(child.wait().expect("wait").success(), "{runtime}");
+    }
+}

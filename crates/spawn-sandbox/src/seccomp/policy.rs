@@ -415,8 +415,18 @@ const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP) as u64;
 
-/// Terminal ioctls that push input into a terminal (classic sandbox escapes).
-const DENIED_IOCTLS: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
+/// Terminal ioctls that push input into a terminal, take one over or change how it works
+/// for everyone using it (classic sandbox escapes): injecting input (`TIOCSTI`,
+/// `TIOCLINUX`), changing its line discipline (`TIOCSETD`), making it a controlling
+/// terminal (`TIOCSCTTY`) and redirecting the console to it (`TIOCCONS`). The run's own
+/// pty (an interactive run) is made the agent's controlling terminal before the filter.
+const DENIED_IOCTLS: &[u64] = &[
+    libc::TIOCSTI,
+    libc::TIOCLINUX,
+    libc::TIOCSETD,
+    libc::TIOCSCTTY,
+    libc::TIOCCONS,
+];
 
 /// Socket types allowed for AF_INET/AF_INET6 (no SOCK_RAW, no SOCK_PACKET).
 /// IPv4/IPv6 socket types and the protocols each may name (0 = the type's default). Other
