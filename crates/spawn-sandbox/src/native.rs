@@ -968,4 +968,62 @@ mod tests {
         );
         assert_eq!(settle(0, None, None, 0), (0, None));
     }
+
+    /// A network that is only a namespace path and a host end.
+    #[derive(Debug)]
+    struct Routed;
+    impl Network for Routed {
+        fn nameserver(&self) -> std::net::Ipv4Addr {
+            std::net::Ipv4Addr::new(10, 201, 0, 1)
+        }
+        fn proxy(&self) -> Option<std::net::SocketAddr> {
+            None
+        }
+        fn namespace(&self) -> std::path::PathBuf {
+            "/proc/1/ns/net".into()
+        }
+    }
+
+    #[test]
+    fn a_policy_that_grants_a_network_never_runs_without_its_own_namespace() {
+        for policy in [
+            NetPolicy::Restricted,
+            NetPolicy::EgressOnly,
+            NetPolicy::Full,
+        ] {
+            let mut spec = RunSpec::bare(spawn_policy::RuntimeKind::Native, vec!["true".into()]);
+            spec.net.policy = policy;
+            // The caller made no network: an error, not the host's namespace.
+            assert!(
+                matches!(
+                    NetView::of(&spec, &RunOptions::new("t")),
+                    Err(SandboxError::Unsupported(_))
+                ),
+                "{policy:?}"
+            );
+            let opts = RunOptions {
+                network: Some(std::sync::Arc::new(Routed)),
+                ..RunOptions::new("t")
+            };
+            let view = NetView::of(&spec, &opts).expect("a view");
+            assert!(view.network.is_some(), "{policy:?}");
+            assert_eq!(
+                view.dns,
+                rootfs::Dns::Server(std::net::Ipv4Addr::new(10, 201, 0, 1))
+            );
+            // A network without a proxy (full) sets no proxy variables.
+            assert!(
+                !view.env.iter().any(|(k, _)| k == "HTTP_PROXY"),
+                "{policy:?}"
+            );
+        }
+        // none: loopback only, whatever the caller passed.
+        let spec = RunSpec::bare(spawn_policy::RuntimeKind::Native, vec!["true".into()]);
+        let opts = RunOptions {
+            network: Some(std::sync::Arc::new(Routed)),
+            ..RunOptions::new("t")
+        };
+        let view = NetView::of(&spec, &opts).expect("a view");
+        assert!(view.network.is_none() && view.dns == rootfs::Dns::None);
+    }
 }
