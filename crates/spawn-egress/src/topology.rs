@@ -72,10 +72,10 @@ pub mod ports {
 const BLOCKS: u32 = 1 << 14;
 
 /// What a routed link never reaches: "this network", spawn's links (its own host end and
-/// every other run's: the pool of [`block_addrs`]), loopback, link-local and the cloud metadata addresses,
-/// multicast, the reserved range and broadcast. The host's own addresses are refused by
-/// a lookup instead (`fib daddr type local`), so that every address the host has at the
-/// moment counts, on any interface.
+/// every other run's: the pool of [`block_addrs`]), loopback, link-local and the cloud
+/// metadata addresses, multicast, the reserved range and broadcast. The host's own
+/// addresses are refused by a lookup instead (`fib daddr type local`), so that every
+/// address the host has at the moment counts, on any interface.
 const NEVER_ROUTED: &str = "0.0.0.0/8, 10.201.0.0/16, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3";
 
 /// What a routed link (`net: full`) is set up with.
@@ -107,7 +107,7 @@ pub struct Link {
     pub host: Ipv4Addr,
     /// The sandbox end's address: how the proxy knows the run.
     pub sandbox: Ipv4Addr,
-    /// Holds the namespace (`unshare --net cat`).
+    /// Holds the namespace (`unshare --net sh`, see [`HOLD`]).
     holder: Holder,
     /// Holds the host-side filter (`nft -i`, owner of its tables).
     filter: Holder,
