@@ -58,7 +58,6 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
-        host_network: false,
         terminal: false,
         staged: &[],
     })

@@ -43,11 +43,7 @@ impl EgressNetwork {
         audit_dir: PathBuf,
         principal: Principal,
     ) -> Result<EgressNetwork> {
-        let seed = std::process::id().wrapping_mul(2_654_435_761)
-            ^ run_id
-                .bytes()
-                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let link = Link::create(seed).context("make the run's network link")?;
+        let link = Link::create(link_seed(run_id)).context("make the run's network link")?;
         let nameserver = match std::env::var("SPAWN_EGRESS_NAMESERVER") {
             Ok(ns) => Some(
                 ns.parse::<SocketAddr>()
@@ -94,6 +90,14 @@ impl EgressNetwork {
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no egress proxy")))
     }
+}
+
+/// Where the search for a free link block starts: spread over spawn processes and runs.
+pub(crate) fn link_seed(run_id: &str) -> u32 {
+    std::process::id().wrapping_mul(2_654_435_761)
+        ^ run_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
 }
 
 /// The control socket of this network namespace's proxy.
@@ -185,8 +189,8 @@ impl spawn_sandbox::Network for EgressNetwork {
         self.link.host
     }
 
-    fn proxy(&self) -> SocketAddr {
-        SocketAddr::from((self.link.host, ports::PROXY))
+    fn proxy(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::from((self.link.host, ports::PROXY)))
     }
 
     fn namespace(&self) -> PathBuf {

@@ -4,6 +4,7 @@
 mod doctor;
 mod egress;
 mod egress_config;
+mod fullnet;
 mod run;
 
 use std::path::PathBuf;

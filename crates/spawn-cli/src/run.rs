@@ -14,9 +14,10 @@ use spawn_sandbox::{native, ExecFailure, Observer, Report, RunOptions};
 use crate::{RunArgs, EXIT_SPAWN_FAILED};
 
 /// What `net: full` means, said at start and recorded in the audit log.
-const FULL_NET_WARNING: &str = "net policy full gives the agent the host's network directly: \
-     no egress proxy, no allowlist, private and cloud-metadata addresses reachable, \
-     connections not audited";
+const FULL_NET_WARNING: &str = "net policy full gives the agent direct network access, \
+     routed by the host: no egress proxy, no allowlist, private addresses reachable, \
+     connections not audited (the host's own addresses, its loopback and the cloud \
+     metadata addresses stay out of reach)";
 
 pub(crate) fn main(args: &RunArgs, home: &Path) -> ExitCode {
     match run(args, home) {
@@ -273,20 +274,23 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // restricted / egress-only: the run's link and its egress proxy, for as long as the
-    // run lasts (dropped after it).
-    let proxied = spec.net.policy.is_proxied();
-    let network: Option<Arc<dyn spawn_sandbox::Network>> = if proxied {
-        let net = crate::egress::EgressNetwork::start(
-            &spec.net,
-            &run_id,
-            auditor.dir.clone(),
-            auditor.principal.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Some(Arc::new(net))
-    } else {
-        None
+    // The run's own network namespace and link, for as long as the run lasts (dropped
+    // after it): restricted / egress-only through the egress proxy, full routed by the
+    // host. A run whose network cannot be made does not run (never on the host's).
+    let network: Option<Arc<dyn spawn_sandbox::Network>> = match spec.net.policy {
+        NetPolicy::None => None,
+        NetPolicy::Full => Some(Arc::new(
+            crate::fullnet::FullNetwork::start(&run_id).map_err(|e| anyhow::anyhow!("{e:#}"))?,
+        )),
+        NetPolicy::Restricted | NetPolicy::EgressOnly => Some(Arc::new(
+            crate::egress::EgressNetwork::start(
+                &spec.net,
+                &run_id,
+                auditor.dir.clone(),
+                auditor.principal.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?,
+        )),
     };
     let options = RunOptions {
         run_id: run_id.clone(),

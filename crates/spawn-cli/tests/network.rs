@@ -1,10 +1,16 @@
 //! Network policies end to end (SPEC §6), with the real `spawn` binary and real sandboxes.
 //!
-//! Everything happens in a network namespace of this test's own: `11.0.0.1` (on loopback,
-//! standing in for a public server) serves HTTP on port 80 and holds port 22 open,
-//! `10.0.0.5` is a private server that must never be reached, and a DNS server written
-//! here answers for the `.test` names; spawn's proxy is pointed at it with
-//! `SPAWN_EGRESS_NAMESERVER`. Each run gets its own veth link from spawn, as in production.
+//! Everything happens in network namespaces of this test's own. The test's namespace is
+//! "the host": spawn runs there, listeners on all its addresses stand for the host's own
+//! services (on loopback, on its uplink's non-private address `11.0.1.1`, and so on the
+//! host end of every run's link), an abstract Unix socket for a host service, and a DNS
+//! server on its loopback answers for the `.test` names, like systemd-resolved's stub
+//! (spawn is pointed at it with `SPAWN_EGRESS_NAMESERVER`). Behind the uplink, "the
+//! world" (a namespace of its own): `11.0.0.1` (standing in for a public server) serves
+//! HTTP on port 80, holds port 22 open and echoes UDP on port 7, `10.0.0.5` is a private
+//! server, and `169.254.169.254` a cloud metadata service, all reachable from the host.
+//! A third namespace, "the LAN", routes through the host: the host must not forward its
+//! packets because of spawn. Each run gets its own veth link from spawn, as in production.
 //!
 //! A plain `main` (harness = false): `unshare(CLONE_NEWNET)` must happen before any
 //! thread exists. Needs root, iproute2, nftables and nsenter (`make test` installs them).
@@ -14,13 +20,27 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Command, Output};
+use std::os::linux::net::SocketAddrExt as _;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
 const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The host's own non-private address (its uplink to the world).
+const HOST_OWN: &str = "11.0.1.1";
+/// The host's service on every address it has (TCP and UDP).
+const HOST_TCP: u16 = 18080;
+const HOST_UDP: u16 = 9999;
+/// Abstract Unix socket names: one a host service binds, one the agent binds.
+const HOST_ABSTRACT: &str = "spawn-test-host-service";
+const AGENT_ABSTRACT: &str = "spawn-test-agent-service";
+/// An address the host gets while a run is going.
+const NEW_HOST_ADDR: &str = "11.0.2.1";
 
 fn sh(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0])
@@ -46,9 +66,84 @@ fn dns_server() -> u16 {
     .port()
 }
 
-/// HTTP on `ip:80`, one request per connection: `hello from IP, Host: H`.
-fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
-    let listener = TcpListener::bind((ip, 80)).unwrap();
+/// A network namespace held by `unshare --net cat`, which ends with this test (its stdin
+/// closes).
+struct Netns {
+    _holder: Child,
+    path: PathBuf,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        use std::os::unix::fs::MetadataExt as _;
+        let holder = Command::new("unshare")
+            .args(["--net", "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("unshare (make test installs util-linux)");
+        let path = PathBuf::from(format!("/proc/{}/ns/net", holder.id()));
+        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let made = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            std::fs::metadata(&path).is_ok_and(|m| m.ino() != ours)
+        });
+        assert!(made, "unshare made no network namespace");
+        Netns {
+            _holder: holder,
+            path,
+        }
+    }
+
+    /// Runs a command in the namespace.
+    fn sh(&self, cmd: &[&str]) -> String {
+        let mut args = vec![
+            "nsenter".to_owned(),
+            format!("--net={}", self.path.display()),
+        ];
+        args.extend(cmd.iter().map(|s| (*s).to_owned()));
+        sh(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Calls `f` on a thread in the namespace: the sockets it makes are the namespace's.
+    fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&self.path).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Connects its end of a veth pair `host_if`/eth0 to the test's namespace:
+    /// `host_addr` on the test's side, `addr` on its own, both `/24`.
+    fn link(&self, host_if: &str, host_addr: &str, addr: &str) {
+        let ns = self.path.display().to_string();
+        sh(&[
+            "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_addr}/24"),
+            "dev",
+            host_if,
+        ]);
+        sh(&["ip", "link", "set", host_if, "up"]);
+        self.sh(&["ip", "link", "set", "lo", "up"]);
+        self.sh(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        self.sh(&["ip", "link", "set", "eth0", "up"]);
+        self.sh(&["ip", "route", "add", "default", "via", host_addr]);
+    }
+}
+
+/// HTTP on `listener` (bound to `ip:80`), one request per connection:
+/// `hello from IP, Host: H`.
+fn http_server(listener: TcpListener, ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             hits.fetch_add(1, Ordering::SeqCst);
@@ -102,6 +197,61 @@ impl Spawn {
             .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns))
             .output()
             .expect("run spawn")
+    }
+
+    /// Runs [`FULL`] with `net: full` on `runtime`; while the agent holds its abstract
+    /// socket, the host tries to connect to it. Returns stdout, stderr and how that went.
+    fn full_probe(&self, runtime: &str) -> (String, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args(["run", "--runtime", runtime, "--net", "full", "--"])
+            .args(["python3", "-c", &full_script()])
+            .env("SPAWN_HOME", self.home.path())
+            .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run spawn");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            stdout.push_str(&line);
+            if line.starts_with("bound") {
+                break;
+            }
+            line.clear();
+        }
+        let reached = if stdout.contains("bound") {
+            match UnixStream::connect_addr(
+                &UnixAddr::from_abstract_name(AGENT_ABSTRACT.as_bytes()).unwrap(),
+            ) {
+                Ok(_) => "CONNECTED".to_owned(),
+                Err(e) => format!("ERR:{:?}", e.kind()),
+            }
+        } else {
+            "ERR:the agent never bound".to_owned()
+        };
+        let new = format!("{NEW_HOST_ADDR}/32");
+        sh(&["ip", "addr", "add", &new, "dev", "lo"]);
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
+        line.clear();
+        let _ = reader.read_line(&mut line);
+        stdout.push_str(&line);
+        sh(&["ip", "addr", "del", &new, "dev", "lo"]);
+        drop(stdin);
+        reader.read_to_string(&mut stdout).unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{runtime}: {stdout}\n{stderr}");
+        (stdout, stderr, reached)
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
@@ -196,6 +346,106 @@ print("packet", attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
 print("ping", attempt(ping))
 "#;
 
+/// Python run inside the sandbox under `net: full`: each line `name result`; then it binds
+/// an abstract Unix socket, says `bound` and waits for its stdin to close.
+const FULL: &str = r#"
+import ipaddress, os, socket, sys, urllib.request
+def attempt(make):
+    try:
+        return make()
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+def tcp(host, port, family=socket.AF_INET):
+    s = socket.socket(family); s.settimeout(5); s.connect((host, port)); return "CONNECTED"
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"ping", (host, port)); return "REPLY:" + s.recv(64).decode()
+def http(url):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return opener.open(url, timeout=10).read().decode().strip().replace(" ", "_")
+def unix(name):
+    s = socket.socket(socket.AF_UNIX); s.connect("\0" + name); return "CONNECTED"
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); probe.connect(("11.0.0.1", 9))
+me = ipaddress.ip_address(probe.getsockname()[0])
+host_end, other_run = str(me - 1), str(ipaddress.ip_address(int(me) ^ 0x100))
+print("proxy", os.environ.get("HTTP_PROXY", "none"))
+print("public_http", attempt(lambda: http("http://11.0.0.1/")))
+print("public_tcp", attempt(lambda: tcp("11.0.0.1", 22)))
+print("public_udp", attempt(lambda: udp("11.0.0.1", 7)))
+print("private_http", attempt(lambda: http("http://10.0.0.5/")))
+print("dns", attempt(lambda: socket.gethostbyname("allowed.test")))
+print("dns_private", attempt(lambda: socket.gethostbyname("private.test")))
+for name, host in [("host_own", "HOST_OWN"), ("host_end", host_end), ("loopback", "127.0.0.1")]:
+    print(name + "_tcp", attempt(lambda: tcp(host, HOST_TCP)))
+    print(name + "_udp", attempt(lambda: udp(host, HOST_UDP)))
+print("metadata_tcp", attempt(lambda: tcp("169.254.169.254", 80)))
+print("metadata_udp", attempt(lambda: udp("169.254.169.254", 53)))
+print("metadata_v6", attempt(lambda: tcp("fd00:ec2::254", 80, socket.AF_INET6)))
+print("other_run_tcp", attempt(lambda: tcp(other_run, HOST_TCP)))
+with open("/proc/net/unix") as f:
+    print("abstract_seen", "yes" if "@HOST_ABSTRACT" in f.read() else "no")
+print("abstract_connect", attempt(lambda: unix("HOST_ABSTRACT")))
+agent = socket.socket(socket.AF_UNIX); agent.bind("\0AGENT_ABSTRACT"); agent.listen()
+print("bound", flush=True)
+# Meanwhile the host gets an address it did not have when the run's link was made.
+sys.stdin.readline()
+print("new_host_addr_tcp", attempt(lambda: tcp("NEW_HOST_ADDR", HOST_TCP)), flush=True)
+sys.stdin.read()
+"#;
+
+/// [`FULL`] with this test's names and ports.
+fn full_script() -> String {
+    FULL.replace("HOST_OWN", HOST_OWN)
+        .replace("HOST_TCP", &HOST_TCP.to_string())
+        .replace("HOST_UDP", &HOST_UDP.to_string())
+        .replace("HOST_ABSTRACT", HOST_ABSTRACT)
+        .replace("AGENT_ABSTRACT", AGENT_ABSTRACT)
+        .replace("NEW_HOST_ADDR", NEW_HOST_ADDR)
+}
+
+/// `net.ipv4.ip_forward` in the test's namespace.
+fn ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// spawn's record that forwarding in the test's namespace is its own (named after the
+/// namespace's inode, which a later namespace may get again).
+fn forwarding_record() -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    Path::new("/dev/shm/spawn").join(format!("forwarding-{ino}"))
+}
+
+/// Whether the LAN gets through the host to the public server.
+fn lan_reaches_the_world(lan: &Netns) -> String {
+    let script = "import socket\ns = socket.socket(); s.settimeout(3)\ntry:\n    \
+                  s.connect(('11.0.0.1', 80)); print('CONNECTED')\nexcept Exception as e:\n    \
+                  print('ERR:' + type(e).__name__)\n";
+    lan.sh(&["python3", "-c", script]).trim().to_owned()
+}
+
+/// Python run inside the sandbox: knocks on the host's service (on its own address and on
+/// the link's host end) for a few seconds, after saying `knocking`.
+const KNOCK: &str = r#"
+import ipaddress, socket, time
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); probe.connect(("11.0.0.1", 9))
+host_end = str(ipaddress.ip_address(probe.getsockname()[0]) - 1)
+print("knocking", flush=True)
+end = time.time() + 4
+while time.time() < end:
+    for host in ("HOST_OWN", host_end):
+        s = socket.socket(); s.settimeout(0.2)
+        try:
+            s.connect((host, 18080))
+        except Exception:
+            pass
+        s.close()
+    time.sleep(0.05)
+"#;
+
 /// Runs an agent on `runtime` that listens on port 8080 and holds a connection to the
 /// proxy, and returns what the host kernel lists (`ss -tan`) in the run's network
 /// namespace meanwhile.
@@ -233,18 +483,24 @@ sys.stdin.read()
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "{runtime}");
-    // The run's namespace is held by spawn's child `unshare --net cat` (now `cat`).
+    // The run's namespace: the one spawn's children live in that is not the test's (the
+    // namespace's holder, and the sandbox's init or runsc, are all in it).
     let spawn_pid = child.id().to_string();
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     let holder = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .find(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat.split_whitespace().collect();
-            fields.get(1) == Some(&"(cat)") && fields.get(3) == Some(&spawn_pid.as_str())
+            // The parent's pid is the second field after the command's `)`.
+            let parent = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().nth(1));
+            parent == Some(Some(spawn_pid.as_str()))
+                && std::fs::read_link(e.path().join("ns/net")).is_ok_and(|ns| ns != ours)
         })
         .map(|e| e.path().join("ns/net"))
-        .expect("the namespace holder of the run");
+        .expect("the run's network namespace");
     let listed = sh(&[
         "nsenter",
         &format!("--net={}", holder.display()),
@@ -261,28 +517,61 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "these tests need root: run `make test` as root"
     );
-    spawn_egress::testing::own_network(&[PUBLIC, PRIVATE])
+    spawn_egress::testing::own_network(&[])
         .expect("a network namespace of the test's own (make test installs iproute2)");
+    // The world behind the host's uplink, and a LAN that routes through the host.
+    let world = Netns::new();
+    world.link("up0", HOST_OWN, "11.0.1.2");
+    for addr in [PUBLIC, PRIVATE, METADATA] {
+        world.sh(&["ip", "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "via",
+            "11.0.1.2",
+        ]);
+    }
+    let lan = Netns::new();
+    lan.link("lan0", "192.168.77.1", "192.168.77.2");
     let public_hits = Arc::new(AtomicUsize::new(0));
     let private_hits = Arc::new(AtomicUsize::new(0));
-    http_server(PUBLIC, public_hits.clone());
-    http_server(PRIVATE, private_hits.clone());
+    let metadata_hits = Arc::new(AtomicUsize::new(0));
+    let (public, private, metadata, ssh, echo) = world.within(|| {
+        (
+            TcpListener::bind((PUBLIC, 80)).unwrap(),
+            TcpListener::bind((PRIVATE, 80)).unwrap(),
+            TcpListener::bind((METADATA, 80)).unwrap(),
+            TcpListener::bind((PUBLIC, 22)).unwrap(),
+            std::net::UdpSocket::bind((PUBLIC, 7)).unwrap(),
+        )
+    });
+    http_server(public, PUBLIC, public_hits.clone());
+    http_server(private, PRIVATE, private_hits.clone());
+    http_server(metadata, METADATA, metadata_hits.clone());
     // Port 22 of the public address accepts: only the sandbox's filter can refuse it.
-    let ssh = TcpListener::bind((PUBLIC, 22)).unwrap();
     std::thread::spawn(move || for _ in ssh.incoming() {});
-    // Listeners on every address of the test's namespace (so on the host end of every
-    // run's link too): nothing from a sandbox may reach them.
+    // UDP echo on the public address.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    // Listeners on every address of the test's namespace (the host's loopback, its own
+    // address, the host end of every run's link): nothing from a sandbox may reach them.
     let stray_tcp = Arc::new(AtomicUsize::new(0));
     let stray_udp = Arc::new(AtomicUsize::new(0));
     {
-        let tcp = TcpListener::bind(("0.0.0.0", 18080)).unwrap();
+        let tcp = TcpListener::bind(("0.0.0.0", HOST_TCP)).unwrap();
         let hits = stray_tcp.clone();
         std::thread::spawn(move || {
             for _ in tcp.incoming() {
                 hits.fetch_add(1, Ordering::SeqCst);
             }
         });
-        let udp = std::net::UdpSocket::bind(("0.0.0.0", 9999)).unwrap();
+        let udp = std::net::UdpSocket::bind(("0.0.0.0", HOST_UDP)).unwrap();
         let hits = stray_udp.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 64];
@@ -291,10 +580,51 @@ fn main() {
             }
         });
     }
+    // A host service on an abstract Unix socket (they belong to a network namespace).
+    let host_abstract =
+        UnixListener::bind_addr(&UnixAddr::from_abstract_name(HOST_ABSTRACT.as_bytes()).unwrap())
+            .unwrap();
+    let abstract_hits = Arc::new(AtomicUsize::new(0));
+    {
+        let hits = abstract_hits.clone();
+        std::thread::spawn(move || {
+            for _ in host_abstract.incoming() {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
     let spawn = Spawn {
         home: tempfile::tempdir().unwrap(),
         dns: dns_server(),
     };
+    // The stand-ins are what they claim: the host reaches them all.
+    for (addr, port) in [
+        (PUBLIC.to_string(), 80),
+        (PRIVATE.to_string(), 80),
+        (METADATA.to_string(), 80),
+        ("127.0.0.1".to_owned(), HOST_TCP),
+        (HOST_OWN.to_owned(), HOST_TCP),
+    ] {
+        std::net::TcpStream::connect((addr.as_str(), port))
+            .unwrap_or_else(|e| panic!("the host cannot reach {addr}:{port}: {e}"));
+    }
+    UnixStream::connect_addr(&UnixAddr::from_abstract_name(HOST_ABSTRACT.as_bytes()).unwrap())
+        .expect("the host's abstract socket");
+    // Once each server has counted that visit, start from zero.
+    let counters = [&public_hits, &private_hits, &metadata_hits, &abstract_hits];
+    let counted = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        counters.iter().all(|c| c.load(Ordering::SeqCst) == 1)
+    });
+    assert!(counted, "the host's own visits were not counted");
+    for c in counters {
+        c.store(0, Ordering::SeqCst);
+    }
+    // Forwarding starts off here, so the LAN reaches nothing through the host. (A record
+    // left by an earlier test that died, in a namespace with this inode, is not ours.)
+    let _ = std::fs::remove_file(forwarding_record());
+    assert_eq!(ip_forward(), "0");
+    assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
     let mut passed = 0;
     let mut case = |name: &str| {
         println!("case {name}");
@@ -604,19 +934,12 @@ except Exception:
 
     for runtime in ["native", "container", "gvisor"] {
         case(&format!(
-            "{runtime}: spawn killed at any moment of set-up leaves no link and no filter"
+            "{runtime}: spawn killed at any moment of set-up leaves no link and no filter (egress-only and full)"
         ));
         for i in 0..30u64 {
+            let policy = if i % 2 == 0 { "egress-only" } else { "full" };
             let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
-                .args([
-                    "run",
-                    "--runtime",
-                    runtime,
-                    "--net",
-                    "egress-only",
-                    "--",
-                    "true",
-                ])
+                .args(["run", "--runtime", runtime, "--net", policy, "--", "true"])
                 .env("SPAWN_HOME", spawn.home.path())
                 .env(
                     "SPAWN_EGRESS_NAMESERVER",
@@ -626,10 +949,41 @@ except Exception:
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap();
-            // Spread over the set-up (namespace, pair, filters, proxy registration, start).
+            // Spread over the set-up (forwarding, namespace, pair, filters, proxy
+            // registration, start).
             std::thread::sleep(Duration::from_millis(i * 7));
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Killed while the agent runs and knocks on the host's doors: a sandbox that
+        // outlives spawn keeps no link, walled or not.
+        for policy in ["egress-only", "full"] {
+            let before = stray_tcp.load(Ordering::SeqCst);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_spawn"))
+                .args(["run", "--runtime", runtime, "--net", policy, "--"])
+                .args(["python3", "-c", &KNOCK.replace("HOST_OWN", HOST_OWN)])
+                .env("SPAWN_HOME", spawn.home.path())
+                .env(
+                    "SPAWN_EGRESS_NAMESERVER",
+                    format!("127.0.0.1:{}", spawn.dns),
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "knocking", "{runtime}, {policy}");
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(1500));
+            assert_eq!(
+                stray_tcp.load(Ordering::SeqCst),
+                before,
+                "{runtime}, {policy}: a sandbox that outlived spawn reached the host"
+            );
         }
         // Nothing is reaped by a later run: the run died with spawn.
         let gone = (0..100).any(|_| {
@@ -661,26 +1015,76 @@ except Exception:
 
     for runtime in ["native", "container", "gvisor"] {
         case(&format!(
-            "{runtime}, full: the host's network directly, warned about and audited"
+            "{runtime}, full: the outside directly, never the host's own addresses, loopback, metadata or abstract sockets; warned about and audited"
         ));
         let before = spawn.audit().len();
-        let out = spawn.run_on(runtime, &["--net", "full"], PROBE);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}\n{stderr}");
-        assert!(
-            stderr.contains("net policy full gives the agent the host's network"),
-            "{runtime}: {stderr}"
+        let strays = (
+            stray_tcp.load(Ordering::SeqCst),
+            stray_udp.load(Ordering::SeqCst),
         );
-        expect_fields(runtime, &stdout, &[("proxy", "none")]);
-        // Direct: even what the proxy would refuse (this is what full means).
-        expect_fields(
-            runtime,
-            &stdout,
-            &[
-                ("raw22", "CONNECTED"),
-                ("direct_private", "hello_from_10.0.0.5,_Host:_10.0.0.5"),
-            ],
+        let (stdout, stderr, host_reached_agent) = spawn.full_probe(runtime);
+        let expected = [
+            ("proxy", "none"),
+            // The outside, directly: TCP and UDP, a public and a private address, and
+            // names through the host's resolver on its loopback (its answer as it is).
+            ("public_http", "hello_from_11.0.0.1,_Host:_11.0.0.1"),
+            ("public_tcp", "CONNECTED"),
+            ("public_udp", "REPLY:ping"),
+            ("private_http", "hello_from_10.0.0.5,_Host:_10.0.0.5"),
+            ("dns", "11.0.0.1"),
+            ("dns_private", "10.0.0.5"),
+            // Never the host itself: its own address, the link's host end, its loopback
+            // (the sandbox's loopback is its own), the metadata service, IPv6.
+            ("host_own_tcp", "ERR:ConnectionRefusedError"),
+            ("host_end_tcp", "ERR:ConnectionRefusedError"),
+            ("loopback_tcp", "ERR:ConnectionRefusedError"),
+            ("metadata_tcp", "ERR:ConnectionRefusedError"),
+            ("other_run_tcp", "ERR:ConnectionRefusedError"),
+            // An address the host got after the run's link was made counts at once.
+            ("new_host_addr_tcp", "ERR:ConnectionRefusedError"),
+            // Abstract Unix sockets are the namespace's: the host's are not there.
+            ("abstract_seen", "no"),
+            ("abstract_connect", "ERR:ConnectionRefusedError"),
+        ];
+        let mismatches: Vec<String> = expected
+            .iter()
+            .filter(|(key, want)| field(&stdout, key) != *want)
+            .map(|(key, want)| format!("{key}: want {want}, got {}", field(&stdout, key)))
+            .collect();
+        assert!(
+            mismatches.is_empty(),
+            "{runtime}: {mismatches:#?}\n{stdout}\n{stderr}"
+        );
+        for key in [
+            "host_own_udp",
+            "host_end_udp",
+            "loopback_udp",
+            "metadata_udp",
+            "metadata_v6",
+        ] {
+            assert!(
+                field(&stdout, key).starts_with("ERR"),
+                "{runtime}: {key}: {stdout}"
+            );
+        }
+        assert!(
+            host_reached_agent.starts_with("ERR"),
+            "{runtime}: the host connected to the agent's abstract socket: {host_reached_agent}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            (
+                stray_tcp.load(Ordering::SeqCst),
+                stray_udp.load(Ordering::SeqCst),
+                metadata_hits.load(Ordering::SeqCst),
+                abstract_hits.load(Ordering::SeqCst),
+            ),
+            (strays.0, strays.1, 0, 0),
+            "{runtime}: a host service was reached"
+        );
+        assert!(
+            stderr.contains("net policy full gives the agent direct network access"),
+            "{runtime}: {stderr}"
         );
         let events = spawn.audit();
         assert!(
@@ -689,9 +1093,63 @@ except Exception:
                 && e["details"]["policy"] == "full"),
             "{runtime}: no full-access audit event"
         );
+        assert!(
+            !sh(&["ip", "-o", "link"]).contains("spw")
+                && !sh(&["nft", "list", "tables"]).contains("spawn-spw"),
+            "{runtime}: a link or its filter outlived the run"
+        );
     }
     private_hits.store(0, Ordering::SeqCst);
 
+    case("full: forwarding was off, so spawn turned it on for its links only, guarded; a flushed guard comes back");
+    assert_eq!(ip_forward(), "1");
+    assert!(
+        lan_reaches_the_world(&lan).starts_with("ERR"),
+        "the host forwards the LAN's packets because of spawn"
+    );
+    assert!(sh(&["nft", "list", "tables"]).contains("table ip spawn-forward-guard"));
+    // Without the guard the LAN would get through (so the check above can fail) ...
+    sh(&["nft", "flush", "ruleset"]);
+    assert_eq!(lan_reaches_the_world(&lan), "CONNECTED");
+    // ... and the next full run puts it back.
+    let out = spawn.run_on("native", &["--net", "full"], "print('again')");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
+
+    case("full: a run whose network cannot be made does not run (exit 125), never on the host's network");
+    // Every tool spawn needs but nftables.
+    let tools = tempfile::tempdir().unwrap();
+    for tool in ["ip", "unshare", "nsenter", "cat", "runc", "runsc"] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, tools.path().join(tool)).unwrap();
+    }
+    for runtime in ["native", "container", "gvisor"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args(["run", "--runtime", runtime, "--net", "full", "--"])
+            .args(["python3", "-c", "print('ran')"])
+            .env("SPAWN_HOME", spawn.home.path())
+            .env("PATH", tools.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{runtime}: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ran"),
+            "{runtime}"
+        );
+        assert!(stderr.contains("network"), "{runtime}: {stderr}");
+    }
+    assert!(!sh(&["ip", "-o", "link"]).contains("spw"));
+
+    private_hits.store(0, Ordering::SeqCst);
+
     assert!(public_hits.load(Ordering::SeqCst) > 0);
+    // spawn's record that forwarding is its own, for this namespace (which ends with the
+    // test).
+    let _ = std::fs::remove_file(forwarding_record());
     println!("network: {passed} passed, 0 failed");
 }

@@ -16,6 +16,7 @@
 
 mod dns;
 mod error;
+pub mod forwarding;
 mod head;
 mod proxy;
 mod resolve;

@@ -1,38 +1,60 @@
 //! A run's network: a network namespace of its own whose only interface besides loopback
-//! is one end of a veth pair, the other end in the host's namespace, where the proxy and
-//! its DNS server listen. Two packet filters close it in:
+//! is one end of a veth pair, the other end in the host's namespace. It comes in two
+//! kinds, with the same topology and different walls:
+//!
+//! - **Proxied** ([`Link::create`], `restricted` and `egress-only`): the only way out is
+//!   the egress proxy and its DNS server on the host end.
+//! - **Routed** ([`Link::routed`], `full`): the host routes the sandbox's traffic to the
+//!   outside and masquerades it, but never to the host's own addresses (any interface,
+//!   as they are at the moment: `fib daddr type local`), loopback, link-local and the
+//!   cloud metadata addresses (`169.254.0.0/16`), spawn's links (its own host end and
+//!   every other run's), multicast or broadcast; IPv6 not at all (so no `fd00:ec2::254`
+//!   either). DNS sent to the host end goes on to the host's own resolver (DNAT),
+//!   wherever it listens (systemd-resolved's `127.0.0.53`, a metadata server), and
+//!   nothing else of that address is reachable. Forwarding is turned on with a guard
+//!   (see [`crate::forwarding`]).
+//!
+//! Two packet filters close it in:
 //!
 //! - **At the host end** (the wall, for every runtime): an nftables `netdev` ingress
 //!   chain on the host end's device sees every frame the sandbox sends, including those
 //!   gVisor's own network stack writes to the interface itself (which bypass the
 //!   namespace's IP hooks). It accepts ARP for the sandbox's address, and IPv4 from the
-//!   sandbox's address only to the proxy's ports and DNS on the host end, or to TCP ports
-//!   80 and 443 anywhere, which a `prerouting` rule redirects to the proxy's transparent
-//!   listeners (a `forward` rule drops anything from the link that would be routed
-//!   instead). Other IPv4 is refused at once (TCP reset, ICMP unreachable); anything else,
-//!   IPv6 included, is dropped. These tables are `owner`
-//!   tables of an `nft -i` process that lives as long as the link: nobody else can change
-//!   them, and they vanish with that process (a spawn killed at any moment leaves none).
+//!   sandbox's address only. Proxied: only to the proxy's ports and DNS on the host end,
+//!   or to TCP ports 80 and 443 anywhere, which a `prerouting` rule redirects to the
+//!   proxy's transparent listeners (a `forward` rule drops anything from the link that
+//!   would be routed instead). Routed: not to the ranges above; a `prerouting` chain that
+//!   runs before any NAT refuses the host's own addresses. Refused IPv4 is refused at once
+//!   (TCP reset, ICMP unreachable); anything else, IPv6 included, is dropped. Nothing is
+//!   routed into the link but replies. These tables are `owner` tables of an `nft -i`
+//!   process that lives as long as the link: nobody else can change them (not even
+//!   `nft flush ruleset`), and they vanish with that process (a spawn killed at any
+//!   moment leaves none).
 //! - **Inside the namespace** (a second layer, for the runtimes whose sockets are the host
-//!   kernel's): the same allowlist on the output hook, the same redirect, nothing in but
-//!   replies; rejections are immediate.
+//!   kernel's): the same rules on the output hook as far as the namespace can know them,
+//!   nothing in but replies; rejections are immediate.
 //!
-//! The namespace is made first, held by a process of its own (`unshare --net cat`, which
+//! The namespace is made first, held by a process of its own (`unshare --net sh`, which
 //! ends when its stdin closes: with the link, or with spawn), and the veth pair is created
 //! with its sandbox end already inside it, so the pair dies with the namespace: no
-//! sequence of kills leaves a link in the host's namespace. Addresses come from
+//! sequence of kills leaves a link in the host's namespace. A sandbox can outlive a
+//! killed spawn (runc's and runsc's can) and keep the namespace; so the holder deletes the
+//! pair from inside before it exits, and the wall's process, which gets its end of input
+//! only when the holder is gone too (see `HOLD`), never leaves a link unwalled. Addresses come from
 //! `10.201.0.0/16`, one `/30` per run: host end `.1`, sandbox end `.2` of its block.
 //!
 //! Configured with `ip` and `nft` (iproute2, nftables) and `unshare`/`nsenter`
 //! (util-linux), so this crate holds no `unsafe`.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::EgressError;
+use crate::forwarding::{self, Forwarding};
 
 /// The proxy's ports on the host end of every run's link.
 pub mod ports {
@@ -49,6 +71,34 @@ pub mod ports {
 /// How many `/30` blocks the pool has.
 const BLOCKS: u32 = 1 << 14;
 
+/// What a routed link never reaches: "this network", spawn's links (its own host end and
+/// every other run's: the pool of [`block_addrs`]), loopback, link-local and the cloud
+/// metadata addresses, multicast, the reserved range and broadcast. The host's own
+/// addresses are refused by a lookup instead (`fib daddr type local`), so that every
+/// address the host has at the moment counts, on any interface.
+const NEVER_ROUTED: &str = "0.0.0.0/8, 10.201.0.0/16, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3";
+
+/// What a routed link (`net: full`) is set up with.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The resolver that DNS sent to the host end goes on to (the host's own, wherever it
+    /// listens); `None`: the run has no DNS of the host's.
+    pub resolver: Option<SocketAddrV4>,
+    /// spawn's runtime directory (root's, on tmpfs), where [`crate::forwarding`] keeps
+    /// its record.
+    pub state_dir: PathBuf,
+}
+
+/// What a link's walls let through.
+#[derive(Debug, Clone, Copy)]
+enum Reach {
+    Proxy,
+    Routed {
+        resolver: Option<SocketAddrV4>,
+        guard: bool,
+    },
+}
+
 /// A run's network: its namespace, veth pair and host-side filter; all removed on drop.
 #[derive(Debug)]
 pub struct Link {
@@ -57,7 +107,7 @@ pub struct Link {
     pub host: Ipv4Addr,
     /// The sandbox end's address: how the proxy knows the run.
     pub sandbox: Ipv4Addr,
-    /// Holds the namespace (`unshare --net cat`).
+    /// Holds the namespace (`unshare --net sh`, see [`HOLD`]).
     holder: Holder,
     /// Holds the host-side filter (`nft -i`, owner of its tables).
     filter: Holder,
@@ -101,10 +151,17 @@ impl Drop for Holder {
     }
 }
 
+/// The namespace's holder, run by `sh` in the namespace (`unshare --net`): it lives until
+/// its stdin closes (the link is dropped, or spawn dies), then deletes the pair from
+/// inside and exits. Its stdout is a copy of the wall's stdin (`nft -i`), which therefore
+/// sees its end only after the pair is gone: a sandbox that outlives a killed spawn (runc's
+/// and runsc's can) keeps the namespace, but never a link without its wall.
+const HOLD: &str = "cat >/dev/null; ip link del eth0 >/dev/null 2>&1";
+
 /// How long the helpers may take to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn run(cmd: &mut Command, input: &str, what: &str) -> Result<(), EgressError> {
+pub(crate) fn run(cmd: &mut Command, input: &str, what: &str) -> Result<(), EgressError> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -134,7 +191,12 @@ fn run(cmd: &mut Command, input: &str, what: &str) -> Result<(), EgressError> {
     }
 }
 
-fn setup(what: &str, reason: String) -> EgressError {
+/// Applies an nftables ruleset (`nft -f`) in this namespace.
+pub(crate) fn run_nft(ruleset: &str, what: &str) -> Result<(), EgressError> {
+    run(Command::new("nft").args(["-f", "-"]), ruleset, what)
+}
+
+pub(crate) fn setup(what: &str, reason: String) -> EgressError {
     EgressError::Network {
         stage: what.to_owned(),
         reason,
@@ -148,12 +210,45 @@ fn block_addrs(block: u32) -> (Ipv4Addr, Ipv4Addr) {
 
 impl Link {
     /// Makes the run's namespace and a pair in a free block (starting the search at
-    /// `seed`), configures both ends and installs both filters.
+    /// `seed`), configures both ends and installs both filters: a proxied link.
     pub fn create(seed: u32) -> Result<Link, EgressError> {
+        Link::make(seed, Reach::Proxy)
+    }
+
+    /// As [`Link::create`], for a routed link (`net: full`): IPv4 forwarding is turned on
+    /// first if it is off, with its guard (see [`crate::forwarding`]).
+    pub fn routed(seed: u32, routed: &Routed) -> Result<Link, EgressError> {
+        let guard = forwarding::ensure(&routed.state_dir)? == Forwarding::Guarded;
+        Link::make(
+            seed,
+            Reach::Routed {
+                resolver: routed.resolver,
+                guard,
+            },
+        )
+    }
+
+    fn make(seed: u32, reach: Reach) -> Result<Link, EgressError> {
+        // The wall's process first, its tables installed once the link exists. The
+        // namespace's holder keeps a copy of the wall's stdin, so the wall outlives it.
+        let filter = Holder::start(
+            Command::new("nft")
+                .arg("-i")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "start the host-side packet filter",
+        )?;
+        let wall = filter
+            .stdin
+            .as_ref()
+            .map(|s| s.as_fd().try_clone_to_owned())
+            .transpose()
+            .map_err(|e| setup("start the namespace holder", e.to_string()))?
+            .ok_or_else(|| setup("start the namespace holder", "nft has no stdin".into()))?;
         let holder = Holder::start(
             Command::new("unshare")
-                .args(["--net", "--", "cat"])
-                .stdout(Stdio::null()),
+                .args(["--net", "--", "sh", "-c", HOLD])
+                .stdout(Stdio::from(wall)),
             "start the namespace holder",
         )?;
         let ns = format!("/proc/{}/ns/net", holder.pid());
@@ -173,7 +268,7 @@ impl Link {
             );
             match made {
                 Ok(()) => {
-                    return Link::configure(host_if, host, sandbox, holder, &ns);
+                    return Link::configure(host_if, host, sandbox, holder, filter, &ns, reach);
                 }
                 // Taken by another run: try the next block.
                 Err(e) => last = Some(e),
@@ -187,7 +282,9 @@ impl Link {
         host: Ipv4Addr,
         sandbox: Ipv4Addr,
         holder: Holder,
+        mut filter: Holder,
         ns: &str,
+        reach: Reach,
     ) -> Result<Link, EgressError> {
         // If anything below fails, dropping the holder ends the namespace and the pair.
         let delete = || {
@@ -197,13 +294,16 @@ impl Link {
                 "delete the veth pair",
             );
         };
-        let filter = match host_filter(&host_if, host, sandbox) {
-            Ok(f) => f,
-            Err(e) => {
-                delete();
-                return Err(e);
+        let rules = match reach {
+            Reach::Proxy => host_ruleset(&host_if, host, sandbox),
+            Reach::Routed { resolver, guard } => {
+                routed_host_ruleset(&host_if, host, sandbox, resolver, guard)
             }
         };
+        if let Err(e) = host_filter(&mut filter, &host_if, &rules) {
+            delete();
+            return Err(e);
+        }
         let link = Link {
             host_if,
             host,
@@ -220,6 +320,21 @@ impl Link {
             &batch,
             "configure the host end",
         )?;
+        if let Reach::Routed {
+            resolver: Some(r), ..
+        } = reach
+        {
+            if r.ip().is_loopback() {
+                // The host's resolver listens on loopback (systemd-resolved's stub): the
+                // DNAT to it needs loopback routed from this link. Only that DNAT can
+                // reach it: the wall refuses 127.0.0.0/8 before any NAT. The setting
+                // goes with the link.
+                let knob = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", link.host_if);
+                std::fs::write(&knob, "1").map_err(|e| {
+                    setup("route DNS to the host's resolver", format!("{knob}: {e}"))
+                })?;
+            }
+        }
         let enter = format!("--net={ns}");
         let batch = format!(
             "addr add {sandbox}/30 dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {host}\n"
@@ -229,9 +344,13 @@ impl Link {
             &batch,
             "configure the sandbox end",
         )?;
+        let inside = match reach {
+            Reach::Proxy => ruleset(host, sandbox),
+            Reach::Routed { resolver, .. } => routed_ruleset(host, sandbox, resolver.is_some()),
+        };
         run(
             Command::new("nsenter").args([enter.as_str(), "nft", "-f", "-"]),
-            &ruleset(host, sandbox),
+            &inside,
             "install the sandbox's packet filter",
         )?;
         Ok(link)
@@ -279,25 +398,16 @@ fn wait_for_namespace(ns: &str) -> Result<(), EgressError> {
     ))
 }
 
-/// Starts `nft -i` with the host-side filter of the link `host_if` (see the module docs)
-/// as `owner` tables, and waits until they are in place.
-fn host_filter(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<Holder, EgressError> {
+/// Gives `nft -i` (`holder`) the host-side filter `rules` of the link `host_if` (see the
+/// module docs) as `owner` tables, and waits until they are in place.
+fn host_filter(holder: &mut Holder, host_if: &str, rules: &str) -> Result<(), EgressError> {
     let what = "install the host-side packet filter";
-    let mut holder = Holder::start(
-        Command::new("nft")
-            .arg("-i")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        what,
-    )?;
     let table = format!("spawn-{host_if}");
     // One line is one transaction: the tables exist whole or not at all. The listing that
     // follows says it has been applied (nft answers errors on stderr instead).
     let commands = format!(
         "{}\nlist table ip {table}\n",
-        host_ruleset(host_if, host, sandbox)
-            .trim_end()
-            .replace('\n', "; ")
+        rules.trim_end().replace('\n', "; ")
     );
     let stdin = holder
         .stdin
@@ -310,9 +420,7 @@ fn host_filter(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr) -> Result<Holde
     let (Some(stdout), Some(stderr)) = (&holder.child.stdout, &holder.child.stderr) else {
         return Err(setup(what, "nft has no stdout or stderr".into()));
     };
-    wait_for_listing(stdout, stderr, &format!("table ip {table} {{"))
-        .map_err(|e| setup(what, e))?;
-    Ok(holder)
+    wait_for_listing(stdout, stderr, &format!("table ip {table} {{")).map_err(|e| setup(what, e))
 }
 
 /// Waits until `out` shows a line starting with `head` (the listing of the last table),
@@ -434,6 +542,108 @@ pub fn ruleset(host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
     )
 }
 
+/// The host-side filter of a routed link `host_if` (`net: full`, see the module docs), as
+/// nft commands (one per line). `resolver`: where DNS sent to the host end goes on to;
+/// `guard`: forwarding is spawn's, so the run's tables carry the guard too (which a flush
+/// of the ruleset does not remove while the run lives).
+pub fn routed_host_ruleset(
+    host_if: &str,
+    host: Ipv4Addr,
+    sandbox: Ipv4Addr,
+    resolver: Option<SocketAddrV4>,
+    guard: bool,
+) -> String {
+    let t = format!("spawn-{host_if}");
+    let dns = format!(
+        "ip daddr {host} meta l4proto {{ tcp, udp }} th dport {}",
+        ports::DNS
+    );
+    let mut r = format!(
+        "add table netdev {t} {{ flags owner; }}
+add chain netdev {t} ingress {{ type filter hook ingress device \"{host_if}\" priority -500; policy drop; }}
+add rule netdev {t} ingress meta protocol arp arp saddr ip {sandbox} accept
+add rule netdev {t} ingress meta protocol ip ip saddr != {sandbox} drop
+"
+    );
+    if resolver.is_some() {
+        r += &format!("add rule netdev {t} ingress meta protocol ip {dns} accept\n");
+    }
+    r += &format!(
+        "add rule netdev {t} ingress meta protocol ip ip daddr {{ {NEVER_ROUTED} }} meta l4proto tcp reject with tcp reset
+add rule netdev {t} ingress meta protocol ip ip daddr {{ {NEVER_ROUTED} }} reject
+add rule netdev {t} ingress meta protocol ip accept
+add table ip {t} {{ flags owner; }}
+add chain ip {t} local {{ type filter hook prerouting priority -300; policy accept; }}
+"
+    );
+    if resolver.is_some() {
+        r += &format!("add rule ip {t} local iifname \"{host_if}\" {dns} accept\n");
+    }
+    r += &format!(
+        "add rule ip {t} local iifname \"{host_if}\" fib daddr type {{ local, broadcast, anycast, multicast }} meta l4proto tcp reject with tcp reset
+add rule ip {t} local iifname \"{host_if}\" fib daddr type {{ local, broadcast, anycast, multicast }} reject
+"
+    );
+    if let Some(resolver) = resolver {
+        r += &format!(
+            "add chain ip {t} dns {{ type nat hook prerouting priority -100; policy accept; }}
+add rule ip {t} dns iifname \"{host_if}\" {dns} dnat to {resolver}
+"
+        );
+    }
+    r += &format!(
+        "add chain ip {t} forward {{ type filter hook forward priority -300; policy accept; }}
+add rule ip {t} forward iifname \"{host_if}\" accept
+add rule ip {t} forward oifname \"{host_if}\" ct state established,related accept
+add rule ip {t} forward oifname \"{host_if}\" drop
+add chain ip {t} out {{ type nat hook postrouting priority 100; policy accept; }}
+add rule ip {t} out ip saddr {sandbox} oifname != \"{host_if}\" masquerade
+"
+    );
+    if guard {
+        r += &format!(
+            "add chain ip {t} guard {{ type filter hook forward priority -400; policy accept; }}
+add rule ip {t} guard {}
+",
+            forwarding::guard_rule().trim()
+        );
+    }
+    r
+}
+
+/// The sandbox namespace's filter on a routed link: out anywhere but to the ranges a
+/// routed link never reaches (DNS to the host end excepted, when the run has it), only
+/// from the sandbox's own address, loopback free, nothing in but replies, IPv6 not at all.
+/// The host's own addresses are the host end's business: the namespace cannot know them.
+pub fn routed_ruleset(host: Ipv4Addr, sandbox: Ipv4Addr, dns: bool) -> String {
+    let dns = if dns {
+        format!(
+            "ip daddr {host} meta l4proto {{ tcp, udp }} th dport {} accept\n    ",
+            ports::DNS
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "table inet spawn {{
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    oif \"lo\" accept
+    meta nfproto ipv6 reject
+    ip saddr != {sandbox} drop
+    {dns}ip daddr {{ {NEVER_ROUTED} }} meta l4proto tcp reject with tcp reset
+    ip daddr {{ {NEVER_ROUTED} }} reject
+  }}
+  chain in {{
+    type filter hook input priority 0; policy drop;
+    iif \"lo\" accept
+    ct state established,related accept
+  }}
+}}
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +680,66 @@ mod tests {
             "check the ruleset",
         )
         .expect("nft accepts the ruleset (make test installs nftables)");
+    }
+
+    #[test]
+    fn a_routed_link_walls_off_the_host_and_passes_only_dns_to_its_resolver() {
+        let (h, sb) = (Ipv4Addr::new(10, 201, 0, 5), Ipv4Addr::new(10, 201, 0, 6));
+        let resolver = Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
+        let r = routed_host_ruleset("spw1", h, sb, resolver, true);
+        let line = |needle: &str| {
+            r.lines()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in:\n{r}"))
+        };
+        // The wall: only the sandbox's address; never the ranges, the host's own
+        // addresses looked up before any NAT; DNS to the host end is the one exception,
+        // in both chains, and goes on to the resolver.
+        line("ip saddr != 10.201.0.6 drop");
+        let dns = "ip daddr 10.201.0.5 meta l4proto { tcp, udp } th dport 53";
+        assert!(
+            line(&format!("ingress meta protocol ip {dns} accept")) < line("daddr { 0.0.0.0/8")
+        );
+        assert!(line(&format!("local iifname \"spw1\" {dns} accept")) < line("fib daddr type"));
+        assert!(
+            r.contains("169.254.0.0/16")
+                && r.contains("127.0.0.0/8")
+                && r.contains("10.201.0.0/16")
+        );
+        assert!(
+            r.contains("type filter hook prerouting priority -300"),
+            "{r}"
+        );
+        line(&format!("{dns} dnat to 127.0.0.53:53"));
+        // Out masqueraded, only the sandbox's own address; in only replies.
+        line("ip saddr 10.201.0.6 oifname != \"spw1\" masquerade");
+        assert!(
+            line("oifname \"spw1\" ct state established,related accept")
+                < line("oifname \"spw1\" drop")
+        );
+        // Forwarding is spawn's: the run's tables carry the guard too.
+        line("iifname != \"spw*\" oifname != \"spw*\" drop");
+        // Every table is the run's own (owner).
+        assert_eq!(
+            r.matches("add table").count(),
+            r.matches("flags owner").count()
+        );
+
+        let bare = routed_host_ruleset("spw1", h, sb, None, false);
+        for absent in ["dport 53", "dnat", "spw*"] {
+            assert!(!bare.contains(absent), "{absent}: {bare}");
+        }
+
+        for dns in [true, false] {
+            let inside = routed_ruleset(h, sb, dns);
+            assert_eq!(inside.contains("dport 53 accept"), dns, "{inside}");
+            assert!(inside.contains("meta nfproto ipv6 reject"), "{inside}");
+            run(
+                Command::new("nft").args(["-c", "-f", "-"]),
+                &inside,
+                "check the ruleset",
+            )
+            .expect("nft accepts the ruleset (make test installs nftables)");
+        }
     }
 }

@@ -25,7 +25,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use spawn_policy::{MountSource, NetPolicy, RunSpec};
+use spawn_policy::{MountSource, RunSpec};
 
 use crate::cgroups::{Cgroup, Layout, Limits};
 use crate::error::SandboxError;
@@ -527,9 +527,8 @@ fn run_engine(
     }
     let runc = find_binary(engine)?;
 
-    let full = spec.net.policy == NetPolicy::Full;
     let native::NetView { network, dns, env } = native::NetView::of(spec, opts)?;
-    // The run's namespace, already connected to the proxy and nothing else.
+    // The run's namespace, already connected to its way out and nothing else.
     let netns = network.map(|n| n.namespace());
     let base = Path::new(BASE);
     ensure_dir(base, 0o711)?;
@@ -667,7 +666,6 @@ fn run_engine(
         init: Some(&exe),
         kernel,
         netns: netns.as_deref(),
-        host_network: full,
         terminal: plumbing.agent.terminal,
         staged: &staged,
     })?;
@@ -772,8 +770,6 @@ fn run_engine(
                 sys::enter_netns_on_exec(&mut cmd, fd);
                 sys::mask_net_core_on_exec(&mut cmd);
                 cmd.arg("--network=sandbox");
-            } else if full {
-                cmd.arg("--network=host");
             }
             if let Some(log) = &denials {
                 cmd.args(gvisor_monitor::runsc_flags(log.path())?);

@@ -140,7 +140,7 @@ pub fn checks() -> Vec<Check> {
         ),
         Err(e) => check("runtime container", false, e.to_string()),
     });
-    // restricted / egress-only need the tools that build a run's link and filter.
+    // restricted, egress-only and full need the tools that build a run's link and filter.
     let missing: Vec<&str> = ["ip", "nft", "nsenter", "unshare"]
         .into_iter()
         .filter(|tool| {
@@ -154,7 +154,7 @@ pub fn checks() -> Vec<Check> {
         missing.is_empty(),
         if missing.is_empty() {
             "restricted and egress-only: a veth link per run, nftables in its namespace, the \
-             egress proxy"
+             egress proxy; full: a veth link per run routed by the host, the host walled off"
                 .to_owned()
         } else {
             format!(

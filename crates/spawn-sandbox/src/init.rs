@@ -45,12 +45,9 @@ pub(crate) struct ChildConfig {
     pub(crate) ignored_signals: u64,
     /// Detached idmapped trees for granted mounts, by plan step index.
     pub(crate) trees: Vec<Option<OwnedFd>>,
-    /// The sandbox was born in the run's network namespace (connected to the egress proxy
-    /// by spawn, loopback up); otherwise the init makes one with loopback only.
+    /// The sandbox was born in the run's network namespace (made and connected by spawn,
+    /// loopback up); otherwise the init makes one with loopback only. Never the host's.
     pub(crate) netns_joined: bool,
-    /// `net: full`: the sandbox keeps the host's network namespace (no namespace of its
-    /// own; warned about and audited by the caller).
-    pub(crate) host_network: bool,
     /// The agent's stdin is the run's own pty (an interactive run): the agent's session
     /// takes it as controlling terminal.
     pub(crate) controlling_tty: bool,
@@ -183,14 +180,13 @@ fn setup_namespaces(cfg: &ChildConfig) -> Result<(), SandboxError> {
         .map_err(|e| SandboxError::setup("become namespace root (uid)", e))?;
     nix::unistd::setgroups(&[])
         .map_err(|e| SandboxError::setup("clear supplementary groups", e))?;
-    if !cfg.netns_joined && !cfg.host_network {
+    if !cfg.netns_joined {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| SandboxError::setup("network namespace", e))?;
     }
     nix::unistd::sethostname(&cfg.hostname).map_err(|e| SandboxError::setup("set hostname", e))?;
-    if cfg.host_network || cfg.netns_joined {
-        // The host's, or the run's (whose loopback spawn brought up): not the sandbox's to
-        // configure.
+    if cfg.netns_joined {
+        // The run's (whose loopback spawn brought up): not the sandbox's to configure.
         return Ok(());
     }
     sys::loopback_up().map_err(|e| SandboxError::setup("bring up loopback", e))

@@ -143,9 +143,10 @@ impl Observer for NoObserver {}
 pub struct RunOptions {
     /// The run's id (`tr_…`), used to name its cgroup.
     pub run_id: String,
-    /// The run's network, for policies `restricted` and `egress-only` (required for them,
-    /// unused otherwise): the sandbox gets a network namespace of its own whose only way
-    /// out is the egress proxy.
+    /// The run's network, for every policy but `none` (required for them, unused for
+    /// `none`): the sandbox joins the network namespace made for it, whose only way out is
+    /// the egress proxy (`restricted`, `egress-only`) or the host's routing with the host
+    /// itself walled off (`full`).
     pub network: Option<std::sync::Arc<dyn Network>>,
 }
 
@@ -159,14 +160,14 @@ impl RunOptions {
     }
 }
 
-/// A run's way out through the egress proxy, made by the caller (the sandbox crate does
-/// not know the proxy): what the sandbox is told, and closing its namespace in.
+/// A run's way out, made by the caller (the sandbox crate knows neither the proxy nor
+/// the routing): what the sandbox is told, and closing its namespace in.
 pub trait Network: std::fmt::Debug + Send + Sync {
     /// The DNS server the sandbox uses (its `/etc/resolv.conf`).
     fn nameserver(&self) -> std::net::Ipv4Addr;
-    /// The proxy for `HTTP_PROXY` / `HTTPS_PROXY`.
-    fn proxy(&self) -> std::net::SocketAddr;
-    /// The run's network namespace, already connected to the proxy and nothing else, for
+    /// The proxy for `HTTP_PROXY` / `HTTPS_PROXY`, when the way out is one.
+    fn proxy(&self) -> Option<std::net::SocketAddr>;
+    /// The run's network namespace, already connected to its way out and nothing else, for
     /// the sandbox to join (`/proc/PID/ns/net` of a process that holds it for the run). It
     /// belongs to the host's user namespace: nothing in the sandbox can change it.
     fn namespace(&self) -> std::path::PathBuf;
@@ -197,9 +198,9 @@ impl RunLimits {
     }
 }
 
-/// What a run's network policy means for every runtime: the egress proxy's network
-/// (required for proxied policies, unused otherwise), where the sandbox's DNS queries go,
-/// and the agent's environment with the proxy variables (unless the run sets them).
+/// What a run's network policy means for every runtime: the run's network (required for
+/// every policy but `none`, unused for it), where the sandbox's DNS queries go, and the
+/// agent's environment with the proxy variables (unless the run sets them).
 pub(crate) struct NetView<'a> {
     pub(crate) network: Option<&'a dyn Network>,
     pub(crate) dns: rootfs::Dns,
@@ -208,22 +209,23 @@ pub(crate) struct NetView<'a> {
 
 impl<'a> NetView<'a> {
     pub(crate) fn of(spec: &RunSpec, opts: &'a RunOptions) -> Result<NetView<'a>, SandboxError> {
-        let proxied = spec.net.policy.is_proxied();
-        let network = opts.network.as_deref().filter(|_| proxied);
-        if proxied && network.is_none() {
+        // Fail secure: a policy that grants a network gets the run's own namespace or no
+        // run at all, never the host's namespace.
+        let networked = spec.net.policy != NetPolicy::None;
+        let network = opts.network.as_deref().filter(|_| networked);
+        if networked && network.is_none() {
             return Err(SandboxError::Unsupported(format!(
-                "net policy {} needs the egress proxy, which this caller did not set up",
+                "net policy {} needs the run's own network, which this caller did not set up",
                 spec.net.policy.as_str()
             )));
         }
         let dns = match network {
             Some(n) => rootfs::Dns::Server(n.nameserver()),
-            None if spec.net.policy == NetPolicy::Full => rootfs::Dns::Host,
             None => rootfs::Dns::None,
         };
         let mut env = agent_env(spec);
-        if let Some(net) = network {
-            for (k, v) in proxy_env(net.proxy()) {
+        if let Some(proxy) = network.and_then(|n| n.proxy()) {
+            for (k, v) in proxy_env(proxy) {
                 if !env.iter().any(|(name, _)| *name == k) {
                     env.push((k, v));
                 }
@@ -386,7 +388,6 @@ fn child_config(
         search_path: search_path(argv0, &env),
         netns_joined: network.is_some(),
         controlling_tty: false,
-        host_network: spec.net.policy == NetPolicy::Full,
         plan,
         hostname,
         argv,
@@ -966,5 +967,63 @@ mod tests {
             (124, Some(KillReason::Timeout))
         );
         assert_eq!(settle(0, None, None, 0), (0, None));
+    }
+
+    /// A network that is only a namespace path and a host end.
+    #[derive(Debug)]
+    struct Routed;
+    impl Network for Routed {
+        fn nameserver(&self) -> std::net::Ipv4Addr {
+            std::net::Ipv4Addr::new(10, 201, 0, 1)
+        }
+        fn proxy(&self) -> Option<std::net::SocketAddr> {
+            None
+        }
+        fn namespace(&self) -> std::path::PathBuf {
+            "/proc/1/ns/net".into()
+        }
+    }
+
+    #[test]
+    fn a_policy_that_grants_a_network_never_runs_without_its_own_namespace() {
+        for policy in [
+            NetPolicy::Restricted,
+            NetPolicy::EgressOnly,
+            NetPolicy::Full,
+        ] {
+            let mut spec = RunSpec::bare(spawn_policy::RuntimeKind::Native, vec!["true".into()]);
+            spec.net.policy = policy;
+            // The caller made no network: an error, not the host's namespace.
+            assert!(
+                matches!(
+                    NetView::of(&spec, &RunOptions::new("t")),
+                    Err(SandboxError::Unsupported(_))
+                ),
+                "{policy:?}"
+            );
+            let opts = RunOptions {
+                network: Some(std::sync::Arc::new(Routed)),
+                ..RunOptions::new("t")
+            };
+            let view = NetView::of(&spec, &opts).expect("a view");
+            assert!(view.network.is_some(), "{policy:?}");
+            assert_eq!(
+                view.dns,
+                rootfs::Dns::Server(std::net::Ipv4Addr::new(10, 201, 0, 1))
+            );
+            // A network without a proxy (full) sets no proxy variables.
+            assert!(
+                !view.env.iter().any(|(k, _)| k == "HTTP_PROXY"),
+                "{policy:?}"
+            );
+        }
+        // none: loopback only, whatever the caller passed.
+        let spec = RunSpec::bare(spawn_policy::RuntimeKind::Native, vec!["true".into()]);
+        let opts = RunOptions {
+            network: Some(std::sync::Arc::new(Routed)),
+            ..RunOptions::new("t")
+        };
+        let view = NetView::of(&spec, &opts).expect("a view");
+        assert!(view.network.is_none() && view.dns == rootfs::Dns::None);
     }
 }

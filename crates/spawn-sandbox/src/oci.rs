@@ -54,10 +54,8 @@ pub struct OciInput<'a> {
     /// Whose kernel the agent runs on.
     pub kernel: Kernel,
     /// The network namespace to join (a run with a network policy), instead of a new
-    /// empty one. gVisor ignores it: runsc is started inside it instead.
+    /// empty one. gVisor ignores it: runsc is started inside it instead. Never the host's.
     pub netns: Option<&'a Path>,
-    /// `net: full`: no network namespace of its own (the host's network).
-    pub host_network: bool,
     /// The agent's stdin is the run's own pty (an interactive run): spawn's init makes it
     /// the command's controlling terminal.
     pub terminal: bool,
@@ -318,11 +316,6 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
     });
     let mut config = config;
-    if input.host_network {
-        if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
-            list.retain(|n| n["type"] != "network");
-        }
-    }
     if let Some(ns) = input.netns {
         if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
             for n in list.iter_mut().filter(|n| n["type"] == "network") {
@@ -335,12 +328,8 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             linux.remove("uidMappings");
             linux.remove("gidMappings");
             linux.remove("seccomp");
-            // With a network, runsc runs inside the run's namespace with --network=host
-            // (its netstack cannot be attached to a namespace made outside it): the
-            // bundle then asks for no namespace of its own.
-            let joined = input.host_network;
             if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
-                ns.retain(|n| n["type"] != "user" && !(joined && n["type"] == "network"));
+                ns.retain(|n| n["type"] != "user");
             }
         }
         // The agent's uid may have all of the run's tasks but the init's (which runs as
@@ -466,7 +455,6 @@ mod tests {
             init,
             kernel,
             netns: None,
-            host_network: false,
             terminal: false,
             staged: &[],
         };

@@ -115,28 +115,16 @@ pub struct Plan {
 pub enum Dns {
     /// Nowhere: `net: none`.
     None,
-    /// The run's DNS server on the host end of its link (restricted, egress-only).
+    /// The run's DNS server on the host end of its link.
     Server(std::net::Ipv4Addr),
-    /// The host's own resolvers (`net: full`, which shares the host's network).
-    Host,
 }
 
 fn etc_files(hostname: &str, dns: Dns) -> Vec<(&'static str, String)> {
     let resolv = match dns {
         Dns::Server(ns) => format!(
-            "# spawn: the run's DNS (names its network policy allows)\nnameserver {ns}\n\
+            "# spawn: the run's DNS, on the host end of its link\nnameserver {ns}\n\
              options timeout:2 attempts:2\n"
         ),
-        Dns::Host => {
-            // Only the resolver lines: no search domains of the host's.
-            let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let mut out = "# spawn: the host's resolvers (net: full)\n".to_owned();
-            for line in host.lines().filter(|l| l.starts_with("nameserver ")) {
-                out.push_str(line);
-                out.push('\n');
-            }
-            out
-        }
         Dns::None => {
             "# spawn: this sandbox has no DNS (net: none)\noptions timeout:1 attempts:1\n".into()
         }

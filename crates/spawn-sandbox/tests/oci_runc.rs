@@ -71,7 +71,6 @@ fn main() {
         init: None,
         kernel: oci::Kernel::Host,
         netns: None,
-        host_network: false,
         terminal: false,
         staged: &[],
     };
