@@ -30,7 +30,7 @@
 //! agent wrote has been written out.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::thread::JoinHandle;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -158,10 +158,22 @@ impl Plumbing {
             },
         ];
         let resize = Some((output, master_size));
+        // Three opens of the slave, not `dup`s of one (see the same pipe in `pipes`), and
+        // never spawn's controlling terminal.
+        let reopen = || {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open(format!("/proc/self/fd/{}", slave.as_raw_fd()))
+                .map(OwnedFd::from)
+                .map_err(|e| SandboxError::setup("open the run's terminal again", e))
+        };
         Ok(Plumbing {
             agent: AgentStdio {
-                stdin: dup(&slave)?,
-                stdout: dup(&slave)?,
+                stdin: reopen()?,
+                stdout: reopen()?,
                 stderr: slave,
                 terminal: true,
             },
@@ -213,9 +225,15 @@ impl Plumbing {
         let stdout = output(1, "stdout")?;
         let both_open = sys::fd_is_open(1) && sys::fd_is_open(2);
         let stderr = if both_open && sys::same_open_file(1, 2) {
-            stdout
-                .try_clone()
-                .map_err(|e| SandboxError::setup("duplicate the output pipe", e))?
+            // The same pipe, but an open file description of its own (not a `dup`): gVisor
+            // makes the descriptions it is given non-blocking and would take the second of
+            // two that share one as the agent's own non-blocking choice (EAGAIN reached
+            // the agent when the pipe was full).
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{}", stdout.as_raw_fd()))
+                .map(OwnedFd::from)
+                .map_err(|e| SandboxError::setup("open the output pipe again", e))?
         } else {
             output(2, "stderr")?
         };

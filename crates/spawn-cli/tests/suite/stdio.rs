@@ -640,3 +640,48 @@ fn an_interactive_run_follows_the_terminal_size() {
         assert!(child.wait().expect("wait").success(), "{runtime}");
     }
 }
+
+/// When spawn's stdout and stderr are one file, a large output is never refused to the
+/// agent (gVisor took the second of two descriptors sharing one description as the agent's
+/// own non-blocking choice, and a full pipe gave it EAGAIN), on every runtime.
+#[test]
+fn a_large_output_to_one_file_is_never_refused() {
+    let home = Home::new();
+    let dir = tempdir("spawn-stdio-");
+    let script = "i=0; while [ $i -lt 20 ]; do echo err$i >&2; i=$((i+1)); done; \
+                  head -c 1000000 /dev/zero | tr '\\0' x; echo; echo end >&2";
+    let expected = {
+        let mut s: String = (0..20).map(|i| format!("err{i}\n")).collect();
+        s.push_str(&"x".repeat(1_000_000));
+        s.push_str("\nend\n");
+        s
+    };
+    for runtime in RUNTIMES {
+        // The race it guards against is with gVisor's start-up: many rounds.
+        for round in 0..20 {
+            let path = dir.path().join(format!("{runtime}-{round}"));
+            let f = std::fs::File::create(&path).expect("create");
+            let status = run_with(
+                &home,
+                &["run", "--runtime", runtime, "--", "sh", "-c", script],
+                Stdio::null(),
+                file_stdio(&f),
+                file_stdio(&f),
+            );
+            let text = without_warnings(&read_all(&path));
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "{runtime} round {round}: {}",
+                head(&text)
+            );
+            assert!(
+                text == expected,
+                "{runtime} round {round}: {} bytes instead of {}: {}",
+                text.len(),
+                expected.len(),
+                head(&text.replace(&"x".repeat(1000), "x…"))
+            );
+        }
+    }
+}
