@@ -8,7 +8,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Formats by hand rather than with `time`'s formatter so that it cannot fail.
-fn format_rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",

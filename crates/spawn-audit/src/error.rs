@@ -71,6 +71,10 @@ pub enum AuditError {
     UnknownEventType(String),
     #[error("unknown audit outcome {0:?}")]
     UnknownOutcome(String),
+    /// Audit limits (`SPAWN_AUDIT_LIMITS`, or a registration's) that are malformed or out
+    /// of bounds.
+    #[error("invalid audit limits: {0}")]
+    Limits(String),
     #[error("cannot read system randomness")]
     Random(#[source] io::Error),
 }

@@ -8,6 +8,7 @@ mod encode;
 mod error;
 mod event;
 mod id;
+mod limit;
 mod log;
 mod tail;
 
@@ -16,4 +17,5 @@ pub use encode::MAX_EVENT_BYTES;
 pub use error::AuditError;
 pub use event::{Event, EventType, Outcome, Principal, Record, Resource};
 pub use id::new_id;
+pub use limit::{Limiter, LimiterStats, Limits, LIMIT_ACTION, SUMMARY_ACTION};
 pub use log::{read_records, AuditLog, LOG_FILE_NAME};
