@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use spawn_audit::Principal;
+use spawn_audit::{Limits, Principal};
 use spawn_egress::topology::{ports, Link};
 use spawn_egress::ServiceConfig;
 use spawn_policy::net::NetRules;
@@ -42,6 +42,7 @@ impl EgressNetwork {
         run_id: &str,
         audit_dir: PathBuf,
         principal: Principal,
+        audit_limits: Limits,
     ) -> Result<EgressNetwork> {
         let link = Link::create(link_seed(run_id)).context("make the run's network link")?;
         let nameserver = match std::env::var("SPAWN_EGRESS_NAMESERVER") {
@@ -62,6 +63,7 @@ impl EgressNetwork {
             audit_dir,
             principal,
             trace_id: run_id.to_owned(),
+            audit_limits,
         };
         let sockets =
             spawn_egress::RunSockets::bind(link.host).context("bind the run's proxy sockets")?;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use spawn_audit::Principal;
+use spawn_audit::{Limits, Principal};
 use spawn_egress::ServiceConfig;
 
 /// What the proxy child is told on its stdin (one JSON line).
@@ -14,4 +14,6 @@ pub(crate) struct ChildConfig {
     pub(crate) audit_dir: PathBuf,
     pub(crate) principal: Principal,
     pub(crate) trace_id: String,
+    /// How much of the log the run's network events may take (`SPAWN_AUDIT_LIMITS`).
+    pub(crate) audit_limits: Limits,
 }

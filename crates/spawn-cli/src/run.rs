@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+use spawn_audit::{AuditLog, Event, EventType, Limiter, Limits, Outcome, Principal, Resource};
 use spawn_policy::{NetPolicy, Overrides, RunSpec, RuntimeKind};
 use spawn_sandbox::{native, ExecFailure, Observer, Report, RunOptions};
 
@@ -100,7 +100,26 @@ fn resolve(args: &RunArgs, home: &Path) -> anyhow::Result<RunSpec> {
     )?)
 }
 
+/// Where the operator sets the audit limits of every run (`spawn_audit::Limits` syntax:
+/// `window=5s,per-key=5,per-window=100,keys=64,events=10000,bytes=8MiB`, any subset).
+const LIMITS_ENV: &str = "SPAWN_AUDIT_LIMITS";
+
+/// The audit limits of this run: the defaults, or `SPAWN_AUDIT_LIMITS`; a value that does
+/// not parse or is out of bounds stops the run (never runs without limits).
+fn audit_limits() -> anyhow::Result<Limits> {
+    match std::env::var(LIMITS_ENV) {
+        Ok(text) => text
+            .parse::<Limits>()
+            .with_context(|| format!("{LIMITS_ENV} is not valid")),
+        Err(std::env::VarError::NotPresent) => Ok(Limits::default()),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{LIMITS_ENV} is not UTF-8"),
+    }
+}
+
 /// Writes audit events as the run goes; a failed append is reported, never silent.
+///
+/// The run's own events (start, exec, stop, resources exhausted: one each) are always
+/// written; what the agent can repeat (blocked system calls) goes through the limiter.
 struct Auditor {
     /// `$SPAWN_HOME/audit`, opened when the first events are written.
     dir: PathBuf,
@@ -110,28 +129,57 @@ struct Auditor {
     /// `agent.start` and the exec invocation, written once the sandbox exists.
     start: Vec<Event>,
     failed: Option<String>,
+    limiter: Limiter,
 }
 
 impl Auditor {
+    /// Writes one of the run's own events (never held back).
     fn emit(&mut self, event: Event) {
-        self.emit_all(vec![event]);
-    }
-
-    /// Appends events as one batch (one lock, one write).
-    fn emit_all(&mut self, events: Vec<Event>) {
-        if let Err(e) = self.try_emit_all(events) {
+        if let Err(e) = self.try_emit_all(vec![event]) {
             self.failed.get_or_insert(e);
         }
     }
 
+    /// Writes an event the agent can cause again and again, through the limits.
+    fn emit_limited(&mut self, event: Event) {
+        let mut out = Vec::new();
+        self.limiter.admit(self.traced(event), &mut out);
+        if let Err(e) = self.append(out) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// The run is ending: the summaries of whatever the limits held back.
+    fn finish_limits(&mut self) {
+        let mut out = Vec::new();
+        self.limiter.finish(&mut out);
+        if let Err(e) = self.append(out) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn traced(&self, e: Event) -> Event {
+        Event {
+            trace_id: Some(self.trace_id.clone()),
+            ..e
+        }
+    }
+
+    /// Appends the run's own events as one batch (one lock, one write), charged to the
+    /// budget but never held back.
     fn try_emit_all(&mut self, events: Vec<Event>) -> Result<(), String> {
-        let events: Vec<Event> = events
-            .into_iter()
-            .map(|e| Event {
-                trace_id: Some(self.trace_id.clone()),
-                ..e
-            })
-            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let e = self.traced(e);
+            self.limiter.admit_always(e, &mut out);
+        }
+        self.append(out)
+    }
+
+    fn append(&mut self, events: Vec<Event>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let log = match &mut self.log {
             Some(log) => log,
             None => self.log.insert(AuditLog::open(&self.dir).map_err(|e| {
@@ -178,7 +226,7 @@ impl Observer for Auditor {
                 )
                 .with_detail("syscall", syscall)
                 .with_detail("reason", "not allowed by the sandbox's seccomp policy");
-            self.emit(e);
+            self.emit_limited(e);
         }
     }
 }
@@ -207,6 +255,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
             "runtime firecracker is not supported yet by this build of spawn (and this host has no hardware virtualization); run with --runtime gvisor, native or container"
         ),
     }
+    let limits = audit_limits()?;
     let run_id = spawn_audit::new_id("tr")?;
     let agent_id = spawn_audit::new_id("ag")?;
     let mut auditor = Auditor {
@@ -220,6 +269,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         },
         trace_id: run_id.clone(),
         failed: None,
+        limiter: Limiter::new(limits),
     };
     let argv0 = spec.command.first().cloned().unwrap_or_default();
     let start = auditor
@@ -288,6 +338,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
                 &run_id,
                 auditor.dir.clone(),
                 auditor.principal.clone(),
+                limits,
             )
             .map_err(|e| anyhow::anyhow!("{e:#}"))?,
         )),
@@ -303,6 +354,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     };
     let code = match &result {
         Ok(report) => {
+            auditor.finish_limits();
             audit_stop(&mut auditor, spec.runtime, report);
             report_human(&spec, report, &argv0);
             if args.json {
@@ -322,6 +374,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
                 auditor.start.clear();
                 auditor.emit(start);
             }
+            auditor.finish_limits();
             let stop = auditor
                 .event(
                     EventType::AgentStop,

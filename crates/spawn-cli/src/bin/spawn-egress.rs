@@ -5,13 +5,14 @@
 //! A run registers over the control socket (root only): one message with its
 //! configuration (JSON) and, as descriptors, its audit log and the sockets spawn bound on
 //! its link's host end. The proxy answers `ready`, serves the run's sockets under its
-//! rules, writes its `agent.net.connect` events, and drops the run (with a `summary`
+//! rules, writes its `agent.net.connect` events through the run's audit limits
+//! (`spawn_audit::Limiter`: repeats aggregated per window, a budget), and drops the run (with a `summary`
 //! event) when spawn closes the connection. The proxy runs as `nobody` once the control
 //! socket is bound: it opens no file and binds nothing itself.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+use spawn_audit::{AuditLog, Event, EventType, Limiter, Outcome, Principal, Resource};
 use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver, RunSockets};
 
 #[path = "../egress_config.rs"]
@@ -50,13 +51,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes one run's events to its audit log.
+/// Writes one run's events to its audit log, through the run's limits.
 struct AuditObserver {
-    log: Mutex<AuditLog>,
+    writer: Mutex<Writer>,
     principal: Principal,
     trace_id: String,
     /// The run's totals: attempts allowed and refused, bytes out and in.
     totals: Mutex<[u64; 4]>,
+}
+
+/// The run's log and its limiter, under one lock (events leave in the order decided).
+struct Writer {
+    log: AuditLog,
+    limiter: Limiter,
+    /// What the limiter lets through, written as one batch.
+    out: Vec<Event>,
+}
+
+impl Writer {
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.log.append(&self.out) {
+            eprintln!("spawn-egress: cannot write the audit log: {e}");
+        }
+        self.out.clear();
+    }
 }
 
 impl AuditObserver {
@@ -65,11 +86,20 @@ impl AuditObserver {
             trace_id: Some(self.trace_id.clone()),
             ..event
         };
-        let Ok(mut log) = self.log.lock() else {
+        let Ok(mut w) = self.writer.lock() else {
             return;
         };
-        if let Err(e) = log.append(&[event]) {
-            eprintln!("spawn-egress: cannot write the audit log: {e}");
+        let w = &mut *w;
+        w.limiter.admit(event, &mut w.out);
+        w.flush();
+    }
+
+    /// Summaries of a window that ended while no event came.
+    fn tick(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            let w = &mut *w;
+            w.limiter.tick(&mut w.out);
+            w.flush();
         }
     }
 
@@ -92,16 +122,30 @@ impl AuditObserver {
         }
     }
 
-    /// One `agent.net.connect` event with the run's totals (`summary`), when it ends.
+    /// When the run ends: the summaries of every event held back, then one
+    /// `agent.net.connect` event with the run's totals (`summary`), whatever the limits.
     fn summary(&self) {
         let [allowed, denied, out, inn] = self.totals.lock().map(|t| *t).unwrap_or_default();
-        let event = self
-            .event("*", 0, "summary", Outcome::Success)
-            .with_detail("connectionsAllowed", allowed)
-            .with_detail("connectionsDenied", denied)
-            .with_detail("bytesOut", out)
-            .with_detail("bytesIn", inn);
-        self.write(event);
+        let event = Event {
+            trace_id: Some(self.trace_id.clone()),
+            ..self
+                .event("*", 0, "summary", Outcome::Success)
+                .with_detail("connectionsAllowed", allowed)
+                .with_detail("connectionsDenied", denied)
+                .with_detail("bytesOut", out)
+                .with_detail("bytesIn", inn)
+        };
+        let Ok(mut w) = self.writer.lock() else {
+            return;
+        };
+        let w = &mut *w;
+        w.limiter.finish(&mut w.out);
+        let stats = w.limiter.stats();
+        let event = event
+            .with_detail("auditEventsWritten", stats.verbatim)
+            .with_detail("auditEventsSummarized", stats.held);
+        w.limiter.admit_always(event, &mut w.out);
+        w.flush();
     }
 }
 
@@ -185,11 +229,20 @@ impl Shared {
             tls: File::from(tls).into_tcp_listener(),
             dns: std::net::UdpSocket::from(dns),
         };
+        config
+            .audit_limits
+            .validate()
+            .context("a run's audit limits")?;
+        let tick = Duration::from_millis(config.audit_limits.window_ms);
         let observer = Arc::new(AuditObserver {
-            log: Mutex::new(AuditLog::from_file(
-                File::from(audit),
-                config.audit_dir.join(spawn_audit::LOG_FILE_NAME),
-            )),
+            writer: Mutex::new(Writer {
+                log: AuditLog::from_file(
+                    File::from(audit),
+                    config.audit_dir.join(spawn_audit::LOG_FILE_NAME),
+                ),
+                limiter: Limiter::new(config.audit_limits),
+                out: Vec::new(),
+            }),
             principal: config.principal,
             trace_id: config.trace_id,
             totals: Mutex::new([0; 4]),
@@ -206,9 +259,21 @@ impl Shared {
             sockets.serve(&proxy)?
         };
         conn.write_all(b"ready\n")?;
-        // Until spawn is done with the run (EOF), or gone.
-        let mut rest = Vec::new();
-        let _ = conn.read_to_end(&mut rest);
+        // Until spawn is done with the run (EOF), or gone; each window, the summaries of
+        // the one that ended.
+        conn.set_read_timeout(Some(tick))?;
+        let mut rest = [0u8; 64];
+        loop {
+            match conn.read(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    observer.tick()
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         for t in tasks {
             t.abort();
         }
