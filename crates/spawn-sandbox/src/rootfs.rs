@@ -1011,6 +1011,100 @@ mod tests {
         ));
     }
 
+    /// One scratch filesystem of the disk quota's size backs every writable place that is
+    /// not a granted host mount: no tmpfs of the plan can hold more than a few KiB, except
+    /// a named volume with a quota of its own.
+    #[test]
+    fn everything_writable_is_on_the_one_scratch_filesystem() {
+        let volume = |name: &str, target: &str, quota_bytes| MountSpec {
+            source: MountSource::Tmpfs {
+                name: name.into(),
+                quota_bytes,
+            },
+            target: target.into(),
+            writable: true,
+        };
+        let p = plan(
+            &spec(vec![
+                volume("cache", "/cache", None),
+                volume("big", "/big", Some(5 << 20)),
+            ]),
+            32 << 20,
+            "t",
+            Dns::None,
+        );
+        let scratch: Vec<&Step> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Scratch { .. }))
+            .collect();
+        assert_eq!(
+            scratch,
+            [&Step::Scratch {
+                path: SCRATCH_AT.into(),
+                size: 32 << 20
+            }]
+        );
+        let from_scratch = |target: &str| {
+            p.steps.iter().find_map(|s| match s {
+                Step::Bind {
+                    source: BindSource::Inside(from),
+                    path,
+                    ..
+                } if path == Path::new(target) => from.strip_prefix(SCRATCH_AT).ok(),
+                _ => None,
+            })
+        };
+        for (target, dir) in [
+            ("/tmp", "tmp"),
+            ("/workspace", "workspace"),
+            ("/dev/shm", "shm"),
+            ("/cache", "volume0"),
+        ] {
+            assert_eq!(from_scratch(target), Some(Path::new(dir)), "{target}");
+            assert!(p.scratch.iter().any(|d| d.name == dir), "{dir}");
+        }
+        // The bind over /tmp comes after every other bind from the scratch filesystem: it
+        // covers the filesystem's own root, where their sources are.
+        let inside_binds: Vec<&Path> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind {
+                    source: BindSource::Inside(_),
+                    path,
+                    ..
+                } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inside_binds.last(), Some(&Path::new("/tmp")));
+        for s in &p.steps {
+            if let Step::Tmpfs { path, size, .. } = s {
+                assert!(
+                    *size <= 64 << 10 || (path == Path::new("/big") && *size == 5 << 20),
+                    "{} is a tmpfs of {size} bytes",
+                    path.display()
+                );
+            }
+        }
+        assert!(p.noexec_mounts.contains(&PathBuf::from("/dev/shm")));
+        let owners: Vec<(&str, bool)> = p
+            .scratch
+            .iter()
+            .map(|d| (d.name.as_str(), d.agent))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("tmp", false),
+                ("shm", false),
+                ("workspace", true),
+                ("volume0", true)
+            ]
+        );
+    }
+
     #[test]
     fn host_mounts_follow_their_mode() {
         let dir = tempfile::tempdir().unwrap();
