@@ -9,8 +9,9 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # the host's /usr). bubblewrap: the benchmark's baseline. runc: the container runtime
 # (runsc, the gvisor runtime, below).
 # iproute2, nftables, util-linux (nsenter): the network policies (veth pairs and the
-# sandbox-side packet filter); procps: test helpers.
-pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates)
+# sandbox-side packet filter); procps: test helpers. e2fsprogs (mkfs.ext4): each run's
+# scratch filesystem (the disk quota).
+pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
 # (wrk, Debian's squid, curl).
 if [[ ${1:-} == bench ]]; then

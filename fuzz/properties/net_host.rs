@@ -17,6 +17,8 @@ fn rules(policy: NetPolicy, allow: &[&str], deny: &[&str]) -> Option<NetRules> {
         denylist: deny.iter().map(|s| (*s).to_owned()).collect(),
         rate_limit: None,
         require_tls: None,
+        max_connections: None,
+        max_dns_queries: None,
     })
     .ok()
 }

@@ -126,6 +126,6 @@ pub fn check(data: &[u8]) {
                 );
             }
         }
-        Via::Tls => panic!("a request head read as TLS"),
+        Via::Tls | Via::Dns => panic!("a request head read as {}", asked.via.as_str()),
     }
 }

@@ -322,7 +322,7 @@ fn net_bench(cli: &Cli, json: Option<serde_json::Value>) -> Result<()> {
         "{:<16} {:>12} {:>10} {:>10} {:>14}",
         "case", "req/s (c32)", "p50 (c1)", "p99 (c1)", "100 MB, MB/s"
     );
-    for case in ["direct", "spawn proxy", "squid"] {
+    for case in ["direct", "spawn proxy", "proxy, no caps", "squid"] {
         println!(
             "{case:<16} {:>12.0} {:>8.0}us {:>8.0}us {:>14.0}",
             get(case, "rps"),
@@ -350,6 +350,16 @@ fn net_bench(cli: &Cli, json: Option<serde_json::Value>) -> Result<()> {
         verdict(added_p50 < 200.0)
     );
     println!("{:<32} {added_p99:.0} us", "added p99 latency");
+    println!(
+        "{:<32} {:.3}",
+        "ratio caps on/off req/s",
+        get("spawn proxy", "rps") / get("proxy, no caps", "rps")
+    );
+    println!(
+        "{:<32} {:.0} us",
+        "added p50 by caps + host check",
+        get("spawn proxy", "p50_us") - get("proxy, no caps", "p50_us")
+    );
     let mut json = json.unwrap_or_else(|| serde_json::json!({}));
     json["net"] = net;
     write_json(cli, json)

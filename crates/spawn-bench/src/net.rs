@@ -1,12 +1,14 @@
 //! The egress proxy against a direct connection and against Debian's `squid` with the same
 //! one-domain allowlist, on loopback: requests per second (small responses, 32 keep-alive
 //! connections, `wrk`), latency of one connection at a time (p50/p99, `wrk --latency`),
-//! and a 100 MB download (`curl`).
+//! and a 100 MB download (`curl`). Also the proxy without its per-run caps and host-address
+//! check (`Proxy::unbounded_baseline`), to show what they cost.
 //!
 //! It runs in a network namespace of its own (re-executing this binary, which unshares one
 //! before any thread exists),
-//! where `11.0.0.1` on loopback stands for a public server (the proxy refuses loopback
-//! destinations, as it must) and a DNS server written here answers `allowed.test`.
+//! where `11.0.0.1`, in a second namespace behind a veth link, stands for a public server
+//! (the proxy refuses the host's own addresses, as it must) and a DNS server written here
+//! answers `allowed.test`.
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +25,8 @@ use crate::case::require;
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 1);
 const OURS: &str = "127.0.0.1:3128";
 const SQUID: &str = "127.0.0.1:3129";
+/// The proxy without its issue-14 boundaries (host addresses, caps), for comparison.
+const BASELINE: &str = "127.0.0.1:3130";
 /// Size of the download case.
 const BIG: usize = 100 << 20;
 
@@ -66,10 +70,26 @@ pub fn inner(out: &Path, seconds: u64) -> Result<()> {
         allowlist: vec!["allowed.test".into()],
         ..Default::default()
     })?;
-    let _registration = proxy.register("127.0.0.1".parse()?, "tr_bench", rules, Arc::new(Quiet))?;
+    let _registration = proxy.register(
+        "127.0.0.1".parse()?,
+        "tr_bench",
+        rules.clone(),
+        Arc::new(Quiet),
+    )?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(OURS))?;
     let serving = proxy.clone();
     rt.spawn(async move { serving.serve(listener).await });
+    // The baseline: the same proxy without the host-address check and with the largest
+    // caps, as it was before issue 14.
+    let baseline =
+        spawn_egress::Proxy::unbounded_baseline(spawn_egress::Resolver::with_nameserver(dns));
+    let mut uncapped = rules;
+    uncapped.max_connections = spawn_policy::net::MAX_CONNECTIONS;
+    uncapped.max_dns_queries = spawn_policy::net::MAX_DNS_QUERIES;
+    let _baseline_registration =
+        baseline.register("127.0.0.1".parse()?, "tr_base", uncapped, Arc::new(Quiet))?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(BASELINE))?;
+    rt.spawn(async move { baseline.serve(listener).await });
     let squid = Squid::start()?;
 
     let direct = format!("http://{UPSTREAM}");
@@ -78,6 +98,7 @@ pub fn inner(out: &Path, seconds: u64) -> Result<()> {
     for (name, target, via) in [
         ("direct", direct.as_str(), None),
         ("spawn proxy", url, Some(OURS)),
+        ("proxy, no caps", url, Some(BASELINE)),
         ("squid", url, Some(SQUID)),
     ] {
         // Warm up (connections, caches), then measure.
@@ -260,7 +281,8 @@ impl Drop for Squid {
 
 /// The upstream: `/` answers `ok`, `/big` 100 MB, over keep-alive HTTP/1.1.
 async fn upstream() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((UPSTREAM, 80)).await?;
+    let listener =
+        tokio::net::TcpListener::from_std(spawn_egress::testing::world_tcp((UPSTREAM, 80))?)?;
     let big = bytes::Bytes::from(vec![b'x'; BIG]);
     tokio::spawn(async move {
         loop {

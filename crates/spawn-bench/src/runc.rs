@@ -39,6 +39,16 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
     let plan = rootfs::plan(&spec, 64 << 20, "bench", rootfs::Dns::None);
     rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted)
         .context("populate the baseline's root")?;
+    // spawn's scratch filesystem is a per-run ext4 image; the baseline binds plain
+    // directories of the bench's tmpfs in its place.
+    let scratch = bundle.join("scratch");
+    for dir in &plan.scratch {
+        let at = scratch.join(&dir.name);
+        std::fs::create_dir_all(&at).with_context(|| format!("create {}", at.display()))?;
+        let owner = if dir.agent { agent_id } else { root_id };
+        std::os::unix::fs::chown(&at, Some(owner), Some(owner))?;
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(dir.mode))?;
+    }
     let env = native::agent_env(&spec);
     let config = oci::runtime_spec(&oci::OciInput {
         argv: &spec.command,
@@ -60,6 +70,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
         netns: None,
         terminal: false,
         staged: &[],
+        scratch: &scratch,
     })
     .context("derive the baseline's OCI configuration")?;
     let path = bundle.join("config.json");

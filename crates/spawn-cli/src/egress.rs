@@ -146,12 +146,21 @@ fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
     )];
     let timeout = u16::try_from(READY_TIMEOUT.as_millis()).unwrap_or(u16::MAX);
     let readable = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(timeout));
-    let mut answer = [0u8; 6];
-    let got = matches!(readable, Ok(n) if n > 0) && (&conn).read_exact(&mut answer).is_ok();
-    if !got || &answer != b"ready\n" {
-        bail!("the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)");
+    let mut answer = Vec::new();
+    if matches!(readable, Ok(n) if n > 0) {
+        // One line: `ready`, or `error: WHY` (the proxy then closes the connection).
+        answer = read_line(&conn, 4096);
     }
-    Ok(conn)
+    if answer == b"ready\n" {
+        return Ok(conn);
+    }
+    match std::str::from_utf8(&answer)
+        .ok()
+        .and_then(|a| a.strip_prefix("error: "))
+    {
+        Some(why) => bail!("the egress proxy did not take the run: {}", why.trim_end()),
+        None => bail!("the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)"),
+    }
 }
 
 /// Starts the proxy for this namespace, detached (it outlives this spawn), logging to
@@ -211,4 +220,17 @@ impl Drop for EgressNetwork {
             let _ = conn.read_to_end(&mut rest);
         }
     }
+}
+
+/// Reads up to and including the first newline, at most `max` bytes (fewer at the end).
+fn read_line(mut from: impl Read, max: usize) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < max && !line.ends_with(b"\n") {
+        match from.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    line
 }

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,8 @@ fn dns_server() -> u16 {
 /// HTTP on `ip:80`, one request per connection: `hello from IP, Host: H` (every Host
 /// line, joined by `|`); counts requests.
 fn http_server(ip: Ipv4Addr, hits: Arc<AtomicUsize>) {
-    let listener = TcpListener::bind((ip, 80)).unwrap();
+    let listener = spawn_egress::testing::world_tcp((ip, 80)).unwrap();
+    listener.set_nonblocking(false).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             hits.fetch_add(1, Ordering::SeqCst);
@@ -81,7 +82,8 @@ type Hellos = Arc<Mutex<Vec<Hello>>>;
 /// An echo on `ip:443` (stands in for a TLS server) recording each connection's first
 /// bytes; counts every byte that reaches it.
 fn echo_server(ip: Ipv4Addr, bytes: Arc<AtomicUsize>, hellos: Hellos) {
-    let listener = TcpListener::bind((ip, 443)).unwrap();
+    let listener = spawn_egress::testing::world_tcp((ip, 443)).unwrap();
+    listener.set_nonblocking(false).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let (bytes, hellos) = (bytes.clone(), hellos.clone());

@@ -41,6 +41,9 @@ const HOST_ABSTRACT: &str = "spawn-test-host-service";
 const AGENT_ABSTRACT: &str = "spawn-test-agent-service";
 /// An address the host gets while a run is going.
 const NEW_HOST_ADDR: &str = "11.0.2.1";
+/// The host's IPv6 address (given while the proxy runs) and its service there.
+const HOST_V6: &str = "2606:4700:77::1";
+const HOST_TCP6: u16 = 18081;
 
 fn sh(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0])
@@ -60,6 +63,7 @@ fn dns_server() -> u16 {
     spawn_egress::testing::dns_server(5, |name| match name {
         "allowed.test" | "other.test" => Some(vec![PUBLIC]),
         "private.test" => Some(vec![PRIVATE]),
+        "host.test" => Some(vec![HOST_OWN.parse().unwrap()]),
         _ => None,
     })
     .expect("the test's DNS server")
@@ -393,6 +397,93 @@ print("new_host_addr_tcp", attempt(lambda: tcp("NEW_HOST_ADDR", HOST_TCP)), flus
 sys.stdin.read()
 "#;
 
+/// Python run inside the sandbox: every way to ask the proxy for the host itself (its own
+/// address in several spellings, one it got while the proxy ran, IPv6, the link's host
+/// end, a name resolving to it; by CONNECT, absolute URI and the transparent paths). Each
+/// line `name STATUS:X-Spawn-Denial`.
+const HOST: &str = r#"
+import os, socket, ssl
+ph, pp = os.environ["HTTP_PROXY"].split("//")[1].rstrip("/").split(":")
+def ask(raw, host, port):
+    s = socket.socket(); s.settimeout(10)
+    try:
+        s.connect((host, port)); s.sendall(raw.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head = data.decode(errors="replace")
+        status = head.split(" ")[1] if " " in head else "NONE"
+        reason = "None"
+        for line in head.split("\r\n"):
+            if line.lower().startswith("x-spawn-denial:"):
+                reason = line.split(":", 1)[1].strip()
+        return status + ":" + reason
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+def connect(dest):
+    return ask(f"CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n\r\n", ph, int(pp))
+def absolute(dest):
+    return ask(f"GET http://{dest}/ HTTP/1.1\r\nHost: {dest}\r\nConnection: close\r\n\r\n", ph, int(pp))
+def transparent(ip, host):
+    return ask(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", ip, 80)
+def tls(name):
+    s = socket.create_connection(("11.0.0.1", 443), timeout=10)
+    try:
+        ssl.create_default_context().wrap_socket(s, server_hostname=name)
+        return "HANDSHAKE"
+    except Exception as e:
+        return "CLOSED"
+targets = [("own", "HOST_OWN", HOST_TCP), ("own_int", "184549633", HOST_TCP),
+           ("own_hex", "0xb000101", HOST_TCP), ("own_octal", "013.0.01.01", HOST_TCP),
+           ("own_v6map", "[::ffff:HOST_OWN]", HOST_TCP), ("new", "NEW_ADDR", HOST_TCP),
+           ("v6", "[HOST_V6]", HOST_TCP6), ("end", ph, HOST_TCP), ("name", "host.test", HOST_TCP),
+           ("name80", "host.test", 80)]
+for name, host, port in targets:
+    print("connect_" + name, connect(f"{host}:{port}"))
+    print("absolute_" + name, absolute(f"{host}:{port}"))
+print("transparent_ip", transparent("HOST_OWN", "HOST_OWN"))
+print("transparent_name", transparent("11.0.0.1", "host.test"))
+print("transparent_new", transparent("11.0.0.1", "NEW_ADDR"))
+print("tls_name", tls("host.test"))
+try:
+    print("dns_host", socket.gethostbyname("host.test"))
+except Exception as e:
+    print("dns_host", "ERR:" + type(e).__name__)
+"#;
+
+/// Python run inside the sandbox: opens `TRIES` tunnels to the public server's port 22
+/// (which accepts and holds them), says how each was answered, then holds them until its
+/// stdin closes.
+const HOLD: &str = r#"
+import collections, os, socket, sys
+ph, pp = os.environ["HTTP_PROXY"].split("//")[1].rstrip("/").split(":")
+held, answers = [], collections.Counter()
+for _ in range(TRIES):
+    s = socket.socket(); s.settimeout(10)
+    try:
+        s.connect((ph, int(pp)))
+        s.sendall(b"CONNECT 11.0.0.1:22 HTTP/1.1\r\nHost: 11.0.0.1:22\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(1)
+            if not chunk:
+                break
+            head += chunk
+        code = head.split(b" ")[1].decode() if b" " in head else "NONE"
+        if b"x-spawn-denial: connection-limit" in head.lower():
+            code += "-limit"
+    except Exception as e:
+        code = "ERR:" + type(e).__name__
+    answers[code] += 1
+    held.append(s)
+print("answers", " ".join(f"{k}={v}" for k, v in sorted(answers.items())), flush=True)
+print("holding", flush=True)
+sys.stdin.read()
+"#;
+
 /// [`FULL`] with this test's names and ports.
 fn full_script() -> String {
     FULL.replace("HOST_OWN", HOST_OWN)
@@ -551,7 +642,13 @@ fn main() {
     http_server(private, PRIVATE, private_hits.clone());
     http_server(metadata, METADATA, metadata_hits.clone());
     // Port 22 of the public address accepts: only the sandbox's filter can refuse it.
-    std::thread::spawn(move || for _ in ssh.incoming() {});
+    // It holds what it accepts (a tunnel there stays open until its client ends it).
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in ssh.incoming() {
+            held.push(s);
+        }
+    });
     // UDP echo on the public address.
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
@@ -568,6 +665,14 @@ fn main() {
         let hits = stray_tcp.clone();
         std::thread::spawn(move || {
             for _ in tcp.incoming() {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // And on IPv6 (both families, on a port of its own).
+        let tcp6 = TcpListener::bind(("::", HOST_TCP6)).unwrap();
+        let hits = stray_tcp.clone();
+        std::thread::spawn(move || {
+            for _ in tcp6.incoming() {
                 hits.fetch_add(1, Ordering::SeqCst);
             }
         });
@@ -1144,6 +1249,169 @@ except Exception:
         assert!(stderr.contains("network"), "{runtime}: {stderr}");
     }
     assert!(!sh(&["ip", "-o", "link"]).contains("spw"));
+
+    let strays = stray_tcp.load(Ordering::SeqCst);
+    for (i, runtime) in ["native", "container", "gvisor"].into_iter().enumerate() {
+        case(&format!(
+            "{runtime}: the host itself is never reached through the proxy, whatever the path or spelling (host-address)"
+        ));
+        // An address the host gets just now (the proxy of the previous runtime's runs is
+        // still up), and its IPv6 address.
+        let new = format!("11.0.3.{}", i + 1);
+        sh(&["ip", "addr", "add", &format!("{new}/32"), "dev", "lo"]);
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "replace",
+            &format!("{HOST_V6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+        let script = HOST
+            .replace("HOST_OWN", HOST_OWN)
+            .replace("NEW_ADDR", &new)
+            .replace("HOST_V6", HOST_V6)
+            .replace("HOST_TCP6", &HOST_TCP6.to_string())
+            .replace("HOST_TCP", &HOST_TCP.to_string());
+        for flags in [
+            &[
+                "--net",
+                "restricted",
+                "--allow",
+                "host.test",
+                "--allow",
+                "allowed.test",
+            ][..],
+            &["--net", "egress-only"][..],
+        ] {
+            let out = spawn.run_on(runtime, flags, &script);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}\n{stderr}");
+            for line in stdout.lines() {
+                let (name, result) = line.split_once(' ').unwrap();
+                let want = match name {
+                    "tls_name" => "CLOSED",
+                    "dns_host" => "ERR:gaierror",
+                    // Port 80 of the host is redirected to the proxy, which refuses it.
+                    _ => "403:host-address",
+                };
+                assert_eq!(result, want, "{runtime} {flags:?}: {name}: {stdout}");
+            }
+            assert!(stdout.lines().count() >= 24, "{runtime}: {stdout}");
+        }
+        sh(&["ip", "addr", "del", &format!("{new}/32"), "dev", "lo"]);
+        assert_eq!(
+            stray_tcp.load(Ordering::SeqCst),
+            strays,
+            "{runtime}: a host service was reached"
+        );
+    }
+    case("each refusal of the host is audited with its own reason, TLS included");
+    let events = spawn.audit();
+    let host_denials: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["eventType"] == "agent.net.connect" && e["details"]["reason"] == "host-address"
+        })
+        .collect();
+    assert!(host_denials.len() >= 3 * 2 * 23, "{}", host_denials.len());
+    assert!(host_denials
+        .iter()
+        .any(|e| e["details"]["via"] == "TLS" && e["details"]["host"] == "host.test"));
+    assert!(host_denials.iter().all(|e| e["outcome"] == "denied"));
+
+    // The proxy's descriptor limit is the host's maximum.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap();
+    let proxy_pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "spawn-egress")
+        })
+        .map(|e| e.path())
+        .expect("the egress proxy is running");
+    let limits = std::fs::read_to_string(proxy_pid.join("limits")).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect::<Vec<_>>();
+    case("the shared proxy's descriptor limit is the most the host allows");
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let got: Vec<u64> = open_files.iter().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(got[0], got[1], "{limits}");
+    assert!(
+        got[0] == nr_open.trim().parse::<u64>().unwrap() || got[0] >= hard,
+        "{limits}"
+    );
+
+    let manifest_dir = tempfile::tempdir().unwrap();
+    let manifest = manifest_dir.path().join("capped.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: capped}\nspec:\n  \
+         capabilities:\n    net: {policy: egress-only, maxConnections: 8}\n",
+    )
+    .unwrap();
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}: a run at its maxConnections is refused (429, audited) and another run starts and works meanwhile"
+        ));
+        let mut first = Command::new(env!("CARGO_BIN_EXE_spawn"))
+            .args(["run", "--runtime", runtime, "-f"])
+            .arg(&manifest)
+            .args(["--", "python3", "-c", &HOLD.replace("TRIES", "20")])
+            .env("SPAWN_HOME", spawn.home.path())
+            .env(
+                "SPAWN_EGRESS_NAMESERVER",
+                format!("127.0.0.1:{}", spawn.dns),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(first.stdout.take().unwrap());
+        let mut answers = String::new();
+        reader.read_line(&mut answers).unwrap();
+        let mut holding = String::new();
+        reader.read_line(&mut holding).unwrap();
+        assert_eq!(holding.trim(), "holding", "{runtime}: {answers}");
+        assert_eq!(answers.trim(), "answers 200=8 429-limit=12", "{runtime}");
+        let out = spawn.run_on(
+            runtime,
+            &["--net", "egress-only"],
+            "import urllib.request\nprint(urllib.request.urlopen('http://11.0.0.1/', timeout=10).read().decode().strip())",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runtime}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            "hello from 11.0.0.1, Host: 11.0.0.1",
+            "{runtime}"
+        );
+        drop(first.stdin.take());
+        let status = first.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{runtime}");
+    }
+    let events = spawn.audit();
+    let limited = events
+        .iter()
+        .filter(|e| e["details"]["reason"] == "connection-limit")
+        .count();
+    assert_eq!(limited, 3 * 12, "one audit event per refused connection");
 
     private_hits.store(0, Ordering::SeqCst);
 

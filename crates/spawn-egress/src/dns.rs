@@ -1,17 +1,21 @@
 //! DNS for the sandbox, on the host end of its link: tools that resolve a name before
 //! connecting (and then connect to the address, redirected to the proxy) keep working,
 //! while names the run's policy refuses get `REFUSED` and nothing is revealed about them.
-//! Answers are the proxy's own resolution, every address checked; IPv4 only (the sandbox
-//! has no IPv6).
+//! Answers are the proxy's own resolution, every address checked (the host's own among
+//! them: a name that points at the host is refused); IPv4 only (the sandbox has no IPv6).
+//! Queries are answered concurrently, at most `maxDnsQueries` of a run at once; one more
+//! gets `SERVFAIL` at once (and is reported, `dns-limit`), so that a run's own flood or a
+//! slow upstream never holds more of the proxy than its caps.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
-use spawn_policy::net::{parse_host, Target};
+use spawn_policy::net::{parse_host, NetRules, Target};
 use tokio::net::UdpSocket;
 
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Via};
 
 /// Largest query read (a query is one question; EDNS allows a little more).
 const MAX_QUERY: usize = 1232;
@@ -32,6 +36,7 @@ pub(crate) fn reply_to(query: &Message) -> Message {
 impl Proxy {
     /// Answers the runs' DNS queries on `socket` until it fails.
     pub async fn serve_dns(&self, socket: UdpSocket) -> std::io::Error {
+        let socket = Arc::new(socket);
         let mut buf = vec![0u8; MAX_QUERY];
         loop {
             let (n, from) = match socket.recv_from(&mut buf).await {
@@ -43,17 +48,41 @@ impl Proxy {
             let Ok(query) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
+            let Some(run) = self.run_at(from.ip()) else {
+                let mut resp = reply_to(&query);
+                resp.set_response_code(ResponseCode::Refused);
+                send(&socket, &resp, from).await;
+                continue;
+            };
+            let Some(slot) = run.queries.take() else {
+                let cap = run.queries.cap();
+                run.over_cap(
+                    Via::Dns,
+                    "dns-limit",
+                    format!("the run already has {cap} DNS queries being answered (maxDnsQueries)"),
+                );
+                let mut resp = reply_to(&query);
+                resp.set_response_code(ResponseCode::ServFail);
+                send(&socket, &resp, from).await;
+                continue;
+            };
             let proxy = self.clone();
-            let answer = proxy.answer(from.ip(), &query).await;
-            if let Ok(bytes) = answer.to_vec() {
-                let _ = socket.send_to(&bytes, from).await;
-            }
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let r = run.clone();
+                r.until_ended(async {
+                    let answer = proxy.answer(&run.rules, &query).await;
+                    send(&socket, &answer, from).await;
+                })
+                .await;
+            });
         }
     }
 
-    async fn answer(&self, peer: IpAddr, query: &Message) -> Message {
+    async fn answer(&self, rules: &NetRules, query: &Message) -> Message {
         let mut resp = reply_to(query);
-        let (Some(rules), [question]) = (self.rules_of(peer), query.queries()) else {
+        let [question] = query.queries() else {
             resp.set_response_code(ResponseCode::Refused);
             return resp;
         };
@@ -81,7 +110,7 @@ impl Proxy {
             resp.set_response_code(ResponseCode::ServFail);
             return resp;
         };
-        if addrs.iter().any(|ip| rules.check_ip(*ip).is_err()) {
+        if addrs.iter().any(|ip| self.check_addr(rules, *ip).is_err()) {
             resp.set_response_code(ResponseCode::Refused);
             return resp;
         }
@@ -95,5 +124,12 @@ impl Proxy {
             }
         }
         resp
+    }
+}
+
+/// Sends `answer` to `to` (a lost answer is the client's to retry).
+async fn send(socket: &UdpSocket, answer: &Message, to: SocketAddr) {
+    if let Ok(bytes) = answer.to_vec() {
+        let _ = socket.send_to(&bytes, to).await;
     }
 }

@@ -27,6 +27,20 @@ pub enum EgressError {
         /// Why it failed (the tool's message).
         reason: String,
     },
+    /// The proxy cannot promise a new run the descriptors its caps allow.
+    #[error(
+        "the egress proxy is full: the run's network caps need {needed} descriptors and \
+         {free} of {total} are free (lower spec.capabilities.net.maxConnections or \
+         maxDnsQueries, or wait for other runs to end)"
+    )]
+    Full {
+        /// What the run's caps need.
+        needed: u64,
+        /// What is left.
+        free: u64,
+        /// What the proxy can promise in all.
+        total: u64,
+    },
     /// The proxy's own socket failed.
     #[error("egress proxy: {0}")]
     Io(#[from] std::io::Error),

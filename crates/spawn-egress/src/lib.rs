@@ -14,10 +14,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 mod dns;
 mod error;
 pub mod forwarding;
 mod head;
+mod local;
 mod proxy;
 mod resolve;
 mod service;
@@ -28,6 +30,7 @@ pub mod topology;
 
 pub use error::EgressError;
 pub use head::{parse_authority, parse_port, request_destination, Asked, Destination, Refused};
+pub use local::HostAddresses;
 pub use proxy::{Attempt, Closed, Mode, Observer, Proxy, Registration, Via};
 pub use resolve::Resolver;
 pub use service::{RunSockets, ServiceConfig};

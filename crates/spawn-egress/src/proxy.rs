@@ -11,6 +11,12 @@
 //! [`Observer`] with the reason; a closed connection with its byte counts. Denials are
 //! clear to the program: HTTP 403 (429 over the rate limit, 400 for a malformed or
 //! ambiguous request) with the reason in the body and in `X-Spawn-Denial`.
+//!
+//! The host itself is never a destination: every address of its interfaces, asked of the
+//! kernel at each check ([`HostAddresses`]), is refused like loopback (`host-address`).
+//! What one run may hold is capped (`maxConnections`, `maxDnsQueries`) and reserved
+//! out of the proxy's descriptors when it registers ([`crate::capacity`]); a connection
+//! over the cap is refused (HTTP 429, `connection-limit`) and reported.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,12 +33,14 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderValue, HOST};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use spawn_policy::net::{parse_host, Denial, NetRules, Target};
+use spawn_policy::net::{embedded_ipv4, parse_host, Denial, NetRules, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::capacity::{self, Capacity, Reservation, Slot, Slots};
 use crate::error::EgressError;
 use crate::head::{request_destination, Destination};
+use crate::local::HostAddresses;
 use crate::resolve::Resolver;
 use crate::sni::{client_hello, tunnel_sni, Hello, MAX_HELLO_BYTES};
 
@@ -42,6 +50,11 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head buffered (hyper's minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections over a run's cap that are told so (an HTTP 429 once their request head is
+/// in) at once; beyond these, one is closed at once.
+const REFUSING_PER_RUN: u32 = 8;
+/// How long a refused connection may take to send its request head before it is closed.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -55,6 +68,8 @@ pub enum Via {
     Http,
     /// TLS redirected to the proxy (transparent mode), judged by its ClientHello's SNI.
     Tls,
+    /// A DNS query to the run's resolver on its link.
+    Dns,
 }
 
 impl Via {
@@ -64,6 +79,7 @@ impl Via {
             Via::Connect => "CONNECT",
             Via::Http => "HTTP",
             Via::Tls => "TLS",
+            Via::Dns => "DNS",
         }
     }
 }
@@ -140,17 +156,50 @@ type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 /// Kept-alive upstream connections per checked address, at most this many each.
 const POOL_PER_ADDR: usize = 64;
 
-struct Run {
+pub(crate) struct Run {
     id: String,
-    rules: NetRules,
+    pub(crate) rules: NetRules,
     observer: Arc<dyn Observer>,
     bucket: Option<Mutex<Bucket>>,
     /// The run's own kept-alive upstream connections (never shared between runs: each
-    /// run's addresses were checked against its own rules).
+    /// run's addresses were checked against its own rules), at most
+    /// [`capacity::pool_cap`] in all.
     pool: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    /// Its connections from the sandbox (`maxConnections`).
+    connections: Arc<Slots>,
+    /// Its DNS queries being answered (`maxDnsQueries`).
+    pub(crate) queries: Arc<Slots>,
+    /// Connections over the cap being told so.
+    refusing: Arc<Slots>,
+    /// Set when the run is deregistered: its connections end.
+    ended: tokio::sync::watch::Sender<bool>,
+    /// The descriptors promised to it, given back when the last of its connections ends.
+    _reserved: Reservation,
 }
 
 impl Run {
+    /// `fut`, cut short when the run ends (its sandbox is gone; nothing of it may linger
+    /// in the proxy).
+    pub(crate) async fn until_ended<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        let mut ended = self.ended.subscribe();
+        tokio::select! {
+            out = fut => Some(out),
+            _ = ended.wait_for(|e| *e) => None,
+        }
+    }
+
+    /// Reports a refusal of one of the run's caps.
+    pub(crate) fn over_cap(&self, via: Via, code: &'static str, detail: String) {
+        self.observer.attempt(&Attempt {
+            run_id: self.id.clone(),
+            via,
+            host: String::new(),
+            port: 0,
+            addr: None,
+            verdict: Err(denial(code, detail)),
+        });
+    }
+
     /// An idle connection to one of `addrs`.
     fn checkout(&self, addrs: &[SocketAddr]) -> Option<(Sender, SocketAddr)> {
         let mut pool = self.pool.lock().ok()?;
@@ -171,6 +220,17 @@ impl Run {
             return;
         }
         if let Ok(mut pool) = self.pool.lock() {
+            let held: usize = pool.values().map(Vec::len).sum();
+            if held >= capacity::pool_cap(&self.rules) as usize {
+                // Make room: an idle connection that has closed, else keep this one out.
+                for list in pool.values_mut() {
+                    list.retain(|s| !s.is_closed());
+                }
+                let held: usize = pool.values().map(Vec::len).sum();
+                if held >= capacity::pool_cap(&self.rules) as usize {
+                    return;
+                }
+            }
             let list = pool.entry(addr).or_default();
             if list.len() < POOL_PER_ADDR {
                 list.push(sender);
@@ -182,6 +242,8 @@ impl Run {
 struct Inner {
     runs: RwLock<HashMap<IpAddr, Arc<Run>>>,
     resolver: Resolver,
+    host: HostAddresses,
+    capacity: Arc<Capacity>,
 }
 
 /// The proxy. Cheap to clone; every clone serves the same runs.
@@ -206,8 +268,15 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut runs) = self.proxy.inner.runs.write() {
-            runs.remove(&self.peer);
+        let run = self
+            .proxy
+            .inner
+            .runs
+            .write()
+            .ok()
+            .and_then(|mut runs| runs.remove(&self.peer));
+        if let Some(run) = run {
+            run.ended.send_replace(true);
         }
     }
 }
@@ -254,18 +323,47 @@ pub(crate) fn denial(code: &'static str, detail: impl Into<String>) -> Denial {
 }
 
 impl Proxy {
-    /// A proxy resolving names with `resolver`.
+    /// A proxy resolving names with `resolver`, promising runs the descriptors of this
+    /// process's limit.
     pub fn new(resolver: Resolver) -> Proxy {
+        Proxy::with_capacity(resolver, Capacity::of_this_process())
+    }
+
+    /// A proxy promising runs what `capacity` holds.
+    pub fn with_capacity(resolver: Resolver, capacity: Arc<Capacity>) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 runs: RwLock::new(HashMap::new()),
                 resolver,
+                host: HostAddresses::new(),
+                capacity,
             }),
         }
     }
 
+    /// The proxy as it was before it knew the host's addresses and reserved capacity
+    /// (only loopback is the host's; any number of runs): the baseline of `make bench`
+    /// (feature `testing`; register its runs with the largest caps).
+    #[cfg(feature = "testing")]
+    pub fn unbounded_baseline(resolver: Resolver) -> Proxy {
+        Proxy {
+            inner: Arc::new(Inner {
+                runs: RwLock::new(HashMap::new()),
+                resolver,
+                host: HostAddresses::with(crate::local::Probe::Off),
+                capacity: Capacity::new(u64::MAX),
+            }),
+        }
+    }
+
+    /// What it can promise runs, and what it has.
+    pub fn capacity(&self) -> &Arc<Capacity> {
+        &self.inner.capacity
+    }
+
     /// Serves connections from `peer` (the address the run's namespace connects from)
-    /// under `rules`, reporting to `observer`, until the registration is dropped.
+    /// under `rules`, reporting to `observer`, until the registration is dropped. Refused
+    /// ([`EgressError::Full`]) when the descriptors its caps allow cannot be promised.
     pub fn register(
         &self,
         peer: IpAddr,
@@ -282,12 +380,21 @@ impl Proxy {
                 last: Instant::now(),
             })
         });
+        let reserved = self
+            .inner
+            .capacity
+            .reserve(capacity::descriptors_for(&rules))?;
         let run = Arc::new(Run {
             id: run_id.to_owned(),
+            connections: Slots::new(rules.max_connections),
+            queries: Slots::new(rules.max_dns_queries),
+            refusing: Slots::new(REFUSING_PER_RUN),
             rules,
             observer,
             bucket,
             pool: Mutex::new(HashMap::new()),
+            ended: tokio::sync::watch::channel(false).0,
+            _reserved: reserved,
         });
         let mut runs = self
             .inner
@@ -307,13 +414,33 @@ impl Proxy {
         })
     }
 
-    /// The rules of the run at `peer`, if any.
-    pub(crate) fn rules_of(&self, peer: IpAddr) -> Option<NetRules> {
+    /// The run at `peer`, if any.
+    pub(crate) fn run_at(&self, peer: IpAddr) -> Option<Arc<Run>> {
         self.inner
             .runs
             .read()
             .ok()
-            .and_then(|r| r.get(&peer).map(|run| run.rules.clone()))
+            .and_then(|r| r.get(&peer).cloned())
+    }
+
+    /// Whether the proxy may connect to `ip` for a run under `rules`: never to the host's
+    /// own addresses (`host-address`; loopback keeps its `blocked-address`), never to an
+    /// always-blocked range or a denylisted network.
+    pub(crate) fn check_addr(&self, rules: &NetRules, ip: IpAddr) -> Result<(), Denial> {
+        let v4 = match ip {
+            IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => Some(ip),
+        };
+        let loopback = ip.is_loopback()
+            || ip.is_unspecified()
+            || v4.is_some_and(|v4| match v4 {
+                IpAddr::V4(a) => a.is_loopback() || a.octets()[0] == 0,
+                IpAddr::V6(_) => false,
+            });
+        if !loopback {
+            self.inner.host.check(ip)?;
+        }
+        rules.check_ip(ip)
     }
 
     /// The proxy's resolver.
@@ -344,15 +471,22 @@ impl Proxy {
 
     async fn connection(self, stream: TcpStream, peer: SocketAddr, mode: Mode) {
         let _ = stream.set_nodelay(true);
-        let run = self
-            .inner
-            .runs
-            .read()
-            .ok()
-            .and_then(|r| r.get(&peer.ip()).cloned());
+        let run = self.run_at(peer.ip());
+        // The run's connection cap: held until this connection (or its tunnel) ends.
+        let slot = match &run {
+            Some(run) => match run.connections.take() {
+                Some(slot) => Some(Arc::new(slot)),
+                None => {
+                    refuse_over_cap(run, stream, mode).await;
+                    return;
+                }
+            },
+            None => None,
+        };
         if mode == Mode::TransparentTls {
             if let Some(run) = run {
-                self.transparent_tls(run, stream).await;
+                let r = run.clone();
+                r.until_ended(self.transparent_tls(run, stream)).await;
             }
             return;
         }
@@ -360,15 +494,22 @@ impl Proxy {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let proxy = self.clone();
             let run = run.clone();
-            async move { Ok::<_, Infallible>(proxy.request(run, mode, req).await) }
+            let slot = slot.clone();
+            async move { Ok::<_, Infallible>(proxy.request(run, slot, mode, req).await) }
         });
-        let served = hyper::server::conn::http1::Builder::new()
+        let serving = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        let served = match &served_run {
+            Some(run) => match run.until_ended(serving).await {
+                Some(served) => served,
+                None => return,
+            },
+            None => serving.await,
+        };
         // A head hyper could not read got its 400 (or 414, 431) from hyper; it is an
         // attempt all the same.
         if let (Err(e), Some(run)) = (served, served_run) {
@@ -388,6 +529,7 @@ impl Proxy {
     async fn request(
         &self,
         run: Option<Arc<Run>>,
+        slot: Option<Arc<Slot>>,
         mode: Mode,
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
@@ -474,9 +616,15 @@ impl Proxy {
         // reported once its first bytes are judged.
         let run = run.clone();
         tokio::spawn(async move {
-            if let Ok(upgraded) = hyper::upgrade::on(req).await {
-                tunnel(run, target, port, TokioIo::new(upgraded), upstream, addr).await;
-            }
+            // The connection's slot goes with its tunnel.
+            let _slot = slot;
+            let r = run.clone();
+            r.until_ended(async move {
+                if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                    tunnel(run, target, port, TokioIo::new(upgraded), upstream, addr).await;
+                }
+            })
+            .await;
         });
         Response::new(
             http_body_util::Empty::new()
@@ -569,6 +717,11 @@ impl Proxy {
                 return Err(denial("rate-limit", "the run's rateLimit is used up"));
             }
         }
+        // An address is judged first for being the host's own, so that reason is given
+        // whatever else the policy says of it.
+        if let Target::Ip(ip) = target {
+            self.check_addr(&run.rules, *ip)?;
+        }
         run.rules.check(target)?;
         if run.rules.require_tls && (via == Via::Http || port != 443) {
             return Err(denial(
@@ -588,13 +741,59 @@ impl Proxy {
         // Every address must pass: a name that also points into a blocked range (DNS
         // rebinding, a hostile zone) is refused as a whole.
         for ip in &ips {
-            run.rules.check_ip(*ip)?;
+            self.check_addr(&run.rules, *ip)?;
         }
         Ok(ips
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect())
     }
+}
+
+/// A connection from `run` over its `maxConnections`: reported, and told so (HTTP 429 with
+/// `X-Spawn-Denial: connection-limit`, once its request head is in) unless too many are
+/// being told already; a TLS connection is closed.
+async fn refuse_over_cap(run: &Arc<Run>, mut stream: TcpStream, mode: Mode) {
+    let cap = run.connections.cap();
+    let via = match mode {
+        Mode::Explicit | Mode::TransparentHttp => Via::Http,
+        Mode::TransparentTls => Via::Tls,
+    };
+    run.over_cap(
+        via,
+        "connection-limit",
+        format!("the run already holds its {cap} connections (maxConnections)"),
+    );
+    if mode == Mode::TransparentTls {
+        return;
+    }
+    let Some(_telling) = run.refusing.take() else {
+        return;
+    };
+    let body = format!(
+        "spawn egress proxy: denied: connection-limit: the run already holds its {cap} \
+         connections (maxConnections)\n"
+    );
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         x-spawn-denial: connection-limit\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Read the head first (closing on unread bytes would reset the connection and lose the
+    // answer), a little and briefly.
+    let _ = tokio::time::timeout(REFUSE_LINGER, async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 2048];
+        while head.len() < MAX_HEAD_BYTES && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Connects to the first of the checked `addrs` that answers.

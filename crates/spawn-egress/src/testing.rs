@@ -7,25 +7,133 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
 
+/// The "world" of [`own_network`]: a namespace of its own behind the test's.
+static WORLD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// The host end and the world end of the link between the test's namespace and its world.
+const WORLD_LINK: (&str, &str) = ("11.255.255.1", "11.255.255.2");
+
 /// Moves the calling process into a new network namespace (call it before any thread
-/// exists: the namespace is per thread until then), brings up its loopback and gives it
-/// `addrs` too (`/32` each: stand-ins for public servers, which the proxy must reach while
-/// it refuses loopback). Needs root and `ip` (iproute2).
+/// exists: the namespace is per thread until then), brings up its loopback, and puts
+/// `addrs` (stand-ins for public servers) in a second namespace, "the world", routed
+/// through a veth link: the proxy must reach them while it refuses every address of the
+/// host it runs on (its loopback, and the link's own end `11.255.255.1`, too). Servers for
+/// those addresses bind with [`world_tcp`] and [`world_udp`]. Needs root, `ip` (iproute2)
+/// and `unshare` (util-linux).
 pub fn own_network(addrs: &[Ipv4Addr]) -> std::io::Result<()> {
+    use std::process::{Command, Stdio};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-    let ip = |args: &[&str]| -> std::io::Result<()> {
-        let st = std::process::Command::new("ip").args(args).status()?;
-        if st.success() {
+    // As the proxy process does: its runs' capacity is its descriptor limit.
+    raise_nofile()?;
+    let run = |cmd: &mut Command| -> std::io::Result<()> {
+        let out = cmd.output()?;
+        if out.status.success() {
             Ok(())
         } else {
-            Err(std::io::Error::other(format!("ip {args:?} failed")))
+            Err(std::io::Error::other(format!(
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     };
+    let ip = |args: &[&str]| run(Command::new("ip").args(args));
     ip(&["link", "set", "lo", "up"])?;
-    for a in addrs {
-        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+    if addrs.is_empty() {
+        return Ok(());
     }
+    // The world: a namespace held by `unshare --net cat` until it is opened here (an open
+    // descriptor keeps it for the rest of the process).
+    let mut holder = Command::new("unshare")
+        .args(["--net", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let ours = std::fs::read_link("/proc/self/ns/net")?;
+    let path = format!("/proc/{}/ns/net", holder.id());
+    let mut made = false;
+    for _ in 0..1000 {
+        if std::fs::read_link(&path).is_ok_and(|ns| ns != ours) {
+            made = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if !made {
+        let _ = holder.kill();
+        return Err(std::io::Error::other("unshare made no network namespace"));
+    }
+    let world = std::fs::File::open(&path)?;
+    let pid = holder.id().to_string();
+    let in_world = |args: &[&str]| {
+        run(Command::new("nsenter")
+            .arg(format!("--net={path}"))
+            .arg("ip")
+            .args(args))
+    };
+    let (host_end, world_end) = WORLD_LINK;
+    ip(&[
+        "link", "add", "wrld0", "type", "veth", "peer", "name", "eth0", "netns", &pid,
+    ])?;
+    ip(&["addr", "add", &format!("{host_end}/30"), "dev", "wrld0"])?;
+    ip(&["link", "set", "wrld0", "up"])?;
+    in_world(&["link", "set", "lo", "up"])?;
+    in_world(&["addr", "add", &format!("{world_end}/30"), "dev", "eth0"])?;
+    in_world(&["link", "set", "eth0", "up"])?;
+    in_world(&["route", "add", "default", "via", host_end])?;
+    for a in addrs {
+        in_world(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        ip(&["route", "add", &format!("{a}/32"), "via", world_end])?;
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    WORLD
+        .set(world)
+        .map_err(|_| std::io::Error::other("own_network called twice"))
+}
+
+/// Raises this process's descriptor limit (soft) to its hard limit.
+pub fn raise_nofile() -> std::io::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     Ok(())
+}
+
+/// Runs `f` on a thread in the world of [`own_network`]: the sockets it makes are the
+/// world's.
+fn in_world<T: Send>(f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
+    let world = WORLD
+        .get()
+        .ok_or_else(|| std::io::Error::other("own_network made no world"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(world, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the world's thread panicked")))
+    })
+}
+
+/// A TCP listener on `addr` in the world (one of the addresses given to [`own_network`]),
+/// non-blocking (ready for `tokio::net::TcpListener::from_std`).
+pub fn world_tcp(addr: impl Into<SocketAddr>) -> std::io::Result<std::net::TcpListener> {
+    let addr = addr.into();
+    in_world(move || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+}
+
+/// A UDP socket on `addr` in the world, non-blocking.
+pub fn world_udp(addr: impl Into<SocketAddr>) -> std::io::Result<UdpSocket> {
+    let addr = addr.into();
+    in_world(move || {
+        let s = UdpSocket::bind(addr)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
 }
 
 /// Serves DNS on `127.0.0.1` (a port of its own) from a thread: `A` queries are answered

@@ -242,6 +242,12 @@ pub struct NetCapability {
     /// Refuse plain-text HTTP through the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_tls: Option<bool>,
+    /// Connections the run may hold open through the egress proxy at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// DNS queries of the run the proxy answers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dns_queries: Option<u32>,
 }
 
 /// `spec.capabilities.net.rateLimit`.

@@ -492,6 +492,29 @@ pub struct NetRules {
     pub rate: Option<Rate>,
     /// Only TLS to port 443 whose SNI is the requested host.
     pub require_tls: bool,
+    /// Connections the run may hold open through the proxy at once (`maxConnections`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// DNS queries of the run answered at once (`maxDnsQueries`).
+    #[serde(default = "default_max_dns_queries")]
+    pub max_dns_queries: u32,
+}
+
+/// `maxConnections` when the manifest does not say.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+/// The most `maxConnections` may be.
+pub const MAX_CONNECTIONS: u32 = 4096;
+/// `maxDnsQueries` when the manifest does not say.
+pub const DEFAULT_MAX_DNS_QUERIES: u32 = 32;
+/// The most `maxDnsQueries` may be.
+pub const MAX_DNS_QUERIES: u32 = 1024;
+
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_max_dns_queries() -> u32 {
+    DEFAULT_MAX_DNS_QUERIES
 }
 
 impl NetRules {
@@ -529,6 +552,14 @@ impl NetRules {
             deny,
             rate,
             require_tls: net.require_tls.unwrap_or(false),
+            max_connections: net
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .clamp(1, MAX_CONNECTIONS),
+            max_dns_queries: net
+                .max_dns_queries
+                .unwrap_or(DEFAULT_MAX_DNS_QUERIES)
+                .clamp(1, MAX_DNS_QUERIES),
         })
     }
 
@@ -540,6 +571,8 @@ impl NetRules {
             deny: vec![],
             rate: None,
             require_tls: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_dns_queries: DEFAULT_MAX_DNS_QUERIES,
         }
     }
 

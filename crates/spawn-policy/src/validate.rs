@@ -258,6 +258,8 @@ pub(crate) fn validate_net(net: &NetCapability) -> Result<(), PolicyError> {
         ("denylist", !net.denylist.is_empty()),
         ("rateLimit", net.rate_limit.is_some()),
         ("requireTls", net.require_tls.is_some()),
+        ("maxConnections", net.max_connections.is_some()),
+        ("maxDnsQueries", net.max_dns_queries.is_some()),
     ];
     for (name, present) in proxy_only {
         if present && !proxied {
@@ -279,6 +281,28 @@ pub(crate) fn validate_net(net: &NetCapability) -> Result<(), PolicyError> {
             ));
         }
         check_timeout("spec.capabilities.net.rateLimit.per", &rate.per)?;
+    }
+    let caps = [
+        (
+            "maxConnections",
+            net.max_connections,
+            crate::net::MAX_CONNECTIONS,
+        ),
+        (
+            "maxDnsQueries",
+            net.max_dns_queries,
+            crate::net::MAX_DNS_QUERIES,
+        ),
+    ];
+    for (name, value, max) in caps {
+        if let Some(n) = value {
+            if n == 0 || n > max {
+                return Err(PolicyError::invalid(
+                    format!("spec.capabilities.net.{name}"),
+                    format!("must be from 1 to {max}, not {n}"),
+                ));
+            }
+        }
     }
     Ok(())
 }

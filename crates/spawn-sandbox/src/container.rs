@@ -146,8 +146,12 @@ impl Engine {
             // host's `nobody` with no capabilities and reaches files only through the
             // gofer; with directfs it would run as host root in an identity-mapped user
             // namespace, holding file capabilities, to open files itself.
+            // --overlay2=none: no overlay of the sandbox's own (in memory or in a file of
+            // the root) over any mount; what the agent writes goes to the scratch
+            // filesystem's binds (and its quota) or nowhere (the root is read-only).
             c.arg(format!("--platform={platform}"))
                 .arg("--directfs=false")
+                .arg("--overlay2=none")
                 .arg("--network=none")
                 .arg("--ignore-cgroups");
         }
@@ -631,6 +635,21 @@ fn run_engine(
             staged.push((path.clone(), at));
         }
     }
+    // The run's scratch filesystem, attached beside the grants; the bundle binds its
+    // directories as /tmp, /workspace and /dev/shm.
+    let scratch_at = bundle.path.join("scratch");
+    ensure_dir(&scratch_at, 0o711)?;
+    if let Some(rootfs::Step::Scratch { size, .. }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, rootfs::Step::Scratch { .. }))
+    {
+        let mount =
+            crate::scratch::Scratch::create(&name, *size, &plan.scratch, root_id, agent_id)?;
+        let c_at = std::ffi::CString::new(scratch_at.as_os_str().as_encoded_bytes())
+            .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
+        trees.push((mount.into_mount(), c_at));
+    }
     let workdir = spec
         .workdir
         .clone()
@@ -668,6 +687,7 @@ fn run_engine(
         netns: netns.as_deref(),
         terminal: plumbing.agent.terminal,
         staged: &staged,
+        scratch: &scratch_at,
     })?;
     let config_path = bundle.path.join("config.json");
     let json = serde_json::to_vec(&config)

@@ -98,6 +98,22 @@ pub fn checks() -> Vec<Check> {
         Ok(layout) => out.push(check("cgroups", true, layout.describe())),
         Err(e) => out.push(check("cgroups", false, e.to_string())),
     }
+    // Every run's scratch filesystem (the disk quota) is formatted by mkfs.ext4 and lives
+    // on the host's disk under scratch::DIR.
+    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    out.push(check(
+        "scratch filesystem",
+        mkfs.is_some(),
+        match mkfs {
+            Some(m) => format!(
+                "one ext4 image per run under {} ({m}): the disk quota, apart from memory",
+                crate::scratch::DIR
+            ),
+            None => "mkfs.ext4 is missing: install e2fsprogs (runs fail with exit 125)".into(),
+        },
+    ));
     match crate::native::check_available() {
         Ok(_) => out.push(check(
             "runtime native",

@@ -18,6 +18,7 @@ pub mod landlock;
 pub mod native;
 pub mod oci;
 pub mod rootfs;
+pub mod scratch;
 pub mod seccomp;
 mod stdio;
 mod sys;

@@ -25,6 +25,7 @@ use crate::idmap;
 use crate::init::{self, ChildConfig, ChildFds};
 use crate::landlock::Rules;
 use crate::rootfs::{self, AGENT_ID};
+use crate::scratch::Scratch;
 use crate::seccomp;
 use crate::stdio::Plumbing;
 use crate::sys;
@@ -339,8 +340,9 @@ fn search_path(argv0: &str, env: &[(String, String)]) -> Vec<Vec<u8>> {
 fn child_config(
     spec: &RunSpec,
     limits: RunLimits,
-    agent_host_id: u32,
+    (root_host_id, agent_host_id): (u32, u32),
     net: NetView<'_>,
+    name: &str,
 ) -> Result<ChildConfig, SandboxError> {
     let (disk, memory, pids) = (limits.disk, limits.memory, limits.pids);
     let hostname = spec.name.clone();
@@ -372,6 +374,7 @@ fn child_config(
     // Writable grants are idmapped (the agent writes as the directory's owner); read-only
     // grants are plain binds, so the agent reads only what the host lets everyone read —
     // an idmapped read-only /etc would hand it /etc/shadow.
+    // The scratch filesystem is attached inside from the detached mount made here.
     let mut trees = Vec::with_capacity(plan.steps.len());
     for step in &plan.steps {
         trees.push(match step {
@@ -380,6 +383,10 @@ fn child_config(
                 readonly: false,
                 ..
             } => Some(idmap::idmapped_tree(src, agent_host_id, true, None)?),
+            rootfs::Step::Scratch { size, .. } => Some(
+                Scratch::create(name, *size, &plan.scratch, root_host_id, agent_host_id)?
+                    .into_mount(),
+            ),
             _ => None,
         });
     }
@@ -626,9 +633,9 @@ pub fn run(
     let (root_id, agent_id) = host_ids();
     let net = NetView::of(spec, opts)?;
     let network = net.network;
-    let mut cfg = child_config(spec, run_limits, agent_id, net)?;
-
     let name = format!("{}-{}", std::process::id(), opts.run_id);
+    let mut cfg = child_config(spec, run_limits, (root_id, agent_id), net, &name)?;
+
     let limits = Limits {
         memory_bytes: memory,
         pids,

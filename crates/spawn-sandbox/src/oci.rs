@@ -63,6 +63,10 @@ pub struct OciInput<'a> {
     /// at a staging path the runtime can bind from: `(sandbox path, staging path)`. The
     /// bind to that sandbox path takes its source from here instead of the host path.
     pub staged: &'a [(PathBuf, PathBuf)],
+    /// Where the run's scratch filesystem (see `scratch`) is attached in the runtime's
+    /// mount namespace: `/tmp`, `/workspace`, `/dev/shm` and volumes without a quota of
+    /// their own are binds of its directories.
+    pub scratch: &'a Path,
 }
 
 /// Whose kernel the agent runs on, which changes what the bundle asks of the runtime.
@@ -98,7 +102,7 @@ impl Kernel {
 /// Where spawn's init is bound inside an OCI sandbox.
 pub const INIT_PATH: &str = "/.spawn-init";
 
-fn mount_of(step: &Step) -> Option<Value> {
+fn mount_of(step: &Step, scratch: &Path) -> Option<Value> {
     match step {
         // OCI runtimes create the standard device nodes (null, zero, full, random, urandom,
         // tty) in /dev themselves; binding them here as well would collide.
@@ -121,12 +125,30 @@ fn mount_of(step: &Step) -> Option<Value> {
                 "destination": path, "type": "bind", "source": src, "options": options,
             }))
         }
-        // Inside the native root, /workspace is a bind of part of the scratch tmpfs; an OCI
-        // runtime gets it as a tmpfs of its own (see the Tmpfs case).
+        // A directory of the scratch filesystem, from where the runtime has it attached.
         Step::Bind {
-            source: BindSource::Inside(_),
+            source: BindSource::Inside(from),
+            path,
+            readonly,
             ..
-        } => None,
+        } => {
+            let rel = from.strip_prefix(rootfs::SCRATCH_AT).ok()?;
+            let mut options = vec![
+                "rbind",
+                if *readonly { "ro" } else { "rw" },
+                "nosuid",
+                "nodev",
+            ];
+            if path == Path::new("/dev/shm") {
+                options.push("noexec");
+            }
+            Some(json!({
+                "destination": path, "type": "bind", "source": scratch.join(rel),
+                "options": options,
+            }))
+        }
+        // Attached by the driver in the runtime's mount namespace, not in the sandbox.
+        Step::Scratch { .. } => None,
         Step::Tmpfs {
             path,
             size,
@@ -157,38 +179,15 @@ fn mount_of(step: &Step) -> Option<Value> {
     }
 }
 
-/// The mounts of the plan, plus the scratch directories an OCI runtime mounts separately.
+/// The mounts of the plan; `scratch` is where the scratch filesystem is attached.
 /// `etc` says whether the small host binds under `/etc` are mounts or copies in the root
 /// (see [`rootfs::populate`]).
-fn mounts(plan: &Plan, etc: EtcBinds) -> Vec<Value> {
-    let mut out: Vec<Value> = plan
-        .steps
+fn mounts(plan: &Plan, etc: EtcBinds, scratch: &Path) -> Vec<Value> {
+    plan.steps
         .iter()
         .filter(|s| etc == EtcBinds::Mounted || !rootfs::is_etc_bind(s))
-        .filter_map(mount_of)
-        .collect();
-    // The native scratch tmpfs at /tmp backs /tmp and /workspace through binds of its
-    // subdirectories; here each is a tmpfs of the same size.
-    let scratch = plan.steps.iter().find_map(|s| match s {
-        Step::Tmpfs { path, size, .. } if path == Path::new("/tmp") => Some(*size),
-        _ => None,
-    });
-    if let Some(size) = scratch {
-        out.retain(|m| m["destination"] != json!("/tmp"));
-        out.push(json!({
-            "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777", format!("size={size}")],
-        }));
-        let named_workspace = out.iter().any(|m| m["destination"] == json!("/workspace"));
-        if !named_workspace {
-            out.push(json!({
-                "destination": "/workspace", "type": "tmpfs", "source": "tmpfs",
-                "options": ["nosuid", "nodev", "mode=755", format!("size={size}"),
-                            format!("uid={AGENT_ID}"), format!("gid={AGENT_ID}")],
-            }));
-        }
-    }
-    out
+        .filter_map(|s| mount_of(s, scratch))
+        .collect()
 }
 
 /// Points the binds of staged grants at their staging paths.
@@ -301,7 +300,10 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         },
         "root": { "path": "rootfs", "readonly": true },
         "hostname": input.hostname,
-        "mounts": staged(mounts(input.plan, input.kernel.etc_binds()), input.staged),
+        "mounts": staged(
+            mounts(input.plan, input.kernel.etc_binds(), input.scratch),
+            input.staged,
+        ),
         "linux": {
             "namespaces": [
                 { "type": "pid" }, { "type": "mount" }, { "type": "ipc" }, { "type": "uts" },
@@ -457,6 +459,7 @@ mod tests {
             netns: None,
             terminal: false,
             staged: &[],
+            scratch: Path::new("/bundle/scratch"),
         };
         serde_json::to_value(runtime_spec(&input).unwrap()).unwrap()
     }

@@ -5,8 +5,11 @@
 //! has merged-usr links); a synthesized `/etc` with only what programs need (the agent user,
 //! hosts, resolv.conf, nsswitch) plus read-only binds of harmless host files (loader cache,
 //! alternatives, CA certificates); a fresh `/proc` with `hidepid` and its dangerous files
-//! masked; a minimal `/dev`; and one scratch tmpfs, sized by the disk quota, that backs both
-//! `/tmp` and `/workspace`. `/sys`, `/home`, `/root` and the rest of the host do not exist.
+//! masked; a minimal `/dev`; and the run's scratch filesystem (see `scratch`: ext4 on the
+//! host's disk, exactly the disk quota's size) whose directories are `/tmp`, `/workspace`,
+//! `/dev/shm` and the named volumes without a quota of their own, so one quota covers
+//! everything the agent writes outside granted host mounts. `/sys`, `/home`, `/root` and
+//! the rest of the host do not exist.
 
 use std::ffi::CString;
 use std::fs;
@@ -34,12 +37,15 @@ const STAGING: &str = "/tmp";
 
 /// Size of the root tmpfs: it only holds directories, symlinks and a few small `/etc` files.
 const ROOT_TMPFS_SIZE: u64 = 1 << 20;
-/// Size of `/dev/shm`, also charged to the run's memory limit.
-const SHM_SIZE: u64 = 64 << 20;
+/// Where the scratch filesystem is mounted while the root is built (and where the OCI
+/// runtimes' binds of its directories come from, relative to its staging path). Its
+/// directories are then bound where the agent sees them, the last over `/tmp` itself.
+pub const SCRATCH_AT: &str = "/tmp";
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// Device nodes bound from the host.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -95,6 +101,20 @@ pub enum Step {
     },
     /// Mount a fresh procfs with hidepid and mask its dangerous entries.
     Proc { path: PathBuf },
+    /// Attach the run's scratch filesystem (a detached mount prepared on the host, see
+    /// `scratch`) of `size` bytes; its directories are [`Plan::scratch`].
+    Scratch { path: PathBuf, size: u64 },
+}
+
+/// A top-level directory of the scratch filesystem, made on the host before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchDir {
+    /// Its name (a single component).
+    pub name: String,
+    /// Its mode.
+    pub mode: u32,
+    /// Owned by the agent (else by the sandbox's root).
+    pub agent: bool,
 }
 
 /// The full plan. Built on the host from a [`RunSpec`]; unit-testable without privileges.
@@ -108,6 +128,10 @@ pub struct Plan {
     pub readable: Vec<PathBuf>,
     /// Mount points made writable again after the whole tree is made read-only.
     pub rw_mounts: Vec<PathBuf>,
+    /// Mount points where nothing may be executed (`/dev/shm`).
+    pub noexec_mounts: Vec<PathBuf>,
+    /// The scratch filesystem's directories.
+    pub scratch: Vec<ScratchDir>,
 }
 
 /// Where the sandbox's DNS queries go (its `/etc/resolv.conf`).
@@ -157,7 +181,7 @@ fn etc_files(hostname: &str, dns: Dns) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Builds the plan for a run. `disk` is the scratch quota (`/tmp` + `/workspace`);
+/// Builds the plan for a run. `disk` is the scratch filesystem's size (the disk quota);
 /// `dns` is where the sandbox's DNS queries go.
 pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
     let mut steps = Vec::new();
@@ -261,14 +285,6 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
             target: target.into(),
         });
     }
-    steps.push(Step::Tmpfs {
-        path: "/dev/shm".into(),
-        size: SHM_SIZE,
-        mode: 0o1777,
-        owner: 0,
-        noexec: true,
-    });
-    rw_mounts.push("/dev/shm".into());
     rw_mounts.push("/proc".into());
 
     steps.push(Step::Proc {
@@ -276,39 +292,83 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
     });
     readable.push("/proc".into());
 
-    // Scratch: one tmpfs for /tmp and /workspace so the disk quota covers both.
+    // Scratch: one filesystem, sized by the disk quota, for /tmp, /workspace, /dev/shm
+    // and the named volumes without a quota of their own, bound from its directories.
+    let mut scratch = vec![
+        ScratchDir {
+            name: "tmp".into(),
+            mode: 0o1777,
+            agent: false,
+        },
+        ScratchDir {
+            name: "shm".into(),
+            mode: 0o1777,
+            agent: false,
+        },
+    ];
     let named_workspace = spec
         .mounts
         .iter()
         .any(|m| m.target == Path::new("/workspace"));
-    steps.push(Step::Tmpfs {
-        path: "/tmp".into(),
+    steps.push(Step::Scratch {
+        path: SCRATCH_AT.into(),
         size: disk,
-        mode: 0o755,
-        owner: 0,
-        noexec: false,
     });
-    steps.push(Step::Dir {
-        path: "/tmp/tmp".into(),
-        mode: 0o1777,
-        owner: None,
-    });
-    if !named_workspace {
-        steps.push(Step::Dir {
-            path: "/tmp/workspace".into(),
-            mode: 0o755,
-            owner: Some(AGENT_ID),
+    let mut from_scratch = |name: &str, mode: u32, readonly: bool, path: &Path| {
+        scratch.push(ScratchDir {
+            name: name.into(),
+            mode,
+            agent: true,
         });
-        steps.push(dir("/workspace", 0o755));
-        steps.push(Step::Bind {
-            source: BindSource::Inside("/tmp/workspace".into()),
-            path: "/workspace".into(),
-            readonly: false,
+        Step::Bind {
+            source: BindSource::Inside(Path::new(SCRATCH_AT).join(name)),
+            path: path.into(),
+            readonly,
             is_dir: true,
-        });
+        }
+    };
+    let mut volumes = Vec::new();
+    if !named_workspace {
+        volumes.push(from_scratch(
+            "workspace",
+            0o755,
+            false,
+            Path::new("/workspace"),
+        ));
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        if let MountSource::Tmpfs {
+            quota_bytes: None, ..
+        } = &m.source
+        {
+            let mode = if m.writable { 0o755 } else { 0o555 };
+            volumes.push(from_scratch(
+                &format!("volume{i}"),
+                mode,
+                !m.writable,
+                &m.target,
+            ));
+        }
+    }
+    for step in volumes {
+        if let Step::Bind { path, .. } = &step {
+            steps.push(Step::Dir {
+                path: path.clone(),
+                mode: 0o755,
+                owner: None,
+            });
+        }
+        steps.push(step);
     }
     steps.push(Step::Bind {
-        source: BindSource::Inside("/tmp/tmp".into()),
+        source: BindSource::Inside(Path::new(SCRATCH_AT).join("shm")),
+        path: "/dev/shm".into(),
+        readonly: false,
+        is_dir: true,
+    });
+    // Last: covers the scratch filesystem's own root.
+    steps.push(Step::Bind {
+        source: BindSource::Inside(Path::new(SCRATCH_AT).join("tmp")),
         path: "/tmp".into(),
         readonly: false,
         is_dir: true,
@@ -316,6 +376,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
     writable.push("/tmp".into());
     writable.push("/workspace".into());
     rw_mounts.push("/tmp".into());
+    rw_mounts.push("/dev/shm".into());
     if !named_workspace {
         rw_mounts.push("/workspace".into());
     }
@@ -351,7 +412,14 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
                     is_dir,
                 });
             }
-            MountSource::Tmpfs { quota_bytes, .. } => {
+            // Without a quota of its own: a directory of the scratch filesystem (above).
+            MountSource::Tmpfs {
+                quota_bytes: None, ..
+            } => {}
+            MountSource::Tmpfs {
+                quota_bytes: Some(quota),
+                ..
+            } => {
                 steps.push(Step::Dir {
                     path: m.target.clone(),
                     mode: 0o755,
@@ -359,7 +427,7 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
                 });
                 steps.push(Step::Tmpfs {
                     path: m.target.clone(),
-                    size: quota_bytes.unwrap_or(disk),
+                    size: *quota,
                     mode: if m.writable { 0o755 } else { 0o555 },
                     owner: AGENT_ID,
                     noexec: false,
@@ -378,6 +446,8 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
         writable,
         readable,
         rw_mounts,
+        noexec_mounts: vec!["/dev/shm".into()],
+        scratch,
     }
 }
 
@@ -466,6 +536,10 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     for path in &plan.rw_mounts {
         sys::mount_setattr(libc::AT_FDCWD, &cstr(path)?, 0, 0, MOUNT_ATTR_RDONLY, None)
             .map_err(|e| SandboxError::setup(format!("make {} writable", path.display()), e))?;
+    }
+    for path in &plan.noexec_mounts {
+        sys::mount_setattr(libc::AT_FDCWD, &cstr(path)?, 0, MOUNT_ATTR_NOEXEC, 0, None)
+            .map_err(|e| SandboxError::setup(format!("make {} noexec", path.display()), e))?;
     }
     Ok(())
 }
@@ -567,7 +641,7 @@ pub fn populate(
                     SandboxError::setup(format!("create mount point {}", path.display()), e)
                 })?;
             }
-            Step::Tmpfs { path, .. } | Step::Proc { path } => {
+            Step::Tmpfs { path, .. } | Step::Proc { path } | Step::Scratch { path, .. } => {
                 mkdir(&inside(dir, path), 0o755)
                     .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
             }
@@ -747,6 +821,24 @@ fn apply_step(
                 })?;
             }
         }
+        Step::Scratch { path, .. } => {
+            let host = inside(root, path);
+            mkdir(&host, 0o755)
+                .map_err(|e| SandboxError::setup(format!("mkdir {}", path.display()), e))?;
+            let Some(mount) = tree else {
+                return Err(SandboxError::setup(
+                    "attach the scratch filesystem",
+                    io::Error::from(io::ErrorKind::NotFound),
+                ));
+            };
+            use std::os::fd::AsFd;
+            sys::move_mount(mount.as_fd(), &cstr(&host)?).map_err(|e| {
+                SandboxError::setup(
+                    format!("attach the scratch filesystem at {}", path.display()),
+                    e,
+                )
+            })?;
+        }
         Step::Proc { path } => {
             let host = inside(root, path);
             fs::create_dir_all(&host)
@@ -917,6 +1009,100 @@ mod tests {
             |s| matches!(s, Step::Bind { source: BindSource::Inside(i), .. }
             if i == Path::new("/tmp/workspace"))
         ));
+    }
+
+    /// One scratch filesystem of the disk quota's size backs every writable place that is
+    /// not a granted host mount: no tmpfs of the plan can hold more than a few KiB, except
+    /// a named volume with a quota of its own.
+    #[test]
+    fn everything_writable_is_on_the_one_scratch_filesystem() {
+        let volume = |name: &str, target: &str, quota_bytes| MountSpec {
+            source: MountSource::Tmpfs {
+                name: name.into(),
+                quota_bytes,
+            },
+            target: target.into(),
+            writable: true,
+        };
+        let p = plan(
+            &spec(vec![
+                volume("cache", "/cache", None),
+                volume("big", "/big", Some(5 << 20)),
+            ]),
+            32 << 20,
+            "t",
+            Dns::None,
+        );
+        let scratch: Vec<&Step> = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Scratch { .. }))
+            .collect();
+        assert_eq!(
+            scratch,
+            [&Step::Scratch {
+                path: SCRATCH_AT.into(),
+                size: 32 << 20
+            }]
+        );
+        let from_scratch = |target: &str| {
+            p.steps.iter().find_map(|s| match s {
+                Step::Bind {
+                    source: BindSource::Inside(from),
+                    path,
+                    ..
+                } if path == Path::new(target) => from.strip_prefix(SCRATCH_AT).ok(),
+                _ => None,
+            })
+        };
+        for (target, dir) in [
+            ("/tmp", "tmp"),
+            ("/workspace", "workspace"),
+            ("/dev/shm", "shm"),
+            ("/cache", "volume0"),
+        ] {
+            assert_eq!(from_scratch(target), Some(Path::new(dir)), "{target}");
+            assert!(p.scratch.iter().any(|d| d.name == dir), "{dir}");
+        }
+        // The bind over /tmp comes after every other bind from the scratch filesystem: it
+        // covers the filesystem's own root, where their sources are.
+        let inside_binds: Vec<&Path> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind {
+                    source: BindSource::Inside(_),
+                    path,
+                    ..
+                } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inside_binds.last(), Some(&Path::new("/tmp")));
+        for s in &p.steps {
+            if let Step::Tmpfs { path, size, .. } = s {
+                assert!(
+                    *size <= 64 << 10 || (path == Path::new("/big") && *size == 5 << 20),
+                    "{} is a tmpfs of {size} bytes",
+                    path.display()
+                );
+            }
+        }
+        assert!(p.noexec_mounts.contains(&PathBuf::from("/dev/shm")));
+        let owners: Vec<(&str, bool)> = p
+            .scratch
+            .iter()
+            .map(|d| (d.name.as_str(), d.agent))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                ("tmp", false),
+                ("shm", false),
+                ("workspace", true),
+                ("volume0", true)
+            ]
+        );
     }
 
     #[test]

@@ -245,6 +245,153 @@ pub(crate) fn move_mount(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+/// The loop device detaches itself when its last user (the mounted filesystem) lets go.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+/// Reads and writes go to the backing file with `O_DIRECT`: no second page cache.
+const LO_FLAGS_DIRECT_IO: u32 = 16;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Binds `backing` (an open regular file) to a free loop device with `LOOP_CONFIGURE`,
+/// autoclear set (the device detaches itself once nothing holds it: after the filesystem
+/// on it is unmounted, or at once if nothing ever mounted it) and, when `direct_io`,
+/// direct I/O to the file. Returns the open device and its number. Another process may
+/// take the free device first: then the next free one is tried.
+pub(crate) fn loop_attach(
+    backing: BorrowedFd<'_>,
+    block_size: u32,
+    direct_io: bool,
+) -> io::Result<(OwnedFd, u32)> {
+    let control = nix::fcntl::open(
+        "/dev/loop-control",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut flags = LO_FLAGS_AUTOCLEAR;
+    if direct_io {
+        flags |= LO_FLAGS_DIRECT_IO;
+    }
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) }.into())?;
+        let dev = nix::fcntl::open(
+            format!("/dev/loop{n}").as_str(),
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let config = LoopConfig {
+            fd: backing.as_raw_fd() as u32,
+            block_size,
+            info: LoopInfo64 {
+                lo_device: 0,
+                lo_inode: 0,
+                lo_rdevice: 0,
+                lo_offset: 0,
+                lo_sizelimit: 0,
+                lo_number: 0,
+                lo_encrypt_type: 0,
+                lo_encrypt_key_size: 0,
+                lo_flags: flags,
+                lo_file_name: [0; 64],
+                lo_crypt_name: [0; 64],
+                lo_encrypt_key: [0; 32],
+                lo_init: [0; 2],
+            },
+            reserved: [0; 8],
+        };
+        // SAFETY: LOOP_CONFIGURE reads a loop_config of exactly this layout, which lives
+        // for the call; `backing` is a live descriptor.
+        let ret =
+            unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, std::ptr::addr_of!(config)) };
+        match cvt(ret.into()) {
+            Ok(_) => return Ok((dev, n as u32)),
+            // Taken by someone else between GET_FREE and CONFIGURE.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// Mounts a filesystem of type `fstype` from the block device `source` as a detached mount
+/// (`fsopen`, `fsconfig`, `fsmount`) with the boolean mount options `flags` and the
+/// `MOUNT_ATTR_*` bits `attrs`. The mount is in no namespace: it exists only through the
+/// returned descriptor (and where it is later attached with `move_mount`), and is
+/// unmounted when the last of those goes.
+pub(crate) fn fsmount(
+    fstype: &CStr,
+    source: &CStr,
+    flags: &[&CStr],
+    attrs: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `fstype` is NUL-terminated and outlives the call.
+    let fs = cvt(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fsopen returned a new fd that we now own.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    let config = |cmd: libc::c_uint, key: Option<&CStr>, value: Option<&CStr>| {
+        // SAFETY: the strings are NUL-terminated (or null where the command takes none)
+        // and outlive the call; `fs` is a live fs context.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.map_or(std::ptr::null(), CStr::as_ptr),
+                value.map_or(std::ptr::null(), CStr::as_ptr),
+                0,
+            )
+        })
+    };
+    config(FSCONFIG_SET_STRING, Some(c"source"), Some(source))?;
+    for flag in flags {
+        config(FSCONFIG_SET_FLAG, Some(flag), None)?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    // SAFETY: fsmount takes the fs context fd and integer flags.
+    let mnt = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fsmount returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
+}
+
 /// Clears the inheritable, permitted and effective capability sets of the calling thread.
 pub(crate) fn capset_clear() -> io::Result<()> {
     let mut header = libc_cap_header {

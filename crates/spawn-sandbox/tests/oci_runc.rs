@@ -52,6 +52,16 @@ fn main() {
     let root = bundle.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
     rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted).unwrap();
+    // spawn attaches a per-run ext4 filesystem here (see `scratch`); plain directories
+    // stand in for it.
+    let scratch = bundle.path().join("scratch");
+    for dir in &plan.scratch {
+        let at = scratch.join(&dir.name);
+        std::fs::create_dir_all(&at).unwrap();
+        let owner = if dir.agent { agent_id } else { root_id };
+        std::os::unix::fs::chown(&at, Some(owner), Some(owner)).unwrap();
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(dir.mode)).unwrap();
+    }
     let env = native::agent_env(&spec);
     let input = oci::OciInput {
         argv: &spec.command,
@@ -73,6 +83,7 @@ fn main() {
         netns: None,
         terminal: false,
         staged: &[],
+        scratch: &scratch,
     };
     let config = oci::runtime_spec(&input).unwrap();
     let path = bundle.path().join("config.json");

@@ -248,12 +248,20 @@ impl Shared {
             totals: Mutex::new([0; 4]),
         });
         let proxy = self.proxy(config.service.nameserver)?;
-        let registration = proxy.register(
+        let registration = match proxy.register(
             config.service.sandbox.into(),
             &config.service.run_id,
             config.service.rules,
             observer.clone(),
-        )?;
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                // spawn shows the reason (one line) and fails the run.
+                let line = e.to_string().replace('\n', " ");
+                let _ = conn.write_all(format!("error: {line}\n").as_bytes());
+                return Err(e.into());
+            }
+        };
         let tasks = {
             let _guard = self.runtime.enter();
             sockets.serve(&proxy)?
@@ -303,6 +311,7 @@ fn shared(path: &Path) -> Result<()> {
     };
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    raise_nofile().context("raise the descriptor limit")?;
     drop_privileges().context("drop privileges")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -348,6 +357,25 @@ fn shared(path: &Path) -> Result<()> {
         });
     }
     bail!("the control socket stopped accepting")
+}
+
+/// Raises the descriptor limit (soft and hard) to the most the host allows a process
+/// (`fs.nr_open`, or the hard limit where that cannot be raised), while still root: every run's reserved capacity comes out of it
+/// (`spawn_egress::capacity`).
+fn raise_nofile() -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .context("read /proc/sys/fs/nr_open")?
+        .trim()
+        .parse::<u64>()
+        .context("parse /proc/sys/fs/nr_open")?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let limit = most.max(soft).max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, limit, limit).is_err() {
+        // Without CAP_SYS_RESOURCE (root in a container, say) the hard limit is the most.
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
 }
 
 /// Becomes `nobody` (uid and gid 65534, no supplementary groups), which also clears every

@@ -6,6 +6,7 @@ mod audit;
 mod cleanup;
 mod compat;
 mod container;
+mod disk;
 mod env_and_mounts;
 mod escape;
 mod escape_container;

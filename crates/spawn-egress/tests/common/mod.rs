@@ -61,7 +61,8 @@ impl Events {
 
 /// HTTP on `ip:port`: answers `hello from IP:PORT, Host: …` and counts requests.
 pub async fn http_server(ip: Ipv4Addr, port: u16, hits: Arc<AtomicUsize>) {
-    let listener = TcpListener::bind((ip, port)).await.unwrap();
+    let listener =
+        TcpListener::from_std(spawn_egress::testing::world_tcp((ip, port)).unwrap()).unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -102,7 +103,8 @@ pub async fn http_server(ip: Ipv4Addr, port: u16, hits: Arc<AtomicUsize>) {
 /// A TCP echo on port 443 of `ip` (stands in for a TLS server: the proxy does not look
 /// past the ClientHello); `received` counts every byte that reached it.
 pub async fn echo_server(ip: Ipv4Addr, received: Arc<AtomicUsize>) {
-    let listener = TcpListener::bind((ip, 443)).await.unwrap();
+    let listener =
+        TcpListener::from_std(spawn_egress::testing::world_tcp((ip, 443)).unwrap()).unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -180,6 +182,8 @@ pub fn rules(
             per: "1m".into(),
         }),
         require_tls: Some(tls),
+        max_connections: None,
+        max_dns_queries: None,
     })
     .unwrap()
 }

@@ -11,6 +11,8 @@ fn rules(policy: NetPolicy, allow: &[&str], deny: &[&str]) -> NetRules {
         denylist: deny.iter().map(|s| (*s).to_owned()).collect(),
         rate_limit: None,
         require_tls: None,
+        max_connections: None,
+        max_dns_queries: None,
     };
     NetRules::from_capability(&cap).unwrap()
 }
@@ -293,6 +295,8 @@ fn rate_limit_and_require_tls_are_read() {
             per: "1m".into(),
         }),
         require_tls: Some(true),
+        max_connections: None,
+        max_dns_queries: None,
     };
     let r = NetRules::from_capability(&cap).unwrap();
     assert_eq!(
@@ -415,4 +419,30 @@ fn fuzz_regressions_keep_the_net_host_property() {
     ] {
         fuzz_property::check(raw.as_bytes());
     }
+}
+
+#[test]
+fn connection_and_dns_caps_are_read_with_safe_defaults() {
+    let mut net = NetCapability {
+        policy: Some(NetPolicy::EgressOnly),
+        ..NetCapability::default()
+    };
+    let r = NetRules::from_capability(&net).unwrap();
+    assert_eq!(
+        (r.max_connections, r.max_dns_queries),
+        (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DNS_QUERIES)
+    );
+    assert_eq!(NetRules::plain(NetPolicy::EgressOnly), r);
+    net.max_connections = Some(7);
+    net.max_dns_queries = Some(3);
+    let r = NetRules::from_capability(&net).unwrap();
+    assert_eq!((r.max_connections, r.max_dns_queries), (7, 3));
+    // Rules read back from an older peer's JSON (no caps) get the defaults, never 0.
+    let mut doc = serde_yaml_ng::to_value(&r).unwrap();
+    let map = doc.as_mapping_mut().unwrap();
+    map.remove("max_connections");
+    map.remove("max_dns_queries");
+    let back: NetRules = serde_yaml_ng::from_value(doc).unwrap();
+    assert_eq!(back.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(back.max_dns_queries, DEFAULT_MAX_DNS_QUERIES);
 }

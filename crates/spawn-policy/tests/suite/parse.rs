@@ -73,6 +73,8 @@ fn spec_example_parses_to_the_expected_value() {
                         per: s("1m"),
                     }),
                     require_tls: Some(true),
+                    max_connections: None,
+                    max_dns_queries: None,
                 }),
                 fs: Some(FsCapability {
                     mounts: vec![
@@ -440,6 +442,8 @@ fn net_rules() {
         "policy: egress-only, denylist: [\"10.*\", \"172.16.*\", \"10.0.0.0/8\", \"::1\", \"fc00::/7\", \"169.254.169.254\", \"*.corp\"]",
         "policy: restricted, rateLimit: {requests: 1, per: 1s}, requireTls: false",
         "policy: full",
+        "policy: restricted, maxConnections: 1, maxDnsQueries: 1",
+        "policy: egress-only, maxConnections: 4096, maxDnsQueries: 1024",
     ] {
         assert!(parse_agent(&net(ok)).is_ok(), "{ok}: {:?}", parse_agent(&net(ok)));
     }
@@ -458,6 +462,46 @@ fn net_rules() {
         ("policy: restricted, rateLimit: {requests: 5, per: forever}", "spec.capabilities.net.rateLimit.per: \"forever\" is not a duration"),
         ("policy: restricted, rateLimit: {requests: 5}", "spec.capabilities.net.rateLimit: missing field `per`"),
     ];
+    // Every way to write a count that is not one from 1 to the maximum.
+    let mut caps = Vec::new();
+    for (field, max) in [("maxConnections", 4096u64), ("maxDnsQueries", 1024)] {
+        for bad in ["0", &(max + 1).to_string(), "4294967295"] {
+            caps.push((
+                format!("policy: egress-only, {field}: {bad}"),
+                format!("spec.capabilities.net.{field}: must be from 1 to {max}, not {bad}"),
+            ));
+        }
+        for bad in [
+            "-1",
+            "4294967296",
+            "1.5",
+            "\"10\"",
+            "ten",
+            "[]",
+            "{}",
+            "1e3",
+            "true",
+            "0b",
+        ] {
+            caps.push((
+                format!("policy: egress-only, {field}: {bad}"),
+                format!("spec.capabilities.net.{field}"),
+            ));
+        }
+        for policy in ["none", "full"] {
+            caps.push((
+                format!("policy: {policy}, {field}: 8"),
+                format!("spec.capabilities.net.{field}: only applies to policy restricted or egress-only"),
+            ));
+        }
+    }
+    for (body, want) in &caps {
+        let got = err(&net(body));
+        assert!(
+            got.contains(want.as_str()),
+            "{body}\nwant {want}\n got {got}"
+        );
+    }
     for (body, want) in cases {
         let got = err(&net(body));
         assert!(got.contains(want), "{body}\nwant {want}\n got {got}");
