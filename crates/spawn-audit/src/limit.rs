@@ -177,9 +177,11 @@ impl FromStr for Limits {
                         .checked_mul(1 << shift)
                         .ok_or_else(|| bad(format!("{name}={value:?} is too large")))?;
                 }
-                other => return Err(bad(format!(
+                other => {
+                    return Err(bad(format!(
                     "unknown setting {other:?} (window, per-key, per-window, keys, events, bytes)"
-                ))),
+                )))
+                }
             }
         }
         limits.validate()?;

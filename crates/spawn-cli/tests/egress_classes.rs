@@ -297,6 +297,12 @@ impl Spawn {
             .args(&args)
             .env("SPAWN_HOME", self.home.path())
             .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns))
+            // Every refusal is checked below by its own reason and detail: no repeat may
+            // be aggregated into a summary (what the limits do is tested in `network`).
+            .env(
+                "SPAWN_AUDIT_LIMITS",
+                "per-key=10000,per-window=100000,events=100000000,bytes=1GiB",
+            )
             .output()
             .expect("run spawn")
     }

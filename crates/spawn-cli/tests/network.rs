@@ -18,6 +18,9 @@
 // A plain test binary (no #[test] functions), so the test exemptions do not apply.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "common/tally.rs"]
+mod tally;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::linux::net::SocketAddrExt as _;
@@ -483,6 +486,150 @@ print("answers", " ".join(f"{k}={v}" for k, v in sorted(answers.items())), flush
 print("holding", flush=True)
 sys.stdin.read()
 "#;
+
+/// A flood of refused requests through the proxy: `GET`s for `denied.test`, every fifth for
+/// a name of its own (`hN.denied.test`). After TRIES it says `flooded` and goes on until
+/// SECONDS have passed and its stdin is closed; then `answers REFUSED OTHER` (403
+/// `not-allowlisted`, anything else).
+const FLOOD: &str = r#"
+import os, select, socket, sys, time
+ph, pp = os.environ["HTTP_PROXY"].split("//")[1].rstrip("/").split(":")
+def ask(host):
+    s = socket.create_connection((ph, int(pp)), timeout=10)
+    s.sendall(f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data.lower()
+refused = other = i = 0
+start = time.monotonic()
+while True:
+    head = ask(f"h{i}.denied.test" if i % 5 == 4 else "denied.test")
+    if head.startswith(b"http/1.1 403") and b"x-spawn-denial: not-allowlisted" in head:
+        refused += 1
+    else:
+        other += 1
+    i += 1
+    if i == TRIES:
+        print("flooded", flush=True)
+    if i >= TRIES and time.monotonic() - start >= SECONDS:
+        if select.select([0], [], [], 0)[0] and not os.read(0, 1):
+            break
+print("answers", refused, other, flush=True)
+"#;
+
+/// Five fetches of `allowed.test` through the proxy, each line the body.
+const FETCH5: &str = r#"
+import urllib.request
+for _ in range(5):
+    print(urllib.request.urlopen("http://allowed.test/", timeout=10).read().decode().strip())
+"#;
+
+/// A log's events grouped by run (`traceId`), in order.
+fn by_trace(events: &[serde_json::Value]) -> Vec<(String, Vec<serde_json::Value>)> {
+    let mut traces: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for e in events {
+        let id = e["traceId"].as_str().unwrap_or("").to_owned();
+        match traces.iter_mut().find(|(t, _)| *t == id) {
+            Some((_, list)) => list.push(e.clone()),
+            None => traces.push((id, vec![e.clone()])),
+        }
+    }
+    traces
+}
+
+/// The one trace of `events` with an event `pick` likes.
+fn trace_with(
+    events: &[serde_json::Value],
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut found: Vec<Vec<serde_json::Value>> = by_trace(events)
+        .into_iter()
+        .filter(|(_, list)| list.iter().any(&pick))
+        .map(|(_, list)| list)
+        .collect();
+    assert_eq!(found.len(), 1, "one run's trace: {found:#?}");
+    found.pop().unwrap()
+}
+
+/// A flood run, started: waits for its `flooded`.
+struct Flood {
+    child: Child,
+    reader: BufReader<std::process::ChildStdout>,
+    began: std::time::Instant,
+}
+
+impl Flood {
+    fn start(
+        spawn: &Spawn,
+        runtime: &str,
+        tries: u32,
+        seconds: u32,
+        limits: Option<&str>,
+    ) -> Flood {
+        let script = FLOOD
+            .replace("TRIES", &tries.to_string())
+            .replace("SECONDS", &seconds.to_string());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spawn"));
+        cmd.args(["run", "--runtime", runtime, "--net", "restricted"])
+            .args(["--allow", "allowed.test", "--", "python3", "-c", &script])
+            .env("SPAWN_HOME", spawn.home.path())
+            .env(
+                "SPAWN_EGRESS_NAMESERVER",
+                format!("127.0.0.1:{}", spawn.dns),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(l) = limits {
+            cmd.env("SPAWN_AUDIT_LIMITS", l);
+        }
+        let began = std::time::Instant::now();
+        let mut child = cmd.spawn().expect("run spawn");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "flooded", "{runtime}");
+        Flood {
+            child,
+            reader,
+            began,
+        }
+    }
+
+    /// Closes its stdin; what it counted (403 `not-allowlisted`) and how long it ran.
+    fn finish(mut self, runtime: &str) -> (u64, Duration) {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        self.reader.read_to_string(&mut rest).unwrap();
+        let status = self.child.wait().unwrap();
+        let took = self.began.elapsed();
+        assert_eq!(status.code(), Some(0), "{runtime}: {rest}");
+        let answers: Vec<u64> = rest
+            .trim()
+            .strip_prefix("answers ")
+            .unwrap_or_else(|| panic!("{runtime}: {rest}"))
+            .split(' ')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(answers[1], 0, "{runtime}: answers other than 403: {rest}");
+        (answers[0], took)
+    }
+}
+
+/// The proxy's own closing event of a run (`summary`, with its totals).
+fn net_summary(trace: &[serde_json::Value]) -> &serde_json::Value {
+    let found: Vec<&serde_json::Value> = trace
+        .iter()
+        .filter(|e| e["eventType"] == "agent.net.connect" && e["action"] == "summary")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    found[0]
+}
 
 /// [`FULL`] with this test's names and ports.
 fn full_script() -> String {
@@ -1311,13 +1458,17 @@ except Exception:
     }
     case("each refusal of the host is audited with its own reason, TLS included");
     let events = spawn.audit();
+    // Repeats are aggregated by the audit limits: count the summaries' events too.
+    let all = tally::refusals(&events, "host-address");
+    assert_eq!(all.unknown, 0, "{all:?}");
+    assert!(all.total() >= 3 * 2 * 23, "{all:?}");
+    assert!(all.verbatim > 0, "{all:?}");
     let host_denials: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| {
             e["eventType"] == "agent.net.connect" && e["details"]["reason"] == "host-address"
         })
         .collect();
-    assert!(host_denials.len() >= 3 * 2 * 23, "{}", host_denials.len());
     assert!(host_denials
         .iter()
         .any(|e| e["details"]["via"] == "TLS" && e["details"]["host"] == "host.test"));
@@ -1407,11 +1558,173 @@ except Exception:
         assert_eq!(status.code(), Some(0), "{runtime}");
     }
     let events = spawn.audit();
-    let limited = events
-        .iter()
-        .filter(|e| e["details"]["reason"] == "connection-limit")
-        .count();
-    assert_eq!(limited, 3 * 12, "one audit event per refused connection");
+    let limited = tally::refusals(&events, "connection-limit");
+    assert_eq!(
+        (limited.total(), limited.unknown),
+        (3 * 12, 0),
+        "one audit event per refused connection, verbatim or in a summary: {limited:?}"
+    );
+
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}: a flood of refused requests takes a bounded share of the log, counted exactly, and another run's events are all written"
+        ));
+        // A log of its own: every line in it is one of these two runs'.
+        let home = Spawn {
+            home: tempfile::tempdir().unwrap(),
+            dns: spawn.dns,
+        };
+        // Defaults: windows of 5 s, 5 verbatim per key, 100 per window, 64 keys.
+        let flood = Flood::start(&home, runtime, 2000, 6, None);
+        // Meanwhile another run's allowed fetches: its own limits, untouched by the flood.
+        let out = home.run_on(
+            runtime,
+            &["--net", "restricted", "--allow", "allowed.test"],
+            FETCH5,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runtime}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout
+                .lines()
+                .filter(|l| *l == "hello from 11.0.0.1, Host: allowed.test")
+                .count(),
+            5,
+            "{runtime}: {stdout}"
+        );
+        let (refused, took) = flood.finish(runtime);
+        assert!(refused >= 2000, "{runtime}: {refused}");
+        let text = std::fs::read_to_string(home.home.path().join("audit/audit.jsonl")).unwrap();
+        let events = home.audit();
+        let flood = trace_with(&events, |e| e["details"]["reason"] == "not-allowlisted");
+        let fetch = trace_with(&events, |e| e["details"]["host"] == "allowed.test");
+
+        // Every refusal is in the log, verbatim or counted in a summary, and the totals
+        // agree with what the agent saw.
+        let t = tally::refusals(&flood, "not-allowlisted");
+        assert_eq!((t.total(), t.unknown), (refused, 0), "{runtime}: {t:?}");
+        assert!(t.verbatim > 0 && t.summarized > 0, "{runtime}: {t:?}");
+        let summary = net_summary(&flood);
+        assert_eq!(
+            summary["details"]["connectionsDenied"], refused,
+            "{runtime}"
+        );
+        assert_eq!(
+            summary["details"]["auditEventsWritten"].as_u64().unwrap()
+                + summary["details"]["auditEventsSummarized"]
+                    .as_u64()
+                    .unwrap(),
+            refused,
+            "{runtime}: {summary}"
+        );
+        // The first repeat held back is said once.
+        let rate: Vec<_> = flood
+            .iter()
+            .filter(|e| e["action"] == "audit.limit" && e["resource"]["name"] == "rate")
+            .collect();
+        assert_eq!(rate.len(), 1, "{runtime}: {rate:#?}");
+        assert_eq!(rate[0]["eventType"], "resource.exhausted", "{runtime}");
+        // Bounded: per window at most 100 verbatim and a summary per key (64) and kind,
+        // whatever the number of attempts; far below a line per attempt.
+        let windows = took.as_millis() as usize / 5000 + 2;
+        assert!(
+            flood.len() <= windows * (100 + 64 + 64 + 1) + 5,
+            "{runtime}: {} lines in {took:?}",
+            flood.len()
+        );
+        assert!(
+            flood.len() * 10 < refused as usize,
+            "{runtime}: {} lines for {refused} refusals",
+            flood.len()
+        );
+        // A verbatim refusal is about 470 bytes: the whole log is a tenth of that per
+        // refusal at most.
+        assert!(
+            text.len() < refused as usize * 47,
+            "{runtime}: {} bytes for {refused} refusals",
+            text.len()
+        );
+        // The other run: each connection and its close, verbatim; nothing held back.
+        let allowed = tally::tally(&fetch, |e| {
+            e.event_type == "agent.net.connect"
+                && e.resource == Some("allowed.test:80")
+                && e.outcome == "success"
+        });
+        assert_eq!(
+            allowed,
+            tally::Tally {
+                verbatim: 10,
+                summarized: 0,
+                unknown: 0
+            },
+            "{runtime}: connect and close of each of the 5 fetches"
+        );
+        assert!(
+            fetch
+                .iter()
+                .all(|e| e["action"] != "audit.summary" && e["action"] != "audit.limit"),
+            "{runtime}: {fetch:#?}"
+        );
+
+        case(&format!(
+            "{runtime}: a run that reaches its audit budget says so once, then only counts; the counts add up at its end"
+        ));
+        let home = Spawn {
+            home: tempfile::tempdir().unwrap(),
+            dns: spawn.dns,
+        };
+        let flood = Flood::start(
+            &home,
+            runtime,
+            2000,
+            0,
+            Some("events=60,window=100ms,keys=8"),
+        );
+        let (refused, _) = flood.finish(runtime);
+        assert!(refused >= 2000, "{runtime}: {refused}");
+        let trace = home.audit();
+        assert_eq!(by_trace(&trace).len(), 1, "{runtime}");
+        let budget: Vec<usize> = trace
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["action"] == "audit.limit" && e["resource"]["name"] == "budget")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(budget.len(), 1, "{runtime}: {trace:#?}");
+        let reached = &trace[budget[0]];
+        assert_eq!(
+            reached["details"]["writtenEvents"], 60,
+            "{runtime}: {reached}"
+        );
+        // After it: only the final summaries, the proxy's totals and the run's stop.
+        for e in &trace[budget[0] + 1..] {
+            assert!(
+                (e["action"] == "audit.summary" && e["details"]["final"] == true)
+                    || e["action"] == "summary"
+                    || e["eventType"] == "agent.stop",
+                "{runtime}: written after the budget was reached: {e}"
+            );
+        }
+        // The proxy's share: 60, the limit event, a summary per key and kind and the
+        // catch-all (2 × 8 + 1), its totals; spawn's own: start, exec, stop.
+        assert!(
+            trace.len() <= 60 + 1 + 17 + 1 + 3,
+            "{runtime}: {} lines",
+            trace.len()
+        );
+        let t = tally::refusals(&trace, "not-allowlisted");
+        assert_eq!((t.total(), t.unknown), (refused, 0), "{runtime}: {t:?}");
+        assert_eq!(
+            net_summary(&trace)["details"]["connectionsDenied"],
+            refused,
+            "{runtime}"
+        );
+    }
 
     private_hits.store(0, Ordering::SeqCst);
 

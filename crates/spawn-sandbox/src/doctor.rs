@@ -100,9 +100,13 @@ pub fn checks() -> Vec<Check> {
     }
     // Every run's scratch filesystem (the disk quota) is formatted by mkfs.ext4 and lives
     // on the host's disk under scratch::DIR.
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
+    let mkfs = [
+        "/usr/sbin/mkfs.ext4",
+        "/sbin/mkfs.ext4",
+        "/usr/bin/mkfs.ext4",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
     out.push(check(
         "scratch filesystem",
         mkfs.is_some(),

@@ -229,10 +229,13 @@ impl Shared {
             tls: File::from(tls).into_tcp_listener(),
             dns: std::net::UdpSocket::from(dns),
         };
-        config
-            .audit_limits
-            .validate()
-            .context("a run's audit limits")?;
+        if let Err(e) = config.audit_limits.validate() {
+            // spawn checks them first; a registration that gets here anyway is refused
+            // with the reason, never served without limits.
+            let line = e.to_string().replace('\n', " ");
+            let _ = conn.write_all(format!("error: {line}\n").as_bytes());
+            return Err(e).context("a run's audit limits");
+        }
         let tick = Duration::from_millis(config.audit_limits.window_ms);
         let observer = Arc::new(AuditObserver {
             writer: Mutex::new(Writer {
