@@ -1638,14 +1638,14 @@ except Exception:
             flood.len()
         );
         assert!(
-            flood.len() * 10 < refused as usize,
+            (flood.len() as u64) * 10 < refused,
             "{runtime}: {} lines for {refused} refusals",
             flood.len()
         );
         // A verbatim refusal is about 470 bytes: the whole log is a tenth of that per
         // refusal at most.
         assert!(
-            text.len() < refused as usize * 47,
+            (text.len() as u64) < refused * 47,
             "{runtime}: {} bytes for {refused} refusals",
             text.len()
         );
