@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
             &dir,
             &dir,
             &spawn_policy::Overrides::default(),
+            &[dir.join("spawn-home")],
         );
     }
 });
