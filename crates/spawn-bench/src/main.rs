@@ -142,6 +142,10 @@ struct Cli {
     /// Only run the egress proxy benchmark.
     #[arg(long)]
     net_only: bool,
+    /// Only the start-to-exit cases whose name contains this text (and the targets both
+    /// of whose cases remain), e.g. `--only container` or `--only "(ptrace)"`; repeatable.
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
     /// Only run the audit limits benchmark.
     #[arg(long)]
     audit_only: bool,
@@ -273,6 +277,19 @@ fn run(cli: Cli) -> Result<()> {
         spawn_on(WALK_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &walk),
     ];
 
+    let keep = |cases: Vec<Case>| -> Vec<Case> {
+        if cli.only.is_empty() {
+            return cases;
+        }
+        cases
+            .into_iter()
+            .filter(|c| cli.only.iter().any(|o| c.name.contains(o.as_str())))
+            .collect()
+    };
+    let (cases, oci_cases, command_cases) = (keep(cases), keep(oci_cases), keep(command_cases));
+    if cases.is_empty() && oci_cases.is_empty() && command_cases.is_empty() {
+        bail!("--only {:?} matches no case", cli.only);
+    }
     let mut samples = measure(&cases, cli.rounds)?;
     samples.extend(measure(&oci_cases, cli.oci_rounds)?);
     samples.extend(measure(&command_cases, cli.command_rounds)?);
@@ -294,6 +311,11 @@ fn run(cli: Cli) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let verdicts = TARGETS
         .iter()
+        .filter(|t| {
+            t.cases()
+                .iter()
+                .all(|c| results.iter().any(|r| r.name == *c))
+        })
         .map(|t| t.check(&results))
         .collect::<Result<Vec<_>>>()?;
 

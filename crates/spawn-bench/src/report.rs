@@ -51,6 +51,14 @@ fn median(results: &[CaseResult], name: &str) -> Result<f64> {
 }
 
 impl Target {
+    /// The cases it compares.
+    pub fn cases(&self) -> Vec<&'static str> {
+        match *self {
+            Target::Ratio { case, baseline, .. } => vec![case, baseline],
+            Target::MedianBelow { case, .. } => vec![case],
+        }
+    }
+
     pub fn check(&self, results: &[CaseResult]) -> Result<Verdict> {
         Ok(match *self {
             Target::Ratio {

@@ -583,6 +583,27 @@ fn run_engine(
 
     let bundle = Bundle::new(bundles.join(&name))?;
     let plan = rootfs::plan(spec, disk, &spec.name, dns);
+    // The run's scratch filesystem takes milliseconds (the template's copy, a loop
+    // device, the mount): it is made on a thread of its own while the root is populated
+    // and the configuration written. Should set-up fail before it is joined, the thread
+    // ends by itself and its filesystem with it (nothing of it has a name).
+    let scratch_job = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            rootfs::Step::Scratch { size, .. } => Some(*size),
+            _ => None,
+        })
+        .map(|size| {
+            let (name, dirs) = (name.clone(), plan.scratch.clone());
+            std::thread::Builder::new()
+                .name("spawn-scratch".into())
+                .spawn(move || {
+                    crate::scratch::Scratch::create(&name, size, &dirs, root_id, agent_id)
+                })
+                .map_err(|e| SandboxError::setup("start the scratch filesystem's thread", e))
+        })
+        .transpose()?;
     let root = bundle.path.join("rootfs");
     ensure_dir(&root, 0o755)?;
     let kernel = if gvisor {
@@ -639,13 +660,13 @@ fn run_engine(
     // directories as /tmp, /workspace and /dev/shm.
     let scratch_at = bundle.path.join("scratch");
     ensure_dir(&scratch_at, 0o711)?;
-    if let Some(rootfs::Step::Scratch { size, .. }) = plan
-        .steps
-        .iter()
-        .find(|s| matches!(s, rootfs::Step::Scratch { .. }))
-    {
-        let mount =
-            crate::scratch::Scratch::create(&name, *size, &plan.scratch, root_id, agent_id)?;
+    if let Some(job) = scratch_job {
+        let mount = job.join().map_err(|_| {
+            SandboxError::setup(
+                "make the scratch filesystem",
+                std::io::Error::other("its thread panicked"),
+            )
+        })??;
         let c_at = std::ffi::CString::new(scratch_at.as_os_str().as_encoded_bytes())
             .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
         trees.push((mount.into_mount(), c_at));

@@ -314,10 +314,14 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
             "resources": resources,
             "maskedPaths": PROC_MASKED.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
             "readonlyPaths": PROC_READONLY.iter().map(|p| format!("/proc/{p}")).collect::<Vec<_>>(),
-            "seccomp": seccomp_profile(&seccomp::policy()),
         },
     });
     let mut config = config;
+    // The host kernel enforces the policy as an OCI profile too (gVisor's kernel runs
+    // without one: the Sentry is the boundary, and spawn's init installs the filter).
+    if matches!(input.kernel, Kernel::Host) {
+        config["linux"]["seccomp"] = seccomp_profile(&seccomp::policy());
+    }
     if let Some(ns) = input.netns {
         if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
             for n in list.iter_mut().filter(|n| n["type"] == "network") {
@@ -329,7 +333,6 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         if let Some(linux) = config["linux"].as_object_mut() {
             linux.remove("uidMappings");
             linux.remove("gidMappings");
-            linux.remove("seccomp");
             if let Some(ns) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
                 ns.retain(|n| n["type"] != "user");
             }
