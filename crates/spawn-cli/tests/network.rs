@@ -206,6 +206,19 @@ impl Spawn {
             .expect("run spawn")
     }
 
+    /// [`Spawn::run_on`], which must exit 0: its stdout.
+    fn run_ok(&self, runtime: &str, flags: &[&str], script: &str) -> String {
+        let out = self.run_on(runtime, flags, script);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{runtime} {flags:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Runs [`FULL`] with `net: full` on `runtime`; while the agent holds its abstract
     /// socket, the host tries to connect to it. Returns stdout, stderr and how that went.
     fn full_probe(&self, runtime: &str) -> (String, String, String) {
@@ -1536,17 +1549,10 @@ except Exception:
         reader.read_line(&mut holding).unwrap();
         assert_eq!(holding.trim(), "holding", "{runtime}: {answers}");
         assert_eq!(answers.trim(), "answers 200=8 429-limit=12", "{runtime}");
-        let out = spawn.run_on(
+        let stdout = spawn.run_ok(
             runtime,
             &["--net", "egress-only"],
             "import urllib.request\nprint(urllib.request.urlopen('http://11.0.0.1/', timeout=10).read().decode().strip())",
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{runtime}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
             stdout.trim(),
@@ -1577,17 +1583,10 @@ except Exception:
         // Defaults: windows of 5 s, 5 verbatim per key, 100 per window, 64 keys.
         let flood = Flood::start(&home, runtime, 2000, 6, None);
         // Meanwhile another run's allowed fetches: its own limits, untouched by the flood.
-        let out = home.run_on(
+        let stdout = home.run_ok(
             runtime,
             &["--net", "restricted", "--allow", "allowed.test"],
             FETCH5,
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{runtime}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
             stdout
