@@ -2,9 +2,6 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
-mod egress;
-mod egress_config;
-mod fullnet;
 mod run;
 
 use std::path::PathBuf;

@@ -1394,19 +1394,43 @@ except Exception:
     }
     for runtime in ["native", "container", "gvisor"] {
         let out = Command::new(env!("CARGO_BIN_EXE_spawn"))
-            .args(["run", "--runtime", runtime, "--net", "full", "--"])
+            .args(["run", "--runtime", runtime, "--net", "full", "--json", "--"])
             .args(["python3", "-c", "print('ran')"])
             .env("SPAWN_HOME", spawn.home.path())
             .env("PATH", tools.path())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(125), "{runtime}: {stderr}");
-        assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("ran"),
-            "{runtime}"
-        );
+        assert!(!stdout.contains("ran"), "{runtime}");
         assert!(stderr.contains("network"), "{runtime}: {stderr}");
+        // Said in --json too, and on record: the attempt and its failure.
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(result["exitCode"], 125, "{runtime}: {result}");
+        assert!(
+            result["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("network")),
+            "{runtime}: {result}"
+        );
+        let events = spawn.audit();
+        let trace: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["traceId"] == result["runId"])
+            .collect();
+        let kinds: Vec<(String, String)> = trace
+            .iter()
+            .map(|e| (e["eventType"].to_string(), e["outcome"].to_string()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("\"agent.start\"".to_owned(), "\"error\"".to_owned()),
+                ("\"agent.stop\"".to_owned(), "\"error\"".to_owned())
+            ],
+            "{runtime}: {trace:#?}"
+        );
     }
     assert!(!sh(&["ip", "-o", "link"]).contains("spw"));
 

@@ -26,10 +26,7 @@ use anyhow::{bail, Context, Result};
 use spawn_audit::{AuditLog, Event, EventType, Limiter, Outcome, Principal, Resource};
 use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver, RunSockets};
 
-#[path = "../egress_config.rs"]
-mod egress_config;
-
-use egress_config::ChildConfig;
+use spawn_run::egress_config::ChildConfig;
 
 /// Without a run for this long, the proxy exits.
 const IDLE_EXIT: Duration = Duration::from_secs(10);

@@ -1,5 +1,5 @@
 //! What `spawn` tells the `spawn-egress` proxy process on its stdin (one JSON line);
-//! shared by both binaries.
+//! shared by `spawn-run` and the `spawn-egress` binary.
 
 use std::path::PathBuf;
 
@@ -9,11 +9,11 @@ use spawn_egress::ServiceConfig;
 
 /// What the proxy child is told on its stdin (one JSON line).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ChildConfig {
-    pub(crate) service: ServiceConfig,
-    pub(crate) audit_dir: PathBuf,
-    pub(crate) principal: Principal,
-    pub(crate) trace_id: String,
+pub struct ChildConfig {
+    pub service: ServiceConfig,
+    pub audit_dir: PathBuf,
+    pub principal: Principal,
+    pub trace_id: String,
     /// How much of the log the run's network events may take (`SPAWN_AUDIT_LIMITS`).
-    pub(crate) audit_limits: Limits,
+    pub audit_limits: Limits,
 }

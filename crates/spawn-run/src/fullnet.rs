@@ -9,8 +9,11 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use spawn_egress::topology::{ports, Link, Routed};
+
+use crate::error::{NetContext as _, RunError};
+
+type Result<T> = std::result::Result<T, RunError>;
 
 /// The host's resolver configuration.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -23,13 +26,12 @@ pub(crate) struct FullNetwork {
 
 impl FullNetwork {
     /// Makes the run's routed link (turning IPv4 forwarding on, guarded, if it is off).
-    pub(crate) fn start(run_id: &str) -> Result<FullNetwork> {
+    pub(crate) fn start(run_id: &str, warn: &mut dyn FnMut(&str)) -> Result<FullNetwork> {
         let resolver = resolver()?;
         if resolver.is_none() {
-            eprintln!(
-                "spawn: warning: the host names no IPv4 resolver in {RESOLV_CONF}: \
-                 the run has no DNS"
-            );
+            warn(&format!(
+                "the host names no IPv4 resolver in {RESOLV_CONF}: the run has no DNS"
+            ));
         }
         let state_dir = PathBuf::from(spawn_sandbox::container::BASE);
         spawn_sandbox::container::ensure_dir(Path::new(&state_dir), 0o711)?;
@@ -40,7 +42,7 @@ impl FullNetwork {
                 state_dir,
             },
         )
-        .context("make the run's network link")?;
+        .net("make the run's network link")?;
         Ok(FullNetwork { link })
     }
 }
@@ -51,7 +53,9 @@ fn resolver() -> Result<Option<SocketAddrV4>> {
     if let Ok(ns) = std::env::var("SPAWN_EGRESS_NAMESERVER") {
         return match ns.parse::<SocketAddr>() {
             Ok(SocketAddr::V4(v4)) => Ok(Some(v4)),
-            _ => bail!("SPAWN_EGRESS_NAMESERVER={ns:?} is not an IPv4 ip:port"),
+            _ => Err(RunError::Network(format!(
+                "SPAWN_EGRESS_NAMESERVER={ns:?} is not an IPv4 ip:port"
+            ))),
         };
     }
     let conf = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();

@@ -15,13 +15,15 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use spawn_audit::{Limits, Principal};
 use spawn_egress::topology::{ports, Link};
 use spawn_egress::ServiceConfig;
 use spawn_policy::net::NetRules;
 
 use crate::egress_config::ChildConfig;
+use crate::error::{NetContext as _, RunError};
+
+type Result<T> = std::result::Result<T, RunError>;
 
 /// How long the proxy may take to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,11 +46,11 @@ impl EgressNetwork {
         principal: Principal,
         audit_limits: Limits,
     ) -> Result<EgressNetwork> {
-        let link = Link::create(link_seed(run_id)).context("make the run's network link")?;
+        let link = Link::create(link_seed(run_id)).net("make the run's network link")?;
         let nameserver = match std::env::var("SPAWN_EGRESS_NAMESERVER") {
             Ok(ns) => Some(
                 ns.parse::<SocketAddr>()
-                    .with_context(|| format!("SPAWN_EGRESS_NAMESERVER={ns:?} is not ip:port"))?,
+                    .net(&format!("SPAWN_EGRESS_NAMESERVER={ns:?} is not ip:port"))?,
             ),
             Err(_) => None,
         };
@@ -66,10 +68,15 @@ impl EgressNetwork {
             audit_limits,
         };
         let sockets =
-            spawn_egress::RunSockets::bind(link.host).context("bind the run's proxy sockets")?;
-        let log = spawn_audit::AuditLog::open(&config.audit_dir)
-            .with_context(|| format!("open the audit log under {}", config.audit_dir.display()))?;
-        let message = serde_json::to_vec(&config)?;
+            spawn_egress::RunSockets::bind(link.host).net("bind the run's proxy sockets")?;
+        let log = spawn_audit::AuditLog::open(&config.audit_dir).map_err(|e| {
+            RunError::Audit(format!(
+                "open the audit log under {}: {e}",
+                config.audit_dir.display()
+            ))
+        })?;
+        let message =
+            serde_json::to_vec(&config).net("encode the run's registration with the proxy")?;
         let fds = [
             log.file().as_raw_fd(),
             sockets.explicit.as_raw_fd(),
@@ -90,7 +97,7 @@ impl EgressNetwork {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no egress proxy")))
+        Err(last.unwrap_or_else(|| RunError::Network("no egress proxy".into())))
     }
 }
 
@@ -105,7 +112,7 @@ pub(crate) fn link_seed(run_id: &str) -> u32 {
 /// The control socket of this network namespace's proxy.
 fn control_path() -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt as _;
-    let ns = std::fs::metadata("/proc/self/ns/net").context("read this network namespace")?;
+    let ns = std::fs::metadata("/proc/self/ns/net").net("read this network namespace")?;
     Ok(PathBuf::from(format!(
         "{CONTROL_DIR}/egress-{}.sock",
         ns.ino()
@@ -134,11 +141,10 @@ fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            conn.with_context(|| format!("the egress proxy did not open {}", path.display()))?
+            conn.net(&format!("the egress proxy did not open {}", path.display()))?
         }
     };
-    spawn_sandbox::send_fds(conn.as_fd(), message, fds)
-        .context("register with the egress proxy")?;
+    spawn_sandbox::send_fds(conn.as_fd(), message, fds).net("register with the egress proxy")?;
     // Wait for "ready" without a thread (spawn must stay single-threaded).
     let mut pfd = [nix::poll::PollFd::new(
         conn.as_fd(),
@@ -158,8 +164,13 @@ fn register(message: &[u8], fds: &[std::os::fd::RawFd]) -> Result<UnixStream> {
         .ok()
         .and_then(|a| a.strip_prefix("error: "))
     {
-        Some(why) => bail!("the egress proxy did not take the run: {}", why.trim_end()),
-        None => bail!("the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)"),
+        Some(why) => Err(RunError::Network(format!(
+            "the egress proxy did not take the run: {}",
+            why.trim_end()
+        ))),
+        None => Err(RunError::Network(format!(
+            "the egress proxy did not take the run (see {CONTROL_DIR}/egress.log)"
+        ))),
     }
 }
 
@@ -170,14 +181,14 @@ fn start_proxy(path: &Path) -> Result<()> {
     if path.exists() && UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }
-    let exe = std::env::current_exe().context("find spawn's own executable")?;
+    let exe = std::env::current_exe().net("find spawn's own executable")?;
     let proxy = exe.with_file_name("spawn-egress");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(format!("{CONTROL_DIR}/egress.log"))
-        .context("open the egress proxy's log")?;
+        .net("open the egress proxy's log")?;
     Command::new(&proxy)
         .arg("--shared")
         .arg(path)
@@ -186,12 +197,10 @@ fn start_proxy(path: &Path) -> Result<()> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| {
-            format!(
-                "start the egress proxy {} (it is installed next to spawn)",
-                proxy.display()
-            )
-        })?;
+        .net(&format!(
+            "start the egress proxy {} (it is installed next to spawn)",
+            proxy.display()
+        ))?;
     Ok(())
 }
 

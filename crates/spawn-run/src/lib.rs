@@ -1,0 +1,556 @@
+//! One run's lifecycle, the same for every front end (the CLI's local mode, `spawnd`): a
+//! run is created (its identity and the audit events of its start prepared), started (its
+//! network made, the sandbox built and its start on record before the command runs),
+//! and finished (its report, its stop and whatever the audit limits held back, on record).
+//!
+//! ```no_run
+//! # use spawn_run::{Run, RunRequest};
+//! # fn f(spec: spawn_policy::RunSpec) -> Result<(), spawn_run::RunError> {
+//! let run = Run::create(RunRequest {
+//!     spec,
+//!     home: "/root/.spawn".into(),
+//!     audit_limits: Default::default(),
+//! })?;
+//! let finished = run.execute(&mut |warning| eprintln!("spawn: warning: {warning}"));
+//! # Ok(()) }
+//! ```
+//!
+//! The sandbox relays the agent's stdio to this process's own descriptors (see
+//! `spawn_sandbox::stdio`). Everything a run writes to the audit log goes through the
+//! run's [`Limits`](spawn_audit::Limits).
+
+mod egress;
+pub mod egress_config;
+mod error;
+mod fullnet;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use spawn_audit::{AuditLog, Event, EventType, Limiter, Limits, Outcome, Principal, Resource};
+use spawn_policy::{NetPolicy, RunSpec, RuntimeKind};
+use spawn_sandbox::{Observer, Report, RunOptions};
+
+pub use error::RunError;
+
+/// What `net: full` means, said at start and recorded in the audit log.
+pub const FULL_NET_WARNING: &str = "net policy full gives the agent direct network access, \
+     routed by the host: no egress proxy, no allowlist, private addresses reachable, \
+     connections not audited (the host's own addresses, its loopback and the cloud \
+     metadata addresses stay out of reach)";
+
+/// What the container runtime is, said at start.
+pub const CONTAINER_WARNING: &str = "the container runtime is for development: the agent \
+     shares the host's kernel with only namespaces and seccomp between them; use gvisor or \
+     firecracker for untrusted agents";
+
+/// What a front end asks to run.
+#[derive(Debug)]
+pub struct RunRequest {
+    /// The resolved policy and command.
+    pub spec: RunSpec,
+    /// spawn's state directory (`$SPAWN_HOME`): the audit log is `home/audit/audit.jsonl`.
+    pub home: PathBuf,
+    /// How much of the log the run's events may take.
+    pub audit_limits: Limits,
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Its identity is assigned and its start prepared; nothing runs yet.
+    Created,
+    /// It ran (or failed to) and everything about it is on record.
+    Finished,
+}
+
+/// A run, created and not yet started.
+#[derive(Debug)]
+pub struct Run {
+    spec: RunSpec,
+    run_id: String,
+    auditor: Auditor,
+    limits: Limits,
+}
+
+/// A run that has ended, however it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// `tr_…`: the run's id, its audit events' `traceId`.
+    pub run_id: String,
+    /// What ran, as resolved.
+    pub spec: RunSpec,
+    /// The sandbox's report, or why the run could not run (its start and stop are on
+    /// record either way, with the error).
+    pub result: Result<Report, RunError>,
+    /// Part of the run's audit trail could not be written (the run itself went on).
+    pub audit_failed: Option<String>,
+}
+
+impl Finished {
+    /// [`RunState::Finished`].
+    pub fn state(&self) -> RunState {
+        RunState::Finished
+    }
+}
+
+impl Run {
+    /// Creates the run: its ids, and the audit events of its start (written once the
+    /// sandbox exists, before the command can start).
+    pub fn create(request: RunRequest) -> Result<Run, RunError> {
+        let RunRequest {
+            spec,
+            home,
+            audit_limits,
+        } = request;
+        if spec.runtime == RuntimeKind::Firecracker {
+            return Err(RunError::Unsupported(
+                "runtime firecracker is not supported yet by this build of spawn (and this host has no hardware virtualization); run with --runtime gvisor, native or container".into(),
+            ));
+        }
+        audit_limits
+            .validate()
+            .map_err(|e| RunError::Audit(e.to_string()))?;
+        let id =
+            |prefix: &str| spawn_audit::new_id(prefix).map_err(|e| RunError::Audit(e.to_string()));
+        let run_id = id("tr")?;
+        let agent_id = id("ag")?;
+        let mut auditor = Auditor {
+            dir: home.join("audit"),
+            log: None,
+            start: Vec::new(),
+            principal: Principal {
+                kind: "agent".into(),
+                id: agent_id,
+                name: Some(spec.name.clone()),
+            },
+            trace_id: run_id.clone(),
+            failed: None,
+            limiter: Limiter::new(audit_limits),
+        };
+        let argv0 = spec.command.first().cloned().unwrap_or_default();
+        let start = auditor
+            .event(
+                EventType::AgentStart,
+                "sandbox",
+                spec.runtime.as_str(),
+                "start",
+                Outcome::Success,
+            )
+            .with_detail("runtime", spec.runtime.as_str())
+            .with_detail("namespace", spec.namespace.clone())
+            .with_detail("net", spec.net.policy.as_str())
+            .with_detail(
+                "envNames",
+                spec.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            )
+            .with_detail(
+                "mounts",
+                spec.mounts
+                    .iter()
+                    .map(|m| m.target.display().to_string())
+                    .collect::<Vec<_>>(),
+            );
+        let invoke = auditor
+            .event(
+                EventType::AgentCapabilityInvoke,
+                "capability",
+                "exec",
+                "execute",
+                Outcome::Success,
+            )
+            .with_detail("command", argv0)
+            .with_detail("argc", spec.command.len())
+            .with_detail("codeHash", command_hash(&spec.command))
+            .with_detail("languages", spec.languages.clone());
+        auditor.start = vec![start, invoke];
+        if spec.net.policy == NetPolicy::Full {
+            let full = auditor
+                .event(
+                    EventType::AgentCapabilityInvoke,
+                    "capability",
+                    "net",
+                    "full-access",
+                    Outcome::Success,
+                )
+                .with_detail("policy", "full")
+                .with_detail("warning", FULL_NET_WARNING);
+            auditor.start.push(full);
+        }
+        Ok(Run {
+            spec,
+            run_id,
+            auditor,
+            limits: audit_limits,
+        })
+    }
+
+    /// `tr_…`.
+    pub fn id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// [`RunState::Created`].
+    pub fn state(&self) -> RunState {
+        RunState::Created
+    }
+
+    /// The resolved policy and command.
+    pub fn spec(&self) -> &RunSpec {
+        &self.spec
+    }
+
+    /// What the run's user must be told before it starts (its runtime or network is
+    /// weaker than the default).
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.spec.runtime == RuntimeKind::Container {
+            w.push(CONTAINER_WARNING);
+        }
+        if self.spec.net.policy == NetPolicy::Full {
+            w.push(FULL_NET_WARNING);
+        }
+        w
+    }
+
+    /// Runs it to the end: its network, its sandbox, its audit. Blocks until the run is
+    /// over; `warn` hears what goes wrong without stopping the run.
+    pub fn execute(self, warn: &mut dyn FnMut(&str)) -> Finished {
+        let Run {
+            spec,
+            run_id,
+            mut auditor,
+            limits,
+        } = self;
+        // The network (and the proxy's account of it) lasts until the run's stop is on
+        // record, as it did for the CLI.
+        let mut options = None;
+        let result = network(&spec, &run_id, &auditor, limits, warn).and_then(|network| {
+            let options = options.insert(RunOptions {
+                run_id: run_id.clone(),
+                network,
+            });
+            match spec.runtime {
+                RuntimeKind::Container => {
+                    spawn_sandbox::container::run(&spec, options, &mut auditor)
+                }
+                RuntimeKind::Gvisor => {
+                    spawn_sandbox::container::run_gvisor(&spec, options, &mut auditor)
+                }
+                _ => spawn_sandbox::run(&spec, options, &mut auditor),
+            }
+            .map_err(RunError::from)
+        });
+        match &result {
+            Ok(report) => {
+                auditor.finish_limits();
+                audit_stop(&mut auditor, spec.runtime, report);
+            }
+            Err(e) => {
+                // If the sandbox never came to exist, its start was not recorded: record
+                // the attempt and its failure.
+                if let Some(start) = auditor.start.first().cloned() {
+                    let start = Event {
+                        outcome: Outcome::Error,
+                        ..start
+                    }
+                    .with_detail("error", e.to_string());
+                    auditor.start.clear();
+                    auditor.emit(start);
+                }
+                auditor.finish_limits();
+                let stop = auditor
+                    .event(
+                        EventType::AgentStop,
+                        "sandbox",
+                        spec.runtime.as_str(),
+                        "stop",
+                        Outcome::Error,
+                    )
+                    .with_detail("error", e.to_string());
+                auditor.emit(stop);
+            }
+        }
+        drop(options);
+        Finished {
+            run_id,
+            spec,
+            result,
+            audit_failed: auditor.failed,
+        }
+    }
+}
+
+/// The run's own network namespace and link, for as long as the run lasts: restricted /
+/// egress-only through the egress proxy, full routed by the host. A run whose network
+/// cannot be made does not run (never on the host's).
+fn network(
+    spec: &RunSpec,
+    run_id: &str,
+    auditor: &Auditor,
+    limits: Limits,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<Arc<dyn spawn_sandbox::Network>>, RunError> {
+    Ok(match spec.net.policy {
+        NetPolicy::None => None,
+        NetPolicy::Full => Some(Arc::new(fullnet::FullNetwork::start(run_id, warn)?)),
+        NetPolicy::Restricted | NetPolicy::EgressOnly => {
+            Some(Arc::new(egress::EgressNetwork::start(
+                &spec.net,
+                run_id,
+                auditor.dir.clone(),
+                auditor.principal.clone(),
+                limits,
+            )?))
+        }
+    })
+}
+
+/// Writes audit events as the run goes; a failed append is reported, never silent.
+///
+/// The run's own events (start, exec, stop, resources exhausted: one each) are always
+/// written; what the agent can repeat (blocked system calls) goes through the limiter.
+#[derive(Debug)]
+struct Auditor {
+    /// `$SPAWN_HOME/audit`, opened when the first events are written.
+    dir: PathBuf,
+    log: Option<AuditLog>,
+    principal: Principal,
+    trace_id: String,
+    /// `agent.start` and the exec invocation, written once the sandbox exists.
+    start: Vec<Event>,
+    failed: Option<String>,
+    limiter: Limiter,
+}
+
+impl Auditor {
+    /// Writes one of the run's own events (never held back).
+    fn emit(&mut self, event: Event) {
+        if let Err(e) = self.try_emit_all(vec![event]) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// Writes an event the agent can cause again and again, through the limits.
+    fn emit_limited(&mut self, event: Event) {
+        let mut out = Vec::new();
+        self.limiter.admit(self.traced(event), &mut out);
+        if let Err(e) = self.append(out) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    /// The run is ending: the summaries of whatever the limits held back.
+    fn finish_limits(&mut self) {
+        let mut out = Vec::new();
+        self.limiter.finish(&mut out);
+        if let Err(e) = self.append(out) {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn traced(&self, e: Event) -> Event {
+        Event {
+            trace_id: Some(self.trace_id.clone()),
+            ..e
+        }
+    }
+
+    /// Appends the run's own events as one batch (one lock, one write), charged to the
+    /// budget but never held back.
+    fn try_emit_all(&mut self, events: Vec<Event>) -> Result<(), String> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let e = self.traced(e);
+            self.limiter.admit_always(e, &mut out);
+        }
+        self.append(out)
+    }
+
+    fn append(&mut self, events: Vec<Event>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let log = match &mut self.log {
+            Some(log) => log,
+            None => self.log.insert(AuditLog::open(&self.dir).map_err(|e| {
+                format!(
+                    "cannot open the audit log under {}: {e}",
+                    self.dir.display()
+                )
+            })?),
+        };
+        log.append(&events).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn event(&self, t: EventType, kind: &str, name: &str, action: &str, outcome: Outcome) -> Event {
+        Event::new(
+            t,
+            self.principal.clone(),
+            Resource {
+                kind: kind.into(),
+                name: name.into(),
+            },
+            action,
+            outcome,
+        )
+    }
+}
+
+impl Observer for Auditor {
+    /// Nothing runs unless its start is on record.
+    fn created(&mut self) -> Result<(), String> {
+        let start = std::mem::take(&mut self.start);
+        self.try_emit_all(start)
+    }
+
+    fn denied(&mut self, syscall: &str, first: bool) {
+        // One event per kind of blocked call; the totals go into agent.stop.
+        if first {
+            let e = self
+                .event(
+                    EventType::AgentCapabilityDenied,
+                    "syscall",
+                    syscall,
+                    "syscall",
+                    Outcome::Denied,
+                )
+                .with_detail("syscall", syscall)
+                .with_detail("reason", "not allowed by the sandbox's seccomp policy");
+            self.emit_limited(e);
+        }
+    }
+}
+
+fn command_hash(command: &[String]) -> String {
+    let mut h = Sha256::new();
+    for arg in command {
+        h.update((arg.len() as u64).to_le_bytes());
+        h.update(arg.as_bytes());
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn audit_stop(auditor: &mut Auditor, runtime: RuntimeKind, report: &Report) {
+    let outcome = if report.kill_reason.is_some() || report.exec_failure.is_some() {
+        Outcome::Error
+    } else {
+        Outcome::Success
+    };
+    let mut stop = auditor
+        .event(
+            EventType::AgentStop,
+            "sandbox",
+            runtime.as_str(),
+            "stop",
+            outcome,
+        )
+        .with_detail("exitCode", report.exit_code)
+        .with_detail("durationMs", report.duration.as_secs_f64() * 1000.0)
+        .with_detail("blockedSyscalls", report.blocked_syscalls)
+        .with_detail("hostUid", report.host_uid);
+    if let Some(sig) = report.signal {
+        stop = stop.with_detail("signal", sig);
+    }
+    if let Some(peak) = report.peak_memory_bytes {
+        stop = stop.with_detail("peakMemoryBytes", peak);
+    }
+    if let Some(reason) = report.kill_reason {
+        stop = stop.with_detail("killReason", reason.as_str());
+    }
+    if report.pids_limit_hits > 0 {
+        stop = stop.with_detail("pidsLimitHits", report.pids_limit_hits);
+    }
+    if let Some(l) = report.landlock {
+        stop = stop.with_detail("landlock", l.as_str());
+    }
+    if let Some(e) = &report.output_error {
+        stop = stop.with_detail("outputError", e.as_str());
+    }
+    auditor.emit(stop);
+    if report.pids_limit_hits > 0 {
+        let e = auditor
+            .event(
+                EventType::ResourceExhausted,
+                "sandbox",
+                "pids",
+                "fork",
+                Outcome::Denied,
+            )
+            .with_detail("reason", "pids limit reached")
+            .with_detail("refusedForks", report.pids_limit_hits);
+        auditor.emit(e);
+    }
+    if let Some(
+        reason @ (spawn_sandbox::KillReason::Timeout | spawn_sandbox::KillReason::OutOfMemory),
+    ) = report.kill_reason
+    {
+        let e = auditor
+            .event(
+                EventType::ResourceExhausted,
+                "sandbox",
+                reason.as_str(),
+                "kill",
+                Outcome::Denied,
+            )
+            .with_detail("reason", reason.as_str());
+        auditor.emit(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(runtime: RuntimeKind, home: &std::path::Path) -> RunRequest {
+        RunRequest {
+            spec: RunSpec::bare(runtime, vec!["true".into()]),
+            home: home.to_owned(),
+            audit_limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn a_created_run_has_its_ids_and_writes_nothing_yet() {
+        let home = tempfile::tempdir().unwrap();
+        let run = Run::create(request(RuntimeKind::Native, home.path())).unwrap();
+        assert!(
+            run.id().starts_with("tr_") && run.id().len() == 29,
+            "{}",
+            run.id()
+        );
+        assert!(run.auditor.principal.id.starts_with("ag_"));
+        assert_eq!(run.state(), RunState::Created);
+        assert!(run.warnings().is_empty());
+        // Its start is written once the sandbox exists, not before.
+        assert!(!home.path().join("audit").exists());
+    }
+
+    #[test]
+    fn weaker_runtimes_and_networks_are_said_before_the_run() {
+        let home = tempfile::tempdir().unwrap();
+        let run = Run::create(request(RuntimeKind::Container, home.path())).unwrap();
+        assert_eq!(run.warnings(), vec![CONTAINER_WARNING]);
+        let mut req = request(RuntimeKind::Native, home.path());
+        req.spec.net.policy = NetPolicy::Full;
+        let run = Run::create(req).unwrap();
+        assert_eq!(run.warnings(), vec![FULL_NET_WARNING]);
+        // And on record with the run's start.
+        assert!(run.auditor.start.iter().any(|e| e.action == "full-access"));
+    }
+
+    #[test]
+    fn what_cannot_run_here_is_refused_at_creation() {
+        let home = tempfile::tempdir().unwrap();
+        let err = Run::create(request(RuntimeKind::Firecracker, home.path())).unwrap_err();
+        assert!(matches!(err, RunError::Unsupported(_)), "{err}");
+        let mut req = request(RuntimeKind::Native, home.path());
+        // Limits out of bounds (a window of 1 ms) never reach a run.
+        req.audit_limits.window_ms = 1;
+        let err = Run::create(req).unwrap_err();
+        assert!(matches!(err, RunError::Audit(_)), "{err}");
+    }
+}
