@@ -19,6 +19,8 @@
 //! `spawn_sandbox::stdio`). Everything a run writes to the audit log goes through the
 //! run's [`Limits`](spawn_audit::Limits).
 
+#![forbid(unsafe_code)]
+
 mod egress;
 pub mod egress_config;
 mod error;
