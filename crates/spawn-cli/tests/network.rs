@@ -194,16 +194,19 @@ struct Spawn {
 }
 
 impl Spawn {
+    /// `spawn` with this test's home and name server.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spawn"));
+        cmd.env("SPAWN_HOME", self.home.path())
+            .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns));
+        cmd
+    }
+
     fn run_on(&self, runtime: &str, flags: &[&str], script: &str) -> Output {
         let mut args = vec!["run", "--runtime", runtime];
         args.extend_from_slice(flags);
         args.extend_from_slice(&["--", "python3", "-c", script]);
-        Command::new(env!("CARGO_BIN_EXE_spawn"))
-            .args(&args)
-            .env("SPAWN_HOME", self.home.path())
-            .env("SPAWN_EGRESS_NAMESERVER", format!("127.0.0.1:{}", self.dns))
-            .output()
-            .expect("run spawn")
+        self.command().args(&args).output().expect("run spawn")
     }
 
     /// [`Spawn::run_on`], which must exit 0: its stdout.
@@ -587,14 +590,9 @@ impl Flood {
         let script = FLOOD
             .replace("TRIES", &tries.to_string())
             .replace("SECONDS", &seconds.to_string());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spawn"));
+        let mut cmd = spawn.command();
         cmd.args(["run", "--runtime", runtime, "--net", "restricted"])
             .args(["--allow", "allowed.test", "--", "python3", "-c", &script])
-            .env("SPAWN_HOME", spawn.home.path())
-            .env(
-                "SPAWN_EGRESS_NAMESERVER",
-                format!("127.0.0.1:{}", spawn.dns),
-            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
