@@ -33,7 +33,7 @@ use crate::native::{
     self, defaults, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
 };
 use crate::stdio::Plumbing;
-use crate::{gvisor_monitor, oci, rootfs, sys};
+use crate::{config_feed, gvisor_monitor, oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
 pub const BASE: &str = "/dev/shm/spawn";
@@ -596,11 +596,24 @@ fn run_engine(
         })
         .map(|size| {
             let (name, dirs) = (name.clone(), plan.scratch.clone());
+            // The mount comes back as soon as it exists; the thread then switches its device
+            // to direct I/O while the runtime starts.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name("spawn-scratch".into())
                 .spawn(move || {
-                    crate::scratch::Scratch::create(&name, size, &dirs, root_id, agent_id)
+                    match crate::scratch::Scratch::create(&name, size, &dirs, root_id, agent_id) {
+                        Ok(scratch) => {
+                            let (mount, direct_io) = scratch.into_parts();
+                            let _ = tx.send(Ok(mount));
+                            direct_io.switch();
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
                 })
+                .map(|_| rx)
                 .map_err(|e| SandboxError::setup("start the scratch filesystem's thread", e))
         })
         .transpose()?;
@@ -660,17 +673,8 @@ fn run_engine(
     // directories as /tmp, /workspace and /dev/shm.
     let scratch_at = bundle.path.join("scratch");
     ensure_dir(&scratch_at, 0o711)?;
-    if let Some(job) = scratch_job {
-        let mount = job.join().map_err(|_| {
-            SandboxError::setup(
-                "make the scratch filesystem",
-                std::io::Error::other("its thread panicked"),
-            )
-        })??;
-        let c_at = std::ffi::CString::new(scratch_at.as_os_str().as_encoded_bytes())
-            .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
-        trees.push((mount.into_mount(), c_at));
-    }
+    let scratch_c = std::ffi::CString::new(scratch_at.as_os_str().as_encoded_bytes())
+        .map_err(|e| SandboxError::setup("staging path", std::io::Error::other(e)))?;
     let workdir = spec
         .workdir
         .clone()
@@ -713,13 +717,21 @@ fn run_engine(
     let config_path = bundle.path.join("config.json");
     let json = serde_json::to_vec(&config)
         .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&config_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
-        .map_err(|e| SandboxError::setup("write config.json", e))?;
+    // runc reads its configuration from a FIFO, fed once runc has started (see
+    // `config_feed`); runsc reads the file more than once.
+    let mut config_json = None;
+    if gvisor {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config_path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
+            .map_err(|e| SandboxError::setup("write config.json", e))?;
+    } else {
+        config_feed::make_fifo(&config_path)?;
+        config_json = Some(json);
+    }
     if let Some(failure) = exec_check(spec, &root, &env) {
         // runc reports a missing program as its own failure (exit 1); say it like native.
         drop(bundle);
@@ -778,6 +790,18 @@ fn run_engine(
     } else {
         None
     };
+    // The scratch filesystem, made meanwhile, is the last thing the runtime needs (runc is
+    // started without it: the feed attaches it).
+    let mut scratch_job = scratch_job;
+    if let Some(job) = scratch_job.take_if(|_| gvisor) {
+        let mount = job.recv().map_err(|_| {
+            SandboxError::setup(
+                "make the scratch filesystem",
+                std::io::Error::other("its thread ended without it"),
+            )
+        })??;
+        trees.push((mount, scratch_c.clone()));
+    }
     observer.created().map_err(SandboxError::Refused)?;
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
@@ -792,7 +816,9 @@ fn run_engine(
         let mut cmd = engine.command(&runc, &state);
         // First among the child's pre-exec steps: the trees' descriptors are used before
         // `give_fds` renumbers descriptors 3 and up.
-        if !trees.is_empty() {
+        // runc always gets a mount namespace of its own: the feed attaches the scratch
+        // filesystem there.
+        if !trees.is_empty() || config_json.is_some() {
             sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
         }
         if let Some(group) = &own_cgroup {
@@ -867,6 +893,26 @@ fn run_engine(
         // run's end.
         drop(cmd);
         drop(report_child);
+        let feed = match config_json.take().map(|json| {
+            let attach = scratch_job.take().map(|mount| config_feed::Attach {
+                mount,
+                at: scratch_c.clone(),
+            });
+            config_feed::ConfigFeed::start(
+                i32::try_from(child.id()).unwrap_or(0),
+                &config_path,
+                json,
+                attach,
+            )
+        }) {
+            None => None,
+            Some(Ok(feed)) => Some(feed),
+            Some(Err(e)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         // gVisor does not see the size of the run's terminal change: its SIGWINCH goes in
         // through runsc, to every process of the run (gVisor drops it on its way through
         // the init, whose disposition for it is the default, ignore).
@@ -910,6 +956,11 @@ fn run_engine(
             started + timeout,
         );
         let relayed = relay.finish();
+        // A configuration that did not reach runc is the run's failure, whatever runc
+        // said of it.
+        if let Some(feed) = feed {
+            feed.finish()?;
+        }
         supervised.map(|s| (s, relayed.output_error))
     })();
     let _ = old_mask.thread_set_mask();

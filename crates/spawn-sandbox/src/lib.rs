@@ -8,6 +8,7 @@
 
 pub mod bpf;
 pub mod cgroups;
+mod config_feed;
 pub mod container;
 pub mod doctor;
 mod error;

@@ -7,8 +7,11 @@
 //! ([`DIR`], never tmpfs), holding a copy of the data of a template formatted once per
 //! quota size by `mkfs.ext4` (no journal, no reserved blocks, lazy inode tables; a few
 //! hundred KiB to copy, where formatting costs several milliseconds), bound to a free loop
-//! device with autoclear and direct I/O, unlinked at once, and mounted as a *detached* mount
-//! (`fsmount`): it is in no mount namespace of the host. The runtime attaches it where the
+//! device with autoclear, unlinked at once, and mounted as a *detached* mount (`fsmount`):
+//! it is in no mount namespace of the host. The mount reads the metadata just copied from
+//! the page cache; only then is the device switched to direct I/O ([`DirectIo`], off the
+//! run's critical path where the caller can: switching waits for the copy to reach the
+//! disk), so that the agent's data is not cached twice. The runtime attaches it where the
 //! sandbox sees it (native: inside the sandbox's own mount namespace; runc and runsc: in
 //! the runtime's private mount namespace, from where the bundle binds its directories).
 //!
@@ -37,8 +40,6 @@ pub const DIR: &str = "/var/lib/spawn/scratch";
 /// Its parent, created (root only) if missing.
 const PARENT: &str = "/var/lib/spawn";
 
-/// Direct I/O from the loop device to the image: the agent's data is not cached twice.
-const DIRECT_IO: bool = true;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
@@ -47,6 +48,23 @@ const MOUNT_ATTR_NODEV: u64 = 0x4;
 #[derive(Debug)]
 pub struct Scratch {
     mount: OwnedFd,
+    direct_io: DirectIo,
+}
+
+/// The switch of a scratch filesystem's loop device to direct I/O, still to be made.
+#[derive(Debug)]
+pub(crate) struct DirectIo {
+    dev: OwnedFd,
+}
+
+impl DirectIo {
+    /// Switches the device to direct I/O: the kernel first writes what the page cache
+    /// holds of the image (the template's copy) to the disk, which takes milliseconds.
+    /// Should it fail, the agent's data is cached twice, nothing worse: it is not an
+    /// error of the run.
+    pub(crate) fn switch(self) {
+        let _ = sys::loop_set_direct_io(self.dev.as_fd());
+    }
 }
 
 impl Scratch {
@@ -79,8 +97,7 @@ impl Scratch {
             let template = template(dir, size)?;
             copy_data(&template, &file)
                 .map_err(|e| SandboxError::setup("copy the scratch filesystem's template", e))?;
-            let (dev, n) = sys::loop_attach(file.as_fd(), 4096, DIRECT_IO)
-                .or_else(|_| sys::loop_attach(file.as_fd(), 4096, false))
+            let (dev, n) = sys::loop_attach(file.as_fd(), 4096)
                 .map_err(|e| SandboxError::setup("attach the scratch image to a loop device", e))?;
             Ok::<_, SandboxError>((dev, n))
         })();
@@ -97,8 +114,8 @@ impl Scratch {
             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         )
         .map_err(|e| SandboxError::setup("mount the scratch filesystem", e))?;
-        // The mounted filesystem holds the device now; autoclear detaches it after unmount.
-        drop(dev);
+        // The mounted filesystem holds the device now (and `DirectIo` until it switched
+        // it); autoclear detaches it after both let go.
         for dir in dirs {
             let owner = if dir.agent { agent_id } else { root_id };
             let sub = dir.name.as_str();
@@ -125,12 +142,22 @@ impl Scratch {
                     SandboxError::setup(format!("create the scratch directory {sub}"), e)
                 })?;
         }
-        Ok(Scratch { mount })
+        Ok(Scratch {
+            mount,
+            direct_io: DirectIo { dev },
+        })
     }
 
-    /// The detached mount (for `move_mount`).
+    /// The detached mount (for `move_mount`), its device switched to direct I/O.
     pub(crate) fn into_mount(self) -> OwnedFd {
+        self.direct_io.switch();
         self.mount
+    }
+
+    /// The detached mount and the switch to direct I/O, for the caller to make when it
+    /// costs the run nothing.
+    pub(crate) fn into_parts(self) -> (OwnedFd, DirectIo) {
+        (self.mount, self.direct_io)
     }
 }
 

@@ -247,10 +247,9 @@ pub(crate) fn move_mount(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
 /// The loop device detaches itself when its last user (the mounted filesystem) lets go.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
-/// Reads and writes go to the backing file with `O_DIRECT`: no second page cache.
-const LO_FLAGS_DIRECT_IO: u32 = 16;
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -279,23 +278,16 @@ struct LoopConfig {
 
 /// Binds `backing` (an open regular file) to a free loop device with `LOOP_CONFIGURE`,
 /// autoclear set (the device detaches itself once nothing holds it: after the filesystem
-/// on it is unmounted, or at once if nothing ever mounted it) and, when `direct_io`,
-/// direct I/O to the file. Returns the open device and its number. Another process may
+/// on it is unmounted, or at once if nothing ever mounted it), through the page cache
+/// (see [`loop_set_direct_io`]). Returns the open device and its number. Another process may
 /// take the free device first: then the next free one is tried.
-pub(crate) fn loop_attach(
-    backing: BorrowedFd<'_>,
-    block_size: u32,
-    direct_io: bool,
-) -> io::Result<(OwnedFd, u32)> {
+pub(crate) fn loop_attach(backing: BorrowedFd<'_>, block_size: u32) -> io::Result<(OwnedFd, u32)> {
     let control = nix::fcntl::open(
         "/dev/loop-control",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    let mut flags = LO_FLAGS_AUTOCLEAR;
-    if direct_io {
-        flags |= LO_FLAGS_DIRECT_IO;
-    }
+    let flags = LO_FLAGS_AUTOCLEAR;
     let mut last = io::Error::from_raw_os_error(libc::EBUSY);
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
@@ -337,6 +329,14 @@ pub(crate) fn loop_attach(
         }
     }
     Err(last)
+}
+
+/// Switches the loop device `dev` to direct I/O to its backing file (`LOOP_SET_DIRECT_IO`).
+pub(crate) fn loop_set_direct_io(dev: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: LOOP_SET_DIRECT_IO takes its argument by value (1: on); `dev` is a live
+    // descriptor of a loop device.
+    let ret = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_DIRECT_IO, 1 as libc::c_ulong) };
+    cvt(ret.into()).map(drop)
 }
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -931,6 +931,23 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     let fd = cvt(ret)?;
     // SAFETY: on success the kernel returned a new fd that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process `pidfd` refers to (`pidfd_send_signal`): never to another
+/// process that took its pid.
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes a live pidfd, a signal number, no siginfo (NULL) and
+    // flags (0); no memory is read.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(ret).map(drop)
 }
 
 /// Sends one message of `bytes` carrying the descriptors `fds` (`SCM_RIGHTS`) on a
