@@ -602,7 +602,9 @@ fn run_engine(
             std::thread::Builder::new()
                 .name("spawn-scratch".into())
                 .spawn(move || {
-                    match crate::scratch::Scratch::create(&name, size, &dirs, root_id, agent_id) {
+                    match crate::scratch::Scratch::create(
+                        &name, size, &dirs, root_id, agent_id, true,
+                    ) {
                         Ok(scratch) => {
                             let (mount, direct_io) = scratch.into_parts();
                             let _ = tx.send(Ok(mount));

@@ -384,8 +384,15 @@ fn child_config(
                 ..
             } => Some(idmap::idmapped_tree(src, agent_host_id, true, None)?),
             rootfs::Step::Scratch { size, .. } => Some(
-                Scratch::create(name, *size, &plan.scratch, root_host_id, agent_host_id)?
-                    .into_mount(),
+                Scratch::create(
+                    name,
+                    *size,
+                    &plan.scratch,
+                    root_host_id,
+                    agent_host_id,
+                    false,
+                )?
+                .into_mount(),
             ),
             _ => None,
         });

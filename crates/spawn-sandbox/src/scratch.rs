@@ -7,11 +7,12 @@
 //! ([`DIR`], never tmpfs), holding a copy of the data of a template formatted once per
 //! quota size by `mkfs.ext4` (no journal, no reserved blocks, lazy inode tables; a few
 //! hundred KiB to copy, where formatting costs several milliseconds), bound to a free loop
-//! device with autoclear, unlinked at once, and mounted as a *detached* mount (`fsmount`):
-//! it is in no mount namespace of the host. The mount reads the metadata just copied from
-//! the page cache; only then is the device switched to direct I/O ([`DirectIo`], off the
-//! run's critical path where the caller can: switching waits for the copy to reach the
-//! disk), so that the agent's data is not cached twice. The runtime attaches it where the
+//! device with autoclear and direct I/O (the agent's data is not cached twice), unlinked at
+//! once, and mounted as a *detached* mount (`fsmount`): it is in no mount namespace of the
+//! host. Direct I/O from the start makes the mount read the metadata just copied from the
+//! disk (about a millisecond more); a caller that can spare a thread instead mounts through
+//! the page cache and switches to direct I/O afterwards ([`DirectIo`]; switching waits for
+//! the copy to reach the disk, about ten milliseconds), off the run's critical path. The runtime attaches it where the
 //! sandbox sees it (native: inside the sandbox's own mount namespace; runc and runsc: in
 //! the runtime's private mount namespace, from where the bundle binds its directories).
 //!
@@ -54,7 +55,8 @@ pub struct Scratch {
 /// The switch of a scratch filesystem's loop device to direct I/O, still to be made.
 #[derive(Debug)]
 pub(crate) struct DirectIo {
-    dev: OwnedFd,
+    /// The device, when it is not in direct I/O yet.
+    dev: Option<OwnedFd>,
 }
 
 impl DirectIo {
@@ -63,7 +65,9 @@ impl DirectIo {
     /// Should it fail, the agent's data is cached twice, nothing worse: it is not an
     /// error of the run.
     pub(crate) fn switch(self) {
-        let _ = sys::loop_set_direct_io(self.dev.as_fd());
+        if let Some(dev) = &self.dev {
+            let _ = sys::loop_set_direct_io(dev.as_fd());
+        }
     }
 }
 
@@ -72,12 +76,16 @@ impl Scratch {
     /// image's name, so that the images of dead spawns can be told apart). Its top-level
     /// directories `dirs` belong to `root_id` (the sandbox's root, as the host sees it) or
     /// `agent_id` (the agent).
+    ///
+    /// `direct_io_later`: mount through the page cache and leave the switch to direct I/O
+    /// to the caller ([`Scratch::into_parts`]).
     pub fn create(
         name: &str,
         size: u64,
         dirs: &[ScratchDir],
         root_id: u32,
         agent_id: u32,
+        direct_io_later: bool,
     ) -> Result<Scratch, SandboxError> {
         let dir = Path::new(DIR);
         prepare_dir()?;
@@ -97,7 +105,8 @@ impl Scratch {
             let template = template(dir, size)?;
             copy_data(&template, &file)
                 .map_err(|e| SandboxError::setup("copy the scratch filesystem's template", e))?;
-            let (dev, n) = sys::loop_attach(file.as_fd(), 4096)
+            let (dev, n) = sys::loop_attach(file.as_fd(), 4096, !direct_io_later)
+                .or_else(|_| sys::loop_attach(file.as_fd(), 4096, false))
                 .map_err(|e| SandboxError::setup("attach the scratch image to a loop device", e))?;
             Ok::<_, SandboxError>((dev, n))
         })();
@@ -115,7 +124,7 @@ impl Scratch {
         )
         .map_err(|e| SandboxError::setup("mount the scratch filesystem", e))?;
         // The mounted filesystem holds the device now (and `DirectIo` until it switched
-        // it); autoclear detaches it after both let go.
+        // it, if it has to); autoclear detaches it after every holder let go.
         for dir in dirs {
             let owner = if dir.agent { agent_id } else { root_id };
             let sub = dir.name.as_str();
@@ -144,11 +153,14 @@ impl Scratch {
         }
         Ok(Scratch {
             mount,
-            direct_io: DirectIo { dev },
+            direct_io: DirectIo {
+                dev: direct_io_later.then_some(dev),
+            },
         })
     }
 
-    /// The detached mount (for `move_mount`), its device switched to direct I/O.
+    /// The detached mount (for `move_mount`), its device switched to direct I/O if that
+    /// was left for later.
     pub(crate) fn into_mount(self) -> OwnedFd {
         self.direct_io.switch();
         self.mount

@@ -248,6 +248,8 @@ pub(crate) fn move_mount(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
+/// Reads and writes go to the backing file with `O_DIRECT`: no second page cache.
+const LO_FLAGS_DIRECT_IO: u32 = 16;
 /// The loop device detaches itself when its last user (the mounted filesystem) lets go.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 
@@ -278,16 +280,23 @@ struct LoopConfig {
 
 /// Binds `backing` (an open regular file) to a free loop device with `LOOP_CONFIGURE`,
 /// autoclear set (the device detaches itself once nothing holds it: after the filesystem
-/// on it is unmounted, or at once if nothing ever mounted it), through the page cache
-/// (see [`loop_set_direct_io`]). Returns the open device and its number. Another process may
+/// on it is unmounted, or at once if nothing ever mounted it) and, when `direct_io`,
+/// direct I/O to the file (else see [`loop_set_direct_io`]). Returns the open device and its number. Another process may
 /// take the free device first: then the next free one is tried.
-pub(crate) fn loop_attach(backing: BorrowedFd<'_>, block_size: u32) -> io::Result<(OwnedFd, u32)> {
+pub(crate) fn loop_attach(
+    backing: BorrowedFd<'_>,
+    block_size: u32,
+    direct_io: bool,
+) -> io::Result<(OwnedFd, u32)> {
     let control = nix::fcntl::open(
         "/dev/loop-control",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    let flags = LO_FLAGS_AUTOCLEAR;
+    let mut flags = LO_FLAGS_AUTOCLEAR;
+    if direct_io {
+        flags |= LO_FLAGS_DIRECT_IO;
+    }
     let mut last = io::Error::from_raw_os_error(libc::EBUSY);
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
