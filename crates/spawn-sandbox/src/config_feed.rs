@@ -51,37 +51,20 @@ impl ConfigFeed {
         config: Vec<u8>,
         attach: Option<Attach>,
     ) -> Result<ConfigFeed, SandboxError> {
-        // Opened now, while the child cannot have been reaped: both refer to runc.
+        // Opened now, while the child cannot have been reaped: it refers to runc.
         let pidfd = sys::pidfd_open(pid).map_err(|e| SandboxError::setup("pidfd", e))?;
-        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
-            .map(OwnedFd::from)
-            .map_err(|e| SandboxError::setup("open the runtime's mount namespace", e))?;
-        // The attach must never land in spawn's own (the host's) namespace.
-        let ours = std::fs::metadata("/proc/self/ns/mnt")
-            .map_err(|e| SandboxError::setup("read spawn's mount namespace", e))?;
-        let theirs = std::fs::File::from(
-            mnt_ns
-                .try_clone()
-                .map_err(|e| SandboxError::setup("duplicate the runtime's mount namespace", e))?,
-        )
-        .metadata()
-        .map_err(|e| SandboxError::setup("read the runtime's mount namespace", e))?;
-        if attach.is_some() && (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
-            let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
-            return Err(SandboxError::setup(
-                "attach the scratch filesystem",
-                std::io::Error::other("the runtime shares spawn's mount namespace"),
-            ));
-        }
         let path = fifo.to_owned();
         let thread = std::thread::Builder::new()
             .name("spawn-config".into())
-            .spawn(move || {
-                let fed = feed(&path, &config, attach, mnt_ns);
-                if fed.is_err() {
+            .spawn(move || match feed(pid, &path, &config, attach) {
+                // runc ended first (its namespace, its FIFO gone with it): its own exit
+                // status and message say why.
+                Err(_) if ended(&pidfd) => Ok(()),
+                Err(e) => {
                     let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
+                    Err(e)
                 }
-                fed
+                Ok(()) => Ok(()),
             })
             .map_err(|e| SandboxError::setup("start the configuration's thread", e))?;
         Ok(ConfigFeed {
@@ -142,13 +125,29 @@ impl Drop for ConfigFeed {
     }
 }
 
-fn feed(
-    fifo: &Path,
-    config: &[u8],
-    attach: Option<Attach>,
-    mnt_ns: OwnedFd,
-) -> Result<(), SandboxError> {
+/// Whether the process of `pidfd` has ended.
+fn ended(pidfd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+fn feed(pid: i32, fifo: &Path, config: &[u8], attach: Option<Attach>) -> Result<(), SandboxError> {
     if let Some(Attach { mount, at }) = attach {
+        let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| SandboxError::setup("open the runtime's mount namespace", e))?;
+        // The attach must never land in spawn's own (the host's) namespace.
+        let ours = std::fs::metadata("/proc/self/ns/mnt")
+            .map_err(|e| SandboxError::setup("read spawn's mount namespace", e))?;
+        let theirs = mnt_ns
+            .metadata()
+            .map_err(|e| SandboxError::setup("read the runtime's mount namespace", e))?;
+        if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+            return Err(SandboxError::setup(
+                "attach the scratch filesystem",
+                std::io::Error::other("the runtime shares spawn's mount namespace"),
+            ));
+        }
         let mount = mount.recv().map_err(|_| {
             SandboxError::setup(
                 "make the scratch filesystem",
@@ -234,14 +233,35 @@ mod tests {
 
     #[test]
     fn a_runtime_that_ends_without_reading_releases_the_feed() {
-        for script in ["true", "exit 1", "kill -9 $$"] {
+        // With a scratch filesystem to attach too (which never comes): what failed because
+        // runc was gone is not the run's error; runc's own exit says why.
+        for (script, attaching) in [
+            ("true", false),
+            ("exit 1", false),
+            ("kill -9 $$", false),
+            // (Long enough for the test to see `unshare`'s namespace: spawn starts runc in
+            // its own before exec.)
+            ("sleep 0.2", true),
+            ("sleep 0.2; exit 1", true),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let fifo = fifo_in(dir.path());
             let mut child = runtime(script);
-            let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), None).unwrap();
+            if attaching {
+                namespaced(&child);
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let attach = attaching.then(|| Attach {
+                mount: rx,
+                at: c"/nonexistent".to_owned(),
+            });
+            let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), attach).unwrap();
             child.wait().unwrap();
+            drop(tx);
             let t = Instant::now();
-            feed.finish().unwrap();
+            if let Err(e) = feed.finish() {
+                panic!("{script} {attaching}: {e}");
+            }
             assert!(
                 t.elapsed() < RELEASE_WITHIN,
                 "{script}: the feed was not released"
@@ -338,10 +358,10 @@ mod tests {
             mount: rx,
             at: c"/tmp".to_owned(),
         };
-        let err = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), Some(attach))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("shares spawn's mount namespace"), "{err}");
+        let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), Some(attach)).unwrap();
+        // The check comes before the scratch filesystem is waited for.
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let err = feed.finish().unwrap_err().to_string();
+        assert!(err.contains("shares spawn's mount namespace"), "{err}");
     }
 }
