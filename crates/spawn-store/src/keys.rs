@@ -1,0 +1,142 @@
+//! API keys: only their SHA-256 is stored (`spawn-auth` makes and checks keys).
+
+use crate::{new_id, now_ms, on_pool, Store, StoreError};
+
+/// A key to record.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// What lists show of it (never enough to use it).
+    pub hint: String,
+    /// A `spawn_sk_test_…` key.
+    pub test: bool,
+    /// `User` or `ServiceAccount`.
+    pub principal_kind: String,
+    pub principal_name: String,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// A stored key.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyRecord {
+    pub id: String,
+    pub hash: Vec<u8>,
+    pub hint: String,
+    pub test: bool,
+    pub principal_kind: String,
+    pub principal_name: String,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+}
+
+const COLUMNS: &str = "id, hash, hint, test, principal_kind, principal_name, created_by, \
+                       created_ms, last_used_ms, revoked_ms";
+
+/// `last_used` is written at most this often per key (milliseconds): a busy key does not
+/// turn every request into a write.
+pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+impl Store {
+    /// Records a new key; returns it with its id (`key_…`).
+    pub async fn insert_key(&self, key: &NewKey) -> Result<KeyRecord, StoreError> {
+        let id = new_id("key")?;
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) \
+             RETURNING {COLUMNS}"
+        );
+        on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
+            .bind(&id)
+            .bind(key.hash.as_slice())
+            .bind(&key.hint)
+            .bind(key.test)
+            .bind(&key.principal_kind)
+            .bind(&key.principal_name)
+            .bind(&key.created_by)
+            .bind(now)
+            .fetch_one(p)
+            .await)
+        .map_err(StoreError::db("record an API key"))
+    }
+
+    /// The key whose hash is `hash`, revoked or not.
+    pub async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE hash = $1");
+        on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
+            .bind(hash.as_slice())
+            .fetch_optional(p)
+            .await)
+        .map_err(StoreError::db("look up an API key"))
+    }
+
+    /// The key `id`.
+    pub async fn key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
+        on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
+            .bind(id)
+            .fetch_optional(p)
+            .await)
+        .map_err(StoreError::db("read an API key"))?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "key",
+            name: id.to_owned(),
+        })
+    }
+
+    /// Notes that key `id` was used at `at_ms` (written only when the last note is older
+    /// than [`LAST_USED_RESOLUTION_MS`]).
+    pub async fn touch_key(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE api_keys SET last_used_ms = $2 \
+             WHERE id = $1 AND (last_used_ms IS NULL OR last_used_ms < $3)",
+        )
+        .bind(id)
+        .bind(at_ms)
+        .bind(at_ms.saturating_sub(LAST_USED_RESOLUTION_MS))
+        .execute(p)
+        .await.map(|r| r.rows_affected()))
+        .map(drop)
+        .map_err(StoreError::db("note an API key's use"))
+    }
+
+    /// Revokes key `id` (from now on, on every daemon sharing the database). Revoking a
+    /// revoked key keeps its first revocation time.
+    pub async fn revoke_key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(p)
+        .await.map(|r| r.rows_affected()))
+        .map_err(StoreError::db("revoke an API key"))?;
+        self.key(id).await
+    }
+
+    /// Keys, oldest first, `limit` from after the id `after`; of one principal if given.
+    pub async fn list_keys(
+        &self,
+        principal: Option<(&str, &str)>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let (kind, name) = principal.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE ($1 = '' OR (principal_kind = $1 AND principal_name = $2)) AND id > $3 \
+             ORDER BY id LIMIT $4"
+        );
+        on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
+            .bind(kind)
+            .bind(name)
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(p)
+            .await)
+        .map_err(StoreError::db("list API keys"))
+    }
+}

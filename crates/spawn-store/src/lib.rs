@@ -1,0 +1,244 @@
+//! spawn's durable state: API keys, Roles and RoleBindings, agents, runs and their output.
+//!
+//! One API over two databases: SQLite embedded in `$SPAWN_HOME` (the default, one host) and
+//! PostgreSQL (`postgres://…`), where several `spawnd` share one control plane. Each has its
+//! own versioned migrations (`migrations/sqlite`, `migrations/postgres`, kept in step); every
+//! query is written once, in the SQL both accept, and runs on whichever pool the store
+//! holds. The store knows rows, versions, leases and time; what a manifest or a rule means
+//! is for its callers (`spawn-auth`, the run lifecycle).
+//!
+//! Several daemons, one database: a queued run is claimed by exactly one of them
+//! ([`Store::claim_runs`]: `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer at
+//! a time), under a lease its holder renews ([`Store::renew_leases`]); runs whose lease ran
+//! out are marked `interrupted` ([`Store::interrupt_expired`]), never run again (a run has
+//! side effects).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod keys;
+mod objects;
+mod runs;
+
+pub use error::StoreError;
+pub use keys::{KeyRecord, NewKey};
+pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
+pub use runs::{NewRun, OutputChunk, RunRecord, RunState};
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// The database behind a [`Store`].
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same expression (usually one query) on whichever pool the store holds; `$p` is
+/// the pool inside. The expression is type-checked once per database.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A connection to spawn's state.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Which database a store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a connection attempt may take before the store is reported unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens the database `url` and brings its schema up to date: `postgres://…` (or
+    /// `postgresql://…`), or `sqlite://PATH` / a plain path for SQLite (created, mode
+    /// 0600, if missing).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config {
+                what: "database.url".into(),
+                // The URL may hold a password: only the parser's reason is shown.
+                reason: redact_url_error(&e),
+            })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(StoreError::db("connect to PostgreSQL"))?;
+            POSTGRES_MIGRATIONS
+                .run(&pool)
+                .await
+                .map_err(StoreError::migrate)?;
+            Pool::Postgres(pool)
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            Pool::Sqlite(open_sqlite(Path::new(path)).await?)
+        };
+        Ok(Store { pool })
+    }
+
+    /// The SQLite database `spawn.db` in `home` (`$SPAWN_HOME`).
+    pub async fn open_home(home: &Path) -> Result<Store, StoreError> {
+        Store::open(&home.join("spawn.db").to_string_lossy()).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(drop))
+            .map_err(StoreError::db("reach the database"))
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await);
+    }
+}
+
+async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+            what: format!("create {}", dir.display()),
+            source: e,
+        })?;
+    }
+    // Created by hand first, so that it is the owner's only from its first byte.
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Io {
+                what: format!("create {}", path.display()),
+                source: e,
+            })?;
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(StoreError::db("open the SQLite database"))?;
+    SQLITE_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(StoreError::migrate)?;
+    Ok(pool)
+}
+
+/// The reason a database URL did not parse, without the URL (it may hold a password).
+fn redact_url_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(inner) => {
+            let text = inner.to_string();
+            if text.contains('@') || text.contains("://") {
+                "it is not a valid PostgreSQL URL".into()
+            } else {
+                text
+            }
+        }
+        _ => "it is not a valid PostgreSQL URL".into(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A new random identifier `PREFIX_` + 26 base32 characters (130 bits; URL-safe).
+pub fn new_id(prefix: &str) -> Result<String, StoreError> {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 17];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Io {
+        what: "draw a random identifier".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut bits: u32 = 0;
+    let mut have = 0;
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    out.push('_');
+    for b in bytes {
+        bits = (bits << 8) | u32::from(b);
+        have += 8;
+        while have >= 5 && out.len() < prefix.len() + 27 {
+            have -= 5;
+            out.push(char::from(ALPHABET[((bits >> have) & 31) as usize]));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_random_and_url_safe() {
+        let a = new_id("ag").unwrap();
+        let b = new_id("ag").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 26);
+        assert!(a.starts_with("ag_"));
+        assert!(a[3..]
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c)));
+    }
+
+    #[test]
+    fn a_bad_postgres_url_is_reported_without_its_password() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for url in [
+            "postgres://user:hunter2@host:notaport/db",
+            "postgres://user:hunter2@[::1/db",
+            "postgresql://user:hunter2@host:99999/db",
+        ] {
+            let err = rt.block_on(Store::open(url)).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+            assert!(err.contains("database.url"), "{url}: {err}");
+        }
+    }
+}
