@@ -53,9 +53,10 @@ impl KeyEnv {
     }
 }
 
-/// Why a text is not an API key. No variant carries any of the text.
+/// Why a key, a Role or a RoleBinding was refused. The key variants carry none of the
+/// text: a key is never shown.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum AuthError {
     #[error("an API key is {KEY_LEN} characters; this is {0}")]
     Length(usize),
     #[error("an API key starts with spawn_sk_live_ or spawn_sk_test_")]
@@ -68,6 +69,38 @@ pub enum KeyError {
     NotCanonical,
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    /// A Role or RoleBinding document that is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A Role or RoleBinding document that is not valid YAML of its kind (with where).
+    #[error("{0}")]
+    Yaml(String),
+    /// A grant of permissions the granter does not hold.
+    #[error("you cannot grant what you do not hold: {0}")]
+    Escalation(String),
+}
+
+impl AuthError {
+    pub(crate) fn invalid(message: impl Into<String>) -> AuthError {
+        AuthError::Invalid(message.into())
+    }
+
+    pub(crate) fn yaml(e: serde_yaml_ng::Error) -> AuthError {
+        match e.location() {
+            Some(l) => AuthError::Yaml(format!(
+                "line {}, column {}: {}",
+                l.line(),
+                l.column(),
+                strip_location(&e.to_string())
+            )),
+            None => AuthError::Yaml(e.to_string()),
+        }
+    }
+}
+
+/// serde_yaml's message without the " at line L column C" it appends.
+fn strip_location(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
 }
 
 /// An API key, in full. Zeroed when dropped; never printed.
@@ -85,9 +118,9 @@ impl fmt::Debug for ApiKey {
 impl ApiKey {
     /// A new key of `env` with 256 bits from the OS random source (an error, never a
     /// weaker source, if it fails).
-    pub fn generate(env: KeyEnv) -> Result<ApiKey, KeyError> {
+    pub fn generate(env: KeyEnv) -> Result<ApiKey, AuthError> {
         let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-        getrandom::fill(&mut secret[..]).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::fill(&mut secret[..]).map_err(|e| AuthError::Random(e.to_string()))?;
         let mut text = Zeroizing::new(String::with_capacity(KEY_LEN));
         text.push_str(env.prefix());
         push_base32(&secret[..], &mut text);
@@ -99,32 +132,32 @@ impl ApiKey {
 
     /// Reads a key as a caller sent it: its length, prefix, characters, checksum and
     /// spelling are checked, so that a typo never reaches the store.
-    pub fn parse(text: &str) -> Result<ApiKey, KeyError> {
+    pub fn parse(text: &str) -> Result<ApiKey, AuthError> {
         let bytes = text.as_bytes();
         if bytes.len() != KEY_LEN {
-            return Err(KeyError::Length(bytes.len()));
+            return Err(AuthError::Length(bytes.len()));
         }
         let env = if bytes.starts_with(KeyEnv::Live.prefix().as_bytes()) {
             KeyEnv::Live
         } else if bytes.starts_with(KeyEnv::Test.prefix().as_bytes()) {
             KeyEnv::Test
         } else {
-            return Err(KeyError::Prefix);
+            return Err(AuthError::Prefix);
         };
         let body = &bytes[PREFIX_LEN..];
         let mut values = Zeroizing::new([0u8; SECRET_CHARS + CHECK_CHARS]);
         for (i, b) in body.iter().enumerate() {
-            values[i] = symbol(*b).ok_or(KeyError::Character(PREFIX_LEN + i + 1))?;
+            values[i] = symbol(*b).ok_or(AuthError::Character(PREFIX_LEN + i + 1))?;
         }
         let (secret, check) = values.split_at(SECRET_CHARS);
         // 52 characters carry 260 bits of which 256 are the secret; 7 carry 35 for 32.
         if secret[SECRET_CHARS - 1] & 0b1111 != 0 || check[CHECK_CHARS - 1] & 0b111 != 0 {
-            return Err(KeyError::NotCanonical);
+            return Err(AuthError::NotCanonical);
         }
         let mut want = [0u8; 4];
         unpack(check, &mut want);
         if crc32fast::hash(&bytes[..PREFIX_LEN + SECRET_CHARS]).to_be_bytes() != want {
-            return Err(KeyError::Checksum);
+            return Err(AuthError::Checksum);
         }
         Ok(ApiKey {
             env,

@@ -1,7 +1,9 @@
-//! Who a caller of spawn's API is. Today: API keys (SPEC §8), made, read and checked
-//! without a database; the store keeps only their [`KeyHash`]. RBAC (SPEC §9) comes next.
+//! Who a caller of spawn's API is and what it may do: API keys (SPEC §8), made, read and
+//! checked without a database (the store keeps only their [`KeyHash`]), and RBAC (SPEC §9):
+//! Roles, RoleBindings, the built-in roles, the decision and the check against escalation.
 #![forbid(unsafe_code)]
 
 mod keys;
+pub mod rbac;
 
-pub use keys::{ApiKey, KeyEnv, KeyError, KeyHash, KEY_LEN};
+pub use keys::{ApiKey, AuthError, KeyEnv, KeyHash, KEY_LEN};

@@ -25,6 +25,7 @@ pub use manifest::{
     ModelProvider, Mount, MountMode, NetCapability, RateLimit, ResourceLimits, Sandbox, SecretRef,
     API_VERSION, KIND_AGENT,
 };
+pub use names::check_dns_label;
 pub use parse::{load_agent, parse_agent, MAX_MANIFEST_BYTES};
 pub use quantity::{parse_bytes, parse_cpu_millis, parse_duration};
 pub use resolve::{resolve, Overrides};

@@ -25,7 +25,7 @@ pub(crate) const MAX_URL_BYTES: usize = 2048;
 pub(crate) const MAX_MODEL_NAME_BYTES: usize = 256;
 
 /// Checks an RFC 1123 label: 1–63 of `a-z 0-9 -`, starting and ending with a letter or digit.
-pub(crate) fn check_dns_label(s: &str) -> Result<(), String> {
+pub fn check_dns_label(s: &str) -> Result<(), String> {
     let valid = !s.is_empty()
         && s.len() <= MAX_LABEL_BYTES
         && s.bytes()

@@ -95,12 +95,13 @@ fn hostile_spellings_are_refused_with_a_reason_that_shows_no_key() {
     for (text, want) in &cases {
         let err = ApiKey::parse(text).expect_err(want);
         let kind = match err {
-            KeyError::Length(_) => "length",
-            KeyError::Prefix => "prefix",
-            KeyError::Character(_) => "character",
-            KeyError::Checksum => "checksum",
-            KeyError::NotCanonical => "canonical",
-            KeyError::Random(_) => "random",
+            AuthError::Length(_) => "length",
+            AuthError::Prefix => "prefix",
+            AuthError::Character(_) => "character",
+            AuthError::Checksum => "checksum",
+            AuthError::NotCanonical => "canonical",
+            AuthError::Random(_) => "random",
+            AuthError::Invalid(_) | AuthError::Yaml(_) | AuthError::Escalation(_) => "rbac",
         };
         assert_eq!(kind, *want, "{text:?}: {err}");
         let msg = err.to_string();
@@ -128,7 +129,7 @@ fn only_the_one_canonical_spelling_is_a_key() {
     );
     assert!(matches!(
         ApiKey::parse(&respelled),
-        Err(KeyError::NotCanonical)
+        Err(AuthError::NotCanonical)
     ));
 }
 
@@ -167,5 +168,5 @@ fn the_format_is_stable_a_key_issued_once_stays_valid() {
     // The environment is covered by the checksum: the same secret under the other prefix
     // is refused.
     let swapped = format!("spawn_sk_test_{}", &live[14..]);
-    assert!(matches!(ApiKey::parse(&swapped), Err(KeyError::Checksum)));
+    assert!(matches!(ApiKey::parse(&swapped), Err(AuthError::Checksum)));
 }
