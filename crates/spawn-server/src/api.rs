@@ -1,0 +1,656 @@
+//! The HTTP API: request ids, authentication, RBAC, errors, and the handlers.
+//!
+//! Every response carries `X-Request-Id: req_…` (also in the audit events the request
+//! causes). Every error is `{"error": {"code": "...", "message": "..."}}` (SPEC §8),
+//! including those of the framework (unknown routes, methods, bodies too large). RBAC is
+//! decided before anything is looked up, so a caller without `get` in a namespace learns
+//! nothing of what is in it: the answer is the same 403 whether the object exists or not.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spawn_audit::{AuditLog, Event, EventType, Outcome};
+use spawn_auth::rbac::{
+    self, Permissions, Resource, Role, RoleBinding, Subject, SubjectKind, Verb,
+};
+use spawn_auth::ApiKey;
+use spawn_store::{AgentRecord, Store, StoreError};
+
+use crate::config::Limits;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    store: Store,
+    audit: Mutex<AuditLog>,
+    limits: Limits,
+}
+
+impl AppState {
+    pub fn new(store: Store, audit: AuditLog, limits: Limits) -> AppState {
+        AppState {
+            store,
+            audit: Mutex::new(audit),
+            limits,
+        }
+    }
+
+    /// Appends `event` to the audit log. A log that cannot be written is reported in the
+    /// daemon's log; the request's answer does not depend on it.
+    fn audit(&self, event: Event) {
+        let written = match self.audit.lock() {
+            Ok(mut log) => log.append(&[event]).map(drop),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "the audit log could not be written");
+        }
+    }
+}
+
+type Shared = Arc<AppState>;
+
+/// The request's id (`req_…`), set first for every request.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+/// Who is calling: the principal its API key is bound to.
+#[derive(Debug, Clone)]
+struct Caller {
+    subject: Subject,
+    key_id: String,
+    test_key: bool,
+}
+
+/// An error answer in SPEC §8's shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed; the request id in X-Request-Id finds it in the daemon's log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { kind, name } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{kind} {name} not found"))
+            }
+            StoreError::AlreadyExists { kind, name } => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("{kind} {name} already exists; send If-Match with its ETag to replace it"),
+            ),
+            StoreError::Conflict {
+                kind,
+                name,
+                current,
+                ..
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{kind} {name} was changed meanwhile (its ETag is now \"{current}\"); read it again"),
+            ),
+            other => {
+                tracing::error!(error = %other, "store");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// The API's routes over `state`.
+pub fn router(state: Shared) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    let v1 = Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/namespaces/{ns}/agents", get(list_agents))
+        .route(
+            "/v1/namespaces/{ns}/agents/{name}",
+            get(get_agent).put(put_agent).delete(delete_agent),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(errors_in_shape))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives the request its id and puts it on the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = spawn_store::new_id("req").unwrap_or_else(|_| "req_unavailable".into());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// Turns the framework's own error answers (plain text: a body too large, a path that does
+/// not parse, …) into SPEC §8's shape.
+async fn errors_in_shape(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "that method is not allowed here"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        s if s.is_server_error() => ("internal", "the server failed"),
+        _ => ("invalid", "the request is not valid"),
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = json!({"error": {"code": code, "message": message}});
+    let mut out = (status, Json(body)).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "that method is not allowed here",
+    )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database does not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The header that carries an API key.
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// Authenticates the caller by its API key: the key's checksum is checked before anything
+/// is looked up; an unknown or revoked key is a 401 like a missing one, and each failure is
+/// an `auth.failure` event (without any of the key).
+async fn authenticate(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(RequestId(req_id)): Extension<RequestId>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path: String = req.uri().path().chars().take(256).collect();
+    let failure = |reason: &str| {
+        let event = Event {
+            source_ip: Some(peer.ip().to_string()),
+            request_id: Some(req_id.clone()),
+            ..Event::new(
+                EventType::AuthFailure,
+                spawn_audit::Principal {
+                    kind: "anonymous".into(),
+                    id: "-".into(),
+                    name: None,
+                },
+                spawn_audit::Resource {
+                    kind: "api".into(),
+                    name: path.clone(),
+                },
+                "authenticate",
+                Outcome::Denied,
+            )
+            .with_detail("reason", reason.to_owned())
+        };
+        state.audit(event);
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("{reason}; send a valid API key in the X-API-Key header"),
+        )
+        .into_response()
+    };
+    let text = match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
+        None => return failure("no API key"),
+        Some(Err(_)) => return failure("the API key is not valid"),
+        // Zeroed when dropped, like the key it becomes.
+        Some(Ok(t)) => zeroize::Zeroizing::new(t.to_owned()),
+    };
+    let key = match ApiKey::parse(&text) {
+        Ok(k) => k,
+        Err(e) => return failure(&format!("the API key is not valid: {e}")),
+    };
+    let record = match state.store.key_by_hash(&key.hash().0).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return failure("the API key is not known"),
+        Err(e) => {
+            tracing::error!(error = %e, request_id = %req_id, "key lookup");
+            return ApiError::internal().into_response();
+        }
+    };
+    if record.revoked_ms.is_some() {
+        return failure("the API key was revoked");
+    }
+    let Some(kind) = SubjectKind::parse(&record.principal_kind) else {
+        return failure("the API key's principal is not known");
+    };
+    if let Err(e) = state
+        .store
+        .touch_key(&record.id, spawn_store::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "last_used");
+    }
+    req.extensions_mut().insert(Caller {
+        subject: Subject {
+            kind,
+            name: record.principal_name,
+        },
+        key_id: record.id,
+        test_key: record.test,
+    });
+    next.run(req).await
+}
+
+/// What the caller may do in `ns`.
+async fn permissions(state: &AppState, caller: &Caller, ns: &str) -> Result<Permissions, ApiError> {
+    let rows = state
+        .store
+        .bindings_of(caller.subject.kind.as_str(), &caller.subject.name)
+        .await?;
+    let bindings: Vec<RoleBinding> = rows
+        .into_iter()
+        .map(|b| RoleBinding {
+            namespace: b.namespace,
+            name: b.name,
+            role: b.role,
+            subjects: Vec::new(),
+        })
+        .collect();
+    // The Roles (not built-in) the bindings that hold in `ns` name.
+    let mut roles: HashMap<(String, String), Role> = HashMap::new();
+    for b in &bindings {
+        let holds = b.namespace == ns || b.namespace == rbac::ALL_NAMESPACES;
+        if !holds || rbac::BuiltinRole::parse(&b.role).is_some() {
+            continue;
+        }
+        match state.store.role(&b.namespace, &b.role).await {
+            Ok(r) => {
+                if let Some(role) = role_of(&r.namespace, &r.name, &r.rules) {
+                    roles.insert((r.namespace.clone(), r.name.clone()), role);
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(rbac::permissions_in(&bindings, ns, |n, r| {
+        roles.get(&(n.to_owned(), r.to_owned())).cloned()
+    }))
+}
+
+/// A stored Role's rules read back (a rule this version cannot read grants nothing).
+fn role_of(namespace: &str, name: &str, rules: &str) -> Option<Role> {
+    let value: Value = serde_json::from_str(rules).ok()?;
+    let mut out = Vec::new();
+    for r in value.as_array()? {
+        let list = |k: &str| -> Option<Vec<String>> {
+            r.get(k)?
+                .as_array()?
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        };
+        let resources = list("resources")?
+            .iter()
+            .map(|s| Resource::parse(s))
+            .collect::<Option<Vec<_>>>()?;
+        let verbs = list("verbs")?
+            .iter()
+            .map(|s| Verb::parse(s))
+            .collect::<Option<Vec<_>>>()?;
+        out.push(rbac::Rule { resources, verbs });
+    }
+    Some(Role {
+        namespace: namespace.into(),
+        name: name.into(),
+        rules: out,
+    })
+}
+
+/// Allows the request or refuses it (403, and an `rbac.permission.denied` event).
+async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    req_id: &str,
+    ns: &str,
+    resource: Resource,
+    verb: Verb,
+) -> Result<(), ApiError> {
+    if permissions(state, caller, ns).await?.allows(resource, verb) {
+        return Ok(());
+    }
+    state.audit(Event {
+        request_id: Some(req_id.to_owned()),
+        ..Event::new(
+            EventType::RbacPermissionDenied,
+            spawn_audit::Principal {
+                kind: caller.subject.kind.as_str().into(),
+                id: caller.key_id.clone(),
+                name: Some(caller.subject.name.clone()),
+            },
+            spawn_audit::Resource {
+                kind: resource.as_str().into(),
+                name: ns.to_owned(),
+            },
+            verb.as_str(),
+            Outcome::Denied,
+        )
+        .with_detail("namespace", ns.to_owned())
+    });
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "{} may not {} {} in namespace {ns}",
+            caller.subject,
+            verb.as_str(),
+            resource.as_str()
+        ),
+    ))
+}
+
+/// A body that could not be read: too large (413) or cut off.
+fn body_error(state: &AppState, e: &axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                state.limits.max_body_bytes
+            ),
+        )
+    } else {
+        ApiError::new(e.status(), "invalid", "the request body could not be read")
+    }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    spawn_policy::check_dns_label(value).map_err(|m| ApiError::invalid(format!("{field}: {m}")))
+}
+
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({
+        "kind": caller.subject.kind.as_str(),
+        "name": caller.subject.name,
+        "keyId": caller.key_id,
+        "test": caller.test_key,
+    }))
+}
+
+fn agent_json(a: &AgentRecord) -> Value {
+    json!({
+        "id": a.id,
+        "namespace": a.namespace,
+        "name": a.name,
+        "version": a.version,
+        "manifest": serde_json::from_str::<Value>(&a.manifest).unwrap_or(Value::Null),
+        "createdMs": a.created_ms,
+        "updatedMs": a.updated_ms,
+    })
+}
+
+fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// The version an `If-Match` names (`"N"`), if any.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::invalid("If-Match: not an ETag of this API"))?;
+    let inner = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or_else(|| ApiError::invalid("If-Match: not an ETag of this API (\"N\")"))?;
+    if inner.is_empty() || inner.len() > 18 || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            "If-Match: not an ETag of this API (\"N\")",
+        ));
+    }
+    inner
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::invalid("If-Match: not an ETag of this API"))
+}
+
+type Ctx = (Extension<Caller>, Extension<RequestId>);
+
+async fn get_agent(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Get).await?;
+    check_name("name", &name)?;
+    let a = state.store.agent(&ns, &name).await?;
+    Ok(with_etag(StatusCode::OK, a.version, agent_json(&a)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// Most items in one page.
+const MAX_PAGE: i64 = 500;
+
+async fn list_agents(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path(ns): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::List).await?;
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
+    }
+    if let Some(a) = &q.after {
+        check_name("after", a)?;
+    }
+    let page = state
+        .store
+        .list_agents(&ns, q.after.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({
+        "items": page.items.iter().map(agent_json).collect::<Vec<_>>(),
+        "next": page.next,
+    })))
+}
+
+async fn put_agent(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    let expected = if_match(&headers)?;
+    let verb = if expected.is_some() {
+        Verb::Update
+    } else {
+        Verb::Create
+    };
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, verb).await?;
+    check_name("name", &name)?;
+    let body = body.map_err(|e| body_error(&state, &e))?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the manifest is not UTF-8"))?;
+    let agent = spawn_policy::parse_agent(text).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if agent.metadata.name != name {
+        return Err(ApiError::invalid(format!(
+            "metadata.name is {:?}, the path names {name:?}",
+            agent.metadata.name
+        )));
+    }
+    if agent.metadata.namespace.as_deref().is_some_and(|n| n != ns) {
+        return Err(ApiError::invalid(format!(
+            "metadata.namespace is {:?}, the path names {ns:?}",
+            agent.metadata.namespace.as_deref().unwrap_or_default()
+        )));
+    }
+    let manifest = serde_json::to_string(&agent).map_err(|_| ApiError::internal())?;
+    let a = state
+        .store
+        .put_agent(&ns, &name, &manifest, expected)
+        .await?;
+    if expected.is_none() {
+        state.audit(Event {
+            request_id: Some(req_id),
+            ..Event::new(
+                EventType::AgentCreate,
+                spawn_audit::Principal {
+                    kind: caller.subject.kind.as_str().into(),
+                    id: caller.key_id.clone(),
+                    name: Some(caller.subject.name.clone()),
+                },
+                spawn_audit::Resource {
+                    kind: "agent".into(),
+                    name: format!("{ns}/{name}"),
+                },
+                "create",
+                Outcome::Success,
+            )
+            .with_detail("agentId", a.id.clone())
+        });
+    }
+    let status = if expected.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(with_etag(status, a.version, agent_json(&a)))
+}
+
+async fn delete_agent(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(
+        &state,
+        &caller,
+        &req_id,
+        &ns,
+        Resource::Agents,
+        Verb::Delete,
+    )
+    .await?;
+    check_name("name", &name)?;
+    let expected = if_match(&headers)?;
+    state.store.delete_agent(&ns, &name, expected).await?;
+    state.audit(Event {
+        request_id: Some(req_id),
+        ..Event::new(
+            EventType::AgentDelete,
+            spawn_audit::Principal {
+                kind: caller.subject.kind.as_str().into(),
+                id: caller.key_id.clone(),
+                name: Some(caller.subject.name.clone()),
+            },
+            spawn_audit::Resource {
+                kind: "agent".into(),
+                name: format!("{ns}/{name}"),
+            },
+            "delete",
+            Outcome::Success,
+        )
+    });
+    Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
+}

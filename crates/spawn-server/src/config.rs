@@ -1,0 +1,184 @@
+//! `spawn.yaml`: what `spawnd` serves, where its state is, its limits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ServerError;
+
+/// The default listen address (SPEC §2).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Largest configuration file.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The daemon's configuration. Unknown fields are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Address to serve on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// spawn's home (`$SPAWN_HOME`, default `~/.spawn`): the SQLite database and the audit
+    /// log live here.
+    #[serde(default)]
+    pub home: Option<PathBuf>,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// Where the state is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `postgres://…`, or a SQLite path; default `HOME/spawn.db`. Never logged (it may hold
+    /// a password).
+    pub url: Option<String>,
+}
+
+/// Abuse limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// Largest request body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    // A constant that parses.
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: default_listen(),
+            home: None,
+            database: Database::default(),
+            limits: Limits::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; `None`: the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ServerError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let what = || format!("the configuration {}", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| ServerError::Config {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+        let config: Config = serde_yaml_ng::from_str(&text).map_err(|e| ServerError::Config {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+        if config.limits.max_body_bytes == 0 || config.limits.max_body_bytes > 64 << 20 {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "limits.maxBodyBytes must be 1 to 67108864".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// spawn's home: the configuration's, else `$SPAWN_HOME`, else `~/.spawn`.
+    pub fn home(&self) -> PathBuf {
+        if let Some(h) = &self.home {
+            return h.clone();
+        }
+        if let Some(h) = std::env::var_os("SPAWN_HOME") {
+            return PathBuf::from(h);
+        }
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join(".spawn")
+    }
+
+    /// The database URL: the configuration's, else the SQLite file in the home.
+    pub fn database_url(&self) -> String {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| self.home().join("spawn.db").to_string_lossy().into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("listen: 127.0.0.1:7070\nbogus: 1\n", "bogus"),
+            ("database: {url: x, user: y}\n", "user"),
+            ("listen: localhost\n", "listen"),
+            ("listen: 127.0.0.1:99999\n", "listen"),
+            ("limits: {maxBodyBytes: 0}\n", "maxBodyBytes"),
+            ("limits: {maxBodyBytes: -1}\n", "maxBodyBytes"),
+            ("log: {format: xml}\n", "format"),
+            ("[1, 2]\n", "invalid type"),
+        ] {
+            let path = dir.path().join("spawn.yaml");
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let path = dir.path().join("ok.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:0\nlog: {format: json}\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.listen.port(), 0);
+    }
+}

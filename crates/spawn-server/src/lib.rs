@@ -1,0 +1,153 @@
+//! `spawnd`: spawn's multi-tenant daemon (SPEC §2, §8, §9). This is its first part: the
+//! state (`spawn-store`), `spawnd init` and the first admin key, API-key authentication,
+//! RBAC on every request, request ids, errors in SPEC §8's shape, health, and the Agents
+//! API. Runs, keys and RBAC over the API, TLS, metrics and OpenAPI follow (see README).
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod config;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use spawn_auth::rbac::{self, BuiltinRole, SubjectKind};
+use spawn_auth::{ApiKey, KeyEnv};
+use spawn_store::{NewKey, Store};
+use thiserror::Error;
+
+pub use api::{router, AppState};
+pub use config::Config;
+
+/// Why `spawnd` could not start or initialize.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("{what} is not valid: {reason}")]
+    Config { what: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] spawn_store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] spawn_auth::AuthError),
+    #[error(transparent)]
+    Audit(#[from] spawn_audit::AuditError),
+    #[error("spawn's state is already initialized (an admin binding exists): {0}")]
+    AlreadyInitialized(String),
+    #[error("could not {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The name of the first administrator (a ServiceAccount bound to `admin` everywhere).
+pub const FIRST_ADMIN: &str = "admin";
+/// The binding that makes it one.
+const FIRST_ADMIN_BINDING: &str = "spawn-admin";
+
+/// `spawnd init`: creates the state (schema, the built-in roles) and the first admin's API
+/// key, which is returned to be shown once. Refuses to run twice.
+pub async fn init(config: &Config) -> Result<ApiKey, ServerError> {
+    let home = config.home();
+    create_home(&home)?;
+    let store = Store::open(&config.database_url()).await?;
+    if let Ok(b) = store
+        .binding(rbac::ALL_NAMESPACES, FIRST_ADMIN_BINDING)
+        .await
+    {
+        return Err(ServerError::AlreadyInitialized(format!(
+            "binding {}/{} of {}; create more keys with `spawn keys create`",
+            b.namespace, b.name, b.role
+        )));
+    }
+    for role in BuiltinRole::ALL {
+        let rules = rules_json(&role.rules());
+        if store.role(rbac::ALL_NAMESPACES, role.name()).await.is_err() {
+            store
+                .put_role(rbac::ALL_NAMESPACES, role.name(), &rules, true, None)
+                .await?;
+        }
+    }
+    let subject = (
+        SubjectKind::ServiceAccount.as_str().to_owned(),
+        FIRST_ADMIN.to_owned(),
+    );
+    let subjects_json = serde_json::json!([{"kind": subject.0, "name": subject.1}]).to_string();
+    store
+        .put_binding(
+            rbac::ALL_NAMESPACES,
+            FIRST_ADMIN_BINDING,
+            BuiltinRole::Admin.name(),
+            &subjects_json,
+            &[subject],
+            None,
+        )
+        .await?;
+    let key = ApiKey::generate(KeyEnv::Live)?;
+    store
+        .insert_key(&NewKey {
+            hash: key.hash().0,
+            hint: key.hint(),
+            test: false,
+            principal_kind: SubjectKind::ServiceAccount.as_str().into(),
+            principal_name: FIRST_ADMIN.into(),
+            created_by: "spawnd init".into(),
+        })
+        .await?;
+    store.close().await;
+    Ok(key)
+}
+
+/// Rules as stored and returned: `[{"resources": [...], "verbs": [...]}]`.
+pub fn rules_json(rules: &[rbac::Rule]) -> String {
+    serde_json::Value::Array(
+        rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "resources": r.resources.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+                    "verbs": r.verbs.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+fn create_home(home: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)
+        .map_err(|e| ServerError::Io {
+            what: format!("create {}", home.display()),
+            source: e,
+        })
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let home = config.home();
+    create_home(&home)?;
+    let store = Store::open(&config.database_url()).await?;
+    let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
+    let state = Arc::new(AppState::new(store.clone(), audit, config.limits.clone()));
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| ServerError::Io {
+        what: "serve".into(),
+        source: e,
+    })?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `spawnd`: `spawnd init` creates the state and prints the first admin API key once;
+//! `spawnd [--config F] [--listen ADDR]` serves (SPEC §2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use spawn_server::config::LogFormat;
+use spawn_server::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spawnd",
+    version,
+    about = "spawn's daemon: the multi-tenant API"
+)]
+struct Cli {
+    /// The configuration file (spawn.yaml); default: built-in defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve on (overrides the configuration's `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the state and print the first admin API key (once).
+    Init,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spawnd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    harden();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    match cli.command {
+        Some(Command::Init) => {
+            let key = rt.block_on(spawn_server::init(&config))?;
+            eprintln!(
+                "spawnd: state created in {}; the first admin API key (shown once, keep it secret):",
+                config.home().display()
+            );
+            println!("{}", key.expose());
+            Ok(())
+        }
+        None => {
+            logging(config.log.format);
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("listen on {}", config.listen))?;
+                let addr = listener.local_addr().context("listen address")?;
+                tracing::info!(%addr, "spawnd listening");
+                // The address on a line of its own (tests and scripts read it).
+                println!("listening on {addr}");
+                spawn_server::serve(&config, listener, shutdown()).await?;
+                tracing::info!("spawnd stopped");
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Not dumpable (no core file, no ptrace by unprivileged peers, /proc/self not readable
+/// by others) and no core files: the process holds keys' hashes and, later, secrets.
+fn harden() {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+}
+
+fn logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPAWND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

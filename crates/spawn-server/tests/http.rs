@@ -1,0 +1,707 @@
+//! HTTP tests against a real `spawnd` on loopback (the binary, started with `spawnd init`
+//! then `spawnd --listen 127.0.0.1:0`), on SQLite and on a real PostgreSQL server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../spawn-store/tests/common/mod.rs"]
+mod pg;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use spawn_auth::{ApiKey, KeyEnv};
+use spawn_store::{NewKey, Store};
+
+const SPAWND: &str = env!("CARGO_BIN_EXE_spawnd");
+
+/// A running daemon and what it needs.
+struct Daemon {
+    child: Child,
+    addr: String,
+    home: PathBuf,
+    config: PathBuf,
+    db_url: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// `spawnd init` then `spawnd` on a database: SQLite in the home, or `db_url`.
+    fn start(db_url: Option<String>) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let config = dir.path().join("spawn.yaml");
+        let mut yaml = format!("listen: 127.0.0.1:0\nhome: {}\n", home.display());
+        if let Some(url) = &db_url {
+            yaml.push_str(&format!("database:\n  url: {url}\n"));
+        }
+        yaml.push_str("limits:\n  maxBodyBytes: 65536\n");
+        std::fs::write(&config, yaml).unwrap();
+        let init = Command::new(SPAWND)
+            .arg("--config")
+            .arg(&config)
+            .arg("init")
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let stdout = String::from_utf8(init.stdout).unwrap();
+        // The key, alone on its line, and nothing else on stdout.
+        let admin = stdout.trim_end().to_owned();
+        assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+        ApiKey::parse(&admin).expect("init prints a valid key");
+        let db_url = db_url.unwrap_or_else(|| home.join("spawn.db").display().to_string());
+        let (child, addr) = spawn(&config);
+        Daemon {
+            child,
+            addr,
+            home,
+            config,
+            db_url,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the daemon with SIGTERM (graceful) and starts it again on the same state.
+    fn restart(&mut self) {
+        stop(&mut self.child);
+        let (child, addr) = spawn(&self.config);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.home.join("audit/audit.jsonl")).unwrap_or_default()
+    }
+
+    /// A key of principal `name` (a User) holding built-in `role` in `ns`.
+    async fn key_for(&self, name: &str, role: &str, ns: &str, test: bool) -> String {
+        let store = Store::open(&self.db_url).await.unwrap();
+        let key = ApiKey::generate(if test { KeyEnv::Test } else { KeyEnv::Live }).unwrap();
+        store
+            .insert_key(&NewKey {
+                hash: key.hash().0,
+                hint: key.hint(),
+                test,
+                principal_kind: "User".into(),
+                principal_name: name.into(),
+                created_by: "test".into(),
+            })
+            .await
+            .unwrap();
+        let subject = ("User".to_owned(), name.to_owned());
+        store
+            .put_binding(ns, &format!("{role}-{name}"), role, "[]", &[subject], None)
+            .await
+            .unwrap();
+        store.close().await;
+        key.expose().to_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(config: &Path) -> (Child, String) {
+    let mut child = Command::new(SPAWND)
+        .arg("--config")
+        .arg(config)
+        .env("SPAWND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("spawnd said {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+fn stop(child: &mut Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "spawnd stopped with {status:?}");
+}
+
+const AGENT: &str = "apiVersion: spawn.dev/v1
+kind: Agent
+metadata:
+  name: bot
+  namespace: team
+spec:
+  command: [\"true\"]
+  sandbox:
+    runtime: native
+";
+
+fn agent_named(name: &str, ns: &str) -> String {
+    AGENT
+        .replace("name: bot", &format!("name: {name}"))
+        .replace("namespace: team", &format!("namespace: {ns}"))
+}
+
+/// Checks an error answer's shape and code; returns its message.
+async fn error_of(res: reqwest::Response, status: StatusCode, code: &str) -> String {
+    assert_eq!(res.status(), status);
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("req_"), "{id}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sqlite_health_keys_agents_rbac_and_hostile_input() {
+    let mut d = Daemon::start(None);
+    scenario(&mut d).await;
+}
+
+#[tokio::test]
+async fn postgres_health_keys_agents_rbac_and_hostile_input() {
+    let url = pg::postgres_url().await;
+    let mut d = Daemon::start(Some(url));
+    scenario(&mut d).await;
+}
+
+async fn scenario(d: &mut Daemon) {
+    let c = Client::new();
+    health(d, &c).await;
+    authentication(d, &c).await;
+    agents(d, &c).await;
+    rbac(d, &c).await;
+    hostile(d, &c).await;
+    // Still healthy after all of it; then a restart keeps the state.
+    assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
+    d.restart();
+    let res = c
+        .get(d.url("/v1/namespaces/team/agents/kept"))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // init refuses to run twice (a second admin key is not made behind anyone's back).
+    let again = Command::new(SPAWND)
+        .arg("--config")
+        .arg(&d.config)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(again.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+}
+
+async fn health(d: &Daemon, c: &Client) {
+    for path in ["/healthz", "/readyz"] {
+        let res = c.get(d.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let id = res.headers().get("x-request-id").unwrap().to_str().unwrap();
+        assert!(id.starts_with("req_") && id.len() > 10, "{id}");
+    }
+}
+
+async fn authentication(d: &Daemon, c: &Client) {
+    let who = |key: Option<&str>| {
+        let mut r = c.get(d.url("/v1/whoami"));
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send()
+    };
+    let res = who(Some(&d.admin)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("ServiceAccount"), Some("admin"))
+    );
+
+    // A typo (checksum), a key never issued, none, a garbage header, a revoked key.
+    let mut typo = d.admin.clone().into_bytes();
+    let at = typo.len() - 10;
+    typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let never = ApiKey::generate(KeyEnv::Live).unwrap();
+    for (key, says) in [
+        (Some(typo.as_str()), "checksum"),
+        (Some(never.expose()), "not known"),
+        (None, "no API key"),
+        (Some("spawn_sk_live_short"), "not valid"),
+        (Some("Bearer x"), "not valid"),
+    ] {
+        let msg = error_of(
+            who(key).await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        )
+        .await;
+        assert!(msg.contains(says), "{key:?}: {msg}");
+    }
+    let victim = d.key_for("carol", "viewer", "team", false).await;
+    assert_eq!(who(Some(&victim)).await.unwrap().status(), 200);
+    let store = Store::open(&d.db_url).await.unwrap();
+    let id = store
+        .key_by_hash(&ApiKey::parse(&victim).unwrap().hash().0)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store.revoke_key(&id).await.unwrap();
+    // Effective at the next request.
+    let msg = error_of(
+        who(Some(&victim)).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    assert!(msg.contains("revoked"), "{msg}");
+    // last_used was kept for the key that was used.
+    assert!(store.key(&id).await.unwrap().last_used_ms.is_some());
+    store.close().await;
+    // Each failure audited, without any key in the log.
+    let log = d.audit();
+    assert!(log.matches("\"auth.failure\"").count() >= 6, "{log}");
+    for secret in [
+        d.admin.as_str(),
+        typo.as_str(),
+        never.expose(),
+        victim.as_str(),
+    ] {
+        assert!(!log.contains(secret), "a key reached the audit log");
+        assert!(
+            !log.contains(&secret[14..]),
+            "part of a key reached the audit log"
+        );
+    }
+    assert!(log.contains("\"requestId\":\"req_"), "{log}");
+}
+
+async fn agents(d: &Daemon, c: &Client) {
+    let url = d.url("/v1/namespaces/team/agents/bot");
+    let put = |body: String, if_match: Option<&str>| {
+        let mut r = c.put(&url).header("x-api-key", &d.admin).body(body);
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        r.send()
+    };
+    let res = put(AGENT.into(), None).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let created: Value = res.json().await.unwrap();
+    assert!(created["id"].as_str().unwrap().starts_with("ag_"));
+    assert_eq!(created["manifest"]["spec"]["command"][0], "true");
+    // Created again: a conflict that says how to replace it.
+    let msg = error_of(
+        put(AGENT.into(), None).await.unwrap(),
+        StatusCode::CONFLICT,
+        "already_exists",
+    )
+    .await;
+    assert!(msg.contains("If-Match"), "{msg}");
+    let res = put(AGENT.replace("[\"true\"]", "[\"false\"]"), Some("\"1\""))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"2\"");
+    // A writer that read version 1 loses.
+    error_of(
+        put(AGENT.into(), Some("\"1\"")).await.unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    let got = c
+        .get(&url)
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.headers()["etag"], "\"2\"");
+    let got: Value = got.json().await.unwrap();
+    assert_eq!(got["manifest"]["spec"]["command"][0], "false");
+    assert_eq!(got["id"], created["id"]);
+
+    // Pages.
+    for i in 0..5 {
+        let name = format!("page-{i}");
+        let res = c
+            .put(d.url(&format!("/v1/namespaces/team/agents/{name}")))
+            .header("x-api-key", &d.admin)
+            .body(agent_named(&name, "team"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut u = d.url("/v1/namespaces/team/agents?limit=2");
+        if let Some(a) = &after {
+            u.push_str(&format!("&after={a}"));
+        }
+        let page: Value = c
+            .get(u)
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        names,
+        ["bot", "page-0", "page-1", "page-2", "page-3", "page-4"]
+    );
+
+    // Deleting at a stale version is a conflict; then gone.
+    let del = |m: Option<&str>| {
+        let mut r = c.delete(&url).header("x-api-key", &d.admin);
+        if let Some(m) = m {
+            r = r.header("if-match", m);
+        }
+        r.send()
+    };
+    error_of(
+        del(Some("\"1\"")).await.unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert_eq!(del(Some("\"2\"")).await.unwrap().status(), 204);
+    error_of(
+        c.get(&url)
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // One to survive the restart.
+    let res = c
+        .put(d.url("/v1/namespaces/team/agents/kept"))
+        .header("x-api-key", &d.admin)
+        .body(agent_named("kept", "team"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let log = d.audit();
+    assert!(
+        log.contains("\"agent.create\"") && log.contains("\"agent.delete\""),
+        "{log}"
+    );
+}
+
+async fn rbac(d: &Daemon, c: &Client) {
+    let viewer = d.key_for("vera", "viewer", "team", false).await;
+    let developer = d.key_for("dev", "developer", "team", false).await;
+    let get = |key: &str, path: &str| c.get(d.url(path)).header("x-api-key", key).send();
+    // The viewer reads in its namespace, writes nothing.
+    assert_eq!(
+        get(&viewer, "/v1/namespaces/team/agents/kept")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&viewer, "/v1/namespaces/team/agents")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = c
+        .put(d.url("/v1/namespaces/team/agents/new"))
+        .header("x-api-key", &viewer)
+        .body(agent_named("new", "team"))
+        .send()
+        .await
+        .unwrap();
+    let msg = error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(
+        msg.contains("may not create agents in namespace team"),
+        "{msg}"
+    );
+    // Outside its namespace: the same answer whether the agent exists or not.
+    for key in [&viewer, &developer] {
+        c.put(d.url("/v1/namespaces/secret-ns/agents/hidden"))
+            .header("x-api-key", &d.admin)
+            .body(agent_named("hidden", "secret-ns"))
+            .send()
+            .await
+            .unwrap();
+        let exists = error_of(
+            get(key, "/v1/namespaces/secret-ns/agents/hidden")
+                .await
+                .unwrap(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        let absent = error_of(
+            get(key, "/v1/namespaces/secret-ns/agents/nothing")
+                .await
+                .unwrap(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        assert_eq!(exists, absent);
+        // Even a name that is not valid gets the same 403 first.
+        let bad = error_of(
+            get(key, "/v1/namespaces/secret-ns/agents/Bad_Name")
+                .await
+                .unwrap(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        assert_eq!(exists, bad);
+    }
+    // The developer creates and updates, but does not delete.
+    let res = c
+        .put(d.url("/v1/namespaces/team/agents/devbot"))
+        .header("x-api-key", &developer)
+        .body(agent_named("devbot", "team"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = c
+        .delete(d.url("/v1/namespaces/team/agents/devbot"))
+        .header("x-api-key", &developer)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let log = d.audit();
+    assert!(
+        log.matches("\"rbac.permission.denied\"").count() >= 7,
+        "{log}"
+    );
+}
+
+async fn hostile(d: &Daemon, c: &Client) {
+    let put = |path: &str, body: Vec<u8>| {
+        c.put(d.url(path))
+            .header("x-api-key", &d.admin)
+            .body(body)
+            .send()
+    };
+    // Malformed YAML: the line and column. Unknown fields too.
+    let msg = error_of(
+        put(
+            "/v1/namespaces/team/agents/bot",
+            b"apiVersion: [\n".to_vec(),
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    assert!(msg.contains("line"), "{msg}");
+    let msg = error_of(
+        put(
+            "/v1/namespaces/team/agents/bot",
+            format!("{AGENT}bogus: 1\n").into_bytes(),
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    assert!(msg.contains("bogus"), "{msg}");
+    // Not UTF-8, empty, JSON that is not a manifest.
+    for body in [
+        vec![0xff, 0xfe, 0x00],
+        Vec::new(),
+        b"{\"a\": 1}".to_vec(),
+        b"null".to_vec(),
+    ] {
+        error_of(
+            put("/v1/namespaces/team/agents/bot", body).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )
+        .await;
+    }
+    // The path and the manifest disagree.
+    let msg = error_of(
+        put(
+            "/v1/namespaces/team/agents/other",
+            AGENT.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    assert!(msg.contains("metadata.name"), "{msg}");
+    let msg = error_of(
+        put("/v1/namespaces/prod/agents/bot", AGENT.as_bytes().to_vec())
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    assert!(msg.contains("metadata.namespace"), "{msg}");
+    // Names: traversal, encodings, case, Unicode, length.
+    for name in [
+        "..",
+        "%2e%2e",
+        "Bot",
+        "b%C3%B6t",
+        "a%00b",
+        "a%20b",
+        "-bot",
+        &"a".repeat(64),
+        "%E2%80%AEbot",
+    ] {
+        let res = c
+            .get(d.url(&format!("/v1/namespaces/team/agents/{name}")))
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        assert!(status == 400 || status == 404, "{name}: {status}");
+        let body: Value = res.json().await.unwrap();
+        assert!(body["error"]["code"].is_string(), "{name}: {body}");
+    }
+    // Too large a body: 413 in the API's shape.
+    error_of(
+        put("/v1/namespaces/team/agents/bot", vec![b'a'; 70_000])
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    // ETags and queries that are not ours.
+    for m in [
+        "1",
+        "\"\"",
+        "\"-1\"",
+        "\"1\", \"2\"",
+        "W/\"1\"",
+        "\"99999999999999999999\"",
+        "*",
+    ] {
+        let res = c
+            .delete(d.url("/v1/namespaces/team/agents/kept"))
+            .header("x-api-key", &d.admin)
+            .header("if-match", m)
+            .send()
+            .await
+            .unwrap();
+        error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+    }
+    for q in [
+        "limit=0",
+        "limit=501",
+        "limit=abc",
+        "limit=-1",
+        "after=..",
+        "bogus=1",
+        "limit=1&limit=2",
+    ] {
+        let res = c
+            .get(d.url(&format!("/v1/namespaces/team/agents?{q}")))
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap();
+        error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+    }
+    // Routes and methods that do not exist.
+    error_of(
+        c.get(d.url("/v2/nothing")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    error_of(
+        c.post(d.url("/healthz")).send().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    // Raw HTTP the client library would not send: an oversized header, a header with a
+    // bare CR (injection), a key header twice. Each is refused; the daemon carries on.
+    for raw in [
+        format!("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Api-Key: {}\r\n\r\n", "a".repeat(100_000)),
+        format!("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\rX-Injected: 1\r\n\r\n", d.admin),
+        format!("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nX-Api-Key: x\r\nX-Api-Key: {}\r\nConnection: close\r\n\r\n", d.admin),
+    ] {
+        let answer = raw_request(&d.addr, &raw);
+        assert!(
+            !answer.starts_with("HTTP/1.1 200"),
+            "{:?} was accepted: {answer:?}",
+            &raw[..raw.len().min(80)]
+        );
+    }
+}
+
+/// Sends `raw` over a new connection; returns what came back (empty if the connection was
+/// closed without an answer).
+fn raw_request(addr: &str, raw: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(raw.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
