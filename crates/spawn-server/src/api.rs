@@ -31,9 +31,9 @@ use crate::config::Limits;
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    store: Store,
+    pub(crate) store: Store,
     audit: Mutex<AuditLog>,
-    limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 impl AppState {
@@ -47,7 +47,7 @@ impl AppState {
 
     /// Appends `event` to the audit log. A log that cannot be written is reported in the
     /// daemon's log; the request's answer does not depend on it.
-    fn audit(&self, event: Event) {
+    pub(crate) fn audit(&self, event: Event) {
         let written = match self.audit.lock() {
             Ok(mut log) => log.append(&[event]).map(drop),
             Err(_) => Ok(()),
@@ -58,18 +58,18 @@ impl AppState {
     }
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 /// The request's id (`req_…`), set first for every request.
 #[derive(Debug, Clone)]
-struct RequestId(String);
+pub(crate) struct RequestId(pub(crate) String);
 
 /// Who is calling: the principal its API key is bound to.
 #[derive(Debug, Clone)]
-struct Caller {
-    subject: Subject,
-    key_id: String,
-    test_key: bool,
+pub(crate) struct Caller {
+    pub(crate) subject: Subject,
+    pub(crate) key_id: String,
+    pub(crate) test_key: bool,
 }
 
 /// An error answer in SPEC §8's shape.
@@ -81,7 +81,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -89,11 +93,11 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> ApiError {
+    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
 
-    fn internal() -> ApiError {
+    pub(crate) fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -148,6 +152,7 @@ pub fn router(state: Shared) -> Router {
             "/v1/namespaces/{ns}/agents/{name}",
             get(get_agent).put(put_agent).delete(delete_agent),
         )
+        .merge(crate::rbac_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -322,7 +327,11 @@ async fn authenticate(
 }
 
 /// What the caller may do in `ns`.
-async fn permissions(state: &AppState, caller: &Caller, ns: &str) -> Result<Permissions, ApiError> {
+pub(crate) async fn permissions(
+    state: &AppState,
+    caller: &Caller,
+    ns: &str,
+) -> Result<Permissions, ApiError> {
     let rows = state
         .store
         .bindings_of(caller.subject.kind.as_str(), &caller.subject.name)
@@ -359,7 +368,7 @@ async fn permissions(state: &AppState, caller: &Caller, ns: &str) -> Result<Perm
 }
 
 /// A stored Role's rules read back (a rule this version cannot read grants nothing).
-fn role_of(namespace: &str, name: &str, rules: &str) -> Option<Role> {
+pub(crate) fn role_of(namespace: &str, name: &str, rules: &str) -> Option<Role> {
     let value: Value = serde_json::from_str(rules).ok()?;
     let mut out = Vec::new();
     for r in value.as_array()? {
@@ -388,7 +397,7 @@ fn role_of(namespace: &str, name: &str, rules: &str) -> Option<Role> {
 }
 
 /// Allows the request or refuses it (403, and an `rbac.permission.denied` event).
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     caller: &Caller,
     req_id: &str,
@@ -430,7 +439,10 @@ async fn authorize(
 }
 
 /// A body that could not be read: too large (413) or cut off.
-fn body_error(state: &AppState, e: &axum::extract::rejection::BytesRejection) -> ApiError {
+pub(crate) fn body_error(
+    state: &AppState,
+    e: &axum::extract::rejection::BytesRejection,
+) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -445,7 +457,7 @@ fn body_error(state: &AppState, e: &axum::extract::rejection::BytesRejection) ->
     }
 }
 
-fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     spawn_policy::check_dns_label(value).map_err(|m| ApiError::invalid(format!("{field}: {m}")))
 }
 
@@ -470,7 +482,7 @@ fn agent_json(a: &AgentRecord) -> Value {
     })
 }
 
-fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
+pub(crate) fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
     let mut res = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, v);
@@ -479,7 +491,7 @@ fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
 }
 
 /// The version an `If-Match` names (`"N"`), if any.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -501,7 +513,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .map_err(|_| ApiError::invalid("If-Match: not an ETag of this API"))
 }
 
-type Ctx = (Extension<Caller>, Extension<RequestId>);
+pub(crate) type Ctx = (Extension<Caller>, Extension<RequestId>);
 
 async fn get_agent(
     State(state): State<Shared>,
@@ -517,13 +529,13 @@ async fn get_agent(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<i64>,
-    after: Option<String>,
+pub(crate) struct ListQuery {
+    pub(crate) limit: Option<i64>,
+    pub(crate) after: Option<String>,
 }
 
 /// Most items in one page.
-const MAX_PAGE: i64 = 500;
+pub(crate) const MAX_PAGE: i64 = 500;
 
 async fn list_agents(
     State(state): State<Shared>,

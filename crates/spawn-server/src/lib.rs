@@ -6,6 +6,7 @@
 
 mod api;
 pub mod config;
+mod rbac_api;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -91,6 +92,7 @@ pub async fn init(config: &Config) -> Result<ApiKey, ServerError> {
             principal_kind: SubjectKind::ServiceAccount.as_str().into(),
             principal_name: FIRST_ADMIN.into(),
             created_by: "spawnd init".into(),
+            namespace: rbac::ALL_NAMESPACES.into(),
         })
         .await?;
     store.close().await;

@@ -98,6 +98,7 @@ impl Daemon {
                 principal_kind: "User".into(),
                 principal_name: name.into(),
                 created_by: "test".into(),
+                namespace: ns.into(),
             })
             .await
             .unwrap();
@@ -165,6 +166,45 @@ fn agent_named(name: &str, ns: &str) -> String {
         .replace("namespace: team", &format!("namespace: {ns}"))
 }
 
+/// PUTs `body` to `path` with `key`; returns the status.
+async fn put_as(c: &Client, d: &Daemon, key: &str, path: &str, body: &str) -> reqwest::Response {
+    c.put(d.url(path))
+        .header("x-api-key", key)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn role_doc(name: &str, ns: &str, rules: &str) -> String {
+    format!("apiVersion: spawn.dev/v1\nkind: Role\nmetadata: {{name: {name}, namespace: {ns}}}\nrules:\n{rules}")
+}
+
+fn binding_doc(name: &str, ns: &str, role: &str, subject: &str) -> String {
+    format!(
+        "apiVersion: spawn.dev/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         subjects: [{{kind: User, name: {subject}}}]\nroleRef: {{kind: Role, name: {role}}}\n"
+    )
+}
+
+/// Makes a key for a new ServiceAccount `name` with `role` in `ns`, as `key`; the key.
+async fn make_key(
+    c: &Client,
+    d: &Daemon,
+    key: &str,
+    ns: &str,
+    name: &str,
+    role: &str,
+    test: bool,
+) -> reqwest::Response {
+    c.post(d.url(&format!("/v1/namespaces/{ns}/keys")))
+        .header("x-api-key", key)
+        .json(&serde_json::json!({"name": name, "role": role, "test": test}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Checks an error answer's shape and code; returns its message.
 async fn error_of(res: reqwest::Response, status: StatusCode, code: &str) -> String {
     assert_eq!(res.status(), status);
@@ -200,6 +240,8 @@ async fn scenario(d: &mut Daemon) {
     authentication(d, &c).await;
     agents(d, &c).await;
     rbac(d, &c).await;
+    rbac_over_the_api(d, &c).await;
+    keys_over_the_api(d, &c).await;
     hostile(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
     assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
@@ -528,6 +570,288 @@ async fn rbac(d: &Daemon, c: &Client) {
         log.matches("\"rbac.permission.denied\"").count() >= 7,
         "{log}"
     );
+}
+
+async fn rbac_over_the_api(d: &Daemon, c: &Client) {
+    // Seed 001's example, as written, through the API.
+    let seed = "apiVersion: spawn.dev/v1\nkind: Role\nmetadata:\n  name: agent-operator\n  namespace: production\nrules:\n  - resources: [agents]\n    verbs: [get, list, create, start, stop]\n  - resources: [agents/logs]\n    verbs: [get]\n  - resources: [tasks]\n    verbs: [get, list, create]\n";
+    let res = put_as(
+        c,
+        d,
+        &d.admin,
+        "/v1/namespaces/production/roles/agent-operator",
+        seed,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let binding = "apiVersion: spawn.dev/v1\nkind: RoleBinding\nmetadata:\n  name: alice-operator\n  namespace: production\nsubjects:\n  - kind: User\n    name: alice@company.com\nroleRef:\n  kind: Role\n  name: agent-operator\n";
+    let res = put_as(
+        c,
+        d,
+        &d.admin,
+        "/v1/namespaces/production/rolebindings/alice-operator",
+        binding,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let role: Value = c
+        .get(d.url("/v1/namespaces/production/roles/agent-operator"))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(role["rules"][0]["resources"][0], "agents");
+    // A key for alice (made in the store: the API makes keys only for new ServiceAccounts).
+    let alice = d
+        .key_for("alice@company.com", "none-such-role", "nowhere", false)
+        .await;
+    let res = put_as(
+        c,
+        d,
+        &alice,
+        "/v1/namespaces/production/agents/bot",
+        &agent_named("bot", "production"),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "the seed's role creates agents");
+    let res = c
+        .delete(d.url("/v1/namespaces/production/agents/bot"))
+        .header("x-api-key", &alice)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // A principal that may write Roles and bindings, but holds little else.
+    let lite_rules = "  - {resources: [roles], verbs: [get, list, create, update]}\n  - {resources: [rolebindings], verbs: [get, create]}\n  - {resources: [agents], verbs: [get]}\n";
+    assert_eq!(
+        put_as(
+            c,
+            d,
+            &d.admin,
+            "/v1/namespaces/team/roles/lite",
+            &role_doc("lite", "team", lite_rules)
+        )
+        .await
+        .status(),
+        201
+    );
+    let res = make_key(c, d, &d.admin, "team", "lite-sa", "lite", false).await;
+    assert_eq!(res.status(), 201);
+    let lite = res.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Within what it holds: fine.
+    let within = role_doc(
+        "reader",
+        "team",
+        "  - {resources: [agents], verbs: [get]}\n",
+    );
+    assert_eq!(
+        put_as(c, d, &lite, "/v1/namespaces/team/roles/reader", &within)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put_as(
+            c,
+            d,
+            &lite,
+            "/v1/namespaces/team/rolebindings/r",
+            &binding_doc("r", "team", "reader", "x")
+        )
+        .await
+        .status(),
+        201
+    );
+    // Beyond it: each refused, and said why.
+    for (path, doc) in [
+        (
+            "/v1/namespaces/team/roles/esc",
+            role_doc("esc", "team", "  - {resources: [secrets], verbs: [get]}\n"),
+        ),
+        (
+            "/v1/namespaces/team/roles/star",
+            role_doc("star", "team", "  - {resources: ['*'], verbs: ['*']}\n"),
+        ),
+        (
+            "/v1/namespaces/team/rolebindings/up",
+            binding_doc("up", "team", "admin", "x"),
+        ),
+        (
+            "/v1/namespaces/team/rolebindings/op",
+            binding_doc("op", "team", "operator", "x"),
+        ),
+    ] {
+        let msg = error_of(
+            put_as(c, d, &lite, path, &doc).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        assert!(msg.contains("cannot grant"), "{path}: {msg}");
+    }
+    // Its own role, widened: refused too.
+    let wider = role_doc(
+        "lite",
+        "team",
+        &format!("{lite_rules}  - {{resources: [secrets], verbs: [list]}}\n"),
+    );
+    let res = c
+        .put(d.url("/v1/namespaces/team/roles/lite"))
+        .header("x-api-key", &lite)
+        .header("if-match", "\"1\"")
+        .body(wider)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+    // A binding to a Role that does not exist (yet) would grant whatever it later holds.
+    let msg = error_of(
+        put_as(
+            c,
+            d,
+            &lite,
+            "/v1/namespaces/team/rolebindings/g",
+            &binding_doc("g", "team", "ghost", "x"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    assert!(msg.contains("ghost"), "{msg}");
+    // Another namespace: nothing at all.
+    error_of(
+        put_as(
+            c,
+            d,
+            &lite,
+            "/v1/namespaces/prod/roles/reader",
+            &role_doc(
+                "reader",
+                "prod",
+                "  - {resources: [agents], verbs: [get]}\n",
+            ),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // Keys: not its to make.
+    error_of(
+        make_key(c, d, &lite, "team", "more", "reader", false).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // The path and the document must agree; a Role's path takes no RoleBinding.
+    error_of(
+        put_as(c, d, &d.admin, "/v1/namespaces/team/roles/other", &within).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    error_of(
+        put_as(
+            c,
+            d,
+            &d.admin,
+            "/v1/namespaces/team/roles/r",
+            &binding_doc("r", "team", "reader", "x"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    )
+    .await;
+    let log = d.audit();
+    assert!(log.contains("\"escalate\""), "escalations are audited");
+}
+
+async fn keys_over_the_api(d: &Daemon, c: &Client) {
+    let res = make_key(c, d, &d.admin, "team", "ci", "developer", true).await;
+    assert_eq!(res.status(), 201);
+    let made: Value = res.json().await.unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("spawn_sk_test_"));
+    assert_eq!(made["principal"]["name"], "ci");
+    let me: Value = c
+        .get(d.url("/v1/whoami"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["test"].as_bool()),
+        (Some("ci"), Some(true))
+    );
+    // Shown once: never in a list.
+    let list = c
+        .get(d.url("/v1/namespaces/team/keys"))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let list_text = list.text().await.unwrap();
+    assert!(list_text.contains(made["id"].as_str().unwrap()));
+    assert!(!list_text.contains(&key) && !list_text.contains(&key[14..]));
+    // A principal that exists already gets no key (its other bindings would come with it).
+    error_of(
+        make_key(c, d, &d.admin, "team", "ci", "viewer", false).await,
+        StatusCode::CONFLICT,
+        "already_exists",
+    )
+    .await;
+    for body in [
+        serde_json::json!({"name": "x", "role": "developer", "extra": 1}),
+        serde_json::json!({"name": "Bad Name", "role": "developer"}),
+        serde_json::json!({"name": "y", "role": "nonexistent"}),
+        serde_json::json!({"role": "developer"}),
+    ] {
+        let res = c
+            .post(d.url("/v1/namespaces/team/keys"))
+            .header("x-api-key", &d.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+    }
+    // Revoked through the API: refused at its next request. A key of another namespace is
+    // not found from this one.
+    let id = made["id"].as_str().unwrap();
+    let res = c
+        .delete(d.url(&format!("/v1/namespaces/prod/keys/{id}")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = c
+        .delete(d.url(&format!("/v1/namespaces/team/keys/{id}")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = c
+        .get(d.url("/v1/whoami"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
 
 async fn hostile(d: &Daemon, c: &Client) {

@@ -16,6 +16,8 @@ pub struct NewKey {
     pub principal_name: String,
     /// Who created it.
     pub created_by: String,
+    /// The namespace it belongs to (where it is listed and revoked); `*` for all.
+    pub namespace: String,
 }
 
 /// A stored key.
@@ -31,10 +33,11 @@ pub struct KeyRecord {
     pub created_ms: i64,
     pub last_used_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
+    pub namespace: String,
 }
 
 const COLUMNS: &str = "id, hash, hint, test, principal_kind, principal_name, created_by, \
-                       created_ms, last_used_ms, revoked_ms";
+                       created_ms, last_used_ms, revoked_ms, namespace";
 
 /// `last_used` is written at most this often per key (milliseconds): a busy key does not
 /// turn every request into a write.
@@ -46,7 +49,8 @@ impl Store {
         let id = new_id("key")?;
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL) \
+            "INSERT INTO api_keys ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9) \
              RETURNING {COLUMNS}"
         );
         on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
@@ -58,6 +62,7 @@ impl Store {
             .bind(&key.principal_name)
             .bind(&key.created_by)
             .bind(now)
+            .bind(&key.namespace)
             .fetch_one(p)
             .await)
         .map_err(StoreError::db("record an API key"))
@@ -117,26 +122,38 @@ impl Store {
         self.key(id).await
     }
 
-    /// Keys, oldest first, `limit` from after the id `after`; of one principal if given.
+    /// Keys of `namespace` by id, `limit` after the id `after`.
     pub async fn list_keys(
         &self,
-        principal: Option<(&str, &str)>,
+        namespace: &str,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let (kind, name) = principal.unwrap_or(("", ""));
+    ) -> Result<crate::Page<KeyRecord>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM api_keys \
-             WHERE ($1 = '' OR (principal_kind = $1 AND principal_name = $2)) AND id > $3 \
-             ORDER BY id LIMIT $4"
+            "SELECT {COLUMNS} FROM api_keys WHERE namespace = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
         );
         on_pool!(self, p => sqlx::query_as::<_, KeyRecord>(&sql)
-            .bind(kind)
-            .bind(name)
+            .bind(namespace)
             .bind(after.unwrap_or(""))
-            .bind(limit)
+            .bind(limit.saturating_add(1))
             .fetch_all(p)
             .await)
+        .map(|rows| crate::Page::of(rows, limit, |k| k.id.clone()))
         .map_err(StoreError::db("list API keys"))
+    }
+
+    /// Whether any key or binding names the principal `kind`/`name`.
+    pub async fn principal_known(&self, kind: &str, name: &str) -> Result<bool, StoreError> {
+        let (n,): (i64,) = on_pool!(self, p => sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM api_keys \
+                     WHERE principal_kind = $1 AND principal_name = $2) \
+                  + (SELECT COUNT(*) FROM binding_subjects WHERE kind = $1 AND name = $2)")
+            .bind(kind)
+            .bind(name)
+            .fetch_one(p)
+            .await)
+        .map_err(StoreError::db("look up a principal"))?;
+        Ok(n > 0)
     }
 }

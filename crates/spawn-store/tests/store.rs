@@ -54,6 +54,11 @@ fn key(n: u8, test: bool) -> NewKey {
         principal_kind: "ServiceAccount".into(),
         principal_name: format!("ci-{n}"),
         created_by: "admin".into(),
+        namespace: if n.is_multiple_of(2) {
+            "even".into()
+        } else {
+            "odd".into()
+        },
     }
 }
 
@@ -104,13 +109,22 @@ async fn keys_are_found_by_hash_touched_sparingly_and_revoked_for_every_daemon(d
         Err(StoreError::NotFound { .. })
     ));
 
-    let all = s.list_keys(None, None, 10).await.unwrap();
-    assert_eq!(all.len(), 2);
-    let mine = s
-        .list_keys(Some(("ServiceAccount", "ci-2")), None, 10)
+    let odd = s.list_keys("odd", None, 10).await.unwrap();
+    assert_eq!(
+        odd.items.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        vec![a.id.as_str()]
+    );
+    let even = s.list_keys("even", None, 10).await.unwrap();
+    assert_eq!(even.items, vec![s.key(&b.id).await.unwrap()]);
+    assert!(s
+        .list_keys("none", None, 10)
         .await
-        .unwrap();
-    assert_eq!(mine, vec![s.key(&b.id).await.unwrap()]);
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(s.principal_known("ServiceAccount", "ci-2").await.unwrap());
+    assert!(!s.principal_known("User", "ci-2").await.unwrap());
+    assert!(!s.principal_known("ServiceAccount", "nobody").await.unwrap());
 }
 
 async fn objects_are_versioned_and_a_stale_write_is_a_conflict(db: Db) {
