@@ -115,6 +115,8 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         spec,
         home: home.to_owned(),
         audit_limits: audit_limits()?,
+        run_id: None,
+        agent_id: None,
     })?;
     for warning in run.warnings() {
         eprintln!("spawn: warning: {warning}");

@@ -10,6 +10,8 @@
 //!     spec,
 //!     home: "/root/.spawn".into(),
 //!     audit_limits: Default::default(),
+//!     run_id: None,
+//!     agent_id: None,
 //! })?;
 //! let finished = run.execute(&mut |warning| eprintln!("spawn: warning: {warning}"));
 //! # Ok(()) }
@@ -56,6 +58,11 @@ pub struct RunRequest {
     pub home: PathBuf,
     /// How much of the log the run's events may take.
     pub audit_limits: Limits,
+    /// The run's id when a front end assigned it already (`spawnd`: the API's `tr_…`, so
+    /// that the run's audit events carry it as their `traceId`); else a new one.
+    pub run_id: Option<String>,
+    /// The agent's id, likewise (`ag_…`, the API's agent).
+    pub agent_id: Option<String>,
 }
 
 /// Where a run is in its life.
@@ -105,6 +112,8 @@ impl Run {
             spec,
             home,
             audit_limits,
+            run_id: given_run_id,
+            agent_id: given_agent_id,
         } = request;
         if spec.runtime == RuntimeKind::Firecracker {
             return Err(RunError::Unsupported(
@@ -116,8 +125,15 @@ impl Run {
             .map_err(|e| RunError::Audit(e.to_string()))?;
         let id =
             |prefix: &str| spawn_audit::new_id(prefix).map_err(|e| RunError::Audit(e.to_string()));
-        let run_id = id("tr")?;
-        let agent_id = id("ag")?;
+        let given = |v: Option<String>, prefix: &str| match v {
+            Some(v) if is_id(&v, prefix) => Ok(v),
+            Some(_) => Err(RunError::Unsupported(format!(
+                "a given {prefix}_ id is not one (URL-safe, at most 64 characters)"
+            ))),
+            None => id(prefix),
+        };
+        let run_id = given(given_run_id, "tr")?;
+        let agent_id = given(given_agent_id, "ag")?;
         let mut auditor = Auditor {
             dir: home.join("audit"),
             log: None,
@@ -503,6 +519,18 @@ fn audit_stop(auditor: &mut Auditor, runtime: RuntimeKind, report: &Report) {
     }
 }
 
+/// Whether `v` is an id of `prefix`: `prefix_` and 1–60 lowercase letters and digits.
+fn is_id(v: &str, prefix: &str) -> bool {
+    v.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('_'))
+        .is_some_and(|r| {
+            !r.is_empty()
+                && r.len() <= 60
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +540,31 @@ mod tests {
             spec: RunSpec::bare(runtime, vec!["true".into()]),
             home: home.to_owned(),
             audit_limits: Limits::default(),
+            run_id: None,
+            agent_id: None,
+        }
+    }
+
+    #[test]
+    fn given_ids_are_kept_and_foreign_ones_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let mut req = request(RuntimeKind::Native, home.path());
+        req.run_id = Some("tr_abc123".into());
+        req.agent_id = Some("ag_xyz".into());
+        let run = Run::create(req).unwrap();
+        assert_eq!(run.id(), "tr_abc123");
+        for (run_id, agent_id) in [
+            (Some("tr_"), None),
+            (Some("ag_abc"), None),
+            (Some("tr_ABC"), None),
+            (Some("tr_a\nb"), None),
+            (None, Some("tr_abc")),
+            (None, Some("ag_../x")),
+        ] {
+            let mut req = request(RuntimeKind::Native, home.path());
+            req.run_id = run_id.map(Into::into);
+            req.agent_id = agent_id.map(Into::into);
+            assert!(Run::create(req).is_err(), "{run_id:?} {agent_id:?}");
         }
     }
 

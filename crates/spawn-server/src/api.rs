@@ -34,6 +34,8 @@ pub struct AppState {
     pub(crate) store: Store,
     audit: Mutex<AuditLog>,
     pub(crate) limits: Limits,
+    /// Wakes the scheduler when a run is queued.
+    pub(crate) runs_queued: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             store,
             audit: Mutex::new(audit),
             limits,
+            runs_queued: tokio::sync::Notify::new(),
         }
     }
 
@@ -153,6 +156,7 @@ pub fn router(state: Shared) -> Router {
             get(get_agent).put(put_agent).delete(delete_agent),
         )
         .merge(crate::rbac_api::routes())
+        .merge(crate::runs::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))

@@ -29,6 +29,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    /// The file this configuration was read from (given to the supervisors).
+    #[serde(skip)]
+    pub config_path: Option<PathBuf>,
 }
 
 /// Where the state is.
@@ -91,6 +94,7 @@ impl Default for Config {
             database: Database::default(),
             limits: Limits::default(),
             log: Log::default(),
+            config_path: None,
         }
     }
 }
@@ -116,16 +120,18 @@ impl Config {
             what: what(),
             reason: e.to_string(),
         })?;
-        let config: Config = serde_yaml_ng::from_str(&text).map_err(|e| ServerError::Config {
-            what: what(),
-            reason: e.to_string(),
-        })?;
+        let mut config: Config =
+            serde_yaml_ng::from_str(&text).map_err(|e| ServerError::Config {
+                what: what(),
+                reason: e.to_string(),
+            })?;
         if config.limits.max_body_bytes == 0 || config.limits.max_body_bytes > 64 << 20 {
             return Err(ServerError::Config {
                 what: what(),
                 reason: "limits.maxBodyBytes must be 1 to 67108864".into(),
             });
         }
+        config.config_path = Some(path.to_owned());
         Ok(config)
     }
 

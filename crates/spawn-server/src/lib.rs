@@ -7,6 +7,7 @@
 mod api;
 pub mod config;
 mod rbac_api;
+pub mod runs;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,6 +140,18 @@ pub async fn serve(
     let store = Store::open(&config.database_url()).await?;
     let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
     let state = Arc::new(AppState::new(store.clone(), audit, config.limits.clone()));
+    let exe = std::env::current_exe().map_err(|e| ServerError::Io {
+        what: "find spawnd".into(),
+        source: e,
+    })?;
+    let scheduler = tokio::spawn(runs::schedule(
+        state.clone(),
+        runs::holder_id(),
+        runs::SupervisorCommand {
+            exe,
+            config: config.config_path.clone(),
+        },
+    ));
     let app = router(state);
     axum::serve(
         listener,
@@ -150,6 +163,8 @@ pub async fn serve(
         what: "serve".into(),
         source: e,
     })?;
+    // The supervisors go on: only this daemon's scheduling stops.
+    scheduler.abort();
     store.close().await;
     Ok(())
 }

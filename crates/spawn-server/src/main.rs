@@ -30,6 +30,24 @@ struct Cli {
 enum Command {
     /// Create the state and print the first admin API key (once).
     Init,
+    /// (internal) Supervise a claimed run to its end.
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        run: String,
+        #[arg(long)]
+        holder: String,
+    },
+    /// (internal) Run one run's sandbox, single-threaded.
+    #[command(hide = true)]
+    RunOne {
+        #[arg(long)]
+        run: String,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        supervisor: i32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +67,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    if let Some(Command::RunOne {
+        run,
+        agent,
+        supervisor,
+    }) = &cli.command
+    {
+        // No async runtime here: a native sandbox starts from a single-threaded process.
+        let code = spawn_server::runs::run_one(&config, run, agent.as_deref(), *supervisor);
+        std::process::exit(i32::from(code));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.expose());
             Ok(())
         }
+        Some(Command::Supervise { run, holder }) => {
+            logging(config.log.format);
+            rt.block_on(spawn_server::runs::supervise(&config, &run, &holder))?;
+            Ok(())
+        }
+        Some(Command::RunOne { .. }) => Ok(()),
         None => {
             logging(config.log.format);
             rt.block_on(async {

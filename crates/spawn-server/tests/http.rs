@@ -242,10 +242,34 @@ async fn scenario(d: &mut Daemon) {
     rbac(d, &c).await;
     rbac_over_the_api(d, &c).await;
     keys_over_the_api(d, &c).await;
+    runs(d, &c).await;
     hostile(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
     assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
+    // A run going on while the daemon restarts: it finishes, its output whole.
+    let long = post_run(
+        &c,
+        d,
+        &d.admin,
+        "team",
+        serde_json::json!({
+            "command": ["sh", "-c", "echo before; sleep 3; echo after"], "runtime": "native"
+        }),
+    )
+    .await;
+    assert_eq!(long.status(), 201);
+    let long_id = long.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_state(&c, d, "team", &long_id, &["running"]).await;
     d.restart();
+    let done = wait_state(&c, d, "team", &long_id, &["succeeded", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        logs(&c, d, "team", &long_id).await,
+        vec![("stdout".into(), "before\nafter\n".into())]
+    );
     let res = c
         .get(d.url("/v1/namespaces/team/agents/kept"))
         .header("x-api-key", &d.admin)
@@ -852,6 +876,351 @@ async fn keys_over_the_api(d: &Daemon, c: &Client) {
         .await
         .unwrap();
     error_of(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+async fn post_run(c: &Client, d: &Daemon, key: &str, ns: &str, body: Value) -> reqwest::Response {
+    c.post(d.url(&format!("/v1/namespaces/{ns}/runs")))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls run `id` until its state is one of `states` (60 s at most); returns it.
+async fn wait_state(c: &Client, d: &Daemon, ns: &str, id: &str, states: &[&str]) -> Value {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Value = c
+            .get(d.url(&format!("/v1/namespaces/{ns}/runs/{id}")))
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if states.iter().any(|s| r["state"] == *s) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < until, "run {id} stayed {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A run's output as (stream, text), merging consecutive pieces of one stream.
+async fn logs(c: &Client, d: &Daemon, ns: &str, id: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let body: Value = c
+        .get(d.url(&format!("/v1/namespaces/{ns}/runs/{id}/logs")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in body["items"].as_array().unwrap() {
+        let stream = item["stream"].as_str().unwrap().to_owned();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(item["data"].as_str().unwrap())
+            .unwrap();
+        let text = String::from_utf8(data).unwrap();
+        match out.last_mut() {
+            Some((s, t)) if *s == stream => t.push_str(&text),
+            _ => out.push((stream, text)),
+        }
+    }
+    out
+}
+
+async fn runs(d: &Daemon, c: &Client) {
+    use base64::Engine as _;
+    // A bare command: its exit code, its output by stream.
+    let res = post_run(c, d, &d.admin, "team", serde_json::json!({
+        "command": ["sh", "-c", "echo out; sleep 0.2; echo err >&2; exit 3"], "runtime": "native"
+    })).await;
+    assert_eq!(res.status(), 201);
+    let queued: Value = res.json().await.unwrap();
+    let id = queued["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("tr_"));
+    assert!(queued["requestId"].as_str().unwrap().starts_with("req_"));
+    let done = wait_state(c, d, "team", &id, &["succeeded", "failed", "interrupted"]).await;
+    assert_eq!(
+        (done["state"].as_str(), done["exitCode"].as_i64()),
+        (Some("failed"), Some(3)),
+        "{done}"
+    );
+    assert_eq!(
+        logs(c, d, "team", &id).await,
+        vec![
+            ("stdout".into(), "out\n".into()),
+            ("stderr".into(), "err\n".into())
+        ]
+    );
+    // The same as server-sent events, and resumed after the first.
+    let sse = c
+        .get(d.url(&format!("/v1/namespaces/team/runs/{id}/logs")))
+        .header("x-api-key", &d.admin)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let text = sse.text().await.unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty() && !e.starts_with(':'))
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert!(
+        events[0].contains("event: stdout") && events[0].contains("id: 1"),
+        "{text}"
+    );
+    let data = events[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+        b"out\n"
+    );
+    assert!(
+        events[2].contains("event: end") && events[2].contains("\"exitCode\":3"),
+        "{text}"
+    );
+    let resumed = c
+        .get(d.url(&format!("/v1/namespaces/team/runs/{id}/logs")))
+        .header("x-api-key", &d.admin)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !resumed.contains("id: 1\n") && resumed.contains("id: 2") && resumed.contains("event: end"),
+        "{resumed}"
+    );
+
+    // From an agent of the namespace.
+    let res = post_run(c, d, &d.admin, "team", serde_json::json!({"agent": "kept"})).await;
+    assert_eq!(res.status(), 201);
+    let from_agent: Value = res.json().await.unwrap();
+    assert!(from_agent["agentId"].as_str().unwrap().starts_with("ag_"));
+    let done = wait_state(
+        c,
+        d,
+        "team",
+        from_agent["id"].as_str().unwrap(),
+        &["succeeded", "failed"],
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // The sandbox's audit events carry the API's run and agent ids.
+    let log = d.audit();
+    let agent_run = from_agent["id"].as_str().unwrap();
+    assert!(
+        log.contains(&format!("\"traceId\":\"{agent_run}\"")),
+        "{log}"
+    );
+    assert!(
+        log.contains(from_agent["agentId"].as_str().unwrap()),
+        "{log}"
+    );
+
+    // Cancelled while it runs.
+    let res = post_run(
+        c,
+        d,
+        &d.admin,
+        "team",
+        serde_json::json!({"command": ["sleep", "30"], "runtime": "native"}),
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_state(c, d, "team", &id, &["running"]).await;
+    let res = c
+        .post(d.url(&format!("/v1/namespaces/team/runs/{id}/cancel")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let done = wait_state(c, d, "team", &id, &["cancelled", "failed", "succeeded"]).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+
+    // A supervisor killed: the run (and its sandbox) ends with it, and once its lease
+    // lapses the run is marked interrupted, never run again. (The sleep is this daemon's
+    // own, told apart from the other test's by its port.)
+    let long_sleep = format!("300.{}", d.addr.rsplit(':').next().unwrap());
+    let res = post_run(
+        c,
+        d,
+        &d.admin,
+        "team",
+        serde_json::json!({"command": ["sleep", &long_sleep], "runtime": "native"}),
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_state(c, d, "team", &id, &["running"]).await;
+    let pids = Command::new("pgrep")
+        .args(["-f", &format!("supervise --run {id}")])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8(pids.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("one supervisor");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let done = wait_state(
+        c,
+        d,
+        "team",
+        &id,
+        &["interrupted", "failed", "succeeded", "cancelled"],
+    )
+    .await;
+    assert_eq!(done["state"], "interrupted", "{done}");
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("run-one --run {id}")])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the runner outlived its supervisor");
+    let sleeping = Command::new("pgrep")
+        .args(["-x", "-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        sleeping.stdout.is_empty(),
+        "the agent outlived its supervisor"
+    );
+
+    // Test keys run only in test namespaces.
+    let res = make_key(c, d, &d.admin, "team", "tester", "developer", true).await;
+    let test_key = res.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = error_of(
+        post_run(
+            c,
+            d,
+            &test_key,
+            "team",
+            serde_json::json!({"command": ["true"], "runtime": "native"}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert!(msg.contains("test namespaces"), "{msg}");
+    let res = make_key(c, d, &d.admin, "test-ci", "tester2", "developer", true).await;
+    let test_key2 = res.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = post_run(
+        c,
+        d,
+        &test_key2,
+        "test-ci",
+        serde_json::json!({"command": ["true"], "runtime": "native"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+
+    // What cannot run is refused before it is queued.
+    let host_mount = serde_json::json!({
+        "apiVersion": "spawn.dev/v1", "kind": "Agent", "metadata": {"name": "m"},
+        "spec": {"command": ["true"], "capabilities": {"fs": {"mounts": [{"source": "/etc", "path": "/data", "mode": "ro"}]}}}
+    });
+    for (body, says) in [
+        (serde_json::json!({}), "command"),
+        (serde_json::json!({"command": []}), "command"),
+        (
+            serde_json::json!({"agent": "kept", "manifest": {}}),
+            "not both",
+        ),
+        (
+            serde_json::json!({"command": ["true"], "bogus": 1}),
+            "bogus",
+        ),
+        (
+            serde_json::json!({"command": ["true"], "runtime": "vm"}),
+            "runtime",
+        ),
+        (
+            serde_json::json!({"command": ["true"], "timeout": "forever"}),
+            "timeout",
+        ),
+        (serde_json::json!({"manifest": host_mount}), "host mounts"),
+        (
+            serde_json::json!({"manifest": {"kind": "Agent"}}),
+            "manifest",
+        ),
+    ] {
+        let msg = error_of(
+            post_run(c, d, &d.admin, "team", body.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )
+        .await;
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    error_of(
+        post_run(c, d, &d.admin, "team", serde_json::json!({"agent": "nope"})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // A run is found only in its namespace; ids that are not ids are refused.
+    let res = c
+        .get(d.url(&format!("/v1/namespaces/prod/runs/{id}")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::NOT_FOUND, "not_found").await;
+    for bad in ["x", "tr_", "tr_ABC", "tr_a%27b"] {
+        let res = c
+            .get(d.url(&format!("/v1/namespaces/team/runs/{bad}")))
+            .header("x-api-key", &d.admin)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status() == 400 || res.status() == 404,
+            "{bad}: {}",
+            res.status()
+        );
+    }
+    let res = c
+        .get(d.url(&format!("/v1/namespaces/team/runs/{id}/logs")))
+        .header("x-api-key", &d.admin)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "nope")
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
 }
 
 async fn hostile(d: &Daemon, c: &Client) {

@@ -222,6 +222,26 @@ impl Store {
         .map_err(StoreError::db("renew leases"))
     }
 
+    /// Extends the lease of run `id` if `holder` still holds it; `false`: it does not (the
+    /// run was interrupted meanwhile, or ended).
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE runs SET lease_until_ms = $3 \
+             WHERE id = $1 AND holder = $2 AND state = 'running'")
+            .bind(id)
+            .bind(holder)
+            .bind(lease_until_ms)
+            .execute(p)
+            .await.map(|r| r.rows_affected()))
+        .map(|n| n == 1)
+        .map_err(StoreError::db("renew a lease"))
+    }
+
     /// Marks `interrupted` every running run whose lease ended before `now_ms`; returns
     /// their ids.
     pub async fn interrupt_expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {

@@ -449,6 +449,13 @@ async fn a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun(db: D
         Err(StoreError::LeaseLost(_))
     ));
     assert_eq!(s.renew_leases("a", now + 60_000).await.unwrap(), 0);
+    assert!(!s.renew_lease(&a[0].id, "a", now + 60_000).await.unwrap());
+    assert!(s.renew_lease(&b[0].id, "b", now + 90_000).await.unwrap());
+    assert!(!s.renew_lease(&b[0].id, "a", now + 90_000).await.unwrap());
+    assert_eq!(
+        s.run(&b[0].id).await.unwrap().lease_until_ms,
+        Some(now + 90_000)
+    );
 }
 
 async fn runs_end_once_and_only_by_their_holder(db: Db) {

@@ -1,0 +1,688 @@
+//! Runs through the daemon.
+//!
+//! The API queues a run (`POST …/runs`). Every daemon's scheduler claims queued runs under
+//! a lease (`spawn-store`: each run claimed by exactly one daemon) and starts, for each, a
+//! **supervisor** process (`spawnd supervise`: the pattern of containerd's shims), in a
+//! session of its own, so that the daemon can stop or restart without touching it. The
+//! supervisor holds the run's lease (renewed every [`RENEW_EVERY`]), stores the run's output
+//! as it comes (readable from any daemon, streamed over SSE), passes a cancellation on, and
+//! records the end. The sandbox itself is started by a **runner** (`spawnd run-one`), a
+//! single-threaded child of the supervisor that drives `spawn-run` as `spawn run` does
+//! (a native sandbox must be started from a single-threaded process). If a supervisor
+//! dies, its lease lapses and any daemon marks the run `interrupted`; it is never started
+//! again.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use spawn_auth::rbac::{Resource, Verb};
+use spawn_store::{NewRun, RunRecord, RunState, Store, StoreError};
+
+use crate::api::{
+    authorize, body_error, check_name, ApiError, Ctx, ListQuery, RequestId, Shared, MAX_PAGE,
+};
+use crate::{Config, ServerError};
+
+/// How long a lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often a supervisor renews its run's lease (and looks for a cancellation).
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How often a scheduler looks for queued runs and lapsed leases.
+const SCHEDULE_EVERY: Duration = Duration::from_millis(200);
+/// Largest piece of output stored at once.
+const CHUNK: usize = 64 * 1024;
+
+/// What a run runs: a snapshot of its agent's manifest (or none, for a bare command) and
+/// what the request overrides. Stored as the run's `spec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunInput {
+    /// The manifest (JSON of an Agent), if any.
+    #[serde(default)]
+    pub manifest: Option<Value>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub runtime: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `POST …/runs`: from an agent of the namespace (`agent`), or an inline manifest, or a
+/// bare command; `command`, `runtime` and `timeout` override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    manifest: Option<Value>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// The routes of this module (mounted behind authentication).
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/namespaces/{ns}/runs", get(list_runs).post(create_run))
+        .route("/v1/namespaces/{ns}/runs/{id}", get(get_run))
+        .route("/v1/namespaces/{ns}/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/namespaces/{ns}/runs/{id}/logs", get(run_logs))
+}
+
+/// Whether a test key may run in `ns`: only in `test` and `test-…` namespaces.
+pub fn is_test_namespace(ns: &str) -> bool {
+    ns == "test" || ns.starts_with("test-")
+}
+
+fn run_json(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "namespace": r.namespace,
+        "agentId": r.agent_id,
+        "state": r.state,
+        "exitCode": r.exit_code,
+        "error": r.error,
+        "cancelRequested": r.cancel_requested,
+        "createdBy": r.created_by,
+        "requestId": r.request_id,
+        "createdMs": r.created_ms,
+        "startedMs": r.started_ms,
+        "finishedMs": r.finished_ms,
+    })
+}
+
+async fn create_run(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path(ns): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Create).await?;
+    if caller.test_key && !is_test_namespace(&ns) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a test key starts runs only in test namespaces (test, test-…), not {ns}"),
+        ));
+    }
+    let body = body.map_err(|e| body_error(&state, &e))?;
+    let req: CreateRun =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    let (manifest, agent_id) = match (&req.agent, &req.manifest) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "body: name an agent or give a manifest, not both",
+            ))
+        }
+        (Some(name), None) => {
+            authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Get).await?;
+            check_name("agent", name)?;
+            let a = state.store.agent(&ns, name).await?;
+            let m: Value = serde_json::from_str(&a.manifest).map_err(|_| ApiError::internal())?;
+            (Some(m), Some(a.id))
+        }
+        (None, Some(m)) => (Some(m.clone()), None),
+        (None, None) => (None, None),
+    };
+    let input = RunInput {
+        manifest,
+        command: req.command,
+        runtime: req.runtime,
+        timeout: req.timeout,
+    };
+    // Checked now, as the runner will resolve it: a run that cannot run is a 400, not a
+    // failed run.
+    resolve(&input).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let spec = serde_json::to_string(&input).map_err(|_| ApiError::internal())?;
+    let run = state
+        .store
+        .create_run(&NewRun {
+            namespace: ns,
+            agent_id,
+            spec,
+            created_by: caller.subject.to_string(),
+            request_id: Some(req_id),
+        })
+        .await?;
+    state.runs_queued.notify_one();
+    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
+
+/// The run `id` if it is in `ns` (a run of another namespace is "not found" here).
+async fn run_in(state: &crate::AppState, ns: &str, id: &str) -> Result<RunRecord, ApiError> {
+    match state.store.run(id).await {
+        Ok(r) if r.namespace == ns => Ok(r),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("run {id} not found in namespace {ns}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check_run_id(id: &str) -> Result<(), ApiError> {
+    let ok = id.len() <= 64
+        && id.starts_with("tr_")
+        && id[3..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("id: not a run id (tr_…)"))
+    }
+}
+
+async fn get_run(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Get).await?;
+    check_run_id(&id)?;
+    Ok(Json(run_json(&run_in(&state, &ns, &id).await?)))
+}
+
+async fn list_runs(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path(ns): Path<String>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::List).await?;
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
+    }
+    if let Some(a) = &q.after {
+        check_run_id(a)?;
+        run_in(&state, &ns, a).await?;
+    }
+    let p = state
+        .store
+        .list_runs(&ns, None, q.after.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({
+        "items": p.items.iter().map(run_json).collect::<Vec<_>>(),
+        "next": p.next,
+    })))
+}
+
+async fn cancel_run(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Stop).await?;
+    check_run_id(&id)?;
+    run_in(&state, &ns, &id).await?;
+    Ok(Json(run_json(&state.store.cancel_run(&id).await?)))
+}
+
+/// `?after=SEQ` for the JSON form of the logs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    after: Option<i64>,
+}
+
+/// A run's output: all of it as JSON, or streamed live as server-sent events
+/// (`Accept: text/event-stream`): one event per stored piece (`id` its number, `event`
+/// `stdout` or `stderr`, `data` the bytes in base64), then `end` with the run's verdict.
+/// `Last-Event-ID` resumes after the piece it names.
+async fn run_logs(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(
+        &state,
+        &caller,
+        &req_id,
+        &ns,
+        Resource::AgentLogs,
+        Verb::Get,
+    )
+    .await?;
+    check_run_id(&id)?;
+    run_in(&state, &ns, &id).await?;
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let last_event = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID: not an event id of this API"))?,
+        ),
+    };
+    let after = last_event.or(q.after).unwrap_or(0).max(0);
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if !sse {
+        let chunks = state.store.output(&id, after, 10_000).await?;
+        return Ok(Json(json!({
+            "items": chunks.iter().map(|c| json!({
+                "seq": c.seq, "stream": c.stream, "data": b64.encode(&c.data), "atMs": c.at_ms,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response());
+    }
+    let store = state.store.clone();
+    let stream = futures_util::stream::unfold(
+        (store, id, after, false),
+        move |(store, id, mut after, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // The run's state first: output stored before it ended is all there.
+                let run = match store.run(&id).await {
+                    Ok(r) => r,
+                    Err(_) => return None,
+                };
+                let chunks = store.output(&id, after, 256).await.unwrap_or_default();
+                if !chunks.is_empty() {
+                    let events: Vec<Result<SseEvent, std::convert::Infallible>> = chunks
+                        .iter()
+                        .map(|c| {
+                            Ok(SseEvent::default()
+                                .id(c.seq.to_string())
+                                .event(c.stream.clone())
+                                .data(base64::engine::general_purpose::STANDARD.encode(&c.data)))
+                        })
+                        .collect();
+                    after = chunks.last().map_or(after, |c| c.seq);
+                    return Some((
+                        futures_util::stream::iter(events),
+                        (store, id, after, false),
+                    ));
+                }
+                if run.state().is_ok_and(RunState::is_final) {
+                    let end = SseEvent::default().event("end").data(
+                        json!({"state": run.state, "exitCode": run.exit_code, "error": run.error})
+                            .to_string(),
+                    );
+                    return Some((
+                        futures_util::stream::iter(vec![Ok(end)]),
+                        (store, id, after, true),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    );
+    let flat = futures_util::StreamExt::flatten(stream);
+    Ok(Sse::new(flat)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// What the runner is told to run, resolved as `spawn run` resolves it. Host mounts are
+/// refused: a caller of the API names no paths of the daemon's host.
+pub fn resolve(input: &RunInput) -> Result<spawn_policy::RunSpec, ServerError> {
+    let agent =
+        match &input.manifest {
+            Some(m) => Some(spawn_policy::parse_agent(&m.to_string()).map_err(|e| {
+                ServerError::Config {
+                    what: "the manifest".into(),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+    // Refused before anything is resolved: resolving a host path would tell the caller
+    // whether it exists on the daemon's host.
+    let host_mount = agent
+        .as_ref()
+        .and_then(|a| a.spec.capabilities.as_ref())
+        .and_then(|c| c.fs.as_ref())
+        .is_some_and(|fs| fs.mounts.iter().any(|m| m.source.is_some()));
+    if host_mount {
+        return Err(ServerError::Config {
+            what: "the run".into(),
+            reason: "host mounts (fs.mounts[].source) are not available through the API".into(),
+        });
+    }
+    let parse_runtime = |r: &str| {
+        r.parse::<spawn_policy::RuntimeKind>()
+            .map_err(|e| ServerError::Config {
+                what: "runtime".into(),
+                reason: e.to_string(),
+            })
+    };
+    let overrides = spawn_policy::Overrides {
+        runtime: input.runtime.as_deref().map(parse_runtime).transpose()?,
+        timeout: input.timeout.clone(),
+        command: input.command.clone(),
+        ..Default::default()
+    };
+    let root = PathBuf::from("/");
+    let spec =
+        spawn_policy::resolve(agent.as_ref(), &root, &root, &overrides, &[]).map_err(|e| {
+            ServerError::Config {
+                what: "the run".into(),
+                reason: e.to_string(),
+            }
+        })?;
+    if spec
+        .mounts
+        .iter()
+        .any(|m| matches!(m.source, spawn_policy::MountSource::Host(_)))
+    {
+        return Err(ServerError::Config {
+            what: "the run".into(),
+            reason: "host mounts are not available through the API".into(),
+        });
+    }
+    Ok(spec)
+}
+
+/// The scheduler of one daemon: marks runs whose lease lapsed `interrupted`, claims
+/// queued runs and starts a supervisor for each. Runs until the process ends.
+pub(crate) async fn schedule(state: Shared, holder: String, supervisor: SupervisorCommand) {
+    loop {
+        let now = spawn_store::now_ms();
+        match state.store.interrupt_expired(now).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(run = %id, "interrupted: its supervisor stopped renewing its lease");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "interrupt lapsed runs"),
+        }
+        let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+        match state.store.claim_runs(&holder, until, 8).await {
+            Ok(runs) => {
+                for run in runs {
+                    if let Err(e) = supervisor.start(&run.id, &holder) {
+                        tracing::error!(run = %run.id, error = %e, "start a supervisor");
+                        let _ = state
+                            .store
+                            .finish_run(
+                                &run.id,
+                                &holder,
+                                RunState::Failed,
+                                None,
+                                Some("its supervisor could not be started"),
+                            )
+                            .await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "claim runs"),
+        }
+        let _ = tokio::time::timeout(SCHEDULE_EVERY, state.runs_queued.notified()).await;
+    }
+}
+
+/// How a daemon starts a supervisor: this binary, `supervise`, with its configuration.
+#[derive(Debug, Clone)]
+pub struct SupervisorCommand {
+    pub exe: PathBuf,
+    pub config: Option<PathBuf>,
+}
+
+impl SupervisorCommand {
+    fn start(&self, run: &str, holder: &str) -> std::io::Result<()> {
+        let mut cmd = std::process::Command::new(&self.exe);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(["supervise", "--run", run, "--holder", holder])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // A process group of its own: the daemon's terminal's signals do not reach it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn()?;
+        // Reaped when it ends, while this daemon lives; if the daemon goes first, by init.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+}
+
+/// `spawnd supervise`: runs the claimed run `run` (held by `holder`) to its end.
+pub async fn supervise(config: &Config, run: &str, holder: &str) -> Result<(), ServerError> {
+    let store = Store::open(&config.database_url()).await?;
+    let record = store.run(run).await?;
+    if record.holder.as_deref() != Some(holder) || record.state()? != RunState::Running {
+        return Err(ServerError::Config {
+            what: format!("run {run}"),
+            reason: "it is not running under this holder".into(),
+        });
+    }
+    let exe = std::env::current_exe().map_err(|e| ServerError::Io {
+        what: "find spawnd".into(),
+        source: e,
+    })?;
+    let mut cmd = tokio::process::Command::new(exe);
+    if let Some(c) = &config.config_path {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(["run-one", "--run", run, "--supervisor"])
+        .arg(std::process::id().to_string());
+    if let Some(a) = &record.agent_id {
+        cmd.args(["--agent", a]);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| ServerError::Io {
+        what: "start the runner".into(),
+        source: e,
+    })?;
+    // The run's input on the runner's stdin, then closed.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = stdin.write_all(record.spec.as_bytes()).await;
+    }
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(ServerError::Config {
+            what: "the runner".into(),
+            reason: "no output pipes".into(),
+        });
+    };
+    let store_out = store.clone();
+    let id = run.to_owned();
+    // stdout and stderr are stored as they come, one writer per run (the store numbers
+    // the pieces in the order they are written).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(&'static str, Vec<u8>)>(64);
+    let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                stream: &'static str,
+                tx: tokio::sync::mpsc::Sender<(&'static str, Vec<u8>)>| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let p1 = tokio::spawn(pump(Box::new(out), "stdout", tx.clone()));
+    let p2 = tokio::spawn(pump(Box::new(err), "stderr", tx));
+    let writer = tokio::spawn(async move {
+        while let Some((stream, data)) = rx.recv().await {
+            if let Err(e) = store_out.append_output(&id, stream, &data).await {
+                tracing::error!(error = %e, "store output");
+            }
+        }
+    });
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    let mut cancelled = false;
+    let mut lost = false;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s,
+            _ = tokio::time::sleep(RENEW_EVERY) => {
+                let until = spawn_store::now_ms() + lease_ms;
+                match store.renew_lease(run, holder, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Interrupted meanwhile: the run must not go on unobserved.
+                        lost = true;
+                        let _ = child.start_kill();
+                    }
+                    Err(e) => tracing::error!(error = %e, "renew the lease"),
+                }
+                if !cancelled && store.run(run).await.is_ok_and(|r| r.cancel_requested) {
+                    cancelled = true;
+                    if let Some(pid) = child.id() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let _ = p1.await;
+    let _ = p2.await;
+    let _ = writer.await;
+    if lost {
+        return Ok(());
+    }
+    let (state, code, error) = match status {
+        Ok(s) => match s.code() {
+            Some(_) if cancelled => (RunState::Cancelled, s.code(), None),
+            Some(0) => (RunState::Succeeded, Some(0), None),
+            Some(125) => (
+                RunState::Failed,
+                Some(125),
+                Some("spawn failed before the command ran (its message is in the run's stderr)"),
+            ),
+            Some(c) => (RunState::Failed, Some(c), None),
+            None => (RunState::Failed, None, Some("the runner was killed")),
+        },
+        Err(_) => (
+            RunState::Failed,
+            None,
+            Some("the runner could not be waited for"),
+        ),
+    };
+    store.finish_run(run, holder, state, code, error).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// `spawnd run-one`: reads a run's input on stdin and runs it as `spawn run` would, in this
+/// single-threaded process; the agent's output is this process's, the exit code is the
+/// agent's (125 when spawn failed before it ran).
+pub fn run_one(config: &Config, run: &str, agent_id: Option<&str>, supervisor: i32) -> u8 {
+    // The run dies with its supervisor (the sandbox's guard then ends the sandbox): a run
+    // nobody records must not go on. Checked after it is set, so a supervisor already gone
+    // is seen.
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+        || nix::unistd::getppid().as_raw() != supervisor
+    {
+        eprintln!("spawnd: the run's supervisor is gone");
+        return 125;
+    }
+    let mut text = String::new();
+    if std::io::stdin()
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        eprintln!("spawnd: the run's input could not be read");
+        return 125;
+    }
+    let spec = match serde_json::from_str::<RunInput>(&text)
+        .map_err(|e| ServerError::Config {
+            what: "the run's input".into(),
+            reason: e.to_string(),
+        })
+        .and_then(|i| resolve(&i))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spawnd: {e}");
+            return 125;
+        }
+    };
+    let created = spawn_run::Run::create(spawn_run::RunRequest {
+        spec,
+        home: config.home(),
+        audit_limits: spawn_audit::Limits::default(),
+        run_id: Some(run.to_owned()),
+        agent_id: agent_id.map(str::to_owned),
+    });
+    let r = match created {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("spawn: {e}");
+            return 125;
+        }
+    };
+    for w in r.warnings() {
+        eprintln!("spawn: warning: {w}");
+    }
+    let finished = r.execute(&mut |w| eprintln!("spawn: warning: {w}"));
+    let _ = std::io::stdout().flush();
+    tracing::debug!(run, spawn_run = %finished.run_id, "ran");
+    match &finished.result {
+        Ok(report) => u8::try_from(report.exit_code).unwrap_or(125),
+        Err(e) => {
+            eprintln!("spawn: {e}");
+            125
+        }
+    }
+}
+
+/// The daemon's holder id: this host and process, and a random part.
+pub fn holder_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let rand = spawn_store::new_id("d").unwrap_or_else(|_| "d_".into());
+    format!("{host}-{}-{}", std::process::id(), &rand[2..10])
+}
+
+/// The path a supervisor is told for the configuration.
+pub fn config_arg(path: Option<&FsPath>) -> Option<PathBuf> {
+    path.map(FsPath::to_owned)
+}
+
+/// Shared by the scheduler and the API: wakes the scheduler when a run is queued.
+pub type Wakeup = Arc<tokio::sync::Notify>;
