@@ -50,14 +50,22 @@ pub struct Limits {
     /// Largest request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Most runs this daemon supervises at once.
+    #[serde(default = "default_max_runs")]
+    pub max_runs_per_host: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_body_bytes: default_max_body(),
+            max_runs_per_host: default_max_runs(),
         }
     }
+}
+
+fn default_max_runs() -> usize {
+    16
 }
 
 /// Log output.
@@ -132,6 +140,12 @@ impl Config {
             });
         }
         config.config_path = Some(path.to_owned());
+        if config.limits.max_runs_per_host == 0 || config.limits.max_runs_per_host > 4096 {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "limits.maxRunsPerHost must be 1 to 4096".into(),
+            });
+        }
         Ok(config)
     }
 
@@ -173,6 +187,7 @@ mod tests {
             ("listen: 127.0.0.1:99999\n", "listen"),
             ("limits: {maxBodyBytes: 0}\n", "maxBodyBytes"),
             ("limits: {maxBodyBytes: -1}\n", "maxBodyBytes"),
+            ("limits: {maxRunsPerHost: 0}\n", "maxRunsPerHost"),
             ("log: {format: xml}\n", "format"),
             ("[1, 2]\n", "invalid type"),
         ] {

@@ -150,6 +150,7 @@ pub async fn serve(
         runs::SupervisorCommand {
             exe,
             config: config.config_path.clone(),
+            running: Default::default(),
         },
     ));
     let app = router(state);

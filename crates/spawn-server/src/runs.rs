@@ -423,7 +423,23 @@ pub(crate) async fn schedule(state: Shared, holder: String, supervisor: Supervis
             Err(e) => tracing::error!(error = %e, "interrupt lapsed runs"),
         }
         let until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        match state.store.claim_runs(&holder, until, 8).await {
+        // Never more supervisors at once than the host's cap (they are counted while this
+        // daemon lives; those of a previous daemon on the host are not).
+        let running = supervisor.running.load(std::sync::atomic::Ordering::SeqCst);
+        let room = state
+            .limits
+            .max_runs_per_host
+            .saturating_sub(running)
+            .min(8);
+        let claimed = if room == 0 {
+            Ok(Vec::new())
+        } else {
+            state
+                .store
+                .claim_runs(&holder, until, i64::try_from(room).unwrap_or(8))
+                .await
+        };
+        match claimed {
             Ok(runs) => {
                 for run in runs {
                     if let Err(e) = supervisor.start(&run.id, &holder) {
@@ -452,6 +468,8 @@ pub(crate) async fn schedule(state: Shared, holder: String, supervisor: Supervis
 pub struct SupervisorCommand {
     pub exe: PathBuf,
     pub config: Option<PathBuf>,
+    /// Supervisors started by this daemon and still running.
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SupervisorCommand {
@@ -467,9 +485,12 @@ impl SupervisorCommand {
         // A process group of its own: the daemon's terminal's signals do not reach it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
+        let running = self.running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Reaped when it ends, while this daemon lives; if the daemon goes first, by init.
         std::thread::spawn(move || {
             let _ = child.wait();
+            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
         Ok(())
     }

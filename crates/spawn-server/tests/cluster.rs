@@ -1,0 +1,127 @@
+//! Two `spawnd` on one PostgreSQL are one control plane: 200 runs submitted through both
+//! are each executed exactly once, and one daemon SIGKILLed mid-way stops nothing (its
+//! runs' supervisors carry on; the other daemon claims the rest).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../spawn-store/tests/common/mod.rs"]
+mod pg;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use reqwest::Client;
+use serde_json::Value;
+
+const RUNS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
+    let url = pg::postgres_url().await;
+    let mut a = Daemon::start(Some(url.clone()));
+    let b = Daemon::start_with(Some(url.clone()), Some(&a.admin.clone()));
+    let c = Client::new();
+    let mut ids = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        // Half through each daemon; A is killed once half the runs are in.
+        if i == RUNS / 2 {
+            a.child.kill().unwrap();
+            a.child.wait().unwrap();
+        }
+        let via = if i % 2 == 0 && i < RUNS / 2 { &a } else { &b };
+        let res = c
+            .post(via.url("/v1/namespaces/load/runs"))
+            .header("x-api-key", &a.admin)
+            .json(&serde_json::json!({"command": ["true"], "runtime": "native"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "run {i}");
+        ids.push(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Every run ends, through the daemon left.
+    let until = Instant::now() + Duration::from_secs(240);
+    let mut states: HashMap<String, String> = HashMap::new();
+    loop {
+        states.clear();
+        let mut after: Option<String> = None;
+        loop {
+            let mut u = b.url("/v1/namespaces/load/runs?limit=500");
+            if let Some(a) = &after {
+                u.push_str(&format!("&after={a}"));
+            }
+            let page: Value = c
+                .get(u)
+                .header("x-api-key", &b.admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for r in page["items"].as_array().unwrap() {
+                states.insert(
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["state"].as_str().unwrap().to_owned(),
+                );
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        let open = states
+            .values()
+            .filter(|s| *s == "queued" || *s == "running")
+            .count();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "{open} runs still open: {states:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(states.len(), RUNS);
+    let mut by_state: HashMap<&str, usize> = HashMap::new();
+    for s in states.values() {
+        *by_state.entry(s.as_str()).or_default() += 1;
+    }
+    // A killed daemon's supervisors are not its children: nothing it claimed is lost.
+    assert_eq!(by_state.get("succeeded"), Some(&RUNS), "{by_state:?}");
+    // Each run started exactly once: one agent.start with its trace id, in either log.
+    let logs = format!("{}{}", a.audit(), b.audit());
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    for line in logs.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["eventType"] == "agent.start" {
+            *starts
+                .entry(v["traceId"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            starts.get(id),
+            Some(&1),
+            "run {id} started {:?} times",
+            starts.get(id)
+        );
+    }
+    // Both daemons ran some.
+    let (in_a, in_b) = (
+        ids.iter()
+            .filter(|id| a.audit().contains(id.as_str()))
+            .count(),
+        ids.iter()
+            .filter(|id| b.audit().contains(id.as_str()))
+            .count(),
+    );
+    assert!(in_a > 0 && in_b > 0, "runs by daemon: {in_a} and {in_b}");
+    assert_eq!(in_a + in_b, RUNS);
+}
