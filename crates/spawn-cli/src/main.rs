@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
+mod remote;
 mod run;
 
 use std::path::PathBuf;
@@ -18,6 +19,17 @@ struct Cli {
     /// State directory (audit log, runs). Default: ~/.spawn
     #[arg(long, env = "SPAWN_HOME", global = true)]
     home: Option<PathBuf>,
+    /// A spawnd to talk to (server mode); the API key is read from SPAWN_API_KEY.
+    #[arg(long, env = "SPAWN_SERVER", global = true, value_name = "URL")]
+    server: Option<String>,
+    /// The namespace of server-mode commands.
+    #[arg(
+        long,
+        env = "SPAWN_NAMESPACE",
+        global = true,
+        default_value = "default"
+    )]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +49,83 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Create or update Agents, Roles and RoleBindings (server mode).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Agents (server mode).
+    Agents {
+        #[command(subcommand)]
+        cmd: AgentsCmd,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Runs (server mode).
+    Runs {
+        #[command(subcommand)]
+        cmd: RunsCmd,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// API keys (server mode).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsCmd {
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Start a run of the agent; prints its id.
+    Start {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCmd {
+    List,
+    Get {
+        id: String,
+    },
+    Logs {
+        id: String,
+        /// Follow the output until the run ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCmd {
+    /// Make a key for a new ServiceAccount holding ROLE in the namespace; printed once.
+    Create {
+        #[arg(long)]
+        role: String,
+        /// The ServiceAccount's name.
+        #[arg(long)]
+        name: String,
+        /// A spawn_sk_test_ key (runs only in test namespaces).
+        #[arg(long)]
+        test: bool,
+    },
+    List,
+    Revoke {
+        id: String,
     },
 }
 
@@ -108,10 +197,41 @@ fn main() -> ExitCode {
         }
     };
     let home = cli.home.clone().unwrap_or_else(default_home);
-    match cli.command {
-        Command::Run(args) => run::main(&args, &home),
-        Command::Validate { file } => validate(&file),
-        Command::Doctor { json } => doctor::main(json),
+    let remote = || -> anyhow::Result<remote::Remote> {
+        match &cli.server {
+            Some(url) => remote::Remote::new(url, &cli.namespace),
+            None => anyhow::bail!(
+                "this command talks to spawnd: give --server URL (or SPAWN_SERVER) and the key in {}",
+                remote::KEY_ENV
+            ),
+        }
+    };
+    let server_mode = |f: &dyn Fn(&remote::Remote) -> anyhow::Result<()>| -> ExitCode {
+        match remote().and_then(|r| f(&r)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spawn: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    match &cli.command {
+        Command::Run(args) => match &cli.server {
+            Some(_) => match remote() {
+                Ok(r) => remote::run(&r, args),
+                Err(e) => {
+                    eprintln!("spawn: {e:#}");
+                    ExitCode::from(EXIT_SPAWN_FAILED)
+                }
+            },
+            None => run::main(args, &home),
+        },
+        Command::Validate { file } => validate(file),
+        Command::Doctor { json } => doctor::main(*json),
+        Command::Apply { file } => server_mode(&|r| remote::apply(r, file)),
+        Command::Agents { cmd, json } => server_mode(&|r| remote::agents(r, cmd, *json)),
+        Command::Runs { cmd, json } => server_mode(&|r| remote::runs(r, cmd, *json)),
+        Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::{Read as _, Write as _};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, SPAWND};
+use common::{spawnd, Daemon};
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -147,7 +147,7 @@ async fn scenario(d: &mut Daemon) {
         .unwrap();
     assert_eq!(res.status(), 200);
     // init refuses to run twice (a second admin key is not made behind anyone's back).
-    let again = Command::new(SPAWND)
+    let again = Command::new(spawnd())
         .arg("--config")
         .arg(&d.config)
         .arg("init")

@@ -10,7 +10,23 @@ use std::process::{Child, Command, Stdio};
 use spawn_auth::{ApiKey, KeyEnv};
 use spawn_store::{NewKey, Store};
 
-pub const SPAWND: &str = env!("CARGO_BIN_EXE_spawnd");
+/// The `spawnd` binary: this package's, or the one beside `spawn` (for spawn-cli's tests,
+/// which `cargo test --workspace` builds too).
+pub fn spawnd() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_spawnd") {
+        return p.into();
+    }
+    let Some(spawn) = option_env!("CARGO_BIN_EXE_spawn") else {
+        panic!("spawnd is found only from the tests of spawn-server or spawn-cli");
+    };
+    let p = Path::new(spawn).with_file_name("spawnd");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p spawn-server; make test does)",
+        p.display()
+    );
+    p
+}
 
 /// A running daemon and what it needs.
 pub struct Daemon {
@@ -54,7 +70,7 @@ impl Daemon {
                 _dir: dir,
             };
         }
-        let init = Command::new(SPAWND)
+        let init = Command::new(spawnd())
             .arg("--config")
             .arg(&config)
             .arg("init")
@@ -133,7 +149,7 @@ impl Drop for Daemon {
 }
 
 pub fn spawn(config: &Path) -> (Child, String) {
-    let mut child = Command::new(SPAWND)
+    let mut child = Command::new(spawnd())
         .arg("--config")
         .arg(config)
         .env("SPAWND_LOG", "warn")
