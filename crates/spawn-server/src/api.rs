@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) limits: Limits,
     /// Wakes the scheduler when a run is queued.
     pub(crate) runs_queued: tokio::sync::Notify,
+    rate: crate::abuse::RateLimiter,
+    lockout: crate::abuse::Lockout,
 }
 
 impl AppState {
@@ -43,6 +45,8 @@ impl AppState {
         AppState {
             store,
             audit: Mutex::new(audit),
+            rate: crate::abuse::RateLimiter::new(&limits),
+            lockout: crate::abuse::Lockout::new(&limits),
             limits,
             runs_queued: tokio::sync::Notify::new(),
         }
@@ -260,9 +264,11 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let path: String = req.uri().path().chars().take(256).collect();
-    let failure = |reason: &str| {
+    let now = std::time::Instant::now();
+    let ip = peer.ip();
+    let audit_failure = |reason: &str| {
         let event = Event {
-            source_ip: Some(peer.ip().to_string()),
+            source_ip: Some(ip.to_string()),
             request_id: Some(req_id.clone()),
             ..Event::new(
                 EventType::AuthFailure,
@@ -281,6 +287,15 @@ async fn authenticate(
             .with_detail("reason", reason.to_owned())
         };
         state.audit(event);
+    };
+    // A source locked out for its failures is refused before its key is read.
+    if let Some(wait) = state.lockout.locked(ip, now) {
+        audit_failure("locked out after repeated failed authentications");
+        return too_many("too many failed authentications from this address", wait);
+    }
+    let failure = |reason: &str| {
+        state.lockout.failed(ip, now);
+        audit_failure(reason);
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -319,6 +334,10 @@ async fn authenticate(
     {
         tracing::warn!(error = %e, "last_used");
     }
+    let who = format!("{}/{}", kind.as_str(), record.principal_name);
+    if let Err(wait) = state.rate.take(&who, now) {
+        return too_many("too many requests for this principal", wait);
+    }
     req.extensions_mut().insert(Caller {
         subject: Subject {
             kind,
@@ -328,6 +347,20 @@ async fn authenticate(
         test_key: record.test,
     });
     next.run(req).await
+}
+
+/// 429 with `Retry-After`.
+fn too_many(message: &str, wait: std::time::Duration) -> Response {
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{message}; retry later"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&crate::abuse::retry_after(wait).to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 /// What the caller may do in `ns`.

@@ -53,6 +53,40 @@ pub struct Limits {
     /// Most runs this daemon supervises at once.
     #[serde(default = "default_max_runs")]
     pub max_runs_per_host: usize,
+    /// Requests per second a principal may make (on average), per daemon.
+    #[serde(default = "default_rps")]
+    pub requests_per_second: u32,
+    /// Requests a principal may make at once after a quiet while.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Failed authentications from one address within the window that lock it out.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures: u32,
+    #[serde(default = "default_auth_window")]
+    pub auth_failure_window_seconds: u64,
+    /// How long a locked-out address stays out.
+    #[serde(default = "default_lockout")]
+    pub lockout_seconds: u64,
+}
+
+fn default_rps() -> u32 {
+    50
+}
+
+fn default_burst() -> u32 {
+    500
+}
+
+fn default_auth_failures() -> u32 {
+    10
+}
+
+fn default_auth_window() -> u64 {
+    60
+}
+
+fn default_lockout() -> u64 {
+    300
 }
 
 impl Default for Limits {
@@ -60,6 +94,11 @@ impl Default for Limits {
         Limits {
             max_body_bytes: default_max_body(),
             max_runs_per_host: default_max_runs(),
+            requests_per_second: default_rps(),
+            burst: default_burst(),
+            auth_failures: default_auth_failures(),
+            auth_failure_window_seconds: default_auth_window(),
+            lockout_seconds: default_lockout(),
         }
     }
 }
@@ -140,6 +179,20 @@ impl Config {
             });
         }
         config.config_path = Some(path.to_owned());
+        let l = &config.limits;
+        let positive = [
+            ("requestsPerSecond", u64::from(l.requests_per_second)),
+            ("burst", u64::from(l.burst)),
+            ("authFailures", u64::from(l.auth_failures)),
+            ("authFailureWindowSeconds", l.auth_failure_window_seconds),
+            ("lockoutSeconds", l.lockout_seconds),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0 || *v > 1_000_000) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: format!("limits.{name} must be 1 to 1000000"),
+            });
+        }
         if config.limits.max_runs_per_host == 0 || config.limits.max_runs_per_host > 4096 {
             return Err(ServerError::Config {
                 what: what(),
@@ -188,6 +241,9 @@ mod tests {
             ("limits: {maxBodyBytes: 0}\n", "maxBodyBytes"),
             ("limits: {maxBodyBytes: -1}\n", "maxBodyBytes"),
             ("limits: {maxRunsPerHost: 0}\n", "maxRunsPerHost"),
+            ("limits: {burst: 0}\n", "burst"),
+            ("limits: {lockoutSeconds: 99999999}\n", "lockoutSeconds"),
+            ("limits: {requestsPerSecond: 1.5}\n", "requestsPerSecond"),
             ("log: {format: xml}\n", "format"),
             ("[1, 2]\n", "invalid type"),
         ] {

@@ -4,6 +4,7 @@
 //! API. Runs, keys and RBAC over the API, TLS, metrics and OpenAPI follow (see README).
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod api;
 pub mod config;
 mod rbac_api;

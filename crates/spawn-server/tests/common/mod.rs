@@ -48,6 +48,18 @@ impl Daemon {
     /// A daemon on `db_url`; with `admin`, one more daemon of a state made already (no
     /// init: its home is its own, its database shared).
     pub fn start_with(db_url: Option<String>, admin: Option<&str>) -> Daemon {
+        // Limits generous enough for the scenarios' bursts of requests and deliberate
+        // failures; the abuse limits are tested with their own.
+        Daemon::start_limits(
+            db_url,
+            admin,
+            "  requestsPerSecond: 100000\n  burst: 100000\n  authFailures: 100000\n",
+        )
+    }
+
+    /// A daemon whose `limits:` block holds `limits` (YAML lines, indented) besides the
+    /// body size the tests rely on.
+    pub fn start_limits(db_url: Option<String>, admin: Option<&str>, limits: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let config = dir.path().join("spawn.yaml");
@@ -56,6 +68,7 @@ impl Daemon {
             yaml.push_str(&format!("database:\n  url: {url}\n"));
         }
         yaml.push_str("limits:\n  maxBodyBytes: 65536\n");
+        yaml.push_str(limits);
         std::fs::write(&config, yaml).unwrap();
         if let Some(admin) = admin {
             let db_url = db_url.unwrap_or_else(|| home.join("spawn.db").display().to_string());
