@@ -202,7 +202,7 @@ mod tests {
     fn a_flood_of_sources_does_not_grow_without_bound() {
         let l = Lockout::new(&limits());
         let t = Instant::now();
-        for i in 0..(MAX_TRACKED as u32 + 10) {
+        for i in 0..(u32::try_from(MAX_TRACKED).unwrap() + 10) {
             l.failed(IpAddr::from(i.to_be_bytes()), t);
         }
         assert!(l.sources.lock().unwrap().len() <= MAX_TRACKED);
