@@ -12,8 +12,9 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # sandbox-side packet filter); procps: test helpers. e2fsprogs (mkfs.ext4): each run's
 # scratch filesystem (the disk quota).
 # postgresql: spawn-store's tests start a throwaway cluster of their own from its binaries
-# (the system's own cluster is not used).
-pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql)
+# (the system's own cluster is not used). openssl, curl: spawnd's TLS test makes a
+# certificate and speaks TLS 1.2 and 1.3 to it with a client nobody here wrote.
+pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
 # (wrk, Debian's squid, curl).
 if [[ ${1:-} == bench ]]; then

@@ -29,6 +29,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: Log,
+    /// Serve TLS 1.3 with this certificate chain and key (PEM files).
+    #[serde(default)]
+    pub tls: Option<Tls>,
     /// The file this configuration was read from (given to the supervisors).
     #[serde(skip)]
     pub config_path: Option<PathBuf>,
@@ -41,6 +44,16 @@ pub struct Database {
     /// `postgres://…`, or a SQLite path; default `HOME/spawn.db`. Never logged (it may hold
     /// a password).
     pub url: Option<String>,
+}
+
+/// The server's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
 }
 
 /// Abuse limits.
@@ -67,6 +80,20 @@ pub struct Limits {
     /// How long a locked-out address stays out.
     #[serde(default = "default_lockout")]
     pub lockout_seconds: u64,
+    /// Largest request head (request line and headers): 431 beyond.
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head (and to finish a TLS handshake).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_seconds: u64,
+}
+
+fn default_max_header() -> usize {
+    32 * 1024
+}
+
+fn default_header_timeout() -> u64 {
+    10
 }
 
 fn default_rps() -> u32 {
@@ -99,6 +126,8 @@ impl Default for Limits {
             auth_failures: default_auth_failures(),
             auth_failure_window_seconds: default_auth_window(),
             lockout_seconds: default_lockout(),
+            max_header_bytes: default_max_header(),
+            header_read_timeout_seconds: default_header_timeout(),
         }
     }
 }
@@ -141,6 +170,7 @@ impl Default for Config {
             database: Database::default(),
             limits: Limits::default(),
             log: Log::default(),
+            tls: None,
             config_path: None,
         }
     }
@@ -193,6 +223,18 @@ impl Config {
                 reason: format!("limits.{name} must be 1 to 1000000"),
             });
         }
+        if !(8192..=1 << 20).contains(&config.limits.max_header_bytes) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "limits.maxHeaderBytes must be 8192 to 1048576".into(),
+            });
+        }
+        if !(1..=300).contains(&config.limits.header_read_timeout_seconds) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "limits.headerReadTimeoutSeconds must be 1 to 300".into(),
+            });
+        }
         if config.limits.max_runs_per_host == 0 || config.limits.max_runs_per_host > 4096 {
             return Err(ServerError::Config {
                 what: what(),
@@ -242,6 +284,12 @@ mod tests {
             ("limits: {maxBodyBytes: -1}\n", "maxBodyBytes"),
             ("limits: {maxRunsPerHost: 0}\n", "maxRunsPerHost"),
             ("limits: {burst: 0}\n", "burst"),
+            ("limits: {maxHeaderBytes: 100}\n", "maxHeaderBytes"),
+            (
+                "limits: {headerReadTimeoutSeconds: 0}\n",
+                "headerReadTimeoutSeconds",
+            ),
+            ("tls: {cert: /x}\n", "key"),
             ("limits: {lockoutSeconds: 99999999}\n", "lockoutSeconds"),
             ("limits: {requestsPerSecond: 1.5}\n", "requestsPerSecond"),
             ("log: {format: xml}\n", "format"),

@@ -7,6 +7,7 @@
 mod abuse;
 mod api;
 pub mod config;
+pub mod listen;
 mod rbac_api;
 pub mod runs;
 
@@ -154,17 +155,9 @@ pub async fn serve(
             running: Default::default(),
         },
     ));
+    let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
     let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| ServerError::Io {
-        what: "serve".into(),
-        source: e,
-    })?;
+    listen::serve(listener, app, tls, &config.limits, shutdown).await?;
     // The supervisors go on: only this daemon's scheduling stops.
     scheduler.abort();
     store.close().await;

@@ -60,6 +60,16 @@ impl Daemon {
     /// A daemon whose `limits:` block holds `limits` (YAML lines, indented) besides the
     /// body size the tests rely on.
     pub fn start_limits(db_url: Option<String>, admin: Option<&str>, limits: &str) -> Daemon {
+        Daemon::start_full(db_url, admin, limits, "")
+    }
+
+    /// As `start_limits`, with `extra` top-level configuration (e.g. `tls:`).
+    pub fn start_full(
+        db_url: Option<String>,
+        admin: Option<&str>,
+        limits: &str,
+        extra: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let config = dir.path().join("spawn.yaml");
@@ -67,6 +77,7 @@ impl Daemon {
         if let Some(url) = &db_url {
             yaml.push_str(&format!("database:\n  url: {url}\n"));
         }
+        yaml.push_str(extra);
         yaml.push_str("limits:\n  maxBodyBytes: 65536\n");
         yaml.push_str(limits);
         std::fs::write(&config, yaml).unwrap();
