@@ -38,6 +38,9 @@ pub struct AppState {
     pub(crate) runs_queued: tokio::sync::Notify,
     rate: crate::abuse::RateLimiter,
     lockout: crate::abuse::Lockout,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Supervisors this daemon started that are running.
+    pub(crate) supervisors: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -49,6 +52,8 @@ impl AppState {
             lockout: crate::abuse::Lockout::new(&limits),
             limits,
             runs_queued: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::default(),
+            supervisors: Arc::default(),
         }
     }
 
@@ -165,20 +170,25 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(errors_in_shape))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
-/// Gives the request its id and puts it on the response.
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// Gives the request its id and puts it on the response; counts it and its time.
+async fn request_id(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let id = spawn_store::new_id("req").unwrap_or_else(|_| "req_unavailable".into());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.run(req).await;
+    state
+        .metrics
+        .request(res.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
@@ -235,6 +245,16 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+async fn metrics(State(state): State<Shared>) -> Response {
+    let runs = state.store.count_runs_by_state().await.unwrap_or_default();
+    let supervisors = state.supervisors.load(std::sync::atomic::Ordering::SeqCst);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&runs, supervisors),
+    )
+        .into_response()
+}
+
 async fn readyz(State(state): State<Shared>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
@@ -287,11 +307,19 @@ async fn authenticate(
             .with_detail("reason", reason.to_owned())
         };
         state.audit(event);
+        state
+            .metrics
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
     // A source locked out for its failures is refused before its key is read.
     if let Some(wait) = state.lockout.locked(ip, now) {
         audit_failure("locked out after repeated failed authentications");
-        return too_many("too many failed authentications from this address", wait);
+        return too_many(
+            &state,
+            "too many failed authentications from this address",
+            wait,
+        );
     }
     let failure = |reason: &str| {
         state.lockout.failed(ip, now);
@@ -336,7 +364,7 @@ async fn authenticate(
     }
     let who = format!("{}/{}", kind.as_str(), record.principal_name);
     if let Err(wait) = state.rate.take(&who, now) {
-        return too_many("too many requests for this principal", wait);
+        return too_many(&state, "too many requests for this principal", wait);
     }
     req.extensions_mut().insert(Caller {
         subject: Subject {
@@ -350,7 +378,11 @@ async fn authenticate(
 }
 
 /// 429 with `Retry-After`.
-fn too_many(message: &str, wait: std::time::Duration) -> Response {
+fn too_many(state: &AppState, message: &str, wait: std::time::Duration) -> Response {
+    state
+        .metrics
+        .rate_limited
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut res = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
@@ -445,6 +477,10 @@ pub(crate) async fn authorize(
     if permissions(state, caller, ns).await?.allows(resource, verb) {
         return Ok(());
     }
+    state
+        .metrics
+        .rbac_denials
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.audit(Event {
         request_id: Some(req_id.to_owned()),
         ..Event::new(

@@ -8,6 +8,7 @@ mod abuse;
 mod api;
 pub mod config;
 pub mod listen;
+mod metrics;
 mod rbac_api;
 pub mod runs;
 
@@ -152,7 +153,7 @@ pub async fn serve(
         runs::SupervisorCommand {
             exe,
             config: config.config_path.clone(),
-            running: Default::default(),
+            running: state.supervisors.clone(),
         },
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;

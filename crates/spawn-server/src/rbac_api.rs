@@ -139,6 +139,10 @@ async fn no_escalation(
 ) -> Result<(), ApiError> {
     let holder = permissions(state, caller, ns).await?;
     if let Err(e) = rbac::check_grant(&holder, granted) {
+        state
+            .metrics
+            .rbac_denials
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.audit(Event {
             request_id: Some(req_id.to_owned()),
             ..Event::new(

@@ -113,6 +113,7 @@ async fn scenario(d: &mut Daemon) {
     keys_over_the_api(d, &c).await;
     runs(d, &c).await;
     hostile(d, &c).await;
+    metrics(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
     assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
     // A run going on while the daemon restarts: it finishes, its output whole.
@@ -156,6 +157,31 @@ async fn scenario(d: &mut Daemon) {
     assert!(!again.status.success());
     assert!(again.stdout.is_empty());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+}
+
+/// `/metrics`: the counters reflect what the scenario did.
+async fn metrics(d: &Daemon, c: &Client) {
+    let res = c.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{series} missing: {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("spawnd_http_requests_total{status=\"200\"}") > 10.0);
+    assert!(value("spawnd_http_requests_total{status=\"403\"}") >= 7.0);
+    assert!(value("spawnd_auth_failures_total") >= 6.0);
+    assert!(value("spawnd_rbac_denials_total") >= 7.0);
+    assert!(value("spawnd_runs{state=\"succeeded\"}") >= 1.0);
+    assert!(value("spawnd_http_request_duration_seconds_count") > 10.0);
+    value("spawnd_supervisors");
 }
 
 async fn health(d: &Daemon, c: &Client) {

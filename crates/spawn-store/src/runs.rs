@@ -242,6 +242,15 @@ impl Store {
         .map_err(StoreError::db("renew a lease"))
     }
 
+    /// How many runs are in each state (states without runs are absent).
+    pub async fn count_runs_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_pool!(self, p => sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
+            .fetch_all(p)
+            .await)
+        .map_err(StoreError::db("count runs"))
+    }
+
     /// Marks `interrupted` every running run whose lease ended before `now_ms`; returns
     /// their ids.
     pub async fn interrupt_expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {

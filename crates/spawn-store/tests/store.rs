@@ -410,6 +410,10 @@ async fn each_queued_run_is_claimed_by_exactly_one_daemon(db: Db) {
         .await
         .unwrap()
         .is_empty());
+    assert_eq!(
+        db.store.count_runs_by_state().await.unwrap(),
+        vec![("running".to_owned(), i64::try_from(RUNS).unwrap())]
+    );
 }
 
 async fn a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun(db: Db) {
