@@ -7,6 +7,7 @@ mod case;
 mod net;
 mod report;
 mod runc;
+mod server;
 mod stats;
 
 use std::path::PathBuf;
@@ -149,6 +150,10 @@ struct Cli {
     /// Only run the audit limits benchmark.
     #[arg(long)]
     audit_only: bool,
+    /// Only run the spawnd benchmark (authenticated GET against healthz, runs/s through
+    /// the API against the CLI).
+    #[arg(long)]
+    server_only: bool,
     /// Seconds per wrk measurement of the egress proxy benchmark.
     #[arg(long, default_value_t = 5)]
     net_seconds: u64,
@@ -184,6 +189,11 @@ fn run(cli: Cli) -> Result<()> {
     if cli.audit_only {
         let mut json = serde_json::json!({});
         audit_bench(&mut json)?;
+        return write_json(&cli, json);
+    }
+    if cli.server_only {
+        let mut json = serde_json::json!({});
+        server_bench(&cli, &mut json)?;
         return write_json(&cli, json);
     }
     if cli.rounds == 0 || cli.oci_rounds == 0 || cli.command_rounds == 0 {
@@ -327,6 +337,7 @@ fn run(cli: Cli) -> Result<()> {
     report::print(&header, &results, &verdicts);
     let mut json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
     audit_bench(&mut json)?;
+    server_bench(&cli, &mut json)?;
     if cli.no_net {
         return write_json(&cli, json);
     }
@@ -334,6 +345,16 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// What the audit limits cost per event against a plain append; the figures join `json`.
+fn server_bench(cli: &Cli, json: &mut serde_json::Value) -> Result<()> {
+    let figures = server::run(&cli.spawn, cli.net_seconds)?;
+    json["server"] = figures
+        .into_iter()
+        .map(|(n, v)| (n, serde_json::json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    Ok(())
+}
+
 fn audit_bench(json: &mut serde_json::Value) -> Result<()> {
     let figures = audit::run()?;
     let get = |name: &str| {

@@ -153,6 +153,11 @@ fn wrk(target: &str, via: Option<&str>, conns: u32, seconds: u64) -> Result<(f64
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         bail!("wrk saw errors through {via:?}:\n{text}");
     }
+    parse_wrk(&text)
+}
+
+/// wrk's `--latency` output: (requests/s, p50 µs, p99 µs).
+pub(crate) fn parse_wrk(text: &str) -> Result<(f64, f64, f64)> {
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))

@@ -35,7 +35,7 @@ pub struct AppState {
     audit: Mutex<AuditLog>,
     pub(crate) limits: Limits,
     /// Wakes the scheduler when a run is queued.
-    pub(crate) runs_queued: tokio::sync::Notify,
+    pub(crate) runs_queued: Arc<tokio::sync::Notify>,
     rate: crate::abuse::RateLimiter,
     lockout: crate::abuse::Lockout,
     pub(crate) metrics: crate::metrics::Metrics,
@@ -51,7 +51,7 @@ impl AppState {
             rate: crate::abuse::RateLimiter::new(&limits),
             lockout: crate::abuse::Lockout::new(&limits),
             limits,
-            runs_queued: tokio::sync::Notify::new(),
+            runs_queued: Arc::default(),
             metrics: crate::metrics::Metrics::default(),
             supervisors: Arc::default(),
         }
@@ -355,12 +355,15 @@ async fn authenticate(
     let Some(kind) = SubjectKind::parse(&record.principal_kind) else {
         return failure("the API key's principal is not known");
     };
-    if let Err(e) = state
-        .store
-        .touch_key(&record.id, spawn_store::now_ms())
-        .await
-    {
-        tracing::warn!(error = %e, "last_used");
+    // `last_used` is written at most once a minute per key (not a write per request).
+    let now_ms = spawn_store::now_ms();
+    let stale = record
+        .last_used_ms
+        .is_none_or(|t| t < now_ms - spawn_store::LAST_USED_RESOLUTION_MS);
+    if stale {
+        if let Err(e) = state.store.touch_key(&record.id, now_ms).await {
+            tracing::warn!(error = %e, "last_used");
+        }
     }
     let who = format!("{}/{}", kind.as_str(), record.principal_name);
     if let Err(wait) = state.rate.take(&who, now) {

@@ -154,6 +154,7 @@ pub async fn serve(
             exe,
             config: config.config_path.clone(),
             running: state.supervisors.clone(),
+            ended: state.runs_queued.clone(),
         },
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;

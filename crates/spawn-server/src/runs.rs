@@ -470,6 +470,8 @@ pub struct SupervisorCommand {
     pub config: Option<PathBuf>,
     /// Supervisors started by this daemon and still running.
     pub running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Told when one ends: there is room for another run.
+    pub ended: Arc<tokio::sync::Notify>,
 }
 
 impl SupervisorCommand {
@@ -485,12 +487,13 @@ impl SupervisorCommand {
         // A process group of its own: the daemon's terminal's signals do not reach it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
-        let running = self.running.clone();
+        let (running, ended) = (self.running.clone(), self.ended.clone());
         running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Reaped when it ends, while this daemon lives; if the daemon goes first, by init.
         std::thread::spawn(move || {
             let _ = child.wait();
             running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            ended.notify_one();
         });
         Ok(())
     }

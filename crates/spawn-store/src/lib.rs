@@ -21,7 +21,7 @@ mod objects;
 mod runs;
 
 pub use error::StoreError;
-pub use keys::{KeyRecord, NewKey};
+pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
 pub use runs::{NewRun, OutputChunk, RunRecord, RunState};
 
