@@ -613,25 +613,37 @@ pub(crate) struct ListQuery {
 /// Most items in one page.
 pub(crate) const MAX_PAGE: i64 = 500;
 
-async fn list_agents(
-    State(state): State<Shared>,
-    (Extension(caller), Extension(RequestId(req_id))): Ctx,
-    Path(ns): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    check_name("namespace", &ns)?;
-    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::List).await?;
-    let Query(q) = query.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+/// The query of a list endpoint.
+pub(crate) type ListQ = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
+
+/// A list's `limit` (1 to [`MAX_PAGE`], default 50) and `after`, checked by `check_after`.
+pub(crate) fn list_params(
+    q: ListQ,
+    check_after: impl Fn(&str) -> Result<(), ApiError>,
+) -> Result<(i64, Option<String>), ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
     }
     if let Some(a) = &q.after {
-        check_name("after", a)?;
+        check_after(a)?;
     }
+    Ok((limit, q.after))
+}
+
+async fn list_agents(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path(ns): Path<String>,
+    query: ListQ,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::List).await?;
+    let (limit, after) = list_params(query, |a| check_name("after", a))?;
     let page = state
         .store
-        .list_agents(&ns, q.after.as_deref(), limit)
+        .list_agents(&ns, after.as_deref(), limit)
         .await?;
     Ok(Json(json!({
         "items": page.items.iter().map(agent_json).collect::<Vec<_>>(),

@@ -10,7 +10,7 @@
 //!   one role in the namespace, under the same rule; it is shown once, in the answer.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -23,8 +23,8 @@ use spawn_auth::{ApiKey, KeyEnv};
 use spawn_store::{BindingRecord, KeyRecord, NewKey, RoleRecord, StoreError};
 
 use crate::api::{
-    authorize, body_error, check_name, if_match, permissions, role_of, with_etag, ApiError, Caller,
-    Ctx, ListQuery, RequestId, Shared, MAX_PAGE,
+    authorize, body_error, check_name, if_match, list_params, permissions, role_of, with_etag,
+    ApiError, Caller, Ctx, ListQ, RequestId, Shared,
 };
 
 /// The routes of this module (mounted behind authentication).
@@ -79,24 +79,12 @@ fn key_json(k: &KeyRecord) -> Value {
     })
 }
 
-fn page(limit: Option<i64>, after: &Option<String>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
+/// An `after` from a previous page of roles, bindings or keys: a name or an id.
+fn check_after(a: &str) -> Result<(), ApiError> {
+    if a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid("after: not a name from a previous page"));
     }
-    if let Some(a) = after {
-        if a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::invalid("after: not a name from a previous page"));
-        }
-    }
-    Ok(limit)
-}
-
-type ListQ = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
-
-fn query(q: ListQ) -> Result<ListQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))
+    Ok(())
 }
 
 /// Reads one RBAC document of `kind` from a body, named as the path names it.
@@ -210,12 +198,8 @@ async fn list_roles(
 ) -> Result<Json<Value>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Roles, Verb::List).await?;
-    let q = query(q)?;
-    let limit = page(q.limit, &q.after)?;
-    let p = state
-        .store
-        .list_roles(&ns, q.after.as_deref(), limit)
-        .await?;
+    let (limit, after) = list_params(q, check_after)?;
+    let p = state.store.list_roles(&ns, after.as_deref(), limit).await?;
     Ok(Json(json!({
         "items": p.items.iter().map(role_json).collect::<Vec<_>>(),
         "next": p.next,
@@ -307,11 +291,10 @@ async fn list_bindings(
         Verb::List,
     )
     .await?;
-    let q = query(q)?;
-    let limit = page(q.limit, &q.after)?;
+    let (limit, after) = list_params(q, check_after)?;
     let p = state
         .store
-        .list_bindings(&ns, q.after.as_deref(), limit)
+        .list_bindings(&ns, after.as_deref(), limit)
         .await?;
     Ok(Json(json!({
         "items": p.items.iter().map(binding_json).collect::<Vec<_>>(),
@@ -475,12 +458,8 @@ async fn list_keys(
 ) -> Result<Json<Value>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Keys, Verb::List).await?;
-    let q = query(q)?;
-    let limit = page(q.limit, &q.after)?;
-    let p = state
-        .store
-        .list_keys(&ns, q.after.as_deref(), limit)
-        .await?;
+    let (limit, after) = list_params(q, check_after)?;
+    let p = state.store.list_keys(&ns, after.as_deref(), limit).await?;
     Ok(Json(json!({
         "items": p.items.iter().map(key_json).collect::<Vec<_>>(),
         "next": p.next,

@@ -32,7 +32,7 @@ use spawn_auth::rbac::{Resource, Verb};
 use spawn_store::{NewRun, RunRecord, RunState, Store, StoreError};
 
 use crate::api::{
-    authorize, body_error, check_name, ApiError, Ctx, ListQuery, RequestId, Shared, MAX_PAGE,
+    authorize, body_error, check_name, list_params, ApiError, Ctx, ListQ, RequestId, Shared,
 };
 use crate::{Config, ServerError};
 
@@ -208,22 +208,17 @@ async fn list_runs(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: ListQ,
 ) -> Result<Json<Value>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::List).await?;
-    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit: 1 to {MAX_PAGE}")));
-    }
-    if let Some(a) = &q.after {
-        check_run_id(a)?;
+    let (limit, after) = list_params(q, check_run_id)?;
+    if let Some(a) = &after {
         run_in(&state, &ns, a).await?;
     }
     let p = state
         .store
-        .list_runs(&ns, None, q.after.as_deref(), limit)
+        .list_runs(&ns, None, after.as_deref(), limit)
         .await?;
     Ok(Json(json!({
         "items": p.items.iter().map(run_json).collect::<Vec<_>>(),
