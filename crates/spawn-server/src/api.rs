@@ -82,6 +82,8 @@ pub(crate) struct Caller {
     pub(crate) subject: Subject,
     pub(crate) key_id: String,
     pub(crate) test_key: bool,
+    /// (namespace, role) of each binding naming the principal, read with its key.
+    pub(crate) grants: Vec<(String, String)>,
 }
 
 /// An error answer in SPEC §8's shape.
@@ -341,7 +343,7 @@ async fn authenticate(
         Ok(k) => k,
         Err(e) => return failure(&format!("the API key is not valid: {e}")),
     };
-    let record = match state.store.key_by_hash(&key.hash().0).await {
+    let (record, grants) = match state.store.key_with_grants(&key.hash().0).await {
         Ok(Some(r)) => r,
         Ok(None) => return failure("the API key is not known"),
         Err(e) => {
@@ -376,6 +378,7 @@ async fn authenticate(
         },
         key_id: record.id,
         test_key: record.test,
+        grants,
     });
     next.run(req).await
 }
@@ -404,16 +407,13 @@ pub(crate) async fn permissions(
     caller: &Caller,
     ns: &str,
 ) -> Result<Permissions, ApiError> {
-    let rows = state
-        .store
-        .bindings_of(caller.subject.kind.as_str(), &caller.subject.name)
-        .await?;
-    let bindings: Vec<RoleBinding> = rows
-        .into_iter()
-        .map(|b| RoleBinding {
-            namespace: b.namespace,
-            name: b.name,
-            role: b.role,
+    let bindings: Vec<RoleBinding> = caller
+        .grants
+        .iter()
+        .map(|(namespace, role)| RoleBinding {
+            namespace: namespace.clone(),
+            name: String::new(),
+            role: role.clone(),
             subjects: Vec::new(),
         })
         .collect();

@@ -36,6 +36,15 @@ pub struct KeyRecord {
     pub namespace: String,
 }
 
+/// A key and one grant of its principal (none: NULLs).
+#[derive(sqlx::FromRow)]
+struct KeyGrantRow {
+    #[sqlx(flatten)]
+    key: KeyRecord,
+    grant_namespace: Option<String>,
+    grant_role: Option<String>,
+}
+
 const COLUMNS: &str = "id, hash, hint, test, principal_kind, principal_name, created_by, \
                        created_ms, last_used_ms, revoked_ms, namespace";
 
@@ -76,6 +85,38 @@ impl Store {
             .fetch_optional(p)
             .await)
         .map_err(StoreError::db("look up an API key"))
+    }
+
+    /// The key whose hash is `hash` (revoked or not) and, in the same read, what its
+    /// principal is granted: (namespace, role) of each RoleBinding naming it.
+    pub async fn key_with_grants(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<(KeyRecord, Vec<(String, String)>)>, StoreError> {
+        let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("k.{c}")).collect();
+        let sql = format!(
+            "SELECT {}, b.namespace AS grant_namespace, b.role AS grant_role \
+             FROM api_keys k \
+             LEFT JOIN binding_subjects s \
+               ON s.kind = k.principal_kind AND s.name = k.principal_name \
+             LEFT JOIN role_bindings b ON b.namespace = s.namespace AND b.name = s.binding \
+             WHERE k.hash = $1",
+            columns.join(", ")
+        );
+        let rows = on_pool!(self, p => sqlx::query_as::<_, KeyGrantRow>(&sql)
+            .bind(hash.as_slice())
+            .fetch_all(p)
+            .await)
+        .map_err(StoreError::db("look up an API key"))?;
+        let mut key = None;
+        let mut grants = Vec::new();
+        for row in rows {
+            if let (Some(ns), Some(role)) = (row.grant_namespace, row.grant_role) {
+                grants.push((ns, role));
+            }
+            key.get_or_insert(row.key);
+        }
+        Ok(key.map(|k| (k, grants)))
     }
 
     /// The key `id`.

@@ -209,6 +209,34 @@ async fn bindings_are_found_by_subject_and_follow_their_updates(db: Db) {
     )
     .await
     .unwrap();
+    // A key's grants come with it, in one read; a principal named only in a binding is
+    // known.
+    assert!(s
+        .principal_known("User", "alice@company.com")
+        .await
+        .unwrap());
+    s.insert_key(&NewKey {
+        hash: [42; 32],
+        hint: "h".into(),
+        test: false,
+        principal_kind: "User".into(),
+        principal_name: "alice@company.com".into(),
+        created_by: "t".into(),
+        namespace: "prod".into(),
+    })
+    .await
+    .unwrap();
+    let (k, mut grants) = s.key_with_grants(&[42; 32]).await.unwrap().unwrap();
+    grants.sort();
+    assert_eq!(k.principal_name, "alice@company.com");
+    assert_eq!(
+        grants,
+        vec![
+            ("dev".to_owned(), "developer".to_owned()),
+            ("prod".to_owned(), "agent-operator".to_owned())
+        ]
+    );
+    assert!(s.key_with_grants(&[43; 32]).await.unwrap().is_none());
     let of_alice = s.bindings_of("User", "alice@company.com").await.unwrap();
     assert_eq!(
         of_alice
