@@ -66,6 +66,10 @@ pub struct Limits {
     /// Most runs this daemon supervises at once.
     #[serde(default = "default_max_runs")]
     pub max_runs_per_host: usize,
+    /// Most runs of one namespace running at once, across the daemons sharing the state
+    /// (each daemon counts the others' at its claim; see `spawn_store::claim_runs_capped`).
+    #[serde(default = "default_max_runs_ns")]
+    pub max_runs_per_namespace: usize,
     /// Requests per second a principal may make (on average), per daemon.
     #[serde(default = "default_rps")]
     pub requests_per_second: u32,
@@ -121,6 +125,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: default_max_body(),
             max_runs_per_host: default_max_runs(),
+            max_runs_per_namespace: default_max_runs_ns(),
             requests_per_second: default_rps(),
             burst: default_burst(),
             auth_failures: default_auth_failures(),
@@ -134,6 +139,10 @@ impl Default for Limits {
 
 fn default_max_runs() -> usize {
     16
+}
+
+fn default_max_runs_ns() -> usize {
+    8
 }
 
 /// Log output.
@@ -235,6 +244,13 @@ impl Config {
                 reason: "limits.headerReadTimeoutSeconds must be 1 to 300".into(),
             });
         }
+        if config.limits.max_runs_per_namespace == 0 || config.limits.max_runs_per_namespace > 4096
+        {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "limits.maxRunsPerNamespace must be 1 to 4096".into(),
+            });
+        }
         if config.limits.max_runs_per_host == 0 || config.limits.max_runs_per_host > 4096 {
             return Err(ServerError::Config {
                 what: what(),
@@ -283,6 +299,7 @@ mod tests {
             ("limits: {maxBodyBytes: 0}\n", "maxBodyBytes"),
             ("limits: {maxBodyBytes: -1}\n", "maxBodyBytes"),
             ("limits: {maxRunsPerHost: 0}\n", "maxRunsPerHost"),
+            ("limits: {maxRunsPerNamespace: 0}\n", "maxRunsPerNamespace"),
             ("limits: {burst: 0}\n", "burst"),
             ("limits: {maxHeaderBytes: 100}\n", "maxHeaderBytes"),
             (

@@ -431,7 +431,12 @@ pub(crate) async fn schedule(state: Shared, holder: String, supervisor: Supervis
         } else {
             state
                 .store
-                .claim_runs(&holder, until, i64::try_from(room).unwrap_or(8))
+                .claim_runs_capped(
+                    &holder,
+                    until,
+                    i64::try_from(room).unwrap_or(8),
+                    i64::try_from(state.limits.max_runs_per_namespace).unwrap_or(8),
+                )
                 .await
         };
         match claimed {

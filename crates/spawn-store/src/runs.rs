@@ -184,6 +184,21 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<RunRecord>, StoreError> {
+        self.claim_runs_capped(holder, lease_until_ms, limit, i64::MAX)
+            .await
+    }
+
+    /// As [`Store::claim_runs`], skipping the runs of namespaces that have `per_namespace`
+    /// runs running already. Claimed one at a time (each claim counts the ones before);
+    /// daemons claiming at the same moment may each take the last place of a namespace,
+    /// so the cap can be passed by one run per other daemon.
+    pub async fn claim_runs_capped(
+        &self,
+        holder: &str,
+        lease_until_ms: i64,
+        limit: i64,
+        per_namespace: i64,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         // PostgreSQL: rows another daemon is claiming are skipped, not waited for. SQLite
         // runs one write at a time, so the statement alone is enough.
         let lock = match self.backend() {
@@ -193,20 +208,37 @@ impl Store {
         // The pick is a CTE, evaluated once: as an `IN (subquery)`, PostgreSQL may run the
         // subquery again per row and claim more than `limit`.
         let sql = format!(
-            "WITH picked AS (SELECT id AS pick FROM runs WHERE state = 'queued' \
+            "WITH picked AS (SELECT id AS pick FROM runs r WHERE state = 'queued' \
+                             AND (SELECT COUNT(*) FROM runs x WHERE x.namespace = r.namespace \
+                                  AND x.state = 'running') < $5 \
                              ORDER BY created_ms, id LIMIT $4 {lock}) \
              UPDATE runs SET state = 'running', holder = $1, lease_until_ms = $2, \
              started_ms = $3 FROM picked \
              WHERE runs.id = picked.pick AND runs.state = 'queued' RETURNING {RUN_COLUMNS}"
         );
-        let mut runs = on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
-            .bind(holder)
-            .bind(lease_until_ms)
-            .bind(now_ms())
-            .bind(limit)
-            .fetch_all(p)
-            .await)
-        .map_err(StoreError::db("claim runs"))?;
+        let capped = per_namespace < i64::MAX;
+        let (batch, rounds) = if capped {
+            (1, limit.max(0))
+        } else {
+            (limit, 1)
+        };
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            let got = on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
+                .bind(holder)
+                .bind(lease_until_ms)
+                .bind(now_ms())
+                .bind(batch)
+                .bind(per_namespace)
+                .fetch_all(p)
+                .await)
+            .map_err(StoreError::db("claim runs"))?;
+            let done = got.is_empty();
+            runs.extend(got);
+            if done {
+                break;
+            }
+        }
         runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(runs)
     }

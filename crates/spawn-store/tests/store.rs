@@ -39,6 +39,7 @@ on_both!(
     lists_come_in_pages_in_a_stable_order,
     hostile_names_are_stored_as_written,
     each_queued_run_is_claimed_by_exactly_one_daemon,
+    a_namespace_at_its_cap_waits_and_the_others_go_on,
     a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun,
     runs_end_once_and_only_by_their_holder,
     cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop,
@@ -442,6 +443,34 @@ async fn each_queued_run_is_claimed_by_exactly_one_daemon(db: Db) {
         db.store.count_runs_by_state().await.unwrap(),
         vec![("running".to_owned(), i64::try_from(RUNS).unwrap())]
     );
+}
+
+async fn a_namespace_at_its_cap_waits_and_the_others_go_on(db: Db) {
+    let s = &db.store;
+    for _ in 0..3 {
+        s.create_run(&run("busy")).await.unwrap();
+    }
+    let quiet = s.create_run(&run("quiet")).await.unwrap();
+    let until = now_ms() + 60_000;
+    let first = s.claim_runs_capped("a", until, 10, 2).await.unwrap();
+    // Two of `busy` (its cap), and `quiet`'s one, though it was queued last.
+    let mut by_ns: Vec<&str> = first.iter().map(|r| r.namespace.as_str()).collect();
+    by_ns.sort_unstable();
+    assert_eq!(by_ns, vec!["busy", "busy", "quiet"]);
+    assert!(first.iter().any(|r| r.id == quiet.id));
+    assert!(s
+        .claim_runs_capped("b", until, 10, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    // One of `busy` ends: its third may go.
+    let busy = first.iter().find(|r| r.namespace == "busy").unwrap();
+    s.finish_run(&busy.id, "a", RunState::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    let next = s.claim_runs_capped("b", until, 10, 2).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].namespace, "busy");
 }
 
 async fn a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun(db: Db) {
