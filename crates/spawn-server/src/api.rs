@@ -168,6 +168,9 @@ pub fn router(state: Shared) -> Router {
         )
         .merge(crate::rbac_api::routes())
         .merge(crate::runs::routes())
+        // The body is read after authentication: nobody unauthenticated makes the daemon
+        // hold a body.
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -270,6 +273,40 @@ async fn readyz(State(state): State<Shared>) -> Response {
             .into_response()
         }
     }
+}
+
+/// Reads a request's body whole, within `limits.headerReadTimeoutSeconds` and
+/// `limits.maxBodyBytes`, before anything else of the request is done: a client that
+/// sends its body slowly holds a connection no longer than one that sends its head slowly
+/// (408), one that sends too much is cut off at the limit (413).
+async fn read_body(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.limits.max_body_bytes;
+    let deadline = std::time::Duration::from_secs(state.limits.header_read_timeout_seconds);
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {limit} bytes (or was cut off)"),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            let mut res = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The header that carries an API key.

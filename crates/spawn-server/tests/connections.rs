@@ -176,6 +176,29 @@ fn oversized_heads_and_slow_clients_are_cut_off() {
         "the slow client was kept {took:?}"
     );
     assert!(took >= Duration::from_secs(1), "dropped at once ({took:?})");
+    // A body promised and sent slowly, never finished: 408, and the connection closed.
+    let mut slow = TcpStream::connect(&d.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    slow.write_all(
+        format!(
+            "PUT /v1/namespaces/team/agents/bot HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Length: 1000\r\n\r\napiVersion",
+            d.admin
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the slow body was waited for {took:?}"
+    );
     // Others were served meanwhile and still are.
     let ok = curl(&[&format!("http://{}/healthz", d.addr)]);
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ok"));
