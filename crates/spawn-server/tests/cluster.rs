@@ -1,6 +1,7 @@
 //! Two `spawnd` on one PostgreSQL are one control plane: 200 runs submitted through both
-//! are each executed exactly once, and one daemon SIGKILLed mid-way stops nothing (its
-//! runs' supervisors carry on; the other daemon claims the rest).
+//! are each executed at most once, and one daemon SIGKILLed mid-way stops little: the
+//! supervisors it started carry on, the other daemon claims the rest, and what it had
+//! claimed without starting yet is marked interrupted, never run twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,9 +93,18 @@ async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
     for s in states.values() {
         *by_state.entry(s.as_str()).or_default() += 1;
     }
-    // A killed daemon's supervisors are not its children: nothing it claimed is lost.
-    assert_eq!(by_state.get("succeeded"), Some(&RUNS), "{by_state:?}");
-    // Each run started exactly once: one agent.start with its trace id, in either log.
+    // A killed daemon's supervisors are not its children: what it had started finishes.
+    // What it had claimed but not yet started is marked interrupted once its lease lapses
+    // (never run by the other daemon: a run has side effects). Nothing else.
+    let succeeded = by_state.get("succeeded").copied().unwrap_or(0);
+    let interrupted = by_state.get("interrupted").copied().unwrap_or(0);
+    assert_eq!(succeeded + interrupted, RUNS, "{by_state:?}");
+    assert!(
+        interrupted <= 8,
+        "more than one claim batch lost: {by_state:?}"
+    );
+    // Each run started at most once (one agent.start with its trace id, in either log),
+    // each that succeeded exactly once.
     let logs = format!("{}{}", a.audit(), b.audit());
     let mut starts: HashMap<String, usize> = HashMap::new();
     for line in logs.lines() {
@@ -106,12 +116,12 @@ async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
         }
     }
     for id in &ids {
-        assert_eq!(
-            starts.get(id),
-            Some(&1),
-            "run {id} started {:?} times",
-            starts.get(id)
-        );
+        let n = starts.get(id).copied().unwrap_or(0);
+        if states[id] == "succeeded" {
+            assert_eq!(n, 1, "run {id} succeeded after {n} starts");
+        } else {
+            assert!(n <= 1, "run {id} started {n} times");
+        }
     }
     // Both daemons ran some.
     let (in_a, in_b) = (
@@ -123,5 +133,5 @@ async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
             .count(),
     );
     assert!(in_a > 0 && in_b > 0, "runs by daemon: {in_a} and {in_b}");
-    assert_eq!(in_a + in_b, RUNS);
+    assert!(in_a + in_b <= RUNS && in_a + in_b >= succeeded);
 }
