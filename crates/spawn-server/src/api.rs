@@ -188,7 +188,7 @@ pub fn router(state: Shared) -> Router {
 /// Gives the request its id and puts it on the response; counts it and its time.
 async fn request_id(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let id = spawn_store::new_id("req").unwrap_or_else(|_| "req_unavailable".into());
+    let id = spawn_audit::new_id("req").unwrap_or_else(|_| "req_unavailable".into());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut res = next.run(req).await;
     state
@@ -420,6 +420,24 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// The caller as the audit log names it.
+pub(crate) fn principal(caller: &Caller) -> spawn_audit::Principal {
+    spawn_audit::Principal {
+        kind: caller.subject.kind.as_str().into(),
+        id: caller.key_id.clone(),
+        name: Some(caller.subject.name.clone()),
+    }
+}
+
+/// A run, key or other object of another namespace is "not found" from this one.
+pub(crate) fn not_found_in(kind: &str, id: &str, ns: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{kind} {id} not found in namespace {ns}"),
+    )
+}
+
 /// 429 with `Retry-After`.
 fn too_many(state: &AppState, message: &str, wait: std::time::Duration) -> Response {
     state
@@ -525,11 +543,7 @@ pub(crate) async fn authorize(
         request_id: Some(req_id.to_owned()),
         ..Event::new(
             EventType::RbacPermissionDenied,
-            spawn_audit::Principal {
-                kind: caller.subject.kind.as_str().into(),
-                id: caller.key_id.clone(),
-                name: Some(caller.subject.name.clone()),
-            },
+            principal(caller),
             spawn_audit::Resource {
                 kind: resource.as_str().into(),
                 name: ns.to_owned(),
@@ -730,11 +744,7 @@ async fn put_agent(
             request_id: Some(req_id),
             ..Event::new(
                 EventType::AgentCreate,
-                spawn_audit::Principal {
-                    kind: caller.subject.kind.as_str().into(),
-                    id: caller.key_id.clone(),
-                    name: Some(caller.subject.name.clone()),
-                },
+                principal(&caller),
                 spawn_audit::Resource {
                     kind: "agent".into(),
                     name: format!("{ns}/{name}"),
@@ -776,11 +786,7 @@ async fn delete_agent(
         request_id: Some(req_id),
         ..Event::new(
             EventType::AgentDelete,
-            spawn_audit::Principal {
-                kind: caller.subject.kind.as_str().into(),
-                id: caller.key_id.clone(),
-                name: Some(caller.subject.name.clone()),
-            },
+            principal(&caller),
             spawn_audit::Resource {
                 kind: "agent".into(),
                 name: format!("{ns}/{name}"),

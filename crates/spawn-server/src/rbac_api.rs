@@ -23,8 +23,8 @@ use spawn_auth::{ApiKey, KeyEnv};
 use spawn_store::{BindingRecord, KeyRecord, NewKey, RoleRecord, StoreError};
 
 use crate::api::{
-    authorize, body_error, check_name, if_match, list_params, permissions, role_of, with_etag,
-    ApiError, Caller, Ctx, ListQ, RequestId, Shared,
+    authorize, body_error, check_name, if_match, list_params, not_found_in, permissions, principal,
+    role_of, with_etag, ApiError, Caller, Ctx, ListQ, RequestId, Shared,
 };
 
 /// The routes of this module (mounted behind authentication).
@@ -152,14 +152,6 @@ async fn no_escalation(
         ));
     }
     Ok(())
-}
-
-fn principal(caller: &Caller) -> spawn_audit::Principal {
-    spawn_audit::Principal {
-        kind: caller.subject.kind.as_str().into(),
-        id: caller.key_id.clone(),
-        name: Some(caller.subject.name.clone()),
-    }
 }
 
 /// The permissions of the Role `name` as a binding in `ns` would grant them, if it exists.
@@ -476,13 +468,7 @@ async fn revoke_key(
     // A key of another namespace is "not found" here, like one that does not exist.
     let key = match state.store.key(&id).await {
         Ok(k) if k.namespace == ns => k,
-        Ok(_) | Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("key {id} not found in namespace {ns}"),
-            ))
-        }
+        Ok(_) | Err(StoreError::NotFound { .. }) => return Err(not_found_in("key", &id, &ns)),
         Err(e) => return Err(e.into()),
     };
     let revoked = state.store.revoke_key(&key.id).await?;

@@ -32,7 +32,8 @@ use spawn_auth::rbac::{Resource, Verb};
 use spawn_store::{NewRun, RunRecord, RunState, Store, StoreError};
 
 use crate::api::{
-    authorize, body_error, check_name, list_params, ApiError, Ctx, ListQ, RequestId, Shared,
+    authorize, body_error, check_name, list_params, not_found_in, ApiError, Ctx, ListQ, RequestId,
+    Shared,
 };
 use crate::{Config, ServerError};
 
@@ -171,11 +172,7 @@ async fn create_run(
 async fn run_in(state: &crate::AppState, ns: &str, id: &str) -> Result<RunRecord, ApiError> {
     match state.store.run(id).await {
         Ok(r) if r.namespace == ns => Ok(r),
-        Ok(_) | Err(StoreError::NotFound { .. }) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("run {id} not found in namespace {ns}"),
-        )),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Err(not_found_in("run", id, ns)),
         Err(e) => Err(e.into()),
     }
 }
@@ -699,7 +696,7 @@ pub fn holder_id() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "host".into());
-    let rand = spawn_store::new_id("d").unwrap_or_else(|_| "d_".into());
+    let rand = spawn_audit::new_id("d").unwrap_or_else(|_| "d_".into());
     format!("{host}-{}-{}", std::process::id(), &rand[2..10])
 }
 

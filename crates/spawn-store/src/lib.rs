@@ -185,45 +185,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A new random identifier `PREFIX_` + 26 base32 characters (130 bits; URL-safe).
-pub fn new_id(prefix: &str) -> Result<String, StoreError> {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut bytes = [0u8; 17];
-    getrandom::fill(&mut bytes).map_err(|e| StoreError::Io {
+/// A new random identifier (`spawn_audit::new_id`: `PREFIX_` and 128 random bits in
+/// base32), as a store error if the OS has no randomness.
+pub(crate) fn new_id(prefix: &str) -> Result<String, StoreError> {
+    spawn_audit::new_id(prefix).map_err(|e| StoreError::Io {
         what: "draw a random identifier".into(),
         source: std::io::Error::other(e.to_string()),
-    })?;
-    let mut bits: u32 = 0;
-    let mut have = 0;
-    let mut out = String::with_capacity(prefix.len() + 27);
-    out.push_str(prefix);
-    out.push('_');
-    for b in bytes {
-        bits = (bits << 8) | u32::from(b);
-        have += 8;
-        while have >= 5 && out.len() < prefix.len() + 27 {
-            have -= 5;
-            out.push(char::from(ALPHABET[((bits >> have) & 31) as usize]));
-        }
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_prefixed_random_and_url_safe() {
-        let a = new_id("ag").unwrap();
-        let b = new_id("ag").unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 3 + 26);
-        assert!(a.starts_with("ag_"));
-        assert!(a[3..]
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c)));
-    }
 
     #[test]
     fn a_bad_postgres_url_is_reported_without_its_password() {

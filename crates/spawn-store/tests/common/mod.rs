@@ -125,7 +125,7 @@ pub async fn postgres_url() -> String {
     };
     let name = format!(
         "t_{}",
-        spawn_store::new_id("db").unwrap().replace("db_", "")
+        spawn_audit::new_id("db").unwrap().replace("db_", "")
     );
     let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
     let until = Instant::now() + Duration::from_secs(30);
