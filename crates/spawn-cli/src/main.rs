@@ -91,6 +91,10 @@ pub(crate) enum AgentsCmd {
     Start {
         name: String,
     },
+    /// Stop the agent: cancel its queued and running runs.
+    Stop {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -307,8 +307,34 @@ pub(crate) fn agents(
             println!("agent/{name} deleted");
         }
         crate::AgentsCmd::Start { name } => {
-            let r = remote.send_json("POST", "/runs", &json!({"agent": name}))?;
-            println!("{}", r["id"].as_str().unwrap_or(""));
+            let r = remote.send_json("POST", &format!("/agents/{name}/start"), &json!({}))?;
+            if json_out {
+                println!("{r}");
+            } else {
+                println!("{}", r["id"].as_str().unwrap_or(""));
+            }
+        }
+        crate::AgentsCmd::Stop { name } => {
+            let r = remote.send_json("POST", &format!("/agents/{name}/stop"), &json!({}))?;
+            if json_out {
+                println!("{r}");
+            } else {
+                let stopped = r["stopped"].as_array().cloned().unwrap_or_default();
+                if stopped.is_empty() {
+                    println!("agent/{name}: no queued or running run to stop");
+                }
+                for run in stopped {
+                    println!(
+                        "{} {}",
+                        run["id"].as_str().unwrap_or(""),
+                        if run["state"] == "cancelled" {
+                            "cancelled"
+                        } else {
+                            "stopping"
+                        }
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -145,6 +145,22 @@ async fn the_cli_runs_applies_lists_and_manages_keys_through_spawnd() {
     let out = spawn(&d, key, "team", &["runs", "list"]);
     assert!(text(&out.stdout).contains(id));
 
+    // agents start prints the new run's id; agents stop the runs it stops.
+    let out = spawn(&d, key, "team", &["agents", "start", "bot"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = text(&out.stdout).trim().to_owned();
+    assert!(
+        started.starts_with("tr_") && !started.contains('\n'),
+        "{started}"
+    );
+    let out = spawn(&d, key, "team", &["agents", "stop", "bot", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stopped: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(stopped["agent"], "bot", "{stopped}");
+    let out = spawn(&d, key, "team", &["agents", "stop", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+
     // Keys: printed once, alone on stdout; never listed; revoked.
     let out = spawn(
         &d,

@@ -584,6 +584,17 @@ pub(crate) fn body_error(
     }
 }
 
+/// A JSON object read as `T`. Only an object: serde would otherwise take an array as the
+/// struct's fields by position (`[null, null, ["rm"]]`).
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body: expected a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("body: {e}")))
+}
+
 pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     spawn_policy::check_dns_label(value).map_err(|m| ApiError::invalid(format!("{field}: {m}")))
 }

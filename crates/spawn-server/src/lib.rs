@@ -147,6 +147,7 @@ pub async fn serve(
         what: "find spawnd".into(),
         source: e,
     })?;
+    let (stop_scheduling, stop) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(runs::schedule(
         state.clone(),
         runs::holder_id(),
@@ -156,12 +157,17 @@ pub async fn serve(
             running: state.supervisors.clone(),
             ended: state.runs_queued.clone(),
         },
+        stop,
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
     let app = router(state);
     listen::serve(listener, app, tls, &config.limits, shutdown).await?;
-    // The supervisors go on: only this daemon's scheduling stops.
-    scheduler.abort();
+    // The supervisors go on: only this daemon's scheduling stops, after the round it is
+    // in (a run it claimed gets its supervisor).
+    let _ = stop_scheduling.send(true);
+    if let Err(e) = scheduler.await {
+        tracing::error!(error = %e, "the scheduler");
+    }
     store.close().await;
     Ok(())
 }

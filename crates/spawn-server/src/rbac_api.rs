@@ -387,8 +387,7 @@ async fn create_key(
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Keys, Verb::Create).await?;
     let body = body.map_err(|e| body_error(&state, &e))?;
-    let req: KeyRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    let req: KeyRequest = crate::api::json_object(&body)?;
     check_name("name", &req.name)?;
     let Some(granted) = bound_permissions(&state, &ns, &req.role).await? else {
         return Err(ApiError::invalid(format!(

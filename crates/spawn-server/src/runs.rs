@@ -31,9 +31,11 @@ use serde_json::{json, Value};
 use spawn_auth::rbac::{Resource, Verb};
 use spawn_store::{NewRun, RunRecord, RunState, Store, StoreError};
 
+use spawn_audit::{Event, EventType, Outcome};
+
 use crate::api::{
-    authorize, body_error, check_name, list_params, not_found_in, ApiError, Ctx, ListQ, RequestId,
-    Shared,
+    authorize, body_error, check_name, json_object, list_params, not_found_in, principal, ApiError,
+    Caller, Ctx, ListQ, RequestId, Shared,
 };
 use crate::{Config, ServerError};
 
@@ -86,6 +88,8 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/v1/namespaces/{ns}/runs/{id}", get(get_run))
         .route("/v1/namespaces/{ns}/runs/{id}/cancel", post(cancel_run))
         .route("/v1/namespaces/{ns}/runs/{id}/logs", get(run_logs))
+        .route("/v1/namespaces/{ns}/agents/{name}/start", post(start_agent))
+        .route("/v1/namespaces/{ns}/agents/{name}/stop", post(stop_agent))
 }
 
 /// Whether a test key may run in `ns`: only in `test` and `test-…` namespaces.
@@ -110,6 +114,44 @@ fn run_json(r: &RunRecord) -> Value {
     })
 }
 
+/// A test key starts runs only in test namespaces.
+fn may_run_in(caller: &Caller, ns: &str) -> Result<(), ApiError> {
+    if caller.test_key && !is_test_namespace(ns) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a test key starts runs only in test namespaces (test, test-…), not {ns}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Queues `input` in `ns` once it is known to resolve (a run that cannot run is a 400, not
+/// a failed run), and wakes the schedulers.
+async fn queue(
+    state: &crate::AppState,
+    caller: &Caller,
+    req_id: &str,
+    ns: &str,
+    input: &RunInput,
+    agent_id: Option<String>,
+) -> Result<RunRecord, ApiError> {
+    resolve(input).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let spec = serde_json::to_string(input).map_err(|_| ApiError::internal())?;
+    let run = state
+        .store
+        .create_run(&NewRun {
+            namespace: ns.to_owned(),
+            agent_id,
+            spec,
+            created_by: caller.subject.to_string(),
+            request_id: Some(req_id.to_owned()),
+        })
+        .await?;
+    state.runs_queued.notify_one();
+    Ok(run)
+}
+
 async fn create_run(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -118,16 +160,9 @@ async fn create_run(
 ) -> Result<Response, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Create).await?;
-    if caller.test_key && !is_test_namespace(&ns) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("a test key starts runs only in test namespaces (test, test-…), not {ns}"),
-        ));
-    }
+    may_run_in(&caller, &ns)?;
     let body = body.map_err(|e| body_error(&state, &e))?;
-    let req: CreateRun =
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("body: {e}")))?;
+    let req: CreateRun = json_object(&body)?;
     let (manifest, agent_id) = match (&req.agent, &req.manifest) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -150,22 +185,103 @@ async fn create_run(
         runtime: req.runtime,
         timeout: req.timeout,
     };
-    // Checked now, as the runner will resolve it: a run that cannot run is a 400, not a
-    // failed run.
-    resolve(&input).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let spec = serde_json::to_string(&input).map_err(|_| ApiError::internal())?;
-    let run = state
-        .store
-        .create_run(&NewRun {
-            namespace: ns,
-            agent_id,
-            spec,
-            created_by: caller.subject.to_string(),
-            request_id: Some(req_id),
-        })
-        .await?;
-    state.runs_queued.notify_one();
+    let run = queue(&state, &caller, &req_id, &ns, &input, agent_id).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
+
+/// What `POST …/agents/{name}/start` may override (the body is optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartAgent {
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+fn agent_event(
+    caller: &Caller,
+    req_id: &str,
+    kind: EventType,
+    action: &str,
+    ns: &str,
+    agent: &spawn_store::AgentRecord,
+) -> Event {
+    Event {
+        request_id: Some(req_id.to_owned()),
+        ..Event::new(
+            kind,
+            principal(caller),
+            spawn_audit::Resource {
+                kind: "agent".into(),
+                name: format!("{ns}/{}", agent.name),
+            },
+            action,
+            Outcome::Success,
+        )
+        .with_detail("agentId", agent.id.clone())
+    }
+}
+
+/// `POST …/agents/{name}/start` (verb `start` on agents): queues a run of the agent, as
+/// `POST …/runs` with `{"agent": name}` does; answers the run.
+async fn start_agent(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Start).await?;
+    may_run_in(&caller, &ns)?;
+    check_name("name", &name)?;
+    let body = body.map_err(|e| body_error(&state, &e))?;
+    let req: StartAgent = if body.iter().all(u8::is_ascii_whitespace) {
+        StartAgent::default()
+    } else {
+        json_object(&body)?
+    };
+    let a = state.store.agent(&ns, &name).await?;
+    let manifest: Value = serde_json::from_str(&a.manifest).map_err(|_| ApiError::internal())?;
+    let input = RunInput {
+        manifest: Some(manifest),
+        command: req.command,
+        runtime: req.runtime,
+        timeout: req.timeout,
+    };
+    let run = queue(&state, &caller, &req_id, &ns, &input, Some(a.id.clone())).await?;
+    state.audit(
+        agent_event(&caller, &req_id, EventType::AgentStart, "start", &ns, &a)
+            .with_detail("runId", run.id.clone()),
+    );
+    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+}
+
+/// `POST …/agents/{name}/stop` (verb `stop` on agents): cancels every queued or running
+/// run of the agent (a running one is stopped by its supervisor, as a cancelled run is);
+/// answers the runs asked to stop.
+async fn stop_agent(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Stop).await?;
+    check_name("name", &name)?;
+    let a = state.store.agent(&ns, &name).await?;
+    let stopped = state.store.cancel_agent_runs(&ns, &a.id).await?;
+    state.audit(
+        agent_event(&caller, &req_id, EventType::AgentStop, "stop", &ns, &a).with_detail(
+            "runIds",
+            stopped.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ),
+    );
+    Ok(Json(json!({
+        "agent": name,
+        "stopped": stopped.iter().map(run_json).collect::<Vec<_>>(),
+    })))
 }
 
 /// The run `id` if it is in `ns` (a run of another namespace is "not found" here).
@@ -403,8 +519,16 @@ pub fn resolve(input: &RunInput) -> Result<spawn_policy::RunSpec, ServerError> {
 
 /// The scheduler of one daemon: marks runs whose lease lapsed `interrupted`, claims
 /// queued runs and starts a supervisor for each. Runs until the process ends.
-pub(crate) async fn schedule(state: Shared, holder: String, supervisor: SupervisorCommand) {
-    loop {
+/// The scheduler of this daemon, until `stop` turns true. It stops between rounds, never
+/// inside one: a run it claimed has its supervisor started (or is failed) before it
+/// returns, so a graceful shutdown leaves no run claimed and never started.
+pub(crate) async fn schedule(
+    state: Shared,
+    holder: String,
+    supervisor: SupervisorCommand,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
         let now = spawn_store::now_ms();
         match state.store.interrupt_expired(now).await {
             Ok(ids) => {
@@ -456,7 +580,10 @@ pub(crate) async fn schedule(state: Shared, holder: String, supervisor: Supervis
             }
             Err(e) => tracing::error!(error = %e, "claim runs"),
         }
-        let _ = tokio::time::timeout(SCHEDULE_EVERY, state.runs_queued.notified()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(SCHEDULE_EVERY, state.runs_queued.notified()) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

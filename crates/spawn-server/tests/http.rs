@@ -112,6 +112,7 @@ async fn scenario(d: &mut Daemon) {
     rbac_over_the_api(d, &c).await;
     keys_over_the_api(d, &c).await;
     runs(d, &c).await;
+    start_and_stop_agents(d, &c).await;
     hostile(d, &c).await;
     metrics(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
@@ -1058,6 +1059,9 @@ async fn runs(d: &Daemon, c: &Client) {
             serde_json::json!({"command": ["true"], "bogus": 1}),
             "bogus",
         ),
+        (serde_json::json!([null, null, ["true"]]), "object"),
+        (serde_json::json!(["true"]), "object"),
+        (serde_json::json!("true"), "object"),
         (
             serde_json::json!({"command": ["true"], "runtime": "vm"}),
             "runtime",
@@ -1116,6 +1120,214 @@ async fn runs(d: &Daemon, c: &Client) {
         .await
         .unwrap();
     error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+}
+
+/// POSTs to `…/agents/{name}/{verb}` in `ns` as `key`, with `body` if any.
+async fn agent_verb(
+    c: &Client,
+    d: &Daemon,
+    key: &str,
+    ns: &str,
+    name: &str,
+    verb: &str,
+    body: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c
+        .post(d.url(&format!("/v1/namespaces/{ns}/agents/{name}/{verb}")))
+        .header("x-api-key", key);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_owned());
+    }
+    req.send().await.unwrap()
+}
+
+async fn start_and_stop_agents(d: &Daemon, c: &Client) {
+    // An agent that runs until it is stopped (its sleep told apart by this daemon's port).
+    let sleep = format!("301.{}", d.addr.rsplit(':').next().unwrap());
+    let long = agent_named("sleeper", "team").replace(
+        "command: [\"true\"]",
+        &format!("command: [\"sleep\", \"{sleep}\"]"),
+    );
+    let res = put_as(c, d, &d.admin, "/v1/namespaces/team/agents/sleeper", &long).await;
+    assert_eq!(res.status(), 201);
+    let agent: Value = res.json().await.unwrap();
+
+    // `start` and `stop` are verbs of their own: a viewer has neither, an operator both.
+    let viewer = make_key(c, d, &d.admin, "team", "watcher", "viewer", false)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let operator = make_key(c, d, &d.admin, "team", "pager", "operator", false)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for verb in ["start", "stop"] {
+        for name in ["sleeper", "nonexistent"] {
+            // The same 403 whether the agent exists or not.
+            error_of(
+                agent_verb(c, d, &viewer, "team", name, verb, None).await,
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            )
+            .await;
+        }
+        error_of(
+            agent_verb(c, d, &operator, "team", "nonexistent", verb, None).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+        // The operator of `team` has nothing in `prod`.
+        error_of(
+            agent_verb(c, d, &operator, "prod", "sleeper", verb, None).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+    }
+    assert!(d.audit().contains("\"rbac.permission.denied\""));
+
+    // Started twice (one with an empty body, one with an override), stopped once: both
+    // runs end cancelled, and an unrelated run of the namespace is left alone.
+    let res = agent_verb(c, d, &operator, "team", "sleeper", "start", None).await;
+    assert_eq!(res.status(), 201);
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["agentId"], agent["id"], "{first}");
+    let res = agent_verb(
+        c,
+        d,
+        &operator,
+        "team",
+        "sleeper",
+        "start",
+        Some(&format!(
+            r#"{{"command": ["sleep", "{sleep}"], "timeout": "5m"}}"#
+        )),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let second: Value = res.json().await.unwrap();
+    let other = post_run(
+        c,
+        d,
+        &d.admin,
+        "team",
+        serde_json::json!({
+            "command": ["sh", "-c", "sleep 1; echo untouched"], "runtime": "native"
+        }),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap();
+    let first_id = first["id"].as_str().unwrap();
+    let second_id = second["id"].as_str().unwrap();
+    wait_state(c, d, "team", first_id, &["running"]).await;
+    let res = agent_verb(c, d, &operator, "team", "sleeper", "stop", None).await;
+    assert_eq!(res.status(), 200);
+    let stopped: Value = res.json().await.unwrap();
+    assert_eq!(stopped["agent"], "sleeper");
+    let mut ids: Vec<&str> = stopped["stopped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![first_id, second_id];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{stopped}");
+    for id in [first_id, second_id] {
+        let done = wait_state(c, d, "team", id, &["cancelled", "failed", "succeeded"]).await;
+        assert_eq!(done["state"], "cancelled", "{done}");
+    }
+    let other_id = other["id"].as_str().unwrap();
+    let done = wait_state(
+        c,
+        d,
+        "team",
+        other_id,
+        &["succeeded", "failed", "cancelled"],
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let sleeping = Command::new("pgrep")
+        .args(["-x", "-f", &format!("sleep {sleep}")])
+        .output()
+        .unwrap();
+    assert!(sleeping.stdout.is_empty(), "a stopped agent still runs");
+    // Stopping what is stopped: nothing to stop, not an error.
+    let res = agent_verb(c, d, &operator, "team", "sleeper", "stop", None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["stopped"],
+        serde_json::json!([])
+    );
+
+    // Both audited with the request that caused them.
+    let log = d.audit();
+    for (kind, req) in [
+        ("agent.start", &first["requestId"]),
+        ("agent.stop", &Value::Null),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("\"{kind}\"")) && l.contains("team/sleeper"))
+            .unwrap_or_else(|| panic!("no {kind} of team/sleeper in {log}"));
+        assert!(line.contains("\"requestId\":\"req_"), "{line}");
+        if let Some(r) = req.as_str() {
+            assert!(line.contains(r), "{line}");
+        }
+    }
+
+    // Hostile bodies for start; test keys only in test namespaces.
+    for (body, says) in [
+        ("{", "body"),
+        ("[]", "body"),
+        (r#"{"agent": "sleeper"}"#, "agent"),
+        (r#"{"manifest": {}}"#, "manifest"),
+        (r#"{"runtime": "vm"}"#, "runtime"),
+        (r#"{"timeout": "-1s"}"#, "timeout"),
+        ("\u{0}", "body"),
+    ] {
+        let res = agent_verb(c, d, &operator, "team", "sleeper", "start", Some(body)).await;
+        assert_eq!(res.status(), 400, "{body:?}");
+        let msg = error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+        assert!(msg.contains(says), "{body}: {msg}");
+    }
+    let tester = make_key(c, d, &d.admin, "team", "tester3", "developer", true)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = error_of(
+        agent_verb(c, d, &tester, "team", "sleeper", "start", None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert!(msg.contains("test namespaces"), "{msg}");
+    for bad in ["UPPER", "a..b", "%2e%2e", "a%00"] {
+        let res = agent_verb(c, d, &operator, "team", bad, "start", None).await;
+        assert!(
+            res.status() == 400 || res.status() == 404,
+            "{bad}: {}",
+            res.status()
+        );
+    }
 }
 
 async fn hostile(d: &Daemon, c: &Client) {

@@ -348,6 +348,31 @@ impl Store {
         self.run(id).await
     }
 
+    /// Cancels every queued or running run of agent `agent_id` in `namespace`, as
+    /// [`Store::cancel_run`] does one; returns the runs it asked to stop, oldest first.
+    pub async fn cancel_agent_runs(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE runs SET state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, \
+             finished_ms = CASE WHEN state = 'queued' THEN $3 ELSE finished_ms END, \
+             cancel_requested = TRUE \
+             WHERE namespace = $1 AND agent_id = $2 AND state IN ('queued', 'running') \
+             RETURNING {RUN_COLUMNS}"
+        );
+        let mut rows = on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
+            .bind(namespace)
+            .bind(agent_id)
+            .bind(now_ms())
+            .fetch_all(p)
+            .await)
+        .map_err(StoreError::db("cancel an agent's runs"))?;
+        rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(rows)
+    }
+
     /// Appends `data` to run `id`'s `stream`; returns its sequence number. Only the run's
     /// holder writes a run's output, so numbers follow one another without gaps.
     pub async fn append_output(

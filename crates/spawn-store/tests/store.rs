@@ -43,6 +43,7 @@ on_both!(
     a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun,
     runs_end_once_and_only_by_their_holder,
     cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop,
+    stopping_an_agent_cancels_its_live_runs_only,
     output_is_numbered_and_readable_from_any_daemon,
     opening_again_migrates_nothing_and_keeps_everything,
 );
@@ -586,6 +587,67 @@ async fn cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop(db: 
         s.cancel_run("tr_nonexistent").await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+async fn stopping_an_agent_cancels_its_live_runs_only(db: Db) {
+    let s = &db.store;
+    let of = |ns: &str, agent: &str| NewRun {
+        agent_id: Some(agent.into()),
+        ..run(ns)
+    };
+    // Of ag_a in ns: one finished, one running, one queued. Others: ag_b in ns, ag_a's
+    // id in another namespace, a bare command in ns.
+    let done = s.create_run(&of("ns", "ag_a")).await.unwrap();
+    s.claim_runs("h", now_ms() + 60_000, 10).await.unwrap();
+    s.finish_run(&done.id, "h", RunState::Succeeded, Some(0), None)
+        .await
+        .unwrap();
+    let running = s.create_run(&of("ns", "ag_a")).await.unwrap();
+    s.claim_runs("h", now_ms() + 60_000, 10).await.unwrap();
+    let queued = s.create_run(&of("ns", "ag_a")).await.unwrap();
+    let others = [
+        s.create_run(&of("ns", "ag_b")).await.unwrap(),
+        s.create_run(&of("other", "ag_a")).await.unwrap(),
+        s.create_run(&run("ns")).await.unwrap(),
+    ];
+
+    let stopped = s.cancel_agent_runs("ns", "ag_a").await.unwrap();
+    let mut ids: Vec<&str> = stopped.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [running.id.as_str(), queued.id.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    for r in &stopped {
+        assert!(r.cancel_requested);
+        let state = if r.id == running.id {
+            RunState::Running
+        } else {
+            RunState::Cancelled
+        };
+        assert_eq!(r.state().unwrap(), state);
+    }
+    assert_eq!(
+        s.run(&done.id).await.unwrap().state().unwrap(),
+        RunState::Succeeded
+    );
+    assert!(!s.run(&done.id).await.unwrap().cancel_requested);
+    for o in &others {
+        let o = s.run(&o.id).await.unwrap();
+        assert_eq!(o.state().unwrap(), RunState::Queued, "{}", o.id);
+        assert!(!o.cancel_requested);
+    }
+    // Nothing left to stop: an empty answer, not an error.
+    let again = s.cancel_agent_runs("ns", "ag_a").await.unwrap();
+    assert_eq!(
+        again.len(),
+        1,
+        "the running one is still running until its holder ends it"
+    );
+    assert!(s
+        .cancel_agent_runs("ns", "ag_none")
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn output_is_numbered_and_readable_from_any_daemon(db: Db) {
