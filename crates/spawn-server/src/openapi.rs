@@ -261,3 +261,438 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
     }
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Method, Request, StatusCode};
+    use axum::routing::{get, post};
+    use serde_json::{json, Value};
+    use tower::ServiceExt as _;
+
+    /// The methods an OpenAPI path item may hold.
+    const METHODS: [&str; 8] = [
+        "get", "head", "post", "put", "delete", "patch", "options", "trace",
+    ];
+
+    /// The real router over a new SQLite state.
+    async fn app() -> (axum::Router, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("spawn.db").display().to_string();
+        let store = spawn_store::Store::open(&db).await.unwrap();
+        let audit = spawn_audit::AuditLog::open(&dir.path().join("audit")).unwrap();
+        // The probes without a key are failed authentications: none may lock the address out.
+        let limits = crate::config::Limits {
+            auth_failures: u32::MAX,
+            ..Default::default()
+        };
+        let state = Arc::new(crate::AppState::new(store, audit, limits));
+        (crate::router(state), dir)
+    }
+
+    /// `method path` through `app`, in-process, without an API key.
+    async fn call(app: &axum::Router, method: &str, path: &str) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The document `app` serves.
+    async fn document(app: &axum::Router) -> Value {
+        let (status, doc) = call(app, "get", "/v1/openapi.json").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        doc
+    }
+
+    /// The paths `app` routes, read from its `Debug`: axum has no other way to list them
+    /// (`Router { path_router: PathRouter { …, node: Node { paths: {RouteId(…): "/…", …} } },
+    /// fallback_router: … }`).
+    fn routed_paths(app: &axum::Router) -> BTreeSet<String> {
+        let debug = format!("{app:?}");
+        let (routes, _) = debug
+            .split_once("fallback_router")
+            .expect("axum's Router Debug shows its path_router, then its fallback_router");
+        let (_, paths) = routes
+            .split_once("paths: {")
+            .expect("axum's Router Debug shows its paths");
+        let found: BTreeSet<String> = paths
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|p| p.starts_with('/'))
+            .map(str::to_owned)
+            .collect();
+        // Not a test that passes on nothing: the reading must find the routes.
+        assert!(
+            found.contains("/healthz") && found.contains("/v1/whoami"),
+            "the router's paths could not be read from its Debug: {found:?}"
+        );
+        found
+    }
+
+    /// A request path for the route `path`: each `{param}` made a value.
+    fn concrete(path: &str) -> String {
+        let mut out = String::new();
+        let mut rest = path;
+        while let Some((before, after)) = rest.split_once('{') {
+            out.push_str(before);
+            out.push_str("probe");
+            rest = after.split_once('}').map_or("", |(_, a)| a);
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The methods `app` serves at the route `path` (those that do not answer its 405), with
+    /// the answer to each without an API key.
+    async fn served(app: &axum::Router, path: &str) -> BTreeMap<&'static str, (StatusCode, Value)> {
+        let uri = concrete(path);
+        let mut out = BTreeMap::new();
+        for method in METHODS {
+            let (status, body) = call(app, method, &uri).await;
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body["error"]["message"] == "no such route"),
+                "{method} {uri}: the router has no route for {path}"
+            );
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                // (An answer to HEAD has no body.)
+                if method != "head" {
+                    assert_eq!(
+                        body["error"]["code"], "method_not_allowed",
+                        "{method} {uri}"
+                    );
+                }
+                continue;
+            }
+            out.insert(method, (status, body));
+        }
+        out
+    }
+
+    /// Where the router and the document disagree: paths one has and the other does not,
+    /// methods served and not documented or documented and not served, and operations whose
+    /// `security` says otherwise than the router's answer without a key.
+    async fn disagreements(app: &axum::Router, doc: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let routed = routed_paths(app);
+        let documented: BTreeSet<String> = doc["paths"]
+            .as_object()
+            .expect("the document has paths")
+            .keys()
+            .cloned()
+            .collect();
+        for p in routed.difference(&documented) {
+            out.push(format!("{p}: routed, not in the document"));
+        }
+        for p in documented.difference(&routed) {
+            out.push(format!("{p}: in the document, not routed"));
+        }
+        for path in routed.intersection(&documented) {
+            let item = &doc["paths"][path];
+            let served = served(app, path).await;
+            let in_doc: BTreeSet<&str> = METHODS
+                .into_iter()
+                .filter(|m| item.get(m).is_some())
+                .collect();
+            let mut by_router: BTreeSet<&str> = served.keys().copied().collect();
+            // axum answers HEAD wherever it answers GET; the document names the GET.
+            if by_router.contains("get") {
+                by_router.remove("head");
+            }
+            if by_router != in_doc {
+                out.push(format!(
+                    "{path}: served {by_router:?}, documented {in_doc:?}"
+                ));
+            }
+            for (method, (status, body)) in &served {
+                let Some(op) = item.get(method) else {
+                    continue;
+                };
+                let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+                let refused = *status == StatusCode::UNAUTHORIZED
+                    && body["error"]["code"] == "unauthenticated";
+                if secured != refused {
+                    out.push(format!(
+                        "{method} {path}: security {secured} in the document, but without a \
+                         key the answer is {status}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every route the router serves is in the document with its methods, nothing else is,
+    /// and the document's `security` is what the router does without a key.
+    #[tokio::test]
+    async fn the_router_and_its_document_agree() {
+        let (app, _dir) = app().await;
+        let doc = document(&app).await;
+        let found = disagreements(&app, &doc).await;
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    /// The check above fails where it should: a route added without `routes!` (a new path,
+    /// and a method on a documented path), and a document that claims what is not served.
+    #[tokio::test]
+    async fn a_route_left_out_of_the_document_is_caught() {
+        let (app, _dir) = app().await;
+        let doc = document(&app).await;
+        let more = app
+            .clone()
+            .route("/v1/undocumented", get(|| async { "x" }))
+            .route("/healthz", post(|| async { "x" }));
+        let found = disagreements(&more, &doc).await;
+        assert!(
+            found.contains(&"/v1/undocumented: routed, not in the document".to_owned()),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(|d| d.starts_with("/healthz: served")),
+            "{found:#?}"
+        );
+
+        let mut claims = doc.clone();
+        claims["paths"]["/v1/gone"] = json!({"get": {"responses": {}}});
+        claims["paths"]["/readyz"]["post"] = claims["paths"]["/readyz"]["get"].clone();
+        claims["paths"]["/v1/whoami"]["get"]
+            .as_object_mut()
+            .unwrap()
+            .remove("security");
+        let found = disagreements(&app, &claims).await;
+        for expected in [
+            "/v1/gone: in the document, not routed",
+            "/readyz: served",
+            "get /v1/whoami: security false",
+        ] {
+            assert!(
+                found.iter().any(|d| d.starts_with(expected)),
+                "{expected}: {found:#?}"
+            );
+        }
+    }
+
+    /// Each `$ref` in `v` (recursively).
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    /// The schema of `path method`'s answer `status` as `content_type`.
+    fn answer_schema<'a>(
+        doc: &'a Value,
+        path: &str,
+        method: &str,
+        status: &str,
+        content_type: &str,
+    ) -> &'a Value {
+        &doc["paths"][path][method]["responses"][status]["content"][content_type]["schema"]
+    }
+
+    #[tokio::test]
+    async fn the_document_is_openapi_3_1_and_names_its_schemas() {
+        let (app, _dir) = app().await;
+        let doc = document(&app).await;
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1."),
+            "{}",
+            doc["openapi"]
+        );
+        assert_eq!(doc["info"]["title"], "spawnd");
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+
+        // Every reference is to a schema the document has.
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 50, "{}", all.len());
+        for r in all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r}: not a schema of the document"));
+            assert!(schemas.contains_key(name), "{r}: no such schema");
+        }
+
+        // The main answers name their views, and those are not empty.
+        let json = "application/json";
+        for (path, method, status, view) in [
+            ("/healthz", "get", "200", "Status"),
+            ("/readyz", "get", "200", "Status"),
+            ("/v1/whoami", "get", "200", "Whoami"),
+            ("/v1/namespaces/{ns}/agents", "get", "200", "Page_AgentView"),
+            (
+                "/v1/namespaces/{ns}/agents/{name}",
+                "get",
+                "200",
+                "AgentView",
+            ),
+            (
+                "/v1/namespaces/{ns}/agents/{name}",
+                "put",
+                "200",
+                "AgentView",
+            ),
+            (
+                "/v1/namespaces/{ns}/agents/{name}",
+                "put",
+                "201",
+                "AgentView",
+            ),
+            ("/v1/namespaces/{ns}/runs", "get", "200", "Page_RunView"),
+            ("/v1/namespaces/{ns}/runs", "post", "201", "RunView"),
+            ("/v1/namespaces/{ns}/runs/{id}", "get", "200", "RunView"),
+            (
+                "/v1/namespaces/{ns}/runs/{id}/cancel",
+                "post",
+                "200",
+                "RunView",
+            ),
+            ("/v1/namespaces/{ns}/runs/{id}/logs", "get", "200", "Logs"),
+            ("/v1/namespaces/{ns}/roles", "get", "200", "Page_RoleView"),
+            ("/v1/namespaces/{ns}/roles/{name}", "get", "200", "RoleView"),
+            ("/v1/namespaces/{ns}/roles/{name}", "put", "201", "RoleView"),
+            (
+                "/v1/namespaces/{ns}/rolebindings",
+                "get",
+                "200",
+                "Page_RoleBindingView",
+            ),
+            (
+                "/v1/namespaces/{ns}/rolebindings/{name}",
+                "get",
+                "200",
+                "RoleBindingView",
+            ),
+            (
+                "/v1/namespaces/{ns}/rolebindings/{name}",
+                "put",
+                "201",
+                "RoleBindingView",
+            ),
+            ("/v1/namespaces/{ns}/keys", "get", "200", "Page_KeyView"),
+            ("/v1/namespaces/{ns}/keys", "post", "201", "CreatedKeyView"),
+            ("/v1/namespaces/{ns}/keys/{id}", "delete", "200", "KeyView"),
+        ] {
+            let schema = answer_schema(&doc, path, method, status, json);
+            assert_eq!(
+                schema["$ref"],
+                format!("#/components/schemas/{view}"),
+                "{method} {path} {status}: {schema}"
+            );
+            let props = schemas[view]["properties"].as_object();
+            assert!(
+                props.is_some_and(|p| !p.is_empty()),
+                "{view}: no properties"
+            );
+        }
+        assert_eq!(
+            schemas["Page_RunView"]["properties"]["items"]["items"]["properties"]["state"]["$ref"],
+            "#/components/schemas/RunStateName"
+        );
+
+        // Every error answer is SPEC §8's shape.
+        let mut errors = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, _) in op["responses"].as_object().unwrap() {
+                    if status.as_str() >= "400" {
+                        errors += 1;
+                        assert_eq!(
+                            answer_schema(&doc, path, method, status, json)["$ref"],
+                            "#/components/schemas/ErrorBody",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+                // Every answer names its request id.
+                for (status, r) in op["responses"].as_object().unwrap() {
+                    assert!(
+                        r["headers"]["X-Request-Id"].is_object(),
+                        "{method} {path} {status}: no X-Request-Id"
+                    );
+                }
+            }
+        }
+        assert!(errors > 100, "{errors}");
+        let detail = &schemas["ErrorDetail"]["properties"];
+        assert!(detail["code"].is_object() && detail["message"].is_object());
+
+        // Headers and content types that matter.
+        let agent = &doc["paths"]["/v1/namespaces/{ns}/agents/{name}"];
+        assert!(agent["get"]["responses"]["200"]["headers"]["ETag"].is_object());
+        assert!(agent["put"]["responses"]["201"]["headers"]["ETag"].is_object());
+        assert!(agent["put"]["requestBody"]["content"]["application/yaml"].is_object());
+        let params = |op: &Value| -> Vec<(String, String)> {
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_owned(),
+                        p["in"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        assert!(params(&agent["put"]).contains(&("If-Match".into(), "header".into())));
+        assert!(params(&agent["delete"]).contains(&("If-Match".into(), "header".into())));
+        let list = &doc["paths"]["/v1/namespaces/{ns}/agents"]["get"];
+        assert!(params(list).contains(&("limit".into(), "query".into())));
+        assert!(params(list).contains(&("after".into(), "query".into())));
+        let logs = &doc["paths"]["/v1/namespaces/{ns}/runs/{id}/logs"]["get"];
+        assert!(logs["responses"]["200"]["content"]["text/event-stream"].is_object());
+        assert!(params(logs).contains(&("Last-Event-ID".into(), "header".into())));
+        assert!(
+            agent["get"]["responses"]["429"]["headers"]["Retry-After"].is_object(),
+            "{}",
+            agent["get"]["responses"]["429"]
+        );
+        assert_eq!(
+            doc["paths"]["/v1/namespaces/{ns}/runs"]["post"]["requestBody"]["content"][json]
+                ["schema"]["$ref"],
+            "#/components/schemas/CreateRun"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/namespaces/{ns}/keys"]["post"]["requestBody"]["content"][json]
+                ["schema"]["$ref"],
+            "#/components/schemas/KeyRequest"
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["api_key"],
+            json!({
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": doc["components"]["securitySchemes"]["api_key"]["description"],
+            })
+        );
+    }
+}

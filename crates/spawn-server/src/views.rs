@@ -409,3 +409,274 @@ pub struct RunEnd {
     #[schema(value_type = RunStateName)]
     pub state: String,
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each view serializes to the very bytes of the `json!` it replaced (copied here as it
+    //! was), with values present and absent.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::{json, Value};
+    use spawn_store::{AgentRecord, BindingRecord, KeyRecord, OutputChunk, RoleRecord, RunRecord};
+
+    use super::*;
+
+    fn same(view: impl Serialize, old: Value) {
+        assert_eq!(serde_json::to_string(&view).unwrap(), old.to_string());
+    }
+
+    fn agent(manifest: &str) -> AgentRecord {
+        AgentRecord {
+            id: "ag_1".into(),
+            namespace: "team".into(),
+            name: "bot".into(),
+            manifest: manifest.into(),
+            version: 3,
+            created_ms: 1,
+            updated_ms: 2,
+        }
+    }
+
+    fn agent_json(a: &AgentRecord) -> Value {
+        json!({
+            "id": a.id,
+            "namespace": a.namespace,
+            "name": a.name,
+            "version": a.version,
+            "manifest": serde_json::from_str::<Value>(&a.manifest).unwrap_or(Value::Null),
+            "createdMs": a.created_ms,
+            "updatedMs": a.updated_ms,
+        })
+    }
+
+    #[test]
+    fn agents_and_pages() {
+        for m in [
+            r#"{"kind":"Agent","apiVersion":"spawn.dev/v1","spec":{}}"#,
+            "not json",
+        ] {
+            let a = agent(m);
+            same(AgentView::from(&a), agent_json(&a));
+        }
+        for next in [None, Some("bot".to_owned())] {
+            let page = spawn_store::Page {
+                items: vec![agent("{}"), agent("[]")],
+                next: next.clone(),
+            };
+            same(
+                Page::<AgentView>::of(&page),
+                json!({
+                    "items": page.items.iter().map(agent_json).collect::<Vec<_>>(),
+                    "next": page.next,
+                }),
+            );
+        }
+    }
+
+    #[test]
+    fn roles_and_bindings() {
+        let r = RoleRecord {
+            namespace: "team".into(),
+            name: "reader".into(),
+            rules: r#"[{"resources":["agents"],"verbs":["get","list"]}]"#.into(),
+            builtin: false,
+            version: 2,
+            created_ms: 1,
+            updated_ms: 2,
+        };
+        same(
+            RoleView::from(&r),
+            json!({
+                "apiVersion": rbac::API_VERSION,
+                "kind": "Role",
+                "metadata": {"name": r.name, "namespace": r.namespace},
+                "rules": serde_json::from_str::<Value>(&r.rules).unwrap_or(Value::Null),
+                "version": r.version,
+            }),
+        );
+        let b = BindingRecord {
+            namespace: "team".into(),
+            name: "readers".into(),
+            role: "reader".into(),
+            subjects: r#"[{"kind":"User","name":"ann"}]"#.into(),
+            version: 1,
+            created_ms: 1,
+            updated_ms: 1,
+        };
+        same(
+            RoleBindingView::from(&b),
+            json!({
+                "apiVersion": rbac::API_VERSION,
+                "kind": "RoleBinding",
+                "metadata": {"name": b.name, "namespace": b.namespace},
+                "subjects": serde_json::from_str::<Value>(&b.subjects).unwrap_or(Value::Null),
+                "roleRef": {"kind": "Role", "name": b.role},
+                "version": b.version,
+            }),
+        );
+    }
+
+    fn key_json(k: &KeyRecord) -> Value {
+        json!({
+            "id": k.id,
+            "hint": k.hint,
+            "test": k.test,
+            "principal": {"kind": k.principal_kind, "name": k.principal_name},
+            "namespace": k.namespace,
+            "createdBy": k.created_by,
+            "createdMs": k.created_ms,
+            "lastUsedMs": k.last_used_ms,
+            "revokedMs": k.revoked_ms,
+        })
+    }
+
+    #[test]
+    fn keys_listed_and_made() {
+        for (used, revoked) in [(None, None), (Some(5), Some(6))] {
+            let k = KeyRecord {
+                id: "key_1".into(),
+                hash: vec![1, 2],
+                hint: "abcd".into(),
+                test: true,
+                principal_kind: "ServiceAccount".into(),
+                principal_name: "ci".into(),
+                created_by: "ServiceAccount/admin".into(),
+                created_ms: 4,
+                last_used_ms: used,
+                revoked_ms: revoked,
+                namespace: "team".into(),
+            };
+            same(KeyView::from(&k), key_json(&k));
+            let mut made = key_json(&k);
+            made["key"] = Value::String("spawn_test_x".into());
+            made["role"] = Value::String("viewer".into());
+            same(
+                CreatedKeyView::new(&k, "spawn_test_x".into(), "viewer".into()),
+                made,
+            );
+        }
+    }
+
+    #[test]
+    fn runs_logs_and_their_end() {
+        for ended in [false, true] {
+            let some = |v: i64| ended.then_some(v);
+            let r = RunRecord {
+                id: "tr_1".into(),
+                namespace: "team".into(),
+                agent_id: ended.then(|| "ag_1".into()),
+                spec: "{}".into(),
+                state: if ended { "failed" } else { "queued" }.into(),
+                holder: None,
+                lease_until_ms: None,
+                cancel_requested: ended,
+                exit_code: ended.then_some(3),
+                error: ended.then(|| "why".into()),
+                created_by: "User/ann".into(),
+                request_id: ended.then(|| "req_1".into()),
+                created_ms: 1,
+                started_ms: some(2),
+                finished_ms: some(3),
+            };
+            same(
+                RunView::from(&r),
+                json!({
+                    "id": r.id,
+                    "namespace": r.namespace,
+                    "agentId": r.agent_id,
+                    "state": r.state,
+                    "exitCode": r.exit_code,
+                    "error": r.error,
+                    "cancelRequested": r.cancel_requested,
+                    "createdBy": r.created_by,
+                    "requestId": r.request_id,
+                    "createdMs": r.created_ms,
+                    "startedMs": r.started_ms,
+                    "finishedMs": r.finished_ms,
+                }),
+            );
+            same(
+                RunEnd {
+                    error: r.error.clone(),
+                    exit_code: r.exit_code,
+                    state: r.state.clone(),
+                },
+                json!({"state": r.state, "exitCode": r.exit_code, "error": r.error}),
+            );
+        }
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let chunks = [
+            OutputChunk {
+                seq: 1,
+                stream: "stdout".into(),
+                data: b"out\n".to_vec(),
+                at_ms: 7,
+            },
+            OutputChunk {
+                seq: 2,
+                stream: "stderr".into(),
+                data: vec![0, 255],
+                at_ms: 8,
+            },
+        ];
+        same(
+            Logs {
+                items: chunks.iter().map(LogChunk::from).collect(),
+            },
+            json!({
+                "items": chunks.iter().map(|c| json!({
+                    "seq": c.seq, "stream": c.stream, "data": b64.encode(&c.data), "atMs": c.at_ms,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+
+    #[test]
+    fn errors_health_and_whoami() {
+        same(
+            ErrorBody {
+                error: ErrorDetail {
+                    code: "not_found".into(),
+                    message: "no such route".into(),
+                },
+            },
+            json!({"error": {"code": "not_found", "message": "no such route"}}),
+        );
+        same(
+            Status {
+                status: "ok".into(),
+            },
+            json!({"status": "ok"}),
+        );
+        same(
+            Whoami {
+                key_id: "key_1".into(),
+                kind: "User".into(),
+                name: "ann".into(),
+                test: false,
+            },
+            json!({"kind": "User", "name": "ann", "keyId": "key_1", "test": false}),
+        );
+    }
+
+    /// The document's names of run states are the store's.
+    #[test]
+    fn run_state_names_are_the_stores() {
+        let names = [
+            RunStateName::Queued,
+            RunStateName::Running,
+            RunStateName::Succeeded,
+            RunStateName::Failed,
+            RunStateName::Cancelled,
+            RunStateName::Interrupted,
+        ];
+        for n in names {
+            let text = serde_json::to_value(&n).unwrap();
+            let text = text.as_str().unwrap();
+            let state = spawn_store::RunState::parse(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(state.as_str(), text);
+        }
+    }
+}
