@@ -227,7 +227,7 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
         API_KEY_SCHEME.into(),
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "X-API-Key",
-            "An API key (`spawn_live_…` or `spawn_test_…`), from `spawnd init` or \
+            "An API key (`spawn_sk_live_…` or `spawn_sk_test_…`), from `spawnd init` or \
              `POST /v1/namespaces/{ns}/keys`",
         ))),
     );

@@ -522,7 +522,7 @@ struct KeyRequest {
     name: String,
     /// A Role of the namespace or a built-in one, holding no more than the caller does.
     role: String,
-    /// A test key (`spawn_test_…`): it starts runs only in `test` and `test-…` namespaces.
+    /// A test key (`spawn_sk_test_…`): it starts runs only in `test` and `test-…` namespaces.
     #[serde(default)]
     test: bool,
 }

@@ -261,7 +261,7 @@ pub struct CreatedKeyView {
     pub created_ms: i64,
     pub hint: String,
     pub id: String,
-    /// The API key (`spawn_live_…` or `spawn_test_…`): send it as `X-API-Key`. Shown once.
+    /// The API key (`spawn_sk_live_…` or `spawn_sk_test_…`): send it as `X-API-Key`. Shown once.
     pub key: String,
     #[schema(required = true)]
     pub last_used_ms: Option<i64>,
@@ -549,10 +549,10 @@ mod tests {
             };
             same(KeyView::from(&k), key_json(&k));
             let mut made = key_json(&k);
-            made["key"] = Value::String("spawn_test_x".into());
+            made["key"] = Value::String("spawn_sk_test_x".into());
             made["role"] = Value::String("viewer".into());
             same(
-                CreatedKeyView::new(&k, "spawn_test_x".into(), "viewer".into()),
+                CreatedKeyView::new(&k, "spawn_sk_test_x".into(), "viewer".into()),
                 made,
             );
         }
