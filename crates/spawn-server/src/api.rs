@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Limits;
-use crate::views::{AgentView, ErrorBody, ErrorDetail, Page, Status, Whoami};
+use crate::views::{AgentView, ErrorBody, Page, Status, Whoami};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -120,17 +120,6 @@ impl ApiError {
             "internal",
             "the server failed; the request id in X-Request-Id finds it in the daemon's log",
         )
-    }
-}
-
-impl ErrorBody {
-    pub(crate) fn new(code: &str, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                code: code.into(),
-                message: message.into(),
-            },
-        }
     }
 }
 
