@@ -14,7 +14,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # postgresql: spawn-store's tests start a throwaway cluster of their own from its binaries
 # (the system's own cluster is not used). openssl, curl: spawnd's TLS test makes a
 # certificate and speaks TLS 1.2 and 1.3 to it with a client nobody here wrote.
-pkgs=(python3 bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl)
+# python3-venv: the venv of openapi-spec-validator (below).
+pkgs=(python3 python3-venv bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
 # (wrk, Debian's squid, curl).
 if [[ ${1:-} == bench ]]; then
@@ -77,6 +78,21 @@ PIN
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends runsc >/dev/null
   runsc_ok || { echo "install-deps: the installed runsc is still older than 2024-07-29" >&2; exit 1; }
+fi
+
+# openapi-spec-validator (PyPI, pinned, in a venv of its own under /opt/spawn-tools): spawnd's
+# tests check its OpenAPI document with a validator nobody here wrote
+# (crates/spawn-server/tests/openapi.rs, which looks for it there).
+OPENAPI_VALIDATOR_VERSION=0.9.0
+tools=/opt/spawn-tools/venv
+if ! "$tools/bin/openapi-spec-validator" --version 2>/dev/null | grep -qx "openapi-spec-validator $OPENAPI_VALIDATOR_VERSION"; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: openapi-spec-validator $OPENAPI_VALIDATOR_VERSION is missing from $tools; run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing openapi-spec-validator $OPENAPI_VALIDATOR_VERSION in $tools"
+  /usr/bin/python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

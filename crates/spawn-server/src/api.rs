@@ -15,18 +15,21 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use spawn_audit::{AuditLog, Event, EventType, Outcome};
 use spawn_auth::rbac::{
     self, Permissions, Resource, Role, RoleBinding, Subject, SubjectKind, Verb,
 };
 use spawn_auth::ApiKey;
-use spawn_store::{AgentRecord, Store, StoreError};
+use spawn_store::{Store, StoreError};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Limits;
+use crate::views::{AgentView, ErrorBody, Page, Status, Whoami};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -122,8 +125,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody::new(self.code, self.message))).into_response()
     }
 }
 
@@ -156,27 +158,34 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The API's routes over `state`.
+/// The API's routes over `state`, and its OpenAPI document (`openapi.rs`) made from them.
+///
+/// Each route is registered with `routes!` from its handler's `#[utoipa::path]`, which
+/// also puts it in the document.
 pub fn router(state: Shared) -> Router {
     let max_body = state.limits.max_body_bytes;
-    let v1 = Router::new()
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/namespaces/{ns}/agents", get(list_agents))
-        .route(
-            "/v1/namespaces/{ns}/agents/{name}",
-            get(get_agent).put(put_agent).delete(delete_agent),
-        )
+    let mut v1 = OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(list_agents))
+        .routes(routes!(get_agent, put_agent, delete_agent))
         .merge(crate::rbac_api::routes())
-        .merge(crate::runs::routes())
+        .merge(crate::runs::routes());
+    crate::openapi::behind_authentication(v1.get_openapi_mut());
+    let v1 = v1
         // The body is read after authentication: nobody unauthenticated makes the daemon
         // hold a body.
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let (routes, doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(crate::openapi::openapi_json))
         .merge(v1)
+        .split_for_parts();
+    let doc = crate::openapi::Document::new(&crate::openapi::finish(doc));
+    routes
+        .layer(Extension(doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -224,8 +233,7 @@ async fn errors_in_shape(req: Request, next: Next) -> Response {
     };
     let (mut parts, _) = res.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let body = json!({"error": {"code": code, "message": message}});
-    let mut out = (status, Json(body)).into_response();
+    let mut out = (status, Json(ErrorBody::new(code, message))).into_response();
     for (k, v) in parts.headers.iter() {
         if k != header::CONTENT_TYPE {
             out.headers_mut().insert(k.clone(), v.clone());
@@ -246,10 +254,32 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the daemon answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Status))
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
 }
 
+/// Metrics in Prometheus' text format (0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "`spawnd_http_requests_total`, \
+            `spawnd_http_request_duration_seconds`, `spawnd_runs`, `spawnd_supervisors`, \
+            `spawnd_auth_failures_total`, `spawnd_rbac_denials_total`, \
+            `spawnd_rate_limited_total`",
+            body = String, content_type = "text/plain; version=0.0.4"),
+    )
+)]
 async fn metrics(State(state): State<Shared>) -> Response {
     let runs = state.store.count_runs_by_state().await.unwrap_or_default();
     let supervisors = state.supervisors.load(std::sync::atomic::Ordering::SeqCst);
@@ -260,9 +290,23 @@ async fn metrics(State(state): State<Shared>) -> Response {
         .into_response()
 }
 
+/// Readiness: the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Status),
+        (status = 503, description = "`unavailable`: the database does not answer",
+            body = ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<Shared>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => Json(Status {
+            status: "ready".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             ApiError::new(
@@ -599,28 +643,24 @@ pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
     spawn_policy::check_dns_label(value).map_err(|m| ApiError::invalid(format!("{field}: {m}")))
 }
 
-async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
-    Json(json!({
-        "kind": caller.subject.kind.as_str(),
-        "name": caller.subject.name,
-        "keyId": caller.key_id,
-        "test": caller.test_key,
-    }))
-}
-
-fn agent_json(a: &AgentRecord) -> Value {
-    json!({
-        "id": a.id,
-        "namespace": a.namespace,
-        "name": a.name,
-        "version": a.version,
-        "manifest": serde_json::from_str::<Value>(&a.manifest).unwrap_or(Value::Null),
-        "createdMs": a.created_ms,
-        "updatedMs": a.updated_ms,
+/// The caller: the principal its API key belongs to.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "meta",
+    responses((status = 200, description = "The caller", body = Whoami))
+)]
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Whoami> {
+    Json(Whoami {
+        key_id: caller.key_id,
+        kind: caller.subject.kind.as_str().into(),
+        name: caller.subject.name,
+        test: caller.test_key,
     })
 }
 
-pub(crate) fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
+/// `body` with `ETag: "version"`.
+pub(crate) fn with_etag(status: StatusCode, version: i64, body: impl serde::Serialize) -> Response {
     let mut res = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, v);
@@ -653,6 +693,24 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 pub(crate) type Ctx = (Extension<Caller>, Extension<RequestId>);
 
+/// An agent, with its version as `ETag`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/agents/{name}",
+    tag = "agents",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The agent's name (a DNS label)"),
+    ),
+    responses(
+        (status = 200, description = "The agent", body = AgentView,
+            headers(("ETag" = String, description = "Its version: `\"N\"`"))),
+        (status = 400, description = "`invalid`: a name that is not a DNS label", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `get` `agents` in the \
+            namespace (the same answer whether the agent exists or not)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 async fn get_agent(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -662,13 +720,18 @@ async fn get_agent(
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Get).await?;
     check_name("name", &name)?;
     let a = state.store.agent(&ns, &name).await?;
-    Ok(with_etag(StatusCode::OK, a.version, agent_json(&a)))
+    Ok(with_etag(StatusCode::OK, a.version, AgentView::from(&a)))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of a list: a page's size and where it starts.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Items in the page: 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<i64>,
+    /// The `next` of the previous page (the first page without it).
     pub(crate) after: Option<String>,
 }
 
@@ -694,12 +757,26 @@ pub(crate) fn list_params(
     Ok((limit, q.after))
 }
 
+/// The agents of a namespace, by name, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/agents",
+    tag = "agents",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)"), ListQuery),
+    responses(
+        (status = 200, description = "A page of agents", body = Page<AgentView>),
+        (status = 400, description = "`invalid`: a bad namespace, `limit` or `after`, or an \
+            unknown query parameter", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `agents` in the \
+            namespace", body = ErrorBody),
+    )
+)]
 async fn list_agents(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
     query: ListQ,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<AgentView>>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::List).await?;
     let (limit, after) = list_params(query, |a| check_name("after", a))?;
@@ -707,12 +784,46 @@ async fn list_agents(
         .store
         .list_agents(&ns, after.as_deref(), limit)
         .await?;
-    Ok(Json(json!({
-        "items": page.items.iter().map(agent_json).collect::<Vec<_>>(),
-        "next": page.next,
-    })))
+    Ok(Json(Page::of(&page)))
 }
 
+/// Creates an agent from its manifest (without `If-Match`), or replaces the version
+/// `If-Match` names.
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{ns}/agents/{name}",
+    tag = "agents",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The agent's name: its manifest's \
+            `metadata.name`"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`, the ETag of the \
+            version to replace; without it, the agent is created"),
+    ),
+    request_body(
+        description = "The Agent manifest (SPEC §3), in YAML or JSON (read as YAML whatever \
+            the `Content-Type`), validated by `spawn-policy`; its `metadata.name` and \
+            `metadata.namespace` (if any) must be the path's",
+        content(
+            (String = "application/yaml"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Replaced (with `If-Match`)", body = AgentView,
+            headers(("ETag" = String, description = "Its new version: `\"N\"`"))),
+        (status = 201, description = "Created", body = AgentView,
+            headers(("ETag" = String, description = "Its version: `\"1\"`"))),
+        (status = 400, description = "`invalid`: not UTF-8, not a valid manifest (with line \
+            and column), names that disagree with the path, a bad `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `create` (or, with \
+            `If-Match`, `update`) `agents` in the namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: `If-Match` names an agent that does not \
+            exist", body = ErrorBody),
+        (status = 409, description = "`already_exists` (created without `If-Match`), or \
+            `conflict`: the version `If-Match` names is not the current one", body = ErrorBody),
+    )
+)]
 async fn put_agent(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -771,9 +882,30 @@ async fn put_agent(
     } else {
         StatusCode::CREATED
     };
-    Ok(with_etag(status, a.version, agent_json(&a)))
+    Ok(with_etag(status, a.version, AgentView::from(&a)))
 }
 
+/// Deletes an agent (only the version `If-Match` names, if given).
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{ns}/agents/{name}",
+    tag = "agents",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The agent's name (a DNS label)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`: delete only this \
+            version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid`: a bad name or `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `delete` `agents` in \
+            the namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: the version `If-Match` names is not the \
+            current one", body = ErrorBody),
+    )
+)]
 async fn delete_agent(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,

@@ -1,7 +1,8 @@
 //! `spawnd`: spawn's multi-tenant daemon (SPEC §2, §8, §9). This is its first part: the
 //! state (`spawn-store`), `spawnd init` and the first admin key, API-key authentication,
 //! RBAC on every request, request ids, errors in SPEC §8's shape, health, and the Agents
-//! API. Runs, keys and RBAC over the API, TLS, metrics and OpenAPI follow (see README).
+//! API; runs, keys and RBAC over the API, TLS, metrics, and the OpenAPI 3.1 document
+//! generated from the handlers (`GET /v1/openapi.json`; see README).
 #![forbid(unsafe_code)]
 
 mod abuse;
@@ -9,8 +10,10 @@ mod api;
 pub mod config;
 pub mod listen;
 mod metrics;
+mod openapi;
 mod rbac_api;
 pub mod runs;
+mod views;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,70 +13,34 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spawn_audit::{Event, EventType, Outcome};
 use spawn_auth::rbac::{self, BuiltinRole, Document, Permissions, Resource, SubjectKind, Verb};
 use spawn_auth::{ApiKey, KeyEnv};
-use spawn_store::{BindingRecord, KeyRecord, NewKey, RoleRecord, StoreError};
+use spawn_store::{NewKey, StoreError};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{
     authorize, body_error, check_name, if_match, list_params, not_found_in, permissions, principal,
-    role_of, with_etag, ApiError, Caller, Ctx, ListQ, RequestId, Shared,
+    role_of, with_etag, ApiError, Caller, Ctx, ListQ, ListQuery, RequestId, Shared,
 };
+use crate::views::{CreatedKeyView, ErrorBody, KeyView, Page, RoleBindingView, RoleView};
 
 /// The routes of this module (mounted behind authentication).
-pub(crate) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/roles", get(list_roles))
-        .route(
-            "/v1/namespaces/{ns}/roles/{name}",
-            get(get_role).put(put_role).delete(delete_role),
-        )
-        .route("/v1/namespaces/{ns}/rolebindings", get(list_bindings))
-        .route(
-            "/v1/namespaces/{ns}/rolebindings/{name}",
-            get(get_binding).put(put_binding).delete(delete_binding),
-        )
-        .route("/v1/namespaces/{ns}/keys", get(list_keys).post(create_key))
-        .route("/v1/namespaces/{ns}/keys/{id}", delete(revoke_key))
-}
-
-fn role_json(r: &RoleRecord) -> Value {
-    json!({
-        "apiVersion": rbac::API_VERSION,
-        "kind": "Role",
-        "metadata": {"name": r.name, "namespace": r.namespace},
-        "rules": serde_json::from_str::<Value>(&r.rules).unwrap_or(Value::Null),
-        "version": r.version,
-    })
-}
-
-fn binding_json(b: &BindingRecord) -> Value {
-    json!({
-        "apiVersion": rbac::API_VERSION,
-        "kind": "RoleBinding",
-        "metadata": {"name": b.name, "namespace": b.namespace},
-        "subjects": serde_json::from_str::<Value>(&b.subjects).unwrap_or(Value::Null),
-        "roleRef": {"kind": "Role", "name": b.role},
-        "version": b.version,
-    })
-}
-
-fn key_json(k: &KeyRecord) -> Value {
-    json!({
-        "id": k.id,
-        "hint": k.hint,
-        "test": k.test,
-        "principal": {"kind": k.principal_kind, "name": k.principal_name},
-        "namespace": k.namespace,
-        "createdBy": k.created_by,
-        "createdMs": k.created_ms,
-        "lastUsedMs": k.last_used_ms,
-        "revokedMs": k.revoked_ms,
-    })
+/// The routes of this module (mounted behind authentication), each from its handler's
+/// `#[utoipa::path]`.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_roles))
+        .routes(routes!(get_role, put_role, delete_role))
+        .routes(routes!(list_bindings))
+        .routes(routes!(get_binding, put_binding, delete_binding))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
 /// An `after` from a previous page of roles, bindings or keys: a name or an id.
@@ -170,6 +134,24 @@ async fn bound_permissions(
     }
 }
 
+/// A Role, with its version as `ETag`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/roles/{name}",
+    tag = "roles",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The Role's name (a DNS label)"),
+    ),
+    responses(
+        (status = 200, description = "The Role", body = RoleView,
+            headers(("ETag" = String, description = "Its version: `\"N\"`"))),
+        (status = 400, description = "`invalid`: a name that is not a DNS label", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `get` `roles` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 async fn get_role(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -179,25 +161,75 @@ async fn get_role(
     authorize(&state, &caller, &req_id, &ns, Resource::Roles, Verb::Get).await?;
     check_name("name", &name)?;
     let r = state.store.role(&ns, &name).await?;
-    Ok(with_etag(StatusCode::OK, r.version, role_json(&r)))
+    Ok(with_etag(StatusCode::OK, r.version, RoleView::from(&r)))
 }
 
+/// The Roles of a namespace, by name, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/roles",
+    tag = "roles",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)"), ListQuery),
+    responses(
+        (status = 200, description = "A page of Roles", body = Page<RoleView>),
+        (status = 400, description = "`invalid`: a bad namespace, `limit` or `after`",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `roles` in the \
+            namespace", body = ErrorBody),
+    )
+)]
 async fn list_roles(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
     q: ListQ,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RoleView>>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Roles, Verb::List).await?;
     let (limit, after) = list_params(q, check_after)?;
     let p = state.store.list_roles(&ns, after.as_deref(), limit).await?;
-    Ok(Json(json!({
-        "items": p.items.iter().map(role_json).collect::<Vec<_>>(),
-        "next": p.next,
-    })))
+    Ok(Json(Page::of(&p)))
 }
 
+/// Creates a Role (without `If-Match`) or replaces the version `If-Match` names. It may
+/// hold only permissions its writer holds in the namespace.
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{ns}/roles/{name}",
+    tag = "roles",
+    params(
+        ("ns" = String, Path, description = "The namespace: the document's \
+            `metadata.namespace`"),
+        ("name" = String, Path, description = "The Role's name: the document's \
+            `metadata.name`"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`, the ETag of the \
+            version to replace; without it, the Role is created"),
+    ),
+    request_body(
+        description = "A Role document as `spawn apply` takes it (`apiVersion: spawn.dev/v1`, \
+            `kind: Role`, `metadata`, `rules`), in YAML or JSON (read as YAML whatever the \
+            `Content-Type`)",
+        content(
+            (String = "application/yaml"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Replaced (with `If-Match`)", body = RoleView,
+            headers(("ETag" = String, description = "Its new version: `\"N\"`"))),
+        (status = 201, description = "Created", body = RoleView,
+            headers(("ETag" = String, description = "Its version: `\"1\"`"))),
+        (status = 400, description = "`invalid`: not UTF-8, not a valid Role, names that \
+            disagree with the path, a bad `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `create` (`update`) \
+            `roles` in the namespace, or the Role holds more than the caller does there \
+            (no escalation; the message names what is missing)", body = ErrorBody),
+        (status = 404, description = "`not_found`: `If-Match` names a Role that does not \
+            exist", body = ErrorBody),
+        (status = 409, description = "`already_exists` or `conflict` (a stale `If-Match`)",
+            body = ErrorBody),
+    )
+)]
 async fn put_role(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -228,9 +260,29 @@ async fn put_role(
     } else {
         StatusCode::CREATED
     };
-    Ok(with_etag(status, r.version, role_json(&r)))
+    Ok(with_etag(status, r.version, RoleView::from(&r)))
 }
 
+/// Deletes a Role (only the version `If-Match` names, if given).
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{ns}/roles/{name}",
+    tag = "roles",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The Role's name (a DNS label)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`: delete only this \
+            version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid`: a bad name or `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `delete` `roles` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: a stale `If-Match`", body = ErrorBody),
+    )
+)]
 async fn delete_role(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -247,6 +299,24 @@ async fn delete_role(
     Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
 }
 
+/// A RoleBinding, with its version as `ETag`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/rolebindings/{name}",
+    tag = "rolebindings",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The RoleBinding's name (a DNS label)"),
+    ),
+    responses(
+        (status = 200, description = "The RoleBinding", body = RoleBindingView,
+            headers(("ETag" = String, description = "Its version: `\"N\"`"))),
+        (status = 400, description = "`invalid`: a name that is not a DNS label", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `get` `rolebindings` in \
+            the namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    )
+)]
 async fn get_binding(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -264,15 +334,33 @@ async fn get_binding(
     .await?;
     check_name("name", &name)?;
     let b = state.store.binding(&ns, &name).await?;
-    Ok(with_etag(StatusCode::OK, b.version, binding_json(&b)))
+    Ok(with_etag(
+        StatusCode::OK,
+        b.version,
+        RoleBindingView::from(&b),
+    ))
 }
 
+/// The RoleBindings of a namespace, by name, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/rolebindings",
+    tag = "rolebindings",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)"), ListQuery),
+    responses(
+        (status = 200, description = "A page of RoleBindings", body = Page<RoleBindingView>),
+        (status = 400, description = "`invalid`: a bad namespace, `limit` or `after`",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `rolebindings` in \
+            the namespace", body = ErrorBody),
+    )
+)]
 async fn list_bindings(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
     q: ListQ,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RoleBindingView>>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(
         &state,
@@ -288,12 +376,50 @@ async fn list_bindings(
         .store
         .list_bindings(&ns, after.as_deref(), limit)
         .await?;
-    Ok(Json(json!({
-        "items": p.items.iter().map(binding_json).collect::<Vec<_>>(),
-        "next": p.next,
-    })))
+    Ok(Json(Page::of(&p)))
 }
 
+/// Creates a RoleBinding (without `If-Match`) or replaces the version `If-Match` names. It
+/// may bind only an existing Role (or a built-in one) whose permissions its writer holds in
+/// the namespace.
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{ns}/rolebindings/{name}",
+    tag = "rolebindings",
+    params(
+        ("ns" = String, Path, description = "The namespace: the document's \
+            `metadata.namespace`"),
+        ("name" = String, Path, description = "The RoleBinding's name: the document's \
+            `metadata.name`"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`, the ETag of the \
+            version to replace; without it, the RoleBinding is created"),
+    ),
+    request_body(
+        description = "A RoleBinding document as `spawn apply` takes it (`apiVersion: \
+            spawn.dev/v1`, `kind: RoleBinding`, `metadata`, `subjects`, `roleRef`), in YAML or \
+            JSON (read as YAML whatever the `Content-Type`)",
+        content(
+            (String = "application/yaml"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Replaced (with `If-Match`)", body = RoleBindingView,
+            headers(("ETag" = String, description = "Its new version: `\"N\"`"))),
+        (status = 201, description = "Created", body = RoleBindingView,
+            headers(("ETag" = String, description = "Its version: `\"1\"`"))),
+        (status = 400, description = "`invalid`: not UTF-8, not a valid RoleBinding, names \
+            that disagree with the path, a `roleRef` to a Role that does not exist, a bad \
+            `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `create` (`update`) \
+            `rolebindings` in the namespace, or the Role grants more than the caller holds \
+            there (no escalation)", body = ErrorBody),
+        (status = 404, description = "`not_found`: `If-Match` names a RoleBinding that does \
+            not exist", body = ErrorBody),
+        (status = 409, description = "`already_exists` or `conflict` (a stale `If-Match`)",
+            body = ErrorBody),
+    )
+)]
 async fn put_binding(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -341,9 +467,29 @@ async fn put_binding(
     } else {
         StatusCode::CREATED
     };
-    Ok(with_etag(status, r.version, binding_json(&r)))
+    Ok(with_etag(status, r.version, RoleBindingView::from(&r)))
 }
 
+/// Deletes a RoleBinding (only the version `If-Match` names, if given).
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{ns}/rolebindings/{name}",
+    tag = "rolebindings",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The RoleBinding's name (a DNS label)"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "`\"N\"`: delete only this \
+            version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid`: a bad name or `If-Match`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `delete` \
+            `rolebindings` in the namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: a stale `If-Match`", body = ErrorBody),
+    )
+)]
 async fn delete_binding(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -369,15 +515,37 @@ async fn delete_binding(
 }
 
 /// A key to make: for a new ServiceAccount `name`, holding `role` in the namespace.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyRequest {
+    /// The new ServiceAccount's name (a DNS label; no key or binding may name it yet).
     name: String,
+    /// A Role of the namespace or a built-in one, holding no more than the caller does.
     role: String,
+    /// A test key (`spawn_sk_test_…`): it starts runs only in `test` and `test-…` namespaces.
     #[serde(default)]
     test: bool,
 }
 
+/// Makes an API key for a new ServiceAccount bound to a role in the namespace (the binding
+/// `key-NAME`), and shows it once.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/keys",
+    tag = "keys",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)")),
+    request_body(content = KeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Made: the key is in this answer and never again",
+            body = CreatedKeyView),
+        (status = 400, description = "`invalid`: a body that is not such JSON, a bad name, a \
+            role that does not exist", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `create` `keys` in the \
+            namespace, or the role grants more than the caller holds there", body = ErrorBody),
+        (status = 409, description = "`already_exists`: a key or binding names that \
+            ServiceAccount already", body = ErrorBody),
+    )
+)]
 async fn create_key(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -435,33 +603,61 @@ async fn create_key(
             namespace: ns.clone(),
         })
         .await?;
-    let mut body = key_json(&record);
-    body["key"] = Value::String(key.expose().to_owned());
-    body["role"] = Value::String(req.role);
+    let body = CreatedKeyView::new(&record, key.expose().to_owned(), req.role);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// The keys made in a namespace, a page at a time (never the keys themselves).
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/keys",
+    tag = "keys",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)"), ListQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = Page<KeyView>),
+        (status = 400, description = "`invalid`: a bad namespace, `limit` or `after`",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `keys` in the \
+            namespace", body = ErrorBody),
+    )
+)]
 async fn list_keys(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
     q: ListQ,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<KeyView>>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Keys, Verb::List).await?;
     let (limit, after) = list_params(q, check_after)?;
     let p = state.store.list_keys(&ns, after.as_deref(), limit).await?;
-    Ok(Json(json!({
-        "items": p.items.iter().map(key_json).collect::<Vec<_>>(),
-        "next": p.next,
-    })))
+    Ok(Json(Page::of(&p)))
 }
 
+/// Revokes a key made in the namespace: it fails from the next request on, on every daemon.
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{ns}/keys/{id}",
+    tag = "keys",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("id" = String, Path, description = "The key's id (`key_…`)"),
+    ),
+    responses(
+        (status = 200, description = "Revoked: the key as listed, with `revokedMs`",
+            body = KeyView),
+        (status = 400, description = "`invalid`: a bad namespace", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `delete` `keys` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such key in this namespace (a key of \
+            another namespace is not found here)", body = ErrorBody),
+    )
+)]
 async fn revoke_key(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path((ns, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyView>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Keys, Verb::Delete).await?;
     // A key of another namespace is "not found" here, like one that does not exist.
@@ -471,5 +667,5 @@ async fn revoke_key(
         Err(e) => return Err(e.into()),
     };
     let revoked = state.store.revoke_key(&key.id).await?;
-    Ok(Json(key_json(&revoked)))
+    Ok(Json(KeyView::from(&revoked)))
 }

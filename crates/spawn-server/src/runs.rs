@@ -23,20 +23,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use spawn_auth::rbac::{Resource, Verb};
 use spawn_store::{NewRun, RunRecord, RunState, Store, StoreError};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use spawn_audit::{Event, EventType, Outcome};
 
 use crate::api::{
     authorize, body_error, check_name, json_object, list_params, not_found_in, principal, ApiError,
-    Caller, Ctx, ListQ, RequestId, Shared,
+    Caller, Ctx, ListQ, ListQuery, RequestId, Shared,
 };
+use crate::views::{ErrorBody, LogChunk, Logs, Page, RunEnd, RunView, StoppedView};
 use crate::{Config, ServerError};
 
 /// How long a lease lasts without renewal.
@@ -66,52 +69,43 @@ pub struct RunInput {
 
 /// `POST …/runs`: from an agent of the namespace (`agent`), or an inline manifest, or a
 /// bare command; `command`, `runtime` and `timeout` override.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRun {
+    /// An agent of the namespace: the run takes a snapshot of its manifest.
     #[serde(default)]
     agent: Option<String>,
+    /// An Agent manifest (SPEC §3) as JSON, instead of `agent`. Host mounts
+    /// (`fs.mounts[].source`) are refused.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     manifest: Option<Value>,
+    /// The command (overrides the manifest's).
     #[serde(default)]
     command: Vec<String>,
+    /// `native`, `gvisor`, … (overrides the manifest's).
     #[serde(default)]
     runtime: Option<String>,
+    /// How long it may run, e.g. `30s`, `5m` (overrides the manifest's).
     #[serde(default)]
     timeout: Option<String>,
 }
 
-/// The routes of this module (mounted behind authentication).
-pub(crate) fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/runs", get(list_runs).post(create_run))
-        .route("/v1/namespaces/{ns}/runs/{id}", get(get_run))
-        .route("/v1/namespaces/{ns}/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/namespaces/{ns}/runs/{id}/logs", get(run_logs))
-        .route("/v1/namespaces/{ns}/agents/{name}/start", post(start_agent))
-        .route("/v1/namespaces/{ns}/agents/{name}/stop", post(stop_agent))
+/// The routes of this module (mounted behind authentication), each from its handler's
+/// `#[utoipa::path]`.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_runs, create_run))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel_run))
+        .routes(routes!(run_logs))
+        .routes(routes!(start_agent))
+        .routes(routes!(stop_agent))
 }
 
 /// Whether a test key may run in `ns`: only in `test` and `test-…` namespaces.
 pub fn is_test_namespace(ns: &str) -> bool {
     ns == "test" || ns.starts_with("test-")
-}
-
-fn run_json(r: &RunRecord) -> Value {
-    json!({
-        "id": r.id,
-        "namespace": r.namespace,
-        "agentId": r.agent_id,
-        "state": r.state,
-        "exitCode": r.exit_code,
-        "error": r.error,
-        "cancelRequested": r.cancel_requested,
-        "createdBy": r.created_by,
-        "requestId": r.request_id,
-        "createdMs": r.created_ms,
-        "startedMs": r.started_ms,
-        "finishedMs": r.finished_ms,
-    })
 }
 
 /// A test key starts runs only in test namespaces.
@@ -152,6 +146,26 @@ async fn queue(
     Ok(run)
 }
 
+/// Queues a run: of an agent of the namespace, an inline manifest, or a bare command.
+/// Resolved at once as `spawn run` resolves it: a run that cannot run is a 400, not a failed
+/// run.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/runs",
+    tag = "runs",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)")),
+    request_body(content = CreateRun, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Queued", body = RunView),
+        (status = 400, description = "`invalid`: a body that is not such JSON, both `agent` \
+            and `manifest`, no command, an unknown runtime, a bad timeout, host mounts",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `create` `runs` (or, \
+            with `agent`, `get` `agents`) in the namespace, or a test key outside `test` and \
+            `test-…` namespaces", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
+    )
+)]
 async fn create_run(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -186,17 +200,20 @@ async fn create_run(
         timeout: req.timeout,
     };
     let run = queue(&state, &caller, &req_id, &ns, &input, agent_id).await?;
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(RunView::from(&run))).into_response())
 }
 
 /// What `POST …/agents/{name}/start` may override (the body is optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartAgent {
+    /// The command (overrides the manifest's).
     #[serde(default)]
     command: Vec<String>,
+    /// `native`, `gvisor`, … (overrides the manifest's).
     #[serde(default)]
     runtime: Option<String>,
+    /// How long it may run, e.g. `30s`, `5m` (overrides the manifest's).
     #[serde(default)]
     timeout: Option<String>,
 }
@@ -227,6 +244,25 @@ fn agent_event(
 
 /// `POST …/agents/{name}/start` (verb `start` on agents): queues a run of the agent, as
 /// `POST …/runs` with `{"agent": name}` does; answers the run.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/agents/{name}/start",
+    tag = "agents",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The agent's name (a DNS label)"),
+    ),
+    request_body(content = Option<StartAgent>, content_type = "application/json",
+        description = "Optional: overrides of the agent's manifest"),
+    responses(
+        (status = 201, description = "A run of the agent, queued", body = RunView),
+        (status = 400, description = "`invalid`: a bad name, a body that is not such a JSON \
+            object, an unknown runtime, a bad timeout", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `start` `agents` in the \
+            namespace, or a test key outside `test` and `test-…` namespaces", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
+    )
+)]
 async fn start_agent(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -256,17 +292,34 @@ async fn start_agent(
         agent_event(&caller, &req_id, EventType::AgentStart, "start", &ns, &a)
             .with_detail("runId", run.id.clone()),
     );
-    Ok((StatusCode::CREATED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::CREATED, Json(RunView::from(&run))).into_response())
 }
 
 /// `POST …/agents/{name}/stop` (verb `stop` on agents): cancels every queued or running
 /// run of the agent (a running one is stopped by its supervisor, as a cancelled run is);
 /// answers the runs asked to stop.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/agents/{name}/stop",
+    tag = "agents",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("name" = String, Path, description = "The agent's name (a DNS label)"),
+    ),
+    responses(
+        (status = 200, description = "The runs asked to stop (none is not an error)",
+            body = StoppedView),
+        (status = 400, description = "`invalid`: a bad namespace or name", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `stop` `agents` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
+    )
+)]
 async fn stop_agent(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StoppedView>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Stop).await?;
     check_name("name", &name)?;
@@ -278,10 +331,10 @@ async fn stop_agent(
             stopped.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         ),
     );
-    Ok(Json(json!({
-        "agent": name,
-        "stopped": stopped.iter().map(run_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(StoppedView {
+        agent: name,
+        stopped: stopped.iter().map(RunView::from).collect(),
+    }))
 }
 
 /// The run `id` if it is in `ns` (a run of another namespace is "not found" here).
@@ -306,23 +359,57 @@ fn check_run_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A run.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/runs/{id}",
+    tag = "runs",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("id" = String, Path, description = "The run's id (`tr_…`)"),
+    ),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 400, description = "`invalid`: a bad namespace or run id", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `get` `runs` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run in this namespace",
+            body = ErrorBody),
+    )
+)]
 async fn get_run(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path((ns, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Get).await?;
     check_run_id(&id)?;
-    Ok(Json(run_json(&run_in(&state, &ns, &id).await?)))
+    Ok(Json(RunView::from(&run_in(&state, &ns, &id).await?)))
 }
 
+/// The runs of a namespace, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/runs",
+    tag = "runs",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)"), ListQuery),
+    responses(
+        (status = 200, description = "A page of runs (`after`: a run id)", body = Page<RunView>),
+        (status = 400, description = "`invalid`: a bad namespace, `limit` or `after`",
+            body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `runs` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: `after` names no run of this namespace",
+            body = ErrorBody),
+    )
+)]
 async fn list_runs(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path(ns): Path<String>,
     q: ListQ,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RunView>>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::List).await?;
     let (limit, after) = list_params(q, check_run_id)?;
@@ -333,28 +420,47 @@ async fn list_runs(
         .store
         .list_runs(&ns, None, after.as_deref(), limit)
         .await?;
-    Ok(Json(json!({
-        "items": p.items.iter().map(run_json).collect::<Vec<_>>(),
-        "next": p.next,
-    })))
+    Ok(Json(Page::of(&p)))
 }
 
+/// Asks a run to stop: a queued run is cancelled, a running one is sent SIGTERM by its
+/// supervisor (within a few seconds) and ends `cancelled`.
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{ns}/runs/{id}/cancel",
+    tag = "runs",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("id" = String, Path, description = "The run's id (`tr_…`)"),
+    ),
+    responses(
+        (status = 200, description = "The run, `cancelRequested`", body = RunView),
+        (status = 400, description = "`invalid`: a bad namespace or run id", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `stop` `runs` in the \
+            namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run in this namespace",
+            body = ErrorBody),
+    )
+)]
 async fn cancel_run(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
     Path((ns, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Stop).await?;
     check_run_id(&id)?;
     run_in(&state, &ns, &id).await?;
-    Ok(Json(run_json(&state.store.cancel_run(&id).await?)))
+    Ok(Json(RunView::from(&state.store.cancel_run(&id).await?)))
 }
 
 /// `?after=SEQ` for the JSON form of the logs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// Only the pieces after this one (their `seq`); `Last-Event-ID` wins over it.
+    #[param(minimum = 0)]
     after: Option<i64>,
 }
 
@@ -362,6 +468,34 @@ struct LogQuery {
 /// (`Accept: text/event-stream`): one event per stored piece (`id` its number, `event`
 /// `stdout` or `stderr`, `data` the bytes in base64), then `end` with the run's verdict.
 /// `Last-Event-ID` resumes after the piece it names.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{ns}/runs/{id}/logs",
+    tag = "runs",
+    params(
+        ("ns" = String, Path, description = "The namespace (a DNS label)"),
+        ("id" = String, Path, description = "The run's id (`tr_…`)"),
+        LogQuery,
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "For the event stream: \
+            resume after the piece of this number (an event's `id`)"),
+    ),
+    responses(
+        (status = 200, description = "The output stored so far as JSON or, with `Accept: \
+            text/event-stream`, server-sent events until the run ends: one per piece (`id` \
+            its `seq`, `event` `stdout` or `stderr`, `data` the bytes in base64), then an \
+            `end` event whose `data` is a `RunEnd` as JSON",
+            content(
+                (Logs = "application/json"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "`invalid`: a bad namespace, run id, `after` or \
+            `Last-Event-ID`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `get` `agentlogs` in \
+            the namespace", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such run in this namespace",
+            body = ErrorBody),
+    )
+)]
 async fn run_logs(
     State(state): State<Shared>,
     (Extension(caller), Extension(RequestId(req_id))): Ctx,
@@ -397,14 +531,11 @@ async fn run_logs(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
-    let b64 = base64::engine::general_purpose::STANDARD;
     if !sse {
         let chunks = state.store.output(&id, after, 10_000).await?;
-        return Ok(Json(json!({
-            "items": chunks.iter().map(|c| json!({
-                "seq": c.seq, "stream": c.stream, "data": b64.encode(&c.data), "atMs": c.at_ms,
-            })).collect::<Vec<_>>(),
-        }))
+        return Ok(Json(Logs {
+            items: chunks.iter().map(LogChunk::from).collect(),
+        })
         .into_response());
     }
     let store = state.store.clone();
@@ -438,10 +569,14 @@ async fn run_logs(
                     ));
                 }
                 if run.state().is_ok_and(RunState::is_final) {
-                    let end = SseEvent::default().event("end").data(
-                        json!({"state": run.state, "exitCode": run.exit_code, "error": run.error})
-                            .to_string(),
-                    );
+                    let verdict = RunEnd {
+                        error: run.error.clone(),
+                        exit_code: run.exit_code,
+                        state: run.state.clone(),
+                    };
+                    let end = SseEvent::default()
+                        .event("end")
+                        .data(serde_json::to_string(&verdict).unwrap_or_default());
                     return Some((
                         futures_util::stream::iter(vec![Ok(end)]),
                         (store, id, after, true),
