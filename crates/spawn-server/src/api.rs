@@ -44,6 +44,8 @@ pub struct AppState {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Supervisors this daemon started that are running.
     pub(crate) supervisors: Arc<std::sync::atomic::AtomicUsize>,
+    /// Who each key is (remembered only where that is exact: see `key_cache`).
+    keys: crate::key_cache::KeyCache,
 }
 
 impl AppState {
@@ -57,7 +59,15 @@ impl AppState {
             runs_queued: Arc::default(),
             metrics: crate::metrics::Metrics::default(),
             supervisors: Arc::default(),
+            keys: crate::key_cache::KeyCache::new(false),
         }
+    }
+
+    /// The same, remembering who each key is between requests: only for a store this
+    /// daemon alone writes (SQLite under its lock).
+    pub fn remembering_keys(mut self) -> AppState {
+        self.keys = crate::key_cache::KeyCache::new(true);
+        self
     }
 
     /// Appends `event` to the audit log. A log that cannot be written is reported in the
@@ -424,7 +434,8 @@ async fn authenticate(
         Ok(k) => k,
         Err(e) => return failure(&format!("the API key is not valid: {e}")),
     };
-    let (record, grants) = match state.store.key_with_grants(&key.hash().0).await {
+    let hash = key.hash().0;
+    let (record, grants) = match state.keys.lookup(&state.store, &hash).await {
         Ok(Some(r)) => r,
         Ok(None) => return failure("the API key is not known"),
         Err(e) => {
@@ -444,8 +455,9 @@ async fn authenticate(
         .last_used_ms
         .is_none_or(|t| t < now_ms - spawn_store::LAST_USED_RESOLUTION_MS);
     if stale {
-        if let Err(e) = state.store.touch_key(&record.id, now_ms).await {
-            tracing::warn!(error = %e, "last_used");
+        match state.store.touch_key(&record.id, now_ms).await {
+            Ok(()) => state.keys.touched(&hash, now_ms),
+            Err(e) => tracing::warn!(error = %e, "last_used"),
         }
     }
     let who = format!("{}/{}", kind.as_str(), record.principal_name);

@@ -8,6 +8,7 @@
 mod abuse;
 mod api;
 pub mod config;
+mod key_cache;
 pub mod listen;
 mod metrics;
 mod openapi;
@@ -134,18 +135,60 @@ fn create_home(home: &Path) -> Result<(), ServerError> {
         })
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes the requests in
+/// One daemon per SQLite store: the lock file `<database>.lock`, held while the daemon
+/// serves (`None` for PostgreSQL, which several daemons share). The daemon is then the only
+/// writer of keys, roles and bindings, which lets it remember who a key is.
+pub fn lock_sqlite_store(store: &Store, url: &str) -> Result<Option<std::fs::File>, ServerError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if store.backend() != spawn_store::Backend::Sqlite {
+        return Ok(None);
+    }
+    let path = format!("{}.lock", url.strip_prefix("sqlite://").unwrap_or(url));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| ServerError::Io {
+            what: format!("open {path}"),
+            source: e,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Config {
+            what: "database".into(),
+            reason: format!(
+                "another spawnd serves this SQLite store ({path} is locked); daemons share \
+                 state through PostgreSQL (database.url: postgres://…)"
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(ServerError::Io {
+            what: format!("lock {path}"),
+            source: e,
+        }),
+    }
+}
+
+/// Serves the API on `listener` (`ready` called once it is set up) until `shutdown` completes, then finishes the requests in
 /// flight.
 pub async fn serve(
     config: &Config,
     listener: tokio::net::TcpListener,
+    ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let home = config.home();
     create_home(&home)?;
     let store = Store::open(&config.database_url()).await?;
     let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
-    let state = Arc::new(AppState::new(store.clone(), audit, config.limits.clone()));
+    let lock = lock_sqlite_store(&store, &config.database_url())?;
+    let mut app = AppState::new(store.clone(), audit, config.limits.clone());
+    if lock.is_some() {
+        app = app.remembering_keys();
+    }
+    let state = Arc::new(app);
     let exe = std::env::current_exe().map_err(|e| ServerError::Io {
         what: "find spawnd".into(),
         source: e,
@@ -164,6 +207,7 @@ pub async fn serve(
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
     let app = router(state);
+    ready();
     listen::serve(listener, app, tls, &config.limits, shutdown).await?;
     // The supervisors go on: only this daemon's scheduling stops, after the round it is
     // in (a run it claimed gets its supervisor).

@@ -104,10 +104,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("listen on {}", config.listen))?;
                 let addr = listener.local_addr().context("listen address")?;
-                tracing::info!(%addr, "spawnd listening");
-                // The address on a line of its own (tests and scripts read it).
-                println!("listening on {addr}");
-                spawn_server::serve(&config, listener, shutdown()).await?;
+                // Once ready, the address on a line of its own (tests and scripts read it).
+                let ready = move || {
+                    tracing::info!(%addr, "spawnd listening");
+                    println!("listening on {addr}");
+                };
+                spawn_server::serve(&config, listener, ready, shutdown()).await?;
                 tracing::info!("spawnd stopped");
                 Ok(())
             })

@@ -111,6 +111,29 @@ fn tls_1_3_only_with_the_configured_certificate() {
 }
 
 #[test]
+fn a_second_daemon_on_one_sqlite_store_is_refused_with_the_reason() {
+    let mut d = Daemon::start(None);
+    let out = Command::new(common::spawnd())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it served");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another spawnd") && err.contains("PostgreSQL"),
+        "{err}"
+    );
+    // The first serves on; once it is gone (a restart), the store is free again.
+    let res = TcpStream::connect(&d.addr);
+    assert!(res.is_ok());
+    d.restart();
+    assert!(TcpStream::connect(&d.addr).is_ok());
+}
+
+#[test]
 fn a_missing_or_broken_certificate_stops_the_daemon_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.pem");

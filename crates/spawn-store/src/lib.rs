@@ -27,6 +27,8 @@ pub use runs::{NewRun, OutputChunk, RunRecord, RunState};
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -55,6 +57,18 @@ pub(crate) use on_pool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Bumped after every write of this store (this process) to keys, roles or bindings:
+    /// what a cache of authentication compares against (see [`Store::auth_epoch`]).
+    auth_epoch: Arc<AtomicU64>,
+}
+
+/// See [`Store::auth_write`].
+pub(crate) struct AuthWrite<'a>(&'a AtomicU64);
+
+impl Drop for AuthWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Which database a store is on.
@@ -96,12 +110,29 @@ impl Store {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             Pool::Sqlite(open_sqlite(Path::new(path)).await?)
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            auth_epoch: Arc::default(),
+        })
     }
 
     /// The SQLite database `spawn.db` in `home` (`$SPAWN_HOME`).
     pub async fn open_home(home: &Path) -> Result<Store, StoreError> {
         Store::open(&home.join("spawn.db").to_string_lossy()).await
+    }
+
+    /// How many writes to keys, roles and bindings this process's store has made (they
+    /// decide who a key is and what it may do). Counted after each write commits, so an
+    /// answer read while the count was unchanged is still the database's. Writes by other
+    /// processes are not counted.
+    pub fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Held by a write to keys, roles or bindings; counts it when dropped, once the write
+    /// is over (committed, failed, or of unknown outcome alike).
+    pub(crate) fn auth_write(&self) -> AuthWrite<'_> {
+        AuthWrite(&self.auth_epoch)
     }
 
     pub fn backend(&self) -> Backend {

@@ -79,6 +79,7 @@ impl Store {
         builtin: bool,
         expected: Option<i64>,
     ) -> Result<RoleRecord, StoreError> {
+        let _written = self.auth_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
         let row = match expected {
@@ -156,6 +157,7 @@ impl Store {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _written = self.auth_write();
         let current = self.role(namespace, name).await?;
         let version = expected.unwrap_or(current.version);
         let done = on_pool!(self, p => sqlx::query(
@@ -184,6 +186,7 @@ impl Store {
         subjects: &[Subject],
         expected: Option<i64>,
     ) -> Result<BindingRecord, StoreError> {
+        let _written = self.auth_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
         // The binding and its subject rows change together.
@@ -303,6 +306,7 @@ impl Store {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _written = self.auth_write();
         let current = self.binding(namespace, name).await?;
         let version = expected.unwrap_or(current.version);
         let done = on_pool!(self, p => sqlx::query(
