@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Limits;
+use crate::remembered::Remembered;
 use crate::views::{AgentView, ErrorBody, Page, Status, Whoami};
 
 /// What every handler shares.
@@ -44,8 +45,10 @@ pub struct AppState {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Supervisors this daemon started that are running.
     pub(crate) supervisors: Arc<std::sync::atomic::AtomicUsize>,
-    /// Who each key is (remembered only where that is exact: see `key_cache`).
-    keys: crate::key_cache::KeyCache,
+    /// Who each key is, and agents (remembered only where that is exact: see
+    /// `remembered`).
+    keys: Remembered<[u8; 32], crate::remembered::KeyGrants>,
+    pub(crate) agents: Remembered<(String, String), spawn_store::AgentRecord>,
 }
 
 impl AppState {
@@ -59,14 +62,16 @@ impl AppState {
             runs_queued: Arc::default(),
             metrics: crate::metrics::Metrics::default(),
             supervisors: Arc::default(),
-            keys: crate::key_cache::KeyCache::new(false),
+            keys: Remembered::new(false),
+            agents: Remembered::new(false),
         }
     }
 
-    /// The same, remembering who each key is between requests: only for a store this
-    /// daemon alone writes (SQLite under its lock).
-    pub fn remembering_keys(mut self) -> AppState {
-        self.keys = crate::key_cache::KeyCache::new(true);
+    /// The same, remembering who each key is and the agents between requests: only for a
+    /// store this daemon alone writes (SQLite under its lock).
+    pub fn remembering_config(mut self) -> AppState {
+        self.keys = Remembered::new(true);
+        self.agents = Remembered::new(true);
         self
     }
 
@@ -435,7 +440,7 @@ async fn authenticate(
         Err(e) => return failure(&format!("the API key is not valid: {e}")),
     };
     let hash = key.hash().0;
-    let (record, grants) = match state.keys.lookup(&state.store, &hash).await {
+    let (record, grants) = match crate::remembered::key(&state.keys, &state.store, &hash).await {
         Ok(Some(r)) => r,
         Ok(None) => return failure("the API key is not known"),
         Err(e) => {
@@ -456,7 +461,9 @@ async fn authenticate(
         .is_none_or(|t| t < now_ms - spawn_store::LAST_USED_RESOLUTION_MS);
     if stale {
         match state.store.touch_key(&record.id, now_ms).await {
-            Ok(()) => state.keys.touched(&hash, now_ms),
+            Ok(()) => state
+                .keys
+                .update(&hash, |(r, _)| r.last_used_ms = Some(now_ms)),
             Err(e) => tracing::warn!(error = %e, "last_used"),
         }
     }
@@ -731,7 +738,7 @@ async fn get_agent(
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Get).await?;
     check_name("name", &name)?;
-    let a = state.store.agent(&ns, &name).await?;
+    let a = crate::remembered::agent(&state.agents, &state.store, &ns, &name).await?;
     Ok(with_etag(StatusCode::OK, a.version, AgentView::from(&a)))
 }
 

@@ -8,11 +8,11 @@
 mod abuse;
 mod api;
 pub mod config;
-mod key_cache;
 pub mod listen;
 mod metrics;
 mod openapi;
 mod rbac_api;
+mod remembered;
 pub mod runs;
 mod views;
 
@@ -137,7 +137,7 @@ fn create_home(home: &Path) -> Result<(), ServerError> {
 
 /// One daemon per SQLite store: the lock file `<database>.lock`, held while the daemon
 /// serves (`None` for PostgreSQL, which several daemons share). The daemon is then the only
-/// writer of keys, roles and bindings, which lets it remember who a key is.
+/// writer of keys, roles, bindings and agents, which lets it remember them.
 pub fn lock_sqlite_store(store: &Store, url: &str) -> Result<Option<std::fs::File>, ServerError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     if store.backend() != spawn_store::Backend::Sqlite {
@@ -186,7 +186,7 @@ pub async fn serve(
     let lock = lock_sqlite_store(&store, &config.database_url())?;
     let mut app = AppState::new(store.clone(), audit, config.limits.clone());
     if lock.is_some() {
-        app = app.remembering_keys();
+        app = app.remembering_config();
     }
     let state = Arc::new(app);
     let exe = std::env::current_exe().map_err(|e| ServerError::Io {

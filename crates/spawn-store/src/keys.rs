@@ -55,7 +55,7 @@ pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 impl Store {
     /// Records a new key; returns it with its id (`key_…`).
     pub async fn insert_key(&self, key: &NewKey) -> Result<KeyRecord, StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         let id = new_id("key")?;
         let now = now_ms();
         let sql = format!(
@@ -153,7 +153,7 @@ impl Store {
     /// Revokes key `id` (from now on, on every daemon sharing the database). Revoking a
     /// revoked key keeps its first revocation time.
     pub async fn revoke_key(&self, id: &str) -> Result<KeyRecord, StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         on_pool!(self, p => sqlx::query(
             "UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
         )

@@ -57,15 +57,15 @@ pub(crate) use on_pool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
-    /// Bumped after every write of this store (this process) to keys, roles or bindings:
-    /// what a cache of authentication compares against (see [`Store::auth_epoch`]).
-    auth_epoch: Arc<AtomicU64>,
+    /// Bumped after every write of this store (this process) to keys, roles, bindings or
+    /// agents: what a cache of them compares against (see [`Store::config_epoch`]).
+    config_epoch: Arc<AtomicU64>,
 }
 
-/// See [`Store::auth_write`].
-pub(crate) struct AuthWrite<'a>(&'a AtomicU64);
+/// See [`Store::config_write`].
+pub(crate) struct ConfigWrite<'a>(&'a AtomicU64);
 
-impl Drop for AuthWrite<'_> {
+impl Drop for ConfigWrite<'_> {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
@@ -112,7 +112,7 @@ impl Store {
         };
         Ok(Store {
             pool,
-            auth_epoch: Arc::default(),
+            config_epoch: Arc::default(),
         })
     }
 
@@ -121,18 +121,18 @@ impl Store {
         Store::open(&home.join("spawn.db").to_string_lossy()).await
     }
 
-    /// How many writes to keys, roles and bindings this process's store has made (they
-    /// decide who a key is and what it may do). Counted after each write commits, so an
-    /// answer read while the count was unchanged is still the database's. Writes by other
-    /// processes are not counted.
-    pub fn auth_epoch(&self) -> u64 {
-        self.auth_epoch.load(Ordering::SeqCst)
+    /// How many writes to keys, roles, bindings and agents (the configuration: who a key is,
+    /// what it may do, what an agent runs) this process's store has made. Counted after
+    /// each write is over, so an answer read while the count was unchanged is still the
+    /// database's. Writes by other processes are not counted.
+    pub fn config_epoch(&self) -> u64 {
+        self.config_epoch.load(Ordering::SeqCst)
     }
 
-    /// Held by a write to keys, roles or bindings; counts it when dropped, once the write
+    /// Held by a write to keys, roles, bindings or agents; counts it when dropped, once the write
     /// is over (committed, failed, or of unknown outcome alike).
-    pub(crate) fn auth_write(&self) -> AuthWrite<'_> {
-        AuthWrite(&self.auth_epoch)
+    pub(crate) fn config_write(&self) -> ConfigWrite<'_> {
+        ConfigWrite(&self.config_epoch)
     }
 
     pub fn backend(&self) -> Backend {

@@ -79,7 +79,7 @@ impl Store {
         builtin: bool,
         expected: Option<i64>,
     ) -> Result<RoleRecord, StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
         let row = match expected {
@@ -157,7 +157,7 @@ impl Store {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(), StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         let current = self.role(namespace, name).await?;
         let version = expected.unwrap_or(current.version);
         let done = on_pool!(self, p => sqlx::query(
@@ -186,7 +186,7 @@ impl Store {
         subjects: &[Subject],
         expected: Option<i64>,
     ) -> Result<BindingRecord, StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
         // The binding and its subject rows change together.
@@ -306,7 +306,7 @@ impl Store {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(), StoreError> {
-        let _written = self.auth_write();
+        let _written = self.config_write();
         let current = self.binding(namespace, name).await?;
         let version = expected.unwrap_or(current.version);
         let done = on_pool!(self, p => sqlx::query(
@@ -333,6 +333,7 @@ impl Store {
         manifest: &str,
         expected: Option<i64>,
     ) -> Result<AgentRecord, StoreError> {
+        let _written = self.config_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
         match expected {
@@ -407,6 +408,7 @@ impl Store {
         name: &str,
         expected: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _written = self.config_write();
         let current = self.agent(namespace, name).await?;
         let version = expected.unwrap_or(current.version);
         let done = on_pool!(self, p => sqlx::query(
