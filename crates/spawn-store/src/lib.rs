@@ -23,7 +23,7 @@ mod runs;
 pub use error::StoreError;
 pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
-pub use runs::{NewRun, OutputChunk, RunRecord, RunState};
+pub use runs::{EndedRun, NewRun, OutputChunk, RunRecord, RunState};
 
 use std::path::Path;
 use std::str::FromStr as _;

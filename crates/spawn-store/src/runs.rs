@@ -414,3 +414,55 @@ impl Store {
         .map_err(StoreError::db("read a run's output"))
     }
 }
+
+/// A run that ran elsewhere than under a daemon (a local `spawn run`), recorded once it
+/// ended: it is never queued, claimed or held.
+#[derive(Debug, Clone)]
+pub struct EndedRun {
+    /// The run's id (`tr_…`), assigned by whoever ran it.
+    pub id: String,
+    pub namespace: String,
+    pub agent_id: Option<String>,
+    /// What ran, JSON (no environment values, no secrets: the caller's choice of fields).
+    pub spec: String,
+    /// `Succeeded`, `Failed` or `Cancelled`.
+    pub state: RunState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: i64,
+}
+
+impl Store {
+    /// Records `run`, which ended already, in one statement; returns it as stored.
+    pub async fn record_ended_run(&self, run: &EndedRun) -> Result<RunRecord, StoreError> {
+        if !run.state.is_final() || run.state == RunState::Interrupted {
+            return Err(StoreError::Corrupt {
+                what: "run end",
+                reason: format!("{} is not how a run ends", run.state.as_str()),
+            });
+        }
+        let sql = format!(
+            "INSERT INTO runs (id, namespace, agent_id, spec, state, exit_code, error, \
+             created_by, created_ms, started_ms, finished_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {RUN_COLUMNS}"
+        );
+        on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
+            .bind(&run.id)
+            .bind(&run.namespace)
+            .bind(&run.agent_id)
+            .bind(&run.spec)
+            .bind(run.state.as_str())
+            .bind(run.exit_code)
+            .bind(&run.error)
+            .bind(&run.created_by)
+            .bind(run.created_ms)
+            .bind(run.started_ms)
+            .bind(run.finished_ms)
+            .fetch_one(p)
+            .await)
+        .map_err(StoreError::db("record a run"))
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::Db;
-use spawn_store::{now_ms, NewKey, NewRun, RunState, Store, StoreError};
+use spawn_store::{now_ms, EndedRun, NewKey, NewRun, RunState, Store, StoreError};
 
 /// Each case, as a test on each database.
 macro_rules! on_both {
@@ -46,6 +46,7 @@ on_both!(
     stopping_an_agent_cancels_its_live_runs_only,
     output_is_numbered_and_readable_from_any_daemon,
     opening_again_migrates_nothing_and_keeps_everything,
+    an_ended_run_is_recorded_once_with_its_id_and_times,
 );
 
 fn key(n: u8, test: bool) -> NewKey {
@@ -709,4 +710,61 @@ async fn the_sqlite_file_is_the_owners_alone_and_a_foreign_file_is_a_clear_error
         .unwrap_err()
         .to_string();
     assert!(err.contains("database"), "{err}");
+}
+
+async fn an_ended_run_is_recorded_once_with_its_id_and_times(db: Db) {
+    let s = &db.store;
+    let t = now_ms();
+    let run = EndedRun {
+        id: "tr_local1".into(),
+        namespace: "local".into(),
+        agent_id: None,
+        spec: r#"{"command":["false"]}"#.into(),
+        state: RunState::Failed,
+        exit_code: Some(1),
+        error: None,
+        created_by: "User/alice".into(),
+        created_ms: t,
+        started_ms: Some(t + 1),
+        finished_ms: t + 5,
+    };
+    let r = s.record_ended_run(&run).await.unwrap();
+    assert_eq!(r, s.run("tr_local1").await.unwrap());
+    assert_eq!(
+        (
+            r.state.as_str(),
+            r.exit_code,
+            r.holder.as_deref(),
+            r.cancel_requested
+        ),
+        ("failed", Some(1), None, false)
+    );
+    assert_eq!(
+        (r.created_ms, r.started_ms, r.finished_ms),
+        (t, Some(t + 1), Some(t + 5))
+    );
+    assert_eq!(r.created_by, "User/alice");
+    let page = s.list_runs("local", None, None, 10).await.unwrap();
+    assert_eq!(page.items, vec![r.clone()]);
+    // The same id twice is an error, not a second row; a live state is no end.
+    assert!(s.record_ended_run(&run).await.is_err());
+    for state in [RunState::Running, RunState::Queued, RunState::Interrupted] {
+        let live = EndedRun {
+            id: "tr_local2".into(),
+            state,
+            ..run.clone()
+        };
+        assert!(s.record_ended_run(&live).await.is_err());
+    }
+    assert!(matches!(
+        s.run("tr_local2").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Nothing claims or interrupts it.
+    assert!(s
+        .claim_runs("d1", now_ms() + 1000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.interrupt_expired(i64::MAX).await.unwrap().is_empty());
 }
