@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
+mod local;
 mod remote;
 mod run;
 
@@ -62,7 +63,7 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// Runs (server mode).
+    /// Runs: of the server with --server, else the local runs of $SPAWN_HOME.
     Runs {
         #[command(subcommand)]
         cmd: RunsCmd,
@@ -234,7 +235,16 @@ fn main() -> ExitCode {
         Command::Doctor { json } => doctor::main(*json),
         Command::Apply { file } => server_mode(&|r| remote::apply(r, file)),
         Command::Agents { cmd, json } => server_mode(&|r| remote::agents(r, cmd, *json)),
-        Command::Runs { cmd, json } => server_mode(&|r| remote::runs(r, cmd, *json)),
+        Command::Runs { cmd, json } => match &cli.server {
+            Some(_) => server_mode(&|r| remote::runs(r, cmd, *json)),
+            None => match local::runs(&home, cmd, *json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spawn: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
         Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
     }
 }

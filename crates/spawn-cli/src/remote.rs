@@ -240,28 +240,30 @@ fn write_stream(stream: &str, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a page of runs (the API's JSON, from a server or the local store).
+pub(crate) fn print_runs(page: &Value, json_out: bool) {
+    if json_out {
+        println!("{page}");
+    } else {
+        println!("{:<32} {:<12} {:>5}", "ID", "STATE", "EXIT");
+        for r in page["items"].as_array().into_iter().flatten() {
+            println!(
+                "{:<32} {:<12} {:>5}",
+                r["id"].as_str().unwrap_or(""),
+                r["state"].as_str().unwrap_or(""),
+                r["exitCode"]
+                    .as_i64()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// `spawn runs …`.
 pub(crate) fn runs(remote: &Remote, cmd: &crate::RunsCmd, json_out: bool) -> anyhow::Result<()> {
     match cmd {
-        crate::RunsCmd::List => {
-            let page = remote.get("/runs")?;
-            if json_out {
-                println!("{page}");
-            } else {
-                println!("{:<32} {:<12} {:>5}", "ID", "STATE", "EXIT");
-                for r in page["items"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<32} {:<12} {:>5}",
-                        r["id"].as_str().unwrap_or(""),
-                        r["state"].as_str().unwrap_or(""),
-                        r["exitCode"]
-                            .as_i64()
-                            .map(|c| c.to_string())
-                            .unwrap_or_default()
-                    );
-                }
-            }
-        }
+        crate::RunsCmd::List => print_runs(&remote.get("/runs")?, json_out),
         crate::RunsCmd::Get { id } => println!("{}", remote.get(&format!("/runs/{id}"))?),
         crate::RunsCmd::Logs { id, follow } => {
             stream_logs(remote, id, *follow)?;

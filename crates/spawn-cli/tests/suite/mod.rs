@@ -13,5 +13,6 @@ mod escape_container;
 mod escape_gvisor;
 mod exit_codes;
 mod gvisor;
+mod local_runs;
 mod manifest;
 mod stdio;
