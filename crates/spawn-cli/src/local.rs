@@ -99,10 +99,14 @@ fn ended(finished: &Finished, created_ms: i64) -> EndedRun {
 pub(crate) fn record(home: &Path, finished: &Finished, created_ms: i64) {
     let run = ended(finished, created_ms);
     let result = block_on(async {
-        let store = Store::open_home(home).await?;
-        let r = store.record_ended_run(&run).await;
-        store.close().await;
-        r.map(drop).map_err(anyhow::Error::from)
+        let store = Store::open_home_brief(home).await?;
+        store.record_ended_run(&run).await?;
+        // Not closed, not even dropped (the process exits next): closing the last
+        // connection checkpoints the whole WAL into the database, with its fsyncs, on
+        // the way out of every run. The commit is in the WAL already; SQLite checkpoints
+        // it when the WAL grows past its limit, or the next closer does.
+        std::mem::forget(store);
+        Ok(())
     });
     if let Err(e) = result {
         eprintln!("spawn: could not record the run: {e:#}");
@@ -132,7 +136,7 @@ pub(crate) fn runs(home: &Path, cmd: &crate::RunsCmd, json_out: bool) -> anyhow:
     match cmd {
         crate::RunsCmd::List => {
             let page = block_on(async {
-                let store = Store::open_home(home).await?;
+                let store = Store::open_home_brief(home).await?;
                 let page = store.list_runs(NAMESPACE, None, None, LIST_LIMIT).await;
                 store.close().await;
                 Ok(page?)
@@ -142,7 +146,7 @@ pub(crate) fn runs(home: &Path, cmd: &crate::RunsCmd, json_out: bool) -> anyhow:
         }
         crate::RunsCmd::Get { id } => {
             let run = block_on(async {
-                let store = Store::open_home(home).await?;
+                let store = Store::open_home_brief(home).await?;
                 let run = store.run(id).await;
                 store.close().await;
                 Ok(run?)

@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// The database behind a [`Store`].
 #[derive(Debug, Clone)]
@@ -135,6 +137,18 @@ impl Store {
         ConfigWrite(&self.config_epoch)
     }
 
+    /// As [`Store::open_home`], for a short-lived process that reads or writes a few rows
+    /// and exits (a local `spawn run`, `spawn runs list`): one connection, and commits
+    /// that reach the disk at the next checkpoint (`synchronous=NORMAL`: a power loss may
+    /// drop the last commits, never corrupt the file) instead of each paying an fsync.
+    pub async fn open_home_brief(home: &Path) -> Result<Store, StoreError> {
+        let path = home.join("spawn.db");
+        Ok(Store {
+            pool: Pool::Sqlite(open_sqlite_with(&path, 1, Some(SqliteSynchronous::Normal)).await?),
+            config_epoch: Arc::default(),
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Sqlite(_) => Backend::Sqlite,
@@ -155,6 +169,14 @@ impl Store {
 }
 
 async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
+    open_sqlite_with(path, 8, None).await
+}
+
+async fn open_sqlite_with(
+    path: &Path,
+    max_connections: u32,
+    synchronous: Option<SqliteSynchronous>,
+) -> Result<SqlitePool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             what: format!("create {}", dir.display()),
@@ -175,13 +197,16 @@ async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
                 source: e,
             })?;
     }
-    let opts = SqliteConnectOptions::new()
+    let mut opts = SqliteConnectOptions::new()
         .filename(path)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
+    if let Some(s) = synchronous {
+        opts = opts.synchronous(s);
+    }
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(max_connections)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(opts)
         .await
