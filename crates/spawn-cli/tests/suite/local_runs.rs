@@ -1,6 +1,7 @@
 //! Local mode's run records: a local `spawn run` is recorded in the store of
 //! `$SPAWN_HOME` once it ended, and `spawn runs list|get` (no `--server`) read it.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use pretty_assertions::assert_eq;
@@ -101,6 +102,10 @@ fn the_store_keeps_no_environment_value() {
             continue;
         };
         seen += 1;
+        let mode = std::fs::metadata(home.path().join(file))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600, "{file} is not the owner's alone");
         assert!(
             !bytes.windows(7).any(|w| w == b"hunter2"),
             "{file} holds the environment's value"
