@@ -48,7 +48,7 @@ pub struct AppState {
     /// Who each key is, and agents (remembered only where that is exact: see
     /// `remembered`).
     keys: Remembered<[u8; 32], crate::remembered::KeyGrants>,
-    pub(crate) agents: Remembered<(String, String), spawn_store::AgentRecord>,
+    pub(crate) agents: Remembered<(String, String), Arc<crate::remembered::AgentAnswer>>,
 }
 
 impl AppState {
@@ -680,7 +680,11 @@ async fn whoami(Extension(caller): Extension<Caller>) -> Json<Whoami> {
 
 /// `body` with `ETag: "version"`.
 pub(crate) fn with_etag(status: StatusCode, version: i64, body: impl serde::Serialize) -> Response {
-    let mut res = (status, Json(body)).into_response();
+    tagged((status, Json(body)).into_response(), version)
+}
+
+/// `res` with the `ETag` of `version`.
+fn tagged(mut res: Response, version: i64) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, v);
     }
@@ -739,7 +743,13 @@ async fn get_agent(
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Get).await?;
     check_name("name", &name)?;
     let a = crate::remembered::agent(&state.agents, &state.store, &ns, &name).await?;
-    Ok(with_etag(StatusCode::OK, a.version, AgentView::from(&a)))
+    // The view serialized once, as `Json` would write it.
+    let res = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        a.body.clone(),
+    );
+    Ok(tagged(res.into_response(), a.version))
 }
 
 /// The query of a list: a page's size and where it starts.

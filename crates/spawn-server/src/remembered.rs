@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spawn_store::{AgentRecord, KeyRecord, Store, StoreError};
@@ -107,18 +107,40 @@ pub(crate) async fn key(
     cache.get(store, hash, || store.key_with_grants(hash)).await
 }
 
-/// The agent `ns/name`.
+/// An agent as `GET` answers it: its version (the `ETag`) and its view, serialized once.
+#[derive(Debug)]
+pub(crate) struct AgentAnswer {
+    pub(crate) version: i64,
+    pub(crate) body: axum::body::Bytes,
+}
+
+impl AgentAnswer {
+    fn of(a: &AgentRecord) -> Result<AgentAnswer, StoreError> {
+        let body = serde_json::to_vec(&crate::views::AgentView::from(a)).map_err(|e| {
+            StoreError::Corrupt {
+                what: "an agent's view",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(AgentAnswer {
+            version: a.version,
+            body: body.into(),
+        })
+    }
+}
+
+/// The agent `ns/name`, as `GET` answers it.
 pub(crate) async fn agent(
-    cache: &Remembered<(String, String), AgentRecord>,
+    cache: &Remembered<(String, String), Arc<AgentAnswer>>,
     store: &Store,
     ns: &str,
     name: &str,
-) -> Result<AgentRecord, StoreError> {
+) -> Result<Arc<AgentAnswer>, StoreError> {
     let k = (ns.to_owned(), name.to_owned());
     let found = cache
         .get(store, &k, || async {
             match store.agent(ns, name).await {
-                Ok(a) => Ok(Some(a)),
+                Ok(a) => AgentAnswer::of(&a).map(|x| Some(Arc::new(x))),
                 Err(StoreError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
@@ -127,7 +149,10 @@ pub(crate) async fn agent(
     match found {
         Some(a) => Ok(a),
         // Read again for the store's own answer (not found, in its words).
-        None => store.agent(ns, name).await,
+        None => store
+            .agent(ns, name)
+            .await
+            .and_then(|a| AgentAnswer::of(&a).map(Arc::new)),
     }
 }
 
@@ -213,9 +238,18 @@ mod tests {
         ));
         s.put_agent("ns", "a", "{}", None).await.unwrap();
         assert_eq!(agent(&cache, &s, "ns", "a").await.unwrap().version, 1);
+        let first = agent(&cache, &s, "ns", "a").await.unwrap();
         s.put_agent("ns", "a", "{\"x\":1}", Some(1)).await.unwrap();
         let a = agent(&cache, &s, "ns", "a").await.unwrap();
-        assert_eq!((a.version, a.manifest.as_str()), (2, "{\"x\":1}"));
+        assert_eq!(a.version, 2);
+        assert!(!Arc::ptr_eq(&a, &first));
+        let view: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(view["manifest"], serde_json::json!({"x": 1}));
+        // Remembered: the same answer, not serialized again.
+        assert!(Arc::ptr_eq(
+            &a,
+            &agent(&cache, &s, "ns", "a").await.unwrap()
+        ));
         s.delete_agent("ns", "a", None).await.unwrap();
         assert!(matches!(
             agent(&cache, &s, "ns", "a").await,
