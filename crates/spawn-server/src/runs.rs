@@ -760,7 +760,8 @@ impl SupervisorCommand {
 
 /// `spawnd supervise`: runs the claimed run `run` (held by `holder`) to its end.
 pub async fn supervise(config: &Config, run: &str, holder: &str) -> Result<(), ServerError> {
-    let store = Store::open(&config.database_url()).await?;
+    // Its daemon brought the schema up to date before it claimed the run.
+    let store = Store::attach(&config.database_url()).await?;
     let record = store.run(run).await?;
     if record.holder.as_deref() != Some(holder) || record.state()? != RunState::Running {
         return Err(ServerError::Config {

@@ -91,6 +91,17 @@ impl Store {
     /// `postgresql://…`), or `sqlite://PATH` / a plain path for SQLite (created, mode
     /// 0600, if missing).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, true).await
+    }
+
+    /// Opens the database `url` as [`Store::open`] does, but leaves its schema alone: for
+    /// the processes a daemon starts (its runs' supervisors), whose daemon opened — and
+    /// brought up to date — the same database before.
+    pub async fn attach(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, migrate: bool) -> Result<Store, StoreError> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config {
                 what: "database.url".into(),
@@ -103,14 +114,16 @@ impl Store {
                 .connect_with(opts)
                 .await
                 .map_err(StoreError::db("connect to PostgreSQL"))?;
-            POSTGRES_MIGRATIONS
-                .run(&pool)
-                .await
-                .map_err(StoreError::migrate)?;
+            if migrate {
+                POSTGRES_MIGRATIONS
+                    .run(&pool)
+                    .await
+                    .map_err(StoreError::migrate)?;
+            }
             Pool::Postgres(pool)
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            Pool::Sqlite(open_sqlite(Path::new(path)).await?)
+            Pool::Sqlite(open_sqlite_with(Path::new(path), 8, None, migrate).await?)
         };
         Ok(Store {
             pool,
@@ -144,7 +157,9 @@ impl Store {
     pub async fn open_home_brief(home: &Path) -> Result<Store, StoreError> {
         let path = home.join("spawn.db");
         Ok(Store {
-            pool: Pool::Sqlite(open_sqlite_with(&path, 1, Some(SqliteSynchronous::Normal)).await?),
+            pool: Pool::Sqlite(
+                open_sqlite_with(&path, 1, Some(SqliteSynchronous::Normal), true).await?,
+            ),
             config_epoch: Arc::default(),
         })
     }
@@ -168,14 +183,11 @@ impl Store {
     }
 }
 
-async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
-    open_sqlite_with(path, 8, None).await
-}
-
 async fn open_sqlite_with(
     path: &Path,
     max_connections: u32,
     synchronous: Option<SqliteSynchronous>,
+    migrate: bool,
 ) -> Result<SqlitePool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
@@ -211,10 +223,12 @@ async fn open_sqlite_with(
         .connect_with(opts)
         .await
         .map_err(StoreError::db("open the SQLite database"))?;
-    SQLITE_MIGRATIONS
-        .run(&pool)
-        .await
-        .map_err(StoreError::migrate)?;
+    if migrate {
+        SQLITE_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(StoreError::migrate)?;
+    }
     Ok(pool)
 }
 

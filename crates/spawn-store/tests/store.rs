@@ -687,6 +687,12 @@ async fn opening_again_migrates_nothing_and_keeps_everything(db: Db) {
     let again: Store = db.reopen().await;
     assert_eq!(again.agent("ns", "keep").await.unwrap(), a);
     again.ping().await.unwrap();
+    // A daemon's supervisor attaches to the schema its daemon brought up to date: it
+    // reads and writes as the daemon does.
+    let attached = Store::attach(&db.url).await.unwrap();
+    assert_eq!(attached.agent("ns", "keep").await.unwrap(), a);
+    let r = attached.create_run(&run("ns")).await.unwrap();
+    assert_eq!(again.run(&r.id).await.unwrap().id, r.id);
 }
 
 #[tokio::test]
