@@ -146,14 +146,10 @@ pub(crate) async fn agent(
             }
         })
         .await?;
-    match found {
-        Some(a) => Ok(a),
-        // Read again for the store's own answer (not found, in its words).
-        None => store
-            .agent(ns, name)
-            .await
-            .and_then(|a| AgentAnswer::of(&a).map(Arc::new)),
-    }
+    found.ok_or_else(|| StoreError::NotFound {
+        kind: "agent",
+        name: format!("{ns}/{name}"),
+    })
 }
 
 #[cfg(test)]

@@ -74,6 +74,18 @@ async fn make_key(
         .unwrap()
 }
 
+/// The key of a new ServiceAccount `name` with `role` in `ns`, made by the admin.
+async fn key_made(c: &Client, d: &Daemon, ns: &str, name: &str, role: &str, test: bool) -> String {
+    make_key(c, d, &d.admin, ns, name, role, test)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Checks an error answer's shape and code; returns its message.
 async fn error_of(res: reqwest::Response, status: StatusCode, code: &str) -> String {
     assert_eq!(res.status(), status);
@@ -1165,22 +1177,8 @@ async fn start_and_stop_agents(d: &Daemon, c: &Client) {
     let agent: Value = res.json().await.unwrap();
 
     // `start` and `stop` are verbs of their own: a viewer has neither, an operator both.
-    let viewer = make_key(c, d, &d.admin, "team", "watcher", "viewer", false)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let operator = make_key(c, d, &d.admin, "team", "pager", "operator", false)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let viewer = key_made(c, d, "team", "watcher", "viewer", false).await;
+    let operator = key_made(c, d, "team", "pager", "operator", false).await;
     for verb in ["start", "stop"] {
         for name in ["sleeper", "nonexistent"] {
             // The same 403 whether the agent exists or not.
@@ -1315,14 +1313,7 @@ async fn start_and_stop_agents(d: &Daemon, c: &Client) {
         let msg = error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
         assert!(msg.contains(says), "{body}: {msg}");
     }
-    let tester = make_key(c, d, &d.admin, "team", "tester3", "developer", true)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tester = key_made(c, d, "team", "tester3", "developer", true).await;
     let msg = error_of(
         agent_verb(c, d, &tester, "team", "sleeper", "start", None).await,
         StatusCode::FORBIDDEN,
