@@ -26,7 +26,7 @@ use crate::sys;
 #[derive(Debug)]
 pub(crate) struct ConfigFeed {
     fifo: PathBuf,
-    thread: Option<JoinHandle<Result<(), SandboxError>>>,
+    thread: Option<JoinHandle<Result<Vec<OwnedFd>, SandboxError>>>,
 }
 
 /// What the feed attaches before it writes: the scratch filesystem's detached mount, when
@@ -59,12 +59,12 @@ impl ConfigFeed {
             .spawn(move || match feed(pid, &path, &config, attach) {
                 // runc ended first (its namespace, its FIFO gone with it): its own exit
                 // status and message say why.
-                Err(_) if ended(&pidfd) => Ok(()),
+                Err(_) if ended(&pidfd) => Ok(Vec::new()),
                 Err(e) => {
                     let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                     Err(e)
                 }
-                Ok(()) => Ok(()),
+                Ok(kept) => Ok(kept),
             })
             .map_err(|e| SandboxError::setup("start the configuration's thread", e))?;
         Ok(ConfigFeed {
@@ -74,8 +74,11 @@ impl ConfigFeed {
     }
 
     /// Once runc has ended: the feed's outcome (releasing it first, should runc have ended
-    /// without reading).
-    pub(crate) fn finish(mut self) -> Result<(), SandboxError> {
+    /// without reading), with the scratch filesystem's mount it attached, if it did.
+    /// Holding that mount keeps the filesystem alive past runc's end, so that its teardown
+    /// (writing it out, detaching its loop device, freeing its image: milliseconds) is not
+    /// part of runc's exit but left to the caller, to make when it costs the run nothing.
+    pub(crate) fn finish(mut self) -> Result<Vec<OwnedFd>, SandboxError> {
         self.release();
         match self.thread.take() {
             Some(t) if t.is_finished() => t.join().unwrap_or_else(|_| {
@@ -88,7 +91,7 @@ impl ConfigFeed {
                 "write the runtime's configuration",
                 std::io::Error::other("its thread did not end"),
             )),
-            None => Ok(()),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -132,7 +135,13 @@ fn ended(pidfd: &OwnedFd) -> bool {
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
-fn feed(pid: i32, fifo: &Path, config: &[u8], attach: Option<Attach>) -> Result<(), SandboxError> {
+fn feed(
+    pid: i32,
+    fifo: &Path,
+    config: &[u8],
+    attach: Option<Attach>,
+) -> Result<Vec<OwnedFd>, SandboxError> {
+    let mut kept = Vec::new();
     if let Some(Attach { mount, at }) = attach {
         let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
             .map_err(|e| SandboxError::setup("open the runtime's mount namespace", e))?;
@@ -161,6 +170,7 @@ fn feed(pid: i32, fifo: &Path, config: &[u8], attach: Option<Attach>) -> Result<
             .map_err(|e| SandboxError::setup("enter the runtime's mount namespace", e))?;
         sys::move_mount(mount.as_fd(), &at)
             .map_err(|e| SandboxError::setup("attach the scratch filesystem", e))?;
+        kept.push(mount);
     }
     // Blocks until runc opens it (or `release`).
     let mut out = std::fs::OpenOptions::new()
@@ -169,7 +179,8 @@ fn feed(pid: i32, fifo: &Path, config: &[u8], attach: Option<Attach>) -> Result<
         .open(fifo)
         .map_err(|e| SandboxError::setup("open the configuration's FIFO", e))?;
     out.write_all(config)
-        .map_err(|e| SandboxError::setup("write the runtime's configuration", e))
+        .map_err(|e| SandboxError::setup("write the runtime's configuration", e))?;
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -302,7 +313,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         tx.send(Ok(mount)).unwrap();
         assert!(child.wait().unwrap().success());
-        feed.finish().unwrap();
+        // The runtime is gone with its namespace; the mount it was given is handed back,
+        // still holding the filesystem (its file is there to read).
+        let kept = feed.finish().unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(nix::sys::stat::fstatat(
+            kept[0].as_fd(),
+            "marker",
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
+        )
+        .is_ok());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "marker\n");
         assert_eq!(
             std::fs::read_dir(&at).unwrap().count(),

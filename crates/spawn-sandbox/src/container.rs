@@ -802,6 +802,8 @@ fn run_engine(
                 std::io::Error::other("its thread ended without it"),
             )
         })??;
+        // Held by the guard too, so that its teardown is not part of runsc's exit.
+        let _ = guard.hold(&mount);
         trees.push((mount, scratch_c.clone()));
     }
     observer.created().map_err(SandboxError::Refused)?;
@@ -960,12 +962,20 @@ fn run_engine(
         let relayed = relay.finish();
         // A configuration that did not reach runc is the run's failure, whatever runc
         // said of it.
-        if let Some(feed) = feed {
-            feed.finish()?;
-        }
-        supervised.map(|s| (s, relayed.output_error))
+        let kept = match feed {
+            Some(feed) => feed.finish()?,
+            None => Vec::new(),
+        };
+        supervised.map(|s| (s, relayed.output_error, kept))
     })();
     let _ = old_mask.thread_set_mask();
+    // The scratch filesystem outlived runc (see `ConfigFeed::finish`): the guard takes it
+    // (see `Guard::hold`; should that fail, it ends here).
+    if let Ok((_, _, kept)) = &result {
+        for fd in kept {
+            let _ = guard.hold(fd);
+        }
+    }
     let stats = Cgroup::existing(&layout, &name).stats();
     // runsc removes a container whose `run` ended by itself; only one it did not finish
     // with (spawn cancelled or killed it) still has state, and each runsc call costs tens
@@ -983,6 +993,7 @@ fn run_engine(
     drop(own_cgroup);
     drop(bundle);
     guard.finish();
+
     let (
         Supervised {
             status,
@@ -991,6 +1002,7 @@ fn run_engine(
             landlock,
         },
         output_error,
+        _,
     ) = result?;
     let code = status.code();
     let signal = status

@@ -424,9 +424,10 @@ fn child_config(
 }
 
 /// A process outside the sandbox that ends the run if spawn dies without doing it
-/// (SIGKILL): it waits for EOF on a pipe whose only writer is spawn, then kills what is left
-/// in the run's cgroups, removes them, and removes `remove` (the OCI runtimes' bundle and
-/// state), `grace` after waking (a runtime may still be creating its groups).
+/// (SIGKILL): it waits for EOF on a socket whose only other end is spawn's, then kills what
+/// is left in the run's cgroups, removes them, and removes `remove` (the OCI runtimes'
+/// bundle and state), `grace` after waking (a runtime may still be creating its groups).
+/// What it holds (`hold` at its start, [`Guard::hold`] later) is let go when it exits.
 pub(crate) struct Guard {
     tx: Option<OwnedFd>,
     pid: Pid,
@@ -439,8 +440,7 @@ impl Guard {
         grace: Duration,
         remove: &[PathBuf],
     ) -> Result<Guard, SandboxError> {
-        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| SandboxError::setup("guard pipe", e))?;
+        let (tx, rx) = seqpacket_pair()?;
         let path = |p: PathBuf| {
             CString::new(p.into_os_string().into_encoded_bytes()).map_err(|_| {
                 SandboxError::setup(
@@ -480,6 +480,15 @@ impl Guard {
             tx: Some(tx),
             pid: Pid::from_raw(pid),
         })
+    }
+
+    /// Gives the guard `fd` to hold until it exits, after spawn has returned: the last
+    /// reference to something whose end costs time (a run's scratch filesystem: writing it
+    /// out, detaching its loop device, freeing its image) then ends it outside the run.
+    /// Nothing of it is reachable by then. On an error the caller still has `fd`.
+    pub(crate) fn hold(&self, fd: &OwnedFd) -> std::io::Result<()> {
+        let tx = self.tx.as_ref().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        sys::send_fds(tx.as_fd(), b"h", &[fd.as_raw_fd()])
     }
 
     /// Lets the guard go: it wakes on EOF, finds nothing left to remove and exits. It is
@@ -963,6 +972,48 @@ pub fn is_under(path: &Path, roots: &[PathBuf]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `fd` (a pipe's read end) reads EOF within `within`.
+    fn eof_within(fd: &OwnedFd, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let left = until.saturating_duration_since(Instant::now());
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            if poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) == 0 {
+                return false;
+            }
+            let mut b = [0u8; 1];
+            if nix::unistd::read(fd, &mut b) == Ok(0) {
+                return true;
+            }
+        }
+    }
+
+    /// What the guard is given to hold outlives spawn's own copy, and is let go once the
+    /// guard is: a pipe's write end handed over, then closed by spawn, ends only then.
+    #[test]
+    fn the_guard_holds_what_it_is_given_until_it_is_let_go() {
+        for given in 1..=3 {
+            let guard = Guard::start(&[], &[], Duration::ZERO, &[]).unwrap();
+            let mut readers = Vec::new();
+            for _ in 0..given {
+                let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+                guard.hold(&writer).unwrap();
+                drop(writer);
+                readers.push(reader);
+            }
+            for r in &readers {
+                assert!(!eof_within(r, Duration::from_millis(100)), "let go early");
+            }
+            let pid = guard.pid;
+            guard.finish();
+            for r in &readers {
+                assert!(eof_within(r, Duration::from_secs(5)), "still held");
+            }
+            let _ = waitpid(pid, None);
+        }
+    }
 
     #[test]
     fn settle_names_oom_and_timeout_the_same_for_every_runtime() {

@@ -714,7 +714,9 @@ unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isiz
 /// the processes listed in the matching `cgroup.procs` files if they are still busy.
 #[derive(Debug)]
 pub(crate) struct GuardPlan {
-    /// Read end of a pipe whose only writer is spawn: EOF means spawn is gone or done.
+    /// The guard's end of a socket pair whose other end only spawn holds: EOF means spawn
+    /// is gone or done; a message carries descriptors for the guard to hold until it exits
+    /// (`Guard::hold`).
     pub(crate) rx: RawFd,
     /// Directories to remove.
     pub(crate) dirs: Vec<CString>,
@@ -811,7 +813,8 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
     let plan = &args.plan;
     let rx = usize::try_from(plan.rx).unwrap_or(0);
     // SAFETY: every raw call below takes integer arguments, or pointers to this function's
-    // stack buffer and to the plan's NUL-terminated strings, all live for each call.
+    // stack buffers (and to a `msghdr`, all-zero then pointed at them: a valid header) and
+    // to the plan's NUL-terminated strings, all live for each call.
     unsafe {
         raw_syscall(libc::SYS_setsid, 0, 0, 0);
         // Close everything but `rx` and the held descriptors: the gaps between the sorted
@@ -824,9 +827,26 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
             low = k.wrapping_add(1);
         }
         raw_syscall(libc::SYS_close_range, low, u32::MAX as usize, 0);
+        // Each message may carry descriptors: received, they are held until the guard
+        // exits (close-on-exec, for the case it becomes `rm`).
         let mut byte = 0u8;
+        let mut control = [0u64; 8];
         loop {
-            let r = raw_syscall(libc::SYS_read, rx, std::ptr::addr_of_mut!(byte) as usize, 1);
+            let mut iov = libc::iovec {
+                iov_base: std::ptr::addr_of_mut!(byte).cast(),
+                iov_len: 1,
+            };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = std::ptr::addr_of_mut!(iov);
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let r = raw_syscall(
+                libc::SYS_recvmsg,
+                rx,
+                std::ptr::addr_of_mut!(msg) as usize,
+                libc::MSG_CMSG_CLOEXEC as usize,
+            );
             if r == 0 || (r < 0 && r != -(libc::EINTR as isize)) {
                 break;
             }
