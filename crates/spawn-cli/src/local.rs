@@ -2,14 +2,17 @@
 //! same store `spawnd` uses (the SQLite database `spawn.db` in `$SPAWN_HOME`), in the
 //! namespace [`NAMESPACE`]; `spawn runs list|get` without `--server` read them.
 //!
-//! The record is written once, after the run: the native runtime must start from a
-//! single-threaded process, and SQLite's driver runs a thread per connection, so the store
-//! is opened only when the sandbox is gone (and nothing is added to the start-up path).
-//! A run killed outright (SIGKILL of `spawn`) therefore leaves no record. Only what ran is
-//! stored (name, runtime, command, timeout, verdict, times): never the environment, the
-//! secrets or the output.
+//! The record is written once, after the run ([`Recorder`]). The native runtime must start
+//! from a single-threaded process, and SQLite's driver runs a thread per connection, so the
+//! store is opened only once the sandbox exists, on a thread of its own while the run goes
+//! on (nothing is added to the start-up path, and little to the end: one insert). A run
+//! killed outright (SIGKILL of `spawn`) therefore leaves no record. Only what ran is stored
+//! (name, runtime, command, timeout, verdict, times): never the environment, the secrets or
+//! the output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
@@ -94,23 +97,83 @@ fn ended(finished: &Finished, created_ms: i64) -> EndedRun {
     }
 }
 
-/// Records `finished` in the store under `home`; a store that cannot be written is a
-/// warning on stderr, never a change of the run's outcome.
-pub(crate) fn record(home: &Path, finished: &Finished, created_ms: i64) {
-    let run = ended(finished, created_ms);
-    let result = block_on(async {
-        let store = Store::open_home_brief(home).await?;
-        store.record_ended_run(&run).await?;
-        // Not closed, not even dropped (the process exits next): closing the last
-        // connection checkpoints the whole WAL into the database, with its fsyncs, on
-        // the way out of every run. The commit is in the WAL already; SQLite checkpoints
-        // it when the WAL grows past its limit, or the next closer does.
-        std::mem::forget(store);
-        Ok(())
-    });
-    if let Err(e) = result {
-        eprintln!("spawn: could not record the run: {e:#}");
+/// Writes a local run's record into the store under `home`: opened while the run goes on
+/// when [`Recorder::opener`] was called (the sandbox exists), else at the end.
+pub(crate) struct Recorder {
+    home: PathBuf,
+    /// Where the record goes to the writer thread, once the writer was started.
+    run: Option<tokio::sync::oneshot::Sender<EndedRun>>,
+    writer: Arc<Mutex<Option<JoinHandle<anyhow::Result<()>>>>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(home: &Path) -> Recorder {
+        Recorder {
+            home: home.to_owned(),
+            run: None,
+            writer: Arc::default(),
+        }
     }
+
+    /// What to call once the sandbox exists (`spawn_run::Run::on_started`): starts the
+    /// writer, a thread that opens the store and waits for the record.
+    pub(crate) fn opener(&mut self) -> impl FnOnce() + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel::<EndedRun>();
+        self.run = Some(tx);
+        let (home, writer) = (self.home.clone(), Arc::clone(&self.writer));
+        move || {
+            let started = std::thread::Builder::new()
+                .name("spawn-record".into())
+                .spawn(move || {
+                    block_on(async move {
+                        let store = Store::open_home_brief(&home).await?;
+                        // No record comes when spawn ends otherwise (its error said why).
+                        let Ok(run) = rx.await else { return Ok(()) };
+                        write(store, &run).await
+                    })
+                });
+            if let (Ok(handle), Ok(mut slot)) = (started, writer.lock()) {
+                *slot = Some(handle);
+            }
+        }
+    }
+
+    /// Records `finished`, created at `created_ms`; a store that cannot be written is a
+    /// warning on stderr, never a change of the run's outcome.
+    pub(crate) fn record(self, finished: &Finished, created_ms: i64) {
+        let run = ended(finished, created_ms);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        let result = match (writer, self.run) {
+            (Some(writer), Some(tx)) => match tx.send(run) {
+                Ok(()) => writer
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the store's thread panicked"))),
+                // The writer ended without waiting: it could not open the store.
+                Err(run) => writer
+                    .join()
+                    .unwrap_or(Ok(()))
+                    .and_then(|()| block_on(write_to(&self.home, run))),
+            },
+            _ => block_on(write_to(&self.home, run)),
+        };
+        if let Err(e) = result {
+            eprintln!("spawn: could not record the run: {e:#}");
+        }
+    }
+}
+
+async fn write_to(home: &Path, run: EndedRun) -> anyhow::Result<()> {
+    write(Store::open_home_brief(home).await?, &run).await
+}
+
+async fn write(store: Store, run: &EndedRun) -> anyhow::Result<()> {
+    store.record_ended_run(run).await?;
+    // Not closed, not even dropped (the process exits next): closing the last connection
+    // checkpoints the whole WAL into the database, with its fsyncs, on the way out of
+    // every run. The commit is in the WAL already; SQLite checkpoints it when the WAL
+    // grows past its limit, or the next closer does.
+    std::mem::forget(store);
+    Ok(())
 }
 
 /// A run as the API shows it (`RunView`, camelCase).

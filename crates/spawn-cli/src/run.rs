@@ -112,13 +112,15 @@ fn audit_limits() -> anyhow::Result<Limits> {
 fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let spec = resolve(args, home)?;
     let created_ms = spawn_store::now_ms();
-    let run = Run::create(RunRequest {
+    let mut run = Run::create(RunRequest {
         spec,
         home: home.to_owned(),
         audit_limits: audit_limits()?,
         run_id: None,
         agent_id: None,
     })?;
+    let mut recorder = crate::local::Recorder::new(home);
+    run.on_started(recorder.opener());
     for warning in run.warnings() {
         eprintln!("spawn: warning: {warning}");
     }
@@ -144,8 +146,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     if let Some(f) = &finished.audit_failed {
         eprintln!("spawn: warning: part of this run's audit trail could not be written: {f}");
     }
-    // After the run: the sandbox is gone, so the store's threads cannot be in its way.
-    crate::local::record(home, &finished, created_ms);
+    recorder.record(&finished, created_ms);
     Ok(ExitCode::from(code))
 }
 

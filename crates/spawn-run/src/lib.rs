@@ -146,6 +146,7 @@ impl Run {
             trace_id: run_id.clone(),
             failed: None,
             limiter: Limiter::new(audit_limits),
+            on_started: OnStarted(None),
         };
         let argv0 = spec.command.first().cloned().unwrap_or_default();
         let start = auditor
@@ -217,6 +218,15 @@ impl Run {
     /// The resolved policy and command.
     pub fn spec(&self) -> &RunSpec {
         &self.spec
+    }
+
+    /// Has `f` called once the sandbox exists and its command is about to start. From
+    /// then on the front end may start threads of its own (the native runtime needs a
+    /// single-threaded process only until its sandbox exists): work for after the run can
+    /// be begun there, while the run goes on. Never called for a run whose sandbox was
+    /// not made.
+    pub fn on_started(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.auditor.on_started = OnStarted(Some(Box::new(f)));
     }
 
     /// What the run's user must be told before it starts (its runtime or network is
@@ -340,6 +350,20 @@ struct Auditor {
     start: Vec<Event>,
     failed: Option<String>,
     limiter: Limiter,
+    on_started: OnStarted,
+}
+
+/// The front end's [`Run::on_started`].
+struct OnStarted(Option<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for OnStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnStarted(set)"
+        } else {
+            "OnStarted(none)"
+        })
+    }
 }
 
 impl Auditor {
@@ -421,6 +445,12 @@ impl Observer for Auditor {
     fn created(&mut self) -> Result<(), String> {
         let start = std::mem::take(&mut self.start);
         self.try_emit_all(start)
+    }
+
+    fn started(&mut self, _host_pid: i32, _host_uid: u32) {
+        if let Some(f) = self.on_started.0.take() {
+            f();
+        }
     }
 
     fn denied(&mut self, syscall: &str, first: bool) {
