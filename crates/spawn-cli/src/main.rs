@@ -202,6 +202,10 @@ fn main() -> ExitCode {
         }
     };
     let home = cli.home.clone().unwrap_or_else(default_home);
+    // Only a local run relays output (and handles a reader that went away itself).
+    if !matches!(cli.command, Command::Run(_)) || cli.server.is_some() {
+        spawn_sandbox::default_sigpipe();
+    }
     let remote = || -> anyhow::Result<remote::Remote> {
         match &cli.server {
             Some(url) => remote::Remote::new(url, &cli.namespace),

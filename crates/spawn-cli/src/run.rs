@@ -131,13 +131,13 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         Ok(report) => {
             report_human(spec, report, &argv0);
             if args.json {
-                println!("{}", json_result(&finished.run_id, spec, Ok(report)));
+                print_result(&json_result(&finished.run_id, spec, Ok(report)));
             }
             u8::try_from(report.exit_code).unwrap_or(EXIT_SPAWN_FAILED)
         }
         Err(e) => {
             if args.json {
-                println!("{}", json_result(&finished.run_id, spec, Err(e)));
+                print_result(&json_result(&finished.run_id, spec, Err(e)));
             }
             eprintln!("spawn: {e}");
             EXIT_SPAWN_FAILED
@@ -148,6 +148,16 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     }
     recorder.record(&finished, created_ms);
     Ok(ExitCode::from(code))
+}
+
+/// The `--json` result line on stdout; a stdout that refuses it (its reader went away, a
+/// full disk) is said on stderr, and the run's exit status stands.
+fn print_result(result: &Value) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{result}").and_then(|()| out.flush()) {
+        eprintln!("spawn: could not write the result to stdout: {e}");
+    }
 }
 
 fn report_human(spec: &RunSpec, report: &Report, argv0: &str) {

@@ -27,5 +27,6 @@ mod sys;
 pub use error::SandboxError;
 pub use init::{oci_init, InitArgs, InitUsage};
 pub use native::{run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions};
+pub use sys::default_sigpipe;
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
 pub use sys::{recv_fds, send_fds};

@@ -483,6 +483,18 @@ pub(crate) fn ignored_signals() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Gives SIGPIPE its default action back (Rust's runtime ignores it): a command whose
+/// reader went away (`spawn runs list | head -1`) then ends quietly, as other Unix tools
+/// do, instead of failing on `EPIPE` mid-line. Not for `spawn run`, whose relay handles a
+/// reader that went away itself (see `stdio`).
+pub fn default_sigpipe() {
+    // SAFETY: installing SIG_DFL for SIGPIPE is always sound; the process has no handler
+    // of its own for it to lose.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Resets the ignored signals (`ignored`, as from [`ignored_signals`]) to their default
 /// and unblocks every signal, so a program exec'ed next starts like it would from a shell.
 pub(crate) fn reset_signals(ignored: u64) {

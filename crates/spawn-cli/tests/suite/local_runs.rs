@@ -144,3 +144,58 @@ fn logs_and_cancel_of_local_runs_say_why_not() {
     cancel.assert_code(1);
     assert!(cancel.stderr.contains("Ctrl-C"), "{cancel}");
 }
+
+/// Runs the spawn binary with `args` in `home`, its stdout a pipe whose reader is gone.
+fn with_reader_gone(home: &Home, args: &[&str]) -> std::process::Output {
+    let (reader, writer) = nix::unistd::pipe().unwrap_or_else(|e| panic!("pipe: {e}"));
+    drop(reader);
+    std::process::Command::new(super::helpers::SPAWN)
+        .args(args)
+        .env("SPAWN_HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .output()
+        .unwrap_or_else(|e| panic!("start spawn: {e}"))
+}
+
+/// A reader that went away (`spawn runs list | head -1`) ends `spawn runs` quietly, as
+/// other Unix tools end (SIGPIPE), never with a panic; a run's `--json` result that stdout
+/// refuses leaves the run's exit status and says so on stderr.
+#[test]
+fn a_stdout_whose_reader_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let home = Home::new();
+    for _ in 0..3 {
+        home.sh(&[], "true").assert_code(0);
+    }
+    for args in [&["runs", "list"][..], &["runs", "list", "--json"][..]] {
+        let out = with_reader_gone(&home, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(nix::libc::SIGPIPE),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = with_reader_gone(
+        &home,
+        &[
+            "run",
+            "--runtime",
+            "native",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "exit 4",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("could not write the result to stdout"),
+        "{stderr}"
+    );
+}
