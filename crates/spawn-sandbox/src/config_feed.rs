@@ -26,7 +26,7 @@ use crate::sys;
 #[derive(Debug)]
 pub(crate) struct ConfigFeed {
     fifo: PathBuf,
-    thread: Option<JoinHandle<Result<Vec<OwnedFd>, SandboxError>>>,
+    thread: Option<JoinHandle<Result<Option<OwnedFd>, SandboxError>>>,
 }
 
 /// What the feed attaches before it writes: the scratch filesystem's detached mount, when
@@ -59,12 +59,12 @@ impl ConfigFeed {
             .spawn(move || match feed(pid, &path, &config, attach) {
                 // runc ended first (its namespace, its FIFO gone with it): its own exit
                 // status and message say why.
-                Err(_) if ended(&pidfd) => Ok(Vec::new()),
+                Err(_) if ended(&pidfd) => Ok(None),
                 Err(e) => {
                     let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                     Err(e)
                 }
-                Ok(kept) => Ok(kept),
+                Ok(attached) => Ok(attached),
             })
             .map_err(|e| SandboxError::setup("start the configuration's thread", e))?;
         Ok(ConfigFeed {
@@ -78,7 +78,7 @@ impl ConfigFeed {
     /// Holding that mount keeps the filesystem alive past runc's end, so that its teardown
     /// (writing it out, detaching its loop device, freeing its image: milliseconds) is not
     /// part of runc's exit but left to the caller, to make when it costs the run nothing.
-    pub(crate) fn finish(mut self) -> Result<Vec<OwnedFd>, SandboxError> {
+    pub(crate) fn finish(mut self) -> Result<Option<OwnedFd>, SandboxError> {
         self.release();
         match self.thread.take() {
             Some(t) if t.is_finished() => t.join().unwrap_or_else(|_| {
@@ -91,7 +91,7 @@ impl ConfigFeed {
                 "write the runtime's configuration",
                 std::io::Error::other("its thread did not end"),
             )),
-            None => Ok(Vec::new()),
+            None => Ok(None),
         }
     }
 
@@ -140,8 +140,8 @@ fn feed(
     fifo: &Path,
     config: &[u8],
     attach: Option<Attach>,
-) -> Result<Vec<OwnedFd>, SandboxError> {
-    let mut kept = Vec::new();
+) -> Result<Option<OwnedFd>, SandboxError> {
+    let mut attached = None;
     if let Some(Attach { mount, at }) = attach {
         let mnt_ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
             .map_err(|e| SandboxError::setup("open the runtime's mount namespace", e))?;
@@ -170,7 +170,7 @@ fn feed(
             .map_err(|e| SandboxError::setup("enter the runtime's mount namespace", e))?;
         sys::move_mount(mount.as_fd(), &at)
             .map_err(|e| SandboxError::setup("attach the scratch filesystem", e))?;
-        kept.push(mount);
+        attached = Some(mount);
     }
     // Blocks until runc opens it (or `release`).
     let mut out = std::fs::OpenOptions::new()
@@ -180,7 +180,7 @@ fn feed(
         .map_err(|e| SandboxError::setup("open the configuration's FIFO", e))?;
     out.write_all(config)
         .map_err(|e| SandboxError::setup("write the runtime's configuration", e))?;
-    Ok(kept)
+    Ok(attached)
 }
 
 #[cfg(test)]
@@ -316,9 +316,9 @@ mod tests {
         // The runtime is gone with its namespace; the mount it was given is handed back,
         // still holding the filesystem (its file is there to read).
         let kept = feed.finish().unwrap();
-        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept.is_some(), "no mount handed back");
         assert!(nix::sys::stat::fstatat(
-            kept[0].as_fd(),
+            kept.as_ref().map(|m| m.as_fd()).unwrap(),
             "marker",
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW
         )

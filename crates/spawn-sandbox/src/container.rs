@@ -962,19 +962,17 @@ fn run_engine(
         let relayed = relay.finish();
         // A configuration that did not reach runc is the run's failure, whatever runc
         // said of it.
-        let kept = match feed {
+        let scratch = match feed {
             Some(feed) => feed.finish()?,
-            None => Vec::new(),
+            None => None,
         };
-        supervised.map(|s| (s, relayed.output_error, kept))
+        supervised.map(|s| (s, relayed.output_error, scratch))
     })();
     let _ = old_mask.thread_set_mask();
     // The scratch filesystem outlived runc (see `ConfigFeed::finish`): the guard takes it
     // (see `Guard::hold`; should that fail, it ends here).
-    if let Ok((_, _, kept)) = &result {
-        for fd in kept {
-            let _ = guard.hold(fd);
-        }
+    if let Ok((_, _, Some(scratch))) = &result {
+        let _ = guard.hold(scratch);
     }
     let stats = Cgroup::existing(&layout, &name).stats();
     // runsc removes a container whose `run` ended by itself; only one it did not finish
@@ -993,7 +991,6 @@ fn run_engine(
     drop(own_cgroup);
     drop(bundle);
     guard.finish();
-
     let (
         Supervised {
             status,
