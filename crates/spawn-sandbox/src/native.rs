@@ -427,7 +427,8 @@ fn child_config(
 /// (SIGKILL): it waits for EOF on a socket whose only other end is spawn's, then kills what
 /// is left in the run's cgroups, removes them, and removes `remove` (the OCI runtimes'
 /// bundle and state), `grace` after waking (a runtime may still be creating its groups).
-/// What it holds (`hold` at its start, [`Guard::hold`] later) is let go when it exits.
+/// What it holds (`hold` at its start, [`Guard::hold`] later) is let go when it exits, or
+/// when the `rm` it becomes has removed `remove`.
 pub(crate) struct Guard {
     tx: Option<OwnedFd>,
     pid: Pid,
@@ -1011,6 +1012,35 @@ mod tests {
             for r in &readers {
                 assert!(eof_within(r, Duration::from_secs(5)), "still held");
             }
+            let _ = waitpid(pid, None);
+        }
+    }
+
+    /// The guard of a spawn that died removes what it was told to before it lets go of
+    /// what it holds (whose end may take seconds on a busy disk): the removal is never
+    /// held up by it.
+    #[test]
+    fn a_guard_that_removes_lets_go_of_what_it_holds_only_after() {
+        for files in [0, 1, 200] {
+            let dir = tempfile::tempdir().unwrap();
+            let left = dir.path().join("state");
+            std::fs::create_dir(&left).unwrap();
+            for i in 0..files {
+                std::fs::write(left.join(format!("f{i}")), b"x").unwrap();
+            }
+            let guard =
+                Guard::start(&[], &[], Duration::ZERO, std::slice::from_ref(&left)).unwrap();
+            let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+            guard.hold(&writer).unwrap();
+            drop(writer);
+            let pid = guard.pid;
+            // As if spawn died: the guard wakes with the state still there.
+            guard.finish();
+            assert!(eof_within(&reader, Duration::from_secs(10)), "still held");
+            assert!(
+                !left.exists(),
+                "{files} files: let go of what it held before the removal was done"
+            );
             let _ = waitpid(pid, None);
         }
     }

@@ -840,7 +840,9 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         raw_syscall(libc::SYS_close_range, low, u32::MAX as usize, 0);
         // Each message may carry descriptors: received, they are held until the guard
-        // exits (close-on-exec, for the case it becomes `rm`).
+        // exits, or, should it become `rm`, until `rm` exits (not close-on-exec): what
+        // their last close starts (a scratch filesystem's unmount, its loop device's
+        // detach, on a busy disk seconds) then follows the removal instead of delaying it.
         let mut byte = 0u8;
         let mut control = [0u64; 8];
         loop {
@@ -857,7 +859,7 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
                 libc::SYS_recvmsg,
                 rx,
                 std::ptr::addr_of_mut!(msg) as usize,
-                libc::MSG_CMSG_CLOEXEC as usize,
+                0,
             );
             if r == 0 || (r < 0 && r != -(libc::EINTR as isize)) {
                 break;
