@@ -4,7 +4,7 @@
 //!   RBAC, the agent's row) against the unauthenticated `/healthz`, with `wrk` (target:
 //!   at least half the healthz rate, p99 under 5 ms);
 //! - runs per second of `true` on `native` through the API (queued, claimed, a supervisor
-//!   and a runner per run, output stored) against the same number through the local CLI
+//!   per run, output stored) against the same number through the local CLI
 //!   at the same concurrency (target: at least 0.8×).
 
 use std::io::{BufRead as _, BufReader};

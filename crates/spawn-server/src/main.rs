@@ -30,23 +30,15 @@ struct Cli {
 enum Command {
     /// Create the state and print the first admin API key (once).
     Init,
-    /// (internal) Supervise a claimed run to its end.
+    /// (internal) Run a claimed run (its input on stdin) and supervise it to its end.
     #[command(hide = true)]
     Supervise {
         #[arg(long)]
         run: String,
         #[arg(long)]
         holder: String,
-    },
-    /// (internal) Run one run's sandbox, single-threaded.
-    #[command(hide = true)]
-    RunOne {
-        #[arg(long)]
-        run: String,
         #[arg(long)]
         agent: Option<String>,
-        #[arg(long)]
-        supervisor: i32,
     },
 }
 
@@ -67,14 +59,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
-    if let Some(Command::RunOne {
-        run,
-        agent,
-        supervisor,
-    }) = &cli.command
-    {
-        // No async runtime here: a native sandbox starts from a single-threaded process.
-        let code = spawn_server::runs::run_one(&config, run, agent.as_deref(), *supervisor);
+    if let Some(Command::Supervise { run, holder, agent }) = &cli.command {
+        // No thread before the sandbox exists: a native sandbox starts from a
+        // single-threaded process. The run's output is what this process writes to its
+        // stdout and stderr from here on; its log goes where its stderr went.
+        let (captured, log) =
+            spawn_server::runs::capture_stdio().context("capture the run's output")?;
+        logging(config.log.format, std::sync::Mutex::new(log));
+        let code = spawn_server::runs::supervise(&config, run, holder, agent.as_deref(), captured);
         std::process::exit(i32::from(code));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -91,14 +83,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.expose());
             Ok(())
         }
-        Some(Command::Supervise { run, holder }) => {
-            logging(config.log.format);
-            rt.block_on(spawn_server::runs::supervise(&config, &run, &holder))?;
-            Ok(())
-        }
-        Some(Command::RunOne { .. }) => Ok(()),
+        Some(Command::Supervise { .. }) => Ok(()),
         None => {
-            logging(config.log.format);
+            logging(config.log.format, std::io::stderr);
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
@@ -124,13 +111,16 @@ fn harden() {
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
 }
 
-fn logging(format: LogFormat) {
+fn logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPAWND_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

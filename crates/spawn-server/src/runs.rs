@@ -6,9 +6,10 @@
 //! session of its own, so that the daemon can stop or restart without touching it. The
 //! supervisor holds the run's lease (renewed every [`RENEW_EVERY`]), stores the run's output
 //! as it comes (readable from any daemon, streamed over SSE), passes a cancellation on, and
-//! records the end. The sandbox itself is started by a **runner** (`spawnd run-one`), a
-//! single-threaded child of the supervisor that drives `spawn-run` as `spawn run` does
-//! (a native sandbox must be started from a single-threaded process). If a supervisor
+//! records the end. It runs the sandbox itself, driving `spawn-run` as `spawn run` does,
+//! and makes it while still single-threaded (a native sandbox must be started from a
+//! single-threaded process); its store work starts on a thread once the sandbox exists
+//! (`spawn_run::Run::on_started`). If a supervisor
 //! dies, its lease lapses and any daemon marks the run `interrupted`; it is never started
 //! again.
 
@@ -592,7 +593,7 @@ async fn run_logs(
         .into_response())
 }
 
-/// What the runner is told to run, resolved as `spawn run` resolves it. Host mounts are
+/// What the supervisor is told to run, resolved as `spawn run` resolves it. Host mounts are
 /// refused: a caller of the API names no paths of the daemon's host.
 pub fn resolve(input: &RunInput) -> Result<spawn_policy::RunSpec, ServerError> {
     let agent =
@@ -698,7 +699,7 @@ pub(crate) async fn schedule(
         match claimed {
             Ok(runs) => {
                 for run in runs {
-                    if let Err(e) = supervisor.start(&run.id, &holder) {
+                    if let Err(e) = supervisor.start(&run, &holder) {
                         tracing::error!(run = %run.id, error = %e, "start a supervisor");
                         let _ = state
                             .store
@@ -734,22 +735,34 @@ pub struct SupervisorCommand {
 }
 
 impl SupervisorCommand {
-    fn start(&self, run: &str, holder: &str) -> std::io::Result<()> {
+    /// Starts the supervisor of `run` (just claimed), its input (the stored spec) on its
+    /// stdin.
+    fn start(&self, run: &RunRecord, holder: &str) -> std::io::Result<()> {
         let mut cmd = std::process::Command::new(&self.exe);
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.args(["supervise", "--run", run, "--holder", holder])
-            .stdin(Stdio::null())
+        cmd.args(["supervise", "--run", &run.id, "--holder", holder]);
+        if let Some(a) = &run.agent_id {
+            cmd.args(["--agent", a]);
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         // A process group of its own: the daemon's terminal's signals do not reach it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
+        let input = child.stdin.take();
+        let spec = run.spec.clone();
         let (running, ended) = (self.running.clone(), self.ended.clone());
         running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Reaped when it ends, while this daemon lives; if the daemon goes first, by init.
+        // Its input written, then it is reaped when it ends, while this daemon lives; if
+        // the daemon goes first, by init. (A supervisor that stops reading holds only
+        // this thread.)
         std::thread::spawn(move || {
+            if let Some(mut input) = input {
+                let _ = input.write_all(spec.as_bytes());
+            }
             let _ = child.wait();
             running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             ended.notify_one();
@@ -758,150 +771,165 @@ impl SupervisorCommand {
     }
 }
 
-/// `spawnd supervise`: runs the claimed run `run` (held by `holder`) to its end.
-pub async fn supervise(config: &Config, run: &str, holder: &str) -> Result<(), ServerError> {
-    // Its daemon brought the schema up to date before it claimed the run.
-    let store = Store::attach(&config.database_url()).await?;
-    let record = store.run(run).await?;
-    if record.holder.as_deref() != Some(holder) || record.state()? != RunState::Running {
-        return Err(ServerError::Config {
-            what: format!("run {run}"),
-            reason: "it is not running under this holder".into(),
-        });
-    }
-    let exe = std::env::current_exe().map_err(|e| ServerError::Io {
-        what: "find spawnd".into(),
-        source: e,
-    })?;
-    let mut cmd = tokio::process::Command::new(exe);
-    if let Some(c) = &config.config_path {
-        cmd.arg("--config").arg(c);
-    }
-    cmd.args(["run-one", "--run", run, "--supervisor"])
-        .arg(std::process::id().to_string());
-    if let Some(a) = &record.agent_id {
-        cmd.args(["--agent", a]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| ServerError::Io {
-        what: "start the runner".into(),
-        source: e,
-    })?;
-    // The run's input on the runner's stdin, then closed.
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt as _;
-        let _ = stdin.write_all(record.spec.as_bytes()).await;
-    }
-    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(ServerError::Config {
-            what: "the runner".into(),
-            reason: "no output pipes".into(),
-        });
-    };
-    let store_out = store.clone();
-    let id = run.to_owned();
-    // stdout and stderr are stored as they come, one writer per run (the store numbers
-    // the pieces in the order they are written).
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(&'static str, Vec<u8>)>(64);
-    let pump = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                stream: &'static str,
-                tx: tokio::sync::mpsc::Sender<(&'static str, Vec<u8>)>| async move {
-        use tokio::io::AsyncReadExt as _;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send((stream, buf[..n].to_vec())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    let p1 = tokio::spawn(pump(Box::new(out), "stdout", tx.clone()));
-    let p2 = tokio::spawn(pump(Box::new(err), "stderr", tx));
-    let writer = tokio::spawn(async move {
-        while let Some((stream, data)) = rx.recv().await {
-            if let Err(e) = store_out.append_output(&id, stream, &data).await {
-                tracing::error!(error = %e, "store output");
-            }
-        }
-    });
-    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-    let mut cancelled = false;
-    let mut lost = false;
-    let status = loop {
-        tokio::select! {
-            s = child.wait() => break s,
-            _ = tokio::time::sleep(RENEW_EVERY) => {
-                let until = spawn_store::now_ms() + lease_ms;
-                match store.renew_lease(run, holder, until).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Interrupted meanwhile: the run must not go on unobserved.
-                        lost = true;
-                        let _ = child.start_kill();
-                    }
-                    Err(e) => tracing::error!(error = %e, "renew the lease"),
-                }
-                if !cancelled && store.run(run).await.is_ok_and(|r| r.cancel_requested) {
-                    cancelled = true;
-                    if let Some(pid) = child.id() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
-                            nix::sys::signal::Signal::SIGTERM,
-                        );
-                    }
-                }
-            }
-        }
-    };
-    let _ = p1.await;
-    let _ = p2.await;
-    let _ = writer.await;
-    if lost {
-        return Ok(());
-    }
-    let (state, code, error) = match status {
-        Ok(s) => match s.code() {
-            Some(_) if cancelled => (RunState::Cancelled, s.code(), None),
-            Some(0) => (RunState::Succeeded, Some(0), None),
-            Some(125) => (
-                RunState::Failed,
-                Some(125),
-                Some("spawn failed before the command ran (its message is in the run's stderr)"),
-            ),
-            Some(c) => (RunState::Failed, Some(c), None),
-            None => (RunState::Failed, None, Some("the runner was killed")),
-        },
-        Err(_) => (
-            RunState::Failed,
-            None,
-            Some("the runner could not be waited for"),
-        ),
-    };
-    store.finish_run(run, holder, state, code, error).await?;
-    store.close().await;
-    Ok(())
+/// The supervisor's stdout and stderr, captured: the run's output (the agent's, and
+/// spawn's messages about the run) is read from these pipes and stored. The process's own
+/// log goes to what its stderr was before ([`capture_stdio`]).
+#[derive(Debug)]
+pub struct Captured {
+    stdout: std::os::fd::OwnedFd,
+    stderr: std::os::fd::OwnedFd,
 }
 
-/// `spawnd run-one`: reads a run's input on stdin and runs it as `spawn run` would, in this
-/// single-threaded process; the agent's output is this process's, the exit code is the
-/// agent's (125 when spawn failed before it ran).
-pub fn run_one(config: &Config, run: &str, agent_id: Option<&str>, supervisor: i32) -> u8 {
-    // The run dies with its supervisor (the sandbox's guard then ends the sandbox): a run
-    // nobody records must not go on. Checked after it is set, so a supervisor already gone
-    // is seen.
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
-        || nix::unistd::getppid().as_raw() != supervisor
+/// Points this process's stdout and stderr at pipes of its own and returns their read
+/// ends, with a copy of the stderr it had (close-on-exec) for its log.
+pub fn capture_stdio() -> std::io::Result<(Captured, std::fs::File)> {
+    use std::os::fd::AsFd as _;
+    // A close-on-exec copy, numbered above 2.
+    let log = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    nix::unistd::dup2_stdout(&out_w)?;
+    nix::unistd::dup2_stderr(&err_w)?;
+    Ok((
+        Captured {
+            stdout: out_r,
+            stderr: err_r,
+        },
+        std::fs::File::from(log),
+    ))
+}
+
+/// What the run's end tells the supervisor's store side.
+#[derive(Debug)]
+struct Verdict {
+    state: RunState,
+    code: Option<i32>,
+    error: Option<&'static str>,
+}
+
+/// `spawnd supervise`: runs the claimed run `run` (held by `holder`; its input, the
+/// stored spec, on stdin) to its end, and records it. The sandbox is made while this
+/// process is single-threaded (the native runtime needs that); once it exists, or once it
+/// has failed, a thread of the process attaches to the store, stores the run's output from
+/// the pipes its stdout and stderr were pointed at ([`capture_stdio`]), renews the lease and
+/// passes a cancellation on, then records the end. Returns the process's exit code.
+pub fn supervise(
+    config: &Config,
+    run: &str,
+    holder: &str,
+    agent_id: Option<&str>,
+    captured: Captured,
+) -> u8 {
+    // A runtime for the store side, made now: a current-thread runtime starts no thread.
+    // SIGTERM (a cancellation passed on, or an operator's) gets a handler now, so that
+    // once the run's own mask is lifted at its end it cannot kill the process before the
+    // end is recorded; while the run is on it goes to the run's signal descriptor.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     {
-        eprintln!("spawnd: the run's supervisor is gone");
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "start the async runtime");
+            return 125;
+        }
+    };
+    let term = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    });
+    if let Err(e) = term {
+        tracing::error!(error = %e, "handle SIGTERM");
         return 125;
     }
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Verdict>();
+    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let side = StoreSide {
+        rt,
+        url: config.database_url(),
+        run: run.to_owned(),
+        holder: holder.to_owned(),
+        captured,
+        verdict: verdict_rx,
+        cancelled: cancelled.clone(),
+    };
+    let side = Arc::new(std::sync::Mutex::new(Some(side)));
+    let handle: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::default();
+    let begin = {
+        let (side, handle) = (side.clone(), handle.clone());
+        move || {
+            let Some(s) = side.lock().ok().and_then(|mut s| s.take()) else {
+                return;
+            };
+            let h = std::thread::Builder::new()
+                .name("supervisor".into())
+                .spawn(move || s.serve());
+            match h {
+                Ok(h) => {
+                    if let Ok(mut slot) = handle.lock() {
+                        *slot = Some(h);
+                    }
+                }
+                // Without it nothing records or observes the run: it must not go on.
+                Err(e) => {
+                    tracing::error!(error = %e, "start the supervisor's store side");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::getpid(),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    };
+    let code = run_here(config, run, agent_id, begin.clone());
+    // Whatever the run wrote is out; then stdout and stderr are closed (to /dev/null) so
+    // that the store side reads to the end.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let verdict = match code {
+        _ if cancelled.load(std::sync::atomic::Ordering::SeqCst) => Verdict {
+            state: RunState::Cancelled,
+            code: Some(i32::from(code)),
+            error: None,
+        },
+        0 => Verdict {
+            state: RunState::Succeeded,
+            code: Some(0),
+            error: None,
+        },
+        125 => Verdict {
+            state: RunState::Failed,
+            code: Some(125),
+            error: Some("spawn failed before the command ran (its message is in the run's stderr)"),
+        },
+        c => Verdict {
+            state: RunState::Failed,
+            code: Some(i32::from(c)),
+            error: None,
+        },
+    };
+    // A run whose sandbox was never made has no store side yet.
+    begin();
+    let _ = verdict_tx.send(verdict);
+    let joined = handle.lock().ok().and_then(|mut h| h.take());
+    if let Some(h) = joined {
+        let _ = h.join();
+    }
+    code
+}
+
+/// The run itself, as `spawn run` runs it, in this thread: its messages on stderr, its
+/// exit code (125 when spawn failed before the command ran). `begin` is called once its
+/// sandbox exists.
+fn run_here(
+    config: &Config,
+    run: &str,
+    agent_id: Option<&str>,
+    begin: impl FnOnce() + Send + 'static,
+) -> u8 {
     let mut text = String::new();
     if std::io::stdin()
         .take(4 << 20)
@@ -931,7 +959,7 @@ pub fn run_one(config: &Config, run: &str, agent_id: Option<&str>, supervisor: i
         run_id: Some(run.to_owned()),
         agent_id: agent_id.map(str::to_owned),
     });
-    let r = match created {
+    let mut r = match created {
         Ok(r) => r,
         Err(e) => {
             eprintln!("spawn: {e}");
@@ -941,8 +969,8 @@ pub fn run_one(config: &Config, run: &str, agent_id: Option<&str>, supervisor: i
     for w in r.warnings() {
         eprintln!("spawn: warning: {w}");
     }
+    r.on_started(begin);
     let finished = r.execute(&mut |w| eprintln!("spawn: warning: {w}"));
-    let _ = std::io::stdout().flush();
     tracing::debug!(run, spawn_run = %finished.run_id, "ran");
     match &finished.result {
         Ok(report) => u8::try_from(report.exit_code).unwrap_or(125),
@@ -951,6 +979,139 @@ pub fn run_one(config: &Config, run: &str, agent_id: Option<&str>, supervisor: i
             125
         }
     }
+}
+
+/// The supervisor's thread of store work.
+struct StoreSide {
+    rt: tokio::runtime::Runtime,
+    url: String,
+    run: String,
+    holder: String,
+    captured: Captured,
+    verdict: tokio::sync::oneshot::Receiver<Verdict>,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StoreSide {
+    fn serve(self) {
+        let StoreSide {
+            rt,
+            url,
+            run,
+            holder,
+            captured,
+            verdict,
+            cancelled,
+        } = self;
+        let kept = rt.block_on(store_side(
+            &url, &run, &holder, captured, verdict, &cancelled,
+        ));
+        if let Err(e) = kept {
+            // Not recorded, nor observed: the run must not go on (its guard ends the
+            // sandbox); its lease lapses and a daemon marks it interrupted.
+            tracing::error!(run, error = %e, "the run cannot be recorded");
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Stores the run's output as it comes, renews its lease, passes a cancellation on, and
+/// records the end once `verdict` comes. An error means the run is not (or no longer)
+/// this supervisor's to record.
+async fn store_side(
+    url: &str,
+    run: &str,
+    holder: &str,
+    captured: Captured,
+    mut verdict: tokio::sync::oneshot::Receiver<Verdict>,
+    cancelled: &std::sync::atomic::AtomicBool,
+) -> Result<(), ServerError> {
+    // Its daemon brought the schema up to date before it claimed the run.
+    let store = Store::attach(url).await?;
+    let record = store.run(run).await?;
+    if record.holder.as_deref() != Some(holder) || record.state()? != RunState::Running {
+        return Err(ServerError::Config {
+            what: format!("run {run}"),
+            reason: "it is not running under this holder".into(),
+        });
+    }
+    let pipe = |fd: std::os::fd::OwnedFd| {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| ServerError::Io {
+            what: "read the run's output".into(),
+            source: e,
+        })
+    };
+    let (out, err) = (pipe(captured.stdout)?, pipe(captured.stderr)?);
+    let store_out = store.clone();
+    let id = run.to_owned();
+    // stdout and stderr are stored as they come, one writer per run (the store numbers
+    // the pieces in the order they are written).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(&'static str, Vec<u8>)>(64);
+    let pump = |mut r: tokio::net::unix::pipe::Receiver,
+                stream: &'static str,
+                tx: tokio::sync::mpsc::Sender<(&'static str, Vec<u8>)>| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let p1 = tokio::spawn(pump(out, "stdout", tx.clone()));
+    let p2 = tokio::spawn(pump(err, "stderr", tx));
+    let writer = tokio::spawn(async move {
+        while let Some((stream, data)) = rx.recv().await {
+            if let Err(e) = store_out.append_output(&id, stream, &data).await {
+                tracing::error!(error = %e, "store output");
+            }
+        }
+    });
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    let end = loop {
+        tokio::select! {
+            v = &mut verdict => break v,
+            _ = tokio::time::sleep(RENEW_EVERY) => {
+                let until = spawn_store::now_ms() + lease_ms;
+                match store.renew_lease(run, holder, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Interrupted meanwhile: the run must not go on unobserved.
+                        return Err(ServerError::Config {
+                            what: format!("run {run}"),
+                            reason: "its lease was lost".into(),
+                        });
+                    }
+                    Err(e) => tracing::error!(error = %e, "renew the lease"),
+                }
+                let asked = store.run(run).await.is_ok_and(|r| r.cancel_requested);
+                if asked && !cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    // To the run's signal descriptor while it is on; to the handler
+                    // installed at the start once it is over.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::getpid(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+        }
+    };
+    let _ = p1.await;
+    let _ = p2.await;
+    let _ = writer.await;
+    if let Ok(v) = end {
+        store
+            .finish_run(run, holder, v.state, v.code, v.error)
+            .await?;
+    }
+    store.close().await;
+    Ok(())
 }
 
 /// The daemon's holder id: this host and process, and a random part.
