@@ -746,23 +746,16 @@ impl SupervisorCommand {
         if let Some(a) = &run.agent_id {
             cmd.args(["--agent", a]);
         }
-        cmd.stdin(Stdio::piped())
+        cmd.stdin(Stdio::from(run_input(&run.spec)?))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         // A process group of its own: the daemon's terminal's signals do not reach it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
-        let input = child.stdin.take();
-        let spec = run.spec.clone();
         let (running, ended) = (self.running.clone(), self.ended.clone());
         running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Its input written, then it is reaped when it ends, while this daemon lives; if
-        // the daemon goes first, by init. (A supervisor that stops reading holds only
-        // this thread.)
+        // Reaped when it ends, while this daemon lives; if the daemon goes first, by init.
         std::thread::spawn(move || {
-            if let Some(mut input) = input {
-                let _ = input.write_all(spec.as_bytes());
-            }
             let _ = child.wait();
             running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             ended.notify_one();
@@ -805,6 +798,31 @@ struct Verdict {
     state: RunState,
     code: Option<i32>,
     error: Option<&'static str>,
+}
+
+/// A run's input for its supervisor's stdin, whole before the supervisor exists: a daemon
+/// killed right after starting it cannot leave it half a spec (the run would fail instead
+/// of running). In memory only (a sealed memfd, read from its start), never on a disk.
+fn run_input(spec: &str) -> std::io::Result<std::fs::File> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use std::io::Seek as _;
+    let fd = memfd_create(
+        c"spawn-run-input",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(spec.as_bytes())?;
+    file.rewind()?;
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_ADD_SEALS(
+            nix::fcntl::SealFlag::F_SEAL_WRITE
+                | nix::fcntl::SealFlag::F_SEAL_GROW
+                | nix::fcntl::SealFlag::F_SEAL_SHRINK
+                | nix::fcntl::SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(file)
 }
 
 /// `spawnd supervise`: runs the claimed run `run` (held by `holder`; its input, the
@@ -1131,3 +1149,25 @@ pub fn config_arg(path: Option<&FsPath>) -> Option<PathBuf> {
 
 /// Shared by the scheduler and the API: wakes the scheduler when a run is queued.
 pub type Wakeup = Arc<tokio::sync::Notify>;
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    /// The supervisor's input is whole and readable from its start before anyone reads
+    /// it, whatever its size, and nothing can change it afterwards.
+    #[test]
+    fn a_runs_input_is_whole_before_its_supervisor_exists_and_sealed() {
+        for len in [0usize, 1, 70, 65_536, 4 << 20] {
+            let spec: String = "x".repeat(len);
+            let mut file = super::run_input(&spec).unwrap();
+            let mut back = String::new();
+            file.read_to_string(&mut back).unwrap();
+            assert_eq!(back.len(), len);
+            assert!(file.write_all(b"more").is_err(), "{len}: writable");
+            if len > 0 {
+                assert!(file.set_len(0).is_err(), "{len}: shrinkable");
+            }
+        }
+    }
+}

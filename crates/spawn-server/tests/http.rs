@@ -1046,12 +1046,13 @@ async fn runs(d: &Daemon, c: &Client) {
     .await;
     assert_eq!(done["state"], "interrupted", "{done}");
     let sleeping = Command::new("pgrep")
-        .args(["-x", "-f", "sleep 300"])
+        .args(["-a", "-x", "-f", &format!("sleep {long_sleep}")])
         .output()
         .unwrap();
     assert!(
         sleeping.stdout.is_empty(),
-        "the agent outlived its supervisor"
+        "the agent outlived its supervisor: {}",
+        String::from_utf8_lossy(&sleeping.stdout)
     );
 
     // Test keys run only in test namespaces.
