@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 /// Runs measured each way, and at once.
-const RUNS: usize = 40;
+const RUNS: usize = 120;
 const CONCURRENCY: usize = 4;
 
 /// The figures, printed as they come: (name, value).
