@@ -1,7 +1,7 @@
 //! Runs: queued by the API, claimed by exactly one daemon under a lease, finished by it;
 //! their output stored as numbered chunks any daemon can read.
 
-use crate::{new_id, now_ms, on_pool, Backend, Page, Store, StoreError};
+use crate::{new_id, now_ms, on_pool, Backend, Page, Pool, Store, StoreError};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,10 @@ const RUN_COLUMNS: &str = "id, namespace, agent_id, spec, state, holder, lease_u
                            cancel_requested, exit_code, error, created_by, request_id, \
                            created_ms, started_ms, finished_ms";
 
+/// The PostgreSQL advisory lock key capped claims take turns on (an arbitrary constant:
+/// "spawnclm" in ASCII).
+pub const CLAIM_LOCK: i64 = 0x7370_6177_6e63_6c6d;
+
 impl Store {
     /// Queues a run; returns it with its id (`tr_…`).
     pub async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
@@ -189,9 +193,10 @@ impl Store {
     }
 
     /// As [`Store::claim_runs`], skipping the runs of namespaces that have `per_namespace`
-    /// runs running already. Claimed one at a time (each claim counts the ones before);
-    /// daemons claiming at the same moment may each take the last place of a namespace,
-    /// so the cap can be passed by one run per other daemon.
+    /// runs running already. Claimed one at a time (each claim counts the ones before).
+    /// On PostgreSQL each capped claim holds a transaction-level advisory lock
+    /// ([`CLAIM_LOCK`]) while it counts and claims, so daemons claiming at the same moment
+    /// take turns and the cap holds across them exactly.
     pub async fn claim_runs_capped(
         &self,
         holder: &str,
@@ -224,15 +229,38 @@ impl Store {
         };
         let mut runs = Vec::new();
         for _ in 0..rounds {
-            let got = on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
-                .bind(holder)
-                .bind(lease_until_ms)
-                .bind(now_ms())
-                .bind(batch)
-                .bind(per_namespace)
-                .fetch_all(p)
-                .await)
-            .map_err(StoreError::db("claim runs"))?;
+            let got = match &self.pool {
+                Pool::Postgres(p) if capped => {
+                    // Read committed: the claim, a statement after the lock is held, counts
+                    // every claim committed before it by any daemon.
+                    let mut tx = p.begin().await.map_err(StoreError::db("claim runs"))?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(CLAIM_LOCK)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::db("claim runs"))?;
+                    let got = sqlx::query_as::<_, RunRecord>(&sql)
+                        .bind(holder)
+                        .bind(lease_until_ms)
+                        .bind(now_ms())
+                        .bind(batch)
+                        .bind(per_namespace)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(StoreError::db("claim runs"))?;
+                    tx.commit().await.map_err(StoreError::db("claim runs"))?;
+                    got
+                }
+                _ => on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
+                    .bind(holder)
+                    .bind(lease_until_ms)
+                    .bind(now_ms())
+                    .bind(batch)
+                    .bind(per_namespace)
+                    .fetch_all(p)
+                    .await)
+                .map_err(StoreError::db("claim runs"))?,
+            };
             let done = got.is_empty();
             runs.extend(got);
             if done {

@@ -40,6 +40,7 @@ on_both!(
     hostile_names_are_stored_as_written,
     each_queued_run_is_claimed_by_exactly_one_daemon,
     a_namespace_at_its_cap_waits_and_the_others_go_on,
+    daemons_claiming_at_once_never_pass_a_namespaces_cap,
     a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun,
     runs_end_once_and_only_by_their_holder,
     cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop,
@@ -473,6 +474,80 @@ async fn a_namespace_at_its_cap_waits_and_the_others_go_on(db: Db) {
     let next = s.claim_runs_capped("b", until, 10, 2).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].namespace, "busy");
+}
+
+/// Four daemons, each with its own connections, claim from one namespace at the same
+/// moment, round after round, its cap one: however their claims interleave, never more
+/// than one of its runs is running.
+async fn daemons_claiming_at_once_never_pass_a_namespaces_cap(db: Db) {
+    const ROUNDS: usize = 40;
+    const DAEMONS: usize = 4;
+    // Each round: the test queues runs, the daemons claim at once, the test counts, the
+    // daemons end what they claimed, the test removes what is left queued.
+    let step = std::sync::Arc::new(tokio::sync::Barrier::new(DAEMONS + 1));
+    let mut tasks = Vec::new();
+    for d in 0..DAEMONS {
+        let store = db.reopen().await;
+        let step = step.clone();
+        tasks.push(tokio::spawn(async move {
+            let holder = format!("daemon-{d}");
+            for _ in 0..ROUNDS {
+                step.wait().await;
+                let got = store
+                    .claim_runs_capped(&holder, now_ms() + 60_000, 1, 1)
+                    .await
+                    .unwrap();
+                step.wait().await;
+                step.wait().await;
+                for r in got {
+                    store
+                        .finish_run(&r.id, &holder, RunState::Succeeded, Some(0), None)
+                        .await
+                        .unwrap();
+                }
+                step.wait().await;
+            }
+        }));
+    }
+    let running = || async {
+        db.store
+            .count_runs_by_state()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| s == "running")
+            .map_or(0, |(_, n)| n)
+    };
+    let mut per_round = Vec::new();
+    for _ in 0..ROUNDS {
+        for _ in 0..DAEMONS {
+            db.store.create_run(&run("ns")).await.unwrap();
+        }
+        step.wait().await;
+        step.wait().await;
+        per_round.push(running().await);
+        step.wait().await;
+        step.wait().await;
+        for r in db
+            .store
+            .claim_runs("sweeper", now_ms() + 60_000, 100)
+            .await
+            .unwrap()
+        {
+            db.store
+                .finish_run(&r.id, "sweeper", RunState::Cancelled, None, None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(running().await, 0);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        per_round.iter().all(|n| *n == 1),
+        "runs of the namespace running after each round of claims (cap 1): {per_round:?}"
+    );
 }
 
 async fn a_holder_that_stops_renewing_has_its_runs_interrupted_never_rerun(db: Db) {
