@@ -703,15 +703,19 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .ok_or_else(|| ApiError::invalid("If-Match: not an ETag of this API (\"N\")"))?;
-    if inner.is_empty() || inner.len() > 18 || !inner.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::invalid(
-            "If-Match: not an ETag of this API (\"N\")",
-        ));
-    }
-    inner
-        .parse::<i64>()
+    plain_number(inner)
         .map(Some)
-        .map_err(|_| ApiError::invalid("If-Match: not an ETag of this API"))
+        .ok_or_else(|| ApiError::invalid("If-Match: not an ETag of this API (\"N\")"))
+}
+
+/// A number as this API writes it in headers (versions, event ids): 1 to 18 ASCII digits,
+/// nothing else — no sign, space, leading `+`, exponent, other script's digits or a value
+/// that would not fit in an `i64` (18 digits always do).
+pub(crate) fn plain_number(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok()
 }
 
 pub(crate) type Ctx = (Extension<Caller>, Extension<RequestId>);
@@ -968,4 +972,37 @@ async fn delete_agent(
         )
     });
     Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::plain_number;
+
+    /// Every way to write something that is not a plain decimal number is refused.
+    #[test]
+    fn a_header_number_is_plain_decimal_digits_only() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("007", Some(7)),
+            ("999999999999999999", Some(999_999_999_999_999_999)),
+            ("", None),
+            ("-1", None),
+            ("+1", None),
+            (" 1", None),
+            ("1 ", None),
+            ("1\t", None),
+            ("1e3", None),
+            ("0x1", None),
+            ("1_000", None),
+            ("1.0", None),
+            ("\u{ff11}", None),
+            ("\u{0661}", None),
+            ("9999999999999999999", None),
+            ("99999999999999999999999999", None),
+            ("1\u{0}", None),
+        ] {
+            assert_eq!(plain_number(text), want, "{text:?}");
+        }
+    }
 }

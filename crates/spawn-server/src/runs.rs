@@ -522,8 +522,7 @@ async fn run_logs(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|t| t.parse::<i64>().ok())
-                .filter(|n| *n >= 0)
+                .and_then(crate::api::plain_number)
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID: not an event id of this API"))?,
         ),
     };

@@ -1158,15 +1158,26 @@ async fn runs(d: &Daemon, c: &Client) {
             res.status()
         );
     }
-    let res = c
-        .get(d.url(&format!("/v1/namespaces/team/runs/{id}/logs")))
-        .header("x-api-key", &d.admin)
-        .header("accept", "text/event-stream")
-        .header("last-event-id", "nope")
-        .send()
-        .await
-        .unwrap();
-    error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+    // (Spaces around a header's value are not part of it in HTTP: " 1" is "1".)
+    for bad in [
+        "nope",
+        "-1",
+        "+1",
+        "1e3",
+        "0x1",
+        "1.0",
+        "99999999999999999999",
+    ] {
+        let res = c
+            .get(d.url(&format!("/v1/namespaces/team/runs/{id}/logs")))
+            .header("x-api-key", &d.admin)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", bad)
+            .send()
+            .await
+            .unwrap();
+        error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+    }
 }
 
 /// POSTs to `…/agents/{name}/{verb}` in `ns` as `key`, with `body` if any.
