@@ -49,6 +49,8 @@ pub struct AppState {
     /// `remembered`).
     keys: Remembered<[u8; 32], crate::remembered::KeyGrants>,
     pub(crate) agents: Remembered<(String, String), Arc<crate::remembered::AgentAnswer>>,
+    /// The issuer whose bearer JWTs are accepted, if one is configured.
+    jwt: Option<crate::jwt::JwtVerifier>,
 }
 
 impl AppState {
@@ -64,7 +66,17 @@ impl AppState {
             supervisors: Arc::default(),
             keys: Remembered::new(false),
             agents: Remembered::new(false),
+            jwt: None,
         }
+    }
+
+    /// The same, accepting the bearer JWTs of the issuer `config` names.
+    pub fn accepting_jwts(
+        mut self,
+        config: &crate::config::Jwt,
+    ) -> Result<AppState, crate::ServerError> {
+        self.jwt = Some(crate::jwt::JwtVerifier::load(config)?);
+        Ok(self)
     }
 
     /// The same, remembering who each key is and the agents between requests: only for a
@@ -429,6 +441,51 @@ async fn authenticate(
         )
         .into_response()
     };
+    // A bearer JWT, when no API key is sent.
+    if req.headers().get(API_KEY_HEADER).is_none() {
+        if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim());
+            let Some(token) = token else {
+                return failure("the Authorization header is not a bearer token");
+            };
+            let Some(jwt) = &state.jwt else {
+                return failure("bearer tokens are not accepted: no JWT issuer is configured");
+            };
+            let user = match jwt.verify(token) {
+                Ok(v) => v.user,
+                Err(reason) => return failure(&reason),
+            };
+            let grants = match state
+                .store
+                .bindings_of(SubjectKind::User.as_str(), &user)
+                .await
+            {
+                Ok(b) => b.into_iter().map(|b| (b.namespace, b.role)).collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, request_id = %req_id, "bindings lookup");
+                    return ApiError::internal().into_response();
+                }
+            };
+            if let Err(wait) = state.rate.take(&format!("User/{user}"), now) {
+                return too_many(&state, "too many requests for this principal", wait);
+            }
+            req.extensions_mut().insert(Caller {
+                subject: Subject {
+                    kind: SubjectKind::User,
+                    name: user,
+                },
+                key_id: "jwt".into(),
+                test_key: false,
+                grants,
+            });
+            return next.run(req).await;
+        }
+    }
     let text = match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
         None => return failure("no API key"),
         Some(Err(_)) => return failure("the API key is not valid"),

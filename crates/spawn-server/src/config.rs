@@ -32,6 +32,9 @@ pub struct Config {
     /// Serve TLS 1.3 with this certificate chain and key (PEM files).
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Callers besides API keys (`Authorization: Bearer <JWT>`).
+    #[serde(default)]
+    pub auth: Auth,
     /// The file this configuration was read from (given to the supervisors).
     #[serde(skip)]
     pub config_path: Option<PathBuf>,
@@ -44,6 +47,36 @@ pub struct Database {
     /// `postgres://…`, or a SQLite path; default `HOME/spawn.db`. Never logged (it may hold
     /// a password).
     pub url: Option<String>,
+}
+
+/// How callers may authenticate besides API keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Bearer JWTs from one issuer; none accepted without it.
+    #[serde(default)]
+    pub jwt: Option<Jwt>,
+}
+
+/// The issuer whose JWTs are accepted (`Authorization: Bearer …`): signed with its key,
+/// for this audience, unexpired; `sub` is the User they authenticate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Jwt {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry (one of its values).
+    pub audience: String,
+    /// The issuer's public key, PEM: Ed25519 for `EdDSA`, P-256 for `ES256`, RSA for
+    /// `RS256`.
+    pub public_key: PathBuf,
+    /// The one signature algorithm accepted: `EdDSA` (default), `ES256` or `RS256`.
+    #[serde(default = "default_jwt_algorithm")]
+    pub algorithm: String,
+}
+
+fn default_jwt_algorithm() -> String {
+    "EdDSA".into()
 }
 
 /// The server's certificate.
@@ -180,6 +213,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: Log::default(),
             tls: None,
+            auth: Auth::default(),
             config_path: None,
         }
     }

@@ -8,6 +8,7 @@
 mod abuse;
 mod api;
 pub mod config;
+mod jwt;
 pub mod listen;
 mod metrics;
 mod openapi;
@@ -185,6 +186,9 @@ pub async fn serve(
     let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
     let lock = lock_sqlite_store(&store, &config.database_url())?;
     let mut app = AppState::new(store.clone(), audit, config.limits.clone());
+    if let Some(jwt) = &config.auth.jwt {
+        app = app.accepting_jwts(jwt)?;
+    }
     if lock.is_some() {
         app = app.remembering_config();
     }
