@@ -25,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, Content, HeaderBuilder, Info, License, OpenApi, Ref, RefOr,
@@ -37,6 +39,8 @@ use crate::views::ErrorBody;
 
 /// The name of the API-key security scheme.
 pub(crate) const API_KEY_SCHEME: &str = "api_key";
+/// The name of the bearer-JWT security scheme (accepted when `auth.jwt` is configured).
+pub(crate) const BEARER_SCHEME: &str = "bearer_jwt";
 
 /// The tags of the document, in order, with what they group.
 const TAGS: &[(&str, &str)] = &[
@@ -134,10 +138,11 @@ fn answer(op: &mut Operation, status: StatusCode, response: ResponseBuilder) {
 pub(crate) fn behind_authentication(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for op in operations_mut(item) {
-            op.security = Some(vec![SecurityRequirement::new(
-                API_KEY_SCHEME,
-                Vec::<String>::new(),
-            )]);
+            // Either one: an API key, or a bearer JWT.
+            op.security = Some(vec![
+                SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new()),
+                SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+            ]);
             answer(
                 op,
                 StatusCode::UNAUTHORIZED,
@@ -230,6 +235,19 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
             "An API key (`spawn_sk_live_…` or `spawn_sk_test_…`), from `spawnd init` or \
              `POST /v1/namespaces/{ns}/keys`",
         ))),
+    );
+    components.security_schemes.insert(
+        BEARER_SCHEME.into(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT of the issuer the daemon's `auth.jwt` names (its `sub` is the \
+                     User it authenticates); refused when none is configured",
+                ))
+                .build(),
+        ),
     );
     // The error answers the middleware adds name it even where no annotation does.
     components
@@ -693,6 +711,14 @@ mod tests {
                 "name": "X-API-Key",
                 "description": doc["components"]["securitySchemes"]["api_key"]["description"],
             })
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer_jwt"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/whoami"]["get"]["security"],
+            json!([{"api_key": []}, {"bearer_jwt": []}])
         );
     }
 }
