@@ -142,22 +142,7 @@ fn a_missing_or_broken_certificate_stops_the_daemon_with_the_reason() {
         ("/nonexistent/cert.pem", "/nonexistent/key.pem"),
         (junk.to_str().unwrap(), junk.to_str().unwrap()),
     ] {
-        let config = dir.path().join("spawn.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:0\nhome: {}\ntls:\n  cert: {cert}\n  key: {key}\n",
-                dir.path().join("home").display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new(common::spawnd())
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = common::refused(dir.path(), &format!("tls:\n  cert: {cert}\n  key: {key}\n"));
         assert!(err.contains("tls"), "{err}");
     }
 }

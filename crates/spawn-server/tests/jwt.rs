@@ -331,22 +331,7 @@ fn a_bad_issuer_key_stops_the_daemon_with_the_reason() {
         (format!("issuer: {ISSUER}\n    audience: {AUDIENCE}\n    publicKey: {}\n    algorithm: HS256\n", not_a_key.display()), "HS256"),
         (format!("issuer: ''\n    audience: {AUDIENCE}\n    publicKey: {}\n", not_a_key.display()), "must not be empty"),
     ] {
-        let config = dir.path().join("spawn.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:0\nhome: {}\nauth:\n  jwt:\n    {jwt}",
-                dir.path().join("home").display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new(common::spawnd())
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{jwt}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = common::refused(dir.path(), &format!("auth:\n  jwt:\n    {jwt}"));
         assert!(err.contains("auth.jwt") && err.contains(says), "{jwt}: {err}");
     }
 }

@@ -201,3 +201,21 @@ pub fn stop(child: &mut Child) {
     let status = child.wait().unwrap();
     assert!(status.success(), "spawnd stopped with {status:?}");
 }
+
+/// Starts `spawnd` on a configuration of `extra` (top-level YAML) in `dir`, expecting it to
+/// refuse it: asserts it stopped with a failure, and returns what it said on stderr.
+pub fn refused(dir: &Path, extra: &str) -> String {
+    let config = dir.join("spawn.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nhome: {}\n{extra}",
+        dir.join("home").display()
+    );
+    std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("write the configuration: {e}"));
+    let out = Command::new(spawnd())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("start spawnd: {e}"));
+    assert!(!out.status.success(), "spawnd accepted:\n{extra}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
