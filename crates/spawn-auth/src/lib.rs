@@ -3,6 +3,7 @@
 //! Roles, RoleBindings, the built-in roles, the decision and the check against escalation.
 #![forbid(unsafe_code)]
 
+pub mod bearer;
 mod keys;
 pub mod rbac;
 

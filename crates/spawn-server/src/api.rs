@@ -50,7 +50,7 @@ pub struct AppState {
     keys: Remembered<[u8; 32], crate::remembered::KeyGrants>,
     pub(crate) agents: Remembered<(String, String), Arc<crate::remembered::AgentAnswer>>,
     /// The issuer whose bearer JWTs are accepted, if one is configured.
-    jwt: Option<crate::jwt::JwtVerifier>,
+    jwt: Option<spawn_auth::bearer::JwtVerifier>,
 }
 
 impl AppState {
@@ -75,7 +75,7 @@ impl AppState {
         mut self,
         config: &crate::config::Jwt,
     ) -> Result<AppState, crate::ServerError> {
-        self.jwt = Some(crate::jwt::JwtVerifier::load(config)?);
+        self.jwt = Some(crate::jwt::load(config)?);
         Ok(self)
     }
 
@@ -457,7 +457,7 @@ async fn authenticate(
                 return failure("bearer tokens are not accepted: no JWT issuer is configured");
             };
             let user = match jwt.verify(token) {
-                Ok(v) => v.user,
+                Ok(user) => user,
                 Err(reason) => return failure(&reason),
             };
             let grants = match state
@@ -760,19 +760,9 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .ok_or_else(|| ApiError::invalid("If-Match: not an ETag of this API (\"N\")"))?;
-    plain_number(inner)
+    spawn_auth::bearer::header_number(inner)
         .map(Some)
         .ok_or_else(|| ApiError::invalid("If-Match: not an ETag of this API (\"N\")"))
-}
-
-/// A number as this API writes it in headers (versions, event ids): 1 to 18 ASCII digits,
-/// nothing else — no sign, space, leading `+`, exponent, other script's digits or a value
-/// that would not fit in an `i64` (18 digits always do).
-pub(crate) fn plain_number(text: &str) -> Option<i64> {
-    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse::<i64>().ok()
 }
 
 pub(crate) type Ctx = (Extension<Caller>, Extension<RequestId>);
@@ -1029,37 +1019,4 @@ async fn delete_agent(
         )
     });
     Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
-}
-
-#[cfg(test)]
-mod number_tests {
-    use super::plain_number;
-
-    /// Every way to write something that is not a plain decimal number is refused.
-    #[test]
-    fn a_header_number_is_plain_decimal_digits_only() {
-        for (text, want) in [
-            ("0", Some(0)),
-            ("1", Some(1)),
-            ("007", Some(7)),
-            ("999999999999999999", Some(999_999_999_999_999_999)),
-            ("", None),
-            ("-1", None),
-            ("+1", None),
-            (" 1", None),
-            ("1 ", None),
-            ("1\t", None),
-            ("1e3", None),
-            ("0x1", None),
-            ("1_000", None),
-            ("1.0", None),
-            ("\u{ff11}", None),
-            ("\u{0661}", None),
-            ("9999999999999999999", None),
-            ("99999999999999999999999999", None),
-            ("1\u{0}", None),
-        ] {
-            assert_eq!(plain_number(text), want, "{text:?}");
-        }
-    }
 }

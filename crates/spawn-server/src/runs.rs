@@ -522,7 +522,7 @@ async fn run_logs(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(crate::api::plain_number)
+                .and_then(spawn_auth::bearer::header_number)
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID: not an event id of this API"))?,
         ),
     };
