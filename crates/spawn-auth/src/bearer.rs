@@ -149,3 +149,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_auth;
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/bearer.rs"
+    ));
+
+    /// Every input the `bearer` fuzz target ever failed on (fuzz/regressions/bearer/)
+    /// keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_bearer_property() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/bearer");
+        let mut kept = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            check(&std::fs::read(&path).unwrap());
+            kept += 1;
+        }
+        assert!(kept > 0, "no regression inputs in {}", dir.display());
+    }
+}
