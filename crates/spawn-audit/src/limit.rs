@@ -281,6 +281,14 @@ enum Scope {
     All,
 }
 
+/// What a summary is to count: a key, a kind, or the catch-all.
+#[derive(Debug)]
+enum Held {
+    Key(Key),
+    Kind(Kind),
+    All,
+}
+
 /// What a [`Limiter`] has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimiterStats {
@@ -380,7 +388,7 @@ impl Limiter {
         } else if !self.stats.exhausted && !self.rate_reported {
             self.rate_reported = true;
             let e = self.rate_event(&key);
-            self.push(e, out);
+            self.push_within_budget(e, out);
         }
         self.hold(key, verbatim_so_far.is_some(), wall);
     }
@@ -451,6 +459,20 @@ impl Limiter {
         let size = encoded_len(&event);
         self.charge(size);
         out.push(event);
+    }
+
+    /// Writes `event` if the budget has room for it, else says the budget is reached;
+    /// whether it was written.
+    fn push_within_budget(&mut self, event: Event, out: &mut Vec<Event>) -> bool {
+        let size = encoded_len(&event);
+        if self.fits(size) {
+            self.charge(size);
+            out.push(event);
+            true
+        } else {
+            self.exhaust(size, out);
+            false
+        }
     }
 
     /// Counts a held-back event under its key, its kind, or the catch-all.
@@ -537,6 +559,11 @@ impl Limiter {
     }
 
     /// One summary per key, kind and the catch-all with events held back; clears them.
+    ///
+    /// A window's summaries are charged to the budget like any event: when the next one
+    /// would pass it, the budget is reached there and the summaries not written are kept
+    /// (counting on) for the run's end. The final summaries are written whatever the
+    /// budget.
     fn summarize(&mut self, last: bool, out: &mut Vec<Event>) {
         let mut keys: Vec<(Key, Tally)> = self
             .exact
@@ -547,35 +574,58 @@ impl Limiter {
         keys.sort_by_key(|(_, t)| t.first);
         let mut kinds: Vec<(Kind, Tally)> = self.kinds.drain().collect();
         kinds.sort_by_key(|(_, t)| t.first);
-        for (key, tally) in keys {
-            let e = self.summary(
-                Scope::Key,
-                Some(&key.kind),
-                Some(&key.resource),
-                tally,
-                last,
-            );
-            self.push(e, out);
+        let pending = keys
+            .into_iter()
+            .map(|(k, t)| (Held::Key(k), t))
+            .chain(kinds.into_iter().map(|(k, t)| (Held::Kind(k), t)))
+            .chain(self.rest.take().map(|t| (Held::All, t)));
+        let mut kept = false;
+        for (held, tally) in pending {
+            if kept {
+                self.keep(held, tally);
+                continue;
+            }
+            let e = match &held {
+                Held::Key(key) => self.summary(
+                    Scope::Key,
+                    Some(&key.kind),
+                    Some(&key.resource),
+                    tally,
+                    last,
+                ),
+                Held::Kind(kind) => self.summary(Scope::Kind, Some(kind), None, tally, last),
+                Held::All => self.summary(Scope::All, None, None, tally, last),
+            };
+            if last {
+                self.push(e, out);
+            } else if !self.push_within_budget(e, out) {
+                kept = true;
+                self.keep(held, tally);
+                continue;
+            }
+            self.stats.summaries += 1;
         }
-        for (kind, tally) in kinds {
-            let e = self.summary(Scope::Kind, Some(&kind), None, tally, last);
-            self.push(e, out);
-        }
-        if let Some(tally) = self.rest.take() {
-            let e = self.summary(Scope::All, None, None, tally, last);
-            self.push(e, out);
+    }
+
+    /// Puts back a tally whose summary was not written, for [`Limiter::finish`].
+    fn keep(&mut self, held: Held, tally: Tally) {
+        match held {
+            Held::Key(key) => self.exact.entry(key).or_default().held = Some(tally),
+            Held::Kind(kind) => {
+                self.kinds.insert(kind, tally);
+            }
+            Held::All => self.rest = Some(tally),
         }
     }
 
     fn summary(
-        &mut self,
+        &self,
         scope: Scope,
         kind: Option<&Kind>,
         resource: Option<&str>,
         tally: Tally,
         last: bool,
     ) -> Event {
-        self.stats.summaries += 1;
         let mut e = match kind {
             Some(k) => {
                 let mut e = Event::new(

@@ -425,6 +425,55 @@ fn the_budget_is_announced_then_only_counted() {
     assert!(stats.exhausted);
 }
 
+/// A window's summaries are charged like any event: those that would pass the budget
+/// are not written then (the budget event says where it stopped, exactly at the budget)
+/// but at the run's end, counted on; nothing is lost.
+#[test]
+fn window_summaries_stop_at_the_budget_and_the_rest_come_at_the_end() {
+    for budget in [10u64, 11, 12, 15, 16, 17] {
+        let mut l = limits(100, 1, 100, 8);
+        l.budget_events = budget;
+        let mut f = Feed::new(l);
+        // Window 1: 8 keys, each written once and held back twice (8 verbatim, 8 keys
+        // to summarize at its end).
+        for i in 0..24u64 {
+            f.at(i, connect(&format!("h{}.test", i % 8), "allowlist"));
+        }
+        // Window 2 and 3: the same keys again; the first event of window 2 ends window 1.
+        for i in 0..48u64 {
+            f.at(
+                150 + i * 3,
+                connect(&format!("h{}.test", i % 8), "allowlist"),
+            );
+        }
+        let (out, stats) = f.finish();
+        let at = out
+            .iter()
+            .position(|e| is_limit(e, "budget"))
+            .unwrap_or_else(|| panic!("budget {budget}: reached"));
+        assert_eq!(at as u64, budget, "budget {budget}: written before it");
+        assert_eq!(out[at].details["writtenEvents"], budget, "budget {budget}");
+        assert_eq!(out[at].details["limit"], "events", "budget {budget}");
+        assert!(
+            out[at + 1..]
+                .iter()
+                .all(|e| is_summary(e) && e.details["final"] == true),
+            "budget {budget}: {:#?}",
+            &out[at + 1..]
+        );
+        assert_eq!(
+            total(&out),
+            72,
+            "budget {budget}: every event accounted for"
+        );
+        let by = accounted(&out);
+        for i in 0..8 {
+            assert_eq!(by[&format!("h{i}.test:443")], 9, "budget {budget}: h{i}");
+        }
+        assert!(stats.exhausted);
+    }
+}
+
 #[test]
 fn the_byte_budget_counts_what_events_take() {
     let mut l = limits(100, 1000, 100_000, 64);
@@ -526,9 +575,31 @@ fn accounting_is_exact_under_any_mix() {
                 assert_eq!(by.get(host).copied().unwrap_or(0), want, "round {round}");
             }
         }
-        // Nothing is written beyond the budget but the limit events and the summaries.
+        // Nothing is written beyond the budget but the budget's own event and the final
+        // summaries: whatever came before the budget event fits in it.
         let verbatim = out.iter().filter(|e| e.action == "connect").count() as u64;
         assert!(verbatim <= l.budget_events, "round {round}");
+        if let Some(at) = out.iter().position(|e| is_limit(e, "budget")) {
+            assert!(
+                at as u64 <= l.budget_events,
+                "round {round}: {at} before it"
+            );
+            let said = &out[at].details;
+            assert!(
+                said["writtenEvents"].as_u64() <= Some(l.budget_events),
+                "round {round}"
+            );
+            assert!(
+                said["writtenBytes"].as_u64() <= Some(l.budget_bytes),
+                "round {round}"
+            );
+            assert!(
+                out[at + 1..]
+                    .iter()
+                    .all(|e| is_summary(e) && e.details["final"] == true),
+                "round {round}: only the final summaries after the budget event"
+            );
+        }
     }
 }
 
