@@ -1021,6 +1021,22 @@ async fn runs(d: &Daemon, c: &Client) {
         .unwrap()
         .to_owned();
     wait_state(c, d, "team", &id, &["running"]).await;
+    // A claimed run is `running` before its supervisor has started: wait for the agent,
+    // which the supervisor starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Command::new("pgrep")
+        .args(["-x", "-f", &format!("sleep {long_sleep}")])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent of {id} did not start in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The oldest: the sandbox's init and guard, forked from it, carry its command line.
     let pids = Command::new("pgrep")
         .args(["-o", "-f", &format!("supervise --run {id}")])
@@ -1145,19 +1161,58 @@ async fn runs(d: &Daemon, c: &Client) {
         .await
         .unwrap();
     error_of(res, StatusCode::NOT_FOUND, "not_found").await;
-    for bad in ["x", "tr_", "tr_ABC", "tr_a%27b"] {
+    // Every other spelling of a run id is a 400 before any lookup; a well-formed id of
+    // no run is a 404.
+    let upper = format!("tr_{}", id[3..].to_uppercase());
+    let longer = format!("{id}a");
+    let shorter = id[..id.len() - 1].to_owned();
+    let encoded_last = format!(
+        "{}%{:02X}",
+        &id[..id.len() - 1],
+        id.as_bytes()[id.len() - 1]
+    );
+    let bad_last = format!("{}b", &id[..id.len() - 1]);
+    let digits = format!("tr_{}", "0".repeat(26));
+    let nul = format!("{id}%00");
+    let prefix = format!("ag_{}", &id[3..]);
+    for bad in [
+        "x",
+        "tr_",
+        "tr_ABC",
+        "tr_a%27b",
+        "tr_..",
+        upper.as_str(),
+        &longer,
+        &shorter,
+        &bad_last,
+        &digits,
+        &nul,
+        &prefix,
+        "tr_aaaaaaaaaaaaaaaaaaaaaaaa%C3%A9",
+    ] {
         let res = c
             .get(d.url(&format!("/v1/namespaces/team/runs/{bad}")))
             .header("x-api-key", &d.admin)
             .send()
             .await
             .unwrap();
-        assert!(
-            res.status() == 400 || res.status() == 404,
-            "{bad}: {}",
-            res.status()
-        );
+        error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
     }
+    // Percent-encoding a character of a real id still names it.
+    let res = c
+        .get(d.url(&format!("/v1/namespaces/team/runs/{encoded_last}")))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{encoded_last}");
+    let res = c
+        .get(d.url("/v1/namespaces/team/runs/tr_aaaaaaaaaaaaaaaaaaaaaaaaaa"))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::NOT_FOUND, "not_found").await;
     // (Spaces around a header's value are not part of it in HTTP: " 1" is "1".)
     for bad in [
         "nope",
