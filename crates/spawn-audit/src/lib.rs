@@ -16,6 +16,6 @@ pub use clock::now_rfc3339;
 pub use encode::MAX_EVENT_BYTES;
 pub use error::AuditError;
 pub use event::{Event, EventType, Outcome, Principal, Record, Resource};
-pub use id::new_id;
+pub use id::{format_id, new_id, parse_id, ID_RANDOM_BYTES};
 pub use limit::{Limiter, LimiterStats, Limits, LIMIT_ACTION, SUMMARY_ACTION};
 pub use log::{read_records, AuditLog, LOG_FILE_NAME};

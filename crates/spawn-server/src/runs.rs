@@ -347,13 +347,10 @@ async fn run_in(state: &crate::AppState, ns: &str, id: &str) -> Result<RunRecord
     }
 }
 
+/// A run id in a path is one spawn could have made (`spawn_audit::parse_id`), or a 400
+/// before anything is looked up.
 fn check_run_id(id: &str) -> Result<(), ApiError> {
-    let ok = id.len() <= 64
-        && id.starts_with("tr_")
-        && id[3..]
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if ok {
+    if spawn_audit::parse_id("tr", id).is_some() {
         Ok(())
     } else {
         Err(ApiError::invalid("id: not a run id (tr_…)"))

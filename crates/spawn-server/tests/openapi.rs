@@ -460,7 +460,7 @@ async fn the_answers_are_as_the_document_says() {
     api.call(
         get.clone(),
         run,
-        "/v1/namespaces/team/runs/tr_nosuchrun",
+        "/v1/namespaces/team/runs/tr_aaaaaaaaaaaaaaaaaaaaaaaaaa",
         admin,
         None,
         404,
