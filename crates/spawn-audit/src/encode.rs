@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::chain::{GENESIS, HASH_LEN};
 use crate::error::AuditError;
 use crate::event::{Event, Principal, Resource};
 
@@ -23,17 +24,22 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// bytes, leaving ample room under [`MAX_EVENT_BYTES`] for keys, seq and timestamp.
 const MAX_FIELD_BYTES: usize = 1024;
 
-/// What is written: the record's assigned fields followed by the event's, in SPEC §7
-/// order. It borrows the event, so the common case copies nothing.
+/// What is written: the record's assigned fields followed by the event's and the chain's,
+/// in SPEC §7 order. It borrows the event, so the common case copies nothing.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct LineRef<'a> {
     seq: u64,
     timestamp: &'a str,
     #[serde(flatten)]
     event: &'a Event,
+    prev_hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
 }
 
-/// Appends the event's line, newline included, to `out`.
+/// Appends the event's line, newline included, to `out`, chained to `prev_hash`; returns
+/// the line's hash (the next line's `prevHash`).
 ///
 /// Tries the event as given; if its line would exceed [`MAX_EVENT_BYTES`], replaces its
 /// details with `{"truncated": true}`; if still too large, also caps every string.
@@ -41,10 +47,20 @@ pub(crate) fn encode_line(
     seq: u64,
     timestamp: &str,
     event: &Event,
+    prev_hash: &str,
     out: &mut Vec<u8>,
-) -> Result<(), AuditError> {
-    if write_line(seq, timestamp, event, out)? {
-        return Ok(());
+) -> Result<String, AuditError> {
+    fn line<'a>(seq: u64, timestamp: &'a str, event: &'a Event, prev_hash: &'a str) -> LineRef<'a> {
+        LineRef {
+            seq,
+            timestamp,
+            event,
+            prev_hash,
+            hash: None,
+        }
+    }
+    if write_line(&line(seq, timestamp, event, prev_hash), out)? {
+        return seal(&line(seq, timestamp, event, prev_hash), out);
     }
     let mut small = Event {
         event_type: event.event_type,
@@ -57,27 +73,33 @@ pub(crate) fn encode_line(
         request_id: event.request_id.clone(),
         trace_id: event.trace_id.clone(),
     };
-    if write_line(seq, timestamp, &small, out)? {
-        return Ok(());
+    if write_line(&line(seq, timestamp, &small, prev_hash), out)? {
+        return seal(&line(seq, timestamp, &small, prev_hash), out);
     }
     cap_strings(&mut small);
-    if write_line(seq, timestamp, &small, out)? {
-        return Ok(());
+    if write_line(&line(seq, timestamp, &small, prev_hash), out)? {
+        return seal(&line(seq, timestamp, &small, prev_hash), out);
     }
     Err(AuditError::TooLarge {
         limit: MAX_EVENT_BYTES,
     })
 }
 
-/// Appends the line and its newline to `out` and returns true, or leaves `out` as it
-/// was and returns false if the line would exceed [`MAX_EVENT_BYTES`]. Serialization
-/// stops as soon as the cap is passed, so a huge event is never copied whole.
-fn write_line(
-    seq: u64,
-    timestamp: &str,
-    event: &Event,
-    out: &mut Vec<u8>,
-) -> Result<bool, AuditError> {
+/// Puts the hash of `line` in the placeholder at the end of `out`, where [`write_line`]
+/// just wrote it (`…"hash":"sha256:0…0"}` and the newline), and returns it.
+fn seal(line: &LineRef<'_>, out: &mut [u8]) -> Result<String, AuditError> {
+    let hash = crate::chain::hash_of(line)?;
+    // `"}` and the newline follow the hash.
+    let end = out.len() - 3;
+    out[end - HASH_LEN..end].copy_from_slice(hash.as_bytes());
+    Ok(hash)
+}
+
+/// Appends the line (its `hash` a placeholder of the right length) and its newline to
+/// `out` and returns true, or leaves `out` as it was and returns false if the line would
+/// exceed [`MAX_EVENT_BYTES`]. Serialization stops as soon as the cap is passed, so a huge
+/// event is never copied whole.
+fn write_line(line: &LineRef<'_>, out: &mut Vec<u8>) -> Result<bool, AuditError> {
     let start = out.len();
     let mut capped = CappedWriter {
         out: &mut *out,
@@ -85,9 +107,8 @@ fn write_line(
         overflowed: false,
     };
     let line = LineRef {
-        seq,
-        timestamp,
-        event,
+        hash: Some(GENESIS),
+        ..*line
     };
     let result = serde_json::to_writer(&mut capped, &line);
     let overflowed = capped.overflowed;
@@ -201,12 +222,17 @@ mod tests {
 
     fn encode(event: &Event) -> (Vec<u8>, Record) {
         let mut out = Vec::new();
-        encode_line(7, TS, event, &mut out).unwrap();
+        encode_line(7, TS, event, GENESIS, &mut out).unwrap();
         assert_eq!(out.last(), Some(&b'\n'));
         let body = &out[..out.len() - 1];
         assert!(!body.contains(&b'\n'), "line must be single-line JSON");
         assert!(body.len() <= MAX_EVENT_BYTES);
         let record: Record = serde_json::from_slice(body).unwrap();
+        // Whatever form was written, its hash is the hash of what it holds.
+        let v = crate::chain::verify(&out[..], false).unwrap();
+        assert!(v.intact(), "{v:?}");
+        assert_eq!(record.hash, v.last_hash);
+        assert_eq!(record.prev_hash.as_deref(), Some(GENESIS));
         (out, record)
     }
 
@@ -235,7 +261,7 @@ mod tests {
     #[test]
     fn event_just_under_the_cap_is_kept() {
         let mut out = Vec::new();
-        encode_line(7, TS, &event(), &mut out).unwrap();
+        encode_line(7, TS, &event(), GENESIS, &mut out).unwrap();
         let room = MAX_EVENT_BYTES - (out.len() - 1) - r#""blob":"""#.len();
         let e = event().with_detail("blob", "y".repeat(room));
         let (line, record) = encode(&e);

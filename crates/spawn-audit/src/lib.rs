@@ -3,6 +3,7 @@
 //! See the crate's README.md for what the log guarantees and what it does not (yet).
 #![forbid(unsafe_code)]
 
+pub mod chain;
 mod clock;
 mod encode;
 mod error;
@@ -18,4 +19,4 @@ pub use error::AuditError;
 pub use event::{Event, EventType, Outcome, Principal, Record, Resource};
 pub use id::{format_id, new_id, parse_id, ID_RANDOM_BYTES};
 pub use limit::{Limiter, LimiterStats, Limits, LIMIT_ACTION, SUMMARY_ACTION};
-pub use log::{read_records, AuditLog, LOG_FILE_NAME};
+pub use log::{read_records, snapshot, AuditLog, LOG_FILE_NAME};

@@ -41,8 +41,9 @@ pub const SUMMARY_ACTION: &str = "audit.summary";
 pub const LIMIT_ACTION: &str = "audit.limit";
 
 /// What one stored line costs besides the event's own JSON: `{"seq":N,"timestamp":"…",`
-/// and the newline (at most 20 digits of seq and a 24-character timestamp): 67 bytes.
-const RECORD_OVERHEAD: usize = 68;
+/// and the newline (at most 20 digits of seq and a 24-character timestamp): 67 bytes; and
+/// the chain's `,"prevHash":"sha256:…","hash":"sha256:…"`: 166.
+const RECORD_OVERHEAD: usize = 68 + 166;
 
 /// How much of the log a run's events may take (one writer's share; see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

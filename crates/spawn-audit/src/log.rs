@@ -5,6 +5,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::chain::GENESIS;
 use crate::clock::now_rfc3339;
 use crate::encode::encode_line;
 use crate::error::AuditError;
@@ -105,11 +106,14 @@ impl AuditLog {
         }
         let mut seqs = Vec::with_capacity(events.len());
         let mut seq = tail.last_seq;
+        // A log whose last record is not chained (written before the chain) starts a chain
+        // anew: `verify` names the first record outside it.
+        let mut prev = tail.last_hash.unwrap_or_else(|| GENESIS.to_owned());
         for event in events {
             seq = seq.checked_add(1).ok_or_else(|| AuditError::SeqOverflow {
                 path: self.path.clone(),
             })?;
-            encode_line(seq, &timestamp, event, &mut buf)?;
+            prev = encode_line(seq, &timestamp, event, &prev, &mut buf)?;
             seqs.push(seq);
         }
 
@@ -166,6 +170,38 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
         records.push(record);
     }
     Ok(records)
+}
+
+/// The log at `path` as it stands between two appends: the open file and its length at a
+/// moment no writer held the lock (the log only grows, so what lies before that length
+/// never changes). Readers copy or check that much without holding writers up.
+pub fn snapshot(path: &Path) -> Result<(File, u64), AuditError> {
+    let file = File::open(path).map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(AuditError::NotRegularFile {
+            path: path.to_owned(),
+        });
+    }
+    let len = {
+        file.lock_shared().map_err(|source| AuditError::Lock {
+            path: path.to_owned(),
+            source,
+        })?;
+        let len = file.metadata().map(|m| m.len());
+        let _ = file.unlock();
+        len.map_err(|source| AuditError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+    };
+    Ok((file, len))
 }
 
 /// Opens the log file, creating it if missing; returns whether it was created.

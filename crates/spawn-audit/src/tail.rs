@@ -20,10 +20,13 @@ const FIRST_WINDOW: usize = 8 * 1024;
 const MAX_TAIL_SCAN: usize = 16 * (MAX_EVENT_BYTES + 1);
 
 /// What the end of the log looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tail {
     /// Seq of the last valid record; 0 when the log holds none.
     pub(crate) last_seq: u64,
+    /// Its hash (the next record's `prevHash`); `None` when the log holds no record, or
+    /// its last one is not chained.
+    pub(crate) last_hash: Option<String>,
     /// The log does not end with a newline: its last line was torn (e.g. by a crash
     /// mid-write), and the next line must start on a line of its own.
     pub(crate) torn: bool,
@@ -34,6 +37,8 @@ pub(crate) struct Tail {
 #[derive(Deserialize)]
 struct SeqProbe {
     seq: u64,
+    #[serde(default)]
+    hash: Option<String>,
 }
 
 /// Reads the tail of `file`, whose length is `len`. The caller holds the log's lock.
@@ -41,6 +46,7 @@ pub(crate) fn read_tail(file: &File, len: u64, path: &Path) -> Result<Tail, Audi
     if len == 0 {
         return Ok(Tail {
             last_seq: 0,
+            last_hash: None,
             torn: false,
         });
     }
@@ -56,12 +62,20 @@ pub(crate) fn read_tail(file: &File, len: u64, path: &Path) -> Result<Tail, Audi
                 source,
             })?;
         let torn = buf.last() != Some(&b'\n');
-        if let Some(last_seq) = last_seq_in(&buf, start == 0) {
-            return Ok(Tail { last_seq, torn });
+        if let Some(probe) = last_record_in(&buf, start == 0) {
+            return Ok(Tail {
+                last_seq: probe.seq,
+                last_hash: probe.hash,
+                torn,
+            });
         }
         if start == 0 {
             // Nothing but torn or foreign lines: the log holds no record yet.
-            return Ok(Tail { last_seq: 0, torn });
+            return Ok(Tail {
+                last_seq: 0,
+                last_hash: None,
+                torn,
+            });
         }
         if size >= MAX_TAIL_SCAN {
             return Err(AuditError::CorruptTail {
@@ -77,7 +91,7 @@ pub(crate) fn read_tail(file: &File, len: u64, path: &Path) -> Result<Tail, Audi
 /// is considered only when `buf` starts at the beginning of the file (otherwise it may be
 /// cut). A trailing line without its newline counts if it parses: a write torn right
 /// after its closing brace still holds a complete record, whose seq must not be reused.
-fn last_seq_in(buf: &[u8], at_file_start: bool) -> Option<u64> {
+fn last_record_in(buf: &[u8], at_file_start: bool) -> Option<SeqProbe> {
     let mut lines = buf.split(|&b| b == b'\n');
     if !at_file_start {
         lines.next();
@@ -86,7 +100,6 @@ fn last_seq_in(buf: &[u8], at_file_start: bool) -> Option<u64> {
         .rev()
         .filter(|line| !line.is_empty())
         .find_map(|line| serde_json::from_slice::<SeqProbe>(line).ok())
-        .map(|probe| probe.seq)
 }
 
 #[cfg(test)]
@@ -110,6 +123,7 @@ mod tests {
             tail_of(b"").unwrap(),
             Tail {
                 last_seq: 0,
+                last_hash: None,
                 torn: false
             }
         );
@@ -122,6 +136,7 @@ mod tests {
             tail_of(log.as_bytes()).unwrap(),
             Tail {
                 last_seq: 3,
+                last_hash: None,
                 torn: false
             }
         );
@@ -134,6 +149,7 @@ mod tests {
             tail_of(log.as_bytes()).unwrap(),
             Tail {
                 last_seq: 2,
+                last_hash: None,
                 torn: true
             }
         );
@@ -146,6 +162,7 @@ mod tests {
             tail_of(log.as_bytes()).unwrap(),
             Tail {
                 last_seq: 2,
+                last_hash: None,
                 torn: true
             }
         );
@@ -163,6 +180,7 @@ mod tests {
             tail_of(b"{\"seq\":1,\"tr").unwrap(),
             Tail {
                 last_seq: 0,
+                last_hash: None,
                 torn: true
             }
         );
@@ -182,6 +200,7 @@ mod tests {
             tail_of(log.as_bytes()).unwrap(),
             Tail {
                 last_seq: 42,
+                last_hash: None,
                 torn: true
             }
         );

@@ -1,6 +1,7 @@
 //! `spawn`: the command-line interface. Parses arguments and calls the libraries.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod doctor;
 mod local;
 mod remote;
@@ -70,6 +71,13 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The audit log of $SPAWN_HOME: verify its hash chain, export it.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// API keys (server mode).
     Keys {
         #[command(subcommand)]
@@ -77,6 +85,20 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+}
+
+/// The audit log (SPEC §4, §7).
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Check the hash chain of the local log, or of an export (--file): exit 0 if intact,
+    /// else 1 naming the first bad record's seq.
+    Verify {
+        /// An export (`spawn audit export`) instead of the local log.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// The local log as stored (JSON lines, chain included) on stdout.
+    Export,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +272,22 @@ fn main() -> ExitCode {
             },
         },
         Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
+        Command::Audit { .. } if cli.server.is_some() => {
+            eprintln!(
+                "spawn: spawn audit reads the local log of $SPAWN_HOME; through spawnd it is not available yet: run it on the daemon's host with SPAWN_HOME set to the daemon's state directory"
+            );
+            ExitCode::from(2)
+        }
+        Command::Audit { cmd, json } => match cmd {
+            AuditCmd::Verify { file } => audit::verify(&home, file.as_deref(), *json),
+            AuditCmd::Export => match audit::export(&home) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("spawn: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
+        },
     }
 }
 

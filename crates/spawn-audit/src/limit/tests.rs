@@ -626,7 +626,14 @@ fn tick_summarizes_an_ended_window_without_new_events() {
 fn events_sizes_are_estimated_within_the_line_cap() {
     let e = connect("x.test", "allowlist");
     let mut line = Vec::new();
-    crate::encode::encode_line(u64::MAX, &crate::now_rfc3339(), &e, &mut line).unwrap();
+    crate::encode::encode_line(
+        u64::MAX,
+        &crate::now_rfc3339(),
+        &e,
+        crate::chain::GENESIS,
+        &mut line,
+    )
+    .unwrap();
     let est = encoded_len(&e);
     assert!(
         est >= line.len() && est <= line.len() + 40,

@@ -49,14 +49,26 @@ fn stored_line_has_spec_shape() {
     assert_eq!(lines.len(), 1);
     let value: Value = serde_json::from_str(&lines[0]).unwrap();
     let timestamp = value["timestamp"].as_str().unwrap().to_owned();
+    let hash = value["hash"].as_str().unwrap().to_owned();
     assert_eq!(
         value,
         json!({"seq": 1, "timestamp": timestamp, "eventType": "agent.net.connect",
          "principal": {"type": "agent", "id": "ag_test", "name": "tester"},
          "resource": {"type": "host", "name": "example.com:443"}, "action": "connect",
          "outcome": "success", "details": {"n": 1},
-         "sourceIP": "10.0.0.5", "requestId": "req_xyz789", "traceId": "tr_abc"})
+         "sourceIP": "10.0.0.5", "requestId": "req_xyz789", "traceId": "tr_abc",
+         "prevHash": crate::chain::GENESIS, "hash": hash})
     );
+    // The chain's fields last, as in SPEC §7; the hash is SHA-256 in lowercase hex.
+    assert!(lines[0].ends_with(&format!(
+        r#","prevHash":"{}","hash":"{hash}"}}"#,
+        crate::chain::GENESIS
+    )));
+    let hex = hash.strip_prefix("sha256:").unwrap();
+    assert_eq!(hex.len(), 64);
+    assert!(hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     // Keys in SPEC §7 order.
     assert!(lines[0].starts_with(r#"{"seq":1,"timestamp":""#));
     assert!(
@@ -84,9 +96,11 @@ fn append_returns_consecutive_seqs_and_records_round_trip() {
     );
     // One timestamp per batch.
     assert_eq!(records[0].timestamp, records[2].timestamp);
-    assert!(records
-        .iter()
-        .all(|r| r.prev_hash.is_none() && r.hash.is_none()));
+    // Each record chained to the one before, across batches.
+    assert_eq!(records[0].prev_hash.as_deref(), Some(crate::chain::GENESIS));
+    for pair in records.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
 }
 
 #[test]
@@ -123,6 +137,15 @@ fn assert_complete(path: &Path, writers: u64, per_writer: u64) {
         .collect();
     assert_eq!(tags.len() as u64, total, "an event was lost or duplicated");
     assert_eq!(raw_lines(path).len() as u64, total);
+    assert_chain_intact(path, total);
+}
+
+/// The log's hash chain verifies whole, with `records` records.
+fn assert_chain_intact(path: &Path, records: u64) -> crate::chain::Verified {
+    let v = crate::chain::verify(std::io::BufReader::new(File::open(path).unwrap()), true).unwrap();
+    assert!(v.intact(), "{v:?}");
+    assert_eq!(v.records, records, "{v:?}");
+    v
 }
 
 /// Appends `per_writer` events in batches of 1..=3, each tagged with `writer`.
@@ -231,8 +254,9 @@ fn torn_last_line_is_left_on_its_own_line() {
         read_records(log.path()),
         Err(AuditError::Malformed { line: 4, .. })
     ));
-    // Later appends skip it.
+    // Later appends skip it, and the chain runs across it.
     assert_eq!(log.append(&[event(5)]).unwrap(), vec![6]);
+    assert_eq!(assert_chain_intact(log.path(), 6).torn_lines, 1);
 }
 
 #[test]
@@ -249,6 +273,90 @@ fn record_missing_only_its_newline_keeps_its_seq() {
         .unwrap();
     assert_eq!(log.append(&[event(2)]).unwrap(), vec![3]);
     assert_eq!(seqs(log.path()), [1, 2, 3]);
+    assert_chain_intact(log.path(), 3);
+}
+
+const KILLED_DIR_ENV: &str = "SPAWN_AUDIT_TEST_KILLED_DIR";
+
+/// Body of the children of `a_writer_killed_at_any_moment_leaves_a_verifiable_log`:
+/// appends batches of 1–5 events for ever, printing the last seq of each once it is durable
+/// (acknowledged). Does nothing when run as an ordinary test.
+#[test]
+fn killed_appender() {
+    let Ok(dir) = std::env::var(KILLED_DIR_ENV) else {
+        return;
+    };
+    let mut log = AuditLog::open(Path::new(&dir)).unwrap();
+    let mut stdout = std::io::stdout();
+    for n in 0u64.. {
+        let batch: Vec<Event> = (0..n % 5 + 1).map(event).collect();
+        let seqs = log.append(&batch).unwrap();
+        log.sync().unwrap();
+        writeln!(stdout, "{}", seqs[seqs.len() - 1]).unwrap();
+        stdout.flush().unwrap();
+    }
+}
+
+/// A writer SIGKILLed at any moment, over and over: after each kill the log verifies whole,
+/// and every event acknowledged (durable) before the kill is in it.
+#[test]
+fn a_writer_killed_at_any_moment_leaves_a_verifiable_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let path = dir.path().join(LOG_FILE_NAME);
+    let mut acked_total = 0;
+    let mut torn = 0;
+    for round in 0..25u64 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "log::tests::killed_appender",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(KILLED_DIR_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it somewhere between its start and a few hundred appends in.
+        std::thread::sleep(std::time::Duration::from_millis(5 + (round * 7919) % 60));
+        // SIGKILL.
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let acked = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .max();
+        if !path.exists() {
+            assert_eq!(acked, None, "round {round}: acknowledged without a log");
+            continue;
+        }
+        let v = crate::chain::verify(std::io::BufReader::new(File::open(&path).unwrap()), true)
+            .unwrap();
+        assert!(v.intact(), "round {round}: {v:?}");
+        let last = v.last_seq.unwrap_or(0);
+        if let Some(acked) = acked {
+            assert!(
+                acked <= last,
+                "round {round}: seq {acked} acknowledged, log ends at {last}"
+            );
+            acked_total += 1;
+        }
+        // Every seq once, in order (a line torn by the kill is no record).
+        let good: Vec<u64> = raw_lines(&path)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(good, (1..=last).collect::<Vec<_>>(), "round {round}");
+        torn = v.torn_lines;
+    }
+    assert!(
+        acked_total >= 10,
+        "only {acked_total} rounds acknowledged anything"
+    );
+    eprintln!("{acked_total} rounds acknowledged events; {torn} line(s) torn by the kills");
 }
 
 #[test]

@@ -69,8 +69,121 @@ fn seq_strictly_increases_across_runs() {
     );
 }
 
-/// SPEC §7: every record carries `prevHash` and `hash`, and each `prevHash` is the
-/// previous record's `hash`.
+/// The chain's canonical form, computed by a verifier that shares no code with spawn:
+/// Python's `json` with sorted keys, no whitespace and no ASCII escaping is RFC 8785 for
+/// what spawn writes (integers, and decimals such as durations, which Python and
+/// ECMAScript print alike), then SHA-256.
+const INDEPENDENT_VERIFIER: &str = r#"
+import hashlib, json, sys
+prev, seq, n = "sha256:" + "0" * 64, 0, 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    if not line.strip():
+        continue
+    rec = json.loads(line)
+    h = rec.pop("hash")
+    canon = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert h == "sha256:" + hashlib.sha256(canon.encode()).hexdigest(), rec["seq"]
+    assert rec["prevHash"] == prev, rec["seq"]
+    assert rec["seq"] == seq + 1, rec["seq"]
+    prev, seq, n = h, rec["seq"], n + 1
+print("verified", n)
+"#;
+
+/// SPEC §7: every record carries `prevHash` and `hash` (SHA-256 of its canonical form), each
+/// `prevHash` is the record before's `hash`; `spawn audit verify` checks it, and names the
+/// first record where the log was changed; an export verifies on its own.
+#[test]
+fn the_log_is_a_hash_chain_anyone_can_verify() {
+    let home = Home::new();
+    two_runs(&home);
+    // Untrusted text in the events (the command's name): newlines, a forged record,
+    // terminal escapes, non-ASCII.
+    let hostile = "no}\n{\"seq\":1,\"hash\":\"x\"}\u{1b}[2J\u{7}\u{7f}é\u{2028}";
+    home.native(&[], &[hostile]).assert_code(127);
+    assert!(
+        home.audit_text()
+            .contains(r#"no}\n{\"seq\":1,\"hash\":\"x\"}\u001b[2J\u0007"#),
+        "{}",
+        home.audit_text()
+    );
+    let records = home.audit();
+    let log = home.path().join("audit").join("audit.jsonl");
+
+    let out = home.cmd(["audit", "verify"]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains(": intact: "), "{out}");
+    let out = home.cmd(["audit", "verify", "--json"]).run();
+    out.assert_code(0);
+    let v = out.json();
+    assert_eq!(v["intact"], true, "{out}");
+    assert_eq!(v["records"], records.len(), "{out}");
+    assert_eq!(v["lastHash"], records[records.len() - 1]["hash"], "{out}");
+
+    let independent = std::process::Command::new("python3")
+        .args(["-c", INDEPENDENT_VERIFIER])
+        .arg(&log)
+        .output()
+        .expect("python3");
+    assert!(
+        independent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&independent.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&independent.stdout).trim(),
+        format!("verified {}", records.len())
+    );
+
+    // The export is the log as stored, and verifies by itself.
+    let out = home.cmd(["audit", "export"]).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout, home.audit_text());
+    let dir = super::helpers::tempdir("spawn-audit-export");
+    let export = dir.path().join("export.jsonl");
+    std::fs::write(&export, &out.stdout).unwrap();
+    home.cmd(["audit", "verify", "--file"])
+        .arg_path(&export)
+        .run()
+        .assert_code(0);
+
+    // Changed: a detail of the fourth record, in the export; a record removed from the log.
+    let mut lines: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    lines[3] = lines[3].replacen("\"outcome\":\"", "\"outcome\":\"x", 1);
+    std::fs::write(&export, lines.join("\n") + "\n").unwrap();
+    let out = home
+        .cmd(["audit", "verify", "--file"])
+        .arg_path(&export)
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("broken at seq 4 ") && out.stdout.contains("was changed"),
+        "{out}"
+    );
+    let mut lines: Vec<String> = home.audit_text().lines().map(str::to_owned).collect();
+    lines.remove(2);
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = home.cmd(["audit", "verify", "--json"]).run();
+    out.assert_code(1);
+    let v = out.json();
+    assert_eq!(v["intact"], false, "{out}");
+    assert_eq!(v["broken"]["seq"], 4, "{out}");
+    assert_eq!(v["records"], 2, "{out}");
+
+    // Not a log: a clear error, exit 2.
+    for (path, says) in [
+        (dir.path().to_owned(), "not a regular file"),
+        (dir.path().join("missing"), "No such file"),
+        ("/dev/null".into(), "not a regular file"),
+    ] {
+        let out = home
+            .cmd(["audit", "verify", "--file"])
+            .arg_path(&path)
+            .run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(says), "{}: {out}", path.display());
+    }
+}
+
 #[test]
 fn denied_mount_is_audited() {
     let home = Home::new();

@@ -187,6 +187,14 @@ impl Cmd {
         }
     }
 
+    /// One more argument.
+    pub fn arg_path(&mut self, arg: impl AsRef<Path>) -> &mut Cmd {
+        self.what.push(' ');
+        self.what.push_str(&arg.as_ref().to_string_lossy());
+        self.cmd.arg(arg.as_ref());
+        self
+    }
+
     /// Sets a variable in spawn's own environment.
     pub fn env(
         &mut self,
