@@ -84,6 +84,16 @@ impl Verified {
 /// one before. `whole`: the log must start at seq 1 with [`GENESIS`] (a log file), not
 /// anywhere (an export of a range).
 pub fn verify(input: impl BufRead, whole: bool) -> Result<Verified, std::io::Error> {
+    verify_with(input, whole, |_, _| {})
+}
+
+/// [`verify`], calling `each(seq, hash)` for every record found good, in order (to build
+/// the log's Merkle tree on the way: see `checkpoint`).
+pub fn verify_with(
+    input: impl BufRead,
+    whole: bool,
+    mut each: impl FnMut(u64, &str),
+) -> Result<Verified, std::io::Error> {
     let mut v = Verified {
         records: 0,
         first_seq: None,
@@ -112,6 +122,7 @@ pub fn verify(input: impl BufRead, whole: bool) -> Result<Verified, std::io::Err
                     v.anchor = Some(prev);
                 }
                 v.records += 1;
+                each(seq, &hash);
                 last = Some((seq, hash));
             }
             Err((seq, reason)) => {

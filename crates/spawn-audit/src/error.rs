@@ -75,6 +75,9 @@ pub enum AuditError {
     /// of bounds.
     #[error("invalid audit limits: {0}")]
     Limits(String),
+    /// A signing or verifier key, or a checkpoint, that is malformed or does not verify.
+    #[error("{0}")]
+    Checkpoint(String),
     #[error("cannot read system randomness")]
     Random(#[source] io::Error),
 }

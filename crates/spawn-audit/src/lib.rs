@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chain;
+pub mod checkpoint;
 mod clock;
 mod encode;
 mod error;
@@ -11,6 +12,7 @@ mod event;
 mod id;
 mod limit;
 mod log;
+pub mod merkle;
 mod tail;
 
 pub use clock::now_rfc3339;

@@ -6,28 +6,130 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use spawn_audit::chain::{self, Verified};
+use spawn_audit::chain::{self, Broken, Verified};
+use spawn_audit::checkpoint;
 
 /// The log file under `home`.
 pub(crate) fn log_path(home: &Path) -> PathBuf {
     home.join("audit").join(spawn_audit::LOG_FILE_NAME)
 }
 
-/// `spawn audit verify [--file F]`: exit 0 if intact, 1 naming the first bad record, 2
-/// (with the reason) if it cannot be read at all.
-pub(crate) fn verify(home: &Path, file: Option<&Path>, json: bool) -> ExitCode {
+/// Where the key that signs the local log's checkpoints is: `$SPAWN_AUDIT_KEY`, else
+/// `$SPAWN_HOME/keys/audit-signing.key` (apart from the log and the database).
+pub(crate) fn key_path(home: &Path) -> PathBuf {
+    std::env::var_os("SPAWN_AUDIT_KEY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join("keys").join("audit-signing.key"))
+}
+
+/// Each checkpoint against the log: signed by the key, over no more records than the log
+/// holds, with the head of the log's first records. The first that fails.
+fn check_checkpoints(
+    notes: &[(
+        PathBuf,
+        Result<checkpoint::Checkpoint, spawn_audit::AuditError>,
+    )],
+    heads: &std::collections::BTreeMap<u64, spawn_audit::merkle::Hash>,
+    records: u64,
+) -> Option<Broken> {
+    for (file, opened) in notes {
+        let name = file
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let c = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Broken {
+                    seq: 0,
+                    line: 0,
+                    reason: format!("checkpoint {name}: {e}"),
+                })
+            }
+        };
+        if c.size > records {
+            return Some(Broken {
+                seq: records + 1,
+                line: 0,
+                reason: format!(
+                    "checkpoint {name} signed {} records, the log holds {records}: the records after seq {records} were removed",
+                    c.size
+                ),
+            });
+        }
+        if heads.get(&c.size) != Some(&c.root) {
+            return Some(Broken {
+                seq: c.size,
+                line: 0,
+                reason: format!(
+                    "checkpoint {name} signed another history of seq 1–{}: the log was rewritten",
+                    c.size
+                ),
+            });
+        }
+    }
+    None
+}
+
+/// `spawn audit verify [--file F] [--key VKEY]`: exit 0 if intact, 1 naming the first bad
+/// record, 2 (with the reason) if it cannot be read at all.
+pub(crate) fn verify(home: &Path, file: Option<&Path>, key: Option<&str>, json: bool) -> ExitCode {
     let (path, whole) = match file {
         // An export may be any range of the log: it is checked from where it starts.
         Some(f) => (f.to_owned(), false),
         None => (log_path(home), true),
     };
-    let result = (|| -> anyhow::Result<Verified> {
+    let result = (|| -> anyhow::Result<(Verified, usize)> {
+        // The local log's checkpoints, opened with the verifier key given or the signing
+        // key's; an export is checked by its chain alone.
+        let notes = if whole {
+            let notes = checkpoint::notes(&path.with_file_name(""))?;
+            let verifier = match (key, notes.is_empty()) {
+                (_, true) => None,
+                (Some(text), false) => Some(checkpoint::VerifierKey::parse(text)?),
+                (None, false) => {
+                    let key_path = key_path(home);
+                    anyhow::ensure!(
+                        key_path.exists(),
+                        "{} holds checkpoints but there is no key to check them: give the verifier key with --key (spawn audit key prints it)",
+                        path.display()
+                    );
+                    Some(checkpoint::load_or_create_key(&key_path)?.verifier())
+                }
+            };
+            let mut opened = Vec::new();
+            for (file, note) in notes {
+                if let Some(v) = &verifier {
+                    opened.push((file, v.open(&note)));
+                }
+            }
+            opened
+        } else {
+            Vec::new()
+        };
         let (file, len) = spawn_audit::snapshot(&path)
             .with_context(|| format!("no audit log to verify at {}", path.display()))?;
-        chain::verify(BufReader::new(file.take(len)), whole)
-            .with_context(|| format!("read {}", path.display()))
+        let sizes: std::collections::BTreeSet<u64> = notes
+            .iter()
+            .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.size))
+            .collect();
+        let mut tree = checkpoint::Frontier::default();
+        let mut heads = std::collections::BTreeMap::new();
+        let mut v = chain::verify_with(BufReader::new(file.take(len)), whole, |_, hash| {
+            if let Some(leaf) = checkpoint::leaf_of(hash) {
+                tree.push(leaf);
+                if sizes.contains(&tree.size()) {
+                    heads.insert(tree.size(), tree.root());
+                }
+            }
+        })
+        .with_context(|| format!("read {}", path.display()))?;
+        let count = notes.len();
+        if v.broken.is_none() {
+            v.broken = check_checkpoints(&notes, &heads, v.records);
+        }
+        Ok((v, count))
     })();
-    let v = match result {
+    let (v, checkpoints) = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("spawn: {e:#}");
@@ -38,6 +140,7 @@ pub(crate) fn verify(home: &Path, file: Option<&Path>, json: bool) -> ExitCode {
         let mut out = serde_json::to_value(&v).unwrap_or_default();
         out["path"] = serde_json::Value::String(path.display().to_string());
         out["intact"] = serde_json::Value::Bool(v.intact());
+        out["checkpoints"] = serde_json::Value::from(checkpoints);
         println!("{out}");
     } else {
         match &v.broken {
@@ -51,18 +154,21 @@ pub(crate) fn verify(home: &Path, file: Option<&Path>, json: bool) -> ExitCode {
                     n => format!("; {n} torn line(s) left by a crash, which the chain runs across"),
                 };
                 println!(
-                    "{}: intact: {} record(s), {range}{torn}; last hash {}",
+                    "{}: intact: {} record(s), {range}{torn}; {checkpoints} signed checkpoint(s) agree; last hash {}",
                     path.display(),
                     v.records,
                     v.last_hash.as_deref().unwrap_or(chain::GENESIS)
                 );
             }
             Some(b) => {
+                let line = match b.line {
+                    0 => String::new(),
+                    n => format!(" (line {n})"),
+                };
                 println!(
-                    "{}: broken at seq {} (line {}): {}; the {} record(s) before it are intact",
+                    "{}: broken at seq {}{line}: {}; the {} record(s) before it are intact",
                     path.display(),
                     b.seq,
-                    b.line,
                     b.reason,
                     v.records
                 );
@@ -91,5 +197,107 @@ pub(crate) fn export(home: &Path) -> anyhow::Result<()> {
         "{} shrank while it was exported ({copied} of {len} bytes)",
         path.display()
     );
+    Ok(())
+}
+
+/// `spawn audit checkpoint`: signs the head of the local log's Merkle tree (after checking
+/// its chain: a broken log is not signed) and keeps the note beside the log.
+pub(crate) fn make_checkpoint(home: &Path) -> anyhow::Result<bool> {
+    let path = log_path(home);
+    let key = checkpoint::load_or_create_key(&key_path(home))?;
+    let (file, len) = spawn_audit::snapshot(&path)
+        .with_context(|| format!("no audit log to checkpoint at {}", path.display()))?;
+    let mut tree = checkpoint::Frontier::default();
+    let v = chain::verify_with(BufReader::new(file.take(len)), true, |_, hash| {
+        if let Some(leaf) = checkpoint::leaf_of(hash) {
+            tree.push(leaf);
+        }
+    })
+    .with_context(|| format!("read {}", path.display()))?;
+    if let Some(b) = &v.broken {
+        eprintln!(
+            "spawn: not signed: {} is broken at seq {}: {}",
+            path.display(),
+            b.seq,
+            b.reason
+        );
+        return Ok(false);
+    }
+    let (note, at) = checkpoint::keep(&path.with_file_name(""), &key, tree.size(), tree.root())?;
+    print!("{note}");
+    eprintln!(
+        "spawn: checkpoint of {} record(s) kept in {}",
+        tree.size(),
+        at.display()
+    );
+    Ok(true)
+}
+
+/// `spawn audit key`: the verifier key of the local log's checkpoints (made if missing).
+pub(crate) fn print_key(home: &Path) -> anyhow::Result<()> {
+    let key = checkpoint::load_or_create_key(&key_path(home))?;
+    println!("{}", key.verifier().to_text());
+    Ok(())
+}
+
+/// `spawn audit prove SEQ`: an inclusion proof (RFC 9162) of record SEQ in the tree of the
+/// latest checkpoint that holds it, with that checkpoint's note, as JSON.
+pub(crate) fn prove(home: &Path, seq: u64) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let b64 = |h: &[u8]| base64::engine::general_purpose::STANDARD.encode(h);
+    let path = log_path(home);
+    let key = checkpoint::load_or_create_key(&key_path(home))?;
+    let verifier = key.verifier();
+    let mut latest = None;
+    for (file, note) in checkpoint::notes(&path.with_file_name(""))? {
+        let c = verifier
+            .open(&note)
+            .with_context(|| format!("checkpoint {}", file.display()))?;
+        if c.size >= seq {
+            latest = Some((c, note));
+        }
+    }
+    let Some((c, note)) = latest else {
+        anyhow::bail!("no checkpoint holds seq {seq} yet: run spawn audit checkpoint");
+    };
+    let (file, len) = spawn_audit::snapshot(&path)
+        .with_context(|| format!("no audit log at {}", path.display()))?;
+    let mut leaves = Vec::new();
+    let mut record_hash = None;
+    let v = chain::verify_with(BufReader::new(file.take(len)), true, |s, hash| {
+        if s <= c.size {
+            if let Some(leaf) = checkpoint::leaf_of(hash) {
+                leaves.push(leaf);
+            }
+            if s == seq {
+                record_hash = Some(hash.to_owned());
+            }
+        }
+    })?;
+    if let Some(b) = v.broken.filter(|b| b.seq <= c.size) {
+        anyhow::bail!("the log is broken at seq {}: {}", b.seq, b.reason);
+    }
+    let (Some(index), Some(record_hash)) = (seq.checked_sub(1), record_hash) else {
+        anyhow::bail!("there is no record with seq {seq}");
+    };
+    let index_usize = usize::try_from(index)?;
+    let proof = spawn_audit::merkle::inclusion_proof(&leaves, index_usize)
+        .context("the record is not in the checkpoint's tree")?;
+    anyhow::ensure!(
+        spawn_audit::merkle::root(&leaves) == c.root,
+        "the log's first {} records are not those the checkpoint signed: the log was rewritten",
+        c.size
+    );
+    let out = serde_json::json!({
+        "seq": seq,
+        "hash": record_hash,
+        "leafIndex": index,
+        "treeSize": c.size,
+        "rootHash": b64(&c.root),
+        "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        "checkpoint": note,
+        "verifierKey": verifier.to_text(),
+    });
+    println!("{out}");
     Ok(())
 }

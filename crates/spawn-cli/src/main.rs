@@ -96,9 +96,19 @@ pub(crate) enum AuditCmd {
         /// An export (`spawn audit export`) instead of the local log.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The verifier key of the checkpoints (as `spawn audit key` prints it); default:
+        /// the signing key's.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
     },
     /// The local log as stored (JSON lines, chain included) on stdout.
     Export,
+    /// Sign a checkpoint of the local log's Merkle tree (RFC 6962) as it stands.
+    Checkpoint,
+    /// An inclusion proof of record SEQ against the latest checkpoint holding it (JSON).
+    Prove { seq: u64 },
+    /// The verifier key of the checkpoints, to publish.
+    Key,
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,15 +289,32 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Command::Audit { cmd, json } => match cmd {
-            AuditCmd::Verify { file } => audit::verify(&home, file.as_deref(), *json),
-            AuditCmd::Export => match audit::export(&home) {
-                Ok(()) => ExitCode::SUCCESS,
+            AuditCmd::Verify { file, key } => {
+                audit::verify(&home, file.as_deref(), key.as_deref(), *json)
+            }
+            AuditCmd::Checkpoint => match audit::make_checkpoint(&home) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
                 Err(e) => {
                     eprintln!("spawn: {e:#}");
                     ExitCode::from(2)
                 }
             },
+            AuditCmd::Export => done(audit::export(&home)),
+            AuditCmd::Prove { seq } => done(audit::prove(&home, *seq)),
+            AuditCmd::Key => done(audit::print_key(&home)),
         },
+    }
+}
+
+/// 0, or 2 with the error on stderr.
+fn done(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spawn: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -184,6 +184,157 @@ fn the_log_is_a_hash_chain_anyone_can_verify() {
     }
 }
 
+/// RFC 9162 §2.1.3.2 and the signed-note format, written from the documents, sharing no
+/// code with spawn: checks `spawn audit prove`'s output (argv[1]) and writes the note's
+/// signed text, the signature and the public key (DER) for openssl to check.
+const INDEPENDENT_PROOF_VERIFIER: &str = r#"
+import base64, hashlib, json, sys
+p = json.loads(open(sys.argv[1]).read())
+H = lambda b: hashlib.sha256(b).digest()
+leaf = H(b"\x00" + bytes.fromhex(p["hash"][len("sha256:"):]))
+fn, sn, r = p["leafIndex"], p["treeSize"] - 1, leaf
+for s in map(base64.b64decode, p["proof"]):
+    assert sn > 0
+    if fn & 1 or fn == sn:
+        r = H(b"\x01" + s + r)
+        while not fn & 1 and fn:
+            fn >>= 1; sn >>= 1
+    else:
+        r = H(b"\x01" + r + s)
+    fn >>= 1; sn >>= 1
+assert sn == 0 and r == base64.b64decode(p["rootHash"]), "inclusion"
+body, sigs = p["checkpoint"].split("\n\n", 1)
+body += "\n"
+origin, size, root = body.splitlines()
+assert int(size) == p["treeSize"] and base64.b64decode(root) == r, "checkpoint"
+name, keyid, key = p["verifierKey"].split("+", 2)
+key = base64.b64decode(key)
+assert key[0] == 1 and keyid == H(name.encode() + b"\n" + key)[:4].hex()
+blob = base64.b64decode(sigs.strip().split(" ")[2])
+assert blob[:4].hex() == keyid
+d = sys.argv[2]
+open(d + "/body", "wb").write(body.encode())
+open(d + "/sig", "wb").write(blob[4:])
+open(d + "/pub.der", "wb").write(bytes.fromhex("302a300506032b6570032100") + key[1:])
+print("proven", p["seq"], "in", p["treeSize"])
+"#;
+
+/// Signed checkpoints: `spawn audit checkpoint` signs the head of the log's Merkle tree;
+/// `prove` gives an inclusion proof that a verifier written from the RFC (and openssl for
+/// the Ed25519 signature) accepts; `verify` catches what the chain alone cannot — the
+/// newest records cut off, and the whole log rewritten with a fresh, consistent chain.
+#[test]
+fn checkpoints_catch_a_cut_and_a_rewritten_history() {
+    let home = Home::new();
+    two_runs(&home);
+    let out = home.cmd(["audit", "checkpoint"]).run();
+    out.assert_code(0);
+    let n = home.audit().len();
+    assert!(out.stdout.contains(&format!("\n{n}\n")), "{out}");
+    home.native(&[], &["true"]).assert_code(0);
+    home.cmd(["audit", "checkpoint"]).run().assert_code(0);
+    let out = home.cmd(["audit", "verify", "--json"]).run();
+    out.assert_code(0);
+    assert_eq!(out.json()["checkpoints"], 2, "{out}");
+    // With the published verifier key instead of the signing key.
+    let vkey = home.cmd(["audit", "key"]).run();
+    vkey.assert_code(0);
+    let vkey = vkey.stdout.trim().to_owned();
+    let out = home.cmd(["audit", "verify", "--key", &vkey]).run();
+    out.assert_code(0);
+    let stranger = "spawn.audit/x+00000000+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let out = home.cmd(["audit", "verify", "--key", stranger]).run();
+    out.assert_code(2);
+
+    // An inclusion proof, checked independently.
+    let dir = super::helpers::tempdir("spawn-audit-proof");
+    let out = home.cmd(["audit", "prove", "3"]).run();
+    out.assert_code(0);
+    let proof = dir.path().join("proof.json");
+    std::fs::write(&proof, &out.stdout).unwrap();
+    let checked = std::process::Command::new("python3")
+        .args(["-c", INDEPENDENT_PROOF_VERIFIER])
+        .arg(&proof)
+        .arg(dir.path())
+        .output()
+        .expect("python3");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let sig = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-rawin"])
+        .arg("-inkey")
+        .arg(dir.path().join("pub.der"))
+        .arg("-in")
+        .arg(dir.path().join("body"))
+        .arg("-sigfile")
+        .arg(dir.path().join("sig"))
+        .output()
+        .expect("openssl");
+    assert!(
+        sig.status.success(),
+        "openssl: {}{}",
+        String::from_utf8_lossy(&sig.stdout),
+        String::from_utf8_lossy(&sig.stderr)
+    );
+    home.cmd(["audit", "prove", "99999"]).run().assert_code(2);
+
+    let log = home.path().join("audit").join("audit.jsonl");
+    let original = home.audit_text();
+    // The newest records cut off: the chain that is left is whole, the checkpoint is not.
+    let lines: Vec<&str> = original.lines().collect();
+    std::fs::write(&log, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    let out = home.cmd(["audit", "verify"]).run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("were removed"), "{out}");
+
+    // The whole history rewritten with a fresh chain (one outcome changed, every record
+    // re-sealed): the chain verifies, the signed checkpoints do not.
+    let mut prev = "sha256:".to_owned() + &"0".repeat(64);
+    let mut rewritten = String::new();
+    for (i, line) in original.lines().enumerate() {
+        let mut rec: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        rec.remove("hash");
+        if i == 1 {
+            rec.insert("outcome".into(), Value::from("denied"));
+        }
+        rec.insert("prevHash".into(), Value::from(prev.clone()));
+        let canonical = serde_json_canonicalizer::to_vec(&rec).unwrap();
+        let hash = format!(
+            "sha256:{}",
+            hex(&<sha2::Sha256 as sha2::Digest>::digest(&canonical))
+        );
+        rec.insert("hash".into(), Value::from(hash.clone()));
+        rewritten.push_str(&serde_json::to_string(&rec).unwrap());
+        rewritten.push('\n');
+        prev = hash;
+    }
+    std::fs::write(&log, &rewritten).unwrap();
+    let export = dir.path().join("rewritten.jsonl");
+    std::fs::write(&export, &rewritten).unwrap();
+    home.cmd(["audit", "verify", "--file"])
+        .arg_path(&export)
+        .run()
+        .assert_code(0);
+    let out = home.cmd(["audit", "verify"]).run();
+    out.assert_code(1);
+    assert!(out.stdout.contains("the log was rewritten"), "{out}");
+    // Refused to sign over a broken log.
+    std::fs::write(
+        &log,
+        original.replacen("\"outcome\":\"", "\"outcome\":\"x", 1),
+    )
+    .unwrap();
+    home.cmd(["audit", "checkpoint"]).run().assert_code(1);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn denied_mount_is_audited() {
     let home = Home::new();
