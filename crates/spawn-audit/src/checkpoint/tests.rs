@@ -159,3 +159,27 @@ fn leaves_are_the_record_hashes_bytes() {
         assert_eq!(leaf_of(bad), None, "{bad:?}");
     }
 }
+
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_audit;
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/checkpoint_note.rs"
+    ));
+
+    /// Every input the `checkpoint_note` fuzz target ever failed on or was given to hold
+    /// (fuzz/regressions/checkpoint_note/) keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_checkpoint_note_property() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/checkpoint_note");
+        let mut kept = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            check(&std::fs::read(&path).unwrap());
+            kept += 1;
+        }
+        assert!(kept > 0, "no regression inputs in {}", dir.display());
+    }
+}
