@@ -6,11 +6,20 @@
 // the check never fails to answer; what it calls intact as a whole log starts at seq 1
 // from the genesis hash and has as many seqs as records; a break names a line of the
 // input (and the bad record's seq), after the records it vouched for; and the answer does not
-// depend on where the input is cut into reads.
+// depend on where the input is cut into reads. And for any JSON, the canonical form spawn
+// hashes is the RFC 8785 reference implementation's, to the byte.
 
-use spawn_audit::chain::{verify, GENESIS};
+use spawn_audit::chain::{canonical, verify, GENESIS};
 
 fn check(data: &[u8]) {
+    // Any JSON: spawn's canonical form is the RFC 8785 reference's, to the byte.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        assert_eq!(
+            canonical(&value).ok(),
+            serde_json_canonicalizer::to_vec(&value).ok(),
+            "{value}"
+        );
+    }
     let lines = data.split(|&b| b == b'\n').count() as u64;
     for whole in [true, false] {
         let v = verify(data, whole).expect("reading from memory does not fail");

@@ -352,3 +352,71 @@ mod fuzz_property {
         }
     }
 }
+
+/// The fast canonical form is RFC 8785's (the reference crate's) to the byte, over a table
+/// of hostile values of every kind spawn writes, and the reference is used for the rest.
+#[test]
+fn the_fast_canonical_form_is_rfc_8785() {
+    let mut strings: Vec<String> = (0u32..0x80)
+        .filter_map(char::from_u32)
+        .map(|c| format!("a{c}b"))
+        .collect();
+    strings.extend(
+        [
+            "",
+            "\u{7f}",
+            "\u{80}",
+            "é",
+            "\u{2028}\u{2029}",
+            "\u{fffd}",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{1f600}",
+            "\u{e000}",
+            "\"\\/",
+            "\u{1b}[2J\u{7}",
+            "}\n{\"seq\":1}",
+            "\0\0",
+        ]
+        .map(str::to_owned),
+    );
+    let numbers = [
+        json!(0),
+        json!(-1),
+        json!(1u64 << 53),
+        json!(-(1i64 << 53)),
+        json!((1u64 << 53) + 1),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(0.5),
+        json!(7.610874),
+        json!(1e21),
+        json!(1e-7),
+        json!(123456789012345680000.0),
+        json!(-0.0),
+    ];
+    let mut values: Vec<Value> = strings.iter().map(|s| json!(s)).collect();
+    values.extend(numbers);
+    values.extend([
+        json!(null),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!([1, "a", {"b": []}]),
+    ]);
+    for (i, v) in values.iter().enumerate() {
+        for key in ["k", "a b", "Z", "é", "\u{1f600}", "\u{e000}", ""] {
+            let record = json!({
+                "seq": i, "z": v, "a": [v, {"y": v, "b": v}], key: v,
+                "details": {"m": v, "M": 1, "_": v},
+            });
+            let fast = canonical(&record).unwrap();
+            let reference = serde_json_canonicalizer::to_vec(&record).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&reference),
+                "{record}"
+            );
+        }
+    }
+}
