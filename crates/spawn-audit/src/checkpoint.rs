@@ -429,6 +429,49 @@ pub fn keep(
     Ok((note, path))
 }
 
+/// What [`sign_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signed {
+    /// A checkpoint of `size` records, its note kept in `path`.
+    Kept {
+        size: u64,
+        note: String,
+        path: PathBuf,
+    },
+    /// The log already had a checkpoint of its current size: nothing new to sign.
+    Unchanged { size: u64 },
+    /// The log's chain is broken: nothing was signed.
+    Broken(crate::chain::Broken),
+}
+
+/// Checks the chain of the log at `log_path` as it stands ([`crate::snapshot`]) and signs
+/// the head of its tree with `key` ([`keep`]), unless it is broken or already signed at
+/// this size. Reads the whole log.
+pub fn sign_log(log_path: &Path, key: &SigningKey) -> Result<Signed, AuditError> {
+    use std::io::Read as _;
+    let (file, len) = crate::snapshot(log_path)?;
+    let mut tree = Frontier::default();
+    let v = crate::chain::verify_with(std::io::BufReader::new(file.take(len)), true, |_, h| {
+        if let Some(leaf) = leaf_of(h) {
+            tree.push(leaf);
+        }
+    })
+    .map_err(|source| AuditError::Read {
+        path: log_path.to_owned(),
+        source,
+    })?;
+    if let Some(b) = v.broken {
+        return Ok(Signed::Broken(b));
+    }
+    let dir = log_path.parent().unwrap_or(Path::new("."));
+    let size = tree.size();
+    if dir_of(dir).join(format!("{size:020}.note")).exists() {
+        return Ok(Signed::Unchanged { size });
+    }
+    let (note, path) = keep(dir, key, size, tree.root())?;
+    Ok(Signed::Kept { size, note, path })
+}
+
 /// The signing key at `path`, made (owner-only, in an owner-only directory) with the
 /// origin `spawn.audit/<random id>` if it does not exist yet.
 pub fn load_or_create_key(path: &Path) -> Result<SigningKey, AuditError> {

@@ -205,32 +205,31 @@ pub(crate) fn export(home: &Path) -> anyhow::Result<()> {
 pub(crate) fn make_checkpoint(home: &Path) -> anyhow::Result<bool> {
     let path = log_path(home);
     let key = checkpoint::load_or_create_key(&key_path(home))?;
-    let (file, len) = spawn_audit::snapshot(&path)
-        .with_context(|| format!("no audit log to checkpoint at {}", path.display()))?;
-    let mut tree = checkpoint::Frontier::default();
-    let v = chain::verify_with(BufReader::new(file.take(len)), true, |_, hash| {
-        if let Some(leaf) = checkpoint::leaf_of(hash) {
-            tree.push(leaf);
+    match checkpoint::sign_log(&path, &key)
+        .with_context(|| format!("checkpoint {}", path.display()))?
+    {
+        checkpoint::Signed::Kept { size, note, path } => {
+            print!("{note}");
+            eprintln!(
+                "spawn: checkpoint of {size} record(s) kept in {}",
+                path.display()
+            );
+            Ok(true)
         }
-    })
-    .with_context(|| format!("read {}", path.display()))?;
-    if let Some(b) = &v.broken {
-        eprintln!(
-            "spawn: not signed: {} is broken at seq {}: {}",
-            path.display(),
-            b.seq,
-            b.reason
-        );
-        return Ok(false);
+        checkpoint::Signed::Unchanged { size } => {
+            eprintln!("spawn: the log already has a checkpoint of its {size} record(s)");
+            Ok(true)
+        }
+        checkpoint::Signed::Broken(b) => {
+            eprintln!(
+                "spawn: not signed: {} is broken at seq {}: {}",
+                path.display(),
+                b.seq,
+                b.reason
+            );
+            Ok(false)
+        }
     }
-    let (note, at) = checkpoint::keep(&path.with_file_name(""), &key, tree.size(), tree.root())?;
-    print!("{note}");
-    eprintln!(
-        "spawn: checkpoint of {} record(s) kept in {}",
-        tree.size(),
-        at.display()
-    );
-    Ok(true)
 }
 
 /// `spawn audit key`: the verifier key of the local log's checkpoints (made if missing).

@@ -35,9 +35,39 @@ pub struct Config {
     /// Callers besides API keys (`Authorization: Bearer <JWT>`).
     #[serde(default)]
     pub auth: Auth,
+    /// The audit log's signed checkpoints.
+    #[serde(default)]
+    pub audit: Audit,
     /// The file this configuration was read from (given to the supervisors).
     #[serde(skip)]
     pub config_path: Option<PathBuf>,
+}
+
+/// The audit log's signed checkpoints (`spawn_audit::checkpoint`): made every
+/// `checkpointIntervalSeconds` when the log grew, and when the daemon shuts down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Audit {
+    /// 1 to 86400; default 300.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_seconds: u64,
+    /// The Ed25519 key that signs them (signed-note format, owner-only), made if missing;
+    /// default `HOME/keys/audit-signing.key`. Keep it apart from the database.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+}
+
+impl Default for Audit {
+    fn default() -> Audit {
+        Audit {
+            checkpoint_interval_seconds: default_checkpoint_interval(),
+            signing_key: None,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> u64 {
+    300
 }
 
 /// Where the state is.
@@ -214,6 +244,7 @@ impl Default for Config {
             log: Log::default(),
             tls: None,
             auth: Auth::default(),
+            audit: Audit::default(),
             config_path: None,
         }
     }
@@ -291,7 +322,21 @@ impl Config {
                 reason: "limits.maxRunsPerHost must be 1 to 4096".into(),
             });
         }
+        if !(1..=86_400).contains(&config.audit.checkpoint_interval_seconds) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "audit.checkpointIntervalSeconds must be 1 to 86400".into(),
+            });
+        }
         Ok(config)
+    }
+
+    /// The key that signs the audit log's checkpoints.
+    pub fn audit_signing_key(&self) -> PathBuf {
+        self.audit
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| self.home().join("keys").join("audit-signing.key"))
     }
 
     /// spawn's home: the configuration's, else `$SPAWN_HOME`, else `~/.spawn`.

@@ -210,15 +210,66 @@ pub async fn serve(
         stop,
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
+    // The audit log's checkpoints: the key is read (or made) now, so that a bad key stops
+    // the daemon before it serves.
+    let signing_key = Arc::new(
+        spawn_audit::checkpoint::load_or_create_key(&config.audit_signing_key()).map_err(|e| {
+            ServerError::Config {
+                what: "audit.signingKey".into(),
+                reason: e.to_string(),
+            }
+        })?,
+    );
+    let log_path = home.join("audit").join(spawn_audit::LOG_FILE_NAME);
+    let (stop_checkpoints, mut checkpoints_stop) = tokio::sync::watch::channel(false);
+    let checkpoints = {
+        let (key, log_path) = (signing_key.clone(), log_path.clone());
+        let every = std::time::Duration::from_secs(config.audit.checkpoint_interval_seconds);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = checkpoints_stop.changed() => break,
+                }
+                checkpoint(&log_path, &key).await;
+            }
+        })
+    };
     let app = router(state);
     ready();
     listen::serve(listener, app, tls, &config.limits, shutdown).await?;
+    let _ = stop_checkpoints.send(true);
+    let _ = checkpoints.await;
     // The supervisors go on: only this daemon's scheduling stops, after the round it is
     // in (a run it claimed gets its supervisor).
     let _ = stop_scheduling.send(true);
     if let Err(e) = scheduler.await {
         tracing::error!(error = %e, "the scheduler");
     }
+    // A last checkpoint of everything this daemon wrote.
+    checkpoint(&log_path, &signing_key).await;
     store.close().await;
     Ok(())
+}
+
+/// Signs a checkpoint of the audit log if it grew (off the async threads: it reads the log);
+/// what happened is logged, never an error of the daemon.
+async fn checkpoint(log_path: &Path, key: &Arc<spawn_audit::checkpoint::SigningKey>) {
+    use spawn_audit::checkpoint::{sign_log, Signed};
+    let (path, key) = (log_path.to_owned(), key.clone());
+    match tokio::task::spawn_blocking(move || sign_log(&path, &key)).await {
+        Ok(Ok(Signed::Kept { size, path, .. })) => {
+            tracing::info!(records = size, note = %path.display(), "audit checkpoint signed");
+        }
+        Ok(Ok(Signed::Unchanged { .. })) => {}
+        Ok(Ok(Signed::Broken(b))) => tracing::error!(
+            seq = b.seq,
+            reason = %b.reason,
+            "the audit log's chain is broken: no checkpoint signed"
+        ),
+        Ok(Err(e)) if matches!(&e, spawn_audit::AuditError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound) =>
+            {}
+        Ok(Err(e)) => tracing::error!(error = %e, "audit checkpoint"),
+        Err(e) => tracing::error!(error = %e, "audit checkpoint"),
+    }
 }

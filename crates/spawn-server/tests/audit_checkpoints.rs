@@ -1,0 +1,147 @@
+//! The audit log's signed checkpoints from a real `spawnd`: signed every
+//! `audit.checkpointIntervalSeconds` while the log grows, and once more at shutdown over
+//! everything the daemon wrote; each one opens with the daemon's key and agrees with the
+//! log. Bad `audit:` configurations are refused at start.
+
+mod common;
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use spawn_audit::checkpoint::{self, Checkpoint, Frontier, SigningKey};
+
+fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Every checkpoint of the log under `home`, opened with the daemon's key, each checked
+/// against the head of the log's first records; the log's record count.
+fn checkpoints(home: &Path) -> (Vec<Checkpoint>, u64) {
+    let key_text = must(
+        std::fs::read_to_string(home.join("keys/audit-signing.key")),
+        "read the signing key",
+    );
+    let verifier = must(SigningKey::parse(&key_text), "parse the key").verifier();
+    let log = home.join("audit").join(spawn_audit::LOG_FILE_NAME);
+    let opened: Vec<Checkpoint> = must(checkpoint::notes(&home.join("audit")), "notes")
+        .into_iter()
+        .map(|(file, note)| {
+            verifier
+                .open(&note)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        })
+        .collect();
+    let (file, len) = must(spawn_audit::snapshot(&log), "open the log");
+    let mut tree = Frontier::default();
+    let mut heads = std::collections::BTreeMap::new();
+    let v = must(
+        spawn_audit::chain::verify_with(std::io::BufReader::new(file.take(len)), true, |_, h| {
+            tree.push(checkpoint::leaf_of(h).unwrap_or_else(|| panic!("hash {h}")));
+            heads.insert(tree.size(), tree.root());
+        }),
+        "verify",
+    );
+    assert!(v.intact(), "{v:?}");
+    for c in &opened {
+        assert_eq!(
+            heads.get(&c.size),
+            Some(&c.root),
+            "checkpoint of {}",
+            c.size
+        );
+    }
+    (opened, v.records)
+}
+
+/// `n` unauthenticated requests: an `auth.failure` event each.
+async fn fail(d: &Daemon, n: usize) {
+    let c = reqwest::Client::new();
+    let url = d.url("/v1/namespaces/default/agents");
+    for _ in 0..n {
+        let res = must(c.get(&url).send().await, "request");
+        assert_eq!(res.status(), 401);
+    }
+}
+
+#[tokio::test]
+async fn checkpoints_are_signed_while_the_log_grows_and_at_shutdown() {
+    let mut d = Daemon::start_full(
+        None,
+        None,
+        "  requestsPerSecond: 100000\n  burst: 100000\n  authFailures: 100000\n",
+        "audit:\n  checkpointIntervalSeconds: 1\n",
+    );
+    let key = d.home.join("keys/audit-signing.key");
+    let mode = must(std::fs::metadata(&key), "the key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the signing key is owner-only");
+    fail(&d, 3).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (cs, _) = checkpoints(&d.home);
+        if cs.iter().any(|c| c.size >= 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fail(&d, 4).await;
+    common::stop(&mut d.child);
+    let (cs, records) = checkpoints(&d.home);
+    assert!(cs.len() >= 2, "{cs:?}");
+    assert_eq!(
+        cs.last().map(|c| c.size),
+        Some(records),
+        "the shutdown's checkpoint holds every record"
+    );
+    assert!(cs.iter().all(|c| c.origin.starts_with("spawn.audit/log_")));
+    // Restarted on the same key: its checkpoints open with it too.
+    let (child, addr) = common::spawn(&d.config);
+    d.child = child;
+    d.addr = addr;
+    fail(&d, 1).await;
+    common::stop(&mut d.child);
+    let (cs2, records2) = checkpoints(&d.home);
+    assert_eq!(cs2.last().map(|c| c.size), Some(records2));
+    assert!(records2 > records);
+}
+
+#[test]
+fn bad_audit_configurations_are_refused() {
+    let dir = must(tempfile::tempdir(), "tempdir");
+    for (extra, says) in [
+        (
+            "audit:\n  checkpointIntervalSeconds: 0\n",
+            "checkpointIntervalSeconds",
+        ),
+        (
+            "audit:\n  checkpointIntervalSeconds: 86401\n",
+            "checkpointIntervalSeconds",
+        ),
+        ("audit:\n  checkpointIntervalSeconds: soon\n", "audit"),
+        ("audit:\n  checkpointInterval: 5\n", "unknown field"),
+    ] {
+        let err = common::refused(dir.path(), extra);
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    // A key that is not one, and a key others can read.
+    let key = dir.path().join("audit.key");
+    std::fs::write(&key, "not a key\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let extra = format!("audit:\n  signingKey: {}\n", key.display());
+    let err = common::refused(dir.path(), &extra);
+    assert!(err.contains("not a signing key"), "{err}");
+    let good = must(SigningKey::generate("spawn.audit/t"), "key");
+    std::fs::write(&key, good.to_text().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = common::refused(dir.path(), &extra);
+    assert!(err.contains("readable by others"), "{err}");
+    // Nothing of the key in what was said.
+    assert!(!err.contains("PRIVATE"), "{err}");
+}
