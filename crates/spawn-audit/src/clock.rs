@@ -7,6 +7,17 @@ pub fn now_rfc3339() -> String {
     format_rfc3339(OffsetDateTime::now_utc())
 }
 
+/// The time `ago` before now, in the log's timestamp form: records at or after it sort
+/// at or after it (the form has a fixed width).
+pub fn rfc3339_ago(ago: std::time::Duration) -> String {
+    let ago = time::Duration::try_from(ago).unwrap_or(time::Duration::MAX);
+    format_rfc3339(
+        OffsetDateTime::now_utc()
+            .checked_sub(ago)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 /// Formats by hand rather than with `time`'s formatter so that it cannot fail.
 pub(crate) fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

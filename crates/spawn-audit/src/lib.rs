@@ -13,9 +13,10 @@ mod id;
 mod limit;
 mod log;
 pub mod merkle;
+pub mod query;
 mod tail;
 
-pub use clock::now_rfc3339;
+pub use clock::{now_rfc3339, rfc3339_ago};
 pub use encode::MAX_EVENT_BYTES;
 pub use error::AuditError;
 pub use event::{Event, EventType, Outcome, Principal, Record, Resource};

@@ -300,3 +300,174 @@ pub(crate) fn prove(home: &Path, seq: u64) -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
+
+/// What a filter of `spawn audit query|capabilities` is given on the command line.
+pub(crate) struct QueryArgs<'a> {
+    pub types: &'a [String],
+    pub agent: Option<&'a str>,
+    pub principal: Option<&'a str>,
+    pub outcome: Option<&'a str>,
+    pub since: Option<&'a str>,
+    pub trace: Option<&'a str>,
+    pub text: Option<&'a str>,
+}
+
+/// `24h`, `30m`, `7d` … before now, or a timestamp in the log's form
+/// (`2026-01-15T10:30:00.000Z`).
+fn since(text: &str) -> anyhow::Result<String> {
+    if let Ok(d) = spawn_policy::parse_duration(text) {
+        return Ok(spawn_audit::rfc3339_ago(d));
+    }
+    let ok = text.len() == 24
+        && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .is_ok()
+        && text.ends_with('Z');
+    anyhow::ensure!(
+        ok,
+        "--since takes a duration (24h, 30m, 7d) or a UTC timestamp like 2026-01-15T10:30:00.000Z, not \"{}\"",
+        printable(text)
+    );
+    Ok(text.to_owned())
+}
+
+fn filter(a: &QueryArgs<'_>) -> anyhow::Result<spawn_audit::query::Filter> {
+    const OUTCOMES: [&str; 3] = ["success", "denied", "error"];
+    if let Some(o) = a.outcome {
+        anyhow::ensure!(
+            OUTCOMES.contains(&o),
+            "--outcome is success, denied or error, not \"{}\"",
+            printable(o)
+        );
+    }
+    for t in a.types {
+        anyhow::ensure!(
+            t.parse::<spawn_audit::EventType>().is_ok(),
+            "--type \"{}\" is not an event type (SPEC §7: agent.start, auth.failure, …)",
+            printable(t)
+        );
+    }
+    Ok(spawn_audit::query::Filter {
+        types: a.types.to_vec(),
+        agent: a.agent.map(str::to_owned),
+        principal: a.principal.map(str::to_owned),
+        outcome: a.outcome.map(str::to_owned),
+        since: a.since.map(since).transpose()?,
+        until: None,
+        trace: a.trace.map(str::to_owned),
+        text: a.text.map(str::to_owned),
+    })
+}
+
+/// Untrusted text for a terminal: control characters (C0, DEL, C1) and the bidirectional
+/// overrides escaped, so that what an agent put in an event cannot move the cursor, clear
+/// the screen or reorder a line.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+        {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Each record of the local log matching `f`: (the stored line, parsed).
+fn matching(
+    home: &Path,
+    f: &spawn_audit::query::Filter,
+) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    use std::io::BufRead as _;
+    let path = log_path(home);
+    let (file, len) = spawn_audit::snapshot(&path)
+        .with_context(|| format!("no audit log at {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(file.take(len)).lines() {
+        let line = line.with_context(|| format!("read {}", path.display()))?;
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if f.matches(&record, &line) {
+            out.push((line, record));
+        }
+    }
+    Ok(out)
+}
+
+/// `spawn audit query`: the matching records, as a table or (`--json`) as stored.
+pub(crate) fn query(home: &Path, a: &QueryArgs<'_>, json: bool) -> anyhow::Result<()> {
+    let f = filter(a)?;
+    let mut out = std::io::stdout().lock();
+    let records = matching(home, &f)?;
+    if json {
+        for (line, _) in &records {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6}  {:<24}  {:<24}  {:<8}  {:<28}  RESOURCE ACTION  DETAILS",
+        "SEQ", "TIME", "TYPE", "OUTCOME", "PRINCIPAL"
+    )?;
+    let s = |v: &serde_json::Value| printable(v.as_str().unwrap_or(""));
+    for (_, r) in &records {
+        let p = &r["principal"];
+        let who = match p["name"].as_str() {
+            Some(name) => format!("{}/{} ({})", s(&p["type"]), printable(name), s(&p["id"])),
+            None => format!("{}/{}", s(&p["type"]), s(&p["id"])),
+        };
+        // The details as JSON (its strings escaped), cut to a line's worth.
+        let details: String = printable(&r["details"].to_string())
+            .chars()
+            .take(160)
+            .collect();
+        writeln!(
+            out,
+            "{:>6}  {:<24}  {:<24}  {:<8}  {:<28}  {}/{} {}  {details}",
+            r["seq"].as_u64().unwrap_or(0),
+            s(&r["timestamp"]),
+            s(&r["eventType"]),
+            s(&r["outcome"]),
+            who,
+            s(&r["resource"]["type"]),
+            s(&r["resource"]["name"]),
+            s(&r["action"]),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `spawn audit capabilities --agent ID [--since 24h]`: per capability the agent used,
+/// how often, how often denied, and when last.
+pub(crate) fn capabilities(home: &Path, a: &QueryArgs<'_>, json: bool) -> anyhow::Result<()> {
+    let f = filter(a)?;
+    let records = matching(home, &f)?;
+    let uses = spawn_audit::query::capabilities(records.iter().map(|(_, r)| r));
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&uses)?)?;
+    } else {
+        writeln!(
+            out,
+            "{:<20} {:>8} {:>8}  LAST USE",
+            "CAPABILITY", "COUNT", "DENIED"
+        )?;
+        for u in &uses {
+            writeln!(
+                out,
+                "{:<20} {:>8} {:>8}  {}",
+                printable(&u.capability),
+                u.count,
+                u.denied,
+                printable(&u.last_use)
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

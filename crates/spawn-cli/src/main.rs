@@ -109,6 +109,51 @@ pub(crate) enum AuditCmd {
     Prove { seq: u64 },
     /// The verifier key of the checkpoints, to publish.
     Key,
+    /// Records of the local log matching every condition given (a table, or --json lines as
+    /// stored).
+    Query(QueryFlags),
+    /// Per capability an agent used: how often, how often denied, when last.
+    Capabilities(QueryFlags),
+}
+
+/// Conditions on audit records.
+#[derive(Debug, Args)]
+pub(crate) struct QueryFlags {
+    /// Event type (repeatable), e.g. agent.capability.denied.
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// The agent (its ag_… id or name).
+    #[arg(long)]
+    agent: Option<String>,
+    /// The principal: TYPE/NAME (User/alice), or an id or a name.
+    #[arg(long)]
+    principal: Option<String>,
+    /// success, denied or error.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Since a while ago (24h, 30m, 7d) or a UTC timestamp (2026-01-15T10:30:00.000Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// The run (trace) tr_….
+    #[arg(long)]
+    trace: Option<String>,
+    /// Text found anywhere in the record (case-insensitive).
+    #[arg(long)]
+    text: Option<String>,
+}
+
+impl QueryFlags {
+    fn args(&self) -> audit::QueryArgs<'_> {
+        audit::QueryArgs {
+            types: &self.types,
+            agent: self.agent.as_deref(),
+            principal: self.principal.as_deref(),
+            outcome: self.outcome.as_deref(),
+            since: self.since.as_deref(),
+            trace: self.trace.as_deref(),
+            text: self.text.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +348,14 @@ fn main() -> ExitCode {
             AuditCmd::Export => done(audit::export(&home)),
             AuditCmd::Prove { seq } => done(audit::prove(&home, *seq)),
             AuditCmd::Key => done(audit::print_key(&home)),
+            AuditCmd::Query(q) => done(audit::query(&home, &q.args(), *json)),
+            AuditCmd::Capabilities(q) => {
+                if q.agent.is_none() {
+                    eprintln!("spawn: spawn audit capabilities needs --agent ID");
+                    return ExitCode::from(2);
+                }
+                done(audit::capabilities(&home, &q.args(), *json))
+            }
         },
     }
 }

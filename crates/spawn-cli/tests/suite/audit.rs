@@ -331,6 +331,118 @@ fn checkpoints_catch_a_cut_and_a_rewritten_history() {
     home.cmd(["audit", "checkpoint"]).run().assert_code(1);
 }
 
+/// `spawn audit query` and `capabilities`: the records matching every condition, as a
+/// table whose untrusted text cannot drive the terminal, or as stored (--json); per
+/// capability an agent's uses and denials; bad conditions refused with the reason.
+#[test]
+fn the_log_answers_queries() {
+    let home = Home::new();
+    two_runs(&home);
+    let hostile = "x\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}evil";
+    home.native(&[], &[hostile]).assert_code(127);
+    let records = home.audit();
+    let denied_run = records
+        .iter()
+        .find(|r| r["eventType"] == "agent.capability.denied")
+        .unwrap_or_else(|| panic!("no denial:\n{}", home.audit_text()));
+    let agent = denied_run["principal"]["id"].as_str().unwrap().to_owned();
+
+    let out = home
+        .cmd([
+            "audit",
+            "query",
+            "--type",
+            "agent.capability.denied",
+            "--json",
+        ])
+        .run();
+    out.assert_code(0);
+    let text = home.audit_text();
+    let want: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"eventType\":\"agent.capability.denied\""))
+        .collect::<Vec<_>>();
+    assert!(!want.is_empty());
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), want, "{out}");
+
+    let out = home
+        .cmd([
+            "audit",
+            "query",
+            "--agent",
+            &agent,
+            "--outcome",
+            "success",
+            "--since",
+            "1h",
+        ])
+        .run();
+    out.assert_code(0);
+    let rows: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "{out}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains(&agent) && r.contains(" success ")),
+        "{out}"
+    );
+    // Nothing of the future; nothing of another trace.
+    let out = home
+        .cmd(["audit", "query", "--since", "2999-01-01T00:00:00.000Z"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    let out = home
+        .cmd(["audit", "query", "--trace", "tr_nosuch", "--json"])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.stdout, "", "{out}");
+
+    // The hostile command name: escaped in the table, as stored in --json.
+    let out = home.cmd(["audit", "query", "--text", "owned"]).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("owned"), "{out}");
+    for c in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(!out.stdout.contains(c), "{c:?} reached the terminal: {out}");
+    }
+
+    let out = home
+        .cmd([
+            "audit",
+            "capabilities",
+            "--agent",
+            &agent,
+            "--since",
+            "24h",
+            "--json",
+        ])
+        .run();
+    out.assert_code(0);
+    let uses: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let by = |name: &str| {
+        uses.as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["capability"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {uses}"))
+    };
+    assert_eq!(by("exec")["count"], 1, "{uses}");
+    assert_eq!(by("exec")["denied"], 0, "{uses}");
+    assert!(by("mount")["denied"].as_u64().unwrap() >= 1, "{uses}");
+
+    for bad in [
+        vec!["audit", "query", "--outcome", "maybe"],
+        vec!["audit", "query", "--type", "agent.sneeze"],
+        vec!["audit", "query", "--since", "yesterday"],
+        vec!["audit", "query", "--since", "2026-01-15 10:30:00"],
+        vec!["audit", "capabilities"],
+    ] {
+        let out = home.cmd(&bad).run();
+        out.assert_code(2);
+        assert!(out.stderr.starts_with("spawn: "), "{out}");
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
