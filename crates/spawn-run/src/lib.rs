@@ -467,8 +467,45 @@ impl Observer for Auditor {
                 .with_detail("syscall", syscall)
                 .with_detail("reason", "not allowed by the sandbox's seccomp policy");
             self.emit_limited(e);
+            // A call that only a way out of the sandbox needs is also said as such, for
+            // whoever alerts on escapes (SPEC §7).
+            if let Some(what) = escape_only(syscall) {
+                let e = self
+                    .event(
+                        EventType::SandboxEscapeAttempt,
+                        "syscall",
+                        syscall,
+                        "syscall",
+                        Outcome::Denied,
+                    )
+                    .with_detail("syscall", syscall)
+                    .with_detail("technique", what);
+                self.emit_limited(e);
+            }
         }
     }
+}
+
+/// The system calls an agent has no use for but to leave its sandbox or reach past it,
+/// and what each is for: a denied one is also a `sandbox.escape.attempt`.
+fn escape_only(syscall: &str) -> Option<&'static str> {
+    Some(match syscall {
+        "mount" | "umount2" | "pivot_root" | "chroot" | "move_mount" | "open_tree" | "fsopen"
+        | "fsconfig" | "fsmount" | "fspick" | "mount_setattr" => "change the mount table",
+        "unshare" | "setns" => "enter or make namespaces",
+        "ptrace" | "process_vm_readv" | "process_vm_writev" | "pidfd_getfd" => {
+            "reach into another process"
+        }
+        "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load" => {
+            "load kernel code"
+        }
+        "bpf" | "perf_event_open" | "userfaultfd" => "a kernel attack surface",
+        "keyctl" | "add_key" | "request_key" => "the kernel keyring",
+        "open_by_handle_at" | "name_to_handle_at" => "open files by handle, past the mounts",
+        "iopl" | "ioperm" => "raw hardware I/O",
+        "reboot" | "swapon" | "swapoff" => "the host itself",
+        _ => return None,
+    })
 }
 
 fn command_hash(command: &[String]) -> String {

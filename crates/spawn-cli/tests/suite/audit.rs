@@ -465,6 +465,57 @@ fn denied_mount_is_audited() {
         "no agent.capability.denied event for mount:\n{}",
         home.audit_text()
     );
+    // Only a way out needs mount: it is also an escape attempt.
+    let escapes: Vec<Value> = home
+        .audit_of(&run_id)
+        .into_iter()
+        .filter(|r| r["eventType"] == "sandbox.escape.attempt")
+        .collect();
+    assert_eq!(escapes.len(), 1, "\n{}", home.audit_text());
+    assert_eq!(escapes[0]["resource"]["name"], "mount");
+    assert_eq!(escapes[0]["outcome"], "denied");
+    assert_eq!(escapes[0]["details"]["technique"], "change the mount table");
+}
+
+/// Each call only an escape needs is a `sandbox.escape.attempt` beside its denial; a
+/// denied call that is no way out (sysfs, an obsolete query) is only a denial.
+#[test]
+fn escape_only_calls_are_escape_attempts() {
+    let home = Home::new();
+    let script = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+# unshare(CLONE_NEWUSER), ptrace(PTRACE_TRACEME), keyctl(KEYCTL_GET_KEYRING_ID), bpf(0), sysfs(3)
+for nr, args in [(272, (0x10000000,)), (101, (0, 0, 0, 0)), (250, (0, -1, 0)), (321, (0, 0, 0)), (139, (3,))]:
+    r = libc.syscall(nr, *args)
+    print(nr, r, ctypes.get_errno())
+"#;
+    let out = home.python(&[], script, &[]);
+    out.assert_code(0);
+    let run_id = out.run_id();
+    let records = home.audit_of(&run_id);
+    let names = |t: &str| -> Vec<String> {
+        let mut v: Vec<String> = records
+            .iter()
+            .filter(|r| r["eventType"] == t)
+            .map(|r| r["resource"]["name"].as_str().unwrap_or("").to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("sandbox.escape.attempt"),
+        ["bpf", "keyctl", "ptrace", "unshare"],
+        "\n{out}\n{}",
+        home.audit_text()
+    );
+    // (sysfs is not in spawn's table of names: it is named by number.)
+    let denied = names("agent.capability.denied");
+    assert!(
+        denied.contains(&"sysfs".to_owned()) || denied.contains(&"syscall_139".to_owned()),
+        "\n{}",
+        home.audit_text()
+    );
 }
 
 #[test]
