@@ -301,6 +301,8 @@ impl Run {
             }
         }
         drop(options);
+        // The run's last events are durable before its end is reported.
+        auditor.sync();
         Finished {
             run_id,
             spec,
@@ -410,6 +412,15 @@ impl Auditor {
         self.append(out)
     }
 
+    /// Makes what was appended durable (`fdatasync`); a failure is the run's audit failure.
+    fn sync(&mut self) {
+        if let Some(log) = &mut self.log {
+            if let Err(e) = log.sync() {
+                self.failed.get_or_insert(with_source(&e));
+            }
+        }
+    }
+
     fn append(&mut self, events: Vec<Event>) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
@@ -423,7 +434,7 @@ impl Auditor {
                 )
             })?),
         };
-        log.append(&events).map(drop).map_err(|e| e.to_string())
+        log.append(&events).map(drop).map_err(|e| with_source(&e))
     }
 
     fn event(&self, t: EventType, kind: &str, name: &str, action: &str, outcome: Outcome) -> Event {
@@ -441,10 +452,14 @@ impl Auditor {
 }
 
 impl Observer for Auditor {
-    /// Nothing runs unless its start is on record.
+    /// Nothing runs unless its start is on record, durably (no audit, no action).
     fn created(&mut self) -> Result<(), String> {
         let start = std::mem::take(&mut self.start);
-        self.try_emit_all(start)
+        self.try_emit_all(start)?;
+        match &mut self.log {
+            Some(log) => log.sync().map_err(|e| with_source(&e)),
+            None => Ok(()),
+        }
     }
 
     fn started(&mut self, _host_pid: i32, _host_uid: u32) {
@@ -506,6 +521,15 @@ fn escape_only(syscall: &str) -> Option<&'static str> {
         "reboot" | "swapon" | "swapoff" => "the host itself",
         _ => return None,
     })
+}
+
+/// An audit error and what caused it ("cannot write audit log …: No space left on
+/// device").
+fn with_source(e: &spawn_audit::AuditError) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
 }
 
 fn command_hash(command: &[String]) -> String {

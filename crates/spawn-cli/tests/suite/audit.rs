@@ -443,6 +443,86 @@ fn the_log_answers_queries() {
     }
 }
 
+/// No audit, no action: once the log's disk is full, a run whose start cannot be put on
+/// record does not run — spawn exits 125 saying why — and every record written before is
+/// still there, the chain intact.
+#[test]
+fn a_full_audit_disk_refuses_the_run() {
+    let home = Home::new();
+    // The audit directory alone on a small tmpfs, filled but for the log's last page.
+    let audit = home.path().join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k,mode=0700",
+            "spawn-test-audit",
+        ])
+        .arg(&audit)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on {}", audit.display());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(audit.clone());
+    home.native(&[], &["true"]).assert_code(0);
+    let fill = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat /dev/zero > {}/fill 2>/dev/null; true",
+            audit.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(fill.success());
+    let out_dir = super::helpers::tempdir("spawn-audit-full");
+    let mount = format!("{}:/out:rw", out_dir.path().display());
+    // Runs go on while the log's last page has room; then one is refused.
+    let mut refused = None;
+    for n in 0..20 {
+        let before = home.audit_text();
+        let out = home
+            .cmd([
+                "run",
+                "--runtime",
+                "native",
+                "--mount",
+                &mount,
+                "--",
+                "touch",
+                &format!("/out/ran-{n}"),
+            ])
+            .run();
+        let ran = out_dir.path().join(format!("ran-{n}")).exists();
+        if out.code == Some(125) {
+            assert!(
+                out.stderr.contains("audit log") && out.stderr.contains("No space left"),
+                "{out}"
+            );
+            assert!(!ran, "run {n} was refused, yet its agent ran");
+            assert!(
+                home.audit_text().starts_with(&before),
+                "run {n}: what the log held changed"
+            );
+            refused = Some(n);
+            break;
+        }
+        out.assert_code(0);
+        assert!(ran, "{out}");
+    }
+    let refused = refused.unwrap_or_else(|| panic!("no run was refused on a full disk"));
+    let v = home.cmd(["audit", "verify", "--json"]).run();
+    v.assert_code(0);
+    let v = v.json();
+    assert!(v["records"].as_u64().unwrap() >= 3 * (refused + 1), "{v}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
