@@ -15,6 +15,7 @@ mod log;
 pub mod merkle;
 pub mod query;
 mod tail;
+pub mod trace;
 
 pub use clock::{now_rfc3339, rfc3339_ago};
 pub use encode::MAX_EVENT_BYTES;

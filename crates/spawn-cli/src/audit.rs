@@ -471,3 +471,35 @@ pub(crate) fn capabilities(home: &Path, a: &QueryArgs<'_>, json: bool) -> anyhow
     out.flush()?;
     Ok(())
 }
+
+/// `spawn trace export TRACE_ID --format json|otlp`: the run's steps from the local log.
+pub(crate) fn trace_export(home: &Path, trace_id: &str, format: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        spawn_audit::parse_id("tr", trace_id).is_some(),
+        "\"{}\" is not a trace id (tr_ and 26 characters: a run's id)",
+        printable(trace_id)
+    );
+    anyhow::ensure!(
+        format == "json" || format == "otlp",
+        "--format is json or otlp, not \"{}\"",
+        printable(format)
+    );
+    let f = spawn_audit::query::Filter {
+        trace: Some(trace_id.to_owned()),
+        ..spawn_audit::query::Filter::default()
+    };
+    let records = matching(home, &f)?;
+    let trace = spawn_audit::trace::of(trace_id, records.iter().map(|(_, r)| r))
+        .with_context(|| format!("no record of trace {trace_id} in the local audit log"))?;
+    let out = if format == "json" {
+        serde_json::to_value(&trace)?
+    } else {
+        trace
+            .to_otlp()
+            .context("the trace has no OpenTelemetry form")?
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}")?;
+    stdout.flush()?;
+    Ok(())
+}

@@ -78,6 +78,11 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// A run's trace from the local audit log.
+    Trace {
+        #[command(subcommand)]
+        cmd: TraceCmd,
+    },
     /// API keys (server mode).
     Keys {
         #[command(subcommand)]
@@ -114,6 +119,19 @@ pub(crate) enum AuditCmd {
     Query(QueryFlags),
     /// Per capability an agent used: how often, how often denied, when last.
     Capabilities(QueryFlags),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TraceCmd {
+    /// The run's steps in order with their timings: JSON, or OTLP/JSON for OpenTelemetry
+    /// collectors.
+    Export {
+        /// The run's id (tr_…).
+        trace_id: String,
+        /// json (default) or otlp.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
 }
 
 /// Conditions on audit records.
@@ -327,6 +345,9 @@ fn main() -> ExitCode {
             },
         },
         Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
+        Command::Trace {
+            cmd: TraceCmd::Export { trace_id, format },
+        } => done(audit::trace_export(&home, trace_id, format)),
         Command::Audit { .. } if cli.server.is_some() => {
             eprintln!(
                 "spawn: spawn audit reads the local log of $SPAWN_HOME; through spawnd it is not available yet: run it on the daemon's host with SPAWN_HOME set to the daemon's state directory"

@@ -523,6 +523,64 @@ fn a_full_audit_disk_refuses_the_run() {
     assert!(v["records"].as_u64().unwrap() >= 3 * (refused + 1), "{v}");
 }
 
+/// `spawn trace export`: a run's steps in order with their timings (JSON), and the same as
+/// an OpenTelemetry trace (OTLP/JSON) whose trace id is the run id's 128 bits.
+#[test]
+fn a_run_exports_as_a_trace() {
+    let home = Home::new();
+    let out = home.sh(&[], "mount -t tmpfs none /tmp 2>/dev/null; exit 3");
+    out.assert_code(3);
+    let run_id = out.run_id();
+    home.native(&[], &["true"]).assert_code(0);
+
+    let t = home.cmd(["trace", "export", &run_id]).run();
+    t.assert_code(0);
+    let t: Value = serde_json::from_str(t.stdout.trim()).unwrap();
+    let steps = t["steps"].as_array().unwrap();
+    let mine = home.audit_of(&run_id);
+    assert_eq!(steps.len(), mine.len(), "{t}");
+    assert_eq!(steps[0]["eventType"], "agent.start");
+    assert_eq!(steps[steps.len() - 1]["eventType"], "agent.stop");
+    let seqs: Vec<u64> = steps.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let offsets: Vec<i64> = steps
+        .iter()
+        .map(|s| s["offsetMs"].as_i64().unwrap())
+        .collect();
+    assert!(
+        offsets.windows(2).all(|w| w[0] <= w[1]) && offsets[0] == 0,
+        "{offsets:?}"
+    );
+    assert!(steps
+        .iter()
+        .all(|s| s["hash"].as_str().unwrap().starts_with("sha256:")));
+
+    let o = home
+        .cmd(["trace", "export", &run_id, "--format", "otlp"])
+        .run();
+    o.assert_code(0);
+    let o: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let spans = o["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap();
+    assert_eq!(spans.len(), steps.len() + 1);
+    let bits = spawn_audit::parse_id("tr", &run_id).unwrap();
+    assert!(spans.iter().all(|s| s["traceId"] == hex(&bits)), "{o}");
+    assert!(spans
+        .iter()
+        .any(|s| s["name"] == "sandbox.escape.attempt mount" && s["status"]["code"] == 2));
+
+    for bad in [
+        vec!["trace", "export", "tr_nosuchtraceaaaaaaaaaaaaaa"],
+        vec!["trace", "export", "not-a-trace"],
+        vec!["trace", "export", &run_id, "--format", "xml"],
+    ] {
+        let out = home.cmd(&bad).run();
+        out.assert_code(2);
+        assert!(out.stderr.starts_with("spawn: "), "{out}");
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
