@@ -323,20 +323,16 @@ mod fuzz_property {
         env!("CARGO_MANIFEST_DIR"),
         "/../../fuzz/properties/audit_chain.rs"
     ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
 
     /// Every input the `audit_chain` fuzz target ever failed on or was given to hold
     /// (fuzz/regressions/audit_chain/) keeps the target's property.
     #[test]
     fn fuzz_regressions_keep_the_audit_chain_property() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/regressions/audit_chain");
-        let mut kept = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            check(&std::fs::read(&path).unwrap());
-            kept += 1;
-        }
-        assert!(kept > 0, "no regression inputs in {}", dir.display());
+        check_kept(env!("CARGO_MANIFEST_DIR"), "audit_chain", check);
     }
 
     /// The property holds for a real log and for each of its tamperings.

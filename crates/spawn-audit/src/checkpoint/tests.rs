@@ -167,19 +167,15 @@ mod fuzz_property {
         env!("CARGO_MANIFEST_DIR"),
         "/../../fuzz/properties/checkpoint_note.rs"
     ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
 
     /// Every input the `checkpoint_note` fuzz target ever failed on or was given to hold
     /// (fuzz/regressions/checkpoint_note/) keeps the target's property.
     #[test]
     fn fuzz_regressions_keep_the_checkpoint_note_property() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/regressions/checkpoint_note");
-        let mut kept = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            check(&std::fs::read(&path).unwrap());
-            kept += 1;
-        }
-        assert!(kept > 0, "no regression inputs in {}", dir.display());
+        check_kept(env!("CARGO_MANIFEST_DIR"), "checkpoint_note", check);
     }
 }
