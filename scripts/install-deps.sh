@@ -14,7 +14,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # postgresql: spawn-store's tests start a throwaway cluster of their own from its binaries
 # (the system's own cluster is not used). openssl, curl: spawnd's TLS test makes a
 # certificate and speaks TLS 1.2 and 1.3 to it with a client nobody here wrote; its JWT
-# test makes the issuers' Ed25519 keys with openssl.
+# test makes the issuers' Ed25519 keys with openssl; its mutual-TLS test presents client
+# certificates with curl --cert and openssl s_client.
 # python3-venv: the venv of openapi-spec-validator (below).
 pkgs=(python3 python3-venv bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines

@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Limits;
+use crate::listen::ClientCert;
 use crate::remembered::Remembered;
 use crate::views::{AgentView, ErrorBody, Page, Status, Whoami};
 
@@ -383,9 +384,13 @@ async fn read_body(State(state): State<Shared>, req: Request, next: Next) -> Res
 /// The header that carries an API key.
 const API_KEY_HEADER: &str = "x-api-key";
 
-/// Authenticates the caller by its API key: the key's checksum is checked before anything
-/// is looked up; an unknown or revoked key is a 401 like a missing one, and each failure is
-/// an `auth.failure` event (without any of the key).
+/// Authenticates the caller by the first credential it presents, in this order: an API key
+/// (`X-API-Key`), a bearer JWT (`Authorization`), the client certificate of its TLS
+/// connection (mutual TLS) — a credential in the request wins over the connection's, and a
+/// bad one is refused, not passed over. The key's checksum is checked before anything is
+/// looked up; an unknown or revoked key is a 401 like a missing one, and so is a refused
+/// token or certificate; each failure is an `auth.failure` event (without any of the key or
+/// token).
 async fn authenticate(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -460,30 +465,28 @@ async fn authenticate(
                 Ok(user) => user,
                 Err(reason) => return failure(&reason),
             };
-            let grants = match state
-                .store
-                .bindings_of(SubjectKind::User.as_str(), &user)
-                .await
-            {
-                Ok(b) => b.into_iter().map(|b| (b.namespace, b.role)).collect(),
-                Err(e) => {
-                    tracing::error!(error = %e, request_id = %req_id, "bindings lookup");
-                    return ApiError::internal().into_response();
+            return match user_caller(&state, user, "jwt", &req_id, now).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    next.run(req).await
                 }
+                Err(res) => res,
             };
-            if let Err(wait) = state.rate.take(&format!("User/{user}"), now) {
-                return too_many(&state, "too many requests for this principal", wait);
-            }
-            req.extensions_mut().insert(Caller {
-                subject: Subject {
-                    kind: SubjectKind::User,
-                    name: user,
-                },
-                key_id: "jwt".into(),
-                test_key: false,
-                grants,
-            });
-            return next.run(req).await;
+        }
+        // The connection's client certificate, when the request carries no credential of its
+        // own (rustls verified it at the handshake; a refused one is a 401 like a bad key).
+        if let Some(ClientCert(named)) = req.extensions().get::<ClientCert>().cloned() {
+            let user = match named {
+                Ok(subject) => subject.name,
+                Err(reason) => return failure(reason),
+            };
+            return match user_caller(&state, user, "mtls", &req_id, now).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    next.run(req).await
+                }
+                Err(res) => res,
+            };
         }
     }
     let text = match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
@@ -538,6 +541,44 @@ async fn authenticate(
         grants,
     });
     next.run(req).await
+}
+
+/// The caller that is the User `user`, authenticated by `how` (`jwt`, `mtls`: its
+/// `key_id`): its RoleBindings, read now, and a request taken from its rate.
+async fn user_caller(
+    state: &AppState,
+    user: String,
+    how: &str,
+    req_id: &str,
+    now: std::time::Instant,
+) -> Result<Caller, Response> {
+    let grants = match state
+        .store
+        .bindings_of(SubjectKind::User.as_str(), &user)
+        .await
+    {
+        Ok(b) => b.into_iter().map(|b| (b.namespace, b.role)).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, request_id = %req_id, "bindings lookup");
+            return Err(ApiError::internal().into_response());
+        }
+    };
+    if let Err(wait) = state.rate.take(&format!("User/{user}"), now) {
+        return Err(too_many(
+            state,
+            "too many requests for this principal",
+            wait,
+        ));
+    }
+    Ok(Caller {
+        subject: Subject {
+            kind: SubjectKind::User,
+            name: user,
+        },
+        key_id: how.into(),
+        test_key: false,
+        grants,
+    })
 }
 
 /// The caller as the audit log names it.

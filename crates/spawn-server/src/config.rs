@@ -109,14 +109,39 @@ fn default_jwt_algorithm() -> String {
     "EdDSA".into()
 }
 
-/// The server's certificate.
+/// The server's certificate, and the client certificates it accepts (mutual TLS).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tls {
     /// The certificate chain, PEM.
     pub cert: PathBuf,
     /// Its private key, PEM.
     pub key: PathBuf,
+    /// The CA certificates (PEM, one or more) client certificates must chain to; none
+    /// asked for without it. The CA is trusted to name users (a certificate's CommonName
+    /// is the User it authenticates): use one kept for this alone.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client must present a certificate (`required`) or may (`optional`, the
+    /// default with `clientCa`). Only with `clientCa`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Certificate revocation lists (PEM, one or more, one from each CA that issues in
+    /// the chains: a certificate whose issuer has none here is refused). Only with
+    /// `clientCa`.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
+}
+
+/// Whether a client certificate is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client without one is served, and authenticates by API key or bearer JWT.
+    #[default]
+    Optional,
+    /// The handshake fails without a valid one.
+    Required,
 }
 
 /// Abuse limits.
@@ -316,6 +341,16 @@ impl Config {
                 reason: "limits.maxRunsPerNamespace must be 1 to 4096".into(),
             });
         }
+        if let Some(tls) = &config.tls {
+            if tls.client_ca.is_none() && (tls.client_auth.is_some() || tls.client_crl.is_some()) {
+                return Err(ServerError::Config {
+                    what: what(),
+                    reason: "tls.clientAuth and tls.clientCrl need tls.clientCa (the CA client \
+                             certificates must chain to)"
+                        .into(),
+                });
+            }
+        }
         if config.limits.max_runs_per_host == 0 || config.limits.max_runs_per_host > 4096 {
             return Err(ServerError::Config {
                 what: what(),
@@ -386,6 +421,19 @@ mod tests {
                 "headerReadTimeoutSeconds",
             ),
             ("tls: {cert: /x}\n", "key"),
+            (
+                "tls: {cert: /x, key: /y, clientAuth: required}\n",
+                "need tls.clientCa",
+            ),
+            (
+                "tls: {cert: /x, key: /y, clientCrl: /z}\n",
+                "need tls.clientCa",
+            ),
+            (
+                "tls: {cert: /x, key: /y, clientCa: /z, clientAuth: yes}\n",
+                "clientAuth",
+            ),
+            ("tls: {cert: /x, key: /y, client_ca: /z}\n", "client_ca"),
             ("limits: {lockoutSeconds: 99999999}\n", "lockoutSeconds"),
             ("limits: {requestsPerSecond: 1.5}\n", "requestsPerSecond"),
             ("log: {format: xml}\n", "format"),
@@ -401,5 +449,13 @@ mod tests {
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.listen.port(), 0);
+        std::fs::write(
+            &path,
+            "tls: {cert: /x, key: /y, clientCa: /z, clientAuth: required}\n",
+        )
+        .unwrap();
+        let tls = Config::load(Some(&path)).unwrap().tls.unwrap();
+        assert_eq!(tls.client_auth, Some(ClientAuth::Required));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/z")));
     }
 }

@@ -41,6 +41,9 @@ use crate::views::ErrorBody;
 pub(crate) const API_KEY_SCHEME: &str = "api_key";
 /// The name of the bearer-JWT security scheme (accepted when `auth.jwt` is configured).
 pub(crate) const BEARER_SCHEME: &str = "bearer_jwt";
+/// The name of the client-certificate (mutual TLS) security scheme (accepted when
+/// `tls.clientCa` is configured).
+pub(crate) const MUTUAL_TLS_SCHEME: &str = "mutual_tls";
 
 /// The tags of the document, in order, with what they group.
 const TAGS: &[(&str, &str)] = &[
@@ -138,17 +141,19 @@ fn answer(op: &mut Operation, status: StatusCode, response: ResponseBuilder) {
 pub(crate) fn behind_authentication(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for op in operations_mut(item) {
-            // Either one: an API key, or a bearer JWT.
+            // Any one: an API key, a bearer JWT, or a client certificate.
             op.security = Some(vec![
                 SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new()),
                 SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+                SecurityRequirement::new(MUTUAL_TLS_SCHEME, Vec::<String>::new()),
             ]);
             answer(
                 op,
                 StatusCode::UNAUTHORIZED,
                 error_response(
                     "`unauthenticated`: no API key, or one that is not valid, not known or \
-                     revoked (each an `auth.failure` audit event)",
+                     revoked; a bearer token or client certificate refused (each an \
+                     `auth.failure` audit event)",
                 ),
             );
             answer(
@@ -248,6 +253,19 @@ pub(crate) fn finish(mut doc: OpenApi) -> OpenApi {
                 ))
                 .build(),
         ),
+    );
+    components.security_schemes.insert(
+        MUTUAL_TLS_SCHEME.into(),
+        SecurityScheme::MutualTls {
+            description: Some(
+                "A client certificate of the CA the daemon's `tls.clientCa` names, presented \
+                 in the TLS handshake: its subject's one CommonName is the User it \
+                 authenticates. Used when the request carries no API key and no \
+                 Authorization header; not asked for when no client CA is configured"
+                    .into(),
+            ),
+            extensions: None,
+        },
     );
     // The error answers the middleware adds name it even where no annotation does.
     components
@@ -717,8 +735,12 @@ mod tests {
             "bearer"
         );
         assert_eq!(
+            doc["components"]["securitySchemes"]["mutual_tls"]["type"],
+            "mutualTLS"
+        );
+        assert_eq!(
             doc["paths"]["/v1/whoami"]["get"]["security"],
-            json!([{"api_key": []}, {"bearer_jwt": []}])
+            json!([{"api_key": []}, {"bearer_jwt": []}, {"mutual_tls": []}])
         );
     }
 }

@@ -54,11 +54,12 @@ pub struct Status {
     pub status: String,
 }
 
-/// Who the caller is: the principal its API key belongs to.
+/// Who the caller is: the principal its API key belongs to, or the User its bearer JWT or
+/// client certificate names.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Whoami {
-    /// The key's id (`key_…`).
+    /// The key's id (`key_…`); `jwt` for a bearer JWT, `mtls` for a client certificate.
     pub key_id: String,
     /// `User`, `ServiceAccount` or `Group`.
     pub kind: String,

@@ -211,11 +211,31 @@ pub fn refused(dir: &Path, extra: &str) -> String {
         dir.join("home").display()
     );
     std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("write the configuration: {e}"));
-    let out = Command::new(spawnd())
+    let mut child = Command::new(spawnd())
         .arg("--config")
         .arg(&config)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("start spawnd: {e}"));
+    // A daemon that accepted it serves on: stopped after a while, and the test fails
+    // instead of waiting for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child
+        .try_wait()
+        .unwrap_or_else(|e| panic!("wait for spawnd: {e}"))
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spawnd accepted (it was still serving after 60 s):\n{extra}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("spawnd's output: {e}"));
     assert!(!out.status.success(), "spawnd accepted:\n{extra}");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
