@@ -356,7 +356,12 @@ pub fn dir_of(log_dir: &Path) -> PathBuf {
 
 /// Every checkpoint note under `log_dir`, in size order: (file, text).
 pub fn notes(log_dir: &Path) -> Result<Vec<(PathBuf, String)>, AuditError> {
-    let dir = dir_of(log_dir);
+    notes_in(&dir_of(log_dir))
+}
+
+/// Every checkpoint note (`*.note`) in `dir`, in name order: (file, text).
+pub fn notes_in(dir: &Path) -> Result<Vec<(PathBuf, String)>, AuditError> {
+    let dir = dir.to_owned();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

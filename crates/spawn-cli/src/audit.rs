@@ -72,17 +72,35 @@ fn check_checkpoints(
 
 /// `spawn audit verify [--file F] [--key VKEY]`: exit 0 if intact, 1 naming the first bad
 /// record, 2 (with the reason) if it cannot be read at all.
-pub(crate) fn verify(home: &Path, file: Option<&Path>, key: Option<&str>, json: bool) -> ExitCode {
+pub(crate) fn verify(
+    home: &Path,
+    file: Option<&Path>,
+    checkpoints: Option<&Path>,
+    key: Option<&str>,
+    json: bool,
+) -> ExitCode {
     let (path, whole) = match file {
-        // An export may be any range of the log: it is checked from where it starts.
-        Some(f) => (f.to_owned(), false),
+        // An export may be any range of the log: it is checked from where it starts — or,
+        // held to checkpoints, as a whole log.
+        Some(f) => (f.to_owned(), checkpoints.is_some()),
         None => (log_path(home), true),
+    };
+    // Where the checkpoints are: given, or the local log's.
+    let notes_dir = match (checkpoints, file) {
+        (Some(dir), _) => Some(dir.to_owned()),
+        (None, None) => Some(checkpoint::dir_of(&path.with_file_name(""))),
+        (None, Some(_)) => None,
     };
     let result = (|| -> anyhow::Result<(Verified, usize)> {
         // The local log's checkpoints, opened with the verifier key given or the signing
         // key's; an export is checked by its chain alone.
-        let notes = if whole {
-            let notes = checkpoint::notes(&path.with_file_name(""))?;
+        let notes = if let Some(dir) = &notes_dir {
+            anyhow::ensure!(
+                checkpoints.is_none() || dir.is_dir(),
+                "{} is not a directory of checkpoints",
+                dir.display()
+            );
+            let notes = checkpoint::notes_in(dir)?;
             let verifier = match (key, notes.is_empty()) {
                 (_, true) => None,
                 (Some(text), false) => Some(checkpoint::VerifierKey::parse(text)?),

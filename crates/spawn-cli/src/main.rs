@@ -105,6 +105,10 @@ pub(crate) enum AuditCmd {
         /// the signing key's.
         #[arg(long, value_name = "VKEY")]
         key: Option<String>,
+        /// With --file: hold the export, as a whole log, to the checkpoints in this
+        /// directory (a copy of $SPAWN_HOME/audit/checkpoints).
+        #[arg(long, value_name = "DIR", requires = "file")]
+        checkpoints: Option<PathBuf>,
     },
     /// The local log as stored (JSON lines, chain included) on stdout.
     Export,
@@ -355,9 +359,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Command::Audit { cmd, json } => match cmd {
-            AuditCmd::Verify { file, key } => {
-                audit::verify(&home, file.as_deref(), key.as_deref(), *json)
-            }
+            AuditCmd::Verify {
+                file,
+                key,
+                checkpoints,
+            } => audit::verify(
+                &home,
+                file.as_deref(),
+                checkpoints.as_deref(),
+                key.as_deref(),
+                *json,
+            ),
             AuditCmd::Checkpoint => match audit::make_checkpoint(&home) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),

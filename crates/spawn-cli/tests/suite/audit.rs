@@ -282,6 +282,40 @@ fn checkpoints_catch_a_cut_and_a_rewritten_history() {
     );
     home.cmd(["audit", "prove", "99999"]).run().assert_code(2);
 
+    // An export with a copy of the checkpoints, checked elsewhere with the verifier key:
+    // whole, it verifies; cut, its chain alone would pass, the checkpoints do not.
+    let export = home.cmd(["audit", "export"]).run();
+    export.assert_code(0);
+    let copied = dir.path().join("checkpoints");
+    std::fs::create_dir(&copied).unwrap();
+    for e in std::fs::read_dir(home.path().join("audit/checkpoints")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copied.join(e.file_name())).unwrap();
+    }
+    let whole = dir.path().join("export.jsonl");
+    std::fs::write(&whole, &export.stdout).unwrap();
+    let lines: Vec<&str> = export.stdout.lines().collect();
+    let cut = dir.path().join("cut.jsonl");
+    std::fs::write(&cut, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    let elsewhere = Home::new();
+    let held = |file: &std::path::Path| {
+        elsewhere
+            .cmd(["audit", "verify", "--key", &vkey, "--checkpoints"])
+            .arg_path(&copied)
+            .arg_path("--file")
+            .arg_path(file)
+            .run()
+    };
+    held(&whole).assert_code(0);
+    let out = held(&cut);
+    out.assert_code(1);
+    assert!(out.stdout.contains("were removed"), "{out}");
+    elsewhere
+        .cmd(["audit", "verify", "--file"])
+        .arg_path(&cut)
+        .run()
+        .assert_code(0);
+
     let log = home.path().join("audit").join("audit.jsonl");
     let original = home.audit_text();
     // The newest records cut off: the chain that is left is whole, the checkpoint is not.
