@@ -114,3 +114,33 @@ fn event(host: &str) -> Event {
     .with_detail("reason", "not-allowlisted")
     .with_detail("detail", format!("{host} is not on the run's allowlist"))
 }
+
+/// Events of the chain bench (issue 10: a million).
+pub const CHAIN_EVENTS: usize = 1_000_000;
+/// Events per durable batch (one append and one `fdatasync`): a group commit.
+pub const CHAIN_BATCH: usize = 1_000;
+
+/// The hash chain at scale: `CHAIN_EVENTS` events appended in durable batches of
+/// `CHAIN_BATCH` (appended per second), then the whole log verified (records per second).
+pub fn chain() -> Result<(f64, f64)> {
+    let dir = tempfile::tempdir().context("create a directory for the chain bench")?;
+    let mut log = AuditLog::open(dir.path())?;
+    let batch: Vec<Event> = (0..CHAIN_BATCH)
+        .map(|i| event(&format!("h{}.denied.test", i % 64)))
+        .collect();
+    let start = Instant::now();
+    for _ in 0..CHAIN_EVENTS / CHAIN_BATCH {
+        log.append(&batch)?;
+        log.sync()?;
+    }
+    let appended = CHAIN_EVENTS as f64 / start.elapsed().as_secs_f64();
+    let file = std::fs::File::open(log.path())?;
+    let start = Instant::now();
+    let v = spawn_audit::chain::verify(std::io::BufReader::with_capacity(1 << 20, file), true)?;
+    let verified = v.records as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        v.intact() && v.records == CHAIN_EVENTS as u64,
+        "the bench's own log does not verify: {v:?}"
+    );
+    Ok((appended, verified))
+}

@@ -387,6 +387,34 @@ fn audit_bench(json: &mut serde_json::Value) -> Result<()> {
         .map(|(n, ns)| ((*n).to_owned(), serde_json::json!({ "ns_per_event": ns })))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    // The chain at scale (issue 10's targets; its baseline, SQLite's insert rate for the
+    // same rows, waits for the log in the state database).
+    let (appended, verified) = audit::chain()?;
+    println!();
+    println!(
+        "spawn-bench: the hash chain, {} events appended in durable batches of {} (one fdatasync each), then verified",
+        audit::CHAIN_EVENTS,
+        audit::CHAIN_BATCH
+    );
+    let pass = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "{:<32} {:>10.0} events/s  (target >= 100000)   {}",
+        "appended (chained, durable)",
+        appended,
+        pass(appended >= 100_000.0)
+    );
+    println!(
+        "{:<32} {:>10.0} events/s  (target >= 1000000)  {}",
+        "verified",
+        verified,
+        pass(verified >= 1_000_000.0)
+    );
+    json["audit"]["chain"] = serde_json::json!({
+        "events": audit::CHAIN_EVENTS,
+        "batch": audit::CHAIN_BATCH,
+        "appended_per_s": appended,
+        "verified_per_s": verified,
+    });
     Ok(())
 }
 
