@@ -30,6 +30,17 @@ pub(crate) fn hash_of(record: &impl Serialize) -> Result<String, AuditError> {
     Ok(format_hash(&Sha256::digest(canonical(record)?)))
 }
 
+/// [`hash_of`] for a record already parsed (no copy of it is made).
+fn hash_of_map(record: &serde_json::Map<String, Value>) -> Result<String, AuditError> {
+    if record.iter().all(|(k, v)| k.is_ascii() && plain(v)) {
+        let mut out = Vec::with_capacity(1024);
+        write_sorted_map(record, &mut out);
+        Ok(format_hash(&Sha256::digest(&out)))
+    } else {
+        hash_of(record)
+    }
+}
+
 /// The record's RFC 8785 form.
 ///
 /// `serde_json_canonicalizer` is the reference here, but it takes about 5 µs for an event
@@ -70,21 +81,7 @@ fn plain(v: &Value) -> bool {
 /// serde_json's compact form of `v` with every object's members sorted by name.
 fn write_sorted(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(m) => {
-            let mut members: Vec<(&String, &Value)> = m.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Writing a string or a scalar into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                write_sorted(v, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(m) => write_sorted_map(m, out),
         Value::Array(a) => {
             out.push(b'[');
             for (i, v) in a.iter().enumerate() {
@@ -99,6 +96,23 @@ fn write_sorted(v: &Value, out: &mut Vec<u8>) {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
+}
+
+/// [`write_sorted`] of an object.
+fn write_sorted_map(m: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<(&String, &Value)> = m.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string or a scalar into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_sorted(v, out);
+    }
+    out.push(b'}');
 }
 
 fn format_hash(digest: &[u8]) -> String {
@@ -272,7 +286,7 @@ fn check(
         }
         Some(_) => {}
     }
-    match hash_of(&record) {
+    match hash_of_map(&record) {
         Ok(computed) if computed == hash => Ok((seq, prev, hash)),
         Ok(_) => bad("its hash does not match its content: the record was changed".into()),
         Err(e) => bad(format!("it cannot be put in canonical form: {e}")),
