@@ -120,7 +120,9 @@ pub fn inner(out: &Path, seconds: u64) -> Result<()> {
 struct Quiet;
 
 impl spawn_egress::Observer for Quiet {
-    fn attempt(&self, _: &spawn_egress::Attempt) {}
+    fn attempt(&self, _: &spawn_egress::Attempt) -> bool {
+        true
+    }
     fn closed(&self, _: &spawn_egress::Closed) {}
 }
 

@@ -121,8 +121,10 @@ pub struct Closed {
 /// Receives a run's network events (for its audit log). Called from the proxy's tasks:
 /// keep it quick.
 pub trait Observer: Send + Sync {
-    /// Every attempt, allowed or not.
-    fn attempt(&self, event: &Attempt);
+    /// Every attempt, allowed or not; whether it is on record (written, or counted by the
+    /// audit limits). An allowed attempt that is not goes no further: no audit, no
+    /// action.
+    fn attempt(&self, event: &Attempt) -> bool;
     /// An allowed connection ended.
     fn closed(&self, event: &Closed);
 }
@@ -312,6 +314,14 @@ fn refusal(denial: &Denial) -> Response<ProxyBody> {
         status,
         Some(denial.code),
         format!("spawn egress proxy: denied: {denial}\n"),
+    )
+}
+
+/// An allowed attempt whose audit event could not be written.
+fn unrecorded() -> Denial {
+    denial(
+        "audit",
+        "the attempt could not be put on the audit record, so it is not made",
     )
 }
 
@@ -567,7 +577,7 @@ impl Proxy {
                 port,
                 addr,
                 verdict,
-            });
+            })
         };
         let shown = target.to_string();
         if via == Via::Http {
@@ -602,7 +612,9 @@ impl Proxy {
                     }
                 },
             };
-            report(&shown, Some(addr), Ok(()));
+            if !report(&shown, Some(addr), Ok(())) {
+                return refusal(&unrecorded());
+            }
             return forward(run.clone(), &shown, port, addr, sender, req).await;
         }
         let (upstream, addr) = match self.open(&run, via, &target, port).await {
@@ -644,7 +656,7 @@ impl Proxy {
                 port: 443,
                 addr,
                 verdict,
-            });
+            })
         };
         let read = match read_hello(&mut client, Vec::new(), HEAD_TIMEOUT).await {
             Ok((hello, Hello::Sni(sni))) => Ok((hello, sni)),
@@ -675,7 +687,10 @@ impl Proxy {
                 return;
             }
         };
-        report(target.to_string(), Some(addr), Ok(()));
+        if !report(target.to_string(), Some(addr), Ok(())) {
+            // Not on record: closed with nothing forwarded.
+            return;
+        }
         splice(
             &run,
             client,
@@ -878,7 +893,7 @@ async fn tunnel(
             port,
             addr: Some(addr),
             verdict,
-        });
+        })
     };
     let out = AtomicU64::new(0);
     let inn = AtomicU64::new(0);
@@ -893,7 +908,10 @@ async fn tunnel(
                 return false;
             }
         };
-        report(Ok(()));
+        if !report(Ok(())) {
+            // Not on record: nothing is forwarded.
+            return false;
+        }
         if uw.write_all(&first).await.is_ok() {
             out.fetch_add(first.len() as u64, Ordering::Relaxed);
             pump(cr, uw, &out).await;

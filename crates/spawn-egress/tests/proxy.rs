@@ -74,7 +74,8 @@ async fn cases() -> usize {
     http_server(PUBLIC, 80, public_hits.clone()).await;
     http_server(PUBLIC2, 80, Arc::new(AtomicUsize::new(0))).await;
     http_server(PRIVATE, 80, private_hits.clone()).await;
-    echo_server(PUBLIC, Arc::new(AtomicUsize::new(0))).await;
+    let echo_bytes = Arc::new(AtomicUsize::new(0));
+    echo_server(PUBLIC, echo_bytes.clone()).await;
     let loopback_server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let loopback_port = loopback_server.local_addr().unwrap().port();
 
@@ -490,6 +491,58 @@ async fn cases() -> usize {
             });
     assert_eq!(runs.keys().collect::<Vec<_>>(), ["tr_a"]);
     assert!(public_hits.load(Ordering::SeqCst) > 0);
+
+    case("no audit, no action: an allowed attempt that cannot be put on record is not made, by any way in");
+    let e = Ipv4Addr::new(127, 0, 0, 6);
+    let ee = Arc::new(Events {
+        unrecordable: true,
+        ..Events::default()
+    });
+    let _re = proxy
+        .register(
+            e.into(),
+            "tr_e",
+            rules(NetPolicy::Restricted, &["allowed.test"], &[], false, None),
+            ee.clone(),
+        )
+        .unwrap();
+    let (hits, bytes) = (
+        public_hits.load(Ordering::SeqCst),
+        echo_bytes.load(Ordering::SeqCst),
+    );
+    let r = get(e, paddr, "http://allowed.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    assert!(r.contains("audit record"), "{r}");
+    let r = get(e, haddr, "http://allowed.test/").await;
+    assert_eq!(status(&r), "403", "{r}");
+    let mut s = client(e, paddr).await;
+    s.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&tls_hello("allowed.test")).await.unwrap();
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back)).await;
+    assert!(
+        !back
+            .windows(5)
+            .any(|w| w == &tls_hello("allowed.test")[..5]),
+        "the tunnel forwarded: {back:?}"
+    );
+    let mut s = client(e, taddr).await;
+    s.write_all(&tls_hello("allowed.test")).await.unwrap();
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back)).await;
+    assert!(back.is_empty(), "{back:?}");
+    assert_eq!(
+        public_hits.load(Ordering::SeqCst),
+        hits,
+        "a request went out"
+    );
+    assert_eq!(echo_bytes.load(Ordering::SeqCst), bytes, "bytes went out");
+    // Each was an allowed attempt, reported (and refused once not on record).
+    let attempts = ee.attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    assert!(attempts.iter().all(|a| a.verdict.is_ok()), "{attempts:?}");
 
     passed
 }

@@ -66,29 +66,37 @@ struct Writer {
 }
 
 impl Writer {
-    fn flush(&mut self) {
+    /// Writes what the limiter let through; whether it was (nothing to write is written).
+    fn flush(&mut self) -> bool {
         if self.out.is_empty() {
-            return;
+            return true;
         }
-        if let Err(e) = self.log.append(&self.out) {
-            eprintln!("spawn-egress: cannot write the audit log: {e}");
-        }
+        let written = match self.log.append(&self.out) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("spawn-egress: cannot write the audit log: {e}");
+                false
+            }
+        };
         self.out.clear();
+        written
     }
 }
 
 impl AuditObserver {
-    fn write(&self, event: Event) {
+    /// Puts `event` through the limits and writes what they let through; whether it is on
+    /// record (written, or counted to be summarized).
+    fn write(&self, event: Event) -> bool {
         let event = Event {
             trace_id: Some(self.trace_id.clone()),
             ..event
         };
         let Ok(mut w) = self.writer.lock() else {
-            return;
+            return false;
         };
         let w = &mut *w;
         w.limiter.admit(event, &mut w.out);
-        w.flush();
+        w.flush()
     }
 
     /// Summaries of a window that ended while no event came.
@@ -147,7 +155,7 @@ impl AuditObserver {
 }
 
 impl Observer for AuditObserver {
-    fn attempt(&self, e: &Attempt) {
+    fn attempt(&self, e: &Attempt) -> bool {
         self.count(usize::from(e.verdict.is_err()), 1);
         let outcome = match &e.verdict {
             Ok(()) => Outcome::Success,
@@ -166,7 +174,7 @@ impl Observer for AuditObserver {
                 .with_detail("reason", d.code)
                 .with_detail("detail", d.detail.clone());
         }
-        self.write(event);
+        self.write(event)
     }
 
     fn closed(&self, e: &Closed) {

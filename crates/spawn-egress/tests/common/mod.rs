@@ -21,11 +21,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 pub struct Events {
     pub attempts: Mutex<Vec<Attempt>>,
     pub closed: Mutex<Vec<Closed>>,
+    /// Says no attempt could be put on record (an audit log that cannot be written).
+    pub unrecordable: bool,
 }
 
 impl Observer for Events {
-    fn attempt(&self, e: &Attempt) {
+    fn attempt(&self, e: &Attempt) -> bool {
         self.attempts.lock().unwrap().push(e.clone());
+        !self.unrecordable
     }
     fn closed(&self, e: &Closed) {
         self.closed.lock().unwrap().push(e.clone());
