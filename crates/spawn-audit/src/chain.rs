@@ -32,13 +32,7 @@ pub(crate) fn hash_of(record: &impl Serialize) -> Result<String, AuditError> {
 
 /// [`hash_of`] for a record already parsed (no copy of it is made).
 fn hash_of_map(record: &serde_json::Map<String, Value>) -> Result<String, AuditError> {
-    if record.iter().all(|(k, v)| k.is_ascii() && plain(v)) {
-        let mut out = Vec::with_capacity(1024);
-        write_sorted_map(record, &mut out);
-        Ok(format_hash(&Sha256::digest(&out)))
-    } else {
-        hash_of(record)
-    }
+    Ok(format_hash(&Sha256::digest(canonical_map(record)?)))
 }
 
 /// The record's RFC 8785 form.
@@ -53,15 +47,32 @@ fn hash_of_map(record: &serde_json::Map<String, Value>) -> Result<String, AuditE
 /// and the reference otherwise (decimals such as `durationMs`, other names, larger
 /// numbers); a unit test holds the two to the same bytes over hostile values.
 pub fn canonical(record: &impl Serialize) -> Result<Vec<u8>, AuditError> {
-    let value = serde_json::to_value(record).map_err(AuditError::Encode)?;
-    if plain(&value) {
-        let mut out = Vec::with_capacity(512);
-        write_sorted(&value, &mut out);
+    match serde_json::to_value(record).map_err(AuditError::Encode)? {
+        Value::Object(m) => canonical_map(&m),
+        v if plain(&v) => {
+            let mut out = Vec::with_capacity(64);
+            write_sorted(&v, &mut out);
+            Ok(out)
+        }
+        v => reference(&v),
+    }
+}
+
+/// [`canonical`] of an object.
+fn canonical_map(m: &serde_json::Map<String, Value>) -> Result<Vec<u8>, AuditError> {
+    if m.iter().all(|(k, v)| k.is_ascii() && plain(v)) {
+        let mut out = Vec::with_capacity(1024);
+        write_sorted_map(m, &mut out);
         Ok(out)
     } else {
-        serde_json_canonicalizer::to_vec(&value)
-            .map_err(|e| AuditError::Encode(serde_json::Error::io(std::io::Error::other(e))))
+        reference(m)
     }
+}
+
+/// The reference RFC 8785 serializer.
+fn reference(v: &impl Serialize) -> Result<Vec<u8>, AuditError> {
+    serde_json_canonicalizer::to_vec(v)
+        .map_err(|e| AuditError::Encode(serde_json::Error::io(std::io::Error::other(e))))
 }
 
 /// Whether `v` is all of the kind whose RFC 8785 form [`write_sorted`] writes.
@@ -116,9 +127,13 @@ fn write_sorted_map(m: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
 }
 
 fn format_hash(digest: &[u8]) -> String {
-    let mut s = String::with_capacity(HASH_LEN);
-    s.push_str("sha256:");
-    for b in digest {
+    format!("sha256:{}", hex(digest))
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         s.push(char::from(HEX[usize::from(b >> 4)]));
         s.push(char::from(HEX[usize::from(b & 15)]));
     }

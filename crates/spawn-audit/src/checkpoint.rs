@@ -477,6 +477,137 @@ pub fn sign_log(log_path: &Path, key: &SigningKey) -> Result<Signed, AuditError>
     Ok(Signed::Kept { size, note, path })
 }
 
+/// A checkpoint note as opened: its file, and the checkpoint or why it did not open.
+pub type Opened = (PathBuf, Result<Checkpoint, AuditError>);
+
+/// The chain of the log read from `input` ([`crate::chain::verify`]) and then every
+/// checkpoint in `notes` against it: opened (signed by the key), over no more records than
+/// the log holds, with the head of the log's first `size` records. The first problem, of
+/// the chain or of a checkpoint, is the answer's `broken`.
+pub fn verify_log(
+    input: impl std::io::BufRead,
+    whole: bool,
+    notes: &[Opened],
+) -> std::io::Result<crate::chain::Verified> {
+    let sizes: std::collections::BTreeSet<u64> = notes
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.size))
+        .collect();
+    let mut tree = Frontier::default();
+    let mut heads = std::collections::BTreeMap::new();
+    let mut v = crate::chain::verify_with(input, whole, |_, hash| {
+        if let Some(leaf) = leaf_of(hash) {
+            tree.push(leaf);
+            if sizes.contains(&tree.size()) {
+                heads.insert(tree.size(), tree.root());
+            }
+        }
+    })?;
+    if v.broken.is_none() {
+        v.broken = notes
+            .iter()
+            .find_map(|(file, opened)| against(file, opened, &heads, v.records));
+    }
+    Ok(v)
+}
+
+/// What is wrong with one checkpoint of a log of `records` records whose heads at the
+/// checkpoints' sizes are `heads`, if anything.
+fn against(
+    file: &Path,
+    opened: &Result<Checkpoint, AuditError>,
+    heads: &std::collections::BTreeMap<u64, Hash>,
+    records: u64,
+) -> Option<crate::chain::Broken> {
+    let name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let broken = |seq, reason| {
+        Some(crate::chain::Broken {
+            seq,
+            line: 0,
+            reason,
+        })
+    };
+    let c = match opened {
+        Ok(c) => c,
+        Err(e) => return broken(0, format!("checkpoint {name}: {e}")),
+    };
+    if c.size > records {
+        return broken(
+            records + 1,
+            format!(
+                "checkpoint {name} signed {} records, the log holds {records}: the records after seq {records} were removed",
+                c.size
+            ),
+        );
+    }
+    if heads.get(&c.size) != Some(&c.root) {
+        return broken(
+            c.size,
+            format!(
+                "checkpoint {name} signed another history of seq 1–{}: the log was rewritten",
+                c.size
+            ),
+        );
+    }
+    None
+}
+
+/// An inclusion proof (RFC 9162 §2.1.3) of one record in a checkpoint's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    /// The record's chain hash.
+    pub hash: String,
+    /// Its leaf index (seq − 1).
+    pub leaf_index: u64,
+    pub proof: Vec<Hash>,
+}
+
+/// The inclusion proof of record `seq` in the tree of `checkpoint`, from the log read from
+/// `input` (whole); an error if the log is broken within the checkpoint, has no such
+/// record, or is not the history the checkpoint signed.
+pub fn prove(
+    input: impl std::io::BufRead,
+    checkpoint: &Checkpoint,
+    seq: u64,
+) -> Result<Inclusion, String> {
+    let mut leaves = Vec::new();
+    let mut record_hash = None;
+    let v = crate::chain::verify_with(input, true, |s, hash| {
+        if s <= checkpoint.size {
+            if let Some(leaf) = leaf_of(hash) {
+                leaves.push(leaf);
+            }
+            if s == seq {
+                record_hash = Some(hash.to_owned());
+            }
+        }
+    })
+    .map_err(|e| format!("cannot read the log: {e}"))?;
+    if let Some(b) = v.broken.filter(|b| b.seq <= checkpoint.size) {
+        return Err(format!("the log is broken at seq {}: {}", b.seq, b.reason));
+    }
+    let (Some(leaf_index), Some(hash)) = (seq.checked_sub(1), record_hash) else {
+        return Err(format!("there is no record with seq {seq}"));
+    };
+    if crate::merkle::root(&leaves) != checkpoint.root {
+        return Err(format!(
+            "the log's first {} records are not those the checkpoint signed: the log was rewritten",
+            checkpoint.size
+        ));
+    }
+    let proof = usize::try_from(leaf_index)
+        .ok()
+        .and_then(|i| crate::merkle::inclusion_proof(&leaves, i))
+        .ok_or_else(|| "the record is not in the checkpoint's tree".to_owned())?;
+    Ok(Inclusion {
+        hash,
+        leaf_index,
+        proof,
+    })
+}
+
 /// The signing key at `path`, made (owner-only, in an owner-only directory) with the
 /// origin `spawn.audit/<random id>` if it does not exist yet.
 pub fn load_or_create_key(path: &Path) -> Result<SigningKey, AuditError> {

@@ -6,6 +6,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::chain::hex;
+
 /// One step of a run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,10 +82,6 @@ pub fn of<'a>(trace_id: &str, records: impl IntoIterator<Item = &'a Value>) -> O
             })
             .collect(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A span id: 8 bytes of SHA-256 over `what`, never all zero.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use spawn_audit::chain::{self, Broken, Verified};
+use spawn_audit::chain::{self, Verified};
 use spawn_audit::checkpoint;
 
 /// The log file under `home`.
@@ -20,54 +20,6 @@ pub(crate) fn key_path(home: &Path) -> PathBuf {
     std::env::var_os("SPAWN_AUDIT_KEY")
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join("keys").join("audit-signing.key"))
-}
-
-/// Each checkpoint against the log: signed by the key, over no more records than the log
-/// holds, with the head of the log's first records. The first that fails.
-fn check_checkpoints(
-    notes: &[(
-        PathBuf,
-        Result<checkpoint::Checkpoint, spawn_audit::AuditError>,
-    )],
-    heads: &std::collections::BTreeMap<u64, spawn_audit::merkle::Hash>,
-    records: u64,
-) -> Option<Broken> {
-    for (file, opened) in notes {
-        let name = file
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let c = match opened {
-            Ok(c) => c,
-            Err(e) => {
-                return Some(Broken {
-                    seq: 0,
-                    line: 0,
-                    reason: format!("checkpoint {name}: {e}"),
-                })
-            }
-        };
-        if c.size > records {
-            return Some(Broken {
-                seq: records + 1,
-                line: 0,
-                reason: format!(
-                    "checkpoint {name} signed {} records, the log holds {records}: the records after seq {records} were removed",
-                    c.size
-                ),
-            });
-        }
-        if heads.get(&c.size) != Some(&c.root) {
-            return Some(Broken {
-                seq: c.size,
-                line: 0,
-                reason: format!(
-                    "checkpoint {name} signed another history of seq 1–{}: the log was rewritten",
-                    c.size
-                ),
-            });
-        }
-    }
-    None
 }
 
 /// `spawn audit verify [--file F] [--key VKEY]`: exit 0 if intact, 1 naming the first bad
@@ -126,26 +78,9 @@ pub(crate) fn verify(
         };
         let (file, len) = spawn_audit::snapshot(&path)
             .with_context(|| format!("no audit log to verify at {}", path.display()))?;
-        let sizes: std::collections::BTreeSet<u64> = notes
-            .iter()
-            .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.size))
-            .collect();
-        let mut tree = checkpoint::Frontier::default();
-        let mut heads = std::collections::BTreeMap::new();
-        let mut v = chain::verify_with(BufReader::new(file.take(len)), whole, |_, hash| {
-            if let Some(leaf) = checkpoint::leaf_of(hash) {
-                tree.push(leaf);
-                if sizes.contains(&tree.size()) {
-                    heads.insert(tree.size(), tree.root());
-                }
-            }
-        })
-        .with_context(|| format!("read {}", path.display()))?;
-        let count = notes.len();
-        if v.broken.is_none() {
-            v.broken = check_checkpoints(&notes, &heads, v.records);
-        }
-        Ok((v, count))
+        let v = checkpoint::verify_log(BufReader::new(file.take(len)), whole, &notes)
+            .with_context(|| format!("read {}", path.display()))?;
+        Ok((v, notes.len()))
     })();
     let (v, checkpoints) = match result {
         Ok(v) => v,
@@ -279,39 +214,15 @@ pub(crate) fn prove(home: &Path, seq: u64) -> anyhow::Result<()> {
     };
     let (file, len) = spawn_audit::snapshot(&path)
         .with_context(|| format!("no audit log at {}", path.display()))?;
-    let mut leaves = Vec::new();
-    let mut record_hash = None;
-    let v = chain::verify_with(BufReader::new(file.take(len)), true, |s, hash| {
-        if s <= c.size {
-            if let Some(leaf) = checkpoint::leaf_of(hash) {
-                leaves.push(leaf);
-            }
-            if s == seq {
-                record_hash = Some(hash.to_owned());
-            }
-        }
-    })?;
-    if let Some(b) = v.broken.filter(|b| b.seq <= c.size) {
-        anyhow::bail!("the log is broken at seq {}: {}", b.seq, b.reason);
-    }
-    let (Some(index), Some(record_hash)) = (seq.checked_sub(1), record_hash) else {
-        anyhow::bail!("there is no record with seq {seq}");
-    };
-    let index_usize = usize::try_from(index)?;
-    let proof = spawn_audit::merkle::inclusion_proof(&leaves, index_usize)
-        .context("the record is not in the checkpoint's tree")?;
-    anyhow::ensure!(
-        spawn_audit::merkle::root(&leaves) == c.root,
-        "the log's first {} records are not those the checkpoint signed: the log was rewritten",
-        c.size
-    );
+    let proven =
+        checkpoint::prove(BufReader::new(file.take(len)), &c, seq).map_err(anyhow::Error::msg)?;
     let out = serde_json::json!({
         "seq": seq,
-        "hash": record_hash,
-        "leafIndex": index,
+        "hash": proven.hash,
+        "leafIndex": proven.leaf_index,
         "treeSize": c.size,
         "rootHash": b64(&c.root),
-        "proof": proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+        "proof": proven.proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
         "checkpoint": note,
         "verifierKey": verifier.to_text(),
     });

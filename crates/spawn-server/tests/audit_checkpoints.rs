@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use spawn_audit::checkpoint::{self, Checkpoint, Frontier, SigningKey};
+use spawn_audit::checkpoint::{self, Checkpoint, SigningKey};
 
 fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -26,33 +26,24 @@ fn checkpoints(home: &Path) -> (Vec<Checkpoint>, u64) {
     );
     let verifier = must(SigningKey::parse(&key_text), "parse the key").verifier();
     let log = home.join("audit").join(spawn_audit::LOG_FILE_NAME);
-    let opened: Vec<Checkpoint> = must(checkpoint::notes(&home.join("audit")), "notes")
+    let notes: Vec<checkpoint::Opened> = must(checkpoint::notes(&home.join("audit")), "notes")
         .into_iter()
         .map(|(file, note)| {
-            verifier
-                .open(&note)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            let c = verifier.open(&note);
+            (file, c)
         })
         .collect();
     let (file, len) = must(spawn_audit::snapshot(&log), "open the log");
-    let mut tree = Frontier::default();
-    let mut heads = std::collections::BTreeMap::new();
+    // The chain, and every checkpoint opened with the daemon's key and agreeing with it.
     let v = must(
-        spawn_audit::chain::verify_with(std::io::BufReader::new(file.take(len)), true, |_, h| {
-            tree.push(checkpoint::leaf_of(h).unwrap_or_else(|| panic!("hash {h}")));
-            heads.insert(tree.size(), tree.root());
-        }),
+        checkpoint::verify_log(std::io::BufReader::new(file.take(len)), true, &notes),
         "verify",
     );
     assert!(v.intact(), "{v:?}");
-    for c in &opened {
-        assert_eq!(
-            heads.get(&c.size),
-            Some(&c.root),
-            "checkpoint of {}",
-            c.size
-        );
-    }
+    let opened = notes
+        .into_iter()
+        .map(|(file, c)| c.unwrap_or_else(|e| panic!("{}: {e}", file.display())))
+        .collect();
     (opened, v.records)
 }
 
