@@ -39,6 +39,9 @@ pub enum StoreError {
     /// The run is no longer held by this daemon (its lease ran out).
     #[error("run {0} is no longer held by this daemon")]
     LeaseLost(String),
+    /// Audit records that do not continue the stored chain of their log.
+    #[error("audit record seq {seq} was refused: it {reason}")]
+    AuditChain { seq: i64, reason: String },
     /// A stored value does not read back (a corrupt or foreign database).
     #[error("the database holds an unreadable {what}: {reason}")]
     Corrupt { what: &'static str, reason: String },

@@ -15,11 +15,13 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod error;
 mod keys;
 mod objects;
 mod runs;
 
+pub use audit::{AuditLine, Ingest, StoredRecord};
 pub use error::StoreError;
 pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
