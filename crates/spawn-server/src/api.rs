@@ -52,6 +52,8 @@ pub struct AppState {
     pub(crate) agents: Remembered<(String, String), Arc<crate::remembered::AgentAnswer>>,
     /// The issuer whose bearer JWTs are accepted, if one is configured.
     jwt: Option<spawn_auth::bearer::JwtVerifier>,
+    /// The database's copy of this daemon's audit log, once the daemon has set it up.
+    audit_copy: std::sync::OnceLock<Arc<crate::audit_api::AuditCopy>>,
 }
 
 impl AppState {
@@ -68,7 +70,17 @@ impl AppState {
             keys: Remembered::new(false),
             agents: Remembered::new(false),
             jwt: None,
+            audit_copy: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the database's copy of the audit log the audit API answers from (once).
+    pub fn set_audit_copy(&self, copy: Arc<crate::audit_api::AuditCopy>) {
+        let _ = self.audit_copy.set(copy);
+    }
+
+    pub(crate) fn audit_copy(&self) -> Option<Arc<crate::audit_api::AuditCopy>> {
+        self.audit_copy.get().cloned()
     }
 
     /// The same, accepting the bearer JWTs of the issuer `config` names.
@@ -197,7 +209,8 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(list_agents))
         .routes(routes!(get_agent, put_agent, delete_agent))
         .merge(crate::rbac_api::routes())
-        .merge(crate::runs::routes());
+        .merge(crate::runs::routes())
+        .merge(crate::audit_api::routes());
     crate::openapi::behind_authentication(v1.get_openapi_mut());
     let v1 = v1
         // The body is read after authentication: nobody unauthenticated makes the daemon

@@ -7,6 +7,7 @@
 
 mod abuse;
 mod api;
+pub mod audit_api;
 pub mod config;
 mod jwt;
 pub mod listen;
@@ -221,6 +222,20 @@ pub async fn serve(
         })?,
     );
     let log_path = home.join("audit").join(spawn_audit::LOG_FILE_NAME);
+    // The database's copy of the log (`/v1/audit/…`), brought up to date every moment and
+    // before every answer of the audit API.
+    let copy = Arc::new(
+        audit_api::AuditCopy::new(
+            &store,
+            signing_key.name(),
+            &log_path,
+            signing_key.verifier(),
+        )
+        .await?,
+    );
+    state.set_audit_copy(copy.clone());
+    let (stop_copying, copying_stop) = tokio::sync::watch::channel(false);
+    let copying = tokio::spawn(keep_copying(copy.clone(), store.clone(), copying_stop));
     let (stop_checkpoints, mut checkpoints_stop) = tokio::sync::watch::channel(false);
     let checkpoints = {
         let (key, log_path) = (signing_key.clone(), log_path.clone());
@@ -246,10 +261,45 @@ pub async fn serve(
     if let Err(e) = scheduler.await {
         tracing::error!(error = %e, "the scheduler");
     }
-    // A last checkpoint of everything this daemon wrote.
+    // A last checkpoint of everything this daemon wrote, and the copy brought up to date.
     checkpoint(&log_path, &signing_key).await;
+    let _ = stop_copying.send(true);
+    let _ = copying.await;
+    if let Err(e) = copy.catch_up(&store).await {
+        tracing::error!(error = %e, "the audit log's copy in the database");
+    }
     store.close().await;
     Ok(())
+}
+
+/// How often the database's copy of the audit log is brought up to date.
+const COPY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Brings the database's copy of the audit log up to date every [`COPY_EVERY`] until `stop`;
+/// an error is logged once until it changes (the copy stops at a record that does not
+/// continue the stored chain: `spawn audit verify` tells which).
+async fn keep_copying(
+    copy: Arc<audit_api::AuditCopy>,
+    store: Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_error = String::new();
+    loop {
+        match copy.catch_up(&store).await {
+            Ok(_) => last_error.clear(),
+            Err(e) => {
+                let text = e.to_string();
+                if text != last_error {
+                    tracing::error!(error = %text, "the audit log's copy in the database");
+                    last_error = text;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COPY_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// Signs a checkpoint of the audit log if it grew (off the async threads: it reads the log);

@@ -126,6 +126,7 @@ async fn scenario(d: &mut Daemon) {
     runs(d, &c).await;
     start_and_stop_agents(d, &c).await;
     hostile(d, &c).await;
+    audit_api(d, &c).await;
     metrics(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
     assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
@@ -170,6 +171,205 @@ async fn scenario(d: &mut Daemon) {
     assert!(!again.status.success());
     assert!(again.stdout.is_empty());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already initialized"));
+    // The events of the daemon before and after its restart are in the database's copy,
+    // one unbroken log.
+    let auditor = d.key_for("auditor-2", "auditor", "*", false).await;
+    let v: Value = c
+        .get(d.url("/v1/audit/verify"))
+        .header("x-api-key", &auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["intact"], true, "{v}");
+    assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
+    let export = c
+        .get(d.url("/v1/audit/export"))
+        .header("x-api-key", &auditor)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(export.as_ref(), d.audit().as_bytes());
+}
+
+/// The audit log over the API: only for `audit` bound cluster-wide; every event written
+/// before a request is in its answer; queries, pages, the export bit for bit, the check;
+/// hostile parameters refused.
+async fn audit_api(d: &Daemon, c: &Client) {
+    let auditor = d.key_for("auditor", "auditor", "*", false).await;
+    let viewer = d.key_for("viewer-all", "viewer", "*", false).await;
+    let local = d.key_for("auditor-team", "auditor", "team", false).await;
+    let get = |key: &str, q: &str| {
+        c.get(d.url(&format!("/v1/audit/events{q}")))
+            .header("x-api-key", key)
+            .send()
+    };
+    for (who, key) in [
+        ("a viewer", &viewer),
+        ("an auditor of one namespace", &local),
+    ] {
+        for path in ["/v1/audit/events", "/v1/audit/export", "/v1/audit/verify"] {
+            let res = c
+                .get(d.url(path))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 403, "{who} {path}");
+        }
+    }
+    let no_key = c.get(d.url("/v1/audit/events")).send().await.unwrap();
+    assert_eq!(no_key.status(), 401);
+
+    // The denials just made are in the answer (an answer includes what was written
+    // before it), with the viewer's name.
+    let page: Value = get(&auditor, "?type=rbac.permission.denied&limit=1000")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .filter(|r| r["principal"]["id"] == "User/viewer-all"
+                || r["principal"]["name"] == "viewer-all")
+            .count()
+            >= 3,
+        "{page}"
+    );
+    assert!(items
+        .iter()
+        .all(|r| r["eventType"] == "rbac.permission.denied"));
+    assert!(page["log"]
+        .as_str()
+        .unwrap()
+        .starts_with("spawn.audit/log_"));
+
+    // Every record, a page at a time, is the log file, in order.
+    let file: Vec<Value> = d
+        .audit()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let q = if after.is_empty() {
+            "?limit=97".to_owned()
+        } else {
+            format!("?limit=97&after={after}")
+        };
+        let page: Value = get(&auditor, &q).await.unwrap().json().await.unwrap();
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), file.len());
+    assert_eq!(paged, file[..paged.len()].to_vec());
+
+    // Filters: each answer is what the same filter keeps of the file.
+    for (q, keep) in [
+        (
+            "?outcome=denied",
+            &(|r: &Value| r["outcome"] == "denied") as &dyn Fn(&Value) -> bool,
+        ),
+        ("?type=auth.failure,agent.create", &|r: &Value| {
+            r["eventType"] == "auth.failure" || r["eventType"] == "agent.create"
+        }),
+        ("?q=VIEWER-ALL", &|r: &Value| {
+            r.to_string().to_lowercase().contains("viewer-all")
+        }),
+        ("?since=9999-01-01T00:00:00.000Z", &|_: &Value| false),
+    ] {
+        let page: Value = get(&auditor, &format!("{q}&limit=1000"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let want: Vec<&Value> = file.iter().filter(|r| keep(r)).collect();
+        let got: Vec<&Value> = page["items"].as_array().unwrap().iter().collect();
+        assert_eq!(got.len(), want.len(), "{q}");
+        assert_eq!(got, want, "{q}");
+    }
+
+    // Hostile parameters: refused with the reason, never a 500.
+    for q in [
+        "?type=bogus",
+        "?type=auth.failure,",
+        "?type=",
+        "?outcome=maybe",
+        "?outcome=",
+        "?since=yesterday",
+        "?since=2026-01-15T10:30:00Z",
+        "?until=2026-01-15T10:30:00.000%2B01:00",
+        "?trace=xyz",
+        "?trace=tr_%27%3B--",
+        "?limit=0",
+        "?limit=1001",
+        "?limit=-1",
+        "?limit=1e3",
+        "?after=-1",
+        "?after=1.5",
+        "?after=99999999999999999999",
+        "?q=%00",
+        "?q=%1b%5b31m",
+        "?bogus=1",
+        "?log=%0a",
+    ] {
+        let res = get(&auditor, q).await.unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 400, "{q}: {body}");
+        assert_eq!(body["error"]["code"], "invalid", "{q}: {body}");
+    }
+    // SQL in a value is a value.
+    let page: Value = get(
+        &auditor,
+        "?q=%27%3B%20DROP%20TABLE%20audit_records%3B--&log=x%27%20OR%201%3D1--",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 0, "{page}");
+
+    // The export is the log file, bit for bit; the check passes.
+    let export = c
+        .get(d.url("/v1/audit/export"))
+        .header("x-api-key", &auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert_eq!(export.headers()["content-type"], "application/x-ndjson");
+    let bytes = export.bytes().await.unwrap();
+    assert_eq!(bytes.as_ref(), d.audit().as_bytes());
+    let v: Value = c
+        .get(d.url("/v1/audit/verify"))
+        .header("x-api-key", &auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(
+        usize::try_from(v["records"].as_u64().unwrap()).unwrap(),
+        d.audit().lines().count(),
+        "{v}"
+    );
 }
 
 /// `/metrics`: the counters reflect what the scenario did.

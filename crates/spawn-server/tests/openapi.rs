@@ -542,6 +542,82 @@ async fn the_answers_are_as_the_document_says() {
     )
     .await;
 
+    // The audit log: an auditor bound cluster-wide reads it; a viewer may not.
+    let auditor_key = d.key_for("ada", "auditor", "*", false).await;
+    let auditor = Some(auditor_key.as_str());
+    let events = "/v1/audit/events";
+    api.call(
+        get.clone(),
+        events,
+        "/v1/audit/events?limit=5",
+        auditor,
+        None,
+        200,
+    )
+    .await;
+    api.call(
+        get.clone(),
+        events,
+        "/v1/audit/events?limit=0",
+        auditor,
+        None,
+        400,
+    )
+    .await;
+    api.call(
+        get.clone(),
+        events,
+        events,
+        Some(viewer.as_str()),
+        None,
+        403,
+    )
+    .await;
+    for route in ["/v1/audit/export", "/v1/audit/verify"] {
+        api.call(
+            get.clone(),
+            route,
+            &format!("{route}?bogus=1"),
+            auditor,
+            None,
+            400,
+        )
+        .await;
+        api.call(get.clone(), route, route, Some(viewer.as_str()), None, 403)
+            .await;
+    }
+    let verified = api
+        .call(
+            get.clone(),
+            "/v1/audit/verify",
+            "/v1/audit/verify",
+            auditor,
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(verified["intact"], true, "{verified}");
+    // The export is JSON lines, as documented.
+    let res = api
+        .c
+        .get(d.url("/v1/audit/export"))
+        .header("x-api-key", &auditor_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    assert!(
+        api.doc["paths"]["/v1/audit/export"]["get"]["responses"]["200"]["content"]
+            ["application/x-ndjson"]
+            .is_object()
+    );
+    for line in res.text().await.unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert!(record["hash"].is_string(), "{line}");
+    }
+    api.seen.push("get /v1/audit/export 200".into());
+
     // The check of a body against its schema is no check that passes anything.
     let mut wrong = got.clone();
     wrong["extra"] = json!(1);
