@@ -91,7 +91,7 @@ fn one(dir: &std::path::Path, limits: Option<Limits>, flood: bool) -> Result<Dur
     Ok(start.elapsed())
 }
 
-fn event(host: &str) -> Event {
+pub(crate) fn event(host: &str) -> Event {
     Event::new(
         EventType::AgentNetConnect,
         Principal {

@@ -560,7 +560,14 @@ impl Ingest {
         }
         // The batch must link up: records after a break in the file are not taken, and the
         // step stops there (the error names the record).
-        store.audit_append(&self.log, &records).await?;
+        if let Err(e) = store.audit_append(&self.log, &records).await {
+            // Another writer may have stored some of them: the next step resumes after
+            // whatever the database holds.
+            if matches!(e, StoreError::AuditChain { .. }) {
+                self.stored = store.audit_head(&self.log).await?.map(|(seq, _)| seq);
+            }
+            return Err(e);
+        }
         if let Some(last) = records.last() {
             self.stored = Some(last.seq);
         }
