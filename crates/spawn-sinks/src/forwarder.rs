@@ -74,10 +74,37 @@ pub struct SinkStatus {
 /// The running forwarders.
 #[derive(Debug)]
 pub struct Forwarders {
-    log_path: PathBuf,
-    sinks: Vec<(String, Arc<Stats>)>,
+    monitor: SinkMonitor,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The sinks' counters, readable while the forwarders run (e.g. by `/metrics`).
+#[derive(Debug, Clone)]
+pub struct SinkMonitor {
+    log_path: PathBuf,
+    sinks: Vec<(String, Arc<Stats>)>,
+}
+
+impl SinkMonitor {
+    /// Every sink's counters and backlog (read from the end of the log: a file read, so
+    /// off the async threads where that matters).
+    pub fn status(&self) -> Vec<SinkStatus> {
+        let last = source::last_seq(&self.log_path).unwrap_or(0);
+        self.sinks
+            .iter()
+            .map(|(name, s)| {
+                let ms = s.last_success_ms.load(Ordering::Relaxed);
+                SinkStatus {
+                    name: name.clone(),
+                    backlog: last.saturating_sub(s.cursor.load(Ordering::Relaxed)),
+                    delivered: s.delivered.load(Ordering::Relaxed),
+                    failures: s.failures.load(Ordering::Relaxed),
+                    last_success: (ms > 0).then(|| ms as f64 / 1000.0),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Forwarders {
@@ -117,29 +144,20 @@ impl Forwarders {
             tasks.push(tokio::spawn(f.run(stopped.clone())));
         }
         Ok(Forwarders {
-            log_path,
-            sinks,
+            monitor: SinkMonitor { log_path, sinks },
             stop,
             tasks,
         })
     }
 
-    /// Every sink's counters and backlog (read from the end of the log).
+    /// Every sink's counters and backlog.
     pub fn status(&self) -> Vec<SinkStatus> {
-        let last = source::last_seq(&self.log_path).unwrap_or(0);
-        self.sinks
-            .iter()
-            .map(|(name, s)| {
-                let ms = s.last_success_ms.load(Ordering::Relaxed);
-                SinkStatus {
-                    name: name.clone(),
-                    backlog: last.saturating_sub(s.cursor.load(Ordering::Relaxed)),
-                    delivered: s.delivered.load(Ordering::Relaxed),
-                    failures: s.failures.load(Ordering::Relaxed),
-                    last_success: (ms > 0).then(|| ms as f64 / 1000.0),
-                }
-            })
-            .collect()
+        self.monitor.status()
+    }
+
+    /// A handle on the counters, for whoever shows them.
+    pub fn monitor(&self) -> SinkMonitor {
+        self.monitor.clone()
     }
 
     /// Stops the forwarders: each delivers what the log holds now (the last checkpoint

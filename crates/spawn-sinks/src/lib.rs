@@ -24,6 +24,6 @@ pub use config::{
     Transport, SYSTEM_CA_BUNDLE,
 };
 pub use error::SinkError;
-pub use forwarder::{Forwarders, SinkStatus, Timing};
+pub use forwarder::{Forwarders, SinkMonitor, SinkStatus, Timing};
 pub use item::{Item, CHECKPOINT_KIND};
 pub use source::{last_seq, Entry, LogReader};

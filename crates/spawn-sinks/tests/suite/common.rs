@@ -30,7 +30,10 @@ pub fn hostile(i: usize) -> Vec<(&'static str, String)> {
         ("terminal", "\u{1b}[2J\u{1b}]0;pwned\u{7}".into()),
         ("nul", "a\u{0}b".into()),
         ("unicode", "日本語 é".into()),
-        ("long", "L".repeat(if i.is_multiple_of(5) { 3000 } else { 10 })),
+        (
+            "long",
+            "L".repeat(if i.is_multiple_of(5) { 3000 } else { 10 }),
+        ),
     ]
 }
 
