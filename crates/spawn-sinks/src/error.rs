@@ -49,6 +49,9 @@ pub enum SinkError {
     Status { target: String, status: u16 },
     #[error("{target} did not answer within {seconds} s")]
     Timeout { target: String, seconds: u64 },
+    /// A forwarder's blocking work panicked or was cancelled (a bug, not the sink's doing).
+    #[error("audit sink task: {0}")]
+    Task(String),
     #[error(transparent)]
     Audit(#[from] spawn_audit::AuditError),
 }

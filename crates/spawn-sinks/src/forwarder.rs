@@ -203,10 +203,7 @@ impl Sink {
                 let (f, items) = (f.clone(), items.to_vec());
                 blocking(move || match f.lock() {
                     Ok(mut f) => f.deliver(&items),
-                    Err(_) => Err(SinkError::Http {
-                        target: "file".into(),
-                        reason: "a previous write panicked".into(),
-                    }),
+                    Err(_) => Err(SinkError::Task("a previous write panicked".into())),
                 })
                 .await
             }
@@ -230,12 +227,9 @@ impl Sink {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SinkError> + Send + 'static,
 ) -> Result<T, SinkError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(SinkError::Http {
-            target: "a blocking task".into(),
-            reason: e.to_string(),
-        })
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(SinkError::Task(e.to_string())))
 }
 
 struct Forwarder {
