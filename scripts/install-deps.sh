@@ -17,7 +17,9 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # test makes the issuers' Ed25519 keys with openssl; its mutual-TLS test presents client
 # certificates with curl --cert and openssl s_client.
 # python3-venv: the venv of openapi-spec-validator (below).
-pkgs=(python3 python3-venv bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl)
+# rsyslog: spawn-sinks' syslog test sends to a real rsyslogd it starts with its own
+# configuration (UDP and TCP on loopback; the system's own rsyslog is not used).
+pkgs=(python3 python3-venv bubblewrap runc procps iproute2 nftables util-linux coreutils ca-certificates e2fsprogs postgresql openssl curl rsyslog)
 # `install-deps.sh bench`: also the egress proxy benchmark's load generator and baselines
 # (wrk, Debian's squid, curl).
 if [[ ${1:-} == bench ]]; then

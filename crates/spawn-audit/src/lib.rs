@@ -23,4 +23,4 @@ pub use error::AuditError;
 pub use event::{Event, EventType, Outcome, Principal, Record, Resource};
 pub use id::{format_id, new_id, parse_id, ID_RANDOM_BYTES};
 pub use limit::{Limiter, LimiterStats, Limits, LIMIT_ACTION, SUMMARY_ACTION};
-pub use log::{read_records, snapshot, AuditLog, LOG_FILE_NAME};
+pub use log::{last_seq, read_records, snapshot, AuditLog, LOG_FILE_NAME};

@@ -204,6 +204,24 @@ pub fn snapshot(path: &Path) -> Result<(File, u64), AuditError> {
     Ok((file, len))
 }
 
+/// The seq of the last record of the log at `path` (0 when it holds none), read from the
+/// end of the file only, as an append finds it, without taking the lock: a forwarder's
+/// backlog is counted against it.
+pub fn last_seq(path: &Path) -> Result<u64, AuditError> {
+    let file = File::open(path).map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| AuditError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    Ok(read_tail(&file, len, path)?.last_seq)
+}
+
 /// Opens the log file, creating it if missing; returns whether it was created.
 ///
 /// Without `O_NOFOLLOW` (std has no portable constant for it), symlinks are refused by

@@ -54,6 +54,8 @@ pub struct AppState {
     jwt: Option<spawn_auth::bearer::JwtVerifier>,
     /// The database's copy of this daemon's audit log, once the daemon has set it up.
     audit_copy: std::sync::OnceLock<Arc<crate::audit_api::AuditCopy>>,
+    /// The audit sinks' counters, when sinks are configured.
+    sinks: Option<spawn_sinks::SinkMonitor>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             agents: Remembered::new(false),
             jwt: None,
             audit_copy: std::sync::OnceLock::new(),
+            sinks: None,
         }
     }
 
@@ -81,6 +84,12 @@ impl AppState {
 
     pub(crate) fn audit_copy(&self) -> Option<Arc<crate::audit_api::AuditCopy>> {
         self.audit_copy.get().cloned()
+    }
+
+    /// The same, showing the audit sinks' counters in `/metrics`.
+    pub fn with_sinks(mut self, sinks: spawn_sinks::SinkMonitor) -> AppState {
+        self.sinks = Some(sinks);
+        self
     }
 
     /// The same, accepting the bearer JWTs of the issuer `config` names.
@@ -317,16 +326,25 @@ async fn healthz() -> Json<Status> {
         (status = 200, description = "`spawnd_http_requests_total`, \
             `spawnd_http_request_duration_seconds`, `spawnd_runs`, `spawnd_supervisors`, \
             `spawnd_auth_failures_total`, `spawnd_rbac_denials_total`, \
-            `spawnd_rate_limited_total`",
+            `spawnd_rate_limited_total`; per audit sink `spawn_audit_sink_backlog`, \
+            `spawn_audit_sink_delivered_total`, `spawn_audit_sink_failures_total`, \
+            `spawn_audit_sink_last_success_timestamp_seconds`",
             body = String, content_type = "text/plain; version=0.0.4"),
     )
 )]
 async fn metrics(State(state): State<Shared>) -> Response {
     let runs = state.store.count_runs_by_state().await.unwrap_or_default();
     let supervisors = state.supervisors.load(std::sync::atomic::Ordering::SeqCst);
+    // The backlog is read from the end of the log: off the async threads.
+    let sinks = match state.sinks.clone() {
+        Some(m) => tokio::task::spawn_blocking(move || m.status())
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&runs, supervisors),
+        state.metrics.render(&runs, supervisors, &sinks),
     )
         .into_response()
 }

@@ -44,7 +44,8 @@ pub struct Config {
 }
 
 /// The audit log's signed checkpoints (`spawn_audit::checkpoint`): made every
-/// `checkpointIntervalSeconds` when the log grew, and when the daemon shuts down.
+/// `checkpointIntervalSeconds` when the log grew, and when the daemon shuts down; and the
+/// sinks the log is forwarded to (`spawn_sinks`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Audit {
@@ -55,6 +56,10 @@ pub struct Audit {
     /// default `HOME/keys/audit-signing.key`. Keep it apart from the database.
     #[serde(default)]
     pub signing_key: Option<PathBuf>,
+    /// Where the log's records and checkpoints are forwarded (file, syslog, webhook,
+    /// OTLP), each at least once, from its own cursor; see spawn-sinks' README.
+    #[serde(default)]
+    pub sinks: Vec<spawn_sinks::SinkSpec>,
 }
 
 impl Default for Audit {
@@ -62,6 +67,7 @@ impl Default for Audit {
         Audit {
             checkpoint_interval_seconds: default_checkpoint_interval(),
             signing_key: None,
+            sinks: Vec::new(),
         }
     }
 }
@@ -363,7 +369,21 @@ impl Config {
                 reason: "audit.checkpointIntervalSeconds must be 1 to 86400".into(),
             });
         }
+        config.sink_plans().map_err(|e| ServerError::Config {
+            what: what(),
+            reason: format!("audit.sinks: {e}"),
+        })?;
         Ok(config)
+    }
+
+    /// The audit sinks, checked (`audit.sinks`).
+    pub fn sink_plans(&self) -> Result<Vec<spawn_sinks::SinkPlan>, spawn_sinks::SinkError> {
+        spawn_sinks::plan(&self.audit.sinks, &self.audit_dir())
+    }
+
+    /// The audit log's directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.home().join("audit")
     }
 
     /// The key that signs the audit log's checkpoints.
@@ -437,6 +457,21 @@ mod tests {
             ("limits: {lockoutSeconds: 99999999}\n", "lockoutSeconds"),
             ("limits: {requestsPerSecond: 1.5}\n", "requestsPerSecond"),
             ("log: {format: xml}\n", "format"),
+            ("audit: {sinks: [{name: a, type: nope}]}\n", "nope"),
+            ("audit: {sinks: [{name: ../a, type: file, path: /t/a}]}\n", "name"),
+            ("audit: {sinks: [{name: a, type: file, path: /t/a, bogus: 1}]}\n", "bogus"),
+            (
+                "audit: {sinks: [{name: a, type: file, path: /t/a}, {name: a, type: file, path: /t/b}]}\n",
+                "used by another sink",
+            ),
+            (
+                "audit: {sinks: [{name: a, type: webhook, url: 'http://u:p@h/'}]}\n",
+                "credentials",
+            ),
+            (
+                "audit: {sinks: [{name: a, type: syslog, transport: tcp, address: 'h:99999'}]}\n",
+                "address",
+            ),
             ("[1, 2]\n", "invalid type"),
         ] {
             let path = dir.path().join("spawn.yaml");

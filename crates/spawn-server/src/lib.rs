@@ -193,6 +193,36 @@ pub async fn serve(
     if lock.is_some() {
         app = app.remembering_config();
     }
+    // The audit log's checkpoints: the key is read (or made) now, so that a bad key stops
+    // the daemon before it serves.
+    let signing_key = Arc::new(
+        spawn_audit::checkpoint::load_or_create_key(&config.audit_signing_key()).map_err(|e| {
+            ServerError::Config {
+                what: "audit.signingKey".into(),
+                reason: e.to_string(),
+            }
+        })?,
+    );
+    // The audit sinks: a forwarder each, reading the log on its own; nothing here waits on
+    // them. A sink that cannot be made (a header's variable unset, a CA unusable) stops
+    // the daemon before it serves.
+    let sink_error = |e: spawn_sinks::SinkError| ServerError::Config {
+        what: "audit.sinks".into(),
+        reason: e.to_string(),
+    };
+    let plans = config.sink_plans().map_err(sink_error)?;
+    let forwarders = if plans.is_empty() {
+        None
+    } else {
+        let f = spawn_sinks::Forwarders::start(
+            &config.audit_dir(),
+            plans,
+            spawn_sinks::Timing::default(),
+        )
+        .map_err(sink_error)?;
+        app = app.with_sinks(f.monitor());
+        Some(f)
+    };
     let state = Arc::new(app);
     let exe = std::env::current_exe().map_err(|e| ServerError::Io {
         what: "find spawnd".into(),
@@ -211,16 +241,6 @@ pub async fn serve(
         stop,
     ));
     let tls = config.tls.as_ref().map(listen::tls_acceptor).transpose()?;
-    // The audit log's checkpoints: the key is read (or made) now, so that a bad key stops
-    // the daemon before it serves.
-    let signing_key = Arc::new(
-        spawn_audit::checkpoint::load_or_create_key(&config.audit_signing_key()).map_err(|e| {
-            ServerError::Config {
-                what: "audit.signingKey".into(),
-                reason: e.to_string(),
-            }
-        })?,
-    );
     let log_path = home.join("audit").join(spawn_audit::LOG_FILE_NAME);
     // The database's copy of the log (`/v1/audit/…`), brought up to date every moment and
     // before every answer of the audit API.
@@ -261,12 +281,17 @@ pub async fn serve(
     if let Err(e) = scheduler.await {
         tracing::error!(error = %e, "the scheduler");
     }
-    // A last checkpoint of everything this daemon wrote, and the copy brought up to date.
+    // A last checkpoint of everything this daemon wrote, the database's copy brought up to
+    // date, then what the sinks still lack (that checkpoint included) if they take it now,
+    // for at most SINK_DRAIN.
     checkpoint(&log_path, &signing_key).await;
     let _ = stop_copying.send(true);
     let _ = copying.await;
     if let Err(e) = copy.catch_up(&store).await {
         tracing::error!(error = %e, "the audit log's copy in the database");
+    }
+    if let Some(f) = forwarders {
+        f.shutdown(SINK_DRAIN).await;
     }
     store.close().await;
     Ok(())
@@ -301,6 +326,10 @@ async fn keep_copying(
         }
     }
 }
+
+/// How long a stopping daemon lets the audit sinks take what they lack; a sink down then
+/// resumes from its cursor at the next start.
+const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Signs a checkpoint of the audit log if it grew (off the async threads: it reads the log);
 /// what happened is logged, never an error of the daemon.

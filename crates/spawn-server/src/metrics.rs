@@ -47,8 +47,14 @@ impl Metrics {
         );
     }
 
-    /// The exposition: these counters, `runs` (state → count) and `supervisors`.
-    pub fn render(&self, runs: &[(String, i64)], supervisors: usize) -> String {
+    /// The exposition: these counters, `runs` (state → count), `supervisors` and the
+    /// audit sinks.
+    pub fn render(
+        &self,
+        runs: &[(String, i64)],
+        supervisors: usize,
+        sinks: &[spawn_sinks::SinkStatus],
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -120,7 +126,52 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
+        render_sinks(&mut out, sinks);
         out
+    }
+}
+
+/// The audit sinks' series, labelled by sink name (names are `[a-z0-9_-]`, so the label
+/// values need no escaping). A sink that never delivered has no last-success sample.
+fn render_sinks(out: &mut String, sinks: &[spawn_sinks::SinkStatus]) {
+    if sinks.is_empty() {
+        return;
+    }
+    type Value = fn(&spawn_sinks::SinkStatus) -> Option<f64>;
+    let families: [(&str, &str, &str, Value); 4] = [
+        (
+            "spawn_audit_sink_backlog",
+            "gauge",
+            "Audit records in the log after the sink's cursor.",
+            |s| Some(s.backlog as f64),
+        ),
+        (
+            "spawn_audit_sink_delivered_total",
+            "counter",
+            "Audit records the sink acknowledged.",
+            |s| Some(s.delivered as f64),
+        ),
+        (
+            "spawn_audit_sink_failures_total",
+            "counter",
+            "Failed deliveries to the sink (retried).",
+            |s| Some(s.failures as f64),
+        ),
+        (
+            "spawn_audit_sink_last_success_timestamp_seconds",
+            "gauge",
+            "When the sink last acknowledged a batch.",
+            |s| s.last_success,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in sinks {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{sink=\"{}\"}} {v}", s.name);
+            }
+        }
     }
 }
 
@@ -136,7 +187,23 @@ mod tests {
         m.request(200, Duration::from_millis(3));
         m.request(404, Duration::from_secs(10));
         m.rbac_denials.fetch_add(2, Ordering::Relaxed);
-        let text = m.render(&[("running".into(), 3)], 1);
+        let sinks = [
+            spawn_sinks::SinkStatus {
+                name: "siem".into(),
+                backlog: 7,
+                delivered: 12,
+                failures: 3,
+                last_success: Some(1_768_473_000.5),
+            },
+            spawn_sinks::SinkStatus {
+                name: "dead-hook".into(),
+                backlog: 19,
+                delivered: 0,
+                failures: 9,
+                last_success: None,
+            },
+        ];
+        let text = m.render(&[("running".into(), 3)], 1, &sinks);
         let mut typed = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -165,5 +232,15 @@ mod tests {
         assert!(text.contains("spawnd_runs{state=\"queued\"} 0"));
         assert!(text.contains("spawnd_rbac_denials_total 2"));
         assert!(text.contains("spawnd_supervisors 1"));
+        assert!(text.contains("spawn_audit_sink_backlog{sink=\"siem\"} 7\n"));
+        assert!(text.contains("spawn_audit_sink_backlog{sink=\"dead-hook\"} 19\n"));
+        assert!(text.contains("spawn_audit_sink_delivered_total{sink=\"siem\"} 12\n"));
+        assert!(text.contains("spawn_audit_sink_failures_total{sink=\"dead-hook\"} 9\n"));
+        assert!(text.contains(
+            "spawn_audit_sink_last_success_timestamp_seconds{sink=\"siem\"} 1768473000.5\n"
+        ));
+        assert!(!text.contains("timestamp_seconds{sink=\"dead-hook\"}"));
+        // Without sinks, no sink families.
+        assert!(!m.render(&[], 0, &[]).contains("spawn_audit_sink"));
     }
 }

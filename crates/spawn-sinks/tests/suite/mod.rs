@@ -1,0 +1,5 @@
+pub mod common;
+mod file;
+mod otlp;
+mod syslog;
+mod webhook;
