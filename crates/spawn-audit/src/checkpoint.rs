@@ -149,7 +149,11 @@ impl SigningKey {
 
     /// The signed note of `checkpoint`.
     pub fn sign(&self, checkpoint: &Checkpoint) -> String {
-        let body = checkpoint.body();
+        self.sign_body(&checkpoint.body())
+    }
+
+    /// The signed note of `body` (lines, each ending in a newline).
+    pub(crate) fn sign_body(&self, body: &str) -> String {
         let sig = self.key.sign(body.as_bytes());
         let mut blob = Vec::with_capacity(68);
         blob.extend_from_slice(
@@ -211,6 +215,11 @@ impl VerifierKey {
 
     /// The checkpoint in `note` if this key signed it (other signatures are ignored).
     pub fn open(&self, note: &str) -> Result<Checkpoint, AuditError> {
+        Checkpoint::parse(&self.open_body(note)?)
+    }
+
+    /// The body of `note` if this key signed it.
+    pub(crate) fn open_body(&self, note: &str) -> Result<String, AuditError> {
         let bad = |why: &str| AuditError::Checkpoint(format!("not a valid checkpoint: {why}"));
         let (body, sigs) = note
             .rsplit_once("\n\n")
@@ -246,7 +255,7 @@ impl VerifierKey {
         if !found {
             return Err(bad(&format!("no signature by {}", self.name)));
         }
-        Checkpoint::parse(&body)
+        Ok(body)
     }
 }
 
@@ -269,7 +278,7 @@ impl Checkpoint {
         )
     }
 
-    fn parse(body: &str) -> Result<Checkpoint, AuditError> {
+    pub(crate) fn parse(body: &str) -> Result<Checkpoint, AuditError> {
         let bad = |why: &str| AuditError::Checkpoint(format!("not a valid checkpoint: {why}"));
         let mut lines = body.lines();
         let (Some(origin), Some(size), Some(root)) = (lines.next(), lines.next(), lines.next())
@@ -323,6 +332,26 @@ impl Frontier {
         }
         self.nodes.push(node);
         self.size += 1;
+    }
+
+    /// The heads of its complete subtrees, largest first: (leaves, head).
+    pub fn nodes(&self) -> &[(u64, Hash)] {
+        &self.nodes
+    }
+
+    /// The tree whose complete subtrees are `nodes` (largest first), if they are those of
+    /// a tree: each a power of two, strictly decreasing.
+    pub fn from_nodes(nodes: Vec<(u64, Hash)>) -> Option<Frontier> {
+        let mut size = 0u64;
+        let mut previous = u64::MAX;
+        for &(n, _) in &nodes {
+            if !n.is_power_of_two() || n >= previous {
+                return None;
+            }
+            previous = n;
+            size = size.checked_add(n)?;
+        }
+        Some(Frontier { size, nodes })
     }
 
     /// The tree head (RFC 9162 §2.1.1) over the leaves so far.
@@ -400,6 +429,13 @@ pub fn keep(
         size,
         root,
     });
+    let path = write_note(log_dir, &format!("{size:020}.note"), &note)?;
+    Ok((note, path))
+}
+
+/// Keeps `note` as `name` in [`dir_of`]`(log_dir)`, owner-only, durably: written aside and
+/// renamed, so that a note is whole or absent.
+pub(crate) fn write_note(log_dir: &Path, name: &str, note: &str) -> Result<PathBuf, AuditError> {
     let dir = dir_of(log_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -409,9 +445,8 @@ pub fn keep(
             path: dir.clone(),
             source,
         })?;
-    let path = dir.join(format!("{size:020}.note"));
-    // Written aside and renamed: a checkpoint is whole or absent.
-    let tmp = dir.join(format!(".{size:020}.note.{}", std::process::id()));
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let write = |p: &Path| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -431,7 +466,7 @@ pub fn keep(
                 source,
             }
         })?;
-    Ok((note, path))
+    Ok(path)
 }
 
 /// What [`sign_log`] did.

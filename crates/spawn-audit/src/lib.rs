@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod checkpoint;
 mod clock;
+pub mod cut;
 mod encode;
 mod error;
 mod event;

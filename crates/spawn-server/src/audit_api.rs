@@ -17,6 +17,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spawn_audit::checkpoint::{Opened, VerifierKey};
+use spawn_audit::cut::Cut;
 use spawn_audit::query::Filter;
 use spawn_auth::rbac::{Resource, Verb, ALL_NAMESPACES};
 use spawn_store::{Ingest, Store};
@@ -72,6 +73,37 @@ impl AuditCopy {
         let mut ingest = self.ingest.lock().await;
         while ingest.step(store).await? > 0 {}
         Ok(ingest.stored())
+    }
+
+    /// The cuts of `log` the database holds and this daemon's key signed, with those kept
+    /// beside its checkpoints.
+    async fn cuts(&self, store: &Store, log: &str) -> Result<Vec<Cut>, ApiError> {
+        let mut cuts: Vec<Cut> = store
+            .audit_cuts(log)
+            .await?
+            .into_iter()
+            .filter_map(|(_, note)| Cut::open(&self.verifier, &note).ok())
+            .collect();
+        if log == self.log {
+            let notes = spawn_audit::checkpoint::notes(&self.notes_dir).unwrap_or_default();
+            cuts.extend(spawn_audit::cut::cuts_in(&self.verifier, &notes));
+        }
+        Ok(cuts)
+    }
+
+    /// Retention: cuts this daemon's log in the database before `before` (the log's
+    /// timestamp form) under a cut signed with `key`.
+    pub async fn retain(
+        &self,
+        store: &Store,
+        key: &spawn_audit::checkpoint::SigningKey,
+        before: &str,
+    ) -> Result<spawn_store::Retained, spawn_store::StoreError> {
+        // Up to date first: what is cut must be what the log holds.
+        self.catch_up(store).await?;
+        store
+            .audit_retain(&self.log, key, self.notes(), &self.notes_dir, before)
+            .await
     }
 
     /// This log's checkpoints, opened.
@@ -403,7 +435,8 @@ async fn audit_verify(
         Vec::new()
     };
     let checkpoints = notes.len();
-    let v = state.store.audit_verify(&log, notes).await?;
+    let cuts = copy.cuts(&state.store, &log).await?;
+    let v = state.store.audit_verify(&log, notes, cuts).await?;
     Ok(Json(VerifyAnswer {
         log,
         intact: v.broken.is_none(),

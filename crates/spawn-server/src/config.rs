@@ -60,6 +60,12 @@ pub struct Audit {
     /// OTLP), each at least once, from its own cursor; see spawn-sinks' README.
     #[serde(default)]
     pub sinks: Vec<spawn_sinks::SinkSpec>,
+    /// Retention: audit records older than this many days (1 to 36500) are deleted from the
+    /// database under a signed cut (`spawn_audit::cut`), and runs (traces) that ended before
+    /// then with their output. None (the default): kept for good. The log file on the host
+    /// is not cut (see spawn-audit's README).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 impl Default for Audit {
@@ -68,6 +74,7 @@ impl Default for Audit {
             checkpoint_interval_seconds: default_checkpoint_interval(),
             signing_key: None,
             sinks: Vec::new(),
+            retention_days: None,
         }
     }
 }
@@ -361,6 +368,16 @@ impl Config {
             return Err(ServerError::Config {
                 what: what(),
                 reason: "limits.maxRunsPerHost must be 1 to 4096".into(),
+            });
+        }
+        if config
+            .audit
+            .retention_days
+            .is_some_and(|d| !(1..=36_500).contains(&d))
+        {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "audit.retentionDays must be 1 to 36500".into(),
             });
         }
         if !(1..=86_400).contains(&config.audit.checkpoint_interval_seconds) {

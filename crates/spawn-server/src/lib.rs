@@ -255,7 +255,15 @@ pub async fn serve(
     );
     state.set_audit_copy(copy.clone());
     let (stop_copying, copying_stop) = tokio::sync::watch::channel(false);
-    let copying = tokio::spawn(keep_copying(copy.clone(), store.clone(), copying_stop));
+    let copying = tokio::spawn(keep_copying(
+        copy.clone(),
+        store.clone(),
+        copying_stop,
+        config
+            .audit
+            .retention_days
+            .map(|days| (signing_key.clone(), days)),
+    ));
     let (stop_checkpoints, mut checkpoints_stop) = tokio::sync::watch::channel(false);
     let checkpoints = {
         let (key, log_path) = (signing_key.clone(), log_path.clone());
@@ -303,13 +311,24 @@ const COPY_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Brings the database's copy of the audit log up to date every [`COPY_EVERY`] until `stop`;
 /// an error is logged once until it changes (the copy stops at a record that does not
 /// continue the stored chain: `spawn audit verify` tells which).
+///
+/// With a retention period (`retention`: the key that signs cuts, and days), records and
+/// runs older than it are deleted at start and every [`RETAIN_EVERY`].
 async fn keep_copying(
     copy: Arc<audit_api::AuditCopy>,
     store: Store,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    retention: Option<(Arc<spawn_audit::checkpoint::SigningKey>, u32)>,
 ) {
     let mut last_error = String::new();
+    let mut next_retention = std::time::Instant::now();
     loop {
+        if let Some((key, days)) = &retention {
+            if std::time::Instant::now() >= next_retention {
+                retain(&copy, &store, key, *days).await;
+                next_retention = std::time::Instant::now() + RETAIN_EVERY;
+            }
+        }
         match copy.catch_up(&store).await {
             Ok(_) => last_error.clear(),
             Err(e) => {
@@ -324,6 +343,43 @@ async fn keep_copying(
             () = tokio::time::sleep(COPY_EVERY) => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// How often retention runs (when a period is configured).
+const RETAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the audit records and runs older than `days` days; logs what it did.
+async fn retain(
+    copy: &audit_api::AuditCopy,
+    store: &Store,
+    key: &spawn_audit::checkpoint::SigningKey,
+    days: u32,
+) {
+    let period = std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let before = spawn_audit::rfc3339_ago(period);
+    match copy.retain(store, key, &before).await {
+        Ok(spawn_store::Retained::Nothing) => {}
+        Ok(spawn_store::Retained::Cut { seq, deleted }) => {
+            tracing::info!(
+                seq,
+                deleted,
+                "audit retention: records cut under a signed cut"
+            );
+        }
+        Ok(spawn_store::Retained::Broken(b)) => tracing::error!(
+            seq = b.seq,
+            reason = %b.reason,
+            "audit retention: the stored log does not verify, nothing was cut"
+        ),
+        Err(e) => tracing::error!(error = %e, "audit retention"),
+    }
+    let before_ms =
+        spawn_store::now_ms().saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX));
+    match store.delete_runs_ended_before(before_ms).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "retention: runs ended before the period deleted"),
+        Err(e) => tracing::error!(error = %e, "retention of runs"),
     }
 }
 

@@ -115,6 +115,11 @@ fn bad_audit_configurations_are_refused() {
         ),
         ("audit:\n  checkpointIntervalSeconds: soon\n", "audit"),
         ("audit:\n  checkpointInterval: 5\n", "unknown field"),
+        ("audit:\n  retentionDays: 0\n", "retentionDays"),
+        ("audit:\n  retentionDays: 36501\n", "retentionDays"),
+        ("audit:\n  retentionDays: -1\n", "audit"),
+        ("audit:\n  retentionDays: forever\n", "audit"),
+        ("audit:\n  retentionDays: 4294967296\n", "audit"),
     ] {
         let err = common::refused(dir.path(), extra);
         assert!(err.contains(says), "{extra}: {err}");

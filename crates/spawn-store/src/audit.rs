@@ -11,6 +11,7 @@
 use serde::Deserialize;
 use spawn_audit::chain::{Broken, Verified};
 use spawn_audit::checkpoint::Opened;
+use spawn_audit::cut::Cut;
 use spawn_audit::query::Filter;
 
 use crate::{on_pool, Store, StoreError};
@@ -81,6 +82,12 @@ impl StoredRecord {
     }
 }
 
+/// A log's last stored record, or its latest cut when every record was cut.
+const HEAD_SQL: &str = "SELECT seq, hash FROM (\
+     SELECT seq, hash FROM audit_records WHERE log = $1 \
+     UNION ALL SELECT seq, hash FROM audit_cuts WHERE log = $1) h \
+     ORDER BY seq DESC LIMIT 1";
+
 #[derive(sqlx::FromRow)]
 struct Head {
     seq: i64,
@@ -109,8 +116,9 @@ struct FullRow {
 
 impl Store {
     /// The last stored record of `log`: its seq and hash.
+    /// (A log whose every record was cut has the cut's seq and hash as its head.)
     pub async fn audit_head(&self, log: &str) -> Result<Option<(i64, String)>, StoreError> {
-        let sql = "SELECT seq, hash FROM audit_records WHERE log = $1 ORDER BY seq DESC LIMIT 1";
+        let sql = HEAD_SQL;
         let head =
             on_pool!(self, p => sqlx::query_as::<_, Head>(sql).bind(log).fetch_optional(p).await)
                 .map_err(StoreError::db("read the audit log's head"))?;
@@ -122,6 +130,93 @@ impl Store {
         let sql = "SELECT DISTINCT log FROM audit_records ORDER BY log";
         on_pool!(self, p => sqlx::query_scalar::<_, String>(sql).fetch_all(p).await)
             .map_err(StoreError::db("list the audit logs"))
+    }
+
+    /// Deletes the records of `log` up to `seq` under the signed cut `note` (its anchor
+    /// `hash`, record `seq`'s), in one transaction: the cut is stored, then the records
+    /// deleted. Refused unless the database holds record `seq` with that hash. Returns how
+    /// many records were deleted.
+    pub async fn audit_cut(
+        &self,
+        log: &str,
+        seq: i64,
+        hash: &str,
+        note: &str,
+    ) -> Result<u64, StoreError> {
+        macro_rules! cut {
+            ($begin:expr) => {{
+                let mut tx = $begin.await.map_err(StoreError::db("begin an audit cut"))?;
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT hash FROM audit_records WHERE log = $1 AND seq = $2",
+                )
+                .bind(log)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("read the record to cut at"))?;
+                if stored.as_deref() != Some(hash) {
+                    return Err(StoreError::AuditChain {
+                        seq,
+                        reason: "is not a stored record with the cut's hash: nothing was cut"
+                            .into(),
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO audit_cuts (log, seq, hash, note, at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(log)
+                .bind(seq)
+                .bind(hash)
+                .bind(note)
+                .bind(spawn_audit::now_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("store an audit cut"))?;
+                let deleted = sqlx::query("DELETE FROM audit_records WHERE log = $1 AND seq <= $2")
+                    .bind(log)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("delete cut audit records"))?
+                    .rows_affected();
+                tx.commit()
+                    .await
+                    .map_err(StoreError::db("commit an audit cut"))?;
+                deleted
+            }};
+        }
+        Ok(match &self.pool {
+            crate::Pool::Sqlite(p) => cut!(p.begin_with("BEGIN IMMEDIATE")),
+            crate::Pool::Postgres(p) => cut!(p.begin()),
+        })
+    }
+
+    /// The signed cuts of `log`, oldest first: (seq, note).
+    pub async fn audit_cuts(&self, log: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = "SELECT seq, note FROM audit_cuts WHERE log = $1 ORDER BY seq";
+        on_pool!(self, p => sqlx::query_as::<_, (i64, String)>(sql).bind(log).fetch_all(p).await)
+            .map_err(StoreError::db("read audit cuts"))
+    }
+
+    /// Up to `limit` (seq, hash) of `log` after `after_seq`, in order.
+    pub async fn audit_hashes(
+        &self,
+        log: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = "SELECT seq, hash FROM audit_records WHERE log = $1 AND seq > $2 \
+                   ORDER BY seq LIMIT $3";
+        on_pool!(self, p => sqlx::query_as::<_, (i64, String)>(sql)
+            .bind(log).bind(after_seq).bind(limit).fetch_all(p).await)
+        .map_err(StoreError::db("read audit hashes"))
+    }
+
+    /// The last record of `log` written before `at` (the log's timestamp form).
+    pub async fn audit_last_before(&self, log: &str, at: &str) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT MAX(seq) FROM audit_records WHERE log = $1 AND at < $2";
+        on_pool!(self, p => sqlx::query_scalar::<_, Option<i64>>(sql).bind(log).bind(at).fetch_one(p).await)
+            .map_err(StoreError::db("find the records to cut"))
     }
 
     /// Appends `records` to `log` in one transaction, durable when this returns. They must
@@ -147,19 +242,18 @@ impl Store {
                 }
             }
         }
+        // SQLite: the write lock from the start (a deferred transaction that reads first
+        // cannot wait for another writer: it fails "database is locked" at once).
         macro_rules! append {
-            ($p:expr) => {{
-                let mut tx = $p
-                    .begin()
+            ($begin:expr) => {{
+                let mut tx = $begin
                     .await
                     .map_err(StoreError::db("begin an audit append"))?;
-                let head = sqlx::query_as::<_, Head>(
-                    "SELECT seq, hash FROM audit_records WHERE log = $1 ORDER BY seq DESC LIMIT 1",
-                )
-                .bind(log)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::db("read the audit log's head"))?;
+                let head = sqlx::query_as::<_, Head>(HEAD_SQL)
+                    .bind(log)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("read the audit log's head"))?;
                 if let Some(h) = head {
                     if Some(first.seq) != h.seq.checked_add(1) || first.prev_hash != h.hash {
                         return Err(refuse(
@@ -204,8 +298,8 @@ impl Store {
             }};
         }
         match &self.pool {
-            crate::Pool::Sqlite(p) => append!(p),
-            crate::Pool::Postgres(p) => append!(p),
+            crate::Pool::Sqlite(p) => append!(p.begin_with("BEGIN IMMEDIATE")),
+            crate::Pool::Postgres(p) => append!(p.begin()),
         }
         Ok(())
     }
@@ -292,10 +386,14 @@ impl Store {
     /// checkpoint in `notes` against the lines' Merkle tree
     /// ([`spawn_audit::checkpoint::verify_log`]). The first problem is the answer's
     /// `broken` (`line` is the record's position in the log, from 1).
+    ///
+    /// A log whose first records were cut verifies from one of `cuts` (see
+    /// [`spawn_audit::cut::verify_log`]).
     pub async fn audit_verify(
         &self,
         log: &str,
         notes: Vec<Opened>,
+        cuts: Vec<Cut>,
     ) -> Result<Verified, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let checker = std::thread::spawn(move || {
@@ -307,7 +405,7 @@ impl Store {
                     at: 0,
                 },
             );
-            spawn_audit::checkpoint::verify_log(reader, true, &notes)
+            spawn_audit::cut::verify_log(reader, &notes, &cuts)
         });
         let mut first_row_problem: Option<Broken> = None;
         let mut after = i64::MIN;
@@ -573,5 +671,79 @@ impl Ingest {
         }
         self.offset += u64::try_from(end).unwrap_or(0) + 1;
         Ok(records.len())
+    }
+}
+
+/// What [`Store::audit_retain`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retained {
+    /// No record is older than the period (or those that are were cut before).
+    Nothing,
+    /// Records up to `seq` were cut: `deleted` rows went.
+    Cut { seq: i64, deleted: u64 },
+    /// The stored log does not verify: nothing was cut (a cut signed over it would vouch
+    /// for what was changed).
+    Broken(Broken),
+}
+
+impl Store {
+    /// Retention: deletes the records of `log` written before `before` (the log's
+    /// timestamp form) under a cut signed with `key` (the log's checkpoint key), kept
+    /// beside the log's checkpoints in `log_dir` and in the database. The stored log is
+    /// verified first, against `notes` and its cuts; a log that does not verify is not cut.
+    pub async fn audit_retain(
+        &self,
+        log: &str,
+        key: &spawn_audit::checkpoint::SigningKey,
+        notes: Vec<Opened>,
+        log_dir: &std::path::Path,
+        before: &str,
+    ) -> Result<Retained, StoreError> {
+        let Some(last) = self.audit_last_before(log, before).await? else {
+            return Ok(Retained::Nothing);
+        };
+        let verifier = key.verifier();
+        let cuts: Vec<Cut> = self
+            .audit_cuts(log)
+            .await?
+            .into_iter()
+            .filter_map(|(_, note)| Cut::open(&verifier, &note).ok())
+            .collect();
+        let v = self.audit_verify(log, notes, cuts.clone()).await?;
+        if let Some(b) = v.broken {
+            return Ok(Retained::Broken(b));
+        }
+        // The tree from the latest cut (or the start) through record `last`.
+        let latest = cuts.iter().max_by_key(|c| c.checkpoint.size);
+        let mut tree = latest.map(|c| c.frontier.clone()).unwrap_or_default();
+        let mut after = latest.map_or(0, |c| i64::try_from(c.checkpoint.size).unwrap_or(i64::MAX));
+        let mut anchor = None;
+        while after < last {
+            let page = self
+                .audit_hashes(log, after, PAGE.min(last - after))
+                .await?;
+            let Some(&(seq, _)) = page.last() else { break };
+            for (_, hash) in &page {
+                let leaf =
+                    spawn_audit::checkpoint::leaf_of(hash).ok_or_else(|| StoreError::Corrupt {
+                        what: "audit record hash",
+                        reason: hash.clone(),
+                    })?;
+                tree.push(leaf);
+            }
+            anchor = page.last().map(|(_, h)| h.clone());
+            after = seq;
+        }
+        let Some(anchor) = anchor else {
+            return Ok(Retained::Nothing);
+        };
+        let io = |e: spawn_audit::AuditError| StoreError::Io {
+            what: "sign the audit cut".into(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let cut = Cut::new(log, &anchor, tree).map_err(io)?;
+        let note = spawn_audit::cut::keep(log_dir, key, &cut).map_err(io)?;
+        let deleted = self.audit_cut(log, last, &anchor, &note).await?;
+        Ok(Retained::Cut { seq: last, deleted })
     }
 }

@@ -464,6 +464,17 @@ pub struct EndedRun {
 }
 
 impl Store {
+    /// Retention of traces: deletes the runs that ended before `before_ms` (ms since the
+    /// epoch), with their output; runs not ended are kept whatever their age. Returns how
+    /// many runs went.
+    pub async fn delete_runs_ended_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM runs WHERE finished_ms IS NOT NULL AND finished_ms < $1";
+        on_pool!(self, p => sqlx::query(sql).bind(before_ms).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(StoreError::db("delete old runs"))
+    }
+}
+
+impl Store {
     /// Records `run`, which ended already, in one statement; returns it as stored.
     pub async fn record_ended_run(&self, run: &EndedRun) -> Result<RunRecord, StoreError> {
         if !run.state.is_final() || run.state == RunState::Interrupted {

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use common::Db;
 use spawn_audit::checkpoint::{self, Opened, SigningKey};
+use spawn_audit::cut::Cut;
 use spawn_audit::query::Filter;
 use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
-use spawn_store::{Backend, Ingest, Store, StoreError, StoredRecord};
+use spawn_store::{Backend, Ingest, Retained, Store, StoreError, StoredRecord};
 
 macro_rules! on_both {
     ($($case:ident),* $(,)?) => {
@@ -41,6 +42,7 @@ on_both!(
     only_a_continuation_of_the_stored_chain_is_taken,
     every_change_behind_the_stores_back_is_found_and_named,
     queries_narrow_in_the_database_and_decide_by_the_filter,
+    retention_cuts_under_a_signed_cut_and_verification_goes_on,
 );
 
 const LOG: &str = "spawn.audit/log_test";
@@ -88,6 +90,8 @@ fn write_log(dir: &Path, events: &[Event]) -> (PathBuf, SigningKey) {
     let mut log = AuditLog::open(dir).unwrap();
     for chunk in events[..30].chunks(7) {
         log.append(chunk).unwrap();
+        // Each batch at a later millisecond (retention cuts by time).
+        std::thread::sleep(std::time::Duration::from_millis(3));
     }
     log.sync().unwrap();
     checkpoint::sign_log(log.path(), &key).unwrap();
@@ -163,7 +167,8 @@ async fn drop_triggers(db: &Db) {
             "DROP TRIGGER audit_records_no_delete",
         ],
         Backend::Postgres => &[
-            "DROP TRIGGER audit_records_no_change ON audit_records",
+            "DROP TRIGGER audit_records_no_update ON audit_records",
+            "DROP TRIGGER audit_records_no_delete ON audit_records",
             "DROP TRIGGER audit_records_no_truncate ON audit_records",
         ],
     };
@@ -187,7 +192,7 @@ async fn a_log_is_stored_as_written_append_only_and_exported_bit_for_bit(db: Db)
     // It verifies, checkpoints included, and the export verifies as the file does.
     let v = db
         .store
-        .audit_verify(LOG, opened(dir.path(), &key))
+        .audit_verify(LOG, opened(dir.path(), &key), Vec::new())
         .await
         .unwrap();
     assert!(v.broken.is_none(), "{:?}", v.broken);
@@ -431,7 +436,7 @@ async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
             .unwrap_or_else(|e| panic!("{}: {e}", case.what));
         let v = db
             .store
-            .audit_verify(LOG, opened(dir.path(), &key))
+            .audit_verify(LOG, opened(dir.path(), &key), Vec::new())
             .await
             .unwrap();
         let b = v
@@ -455,7 +460,7 @@ async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
         raw(&db, &restore).await.unwrap();
         let v = db
             .store
-            .audit_verify(LOG, opened(dir.path(), &key))
+            .audit_verify(LOG, opened(dir.path(), &key), Vec::new())
             .await
             .unwrap();
         assert!(
@@ -537,4 +542,195 @@ async fn queries_narrow_in_the_database_and_decide_by_the_filter(db: Db) {
         assert_eq!(paged, want, "{f:?} paged");
     }
     assert!(db.store.audit_head(LOG).await.unwrap().is_some());
+}
+
+fn cuts(key: &SigningKey, stored: Vec<(i64, String)>) -> Vec<Cut> {
+    stored
+        .into_iter()
+        .map(|(_, note)| Cut::open(&key.verifier(), &note).unwrap())
+        .collect()
+}
+
+async fn retention_cuts_under_a_signed_cut_and_verification_goes_on(db: Db) {
+    let (dir, path, key) = stored(&db).await;
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let at = |seq: usize| StoredRecord::from_line(&lines[seq - 1]).unwrap().timestamp;
+    assert!(at(14) < at(15), "batches at distinct times");
+
+    // Nothing older than the first record: nothing cut.
+    let r = db
+        .store
+        .audit_retain(LOG, &key, opened(dir.path(), &key), dir.path(), &at(1))
+        .await
+        .unwrap();
+    assert_eq!(r, Retained::Nothing);
+
+    // Records before record 15's time: 1..14 cut, under a signed cut kept with the
+    // checkpoints and in the database.
+    let r = db
+        .store
+        .audit_retain(LOG, &key, opened(dir.path(), &key), dir.path(), &at(15))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Retained::Cut {
+            seq: 14,
+            deleted: 14
+        }
+    );
+    let note_file = dir.path().join("checkpoints/00000000000000000014.cut.note");
+    let note = std::fs::read_to_string(&note_file).unwrap();
+    let stored_cuts = db.store.audit_cuts(LOG).await.unwrap();
+    assert_eq!(stored_cuts, vec![(14, note.clone())]);
+    let export_after = export(&db.store).await;
+    assert_eq!(export_after, text_of(&lines[14..]));
+
+    // It verifies across the cut (checkpoints after it checked), in the database and as an
+    // export; without the cut it is a log whose first records were removed.
+    let v = db
+        .store
+        .audit_verify(
+            LOG,
+            opened(dir.path(), &key),
+            cuts(&key, stored_cuts.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!(v.records, 26);
+    let v = spawn_audit::cut::verify_log(
+        export_after.as_slice(),
+        &opened(dir.path(), &key),
+        &cuts(&key, stored_cuts.clone()),
+    )
+    .unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    let v = db
+        .store
+        .audit_verify(LOG, opened(dir.path(), &key), Vec::new())
+        .await
+        .unwrap();
+    assert!(v.broken.unwrap().reason.contains("not 1"));
+
+    // Only what a cut covers may be deleted; a cut's row is kept for good.
+    for sql in [
+        "DELETE FROM audit_records WHERE seq = 20",
+        "DELETE FROM audit_records",
+        "DELETE FROM audit_cuts",
+        "UPDATE audit_cuts SET seq = 40",
+    ] {
+        let err = raw(&db, &[sql]).await.unwrap_err();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    // A cut where the database holds no such record is refused.
+    let err = db
+        .store
+        .audit_cut(LOG, 20, "sha256:00", "note")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AuditChain { .. }), "{err}");
+
+    // The log goes on after the cut; a second cut takes everything; the copy goes on from
+    // the cut when no record is left.
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    log.append(&[event(98)]).unwrap();
+    let mut ingest = Ingest::new(&db.store, LOG, &path).await.unwrap();
+    assert_eq!(ingest.step(&db.store).await.unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let r = db
+        .store
+        .audit_retain(
+            LOG,
+            &key,
+            opened(dir.path(), &key),
+            dir.path(),
+            "9999-01-01T00:00:00.000Z",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Retained::Cut {
+            seq: 41,
+            deleted: 27
+        }
+    );
+    assert!(export(&db.store).await.is_empty());
+    assert_eq!(
+        db.store.audit_head(LOG).await.unwrap().map(|h| h.0),
+        Some(41)
+    );
+    log.append(&[event(99)]).unwrap();
+    let mut ingest = Ingest::new(&db.store, LOG, &path).await.unwrap();
+    assert_eq!(ingest.step(&db.store).await.unwrap(), 1);
+    let all_cuts = cuts(&key, db.store.audit_cuts(LOG).await.unwrap());
+    assert_eq!(all_cuts.len(), 2);
+    let v = db
+        .store
+        .audit_verify(LOG, opened(dir.path(), &key), all_cuts.clone())
+        .await
+        .unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!(v.first_seq, Some(42));
+
+    // The file log itself, whole, still verifies with the cut notes among its checkpoints.
+    let (file, len) = spawn_audit::snapshot(&path).unwrap();
+    let v = spawn_audit::checkpoint::verify_log(
+        std::io::BufReader::new(std::io::Read::take(file, len)),
+        true,
+        &opened(dir.path(), &key),
+    )
+    .unwrap();
+    assert!(v.broken.is_none(), "{v:?}");
+
+    // After a cut, the newest records deleted behind the store's back are still found
+    // (the checkpoint after the cut holds them).
+    log.append(&[event(100)]).unwrap();
+    assert_eq!(ingest.step(&db.store).await.unwrap(), 1);
+    checkpoint::sign_log(&path, &key).unwrap();
+    drop_triggers(&db).await;
+    raw(&db, &["DELETE FROM audit_records WHERE seq = 43"])
+        .await
+        .unwrap();
+    let v = db
+        .store
+        .audit_verify(LOG, opened(dir.path(), &key), all_cuts.clone())
+        .await
+        .unwrap();
+    let b = v.broken.unwrap();
+    assert_eq!(b.seq, 43, "{b:?}");
+    assert!(b.reason.contains("were removed"), "{b:?}");
+
+    // A log changed behind the store's back is not cut (a cut would vouch for the change).
+    raw(
+        &db,
+        &["UPDATE audit_records SET outcome = 'success' WHERE seq = 42"],
+    )
+    .await
+    .unwrap();
+    let r = db
+        .store
+        .audit_retain(
+            LOG,
+            &key,
+            opened(dir.path(), &key),
+            dir.path(),
+            "9999-01-01T00:00:00.000Z",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Retained::Broken(_)), "{r:?}");
+    assert_eq!(db.store.audit_cuts(LOG).await.unwrap().len(), 2);
+}
+
+fn text_of(lines: &[String]) -> Vec<u8> {
+    lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
 }
