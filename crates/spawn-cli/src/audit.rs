@@ -67,19 +67,28 @@ pub(crate) fn verify(
                 }
             };
             let mut opened = Vec::new();
-            for (file, note) in notes {
-                if let Some(v) = &verifier {
+            let mut cuts = Vec::new();
+            if let Some(v) = &verifier {
+                cuts = spawn_audit::cut::cuts_in(v, &notes);
+                for (file, note) in notes {
                     opened.push((file, v.open(&note)));
                 }
             }
-            opened
+            (opened, cuts)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        let (notes, cuts) = notes;
         let (file, len) = spawn_audit::snapshot(&path)
             .with_context(|| format!("no audit log to verify at {}", path.display()))?;
-        let v = checkpoint::verify_log(BufReader::new(file.take(len)), whole, &notes)
-            .with_context(|| format!("read {}", path.display()))?;
+        let input = BufReader::new(file.take(len));
+        // Held to checkpoints, a log may start after a signed cut (retention).
+        let v = if whole {
+            spawn_audit::cut::verify_log(input, &notes, &cuts)
+        } else {
+            checkpoint::verify_log(input, whole, &notes)
+        }
+        .with_context(|| format!("read {}", path.display()))?;
         Ok((v, notes.len()))
     })();
     let (v, checkpoints) = match result {

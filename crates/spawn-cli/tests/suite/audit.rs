@@ -316,6 +316,43 @@ fn checkpoints_catch_a_cut_and_a_rewritten_history() {
         .run()
         .assert_code(0);
 
+    // Retention: an export whose first records were deleted under a signed cut (as spawnd
+    // makes them) verifies with the cut among the checkpoints, and not without it.
+    let key =
+        spawn_audit::checkpoint::load_or_create_key(&home.path().join("keys/audit-signing.key"))
+            .unwrap();
+    let k = 3;
+    let mut tree = spawn_audit::checkpoint::Frontier::default();
+    let hashes: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["hash"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for h in &hashes[..k] {
+        tree.push(spawn_audit::checkpoint::leaf_of(h).unwrap());
+    }
+    let retained = spawn_audit::cut::Cut::new(key.name(), &hashes[k - 1], tree).unwrap();
+    let after_cut = dir.path().join("after-cut.jsonl");
+    std::fs::write(&after_cut, lines[k..].join("\n") + "\n").unwrap();
+    let out = held(&after_cut);
+    out.assert_code(1);
+    assert!(out.stdout.contains("not 1"), "{out}");
+    std::fs::write(
+        copied.join(format!("{k:020}.cut.note")),
+        retained.sign(&key),
+    )
+    .unwrap();
+    held(&after_cut).assert_code(0);
+    held(&whole).assert_code(0);
+    // One record more gone than the cut covers: refused.
+    let past_cut = dir.path().join("past-cut.jsonl");
+    std::fs::write(&past_cut, lines[k + 1..].join("\n") + "\n").unwrap();
+    held(&past_cut).assert_code(1);
+
     let log = home.path().join("audit").join("audit.jsonl");
     let original = home.audit_text();
     // The newest records cut off: the chain that is left is whole, the checkpoint is not.
