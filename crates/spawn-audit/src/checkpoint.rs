@@ -152,8 +152,9 @@ impl SigningKey {
         self.sign_body(&checkpoint.body())
     }
 
-    /// The signed note of `body` (lines, each ending in a newline).
-    pub(crate) fn sign_body(&self, body: &str) -> String {
+    /// The signed note of `body` (lines, each ending in a newline): any text the key's
+    /// holder means to vouch for (a checkpoint, a cut).
+    pub fn sign_body(&self, body: &str) -> String {
         let sig = self.key.sign(body.as_bytes());
         let mut blob = Vec::with_capacity(68);
         blob.extend_from_slice(

@@ -233,6 +233,28 @@ fn first_seq(input: &mut impl BufRead) -> std::io::Result<Option<u64>> {
 }
 
 #[cfg(test)]
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_audit;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/audit_cut.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input the `audit_cut` fuzz target ever failed on or was given to hold
+    /// (fuzz/regressions/audit_cut/) keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_audit_cut_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "audit_cut", check);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
