@@ -368,6 +368,7 @@ impl<'a> Scanner<'a> {
         let mut high = 0u8;
         let mut escaped = false;
         loop {
+            i = skip_printable_ascii(self.b, i);
             let c = *self.b.get(i)?;
             match c {
                 b'"' => break,
@@ -431,6 +432,35 @@ impl<'a> Scanner<'a> {
         self.i = i;
         Some(if negative { Kind::Other } else { Kind::Uint(n) })
     }
+}
+
+/// The index of the first byte of `b` from `i` on that is not printable ASCII other than
+/// `"` and `\` (that is, a byte [`Scanner::string`] must look at), or one near it: eight
+/// bytes are checked at a time, and a word holding such a byte is left whole.
+fn skip_printable_ascii(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Whether any byte of `w` is zero (exact as to whether, not which).
+    fn any_zero(w: u64) -> bool {
+        w.wrapping_sub(ONES) & !w & HIGHS != 0
+    }
+    while let Some(word) = b.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let w = u64::from_ne_bytes(word);
+        // A byte under 0x20 (w's bytes all under 0x80, or the first test already holds).
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
+        if w & HIGHS != 0
+            || control
+            || any_zero(w ^ (ONES * u64::from(b'"')))
+            || any_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        i += 8;
+    }
+    i
 }
 
 /// The length of the escape `e` starts with (`e[0]` is the backslash), if it is one RFC

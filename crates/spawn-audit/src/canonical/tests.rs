@@ -65,6 +65,23 @@ fn canonical_lines_are_accepted() {
                 .unwrap();
         assert!(accepted(&line), "{line}");
     }
+    // ... and at every place in a longer string (the validator skips eight bytes at a time).
+    for c in (0u8..0x80)
+        .map(char::from)
+        .chain(['é', '\u{7ff}', '\u{1f600}'])
+    {
+        for at in 0..20 {
+            let text = format!("{}{c}{}", "x".repeat(at), "y".repeat(20 - at));
+            let line =
+                serde_json_canonicalizer::to_string(&serde_json::json!({ "k": text })).unwrap();
+            assert!(accepted(&line), "{line}");
+            if c < ' ' || c == '"' || c == '\\' {
+                // As it is, not escaped: refused.
+                let raw = format!("{{\"k\":\"{text}\"}}");
+                assert!(!accepted(&raw), "{raw:?}");
+            }
+        }
+    }
     // Nested as deep as the validator follows, and no deeper.
     let nested = |levels: usize| {
         format!(
