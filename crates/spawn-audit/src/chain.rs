@@ -118,9 +118,10 @@ pub fn verify(input: impl BufRead, whole: bool) -> Result<Verified, std::io::Err
 /// [`verify`], calling `each(seq, hash)` for every record found good, in order (to build
 /// the log's Merkle tree on the way: see `checkpoint`).
 ///
-/// The input is read in chunks of [`CHUNK`] bytes. A line's own hash depends on that line
-/// alone, so the lines of a chunk are hashed on a few threads; then the links (seqs and
-/// `prevHash`) are checked in order, and `each` called, on this one. A line in canonical
+/// The input is read in chunks of 4 MiB (more only for a longer line). A line's own hash
+/// depends on that line alone, so the lines of a chunk are hashed on a few threads; then
+/// the links (seqs and `prevHash`) are checked in order, and `each` called, on this one.
+/// A line in canonical
 /// form (what spawn writes: see [`crate::canonical::scan`]) is hashed as it stands, minus
 /// its `hash` member; any other line is parsed and canonicalized, as [`verify_reference`]
 /// does every line. The result is [`verify_reference`]'s, to the line and the reason.
