@@ -3,6 +3,7 @@
 //! See the crate's README.md for what the log guarantees and what it does not (yet).
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 mod clock;

@@ -416,3 +416,135 @@ fn the_fast_canonical_form_is_rfc_8785() {
         }
     }
 }
+
+/// A log of `n` records, each about 600 bytes, as spawn writes it.
+fn big_log(n: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    // All in canonical form but every 97th, which holds a decimal and a number past 2^53.
+    let batch: Vec<Event> = (0..1000)
+        .map(|i| {
+            let mut e = event(i).with_detail("pad", "p".repeat(200));
+            if i % 97 != 0 {
+                e.details.remove("ratio");
+                e.details.remove("big");
+            }
+            e
+        })
+        .collect();
+    for _ in 0..n / 1000 {
+        log.append(&batch).unwrap();
+    }
+    std::fs::read(log.path()).unwrap()
+}
+
+/// Verification in chunks, on threads, with the fast path, answers exactly as the
+/// reference (every line parsed and canonicalized in turn) does, and calls back in order.
+#[test]
+fn chunked_parallel_verification_is_the_reference() {
+    let text = big_log(12_000);
+    assert!(text.len() > 2 * CHUNK, "{} bytes", text.len());
+    let lines: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    // What the fast path takes, and what it leaves to the reference path.
+    let fast = |l: &[u8]| crate::canonical::scan(l).is_some_and(|c| c.hash.is_some());
+    assert!(fast(lines[1]));
+    assert!(!fast(lines[0]));
+
+    let mut seen = Vec::new();
+    let v = verify_with(&text[..], true, |seq, hash| {
+        seen.push((seq, hash.to_owned()))
+    })
+    .unwrap();
+    assert!(v.intact(), "{v:?}");
+    assert_eq!(v.records, 12_000);
+    assert_eq!(v, verify_reference(&text[..], true).unwrap());
+    let want: Vec<(u64, String)> = lines
+        .iter()
+        .map(|l| {
+            let r: Value = serde_json::from_slice(l).unwrap();
+            (
+                r["seq"].as_u64().unwrap(),
+                r["hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, want);
+    // Read a few bytes at a time: the same.
+    assert_eq!(
+        v,
+        verify(std::io::BufReader::with_capacity(7, &text[..]), true).unwrap()
+    );
+
+    // Changes in the second chunk, each found where the reference finds it.
+    let at = lines.len() * 3 / 4;
+    let mut tampered: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
+    let changed = String::from_utf8(tampered[at].clone())
+        .unwrap()
+        .replacen("\"n\":", "\"n\":1", 1);
+    tampered[at] = changed.into_bytes();
+    let relaid: Value = serde_json::from_slice(&tampered[at - 50]).unwrap();
+    tampered[at - 50] = serde_json::to_string_pretty(&relaid)
+        .unwrap()
+        .replace('\n', " ")
+        .into_bytes();
+    tampered.insert(at - 5, b"{\"seq\":1,\"torn".to_vec());
+    tampered.insert(at - 100, Vec::new());
+    let joined = tampered.join(&b'\n');
+    for whole in [true, false] {
+        let v = verify(&joined[..], whole).unwrap();
+        assert_eq!(v, verify_reference(&joined[..], whole).unwrap());
+        let broken = v.broken.unwrap();
+        assert_eq!(
+            (broken.line, broken.seq),
+            (at as u64 + 3, at as u64 + 1),
+            "{broken:?}"
+        );
+        assert!(broken.reason.contains("hash does not match"), "{broken:?}");
+    }
+}
+
+/// A line longer than a chunk is read whole, as any other.
+#[test]
+fn a_line_longer_than_a_chunk_verifies() {
+    let first = edit(&log()[0], |m| {
+        m["details"]["blob"] = json!("b".repeat(CHUNK + 10));
+    });
+    let first = reseal(&first);
+    let text = format!("{first}\n");
+    let v = verify(text.as_bytes(), true).unwrap();
+    assert!(v.intact(), "{v:?}");
+    assert_eq!(v, verify_reference(text.as_bytes(), true).unwrap());
+}
+
+/// A read error is an error, unless the chain broke before it (as the reference).
+#[test]
+fn a_read_error_is_reported_after_the_lines_before_it() {
+    struct Failing<'a>(&'a [u8]);
+    impl std::io::Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0.len()).min(100);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let lines = log();
+    let text = lines.join("\n") + "\n";
+    fn read(t: &str) -> std::io::BufReader<Failing<'_>> {
+        std::io::BufReader::new(Failing(t.as_bytes()))
+    }
+    assert!(verify(read(&text), true).is_err());
+    assert!(verify_reference(read(&text), true).is_err());
+    let mut broken = lines.clone();
+    broken.swap(2, 3);
+    let text = broken.join("\n") + "\n";
+    let v = verify(read(&text), true).unwrap();
+    assert_eq!(v, verify_reference(read(&text), true).unwrap());
+    assert_eq!(v.broken.unwrap().seq, 4);
+}

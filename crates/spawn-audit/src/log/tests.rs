@@ -59,18 +59,24 @@ fn stored_line_has_spec_shape() {
          "sourceIP": "10.0.0.5", "requestId": "req_xyz789", "traceId": "tr_abc",
          "prevHash": crate::chain::GENESIS, "hash": hash})
     );
-    // The chain's fields last, as in SPEC §7; the hash is SHA-256 in lowercase hex.
-    assert!(lines[0].ends_with(&format!(
-        r#","prevHash":"{}","hash":"{hash}"}}"#,
+    // The line is the RFC 8785 form of the whole record (members sorted by name)...
+    assert_eq!(
+        lines[0],
+        serde_json_canonicalizer::to_string(&value).unwrap()
+    );
+    assert!(lines[0].starts_with(&format!(
+        r#"{{"action":"connect","details":{{"n":1}},"eventType":"agent.net.connect","hash":"{hash}","outcome":"success","prevHash":"{}","#,
         crate::chain::GENESIS
     )));
+    // ... so without its hash member it is what the hash is over: SHA-256 in lowercase hex.
+    let hashed = lines[0].replacen(&format!(r#","hash":"{hash}""#), "", 1);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(hashed.as_bytes());
+    assert_eq!(hash, format!("sha256:{}", crate::chain::hex(&digest)));
     let hex = hash.strip_prefix("sha256:").unwrap();
     assert_eq!(hex.len(), 64);
     assert!(hex
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    // Keys in SPEC §7 order.
-    assert!(lines[0].starts_with(r#"{"seq":1,"timestamp":""#));
     assert!(
         crate::clock::is_rfc3339_utc_millis(&timestamp),
         "{timestamp}"
