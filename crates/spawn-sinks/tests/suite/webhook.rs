@@ -26,6 +26,26 @@ impl Write for Captured {
     }
 }
 
+/// The log output of this test binary: a global subscriber, set once. (A thread's default
+/// subscriber would miss events whose callsite another test's thread, without one, had
+/// already registered as uninteresting.)
+fn captured() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let c = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || c.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            captured
+        })
+        .clone()
+}
+
 /// Every event of the acknowledged batches, in order.
 fn events(rx: &Receiver) -> Vec<Value> {
     rx.acked()
@@ -50,14 +70,7 @@ const SECRET: &str = "Bearer wh-secret-7f3a9c1e5b2d4086";
 // One runtime thread: the forwarders run on the test's thread, under its subscriber.
 #[tokio::test]
 async fn at_least_once_through_an_outage_and_a_restart() {
-    let captured = Captured::default();
-    let c = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || c.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured();
     std::env::set_var("SPAWN_TEST_HOOK_TOKEN", SECRET);
 
     let dir = tempfile::tempdir().unwrap();
