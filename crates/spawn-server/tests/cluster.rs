@@ -109,7 +109,8 @@ async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
     let mut starts: HashMap<String, usize> = HashMap::new();
     for line in logs.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
-        if v["eventType"] == "agent.start" {
+        // The sandbox's start (the API's is the run's queueing, by its caller).
+        if v["eventType"] == "agent.start" && v["resource"]["type"] == "sandbox" {
             *starts
                 .entry(v["traceId"].as_str().unwrap().to_owned())
                 .or_default() += 1;

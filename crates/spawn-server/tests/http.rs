@@ -1306,6 +1306,15 @@ async fn runs(d: &Daemon, c: &Client) {
     .await;
     assert_eq!(res.status(), 201);
 
+    // What the daemon's policy forbids is refused, naming the rule (and audited: see
+    // audit_completeness).
+    let msg = error_of(
+        post_run(c, d, &d.admin, "team", serde_json::json!({"manifest": host_mount})).await,
+        StatusCode::FORBIDDEN,
+        "policy_violation",
+    )
+    .await;
+    assert!(msg.contains("host mounts") && msg.contains("host-mount"), "{msg}");
     // What cannot run is refused before it is queued.
     let host_mount = serde_json::json!({
         "apiVersion": "spawn.dev/v1", "kind": "Agent", "metadata": {"name": "m"},
@@ -1333,7 +1342,6 @@ async fn runs(d: &Daemon, c: &Client) {
             serde_json::json!({"command": ["true"], "timeout": "forever"}),
             "timeout",
         ),
-        (serde_json::json!({"manifest": host_mount}), "host mounts"),
         (
             serde_json::json!({"manifest": {"kind": "Agent"}}),
             "manifest",
