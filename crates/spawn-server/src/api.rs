@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -37,7 +37,10 @@ use crate::views::{AgentView, ErrorBody, Page, Status, Whoami};
 #[derive(Debug)]
 pub struct AppState {
     pub(crate) store: Store,
-    audit: Mutex<AuditLog>,
+    /// The daemon's own events, durable before an action is acknowledged.
+    audit: crate::audit_writer::AuditWriter,
+    /// Which credentials are in a session (their next use is not a login).
+    sessions: crate::sessions::Sessions,
     pub(crate) limits: Limits,
     /// Wakes the scheduler when a run is queued.
     pub(crate) runs_queued: Arc<tokio::sync::Notify>,
@@ -59,10 +62,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, audit: AuditLog, limits: Limits) -> AppState {
-        AppState {
+    /// The state of a daemon on `store`, writing its events to `audit` (through a thread of
+    /// its own: see `audit_writer`).
+    pub fn new(
+        store: Store,
+        audit: AuditLog,
+        limits: Limits,
+    ) -> Result<AppState, crate::ServerError> {
+        let audit =
+            crate::audit_writer::AuditWriter::start(audit).map_err(|e| crate::ServerError::Io {
+                what: "start the audit log's writer".into(),
+                source: e,
+            })?;
+        Ok(AppState {
             store,
-            audit: Mutex::new(audit),
+            audit,
+            sessions: crate::sessions::Sessions::default(),
             rate: crate::abuse::RateLimiter::new(&limits),
             lockout: crate::abuse::Lockout::new(&limits),
             limits,
@@ -74,7 +89,7 @@ impl AppState {
             jwt: None,
             audit_copy: std::sync::OnceLock::new(),
             sinks: None,
-        }
+        })
     }
 
     /// Sets the database's copy of the audit log the audit API answers from (once).
@@ -109,16 +124,51 @@ impl AppState {
         self
     }
 
-    /// Appends `event` to the audit log. A log that cannot be written is reported in the
-    /// daemon's log; the request's answer does not depend on it.
-    pub(crate) fn audit(&self, event: Event) {
-        let written = match self.audit.lock() {
-            Ok(mut log) => log.append(&[event]).map(drop),
-            Err(_) => Ok(()),
-        };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "the audit log could not be written");
+    /// Records the event of a refusal (an `auth.failure`, an `rbac.permission.denied`):
+    /// durable when this returns, or reported in the daemon's log if the audit log cannot
+    /// take it. The request is refused either way, so nothing is granted without its event.
+    pub(crate) async fn audit(&self, event: Event) {
+        // The writer has said why in the daemon's log.
+        let _ = self.audit.durable(vec![event]).await;
+    }
+
+    /// Records the event of an action before the action ("no audit, no action"): returns
+    /// once it is durable, or `503 audit_unavailable` if the audit log cannot take it, and
+    /// the caller must then not act.
+    ///
+    /// The event says what is about to be done; if the action then fails, the caller
+    /// records it with [`AppState::record_failure`]. So a request's outcome is its last
+    /// event.
+    pub(crate) async fn record(&self, event: Event) -> Result<(), ApiError> {
+        self.audit.durable(vec![event]).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot record this action, so it was not done; retry later",
+            )
+        })
+    }
+
+    /// After [`AppState::record`]: the recorded action failed (`error`), so its event is
+    /// followed by the same event with outcome `error` and the reason. Then the error is
+    /// returned as it was.
+    pub(crate) async fn record_failure<T>(
+        &self,
+        event: Event,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        if let Err(e) = &result {
+            let mut failed = event;
+            failed.outcome = Outcome::Error;
+            failed
+                .details
+                .insert("reason".into(), Value::String(e.code.to_owned()));
+            failed
+                .details
+                .insert("message".into(), Value::String(e.message.clone()));
+            self.audit(failed).await;
         }
+        result
     }
 }
 
@@ -136,6 +186,8 @@ pub(crate) struct Caller {
     pub(crate) test_key: bool,
     /// (namespace, role) of each binding naming the principal, read with its key.
     pub(crate) grants: Vec<(String, String)>,
+    /// The credential's name in `sessions` (an API key's stored hash, never the key).
+    pub(crate) session: [u8; 32],
 }
 
 /// An error answer in SPEC §8's shape.
@@ -215,6 +267,7 @@ pub fn router(state: Shared) -> Router {
     let max_body = state.limits.max_body_bytes;
     let mut v1 = OpenApiRouter::new()
         .routes(routes!(whoami))
+        .routes(routes!(logout))
         .routes(routes!(list_agents))
         .routes(routes!(get_agent, put_agent, delete_agent))
         .merge(crate::rbac_api::routes())
@@ -415,27 +468,21 @@ async fn read_body(State(state): State<Shared>, req: Request, next: Next) -> Res
 /// The header that carries an API key.
 const API_KEY_HEADER: &str = "x-api-key";
 
-/// Authenticates the caller by the first credential it presents, in this order: an API key
-/// (`X-API-Key`), a bearer JWT (`Authorization`), the client certificate of its TLS
-/// connection (mutual TLS) — a credential in the request wins over the connection's, and a
-/// bad one is refused, not passed over. The key's checksum is checked before anything is
-/// looked up; an unknown or revoked key is a 401 like a missing one, and so is a refused
-/// token or certificate; each failure is an `auth.failure` event (without any of the key or
-/// token).
-async fn authenticate(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(RequestId(req_id)): Extension<RequestId>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let path: String = req.uri().path().chars().take(256).collect();
-    let now = std::time::Instant::now();
-    let ip = peer.ip();
-    let audit_failure = |reason: &str| {
+/// What an authentication failure is recorded with.
+struct Attempt<'a> {
+    state: &'a AppState,
+    ip: std::net::IpAddr,
+    req_id: &'a str,
+    path: String,
+    now: std::time::Instant,
+}
+
+impl Attempt<'_> {
+    /// The `auth.failure` event (without any of the key or token), counted.
+    async fn audit_failure(&self, reason: &str) {
         let event = Event {
-            source_ip: Some(ip.to_string()),
-            request_id: Some(req_id.clone()),
+            source_ip: Some(self.ip.to_string()),
+            request_id: Some(self.req_id.to_owned()),
             ..Event::new(
                 EventType::AuthFailure,
                 spawn_audit::Principal {
@@ -445,38 +492,100 @@ async fn authenticate(
                 },
                 spawn_audit::Resource {
                     kind: "api".into(),
-                    name: path.clone(),
+                    name: self.path.clone(),
                 },
                 "authenticate",
                 Outcome::Denied,
             )
             .with_detail("reason", reason.to_owned())
         };
-        state.audit(event);
-        state
+        self.state.audit(event).await;
+        self.state
             .metrics
             .auth_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    };
-    // A source locked out for its failures is refused before its key is read.
-    if let Some(wait) = state.lockout.locked(ip, now) {
-        audit_failure("locked out after repeated failed authentications");
-        return too_many(
-            &state,
-            "too many failed authentications from this address",
-            wait,
-        );
     }
-    let failure = |reason: &str| {
-        state.lockout.failed(ip, now);
-        audit_failure(reason);
+
+    /// A 401 for `reason`, audited and counted against the source's lockout.
+    async fn failure(&self, reason: &str) -> Response {
+        self.state.lockout.failed(self.ip, self.now);
+        self.audit_failure(reason).await;
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             format!("{reason}; send a valid API key in the X-API-Key header"),
         )
         .into_response()
+    }
+
+    /// Records a login (`auth.login`) if this use of `caller`'s credential begins a
+    /// session (see `sessions`); a login that cannot be recorded refuses the request
+    /// (503) and leaves the credential outside any session.
+    async fn login(&self, caller: &Caller, credential: &str) -> Result<(), Response> {
+        if !self.state.sessions.begins(caller.session, self.now) {
+            return Ok(());
+        }
+        let event = Event {
+            source_ip: Some(self.ip.to_string()),
+            request_id: Some(self.req_id.to_owned()),
+            ..Event::new(
+                EventType::AuthLogin,
+                principal(caller),
+                spawn_audit::Resource {
+                    kind: "credential".into(),
+                    name: caller.key_id.clone(),
+                },
+                "login",
+                Outcome::Success,
+            )
+            .with_detail("credential", credential.to_owned())
+            .with_detail("path", self.path.clone())
+        };
+        let event = if caller.test_key {
+            event.with_detail("test", true)
+        } else {
+            event
+        };
+        if let Err(e) = self.state.record(event).await {
+            self.state.sessions.end(&caller.session);
+            return Err(e.into_response());
+        }
+        Ok(())
+    }
+}
+
+/// Authenticates the caller by the first credential it presents, in this order: an API key
+/// (`X-API-Key`), a bearer JWT (`Authorization`), the client certificate of its TLS
+/// connection (mutual TLS) — a credential in the request wins over the connection's, and a
+/// bad one is refused, not passed over. The key's checksum is checked before anything is
+/// looked up; an unknown or revoked key is a 401 like a missing one, and so is a refused
+/// token or certificate; each failure is an `auth.failure` event (without any of the key or
+/// token). A credential's first use in a while is an `auth.login` event (`sessions`).
+async fn authenticate(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(RequestId(req_id)): Extension<RequestId>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let at = Attempt {
+        state: &state,
+        ip: peer.ip(),
+        req_id: &req_id,
+        path: req.uri().path().chars().take(256).collect(),
+        now: std::time::Instant::now(),
     };
+    let now = at.now;
+    // A source locked out for its failures is refused before its key is read.
+    if let Some(wait) = state.lockout.locked(at.ip, now) {
+        at.audit_failure("locked out after repeated failed authentications")
+            .await;
+        return too_many(
+            &state,
+            "too many failed authentications from this address",
+            wait,
+        );
+    }
     // A bearer JWT, when no API key is sent.
     if req.headers().get(API_KEY_HEADER).is_none() {
         if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
@@ -487,17 +596,25 @@ async fn authenticate(
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, t)| t.trim());
             let Some(token) = token else {
-                return failure("the Authorization header is not a bearer token");
+                return at
+                    .failure("the Authorization header is not a bearer token")
+                    .await;
             };
             let Some(jwt) = &state.jwt else {
-                return failure("bearer tokens are not accepted: no JWT issuer is configured");
+                return at
+                    .failure("bearer tokens are not accepted: no JWT issuer is configured")
+                    .await;
             };
             let user = match jwt.verify(token) {
                 Ok(user) => user,
-                Err(reason) => return failure(&reason),
+                Err(reason) => return at.failure(&reason).await,
             };
-            return match user_caller(&state, user, "jwt", &req_id, now).await {
+            let session = crate::sessions::credential_hash("jwt", token);
+            return match user_caller(&state, user, "jwt", session, &req_id, now).await {
                 Ok(caller) => {
+                    if let Err(res) = at.login(&caller, "jwt").await {
+                        return res;
+                    }
                     req.extensions_mut().insert(caller);
                     next.run(req).await
                 }
@@ -509,10 +626,14 @@ async fn authenticate(
         if let Some(ClientCert(named)) = req.extensions().get::<ClientCert>().cloned() {
             let user = match named {
                 Ok(subject) => subject.name,
-                Err(reason) => return failure(reason),
+                Err(reason) => return at.failure(reason).await,
             };
-            return match user_caller(&state, user, "mtls", &req_id, now).await {
+            let session = crate::sessions::credential_hash("mtls", &user);
+            return match user_caller(&state, user, "mtls", session, &req_id, now).await {
                 Ok(caller) => {
+                    if let Err(res) = at.login(&caller, "client-certificate").await {
+                        return res;
+                    }
                     req.extensions_mut().insert(caller);
                     next.run(req).await
                 }
@@ -521,30 +642,47 @@ async fn authenticate(
         }
     }
     let text = match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
-        None => return failure("no API key"),
-        Some(Err(_)) => return failure("the API key is not valid"),
+        None => return at.failure("no API key").await,
+        Some(Err(_)) => return at.failure("the API key is not valid").await,
         // Zeroed when dropped, like the key it becomes.
         Some(Ok(t)) => zeroize::Zeroizing::new(t.to_owned()),
     };
     let key = match ApiKey::parse(&text) {
         Ok(k) => k,
-        Err(e) => return failure(&format!("the API key is not valid: {e}")),
+        Err(e) => return at.failure(&format!("the API key is not valid: {e}")).await,
     };
     let hash = key.hash().0;
     let (record, grants) = match crate::remembered::key(&state.keys, &state.store, &hash).await {
         Ok(Some(r)) => r,
-        Ok(None) => return failure("the API key is not known"),
+        Ok(None) => return at.failure("the API key is not known").await,
         Err(e) => {
             tracing::error!(error = %e, request_id = %req_id, "key lookup");
             return ApiError::internal().into_response();
         }
     };
     if record.revoked_ms.is_some() {
-        return failure("the API key was revoked");
+        return at.failure("the API key was revoked").await;
     }
     let Some(kind) = SubjectKind::parse(&record.principal_kind) else {
-        return failure("the API key's principal is not known");
+        return at.failure("the API key's principal is not known").await;
     };
+    let who = format!("{}/{}", kind.as_str(), record.principal_name);
+    if let Err(wait) = state.rate.take(&who, now) {
+        return too_many(&state, "too many requests for this principal", wait);
+    }
+    let caller = Caller {
+        subject: Subject {
+            kind,
+            name: record.principal_name.clone(),
+        },
+        key_id: record.id.clone(),
+        test_key: record.test,
+        grants,
+        session: hash,
+    };
+    if let Err(res) = at.login(&caller, "api-key").await {
+        return res;
+    }
     // `last_used` is written at most once a minute per key (not a write per request).
     let now_ms = spawn_store::now_ms();
     let stale = record
@@ -558,28 +696,18 @@ async fn authenticate(
             Err(e) => tracing::warn!(error = %e, "last_used"),
         }
     }
-    let who = format!("{}/{}", kind.as_str(), record.principal_name);
-    if let Err(wait) = state.rate.take(&who, now) {
-        return too_many(&state, "too many requests for this principal", wait);
-    }
-    req.extensions_mut().insert(Caller {
-        subject: Subject {
-            kind,
-            name: record.principal_name,
-        },
-        key_id: record.id,
-        test_key: record.test,
-        grants,
-    });
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
 /// The caller that is the User `user`, authenticated by `how` (`jwt`, `mtls`: its
-/// `key_id`): its RoleBindings, read now, and a request taken from its rate.
+/// `key_id`) with the credential `session` names: its RoleBindings, read now, and a
+/// request taken from its rate.
 async fn user_caller(
     state: &AppState,
     user: String,
     how: &str,
+    session: [u8; 32],
     req_id: &str,
     now: std::time::Instant,
 ) -> Result<Caller, Response> {
@@ -609,6 +737,7 @@ async fn user_caller(
         key_id: how.into(),
         test_key: false,
         grants,
+        session,
     })
 }
 
@@ -731,20 +860,22 @@ pub(crate) async fn authorize(
         .metrics
         .rbac_denials
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.audit(Event {
-        request_id: Some(req_id.to_owned()),
-        ..Event::new(
-            EventType::RbacPermissionDenied,
-            principal(caller),
-            spawn_audit::Resource {
-                kind: resource.as_str().into(),
-                name: ns.to_owned(),
-            },
-            verb.as_str(),
-            Outcome::Denied,
-        )
-        .with_detail("namespace", ns.to_owned())
-    });
+    state
+        .audit(Event {
+            request_id: Some(req_id.to_owned()),
+            ..Event::new(
+                EventType::RbacPermissionDenied,
+                principal(caller),
+                spawn_audit::Resource {
+                    kind: resource.as_str().into(),
+                    name: ns.to_owned(),
+                },
+                verb.as_str(),
+                Outcome::Denied,
+            )
+            .with_detail("namespace", ns.to_owned())
+        })
+        .await;
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
@@ -969,7 +1100,10 @@ async fn list_agents(
         (status = 400, description = "`invalid`: not UTF-8, not a valid manifest (with line \
             and column), names that disagree with the path, a bad `If-Match`", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller may not `create` (or, with \
-            `If-Match`, `update`) `agents` in the namespace", body = ErrorBody),
+            `If-Match`, `update`) `agents` in the namespace; `policy_violation`: the manifest \
+            asks for what the daemon's policy forbids (host mounts, an allowlist naming an \
+            always-blocked destination; a `policy.violation` event naming the rule)",
+            body = ErrorBody),
         (status = 404, description = "`not_found`: `If-Match` names an agent that does not \
             exist", body = ErrorBody),
         (status = 409, description = "`already_exists` (created without `If-Match`), or \
@@ -1008,13 +1142,18 @@ async fn put_agent(
             agent.metadata.namespace.as_deref().unwrap_or_default()
         )));
     }
+    if let Some(v) = crate::policy::check_agent(&agent) {
+        let resource = spawn_audit::Resource {
+            kind: "agent".into(),
+            name: format!("{ns}/{name}"),
+        };
+        return Err(policy_violation(&state, &caller, &req_id, resource, verb.as_str(), v).await);
+    }
     let manifest = serde_json::to_string(&agent).map_err(|_| ApiError::internal())?;
-    let a = state
-        .store
-        .put_agent(&ns, &name, &manifest, expected)
-        .await?;
-    if expected.is_none() {
-        state.audit(Event {
+    let a = if expected.is_none() {
+        // Recorded before it exists, with the id it will have.
+        let id = spawn_audit::new_id("ag").map_err(|_| ApiError::internal())?;
+        let event = Event {
             request_id: Some(req_id),
             ..Event::new(
                 EventType::AgentCreate,
@@ -1026,9 +1165,21 @@ async fn put_agent(
                 "create",
                 Outcome::Success,
             )
-            .with_detail("agentId", a.id.clone())
-        });
-    }
+            .with_detail("agentId", id.clone())
+        };
+        state.record(event.clone()).await?;
+        let created = state
+            .store
+            .create_agent(&id, &ns, &name, &manifest)
+            .await
+            .map_err(ApiError::from);
+        state.record_failure(event, created).await?
+    } else {
+        state
+            .store
+            .put_agent(&ns, &name, &manifest, expected)
+            .await?
+    };
     let status = if expected.is_some() {
         StatusCode::OK
     } else {
@@ -1076,8 +1227,7 @@ async fn delete_agent(
     .await?;
     check_name("name", &name)?;
     let expected = if_match(&headers)?;
-    state.store.delete_agent(&ns, &name, expected).await?;
-    state.audit(Event {
+    let event = Event {
         request_id: Some(req_id),
         ..Event::new(
             EventType::AgentDelete,
@@ -1089,6 +1239,110 @@ async fn delete_agent(
             "delete",
             Outcome::Success,
         )
-    });
+    };
+    state.record(event.clone()).await?;
+    let deleted = state
+        .store
+        .delete_agent(&ns, &name, expected)
+        .await
+        .map_err(ApiError::from);
+    state.record_failure(event, deleted).await?;
     Ok((StatusCode::NO_CONTENT, Body::empty()).into_response())
+}
+
+/// Refuses a request that breaks this daemon's policy (`policy`): a `policy.violation`
+/// event (outcome `denied`, the rule broken), then 403 `policy_violation` — refused whether
+/// or not the event could be written.
+pub(crate) async fn policy_violation(
+    state: &AppState,
+    caller: &Caller,
+    req_id: &str,
+    resource: spawn_audit::Resource,
+    action: &str,
+    v: crate::policy::Violation,
+) -> ApiError {
+    let mut event = Event {
+        request_id: Some(req_id.to_owned()),
+        ..Event::new(
+            EventType::PolicyViolation,
+            principal(caller),
+            resource,
+            action,
+            Outcome::Denied,
+        )
+        .with_detail("rule", v.rule)
+        .with_detail("reason", v.message.clone())
+    };
+    if let Some(f) = &v.field {
+        event = event.with_detail("field", f.clone());
+    }
+    state.audit(event).await;
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "policy_violation",
+        format!("{} (policy rule {})", v.message, v.rule),
+    )
+}
+
+/// Ends the credential that authenticated the request (`auth.logout`). An API key is
+/// revoked: it fails from the next request on, on every daemon (on SQLite this daemon
+/// forgets what it remembered of it at once; on PostgreSQL every request reads the key). A
+/// bearer JWT or a client certificate cannot be ended here — a token lasts until its `exp`
+/// unless its issuer stops it, a certificate until its CA revokes it — so the request is
+/// refused (400 `not_revocable`) and recorded as a denied `auth.logout`. Only the caller's
+/// own credential: the request names nothing else.
+#[utoipa::path(
+    post,
+    path = "/v1/logout",
+    tag = "meta",
+    responses(
+        (status = 200, description = "The API key of the request, revoked (`revokedMs` set); \
+            an `auth.logout` event", body = crate::views::KeyView),
+        (status = 400, description = "`not_revocable`: the request was authenticated by a \
+            bearer JWT or a client certificate, which this daemon cannot end (a denied \
+            `auth.logout` event)", body = ErrorBody),
+    )
+)]
+async fn logout(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(RequestId(req_id))): Ctx,
+) -> Result<Json<crate::views::KeyView>, ApiError> {
+    let event = Event {
+        request_id: Some(req_id),
+        ..Event::new(
+            EventType::AuthLogout,
+            principal(&caller),
+            spawn_audit::Resource {
+                kind: "credential".into(),
+                name: caller.key_id.clone(),
+            },
+            "logout",
+            Outcome::Success,
+        )
+    };
+    if spawn_audit::parse_id("key", &caller.key_id).is_none() {
+        let how = if caller.key_id == "jwt" {
+            "a bearer token lasts until its exp unless its issuer revokes it"
+        } else {
+            "a client certificate lasts until its CA revokes it"
+        };
+        let mut refused = event;
+        refused.outcome = Outcome::Denied;
+        refused = refused.with_detail("reason", how);
+        state.audit(refused).await;
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_revocable",
+            format!("this credential cannot be ended by spawnd: {how}"),
+        ));
+    }
+    state.record(event.clone()).await?;
+    let revoked = state
+        .store
+        .revoke_key(&caller.key_id)
+        .await
+        .map_err(ApiError::from);
+    let revoked = state.record_failure(event, revoked).await?;
+    state.sessions.end(&caller.session);
+    Ok(Json(crate::views::KeyView::from(&revoked)))
 }

@@ -8,14 +8,17 @@
 mod abuse;
 mod api;
 pub mod audit_api;
+mod audit_writer;
 pub mod config;
 mod jwt;
 pub mod listen;
 mod metrics;
 mod openapi;
+mod policy;
 mod rbac_api;
 mod remembered;
 pub mod runs;
+mod sessions;
 mod views;
 
 use std::path::Path;
@@ -186,7 +189,7 @@ pub async fn serve(
     let store = Store::open(&config.database_url()).await?;
     let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
     let lock = lock_sqlite_store(&store, &config.database_url())?;
-    let mut app = AppState::new(store.clone(), audit, config.limits.clone());
+    let mut app = AppState::new(store.clone(), audit, config.limits.clone())?;
     if let Some(jwt) = &config.auth.jwt {
         app = app.accepting_jwts(jwt)?;
     }

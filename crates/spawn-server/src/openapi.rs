@@ -171,6 +171,14 @@ pub(crate) fn behind_authentication(doc: &mut OpenApi) {
                         .build(),
                 ),
             );
+            answer(
+                op,
+                StatusCode::SERVICE_UNAVAILABLE,
+                error_response(
+                    "`audit_unavailable`: the audit log cannot record the request's action \
+                     (or the login of its credential), so nothing was done",
+                ),
+            );
             // `read_body` reads any request's body; only those that take one document it.
             if op.request_body.is_some() {
                 answer(
@@ -329,7 +337,7 @@ mod tests {
             auth_failures: u32::MAX,
             ..Default::default()
         };
-        let state = Arc::new(crate::AppState::new(store, audit, limits));
+        let state = Arc::new(crate::AppState::new(store, audit, limits).unwrap());
         (crate::router(state), dir)
     }
 

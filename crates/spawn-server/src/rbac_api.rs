@@ -95,20 +95,22 @@ async fn no_escalation(
             .metrics
             .rbac_denials
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.audit(Event {
-            request_id: Some(req_id.to_owned()),
-            ..Event::new(
-                EventType::RbacPermissionDenied,
-                principal(caller),
-                spawn_audit::Resource {
-                    kind: what.into(),
-                    name: ns.to_owned(),
-                },
-                "escalate",
-                Outcome::Denied,
-            )
-            .with_detail("reason", e.to_string())
-        });
+        state
+            .audit(Event {
+                request_id: Some(req_id.to_owned()),
+                ..Event::new(
+                    EventType::RbacPermissionDenied,
+                    principal(caller),
+                    spawn_audit::Resource {
+                        kind: what.into(),
+                        name: ns.to_owned(),
+                    },
+                    "escalate",
+                    Outcome::Denied,
+                )
+                .with_detail("reason", e.to_string())
+            })
+            .await;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -666,6 +668,30 @@ async fn revoke_key(
         Ok(_) | Err(StoreError::NotFound { .. }) => return Err(not_found_in("key", &id, &ns)),
         Err(e) => return Err(e.into()),
     };
-    let revoked = state.store.revoke_key(&key.id).await?;
+    // Recorded before it is done: the end of a credential, by an administrator.
+    let event = Event {
+        request_id: Some(req_id),
+        ..Event::new(
+            EventType::AuthLogout,
+            principal(&caller),
+            spawn_audit::Resource {
+                kind: "credential".into(),
+                name: key.id.clone(),
+            },
+            "revoke",
+            Outcome::Success,
+        )
+        .with_detail(
+            "holder",
+            format!("{}/{}", key.principal_kind, key.principal_name),
+        )
+    };
+    state.record(event.clone()).await?;
+    let revoked = state
+        .store
+        .revoke_key(&key.id)
+        .await
+        .map_err(ApiError::from);
+    let revoked = state.record_failure(event, revoked).await?;
     Ok(Json(KeyView::from(&revoked)))
 }

@@ -109,40 +109,103 @@ pub fn is_test_namespace(ns: &str) -> bool {
     ns == "test" || ns.starts_with("test-")
 }
 
-/// A test key starts runs only in test namespaces.
-fn may_run_in(caller: &Caller, ns: &str) -> Result<(), ApiError> {
+/// A test key starts runs only in test namespaces: a policy of this daemon (a
+/// `policy.violation` event, rule `test-key-namespace`; the answer stays 403 `forbidden`).
+async fn may_run_in(
+    state: &crate::AppState,
+    caller: &Caller,
+    req_id: &str,
+    ns: &str,
+) -> Result<(), ApiError> {
     if caller.test_key && !is_test_namespace(ns) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("a test key starts runs only in test namespaces (test, test-…), not {ns}"),
-        ));
+        let message =
+            format!("a test key starts runs only in test namespaces (test, test-…), not {ns}");
+        let v = crate::policy::Violation {
+            rule: "test-key-namespace",
+            field: None,
+            message: message.clone(),
+        };
+        let resource = spawn_audit::Resource {
+            kind: "namespace".into(),
+            name: ns.to_owned(),
+        };
+        crate::api::policy_violation(state, caller, req_id, resource, "start", v).await;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
     }
     Ok(())
 }
 
 /// Queues `input` in `ns` once it is known to resolve (a run that cannot run is a 400, not
-/// a failed run), and wakes the schedulers.
+/// a failed run; one that breaks the daemon's policy a 403 and a `policy.violation`), and
+/// wakes the schedulers. The run is recorded first (`agent.start`, its id as `traceId`),
+/// durable before it exists: a run the log cannot record is not queued.
 async fn queue(
     state: &crate::AppState,
     caller: &Caller,
     req_id: &str,
     ns: &str,
     input: &RunInput,
-    agent_id: Option<String>,
+    agent: Option<&spawn_store::AgentRecord>,
 ) -> Result<RunRecord, ApiError> {
+    if let Some(m) = &input.manifest {
+        if let Ok(a) = spawn_policy::parse_agent(&m.to_string()) {
+            if let Some(v) = crate::policy::check_agent(&a) {
+                let resource = match agent {
+                    Some(a) => spawn_audit::Resource {
+                        kind: "agent".into(),
+                        name: format!("{ns}/{}", a.name),
+                    },
+                    None => spawn_audit::Resource {
+                        kind: "run".into(),
+                        name: ns.to_owned(),
+                    },
+                };
+                return Err(crate::api::policy_violation(
+                    state, caller, req_id, resource, "start", v,
+                )
+                .await);
+            }
+        }
+    }
     resolve(input).map_err(|e| ApiError::invalid(e.to_string()))?;
     let spec = serde_json::to_string(input).map_err(|_| ApiError::internal())?;
+    let id = spawn_audit::new_id("tr").map_err(|_| ApiError::internal())?;
+    let event = match agent {
+        Some(a) => agent_event(caller, req_id, EventType::AgentStart, "start", ns, a),
+        None => Event {
+            request_id: Some(req_id.to_owned()),
+            ..Event::new(
+                EventType::AgentStart,
+                principal(caller),
+                spawn_audit::Resource {
+                    kind: "run".into(),
+                    name: format!("{ns}/{id}"),
+                },
+                "start",
+                Outcome::Success,
+            )
+        },
+    };
+    let event = Event {
+        trace_id: Some(id.clone()),
+        ..event.with_detail("runId", id.clone())
+    };
+    state.record(event.clone()).await?;
     let run = state
         .store
-        .create_run(&NewRun {
-            namespace: ns.to_owned(),
-            agent_id,
-            spec,
-            created_by: caller.subject.to_string(),
-            request_id: Some(req_id.to_owned()),
-        })
-        .await?;
+        .create_run_as(
+            &id,
+            &NewRun {
+                namespace: ns.to_owned(),
+                agent_id: agent.map(|a| a.id.clone()),
+                spec,
+                created_by: caller.subject.to_string(),
+                request_id: Some(req_id.to_owned()),
+            },
+        )
+        .await
+        .map_err(ApiError::from);
+    let run = state.record_failure(event, run).await?;
     state.runs_queued.notify_one();
     Ok(run)
 }
@@ -159,11 +222,14 @@ async fn queue(
     responses(
         (status = 201, description = "Queued", body = RunView),
         (status = 400, description = "`invalid`: a body that is not such JSON, both `agent` \
-            and `manifest`, no command, an unknown runtime, a bad timeout, host mounts",
+            and `manifest`, no command, an unknown runtime, a bad timeout",
             body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller may not `create` `runs` (or, \
             with `agent`, `get` `agents`) in the namespace, or a test key outside `test` and \
-            `test-…` namespaces", body = ErrorBody),
+            `test-…` namespaces (a `policy.violation` event); `policy_violation`: the \
+            manifest asks for what the daemon's policy forbids — host mounts, an allowlist \
+            naming an always-blocked destination (a `policy.violation` event naming the rule)",
+            body = ErrorBody),
         (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
     )
 )]
@@ -175,10 +241,10 @@ async fn create_run(
 ) -> Result<Response, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Runs, Verb::Create).await?;
-    may_run_in(&caller, &ns)?;
+    may_run_in(&state, &caller, &req_id, &ns).await?;
     let body = body.map_err(|e| body_error(&state, &e))?;
     let req: CreateRun = json_object(&body)?;
-    let (manifest, agent_id) = match (&req.agent, &req.manifest) {
+    let (manifest, agent) = match (&req.agent, &req.manifest) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "body: name an agent or give a manifest, not both",
@@ -189,7 +255,7 @@ async fn create_run(
             check_name("agent", name)?;
             let a = state.store.agent(&ns, name).await?;
             let m: Value = serde_json::from_str(&a.manifest).map_err(|_| ApiError::internal())?;
-            (Some(m), Some(a.id))
+            (Some(m), Some(a))
         }
         (None, Some(m)) => (Some(m.clone()), None),
         (None, None) => (None, None),
@@ -200,7 +266,7 @@ async fn create_run(
         runtime: req.runtime,
         timeout: req.timeout,
     };
-    let run = queue(&state, &caller, &req_id, &ns, &input, agent_id).await?;
+    let run = queue(&state, &caller, &req_id, &ns, &input, agent.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(RunView::from(&run))).into_response())
 }
 
@@ -260,7 +326,9 @@ fn agent_event(
         (status = 400, description = "`invalid`: a bad name, a body that is not such a JSON \
             object, an unknown runtime, a bad timeout", body = ErrorBody),
         (status = 403, description = "`forbidden`: the caller may not `start` `agents` in the \
-            namespace, or a test key outside `test` and `test-…` namespaces", body = ErrorBody),
+            namespace, or a test key outside `test` and `test-…` namespaces; \
+            `policy_violation`: the agent's manifest breaks the daemon's policy (each a \
+            `policy.violation` event)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such agent", body = ErrorBody),
     )
 )]
@@ -272,7 +340,7 @@ async fn start_agent(
 ) -> Result<Response, ApiError> {
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Start).await?;
-    may_run_in(&caller, &ns)?;
+    may_run_in(&state, &caller, &req_id, &ns).await?;
     check_name("name", &name)?;
     let body = body.map_err(|e| body_error(&state, &e))?;
     let req: StartAgent = if body.iter().all(u8::is_ascii_whitespace) {
@@ -288,11 +356,7 @@ async fn start_agent(
         runtime: req.runtime,
         timeout: req.timeout,
     };
-    let run = queue(&state, &caller, &req_id, &ns, &input, Some(a.id.clone())).await?;
-    state.audit(
-        agent_event(&caller, &req_id, EventType::AgentStart, "start", &ns, &a)
-            .with_detail("runId", run.id.clone()),
-    );
+    let run = queue(&state, &caller, &req_id, &ns, &input, Some(&a)).await?;
     Ok((StatusCode::CREATED, Json(RunView::from(&run))).into_response())
 }
 
@@ -325,13 +389,17 @@ async fn stop_agent(
     authorize(&state, &caller, &req_id, &ns, Resource::Agents, Verb::Stop).await?;
     check_name("name", &name)?;
     let a = state.store.agent(&ns, &name).await?;
-    let stopped = state.store.cancel_agent_runs(&ns, &a.id).await?;
-    state.audit(
-        agent_event(&caller, &req_id, EventType::AgentStop, "stop", &ns, &a).with_detail(
-            "runIds",
-            stopped.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-        ),
-    );
+    // Recorded before it is done; the runs it stops are those queued or running then.
+    let event = agent_event(&caller, &req_id, EventType::AgentStop, "stop", &ns, &a);
+    state.record(event.clone()).await?;
+    let stopped = state
+        .store
+        .cancel_agent_runs(&ns, &a.id)
+        .await
+        .map_err(ApiError::from);
+    let stopped = state.record_failure(event, stopped).await?;
+    tracing::info!(request_id = %req_id, agent = %a.id,
+        runs = ?stopped.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), "agent stopped");
     Ok(Json(StoppedView {
         agent: name,
         stopped: stopped.iter().map(RunView::from).collect(),

@@ -126,6 +126,7 @@ async fn scenario(d: &mut Daemon) {
     runs(d, &c).await;
     start_and_stop_agents(d, &c).await;
     hostile(d, &c).await;
+    audit_completeness(d, &c).await;
     audit_api(d, &c).await;
     metrics(d, &c).await;
     // Still healthy after all of it; then a restart keeps the state.
@@ -1311,6 +1312,25 @@ async fn runs(d: &Daemon, c: &Client) {
         "apiVersion": "spawn.dev/v1", "kind": "Agent", "metadata": {"name": "m"},
         "spec": {"command": ["true"], "capabilities": {"fs": {"mounts": [{"source": "/etc", "path": "/data", "mode": "ro"}]}}}
     });
+    // What the daemon's policy forbids is refused, naming the rule (and audited: see
+    // audit_completeness).
+    let msg = error_of(
+        post_run(
+            c,
+            d,
+            &d.admin,
+            "team",
+            serde_json::json!({"manifest": host_mount}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "policy_violation",
+    )
+    .await;
+    assert!(
+        msg.contains("host mounts") && msg.contains("host-mount"),
+        "{msg}"
+    );
     for (body, says) in [
         (serde_json::json!({}), "command"),
         (serde_json::json!({"command": []}), "command"),
@@ -1333,7 +1353,6 @@ async fn runs(d: &Daemon, c: &Client) {
             serde_json::json!({"command": ["true"], "timeout": "forever"}),
             "timeout",
         ),
-        (serde_json::json!({"manifest": host_mount}), "host mounts"),
         (
             serde_json::json!({"manifest": {"kind": "Agent"}}),
             "manifest",
@@ -1796,4 +1815,556 @@ fn raw_request(addr: &str, raw: &str) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where each event type of SPEC §7 comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A request to spawnd's API (performed by `audit_completeness`).
+    Api,
+    /// A run queued through spawnd, in its sandbox (performed by `audit_completeness`).
+    Run,
+    /// Only the egress proxy, which runs through spawnd do not start; checked by spawn-cli's
+    /// tests (named).
+    Cli(&'static str),
+    /// Not emitted yet: the feature that will emit it does not exist (the issue that
+    /// brings it).
+    NotYet(&'static str),
+}
+
+/// Every event type of SPEC §7, in its order, and what produces it. A type emitted by no
+/// code must be `NotYet`, and a `NotYet` type must be emitted by no code (checked against
+/// the sources): an emitter added without updating this list, or the reverse, fails.
+const EVENT_SOURCES: [(&str, Source); 17] = [
+    ("auth.login", Source::Api),
+    ("auth.logout", Source::Api),
+    ("auth.failure", Source::Api),
+    ("agent.create", Source::Api),
+    ("agent.delete", Source::Api),
+    ("agent.start", Source::Api),
+    ("agent.stop", Source::Api),
+    ("agent.capability.invoke", Source::Run),
+    ("agent.capability.denied", Source::Run),
+    (
+        "agent.tool.invoke",
+        Source::NotYet("no built-in agent loop yet (spec.instructions)"),
+    ),
+    ("agent.secret.access", Source::NotYet("issue 11 (secrets)")),
+    (
+        "agent.net.connect",
+        Source::Cli("spawn-cli tests/network.rs, tests/egress_classes.rs"),
+    ),
+    ("mesh.message.send", Source::NotYet("no agent mesh yet")),
+    ("rbac.permission.denied", Source::Api),
+    ("sandbox.escape.attempt", Source::Run),
+    ("policy.violation", Source::Api),
+    ("resource.exhausted", Source::Run),
+];
+
+/// The types some code of spawn emits (`EventType::X` in a crate's `src/`, spawn-audit's
+/// own definitions and spawn-bench's synthetic events aside).
+fn emitted_types() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for c in std::fs::read_dir(&crates).unwrap() {
+        let c = c.unwrap().path();
+        let name = c.file_name().unwrap().to_string_lossy().into_owned();
+        if name != "spawn-audit" && name != "spawn-bench" && c.join("src").is_dir() {
+            walk(&c.join("src"), &mut files);
+        }
+    }
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    spawn_audit::EventType::ALL
+        .iter()
+        .filter(|t| text.contains(&format!("EventType::{t:?}")))
+        .map(|t| t.as_str().to_owned())
+        .collect()
+}
+
+/// The records of the daemon's log (a line torn by a failed write skipped).
+fn records(d: &Daemon) -> Vec<Value> {
+    d.audit()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Every event type of SPEC §7 is emitted where it happens: each is produced here by a
+/// real action through the API (or a run queued through it) and found with its principal
+/// and outcome, but those only the CLI's egress proxy emits (tested there) and those whose
+/// feature does not exist yet (listed with what will bring them).
+async fn audit_completeness(d: &Daemon, c: &Client) {
+    let names: Vec<&str> = EVENT_SOURCES.iter().map(|(n, _)| *n).collect();
+    let spec: Vec<&str> = spawn_audit::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(names, spec, "EVENT_SOURCES must list SPEC §7's types");
+    let emitted = emitted_types();
+    for (name, source) in EVENT_SOURCES {
+        let not_yet = matches!(source, Source::NotYet(_));
+        assert_eq!(
+            emitted.contains(name),
+            !not_yet,
+            "{name} is listed as {source:?} but is {}emitted by spawn's code: update \
+             EVENT_SOURCES",
+            if not_yet { "" } else { "not " }
+        );
+    }
+
+    let ns = "team";
+    let made = make_key(c, d, &d.admin, ns, "completer", "developer", false).await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    let key_id = made["id"].as_str().unwrap().to_owned();
+    let by_key = |r: &&Value| r["principal"]["id"] == key_id.as_str();
+    let req_of =
+        |res: &reqwest::Response| res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let who = |k: &str| {
+        c.get(d.url("/v1/whoami"))
+            .header("x-api-key", k.to_owned())
+            .send()
+    };
+
+    // auth.login: the key's first use, once for a session of requests.
+    let first = who(&key).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first_req = req_of(&first);
+    for _ in 0..5 {
+        assert_eq!(who(&key).await.unwrap().status(), 200);
+    }
+    let log = records(d);
+    let logins: Vec<&Value> = log
+        .iter()
+        .filter(by_key)
+        .filter(|r| r["eventType"] == "auth.login")
+        .collect();
+    assert_eq!(logins.len(), 1, "one login for a session: {logins:#?}");
+    let l = logins[0];
+    assert_eq!(l["outcome"], "success");
+    assert_eq!(l["principal"]["name"], "completer");
+    assert_eq!(l["principal"]["type"], "ServiceAccount");
+    assert_eq!(l["details"]["credential"], "api-key");
+    assert_eq!(l["sourceIP"], "127.0.0.1");
+    assert_eq!(l["requestId"], first_req.as_str());
+    assert!(!d.audit().contains(&key[14..]), "part of a key in the log");
+
+    // auth.failure.
+    let bad = who("spawn_sk_live_nope").await.unwrap();
+    assert_eq!(bad.status(), 401);
+    let bad_req = req_of(&bad);
+    let ev = |log: &[Value], t: &str, req: &str| -> Value {
+        log.iter()
+            .find(|r| r["eventType"] == t && r["requestId"] == req)
+            .unwrap_or_else(|| panic!("no {t} for {req}"))
+            .clone()
+    };
+    let f = ev(&records(d), "auth.failure", &bad_req);
+    assert_eq!(
+        (f["outcome"].as_str(), f["principal"]["type"].as_str()),
+        (Some("denied"), Some("anonymous"))
+    );
+
+    // rbac.permission.denied: a developer of `team` reading another namespace's roles.
+    let res = c
+        .get(d.url("/v1/namespaces/other/roles"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let r = ev(&records(d), "rbac.permission.denied", &req_of(&res));
+    assert_eq!(
+        (r["outcome"].as_str(), r["principal"]["id"].as_str()),
+        (Some("denied"), Some(key_id.as_str()))
+    );
+
+    // policy.violation: an agent whose allowlist names a cloud metadata service, and a run
+    // mounting a host path; refused, naming the rule, nothing stored.
+    let blocked = agent_named("meta", ns).replace(
+        "    runtime: native\n",
+        "    runtime: native\n  capabilities:\n    net:\n      policy: restricted\n      \
+         allowlist: [metadata.google.internal]\n",
+    );
+    let res = put_as(c, d, &key, "/v1/namespaces/team/agents/meta", &blocked).await;
+    let req = req_of(&res);
+    let msg = error_of(res, StatusCode::FORBIDDEN, "policy_violation").await;
+    assert!(msg.contains("metadata.google.internal"), "{msg}");
+    let p = ev(&records(d), "policy.violation", &req);
+    assert_eq!(p["outcome"], "denied");
+    assert_eq!(p["principal"]["id"], key_id.as_str());
+    assert_eq!(p["details"]["rule"], "blocked-destination");
+    assert_eq!(p["details"]["field"], "spec.capabilities.net.allowlist[0]");
+    let res = c
+        .get(d.url("/v1/namespaces/team/agents/meta"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "a refused agent was stored");
+
+    // agent.create, agent.start (queued by the API, then the sandbox's), agent.stop,
+    // agent.delete: the API's events by the caller.
+    let res = put_as(
+        c,
+        d,
+        &key,
+        "/v1/namespaces/team/agents/complete",
+        &agent_named("complete", ns),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let req = req_of(&res);
+    let agent_id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = ev(&records(d), "agent.create", &req);
+    assert_eq!(e["outcome"], "success");
+    assert_eq!(e["principal"]["id"], key_id.as_str());
+    assert_eq!(e["details"]["agentId"], agent_id.as_str());
+
+    // Runs in their sandboxes: an exec (capability.invoke), a blocked mount (capability
+    // denied, an escape attempt), a timeout (resource.exhausted).
+    let mut runs = Vec::new();
+    for body in [
+        serde_json::json!({"agent": "complete", "command": ["sh", "-c", "mount -t tmpfs none /tmp"]}),
+        serde_json::json!({"command": ["sleep", "30"], "runtime": "native", "timeout": "1s"}),
+    ] {
+        let res = post_run(c, d, &key, ns, body).await;
+        assert_eq!(res.status(), 201);
+        let req = req_of(&res);
+        let id = res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        runs.push((req, id));
+    }
+    for (_, id) in &runs {
+        wait_state(
+            c,
+            d,
+            ns,
+            id,
+            &["succeeded", "failed", "cancelled", "interrupted"],
+        )
+        .await;
+    }
+    let log = records(d);
+    for (req, id) in &runs {
+        let s = ev(&log, "agent.start", req);
+        assert_eq!(s["principal"]["id"], key_id.as_str(), "{s}");
+        assert_eq!(
+            (s["outcome"].as_str(), s["traceId"].as_str()),
+            (Some("success"), Some(id.as_str()))
+        );
+    }
+    let of_run = |t: &str, id: &str| -> Vec<Value> {
+        log.iter()
+            .filter(|r| r["eventType"] == t && r["traceId"] == id)
+            .cloned()
+            .collect()
+    };
+    let (mount_run, slow_run) = (&runs[0].1, &runs[1].1);
+    for (t, id, outcome) in [
+        ("agent.capability.invoke", mount_run, "success"),
+        ("agent.capability.denied", mount_run, "denied"),
+        ("sandbox.escape.attempt", mount_run, "denied"),
+        ("resource.exhausted", slow_run, "denied"),
+        // Killed by its timeout: its end is an error.
+        ("agent.stop", slow_run, "error"),
+    ] {
+        let found = of_run(t, id);
+        assert!(!found.is_empty(), "no {t} of run {id}");
+        assert!(
+            found
+                .iter()
+                .all(|r| r["outcome"] == outcome && r["principal"]["type"] == "agent"),
+            "{found:#?}"
+        );
+    }
+    let res = agent_verb(c, d, &key, ns, "complete", "stop", None).await;
+    assert_eq!(res.status(), 200);
+    let s = ev(&records(d), "agent.stop", &req_of(&res));
+    assert_eq!(
+        (s["outcome"].as_str(), s["principal"]["id"].as_str()),
+        (Some("success"), Some(key_id.as_str()))
+    );
+    let res = c
+        .delete(d.url("/v1/namespaces/team/agents/complete"))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let e = ev(&records(d), "agent.delete", &req_of(&res));
+    assert_eq!(
+        (e["outcome"].as_str(), e["principal"]["name"].as_str()),
+        (Some("success"), Some("admin"))
+    );
+
+    // auth.logout: the key ends itself; it fails at once after.
+    let res = c
+        .post(d.url("/v1/logout"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let req = req_of(&res);
+    let view: Value = res.json().await.unwrap();
+    assert_eq!(view["id"], key_id.as_str());
+    assert!(view["revokedMs"].is_i64(), "{view}");
+    let msg = error_of(
+        who(&key).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    assert!(msg.contains("revoked"), "{msg}");
+    let o = ev(&records(d), "auth.logout", &req);
+    assert_eq!(
+        (o["outcome"].as_str(), o["principal"]["id"].as_str()),
+        (Some("success"), Some(key_id.as_str()))
+    );
+    assert_eq!(o["resource"]["name"], key_id.as_str());
+
+    // Each type the API or a run produces was found above; the rest are accounted for.
+    let seen: std::collections::BTreeSet<String> = records(d)
+        .iter()
+        .map(|r| r["eventType"].as_str().unwrap().to_owned())
+        .collect();
+    for (name, source) in EVENT_SOURCES {
+        match source {
+            Source::Api | Source::Run => assert!(seen.contains(name), "{name} not seen"),
+            Source::NotYet(_) => assert!(!seen.contains(name), "{name} seen: not NotYet"),
+            Source::Cli(_) => {}
+        }
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs for the audit log and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with the file `dir/filler`.
+fn fill(dir: &std::path::Path) {
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    // The last bytes, one at a time.
+    while let Ok(1) = f.write(&[0]) {}
+}
+
+/// No audit, no action: with its audit log unable to take a line (its file system full),
+/// spawnd refuses every state-changing action (503 `audit_unavailable`) and does nothing of
+/// it — no agent, no run, no revocation — and still refuses what it would refuse; once the
+/// log can be written again, the same requests succeed, each recorded.
+#[tokio::test]
+async fn no_audit_no_action() {
+    let mut tmpfs = None;
+    let d = Daemon::start_prepared(
+        None,
+        None,
+        "  requestsPerSecond: 100000\n  burst: 100000\n  authFailures: 100000\n",
+        "",
+        |home| tmpfs = Some(Tmpfs::mount(&home.join("audit"), "1m")),
+    );
+    let audit_dir = d.home.join("audit");
+    let c = Client::new();
+    let viewer = key_made(&c, &d, "team", "watcher", "viewer", false).await;
+    let dev = key_made(&c, &d, "team", "builder", "developer", false).await;
+    let victim = key_made(&c, &d, "team", "victim", "viewer", false).await;
+    let victim_id = Store::open(&d.db_url)
+        .await
+        .unwrap()
+        .key_by_hash(&ApiKey::parse(&victim).unwrap().hash().0)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // Each key logged in while the log could take it.
+    for k in [&d.admin, &viewer, &dev, &victim] {
+        let res = c
+            .get(d.url("/v1/whoami"))
+            .header("x-api-key", k)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    fill(&audit_dir);
+    // The log's last page may still hold a few lines: refusals take it (their events are
+    // written while there is room, then not; each is refused either way).
+    for _ in 0..32 {
+        let res = put_as(
+            &c,
+            &d,
+            &viewer,
+            "/v1/namespaces/team/agents/x",
+            &agent_named("x", "team"),
+        )
+        .await;
+        assert_eq!(res.status(), 403);
+    }
+    let before = d.audit();
+
+    let agent = agent_named("stopped", "team");
+    let put = || put_as(&c, &d, &dev, "/v1/namespaces/team/agents/stopped", &agent);
+    let run = || {
+        post_run(
+            &c,
+            &d,
+            &dev,
+            "team",
+            serde_json::json!({"command": ["true"], "runtime": "native"}),
+        )
+    };
+    let revoke = || {
+        c.delete(d.url(&format!("/v1/namespaces/team/keys/{victim_id}")))
+            .header("x-api-key", &d.admin)
+            .send()
+    };
+    let logout = || {
+        c.post(d.url("/v1/logout"))
+            .header("x-api-key", &victim)
+            .send()
+    };
+    for (what, res) in [
+        ("PUT agent", put().await),
+        ("POST run", run().await),
+        ("DELETE key", revoke().await.unwrap()),
+        ("POST logout", logout().await.unwrap()),
+    ] {
+        let msg = error_of(res, StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable").await;
+        assert!(msg.contains("audit log"), "{what}: {msg}");
+    }
+    // Nothing was done.
+    let get = |k: &str, path: &str| c.get(d.url(path)).header("x-api-key", k.to_owned()).send();
+    assert_eq!(
+        get(&dev, "/v1/namespaces/team/agents/stopped")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let runs: Value = get(&dev, "/v1/namespaces/team/runs")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        runs["items"],
+        serde_json::json!([]),
+        "a run was queued: {runs}"
+    );
+    assert_eq!(
+        get(&victim, "/v1/whoami").await.unwrap().status(),
+        200,
+        "the key was revoked"
+    );
+    // Refusals stay refusals; nothing is granted for want of their events.
+    assert_eq!(
+        put_as(
+            &c,
+            &d,
+            &viewer,
+            "/v1/namespaces/team/agents/x",
+            &agent_named("x", "team")
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        get("spawn_sk_live_nope", "/v1/whoami")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // A credential whose login cannot be recorded is not served.
+    let fresh = d.key_for("latecomer", "viewer", "team", false).await;
+    let msg = error_of(
+        get(&fresh, "/v1/whoami").await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+    )
+    .await;
+    assert!(msg.contains("audit log"), "{msg}");
+    // The records before are all there.
+    assert!(d.audit().starts_with(&before));
+
+    // Room again: the same requests succeed, each recorded.
+    std::fs::remove_file(audit_dir.join("filler")).unwrap();
+    assert_eq!(put().await.status(), 201);
+    let res = run().await;
+    assert_eq!(res.status(), 201);
+    let run_id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&fresh, "/v1/whoami").await.unwrap().status(), 200);
+    assert_eq!(logout().await.unwrap().status(), 200);
+    assert_eq!(get(&victim, "/v1/whoami").await.unwrap().status(), 401);
+    let log = records(&d);
+    let has = |t: &str, f: &dyn Fn(&Value) -> bool| {
+        log.iter()
+            .any(|r| r["eventType"] == t && r["outcome"] == "success" && f(r))
+    };
+    assert!(has("agent.create", &|r| r["resource"]["name"] == "team/stopped"));
+    assert!(has("agent.start", &|r| r["traceId"] == run_id.as_str()));
+    assert!(has("auth.login", &|r| r["principal"]["name"] == "latecomer"));
+    assert!(has("auth.logout", &|r| r["resource"]["name"]
+        == victim_id.as_str()));
+    drop(d);
+    drop(tmpfs);
 }

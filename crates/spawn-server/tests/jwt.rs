@@ -116,6 +116,52 @@ async fn bearer_jwts_of_the_configured_issuer_and_nothing_else() {
         whoami(&c, &d, &format!("bearer {listed}")).await.status(),
         StatusCode::OK
     );
+    // Two tokens, two credentials: a login each, once for all their requests; no token
+    // in them.
+    let logins: Vec<Value> = d
+        .audit()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["eventType"] == "auth.login" && r["details"]["credential"] == "jwt")
+        .collect();
+    assert_eq!(logins.len(), 2, "{logins:#?}");
+    for l in &logins {
+        assert_eq!(l["principal"]["name"], "alice");
+        assert_eq!(l["details"]["credential"], "jwt");
+        assert_eq!(l["outcome"], "success");
+    }
+    assert_eq!(
+        whoami(&c, &d, &format!("Bearer {token}")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(d.audit().matches("\"credential\":\"jwt\"").count(), 2);
+    // A token cannot be ended by the daemon: the logout is refused and recorded so; the
+    // token still works.
+    let res = c
+        .post(d.url("/v1/logout"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_revocable", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("exp"),
+        "{body}"
+    );
+    let logout = d
+        .audit()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["eventType"] == "auth.logout")
+        .unwrap();
+    assert_eq!(logout["outcome"], "denied");
+    assert_eq!(logout["principal"]["name"], "alice");
+    assert_eq!(
+        whoami(&c, &d, &format!("Bearer {token}")).await.status(),
+        StatusCode::OK
+    );
     // What the User's bindings grant, and no more.
     let res = c
         .get(d.url("/v1/namespaces/team/agents"))

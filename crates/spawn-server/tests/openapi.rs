@@ -358,6 +358,39 @@ async fn the_answers_are_as_the_document_says() {
         )
         .await;
     assert!(revoked["revokedMs"].is_i64());
+    // A key ends itself (logout).
+    let own = api
+        .call(
+            post.clone(),
+            keys,
+            "/v1/namespaces/team/keys",
+            admin,
+            Some(Body::Json(json!({"name": "leaver", "role": "viewer"}))),
+            201,
+        )
+        .await;
+    let own_key = own["key"].as_str().unwrap().to_owned();
+    let ended = api
+        .call(
+            post.clone(),
+            "/v1/logout",
+            "/v1/logout",
+            Some(&own_key),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(ended["id"], own["id"]);
+    assert!(ended["revokedMs"].is_i64());
+    api.call(
+        post.clone(),
+        "/v1/logout",
+        "/v1/logout",
+        Some(&own_key),
+        None,
+        401,
+    )
+    .await;
 
     // Runs: one to its end and its output, one cancelled.
     let runs = "/v1/namespaces/{ns}/runs";

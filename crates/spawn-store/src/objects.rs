@@ -333,6 +333,39 @@ impl Store {
         manifest: &str,
         expected: Option<i64>,
     ) -> Result<AgentRecord, StoreError> {
+        match expected {
+            None => {
+                self.create_agent(&new_id("ag")?, namespace, name, manifest)
+                    .await
+            }
+            Some(_) => {
+                self.put_agent_as(None, namespace, name, manifest, expected)
+                    .await
+            }
+        }
+    }
+
+    /// Creates the Agent `namespace/name` with the id `id` (`ag_…`), made by the caller
+    /// beforehand (to record it, say, before the agent exists).
+    pub async fn create_agent(
+        &self,
+        id: &str,
+        namespace: &str,
+        name: &str,
+        manifest: &str,
+    ) -> Result<AgentRecord, StoreError> {
+        self.put_agent_as(Some(id), namespace, name, manifest, None)
+            .await
+    }
+
+    async fn put_agent_as(
+        &self,
+        id: Option<&str>,
+        namespace: &str,
+        name: &str,
+        manifest: &str,
+        expected: Option<i64>,
+    ) -> Result<AgentRecord, StoreError> {
         let _written = self.config_write();
         let now = now_ms();
         let full = format!("{namespace}/{name}");
@@ -342,7 +375,10 @@ impl Store {
                     "INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, 1, $5, $5) \
                      RETURNING {AGENT_COLUMNS}"
                 );
-                let id = new_id("ag")?;
+                let id = match id {
+                    Some(id) => id.to_owned(),
+                    None => new_id("ag")?,
+                };
                 on_pool!(self, p => sqlx::query_as::<_, AgentRecord>(&sql)
                     .bind(&id).bind(namespace).bind(name).bind(manifest).bind(now)
                     .fetch_one(p).await)

@@ -114,13 +114,18 @@ pub const CLAIM_LOCK: i64 = 0x7370_6177_6e63_6c6d;
 impl Store {
     /// Queues a run; returns it with its id (`tr_…`).
     pub async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
+        self.create_run_as(&new_id("tr")?, run).await
+    }
+
+    /// Queues a run with the id `id` (`tr_…`), made by the caller beforehand (to record it,
+    /// say, before the run exists).
+    pub async fn create_run_as(&self, id: &str, run: &NewRun) -> Result<RunRecord, StoreError> {
         let sql = format!(
             "INSERT INTO runs (id, namespace, agent_id, spec, state, created_by, request_id, \
              created_ms) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING {RUN_COLUMNS}"
         );
-        let id = new_id("tr")?;
         on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
-            .bind(&id)
+            .bind(id)
             .bind(&run.namespace)
             .bind(&run.agent_id)
             .bind(&run.spec)

@@ -70,8 +70,21 @@ impl Daemon {
         limits: &str,
         extra: &str,
     ) -> Daemon {
+        Daemon::start_prepared(db_url, admin, limits, extra, |_| {})
+    }
+
+    /// As `start_full`, with `prepare` called on the home (not made yet) before anything
+    /// else: to put its audit directory on a file system of its own, say.
+    pub fn start_prepared(
+        db_url: Option<String>,
+        admin: Option<&str>,
+        limits: &str,
+        extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
+        prepare(&home);
         let config = dir.path().join("spawn.yaml");
         let mut yaml = format!("listen: 127.0.0.1:0\nhome: {}\n", home.display());
         if let Some(url) = &db_url {
