@@ -71,7 +71,7 @@ impl AuditCopy {
     /// error, which names it).
     pub async fn catch_up(&self, store: &Store) -> Result<Option<i64>, spawn_store::StoreError> {
         let mut ingest = self.ingest.lock().await;
-        while ingest.step(store).await? > 0 {}
+        ingest.catch_up(store).await?;
         Ok(ingest.stored())
     }
 

@@ -569,7 +569,7 @@ impl std::io::Read for Pages {
 }
 
 /// Bytes of the log file read by one [`Ingest::step`] at most.
-const INGEST_BYTES: u64 = 4 << 20;
+pub const INGEST_BYTES: u64 = 4 << 20;
 
 /// Copies a log file's records into the database as they are written: each
 /// [`Ingest::step`] reads the complete lines written since the last one and appends their
@@ -614,6 +614,36 @@ impl Ingest {
     /// records; returns how many it stored. A log file that is missing has nothing to read;
     /// one that shrank (replaced) is read again from its start.
     pub async fn step(&mut self, store: &Store) -> Result<usize, StoreError> {
+        match self.read_at(self.offset)? {
+            None => Ok(0),
+            Some(chunk) => {
+                let parsed = chunk.parse();
+                self.store_parsed(store, parsed).await
+            }
+        }
+    }
+
+    /// Steps until the file holds nothing more, reading and parsing each chunk on a
+    /// blocking thread while the one before is being stored; returns how many records it
+    /// stored.
+    pub async fn catch_up(&mut self, store: &Store) -> Result<usize, StoreError> {
+        let spawn = |chunk: Chunk| tokio::task::spawn_blocking(move || chunk.parse());
+        let mut total = 0;
+        let mut next = self.read_at(self.offset)?.map(spawn);
+        while let Some(parsing) = next.take() {
+            let parsed = parsing.await.map_err(|e| StoreError::Io {
+                what: "parse the audit log".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            next = self.read_at(self.offset + parsed.consumed)?.map(spawn);
+            total += self.store_parsed(store, parsed).await?;
+        }
+        Ok(total)
+    }
+
+    /// The complete lines of the file from `offset` (at most [`INGEST_BYTES`]); `None` when
+    /// there is nothing more.
+    fn read_at(&mut self, offset: u64) -> Result<Option<Chunk>, StoreError> {
         use std::io::{Read as _, Seek as _};
         let io = |what: &str| {
             let what = format!("{what} {}", self.path.display());
@@ -621,41 +651,50 @@ impl Ingest {
         };
         let mut file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("open")(e)),
         };
         let len = file.metadata().map_err(io("read"))?.len();
-        if len < self.offset {
+        let offset = if len < self.offset {
+            // Replaced by a shorter file: read again from its start.
             self.offset = 0;
-        }
-        let want = (len - self.offset).min(INGEST_BYTES);
+            0
+        } else {
+            offset
+        };
+        let want = len.saturating_sub(offset).min(INGEST_BYTES);
         if want == 0 {
-            return Ok(0);
+            return Ok(None);
         }
-        file.seek(std::io::SeekFrom::Start(self.offset))
+        file.seek(std::io::SeekFrom::Start(offset))
             .map_err(io("read"))?;
         let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
         file.take(want).read_to_end(&mut buf).map_err(io("read"))?;
-        // Only complete lines; a line longer than a whole step is read a step at a time
-        // until it ends (the log caps its lines far below).
-        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-            if want == INGEST_BYTES {
-                self.offset += want;
-                self.skipped += 1;
+        // Only complete lines; a line longer than a whole step is passed over a step at a
+        // time until it ends (the log caps its lines far below).
+        match buf.iter().rposition(|b| *b == b'\n') {
+            Some(end) => {
+                buf.truncate(end);
+                Ok(Some(Chunk {
+                    buf,
+                    consumed: u64::try_from(end).unwrap_or(0) + 1,
+                }))
             }
-            return Ok(0);
-        };
-        let mut records = Vec::new();
-        for line in buf[..end].split(|b| *b == b'\n') {
-            let record = std::str::from_utf8(line)
-                .ok()
-                .and_then(|l| StoredRecord::from_line(l).ok());
-            match record {
-                Some(r) if self.stored.is_some_and(|s| r.seq <= s) => {}
-                Some(r) => records.push(r),
-                None => self.skipped += 1,
-            }
+            None if want == INGEST_BYTES => Ok(Some(Chunk {
+                buf: Vec::new(),
+                consumed: want,
+            })),
+            None => Ok(None),
         }
+    }
+
+    /// Stores the records of a parsed chunk that follow what is stored, and moves past it.
+    async fn store_parsed(&mut self, store: &Store, parsed: Parsed) -> Result<usize, StoreError> {
+        let records: Vec<StoredRecord> = parsed
+            .records
+            .into_iter()
+            .filter(|r| self.stored.is_none_or(|s| r.seq > s))
+            .collect();
         // The batch must link up: records after a break in the file are not taken, and the
         // step stops there (the error names the record).
         if let Err(e) = store.audit_append(&self.log, &records).await {
@@ -669,8 +708,49 @@ impl Ingest {
         if let Some(last) = records.last() {
             self.stored = Some(last.seq);
         }
-        self.offset += u64::try_from(end).unwrap_or(0) + 1;
+        self.skipped += parsed.skipped;
+        self.offset += parsed.consumed;
         Ok(records.len())
+    }
+}
+
+/// Complete lines read from a log file: `buf` (without its last newline), `consumed` bytes
+/// of the file.
+struct Chunk {
+    buf: Vec<u8>,
+    consumed: u64,
+}
+
+/// A chunk's records, and its lines that are not records.
+struct Parsed {
+    records: Vec<StoredRecord>,
+    skipped: u64,
+    consumed: u64,
+}
+
+impl Chunk {
+    fn parse(self) -> Parsed {
+        let mut records = Vec::new();
+        let mut skipped = 0;
+        if self.buf.is_empty() && self.consumed > 0 && self.consumed == INGEST_BYTES {
+            // A line longer than a step, passed over.
+            skipped = 1;
+        } else {
+            for line in self.buf.split(|b| *b == b'\n') {
+                match std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|l| StoredRecord::from_line(l).ok())
+                {
+                    Some(r) => records.push(r),
+                    None => skipped += 1,
+                }
+            }
+        }
+        Parsed {
+            records,
+            skipped,
+            consumed: self.consumed,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ mod keys;
 mod objects;
 mod runs;
 
-pub use audit::{AuditLine, Ingest, Retained, StoredRecord};
+pub use audit::{AuditLine, Ingest, Retained, StoredRecord, INGEST_BYTES};
 pub use error::StoreError;
 pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};

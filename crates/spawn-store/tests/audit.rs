@@ -43,6 +43,7 @@ on_both!(
     every_change_behind_the_stores_back_is_found_and_named,
     queries_narrow_in_the_database_and_decide_by_the_filter,
     retention_cuts_under_a_signed_cut_and_verification_goes_on,
+    a_log_of_many_chunks_is_caught_up_whole_and_in_order,
 );
 
 const LOG: &str = "spawn.audit/log_test";
@@ -733,4 +734,45 @@ fn text_of(lines: &[String]) -> Vec<u8> {
         .iter()
         .flat_map(|l| format!("{l}\n").into_bytes())
         .collect()
+}
+
+/// `catch_up` reads and parses the next chunk of the file while the one before is stored:
+/// a log of several chunks (each at most `INGEST_BYTES`), with a torn fragment in the
+/// middle and a line still being written at the end, is stored whole and in order.
+async fn a_log_of_many_chunks_is_caught_up_whole_and_in_order(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = AuditLog::open(dir.path()).unwrap();
+    let events: Vec<Event> = (0..1000).map(event).collect();
+    for _ in 0..6 {
+        log.append(&events).unwrap();
+    }
+    // A fragment a crash tore, closed by the next append's newline.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log.path())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":999999,\"torn"))
+        .unwrap();
+    for _ in 0..6 {
+        log.append(&events).unwrap();
+    }
+    let len = std::fs::metadata(log.path()).unwrap().len();
+    assert!(len > spawn_store::INGEST_BYTES, "{len}");
+    // A line still being written: not taken until it ends.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log.path())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":12001,"))
+        .unwrap();
+    let mut ingest = Ingest::new(&db.store, LOG, log.path()).await.unwrap();
+    assert_eq!(ingest.catch_up(&db.store).await.unwrap(), 12_000);
+    assert_eq!(ingest.skipped, 1);
+    assert_eq!(ingest.catch_up(&db.store).await.unwrap(), 0);
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let records: Vec<&str> = text
+        .lines()
+        .filter(|l| StoredRecord::from_line(l).is_ok())
+        .collect();
+    assert_eq!(records.len(), 12_000);
+    let stored = String::from_utf8(export(&db.store).await).unwrap();
+    assert_eq!(stored.lines().collect::<Vec<_>>(), records);
 }
