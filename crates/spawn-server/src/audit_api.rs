@@ -34,6 +34,7 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(audit_events))
         .routes(routes!(audit_export))
         .routes(routes!(audit_verify))
+        .routes(routes!(audit_capabilities))
 }
 
 /// This daemon's log as the database holds it.
@@ -446,5 +447,115 @@ async fn audit_verify(
         broken: v
             .broken
             .map(|b| serde_json::json!({"seq": b.seq, "reason": b.reason})),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CapabilitiesQuery {
+    /// The agent (`ag_…` id or name).
+    agent: String,
+    /// Uses at or after this time (`2026-01-15T10:30:00.000Z`); default: all.
+    since: Option<String>,
+    /// The log (default: this daemon's).
+    log: Option<String>,
+}
+
+/// One capability's uses.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CapabilityUseView {
+    capability: String,
+    /// Uses, allowed and denied.
+    count: u64,
+    denied: u64,
+    /// The latest use's time.
+    last_use: String,
+}
+
+/// An agent's uses of each capability.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CapabilitiesAnswer {
+    log: String,
+    agent: String,
+    capabilities: Vec<CapabilityUseView>,
+}
+
+/// Per capability, how often an agent used it, how often it was denied, and when last (the
+/// records of `agent.capability.invoke`/`.denied` and `agent.net.connect`, a summary of
+/// held-back repeats counting as its count).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/capabilities",
+    tag = "audit",
+    params(CapabilitiesQuery),
+    responses(
+        (status = 200, description = "Per capability: uses, denials, last use", body = CapabilitiesAnswer),
+        (status = 400, description = "`invalid`: a bad, missing or unknown parameter", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `audit` \
+            cluster-wide", body = ErrorBody),
+    )
+)]
+async fn audit_capabilities(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
+    q: Result<Query<CapabilitiesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CapabilitiesAnswer>, ApiError> {
+    authorize(
+        &state,
+        &caller,
+        &req_id,
+        ALL_NAMESPACES,
+        Resource::Audit,
+        Verb::List,
+    )
+    .await?;
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let agent = text("agent", Some(q.agent))?.unwrap_or_default();
+    let filter = Filter {
+        types: [
+            "agent.capability.invoke",
+            "agent.capability.denied",
+            "agent.net.connect",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        agent: Some(agent.clone()),
+        since: time("since", q.since)?,
+        ..Filter::default()
+    };
+    let (_, log) = ready(&state, text("log", q.log)?).await?;
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = state
+            .store
+            .audit_query(&log, &filter, after, MAX_LIMIT)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        records.extend(
+            page.iter()
+                .filter_map(|l| serde_json::from_str::<Value>(&l.line).ok()),
+        );
+        if page.len() < MAX_LIMIT {
+            break;
+        }
+    }
+    let capabilities = spawn_audit::query::capabilities(&records)
+        .into_iter()
+        .map(|c| CapabilityUseView {
+            capability: c.capability,
+            count: c.count,
+            denied: c.denied,
+            last_use: c.last_use,
+        })
+        .collect();
+    Ok(Json(CapabilitiesAnswer {
+        log,
+        agent,
+        capabilities,
     }))
 }

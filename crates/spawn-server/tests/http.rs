@@ -345,6 +345,54 @@ async fn audit_api(d: &Daemon, c: &Client) {
     .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 0, "{page}");
 
+    // Per capability, an agent's uses, as the same rule over the file gives them.
+    let agent = file
+        .iter()
+        .find(|r| {
+            r["eventType"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("agent.capability."))
+        })
+        .map(|r| r["principal"]["id"].as_str().unwrap().to_owned())
+        .expect("the scenario's runs wrote capability events");
+    let filter = spawn_audit::query::Filter {
+        types: vec![
+            "agent.capability.invoke".into(),
+            "agent.capability.denied".into(),
+            "agent.net.connect".into(),
+        ],
+        agent: Some(agent.clone()),
+        ..Default::default()
+    };
+    let kept: Vec<Value> = d
+        .audit()
+        .lines()
+        .map(|l| (serde_json::from_str::<Value>(l).unwrap(), l.to_owned()))
+        .filter(|(r, l)| filter.matches(r, l))
+        .map(|(r, _)| r)
+        .collect();
+    let want = serde_json::to_value(spawn_audit::query::capabilities(&kept)).unwrap();
+    assert!(!want.as_array().unwrap().is_empty());
+    let caps: Value = c
+        .get(d.url(&format!("/v1/audit/capabilities?agent={agent}")))
+        .header("x-api-key", &auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(caps["capabilities"], want, "{caps}");
+    for q in ["", "?agent=", "?agent=x&since=1d", "?agent=x&bogus=1"] {
+        let res = c
+            .get(d.url(&format!("/v1/audit/capabilities{q}")))
+            .header("x-api-key", &auditor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{q}");
+    }
+
     // The export is the log file, bit for bit; the check passes.
     let export = c
         .get(d.url("/v1/audit/export"))

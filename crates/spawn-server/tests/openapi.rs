@@ -606,6 +606,26 @@ async fn the_answers_are_as_the_document_says() {
         403,
     )
     .await;
+    let caps = "/v1/audit/capabilities";
+    api.call(
+        get.clone(),
+        caps,
+        &format!("{caps}?agent=bot"),
+        auditor,
+        None,
+        200,
+    )
+    .await;
+    api.call(get.clone(), caps, caps, auditor, None, 400).await;
+    api.call(
+        get.clone(),
+        caps,
+        &format!("{caps}?agent=bot"),
+        Some(viewer.as_str()),
+        None,
+        403,
+    )
+    .await;
     for route in ["/v1/audit/export", "/v1/audit/verify"] {
         api.call(
             get.clone(),
