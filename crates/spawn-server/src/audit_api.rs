@@ -270,6 +270,20 @@ impl EventsQuery {
     }
 }
 
+/// The query of a request that needs `verb` on `audit` cluster-wide: refused (403, and an
+/// `rbac.permission.denied` event) before the query is even read.
+async fn as_auditor<T>(
+    state: &crate::AppState,
+    caller: &crate::api::Caller,
+    req_id: &str,
+    verb: Verb,
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    authorize(state, caller, req_id, ALL_NAMESPACES, Resource::Audit, verb).await?;
+    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    Ok(q)
+}
+
 /// The copy, brought up to date, and the log asked for.
 async fn ready(
     state: &crate::AppState,
@@ -308,16 +322,7 @@ async fn audit_events(
     (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    authorize(
-        &state,
-        &caller,
-        &req_id,
-        ALL_NAMESPACES,
-        Resource::Audit,
-        Verb::List,
-    )
-    .await?;
-    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let q = as_auditor(&state, &caller, &req_id, Verb::List, q).await?;
     let (filter, after, limit, log) = q.filter()?;
     let (_, log) = ready(&state, log).await?;
     let lines = state
@@ -355,16 +360,7 @@ async fn audit_export(
     (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
     q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(
-        &state,
-        &caller,
-        &req_id,
-        ALL_NAMESPACES,
-        Resource::Audit,
-        Verb::Get,
-    )
-    .await?;
-    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let q = as_auditor(&state, &caller, &req_id, Verb::Get, q).await?;
     let (_, log) = ready(&state, text("log", q.log)?).await?;
     // A page at a time: the log may be larger than memory.
     let store = state.store.clone();
@@ -419,16 +415,7 @@ async fn audit_verify(
     (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
     q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<VerifyAnswer>, ApiError> {
-    authorize(
-        &state,
-        &caller,
-        &req_id,
-        ALL_NAMESPACES,
-        Resource::Audit,
-        Verb::Get,
-    )
-    .await?;
-    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let q = as_auditor(&state, &caller, &req_id, Verb::Get, q).await?;
     let (copy, log) = ready(&state, text("log", q.log)?).await?;
     let notes = if log == copy.log {
         copy.notes()
@@ -503,16 +490,7 @@ async fn audit_capabilities(
     (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
     q: Result<Query<CapabilitiesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<CapabilitiesAnswer>, ApiError> {
-    authorize(
-        &state,
-        &caller,
-        &req_id,
-        ALL_NAMESPACES,
-        Resource::Audit,
-        Verb::List,
-    )
-    .await?;
-    let Query(q) = q.map_err(|e| ApiError::invalid(format!("query: {}", e.body_text())))?;
+    let q = as_auditor(&state, &caller, &req_id, Verb::List, q).await?;
     let agent = text("agent", Some(q.agent))?.unwrap_or_default();
     let filter = Filter {
         types: [

@@ -296,6 +296,18 @@ fn quote(s: &str) -> String {
     s.replace('\'', "''")
 }
 
+/// The SQL that stores `line` as record `seq` of the test log, its columns read from it
+/// (as someone holding the database would write it).
+fn insert_sql(seq: usize, line: &str) -> String {
+    let r = StoredRecord::from_line(line).unwrap();
+    format!(
+        "INSERT INTO audit_records (log, seq, hash, prev_hash, at, event_type, principal, outcome, trace_id, line) \
+         VALUES ('{LOG}', {seq}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+        r.hash, r.prev_hash, r.timestamp, r.event_type, quote(&r.principal), r.outcome,
+        r.trace_id.unwrap_or_default(), quote(line)
+    )
+}
+
 async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
     let (dir, path, key) = stored(&db).await;
     drop_triggers(&db).await;
@@ -321,14 +333,8 @@ async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
         .map(str::to_owned)
         .collect();
     let mut rewrite = vec![format!("DELETE FROM audit_records WHERE log = '{LOG}'")];
-    for l in &fresh_lines {
-        let r = StoredRecord::from_line(l).unwrap();
-        rewrite.push(format!(
-            "INSERT INTO audit_records (log, seq, hash, prev_hash, at, event_type, principal, outcome, trace_id, line) \
-             VALUES ('{LOG}', {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
-            r.seq, r.hash, r.prev_hash, r.timestamp, r.event_type, quote(&r.principal), r.outcome,
-            r.trace_id.unwrap_or_default(), quote(&r.line)
-        ));
+    for (i, l) in fresh_lines.iter().enumerate() {
+        rewrite.push(insert_sql(i + 1, l));
     }
 
     let cases = vec![
@@ -369,13 +375,7 @@ async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
                     line(k).replace(&format!("\"seq\":{k},"), &format!("\"seq\":{},", k + 1))
                 }));
                 for (i, l) in all.iter().enumerate() {
-                    let r = StoredRecord::from_line(l).unwrap();
-                    s.push(format!(
-                        "INSERT INTO audit_records (log, seq, hash, prev_hash, at, event_type, principal, outcome, trace_id, line) \
-                         VALUES ('{LOG}', {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
-                        20 + i, r.hash, r.prev_hash, r.timestamp, r.event_type, quote(&r.principal), r.outcome,
-                        r.trace_id.unwrap_or_default(), quote(l)
-                    ));
+                    s.push(insert_sql(20 + i, l));
                 }
                 s
             },
@@ -448,14 +448,12 @@ async fn every_change_behind_the_stores_back_is_found_and_named(db: Db) {
 
         // Put the original back for the next case.
         let mut restore = vec![format!("DELETE FROM audit_records WHERE log = '{LOG}'")];
-        for l in String::from_utf8(original.clone()).unwrap().lines() {
-            let r = StoredRecord::from_line(l).unwrap();
-            restore.push(format!(
-                "INSERT INTO audit_records (log, seq, hash, prev_hash, at, event_type, principal, outcome, trace_id, line) \
-                 VALUES ('{LOG}', {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
-                r.seq, r.hash, r.prev_hash, r.timestamp, r.event_type, quote(&r.principal), r.outcome,
-                r.trace_id.unwrap_or_default(), quote(l)
-            ));
+        for (i, l) in String::from_utf8(original.clone())
+            .unwrap()
+            .lines()
+            .enumerate()
+        {
+            restore.push(insert_sql(i + 1, l));
         }
         let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
         raw(&db, &restore).await.unwrap();
