@@ -35,6 +35,7 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(audit_export))
         .routes(routes!(audit_verify))
         .routes(routes!(audit_capabilities))
+        .routes(routes!(audit_logs))
 }
 
 /// This daemon's log as the database holds it.
@@ -536,4 +537,43 @@ async fn audit_capabilities(
         agent,
         capabilities,
     }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct NoQuery {}
+
+/// The logs the database holds.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LogsAnswer {
+    /// This daemon's own log.
+    this: String,
+    /// Every log the database holds records of (one per daemon that wrote to it), by name.
+    logs: Vec<String>,
+}
+
+/// The audit logs of the cluster: one per daemon that shares the database (each signs its
+/// own checkpoints); name one as `?log=` to the other audit routes.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/logs",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The logs", body = LogsAnswer),
+        (status = 400, description = "`invalid`: an unknown parameter", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `list` `audit` \
+            cluster-wide", body = ErrorBody),
+    )
+)]
+async fn audit_logs(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
+    q: Result<Query<NoQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LogsAnswer>, ApiError> {
+    let NoQuery {} = as_auditor(&state, &caller, &req_id, Verb::List, q).await?;
+    let (_, this) = ready(&state, None).await?;
+    let logs = state.store.audit_logs().await?;
+    Ok(Json(LogsAnswer { this, logs }))
 }

@@ -140,4 +140,33 @@ async fn two_daemons_on_one_postgres_run_each_run_exactly_once() {
     );
     assert!(in_a > 0 && in_b > 0, "runs by daemon: {in_a} and {in_b}");
     assert!(in_a + in_b <= RUNS && in_a + in_b >= succeeded);
+
+    // The database holds both daemons' audit logs, each its own chain: the daemon left
+    // names them and checks each (its own against its checkpoints too).
+    let auditor = b.key_for("aud", "auditor", "*", false).await;
+    let get = |path: String| c.get(b.url(&path)).header("x-api-key", &auditor).send();
+    let logs: Value = get("/v1/audit/logs".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{logs}");
+    assert!(names.contains(&logs["this"].as_str().unwrap()), "{logs}");
+    for name in names {
+        let v: Value = get(format!("/v1/audit/verify?log={name}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["intact"], true, "{name}: {v}");
+        assert!(v["records"].as_u64().unwrap() > 0, "{name}: {v}");
+    }
 }

@@ -606,6 +606,35 @@ async fn the_answers_are_as_the_document_says() {
         403,
     )
     .await;
+    let logs = api
+        .call(
+            get.clone(),
+            "/v1/audit/logs",
+            "/v1/audit/logs",
+            auditor,
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(logs["logs"], json!([logs["this"].clone()]), "{logs}");
+    api.call(
+        get.clone(),
+        "/v1/audit/logs",
+        "/v1/audit/logs?x=1",
+        auditor,
+        None,
+        400,
+    )
+    .await;
+    api.call(
+        get.clone(),
+        "/v1/audit/logs",
+        "/v1/audit/logs",
+        Some(viewer.as_str()),
+        None,
+        403,
+    )
+    .await;
     let caps = "/v1/audit/capabilities";
     api.call(
         get.clone(),
