@@ -698,10 +698,12 @@ impl Ingest {
         // The batch must link up: records after a break in the file are not taken, and the
         // step stops there (the error names the record).
         if let Err(e) = store.audit_append(&self.log, &records).await {
-            // Another writer may have stored some of them: the next step resumes after
+            // Another writer may have stored some of them, or the file was replaced under
+            // a step: the next step reads the file again from its start and resumes after
             // whatever the database holds.
             if matches!(e, StoreError::AuditChain { .. }) {
                 self.stored = store.audit_head(&self.log).await?.map(|(seq, _)| seq);
+                self.offset = 0;
             }
             return Err(e);
         }

@@ -762,9 +762,17 @@ async fn a_log_of_many_chunks_is_caught_up_whole_and_in_order(db: Db) {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":12001,"))
         .unwrap();
     let mut ingest = Ingest::new(&db.store, LOG, log.path()).await.unwrap();
+    // A second copier of the same log, made before the first stored anything.
+    let mut late = Ingest::new(&db.store, LOG, log.path()).await.unwrap();
     assert_eq!(ingest.catch_up(&db.store).await.unwrap(), 12_000);
     assert_eq!(ingest.skipped, 1);
     assert_eq!(ingest.catch_up(&db.store).await.unwrap(), 0);
+    // It loses the race once (nothing written), then resumes after what the database
+    // holds, and takes what comes next.
+    let err = late.catch_up(&db.store).await.unwrap_err();
+    assert!(matches!(err, StoreError::AuditChain { .. }), "{err}");
+    assert_eq!(late.catch_up(&db.store).await.unwrap(), 0);
+    assert_eq!(late.stored(), Some(12_000));
     let text = std::fs::read_to_string(log.path()).unwrap();
     let records: Vec<&str> = text
         .lines()
@@ -773,4 +781,14 @@ async fn a_log_of_many_chunks_is_caught_up_whole_and_in_order(db: Db) {
     assert_eq!(records.len(), 12_000);
     let stored = String::from_utf8(export(&db.store).await).unwrap();
     assert_eq!(stored.lines().collect::<Vec<_>>(), records);
+    log.append(&events[..3]).unwrap();
+    assert_eq!(late.catch_up(&db.store).await.unwrap(), 3);
+    // Now the first is the one behind: it loses once, then resumes.
+    assert!(ingest.catch_up(&db.store).await.is_err());
+    assert_eq!(ingest.catch_up(&db.store).await.unwrap(), 0);
+    assert_eq!(ingest.stored(), Some(12_003));
+    assert_eq!(
+        db.store.audit_head(LOG).await.unwrap().map(|h| h.0),
+        Some(12_003)
+    );
 }
