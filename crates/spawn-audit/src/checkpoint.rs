@@ -549,7 +549,7 @@ pub fn verify_log(
 
 /// What is wrong with one checkpoint of a log of `records` records whose heads at the
 /// checkpoints' sizes are `heads`, if anything.
-fn against(
+pub(crate) fn against(
     file: &Path,
     opened: &Result<Checkpoint, AuditError>,
     heads: &std::collections::BTreeMap<u64, Hash>,

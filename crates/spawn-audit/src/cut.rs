@@ -190,32 +190,13 @@ pub fn verify_log(
         return Ok(v);
     }
     let records = n + v.records;
+    // The checkpoints after the cut, each against the heads from the frontier on.
     v.broken = notes.iter().find_map(|(file, opened)| {
         let c = opened.as_ref().ok()?;
         if c.size <= n {
             return None;
         }
-        let name = file
-            .file_name()
-            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        if c.size > records {
-            return Some(Broken {
-                seq: records + 1,
-                line: 0,
-                reason: format!(
-                    "checkpoint {name} signed {} records, the log holds {records}: the records after seq {records} were removed",
-                    c.size
-                ),
-            });
-        }
-        (heads.get(&c.size) != Some(&c.root)).then(|| Broken {
-            seq: c.size,
-            line: 0,
-            reason: format!(
-                "checkpoint {name} signed another history of seq 1–{}: the log was rewritten",
-                c.size
-            ),
-        })
+        crate::checkpoint::against(file, opened, &heads, records)
     });
     Ok(v)
 }
