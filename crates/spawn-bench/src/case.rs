@@ -38,6 +38,27 @@ impl Case {
         }
     }
 
+    /// The command line as a shell would take it (arguments quoted; for printing only).
+    pub fn command_line(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| match a {
+                Arg::Str(s) => {
+                    let s = s.to_string_lossy();
+                    if s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/-_.:=".contains(c))
+                    {
+                        s.into_owned()
+                    } else {
+                        format!("'{}'", s.replace('\'', "'\\''"))
+                    }
+                }
+                Arg::FreshFd(p) => format!("<fd of {}>", p.display()),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.argv
             .extend(args.into_iter().map(|a| Arg::Str(a.as_ref().to_owned())));

@@ -165,6 +165,10 @@ struct Cli {
     /// baseline by hand: `bwrap … --seccomp 9 true 9<FILE`) and exit.
     #[arg(long, value_name = "FILE")]
     write_seccomp: Option<PathBuf>,
+    /// Only write the runc baseline's bundle for `true` under this directory (on tmpfs),
+    /// print the `runc run` command line that runs it, and exit (for profiling by hand).
+    #[arg(long, value_name = "DIR")]
+    write_runc_bundle: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +184,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     if let Some(path) = &cli.write_seccomp {
         return bwrap::write_seccomp(path);
+    }
+    if let Some(dir) = &cli.write_runc_bundle {
+        let case = runc::case(RUNC_RUN, &runc::find()?, dir, "true", &["true"])?;
+        println!("{}", case.command_line());
+        return Ok(());
     }
     if let Some(out) = &cli.net_inner {
         return net::inner(out, cli.net_seconds);

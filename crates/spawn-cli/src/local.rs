@@ -35,6 +35,20 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
         .block_on(f)
 }
 
+/// As [`block_on`], for the recorder's writer: the runtime is never dropped. Dropping it
+/// would drop the pool's task returning the connection, and with it the connection:
+/// SQLite's close checkpoints the WAL into the database and deletes it (two fsyncs, an
+/// unlink) on the way out of every run.
+fn block_on_kept<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the store's runtime")?;
+    let out = rt.block_on(f);
+    std::mem::forget(rt);
+    out
+}
+
 /// Who runs this process: `User/NAME`, or `User/UID` without a name.
 fn local_user() -> String {
     let uid = nix::unistd::getuid();
@@ -125,7 +139,7 @@ impl Recorder {
             let started = std::thread::Builder::new()
                 .name("spawn-record".into())
                 .spawn(move || {
-                    block_on(async move {
+                    block_on_kept(async move {
                         let store = Store::open_home_brief(&home).await?;
                         // No record comes when spawn ends otherwise (its error said why).
                         let Ok(run) = rx.await else { return Ok(()) };
@@ -168,10 +182,11 @@ async fn write_to(home: &Path, run: EndedRun) -> anyhow::Result<()> {
 
 async fn write(store: Store, run: &EndedRun) -> anyhow::Result<()> {
     store.record_ended_run(run).await?;
-    // Not closed, not even dropped (the process exits next): closing the last connection
-    // checkpoints the whole WAL into the database, with its fsyncs, on the way out of
-    // every run. The commit is in the WAL already; SQLite checkpoints it when the WAL
-    // grows past its limit, or the next closer does.
+    // Not closed, not even dropped (the process exits next; the writer's runtime is kept
+    // too, see `block_on_kept`): closing the last connection checkpoints the whole WAL
+    // into the database, with its fsyncs, on the way out of every run. The commit is in
+    // the WAL already; SQLite checkpoints it when the WAL grows past its limit
+    // (`BRIEF_AUTOCHECKPOINT_PAGES`), or the next closer does.
     std::mem::forget(store);
     Ok(())
 }

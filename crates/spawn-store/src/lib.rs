@@ -125,7 +125,7 @@ impl Store {
             Pool::Postgres(pool)
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            Pool::Sqlite(open_sqlite_with(Path::new(path), 8, None, migrate).await?)
+            Pool::Sqlite(open_sqlite_with(Path::new(path), 8, false, migrate).await?)
         };
         Ok(Store {
             pool,
@@ -156,12 +156,15 @@ impl Store {
     /// and exits (a local `spawn run`, `spawn runs list`): one connection, and commits
     /// that reach the disk at the next checkpoint (`synchronous=NORMAL`: a power loss may
     /// drop the last commits, never corrupt the file) instead of each paying an fsync.
+    ///
+    /// Such a process may end without closing the store (see spawn-cli's run records):
+    /// SQLite's close checkpoints the WAL and deletes it, paying two fsyncs. Its WAL is then
+    /// checkpointed every [`BRIEF_AUTOCHECKPOINT_PAGES`] pages instead, which also bounds
+    /// what the next opener reads to rebuild the WAL's index.
     pub async fn open_home_brief(home: &Path) -> Result<Store, StoreError> {
         let path = home.join("spawn.db");
         Ok(Store {
-            pool: Pool::Sqlite(
-                open_sqlite_with(&path, 1, Some(SqliteSynchronous::Normal), true).await?,
-            ),
+            pool: Pool::Sqlite(open_sqlite_with(&path, 1, true, true).await?),
             config_epoch: Arc::default(),
         })
     }
@@ -185,10 +188,15 @@ impl Store {
     }
 }
 
+/// The WAL size, in pages, at which a brief process's commit checkpoints it (SQLite's
+/// default is 1000: each opener would read up to 4 MiB of it).
+pub const BRIEF_AUTOCHECKPOINT_PAGES: u32 = 100;
+
+/// `brief`: one short-lived process's connection (see [`Store::open_home_brief`]).
 async fn open_sqlite_with(
     path: &Path,
     max_connections: u32,
-    synchronous: Option<SqliteSynchronous>,
+    brief: bool,
     migrate: bool,
 ) -> Result<SqlitePool, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -216,8 +224,10 @@ async fn open_sqlite_with(
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    if let Some(s) = synchronous {
-        opts = opts.synchronous(s);
+    if brief {
+        opts = opts
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", BRIEF_AUTOCHECKPOINT_PAGES.to_string());
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
@@ -269,6 +279,43 @@ pub(crate) fn new_id(prefix: &str) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_brief_store_checkpoints_its_wal_at_the_brief_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let home = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let brief = Store::open_home_brief(home.path()).await.unwrap();
+            let Pool::Sqlite(pool) = &brief.pool else {
+                panic!("a home store is SQLite")
+            };
+            let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(pages, i64::from(BRIEF_AUTOCHECKPOINT_PAGES));
+            let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(sync, 1, "synchronous=NORMAL");
+            brief.close().await;
+            // The daemon's store keeps SQLite's defaults.
+            let full = Store::open_home(home.path()).await.unwrap();
+            let Pool::Sqlite(pool) = &full.pool else {
+                panic!("a home store is SQLite")
+            };
+            let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(pages, 1000);
+            full.close().await;
+        });
+    }
 
     #[test]
     fn a_bad_postgres_url_is_reported_without_its_password() {

@@ -199,3 +199,28 @@ fn a_stdout_whose_reader_went_away_ends_quietly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn records_of_runs_that_end_without_closing_the_store_all_stay() {
+    // A run's end does not close the store (closing checkpoints the WAL into the database
+    // and deletes it: two fsyncs and an unlink on every run's end); its record stays in
+    // the WAL until SQLite checkpoints it at its size limit, and the next process reads
+    // it from there. More runs than one brief checkpoint's worth of WAL pages (about 7
+    // pages a run), so that at least one checkpoint happens along the way.
+    let home = Home::new();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let out = home.sh(&[], "true");
+        out.assert_code(0);
+        ids.push(out.json()["runId"].clone());
+    }
+    let page = runs_json(&home, &["list"]);
+    let listed: Vec<Value> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids, "{page}");
+}
