@@ -1,15 +1,18 @@
 //! runc started before its bundle is complete: the run's scratch filesystem takes a few
-//! milliseconds to make (see `scratch`), and so does runc to start (its Go runtime, its
-//! state) before it reads the bundle's `config.json`. Rather than one after the other,
-//! spawn starts runc first, with `config.json` a FIFO, and a thread of spawn's
-//! ([`ConfigFeed`]) attaches the scratch filesystem in runc's own mount namespace once it
-//! exists and only then writes the configuration into the FIFO. runc reads its
-//! configuration once, at its start, before it makes any part of the container: whatever
-//! it reads, the scratch filesystem is already where the configuration binds it from.
+//! milliseconds to make (see `scratch`), the root and the configuration a millisecond more,
+//! and runc as long to start (its Go runtime, its state) before it reads the bundle's
+//! `config.json`. Rather than one after the other, spawn starts runc first, with
+//! `config.json` a FIFO, and a thread of spawn's ([`ConfigFeed`]) attaches the scratch
+//! filesystem in runc's own mount namespace once it exists, waits for the configuration
+//! (given once the root is made and the run's start is on record) and only then writes it
+//! into the FIFO. runc reads its configuration once, at its start, before it makes any
+//! part of the container: whatever it reads, the scratch filesystem is already where the
+//! configuration binds it from, and the root is complete.
 //!
-//! Should anything of it fail, the feed kills runc (through a pidfd: never another
-//! process) and its error is the run's; should runc end before it read the FIFO, the feed
-//! is released (`finish` and `Drop` open the FIFO's other end) and ends.
+//! Should anything of it fail, or the configuration never come (its sender dropped), the
+//! feed kills runc (through a pidfd: never another process) and its error is the run's;
+//! should runc end before it read the FIFO, the feed is released (`finish` and `Drop` open
+//! the FIFO's other end) and ends.
 
 use std::ffi::CString;
 use std::io::Write as _;
@@ -44,11 +47,12 @@ pub(crate) fn make_fifo(path: &Path) -> Result<(), SandboxError> {
 
 impl ConfigFeed {
     /// Starts the feed for runc (`pid`, spawn's own child, not yet waited for): attaches
-    /// `attach` in runc's mount namespace, then writes `config` into `fifo`.
+    /// `attach` in runc's mount namespace, then writes the configuration that comes from
+    /// `config` into `fifo`. A sender dropped without sending stops runc.
     pub(crate) fn start(
         pid: i32,
         fifo: &Path,
-        config: Vec<u8>,
+        config: Receiver<Vec<u8>>,
         attach: Option<Attach>,
     ) -> Result<ConfigFeed, SandboxError> {
         // Opened now, while the child cannot have been reaped: it refers to runc.
@@ -56,7 +60,7 @@ impl ConfigFeed {
         let path = fifo.to_owned();
         let thread = std::thread::Builder::new()
             .name("spawn-config".into())
-            .spawn(move || match feed(pid, &path, &config, attach) {
+            .spawn(move || match feed(pid, &path, config, attach) {
                 // runc ended first (its namespace, its FIFO gone with it): its own exit
                 // status and message say why.
                 Err(_) if ended(&pidfd) => Ok(None),
@@ -138,7 +142,7 @@ fn ended(pidfd: &OwnedFd) -> bool {
 fn feed(
     pid: i32,
     fifo: &Path,
-    config: &[u8],
+    config: Receiver<Vec<u8>>,
     attach: Option<Attach>,
 ) -> Result<Option<OwnedFd>, SandboxError> {
     let mut attached = None;
@@ -172,13 +176,19 @@ fn feed(
             .map_err(|e| SandboxError::setup("attach the scratch filesystem", e))?;
         attached = Some(mount);
     }
+    let config = config.recv().map_err(|_| {
+        SandboxError::setup(
+            "write the runtime's configuration",
+            std::io::Error::other("the run stopped before its configuration was complete"),
+        )
+    })?;
     // Blocks until runc opens it (or `release`).
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(fifo)
         .map_err(|e| SandboxError::setup("open the configuration's FIFO", e))?;
-    out.write_all(config)
+    out.write_all(&config)
         .map_err(|e| SandboxError::setup("write the runtime's configuration", e))?;
     Ok(attached)
 }
@@ -228,6 +238,13 @@ mod tests {
         i32::try_from(child.id()).unwrap()
     }
 
+    /// A configuration already given.
+    fn given(config: &[u8]) -> Receiver<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(config.to_vec()).unwrap();
+        rx
+    }
+
     #[test]
     fn the_runtime_reads_the_whole_configuration_from_the_fifo() {
         let dir = tempfile::tempdir().unwrap();
@@ -236,7 +253,7 @@ mod tests {
         // Larger than a pipe's buffer: the feed must wait for the reader, not lose a part.
         let config: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let mut child = runtime(&format!("cat {} > {}", fifo.display(), out.display()));
-        let feed = ConfigFeed::start(pid(&child), &fifo, config.clone(), None).unwrap();
+        let feed = ConfigFeed::start(pid(&child), &fifo, given(&config), None).unwrap();
         assert!(child.wait().unwrap().success());
         feed.finish().unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), config);
@@ -266,7 +283,7 @@ mod tests {
                 mount: rx,
                 at: c"/nonexistent".to_owned(),
             });
-            let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), attach).unwrap();
+            let feed = ConfigFeed::start(pid(&child), &fifo, given(b"{}"), attach).unwrap();
             child.wait().unwrap();
             drop(tx);
             let t = Instant::now();
@@ -308,7 +325,7 @@ mod tests {
             mount: rx,
             at: CString::new(at.as_os_str().as_encoded_bytes()).unwrap(),
         };
-        let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), Some(attach)).unwrap();
+        let feed = ConfigFeed::start(pid(&child), &fifo, given(b"{}"), Some(attach)).unwrap();
         // The runtime is already waiting on the FIFO when the filesystem arrives.
         std::thread::sleep(Duration::from_millis(50));
         tx.send(Ok(mount)).unwrap();
@@ -352,7 +369,7 @@ mod tests {
                 mount: rx,
                 at: c"/nonexistent".to_owned(),
             };
-            let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), Some(attach)).unwrap();
+            let feed = ConfigFeed::start(pid(&child), &fifo, given(b"{}"), Some(attach)).unwrap();
             if let Some(e) = fail {
                 tx.send(Err(e)).unwrap();
             }
@@ -361,6 +378,39 @@ mod tests {
             assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
             let err = feed.finish().unwrap_err().to_string();
             assert!(err.contains("scratch filesystem"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_that_never_comes_kills_the_runtime_with_the_reason() {
+        // With the scratch filesystem attached first, and without one.
+        for with_scratch in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = fifo_in(dir.path());
+            let at = dir.path().join("scratch");
+            std::fs::create_dir(&at).unwrap();
+            let mut child = runtime(&format!("read -r x < {}; exec sleep 30", fifo.display()));
+            namespaced(&child);
+            let (mount_tx, mount_rx) = std::sync::mpsc::sync_channel(1);
+            let attach = with_scratch.then(|| Attach {
+                mount: mount_rx,
+                at: CString::new(at.as_os_str().as_encoded_bytes()).unwrap(),
+            });
+            if with_scratch {
+                let mount = sys::fsmount(c"tmpfs", c"spawn-test", &[], 0).unwrap();
+                mount_tx.send(Ok(mount)).unwrap();
+            }
+            let (config_tx, config_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let feed = ConfigFeed::start(pid(&child), &fifo, config_rx, attach).unwrap();
+            // Set-up failed after runc started: the configuration is never sent.
+            drop(config_tx);
+            let status = child.wait().unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+            let err = feed.finish().unwrap_err().to_string();
+            assert!(
+                err.contains("before its configuration was complete"),
+                "{with_scratch}: {err}"
+            );
         }
     }
 
@@ -378,7 +428,7 @@ mod tests {
             mount: rx,
             at: c"/tmp".to_owned(),
         };
-        let feed = ConfigFeed::start(pid(&child), &fifo, b"{}".to_vec(), Some(attach)).unwrap();
+        let feed = ConfigFeed::start(pid(&child), &fifo, given(b"{}"), Some(attach)).unwrap();
         // The check comes before the scratch filesystem is waited for.
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         let err = feed.finish().unwrap_err().to_string();

@@ -629,11 +629,6 @@ fn run_engine(
     } else {
         oci::Kernel::Host
     };
-    rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
-    // The OCI runtimes mount /tmp as a tmpfs of its own (`oci::mounts`), and runc gives
-    // its root the mode of the mount point: the agent's /tmp is 1777 like everywhere.
-    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-        .map_err(|e| SandboxError::setup("chmod the /tmp mount point", e))?;
     // Writable host grants are idmapped as in native (the agent writes as the directory's
     // owner) and attached under the bundle in the runtime's own mount namespace (see
     // `sys::attach_mounts_on_exec`), where its bind finds them.
@@ -684,8 +679,6 @@ fn run_engine(
     // spawn's init (`spawn-init`, installed next to spawn) runs as the container's PID 1;
     // its mount point must exist in the (read-only) root beforehand.
     let exe = init_binary(engine)?;
-    std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
-        .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
     // spawn's init in the container sends the command's seccomp listener over this socket
     // (fd 3 inside); spawn answers and counts blocked calls as in native.
     let (report, report_child) = nix::sys::socket::socketpair(
@@ -696,33 +689,56 @@ fn run_engine(
     )
     .map_err(|e| SandboxError::setup("socketpair", e))?;
     let plumbing = Plumbing::for_process()?;
-    let config = oci::runtime_spec(&oci::OciInput {
-        argv: &spec.command,
-        env: &env,
-        cwd: &workdir,
-        hostname: &spec.name,
-        plan: &plan,
-        root_id,
-        agent_id,
-        limits,
-        nofile: defaults::NOFILE,
-        // runsc is started inside spawn's group instead (below): told about a group, it
-        // also makes and joins one in every other hierarchy, which costs milliseconds.
-        cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
-        init: Some(&exe),
-        kernel,
-        netns: netns.as_deref(),
-        terminal: plumbing.agent.terminal,
-        staged: &staged,
-        scratch: &scratch_at,
-    })?;
+    let terminal = plumbing.agent.terminal;
     let config_path = bundle.path.join("config.json");
-    let json = serde_json::to_vec(&config)
-        .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
+    // The root the configuration describes, the configuration, and whether the command
+    // can start in that root. runc is started before this (below): its own start, until
+    // it reads the configuration, takes milliseconds in which spawn makes the root.
+    let prepare = || -> Result<(Vec<u8>, Option<ExecFailure>), SandboxError> {
+        rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
+        // The OCI runtimes mount /tmp as a tmpfs of its own (`oci::mounts`), and runc gives
+        // its root the mode of the mount point: the agent's /tmp is 1777 like everywhere.
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .map_err(|e| SandboxError::setup("chmod the /tmp mount point", e))?;
+        // spawn's init runs as the container's PID 1: its mount point must exist in the
+        // (read-only) root beforehand.
+        std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
+            .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
+        let config = oci::runtime_spec(&oci::OciInput {
+            argv: &spec.command,
+            env: &env,
+            cwd: &workdir,
+            hostname: &spec.name,
+            plan: &plan,
+            root_id,
+            agent_id,
+            limits,
+            nofile: defaults::NOFILE,
+            // runsc is started inside spawn's group instead (below): told about a group, it
+            // also makes and joins one in every other hierarchy, which costs milliseconds.
+            cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
+            init: Some(&exe),
+            kernel,
+            netns: netns.as_deref(),
+            terminal,
+            staged: &staged,
+            scratch: &scratch_at,
+        })?;
+        let json = serde_json::to_vec(&config)
+            .map_err(|e| SandboxError::Unsupported(format!("OCI configuration: {e}")))?;
+        // runc reports a missing program as its own failure (exit 1); it is said as in
+        // native instead.
+        Ok((json, exec_check(spec, &root, &env)))
+    };
     // runc reads its configuration from a FIFO, fed once runc has started (see
-    // `config_feed`); runsc reads the file more than once.
-    let mut config_json = None;
+    // `config_feed`); runsc reads the file more than once, so gVisor's root and
+    // configuration are made before runsc starts.
     if gvisor {
+        let (json, failure) = prepare()?;
+        if let Some(failure) = failure {
+            drop(bundle);
+            return Ok(not_started(failure, started, agent_id));
+        }
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -732,29 +748,6 @@ fn run_engine(
             .map_err(|e| SandboxError::setup("write config.json", e))?;
     } else {
         config_feed::make_fifo(&config_path)?;
-        config_json = Some(json);
-    }
-    if let Some(failure) = exec_check(spec, &root, &env) {
-        // runc reports a missing program as its own failure (exit 1); say it like native.
-        drop(bundle);
-        return Ok(Report {
-            exit_code: match failure {
-                ExecFailure::NotFound => 127,
-                ExecFailure::NotExecutable(_) => 126,
-            },
-            signal: None,
-            duration: started.elapsed(),
-            peak_memory_bytes: None,
-            blocked_syscalls: 0,
-            blocked_by_name: Default::default(),
-            kill_reason: None,
-            exec_failure: Some(failure),
-            oom_kills: 0,
-            pids_limit_hits: 0,
-            landlock: None,
-            host_uid: agent_id,
-            output_error: None,
-        });
     }
     // runsc would remove a group of its own when the container ends, before its
     // statistics could be read: so for gVisor spawn creates and configures the group
@@ -806,7 +799,10 @@ fn run_engine(
         let _ = guard.hold(&mount);
         trees.push((mount, scratch_c.clone()));
     }
-    observer.created().map_err(SandboxError::Refused)?;
+    // runc's run starts on record once its root is made (below).
+    if gvisor {
+        observer.created().map_err(SandboxError::Refused)?;
+    }
 
     // Cancelling signals arrive on a signalfd; the mask is restored at the end.
     let cancel = native::cancel_signals();
@@ -822,7 +818,7 @@ fn run_engine(
         // `give_fds` renumbers descriptors 3 and up.
         // runc always gets a mount namespace of its own: the feed attaches the scratch
         // filesystem there.
-        if !trees.is_empty() || config_json.is_some() {
+        if !trees.is_empty() || !gvisor {
             sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
         }
         if let Some(group) = &own_cgroup {
@@ -897,26 +893,55 @@ fn run_engine(
         // run's end.
         drop(cmd);
         drop(report_child);
-        let feed = match config_json.take().map(|json| {
+        let mut feed = None;
+        if !gvisor {
             let attach = scratch_job.take().map(|mount| config_feed::Attach {
                 mount,
                 at: scratch_c.clone(),
             });
-            config_feed::ConfigFeed::start(
+            let (config_tx, config_rx) = std::sync::mpsc::channel();
+            match config_feed::ConfigFeed::start(
                 i32::try_from(child.id()).unwrap_or(0),
                 &config_path,
-                json,
+                config_rx,
                 attach,
-            )
-        }) {
-            None => None,
-            Some(Ok(feed)) => Some(feed),
-            Some(Err(e)) => {
+            ) {
+                Ok(f) => feed = Some(f),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            }
+            // While runc starts: the root, the configuration, and the run's start on
+            // record before the configuration (and with it the command) reaches runc.
+            let ready = prepare().and_then(|(json, failure)| match failure {
+                Some(failure) => Ok(Err(failure)),
+                None => observer
+                    .created()
+                    .map_err(SandboxError::Refused)
+                    .map(|()| Ok(json)),
+            });
+            let stopped = match ready {
+                Ok(Ok(json)) => {
+                    // Only a feed that has ended (runc gone) drops what is sent.
+                    let _ = config_tx.send(json);
+                    None
+                }
+                Ok(Err(failure)) => Some(Ok(Err(failure))),
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(stopped) = stopped {
+                // The feed sees the configuration will not come, and ends.
+                drop(config_tx);
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(e);
+                if let Some(feed) = feed.take() {
+                    let _ = feed.finish();
+                }
+                return stopped;
             }
-        };
+        }
         // gVisor does not see the size of the run's terminal change: its SIGWINCH goes in
         // through runsc, to every process of the run (gVisor drops it on its way through
         // the init, whose disposition for it is the default, ignore).
@@ -966,12 +991,12 @@ fn run_engine(
             Some(feed) => feed.finish()?,
             None => None,
         };
-        supervised.map(|s| (s, relayed.output_error, scratch))
+        supervised.map(|s| Ok((s, relayed.output_error, scratch)))
     })();
     let _ = old_mask.thread_set_mask();
     // The scratch filesystem outlived runc (see `ConfigFeed::finish`): the guard takes it
     // (see `Guard::hold`; should that fail, it ends here).
-    if let Ok((_, _, Some(scratch))) = &result {
+    if let Ok(Ok((_, _, Some(scratch)))) = &result {
         let _ = guard.hold(scratch);
     }
     let stats = Cgroup::existing(&layout, &name).stats();
@@ -982,7 +1007,14 @@ fn run_engine(
     // above; spawn removes them itself when nothing is left running (one `runc delete`
     // costs about as much again as spawn's whole overhead), else asks runc to.
     let removed = !gvisor && remove_stopped(&state, &id, &name);
-    if !removed && (!gvisor || runsc_has_state(&state, &id)) {
+    // A runc stopped before it made the container has no state to delete (the guard
+    // removes any group it made).
+    let has_state = if gvisor {
+        runsc_has_state(&state, &id)
+    } else {
+        state.join(&id).exists()
+    };
+    if !removed && has_state {
         let _ = engine
             .command(&runc, &state)
             .args(["delete", "--force", &id])
@@ -1000,7 +1032,10 @@ fn run_engine(
         },
         output_error,
         _,
-    ) = result?;
+    ) = match result? {
+        Ok(ran) => ran,
+        Err(failure) => return Ok(not_started(failure, started, agent_id)),
+    };
     let code = status.code();
     let signal = status
         .signal()
@@ -1024,6 +1059,29 @@ fn run_engine(
         host_uid: if gvisor { GVISOR_SENTRY_UID } else { agent_id },
         output_error,
     })
+}
+
+/// The report of a run whose command could not be started in its root (`failure`): said as
+/// native says it, where the runtime would report a failure of its own.
+fn not_started(failure: ExecFailure, started: Instant, agent_id: u32) -> Report {
+    Report {
+        exit_code: match failure {
+            ExecFailure::NotFound => 127,
+            ExecFailure::NotExecutable(_) => 126,
+        },
+        signal: None,
+        duration: started.elapsed(),
+        peak_memory_bytes: None,
+        blocked_syscalls: 0,
+        blocked_by_name: Default::default(),
+        kill_reason: None,
+        exec_failure: Some(failure),
+        oom_kills: 0,
+        pids_limit_hits: 0,
+        landlock: None,
+        host_uid: agent_id,
+        output_error: None,
+    }
 }
 
 /// The containers the runtime keeps state for, from its state directory (runc: a

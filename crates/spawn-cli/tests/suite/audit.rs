@@ -4,6 +4,8 @@ use pretty_assertions::assert_eq;
 use serde_json::Value;
 
 use super::helpers::Home;
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
 
 fn event_types(records: &[Value]) -> Vec<String> {
     records
@@ -516,9 +518,17 @@ fn the_log_answers_queries() {
 
 /// No audit, no action: once the log's disk is full, a run whose start cannot be put on
 /// record does not run — spawn exits 125 saying why — and every record written before is
-/// still there, the chain intact.
+/// still there, the chain intact. On every runtime (runc is started before the run's start
+/// is on record, and is stopped before it reads the command), and nothing of the refused
+/// run is left on the host.
 #[test]
 fn a_full_audit_disk_refuses_the_run() {
+    for runtime in ["native", "container", "gvisor"] {
+        full_audit_disk_refuses_the_run(runtime);
+    }
+}
+
+fn full_audit_disk_refuses_the_run(runtime: &str) {
     let home = Home::new();
     // The audit directory alone on a small tmpfs, filled but for the log's last page.
     let audit = home.path().join("audit");
@@ -553,45 +563,59 @@ fn a_full_audit_disk_refuses_the_run() {
         .unwrap();
     assert!(fill.success());
     let out_dir = super::helpers::tempdir("spawn-audit-full");
+    std::fs::set_permissions(out_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let mount = format!("{}:/out:rw", out_dir.path().display());
     // Runs go on while the log's last page has room; then one is refused.
     let mut refused = None;
     for n in 0..20 {
         let before = home.audit_text();
-        let out = home
+        let running = home
             .cmd([
                 "run",
                 "--runtime",
-                "native",
+                runtime,
                 "--mount",
                 &mount,
                 "--",
                 "touch",
                 &format!("/out/ran-{n}"),
             ])
-            .run();
+            .start();
+        let pid = running.pid();
+        let out = running.wait();
         let ran = out_dir.path().join(format!("ran-{n}")).exists();
         if out.code == Some(125) {
             assert!(
                 out.stderr.contains("audit log") && out.stderr.contains("No space left"),
-                "{out}"
+                "{runtime}: {out}"
             );
-            assert!(!ran, "run {n} was refused, yet its agent ran");
+            assert!(!ran, "{runtime}: run {n} was refused, yet its agent ran");
             assert!(
                 home.audit_text().starts_with(&before),
-                "run {n}: what the log held changed"
+                "{runtime}: run {n}: what the log held changed"
+            );
+            let clean = super::helpers::wait_until(Duration::from_secs(5), || {
+                super::cleanup::leftovers_of(pid).is_empty()
+            });
+            assert!(
+                clean,
+                "{runtime}: the refused run left {:?}",
+                super::cleanup::leftovers_of(pid)
             );
             refused = Some(n);
             break;
         }
         out.assert_code(0);
-        assert!(ran, "{out}");
+        assert!(ran, "{runtime}: {out}");
     }
-    let refused = refused.unwrap_or_else(|| panic!("no run was refused on a full disk"));
+    let refused = refused.unwrap_or_else(|| panic!("{runtime}: no run was refused on a full disk"));
     let v = home.cmd(["audit", "verify", "--json"]).run();
     v.assert_code(0);
     let v = v.json();
-    assert!(v["records"].as_u64().unwrap() >= 3 * (refused + 1), "{v}");
+    assert!(
+        v["records"].as_u64().unwrap() >= 3 * (refused + 1),
+        "{runtime}: {v}"
+    );
 }
 
 /// `spawn trace export`: a run's steps in order with their timings (JSON), and the same as

@@ -318,7 +318,7 @@ fn processes_in_runs_of(spawn_pid: u32) -> Vec<String> {
 
 /// What of spawn `spawn_pid`'s runs is left on the host: bundles and runtime state under
 /// /dev/shm/spawn, cgroup directories, scratch filesystems (image, loop device, mount).
-fn leftovers_of(spawn_pid: u32) -> Vec<String> {
+pub(super) fn leftovers_of(spawn_pid: u32) -> Vec<String> {
     let mut left: Vec<String> = cgroup_dirs_of_spawn(spawn_pid)
         .into_iter()
         .map(|d| d.display().to_string())
