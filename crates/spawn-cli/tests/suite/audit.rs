@@ -528,6 +528,7 @@ fn a_full_audit_disk_refuses_the_run() {
     }
 }
 
+#[allow(clippy::unwrap_used)] // the test's body, once per runtime
 fn full_audit_disk_refuses_the_run(runtime: &str) {
     let home = Home::new();
     // The audit directory alone on a small tmpfs, filled but for the log's last page.
