@@ -182,11 +182,12 @@ async fn write_to(home: &Path, run: EndedRun) -> anyhow::Result<()> {
 
 async fn write(store: Store, run: &EndedRun) -> anyhow::Result<()> {
     store.record_ended_run(run).await?;
+    store.settle_brief().await?;
     // Not closed, not even dropped (the process exits next; the writer's runtime is kept
     // too, see `block_on_kept`): closing the last connection checkpoints the whole WAL
     // into the database, with its fsyncs, on the way out of every run. The commit is in
-    // the WAL already; SQLite checkpoints it when the WAL grows past its limit
-    // (`BRIEF_AUTOCHECKPOINT_PAGES`), or the next closer does.
+    // the WAL already; `settle_brief` checkpoints it once the WAL has grown past its
+    // limit, or the next closer does.
     std::mem::forget(store);
     Ok(())
 }

@@ -547,7 +547,6 @@ fn run_engine(
     let bundles = base.join("bundles");
     ensure_dir(&state, 0o700)?;
     ensure_dir(&bundles, 0o711)?;
-    reap_stale(engine, &runc, &state, &bundles);
 
     let native::RunLimits {
         memory,
@@ -565,8 +564,6 @@ fn run_engine(
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let id = format!("spawn{name}");
     let layout = Layout::detect()?;
-    // What a killed spawn's runtime did not get to tear down dies with its group.
-    crate::cgroups::reap_stale(&layout);
     let limits = if gvisor {
         Limits {
             memory_bytes: memory + GVISOR_MEMORY_OVERHEAD,
@@ -942,6 +939,11 @@ fn run_engine(
                 return stopped;
             }
         }
+        // What spawns that were killed left (containers, bundles, the groups their runtime
+        // did not get to tear down) is reaped while the runtime starts: none of it is this
+        // run's (each name holds its spawn's pid).
+        reap_stale(engine, &runc, &state, &bundles);
+        crate::cgroups::reap_stale(&layout);
         // gVisor does not see the size of the run's terminal change: its SIGWINCH goes in
         // through runsc, to every process of the run (gVisor drops it on its way through
         // the init, whose disposition for it is the default, ignore).
@@ -1000,6 +1002,19 @@ fn run_engine(
         let _ = guard.hold(scratch);
     }
     let stats = Cgroup::existing(&layout, &name).stats();
+    // runc no longer needs the bundle: it goes on a thread of its own while runc's state
+    // and groups are removed (each about half a millisecond).
+    let mut bundle = Some(bundle);
+    let bundle_removal = if gvisor {
+        None
+    } else {
+        let runc_bundle = bundle.take();
+        // Should the thread not start, the bundle is removed as its closure is dropped.
+        std::thread::Builder::new()
+            .name("spawn-bundle".into())
+            .spawn(move || drop(runc_bundle))
+            .ok()
+    };
     // runsc removes a container whose `run` ended by itself; only one it did not finish
     // with (spawn cancelled or killed it) still has state, and each runsc call costs tens
     // of milliseconds.
@@ -1021,7 +1036,11 @@ fn run_engine(
             .output();
     }
     drop(own_cgroup);
+    // gVisor's bundle is removed here, after runsc's state.
     drop(bundle);
+    if let Some(thread) = bundle_removal {
+        let _ = thread.join();
+    }
     guard.finish();
     let (
         Supervised {

@@ -27,7 +27,7 @@ pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
 pub use runs::{EndedRun, NewRun, OutputChunk, RunRecord, RunState};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,6 +64,8 @@ pub struct Store {
     /// Bumped after every write of this store (this process) to keys, roles, bindings or
     /// agents: what a cache of them compares against (see [`Store::config_epoch`]).
     config_epoch: Arc<AtomicU64>,
+    /// A brief store's WAL file (see [`Store::open_home_brief`]).
+    brief_wal: Option<PathBuf>,
 }
 
 /// See [`Store::config_write`].
@@ -130,6 +132,7 @@ impl Store {
         Ok(Store {
             pool,
             config_epoch: Arc::default(),
+            brief_wal: None,
         })
     }
 
@@ -158,15 +161,37 @@ impl Store {
     /// drop the last commits, never corrupt the file) instead of each paying an fsync.
     ///
     /// Such a process may end without closing the store (see spawn-cli's run records):
-    /// SQLite's close checkpoints the WAL and deletes it, paying two fsyncs. Its WAL is then
-    /// checkpointed every [`BRIEF_AUTOCHECKPOINT_PAGES`] pages instead, which also bounds
-    /// what the next opener reads to rebuild the WAL's index.
+    /// SQLite's close checkpoints the WAL and deletes it, paying fsyncs and an unlink. It
+    /// calls [`Store::settle_brief`] after its writes instead.
     pub async fn open_home_brief(home: &Path) -> Result<Store, StoreError> {
         let path = home.join("spawn.db");
         Ok(Store {
             pool: Pool::Sqlite(open_sqlite_with(&path, 1, true, true).await?),
             config_epoch: Arc::default(),
+            brief_wal: Some(home.join("spawn.db-wal")),
         })
+    }
+
+    /// For a brief store that will not be closed: once its WAL has grown past
+    /// [`BRIEF_WAL_LIMIT_BYTES`], checkpoints it into the database and truncates it.
+    /// Every opener of the database reads the whole WAL to rebuild its index (the index
+    /// left in shared memory by a process that ended is not trusted), and cannot tell
+    /// frames already checkpointed from new ones: SQLite's own auto-checkpoint would copy
+    /// the whole WAL again on every commit, and the WAL never restart. A truncated WAL
+    /// bounds both, at a checkpoint every few runs. Nothing for other stores.
+    pub async fn settle_brief(&self) -> Result<(), StoreError> {
+        let (Some(wal), Pool::Sqlite(pool)) = (&self.brief_wal, &self.pool) else {
+            return Ok(());
+        };
+        let len = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+        if len <= BRIEF_WAL_LIMIT_BYTES {
+            return Ok(());
+        }
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("checkpoint the database's WAL"))
     }
 
     pub fn backend(&self) -> Backend {
@@ -188,9 +213,9 @@ impl Store {
     }
 }
 
-/// The WAL size, in pages, at which a brief process's commit checkpoints it (SQLite's
-/// default is 1000: each opener would read up to 4 MiB of it).
-pub const BRIEF_AUTOCHECKPOINT_PAGES: u32 = 100;
+/// The WAL size past which a brief store checkpoints and truncates it
+/// ([`Store::settle_brief`]): 32 pages and their frame headers, a few runs' records.
+pub const BRIEF_WAL_LIMIT_BYTES: u64 = 32 * (4096 + 24) + 32;
 
 /// `brief`: one short-lived process's connection (see [`Store::open_home_brief`]).
 async fn open_sqlite_with(
@@ -227,7 +252,8 @@ async fn open_sqlite_with(
     if brief {
         opts = opts
             .synchronous(SqliteSynchronous::Normal)
-            .pragma("wal_autocheckpoint", BRIEF_AUTOCHECKPOINT_PAGES.to_string());
+            // See `Store::settle_brief`.
+            .pragma("wal_autocheckpoint", "0");
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections)
@@ -281,7 +307,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_brief_store_checkpoints_its_wal_at_the_brief_limit() {
+    fn a_brief_store_checkpoints_its_wal_itself_and_only_past_the_limit() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -296,12 +322,49 @@ mod tests {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(pages, i64::from(BRIEF_AUTOCHECKPOINT_PAGES));
+            assert_eq!(
+                pages, 0,
+                "the brief store checkpoints by itself (settle_brief)"
+            );
             let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
                 .fetch_one(pool)
                 .await
                 .unwrap();
             assert_eq!(sync, 1, "synchronous=NORMAL");
+            let wal = home.path().join("spawn.db-wal");
+            let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            sqlx::query("CREATE TABLE filler (b BLOB)")
+                .execute(pool)
+                .await
+                .unwrap();
+            // A new database's schema fills more than the limit.
+            assert!(wal_len() > BRIEF_WAL_LIMIT_BYTES);
+            brief.settle_brief().await.unwrap();
+            assert_eq!(wal_len(), 0);
+            // Under the limit, the WAL is left as it is.
+            sqlx::query("INSERT INTO filler VALUES (zeroblob(100))")
+                .execute(pool)
+                .await
+                .unwrap();
+            let small = wal_len();
+            assert!(small > 0 && small <= BRIEF_WAL_LIMIT_BYTES, "{small}");
+            brief.settle_brief().await.unwrap();
+            assert_eq!(wal_len(), small);
+            // Past it, checkpointed into the database and truncated, nothing lost.
+            for _ in 0..40 {
+                sqlx::query("INSERT INTO filler VALUES (zeroblob(4000))")
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            assert!(wal_len() > BRIEF_WAL_LIMIT_BYTES);
+            brief.settle_brief().await.unwrap();
+            assert_eq!(wal_len(), 0);
+            let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM filler")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(rows, 41);
             brief.close().await;
             // The daemon's store keeps SQLite's defaults.
             let full = Store::open_home(home.path()).await.unwrap();

@@ -493,20 +493,30 @@ impl Store {
              created_by, created_ms, started_ms, finished_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {RUN_COLUMNS}"
         );
-        on_pool!(self, p => sqlx::query_as::<_, RunRecord>(&sql)
-            .bind(&run.id)
-            .bind(&run.namespace)
-            .bind(&run.agent_id)
-            .bind(&run.spec)
-            .bind(run.state.as_str())
-            .bind(run.exit_code)
-            .bind(&run.error)
-            .bind(&run.created_by)
-            .bind(run.created_ms)
-            .bind(run.started_ms)
-            .bind(run.finished_ms)
-            .fetch_one(p)
-            .await)
+        // In a transaction of its own, committed by a statement of its own: SQLite commits
+        // an INSERT … RETURNING outside one only when the statement is reset, and a commit
+        // made there never runs the WAL's auto-checkpoint (a brief store's WAL would grow
+        // without end, and every opener read all of it).
+        on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let record = sqlx::query_as::<_, RunRecord>(&sql)
+                .bind(&run.id)
+                .bind(&run.namespace)
+                .bind(&run.agent_id)
+                .bind(&run.spec)
+                .bind(run.state.as_str())
+                .bind(run.exit_code)
+                .bind(&run.error)
+                .bind(&run.created_by)
+                .bind(run.created_ms)
+                .bind(run.started_ms)
+                .bind(run.finished_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(record)
+        }
+        .await)
         .map_err(StoreError::db("record a run"))
     }
 }
