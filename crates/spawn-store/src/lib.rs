@@ -306,6 +306,18 @@ pub(crate) fn new_id(prefix: &str) -> Result<String, StoreError> {
 mod tests {
     use super::*;
 
+    /// One integer PRAGMA of a SQLite store's connection.
+    async fn pragma(store: &Store, name: &str) -> i64 {
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("a home store is SQLite")
+        };
+        let (value,): (i64,) = sqlx::query_as(&format!("PRAGMA {name}"))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        value
+    }
+
     #[test]
     fn a_brief_store_checkpoints_its_wal_itself_and_only_past_the_limit() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -315,35 +327,25 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         rt.block_on(async {
             let brief = Store::open_home_brief(home.path()).await.unwrap();
+            assert_eq!(
+                pragma(&brief, "wal_autocheckpoint").await,
+                0,
+                "the brief store checkpoints by itself (settle_brief)"
+            );
+            assert_eq!(pragma(&brief, "synchronous").await, 1, "NORMAL");
             let Pool::Sqlite(pool) = &brief.pool else {
                 panic!("a home store is SQLite")
             };
-            let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            assert_eq!(
-                pages, 0,
-                "the brief store checkpoints by itself (settle_brief)"
-            );
-            let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            assert_eq!(sync, 1, "synchronous=NORMAL");
             let wal = home.path().join("spawn.db-wal");
             let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-            sqlx::query("CREATE TABLE filler (b BLOB)")
-                .execute(pool)
-                .await
-                .unwrap();
+            let write = |sql: &'static str| sqlx::query(sql).execute(pool);
+            write("CREATE TABLE filler (b BLOB)").await.unwrap();
             // A new database's schema fills more than the limit.
             assert!(wal_len() > BRIEF_WAL_LIMIT_BYTES);
             brief.settle_brief().await.unwrap();
             assert_eq!(wal_len(), 0);
             // Under the limit, the WAL is left as it is.
-            sqlx::query("INSERT INTO filler VALUES (zeroblob(100))")
-                .execute(pool)
+            write("INSERT INTO filler VALUES (zeroblob(100))")
                 .await
                 .unwrap();
             let small = wal_len();
@@ -352,8 +354,7 @@ mod tests {
             assert_eq!(wal_len(), small);
             // Past it, checkpointed into the database and truncated, nothing lost.
             for _ in 0..40 {
-                sqlx::query("INSERT INTO filler VALUES (zeroblob(4000))")
-                    .execute(pool)
+                write("INSERT INTO filler VALUES (zeroblob(4000))")
                     .await
                     .unwrap();
             }
@@ -366,16 +367,10 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, 41);
             brief.close().await;
-            // The daemon's store keeps SQLite's defaults.
+            // The daemon's store keeps SQLite's default, and settling it does nothing.
             let full = Store::open_home(home.path()).await.unwrap();
-            let Pool::Sqlite(pool) = &full.pool else {
-                panic!("a home store is SQLite")
-            };
-            let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            assert_eq!(pages, 1000);
+            assert_eq!(pragma(&full, "wal_autocheckpoint").await, 1000);
+            full.settle_brief().await.unwrap();
             full.close().await;
         });
     }
