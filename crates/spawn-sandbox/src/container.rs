@@ -12,7 +12,10 @@
 //! the container, whose listener reaches spawn over a socket runc passes in as fd 3:
 //! blocked calls are answered, counted and audited as in `native`.
 //!
-//! Not yet: writable host mounts (runc 1.1 has no idmapped mounts); they are refused.
+//! Host mounts are attached, idmapped where writable, in the runtime's own mount namespace
+//! before it starts (see `sys::attach_mounts_on_exec`). runc itself starts before the
+//! run's root and configuration are made: its configuration is fed through a FIFO once
+//! they are, and once the run's start is on record (see `config_feed`).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
