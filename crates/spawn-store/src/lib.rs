@@ -178,7 +178,9 @@ impl Store {
     /// left in shared memory by a process that ended is not trusted), and cannot tell
     /// frames already checkpointed from new ones: SQLite's own auto-checkpoint would copy
     /// the whole WAL again on every commit, and the WAL never restart. A truncated WAL
-    /// bounds both, at a checkpoint every few runs. Nothing for other stores.
+    /// bounds both, at a checkpoint every few runs. Nothing for other stores. Call it
+    /// last: it never waits for another process's readers, and the store does not wait
+    /// for locks after it.
     pub async fn settle_brief(&self) -> Result<(), StoreError> {
         let (Some(wal), Pool::Sqlite(pool)) = (&self.brief_wal, &self.pool) else {
             return Ok(());
@@ -187,7 +189,10 @@ impl Store {
         if len <= BRIEF_WAL_LIMIT_BYTES {
             return Ok(());
         }
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        // Without waiting: a truncating checkpoint waits for every reader of the WAL (a
+        // daemon's, on the same database) to move on; one that would have to wait is left
+        // to a later process. The store's last call (its connection keeps the setting).
+        sqlx::raw_sql("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE);")
             .execute(pool)
             .await
             .map(drop)
@@ -359,6 +364,23 @@ mod tests {
                     .unwrap();
             }
             assert!(wal_len() > BRIEF_WAL_LIMIT_BYTES);
+            // Another process's reader in the WAL (a daemon's): not waited for, the WAL
+            // left to a later process.
+            let daemon = Store::open_home(home.path()).await.unwrap();
+            let Pool::Sqlite(daemon_pool) = &daemon.pool else {
+                panic!("a home store is SQLite")
+            };
+            let mut reading = daemon_pool.begin().await.unwrap();
+            sqlx::query("SELECT count(*) FROM filler")
+                .fetch_one(&mut *reading)
+                .await
+                .unwrap();
+            let t = std::time::Instant::now();
+            brief.settle_brief().await.unwrap();
+            assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+            assert!(wal_len() > BRIEF_WAL_LIMIT_BYTES);
+            reading.rollback().await.unwrap();
+            daemon.close().await;
             brief.settle_brief().await.unwrap();
             assert_eq!(wal_len(), 0);
             let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM filler")
