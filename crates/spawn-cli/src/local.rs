@@ -26,13 +26,17 @@ pub(crate) const NAMESPACE: &str = "local";
 /// How many runs `spawn runs list` shows locally (the newest).
 const LIST_LIMIT: i64 = 100;
 
-/// A current-thread runtime for one store call.
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+/// A current-thread runtime for store calls.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("start the store's runtime")?
-        .block_on(f)
+        .context("start the store's runtime")
+}
+
+/// One store call on a runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    runtime()?.block_on(f)
 }
 
 /// As [`block_on`], for the recorder's writer: the runtime is never dropped. Dropping it
@@ -40,10 +44,7 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
 /// SQLite's close checkpoints the WAL into the database and deletes it (two fsyncs, an
 /// unlink) on the way out of every run.
 fn block_on_kept<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the store's runtime")?;
+    let rt = runtime()?;
     let out = rt.block_on(f);
     std::mem::forget(rt);
     out

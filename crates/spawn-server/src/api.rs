@@ -856,6 +856,36 @@ pub(crate) async fn authorize(
     if permissions(state, caller, ns).await?.allows(resource, verb) {
         return Ok(());
     }
+    let message = format!(
+        "{} may not {} {} in namespace {ns}",
+        caller.subject,
+        verb.as_str(),
+        resource.as_str()
+    );
+    Err(rbac_denied(
+        state,
+        caller,
+        req_id,
+        (resource.as_str(), ns),
+        verb.as_str(),
+        ("namespace", ns.to_owned()),
+        message,
+    )
+    .await)
+}
+
+/// A refusal by RBAC: counted, audited (`rbac.permission.denied` on `on` = (kind, the
+/// namespace), for `action`, with `detail`), and the 403 saying `message`.
+pub(crate) async fn rbac_denied(
+    state: &AppState,
+    caller: &Caller,
+    req_id: &str,
+    on: (&str, &str),
+    action: &str,
+    detail: (&str, String),
+    message: String,
+) -> ApiError {
+    let (kind, ns) = on;
     state
         .metrics
         .rbac_denials
@@ -867,25 +897,16 @@ pub(crate) async fn authorize(
                 EventType::RbacPermissionDenied,
                 principal(caller),
                 spawn_audit::Resource {
-                    kind: resource.as_str().into(),
+                    kind: kind.into(),
                     name: ns.to_owned(),
                 },
-                verb.as_str(),
+                action,
                 Outcome::Denied,
             )
-            .with_detail("namespace", ns.to_owned())
+            .with_detail(detail.0, detail.1)
         })
         .await;
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!(
-            "{} may not {} {} in namespace {ns}",
-            caller.subject,
-            verb.as_str(),
-            resource.as_str()
-        ),
-    ))
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
 /// A body that could not be read: too large (413) or cut off.

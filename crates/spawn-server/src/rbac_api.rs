@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 use crate::api::{
     authorize, body_error, check_name, if_match, list_params, not_found_in, permissions, principal,
-    role_of, with_etag, ApiError, Caller, Ctx, ListQ, ListQuery, RequestId, Shared,
+    rbac_denied, role_of, with_etag, ApiError, Caller, Ctx, ListQ, ListQuery, RequestId, Shared,
 };
 use crate::views::{CreatedKeyView, ErrorBody, KeyView, Page, RoleBindingView, RoleView};
 
@@ -90,34 +90,19 @@ async fn no_escalation(
     granted: &Permissions,
 ) -> Result<(), ApiError> {
     let holder = permissions(state, caller, ns).await?;
-    if let Err(e) = rbac::check_grant(&holder, granted) {
-        state
-            .metrics
-            .rbac_denials
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state
-            .audit(Event {
-                request_id: Some(req_id.to_owned()),
-                ..Event::new(
-                    EventType::RbacPermissionDenied,
-                    principal(caller),
-                    spawn_audit::Resource {
-                        kind: what.into(),
-                        name: ns.to_owned(),
-                    },
-                    "escalate",
-                    Outcome::Denied,
-                )
-                .with_detail("reason", e.to_string())
-            })
-            .await;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+    match rbac::check_grant(&holder, granted) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(rbac_denied(
+            state,
+            caller,
+            req_id,
+            (what, ns),
+            "escalate",
+            ("reason", e.to_string()),
             e.to_string(),
-        ));
+        )
+        .await),
     }
-    Ok(())
 }
 
 /// The permissions of the Role `name` as a binding in `ns` would grant them, if it exists.

@@ -11,21 +11,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, AGENT};
 use http_body_util::BodyExt as _;
 use hyper::body::{Bytes, Incoming};
 use serde_json::Value;
-
-const AGENT: &str = "apiVersion: spawn.dev/v1
-kind: Agent
-metadata:
-  name: bot
-  namespace: team
-spec:
-  command: [\"true\"]
-  sandbox:
-    runtime: native
-";
 
 const LIMITS: &str = "  requestsPerSecond: 100000\n  burst: 100000\n  authFailures: 100000\n";
 

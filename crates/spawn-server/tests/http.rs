@@ -11,23 +11,12 @@ use std::io::{Read as _, Write as _};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{spawnd, Daemon};
+use common::{spawnd, Daemon, AGENT};
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use spawn_auth::{ApiKey, KeyEnv};
 use spawn_store::Store;
-
-const AGENT: &str = "apiVersion: spawn.dev/v1
-kind: Agent
-metadata:
-  name: bot
-  namespace: team
-spec:
-  command: [\"true\"]
-  sandbox:
-    runtime: native
-";
 
 fn agent_named(name: &str, ns: &str) -> String {
     AGENT

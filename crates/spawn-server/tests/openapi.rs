@@ -13,23 +13,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, AGENT};
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
 
 /// Where scripts/install-deps.sh installs openapi-spec-validator.
 const VALIDATOR: &str = "/opt/spawn-tools/venv/bin/openapi-spec-validator";
-
-const AGENT: &str = "apiVersion: spawn.dev/v1
-kind: Agent
-metadata:
-  name: bot
-  namespace: team
-spec:
-  command: [\"true\"]
-  sandbox:
-    runtime: native
-";
 
 /// The served document, fetched without an API key.
 async fn document(c: &Client, d: &Daemon) -> Value {

@@ -10,6 +10,18 @@ use std::process::{Child, Command, Stdio};
 use spawn_auth::{ApiKey, KeyEnv};
 use spawn_store::{NewKey, Store};
 
+/// The agent most tests store: `team/bot`, running `true` on native.
+pub const AGENT: &str = "apiVersion: spawn.dev/v1
+kind: Agent
+metadata:
+  name: bot
+  namespace: team
+spec:
+  command: [\"true\"]
+  sandbox:
+    runtime: native
+";
+
 /// The `spawnd` binary: this package's, or the one beside `spawn` (for spawn-cli's tests,
 /// which `cargo test --workspace` builds too).
 pub fn spawnd() -> PathBuf {
