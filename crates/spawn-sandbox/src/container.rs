@@ -451,6 +451,25 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .and_then(|(pid, _)| pid.strip_prefix("spawn").unwrap_or(pid).parse::<i32>().ok())
             .is_some_and(|pid| pid > 0 && !crate::cgroups::process_alive(pid))
     };
+    // runsc leaves a lock file without state when it was killed while creating the
+    // container, and its control socket when it was killed running; runc and runsc both
+    // leave a state file cut short when killed while writing it. Neither can delete what
+    // it has no state for, or state it cannot load, so every later run would ask it
+    // again (one runtime start each, ~14 ms of CPU for runsc): such files of dead spawns
+    // go first, without asking. Their processes are in the run's groups, which
+    // `cgroups::reap_stale` kills.
+    match engine {
+        Engine::Runsc { .. } => {
+            for name in orphan_runsc_files(state, dead) {
+                let _ = std::fs::remove_file(state.join(name));
+            }
+        }
+        Engine::Runc => {
+            for id in unloadable_runc_states(state, dead) {
+                let _ = std::fs::remove_dir_all(state.join(id));
+            }
+        }
+    }
     // Those of spawn processes that are gone are deleted by id: reading the state
     // directory is cheap, unlike asking the runtime (`list`, one more process start).
     let stale: Vec<String> = state_ids(state)
@@ -463,15 +482,6 @@ fn reap_stale(engine: &Engine, bin: &Path, state: &Path, bundles: &Path) {
             .command(bin, state)
             .args(["delete", "--force", id])
             .output();
-    }
-    // runsc leaves a lock file without state when it was killed while creating the
-    // container, and its control socket when it was killed running; it cannot delete what
-    // it has no state for, so every later run would ask it again (one runsc start each):
-    // such files of dead spawns go.
-    if matches!(engine, Engine::Runsc { .. }) {
-        for name in orphan_runsc_files(state, dead) {
-            let _ = std::fs::remove_file(state.join(name));
-        }
     }
     if let Ok(entries) = std::fs::read_dir(bundles) {
         for e in entries.flatten() {
@@ -1183,7 +1193,7 @@ fn orphan_runsc_files(state: &Path, dead: impl Fn(&str) -> bool) -> Vec<String> 
         let prefix = format!("{id}_sandbox:");
         names
             .iter()
-            .any(|n| n.starts_with(&prefix) && n.ends_with(".state"))
+            .any(|n| n.starts_with(&prefix) && n.ends_with(".state") && state_loads(&state.join(n)))
     };
     names
         .iter()
@@ -1193,13 +1203,43 @@ fn orphan_runsc_files(state: &Path, dead: impl Fn(&str) -> bool) -> Vec<String> 
                 .and_then(|r| r.strip_suffix(".sock"))
             {
                 Some(id) => id,
-                None if n.ends_with(".lock") => n.split_once("_sandbox:").map_or("", |(id, _)| id),
+                None if n.ends_with(".lock") || n.ends_with(".state") => {
+                    n.split_once("_sandbox:").map_or("", |(id, _)| id)
+                }
                 None => return false,
             };
             id.starts_with("spawn") && dead(id) && !has_state(id)
         })
         .cloned()
         .collect()
+}
+
+/// The runc containers of dead spawns whose `state.json` runc cannot load (cut short,
+/// or not there while other files are): `runc delete` fails on them.
+fn unloadable_runc_states(state: &Path, dead: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|id| id.starts_with("spawn") && dead(id))
+        .filter(|id| {
+            let dir = state.join(id);
+            // An empty directory is one runc deletes itself.
+            std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
+                && !state_loads(&dir.join("state.json"))
+        })
+        .collect()
+}
+
+/// Whether a runtime's state file holds a whole JSON document (what runc and runsc must
+/// read to act on a container); a runtime killed while writing it leaves it cut short.
+fn state_loads(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .filter(|b| b.len() < (1 << 24))
+        .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok())
 }
 
 /// Whether runsc still holds state for container `id` (assumed when unreadable).
@@ -1572,6 +1612,11 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
+        std::fs::write(
+            dir.path().join("spawn42-tr_b_sandbox:spawn42-tr_b.state"),
+            r#"{"id":"spawn42-tr_b"}"#,
+        )
+        .unwrap();
         // spawn 42 is gone, spawn 7 is alive.
         let dead = |id: &str| id.starts_with("spawn42-");
         let mut found = orphan_runsc_files(dir.path(), dead);
@@ -1583,6 +1628,61 @@ mod tests {
                 "spawn42-tr_a_sandbox:spawn42-tr_a.lock"
             ]
         );
+    }
+
+    /// Every way a runtime killed while writing its state leaves it: runsc and runc
+    /// cannot load such a state, so spawn removes the dead spawn's files itself.
+    #[test]
+    fn state_that_no_runtime_can_load_is_an_orphan_of_a_dead_spawn() {
+        let whole = r#"{"id":"spawn42-tr_b","spec":{"process":{"args":["true"]}}}"#;
+        for (cut, expect_orphan) in [
+            ("", true),
+            ("{", true),
+            (&whole[..whole.len() / 2], true),
+            (&whole[..whole.len() - 1], true),
+            ("\0\0\0\0", true),
+            ("{} trailing", true),
+            (whole, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let names = [
+                "spawn42-tr_b_sandbox:spawn42-tr_b.lock",
+                "spawn42-tr_b_sandbox:spawn42-tr_b.state",
+                "runsc-spawn42-tr_b.sock",
+            ];
+            for name in names {
+                std::fs::write(dir.path().join(name), "").unwrap();
+            }
+            std::fs::write(dir.path().join(names[1]), cut).unwrap();
+            // The same bytes as a runc container's state.
+            let runc = dir.path().join("runc");
+            for id in ["spawn42-tr_b", "spawn7-tr_c"] {
+                std::fs::create_dir_all(runc.join(id)).unwrap();
+                std::fs::write(runc.join(id).join("state.json"), cut).unwrap();
+            }
+            std::fs::create_dir_all(runc.join("spawn42-tr_empty")).unwrap();
+            std::fs::create_dir_all(runc.join("spawn42-tr_nostate")).unwrap();
+            std::fs::write(runc.join("spawn42-tr_nostate/exec.fifo"), "").unwrap();
+
+            let dead = |id: &str| id.starts_with("spawn42-");
+            let mut found = orphan_runsc_files(dir.path(), dead);
+            found.sort();
+            let mut runc_found = unloadable_runc_states(&runc, dead);
+            runc_found.sort();
+            if expect_orphan {
+                let mut all = names.map(String::from).to_vec();
+                all.sort();
+                assert_eq!(found, all, "{cut:?}");
+                assert_eq!(
+                    runc_found,
+                    ["spawn42-tr_b", "spawn42-tr_nostate"],
+                    "{cut:?}"
+                );
+            } else {
+                assert!(found.is_empty(), "{found:?}");
+                assert_eq!(runc_found, ["spawn42-tr_nostate"]);
+            }
+        }
     }
 
     #[test]

@@ -295,6 +295,65 @@ fn the_sandbox_dies_with_spawn_even_without_its_guard() {
     assert!(dirs.is_empty(), "the next run did not reap {dirs:?}");
 }
 
+/// A runtime killed with spawn while writing a container's state leaves it cut short;
+/// neither runc nor runsc can delete a container whose state it cannot load, so without
+/// spawn's own reaping every later run asked again (a runtime start each). The next run
+/// removes such state of dead spawns, on both OCI runtimes, whatever the cut.
+#[test]
+fn runtime_state_cut_short_by_a_kill_is_reaped_by_the_next_run() {
+    let home = Home::new();
+    let whole = r#"{"id":"x","spec":{"ociVersion":"1.0.2","process":{"args":["true"]}}}"#;
+    for runtime in ["container", "gvisor"] {
+        // The directories exist once a run has used the runtime.
+        home.sh_on(runtime, &[], "true").assert_code(0);
+        for cut in [
+            "",
+            "{",
+            &whole[..whole.len() / 2],
+            &whole[..whole.len() - 1],
+        ] {
+            // A pid that was spawn's and is gone: a child that has exited.
+            let dead = std::process::Command::new("true")
+                .spawn()
+                .expect("start true");
+            let pid = dead.id();
+            let _ = { dead }.wait();
+            let id = format!("spawn{pid}-tr_cutshort");
+            let mut planted: Vec<String> = if runtime == "gvisor" {
+                let dir = std::path::Path::new("/dev/shm/spawn/runsc");
+                let files = [
+                    format!("{id}_sandbox:{id}.state"),
+                    format!("{id}_sandbox:{id}.lock"),
+                    format!("runsc-{id}.sock"),
+                ];
+                for f in &files {
+                    std::fs::write(dir.join(f), "").expect("plant a runsc file");
+                }
+                std::fs::write(dir.join(&files[0]), cut).expect("plant the state");
+                files
+                    .iter()
+                    .map(|f| dir.join(f).display().to_string())
+                    .collect()
+            } else {
+                let dir = std::path::Path::new("/dev/shm/spawn/runc").join(&id);
+                std::fs::create_dir_all(&dir).expect("plant a runc container");
+                std::fs::write(dir.join("state.json"), cut).expect("plant the state");
+                vec![dir.display().to_string()]
+            };
+            planted.sort();
+            let mut left = leftovers_of(pid);
+            left.sort();
+            assert_eq!(left, planted, "{runtime}: the planted state");
+            home.sh_on(runtime, &[], "true").assert_code(0);
+            assert_eq!(
+                leftovers_of(pid),
+                Vec::<String>::new(),
+                "{runtime}: state cut to {cut:?} outlived the next run"
+            );
+        }
+    }
+}
+
 /// Host processes whose cgroup is one of spawn `spawn_pid`'s runs (the agent's under native
 /// and runc; runsc, its gofer and the Sentry under gVisor), as `pid command`.
 fn processes_in_runs_of(spawn_pid: u32) -> Vec<String> {
