@@ -302,7 +302,10 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
         nix::sys::resource::setrlimit(*resource, v, v)
             .map_err(|e| SandboxError::setup("set rlimit", e))?;
     }
-    sys::drop_bounding_and_ambient()
+    // Every capability: the child's bounding set is not the parent's to read (a child
+    // in a user namespace of its own has a set of its own), and the child must not
+    // allocate to read its own; on the host's kernel the calls are cheap.
+    sys::drop_bounding_and_ambient(u64::MAX)
         .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
@@ -323,9 +326,11 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
 }
 
 /// Under gVisor, the command's side of the init: uid/gid 1000, no supplementary groups,
-/// an empty capability bounding set (changing every uid away from 0 clears the rest).
-fn drop_to_agent() -> Result<(), SandboxError> {
-    sys::drop_bounding().map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
+/// an empty capability bounding set (what of it is `bounding`, the init's own dropped it
+/// before the fork; changing every uid away from 0 clears the rest).
+fn drop_to_agent(bounding: u64) -> Result<(), SandboxError> {
+    sys::drop_bounding(bounding)
+        .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
     nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear groups", e))?;
     let gid = Gid::from_raw(AGENT_ID);
     let uid = Uid::from_raw(AGENT_ID);
@@ -579,13 +584,28 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     } else {
         None
     };
+    // Under gVisor the init starts as root of gVisor's kernel: the bounding set is
+    // emptied before the fork, so that the command inherits it empty (the effective
+    // capabilities the command's side needs to become the agent are not in it).
+    let mut bounding = 0;
     if args.gvisor_root {
         if let Err(e) = prune_dev() {
             return init_failed("remove the devices SPEC §5 does not list from /dev", e);
         }
+        if let Err(e) = sys::drop_bounding(sys::bounding_set()) {
+            return init_failed("drop the capability bounding set", e);
+        }
+        // Nothing, unless the kernel kept some: the command's side drops it again.
+        bounding = sys::bounding_set();
     }
     let landlock = (!args.landlock.read.is_empty() || !args.landlock.write.is_empty())
         .then_some(&args.landlock);
+    // Read before the fork: only what the init ignores needs resetting in the command.
+    let ignored = if args.gvisor_root {
+        sys::ignored_signals_of_gvisor_init()
+    } else {
+        sys::ignored_signals()
+    };
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
@@ -596,7 +616,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     }
     let child = match sys::fork() {
         Ok(None) => {
-            sys::reset_signals(u64::MAX);
+            sys::reset_signals(ignored);
             if let Some([stdin, stdout, stderr]) = &stdio {
                 let given = nix::unistd::dup2_stdin(stdin)
                     .and_then(|()| nix::unistd::dup2_stdout(stdout))
@@ -620,7 +640,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                 }
             }
             if args.gvisor_root {
-                if let Err(e) = drop_to_agent() {
+                if let Err(e) = drop_to_agent(bounding) {
                     sys::exit_now(init_failed("become the agent", e));
                 }
             }
@@ -672,7 +692,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     // to reap and forward signals.
     drop(stdio);
     if args.gvisor_root {
-        if let Err(e) = sys::drop_bounding().and_then(|()| sys::capset_clear()) {
+        if let Err(e) = sys::drop_bounding(bounding).and_then(|()| sys::capset_clear()) {
             return init_failed("drop the init's capabilities", e);
         }
     }

@@ -111,3 +111,37 @@ fn landlock_enforcement_is_reported() {
         assert_eq!(out.json()["landlock"], want, "{runtime}\n{out}");
     }
 }
+
+/// The agent starts like a program started from a shell: every signal at its default
+/// disposition and none blocked, on every runtime (spawn-init blocks and ignores some for
+/// itself, and resets in the command only what it knows it changed). Python changes
+/// SIGINT, SIGPIPE and SIGXFSZ itself, so SIGPIPE is checked through a pipeline instead:
+/// with SIGPIPE ignored, `yes` would complain of a broken pipe.
+#[test]
+fn the_agent_starts_with_default_signals_on_every_runtime() {
+    let home = Home::new();
+    let script = r#"
+import signal
+own = {signal.SIGKILL, signal.SIGSTOP, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ}
+changed = [int(s) for s in signal.valid_signals() if s not in own and signal.getsignal(s) != signal.SIG_DFL]
+print("changed", changed)
+print("blocked", sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+"#;
+    for runtime in ["native", "container", "gvisor"] {
+        let out = home
+            .cmd(["run", "--runtime", runtime, "--", "python3", "-c", script])
+            .run();
+        out.assert_code(0);
+        assert!(
+            out.body().contains("changed []\nblocked []"),
+            "{runtime}: the agent's signals are not all at their defaults:\n{out}"
+        );
+        let out = home.sh_on(runtime, &[], "yes | head -n 1; echo end");
+        out.assert_code(0);
+        assert_eq!(out.body(), "y\nend", "{runtime}: SIGPIPE\n{out}");
+        assert!(
+            !out.stderr.contains("Broken pipe"),
+            "{runtime}: the agent ignores SIGPIPE:\n{out}"
+        );
+    }
+}
