@@ -267,12 +267,49 @@ async fn open_sqlite_with(
         .await
         .map_err(StoreError::db("open the SQLite database"))?;
     if migrate {
-        SQLITE_MIGRATIONS
-            .run(&pool)
-            .await
-            .map_err(StoreError::migrate)?;
+        migrate_sqlite(&pool, brief).await?;
     }
     Ok(pool)
+}
+
+/// The version of the last SQLite migration, which `PRAGMA user_version` holds once every
+/// migration is applied (`None` if it does not fit SQLite's 32-bit field).
+fn sqlite_schema_version() -> Option<i64> {
+    SQLITE_MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .filter(|v| (1..=i64::from(i32::MAX)).contains(v))
+}
+
+/// Applies the SQLite migrations, and records in `PRAGMA user_version` that they are.
+/// A `brief` store (one run's record, on the path of every run's start) trusts that record
+/// and skips the migrator's own checks (its table created if missing, read and compared
+/// with the embedded migrations: as long as opening the database); a database whose
+/// record is older or newer than this build, or absent, goes through the migrator, which
+/// applies what is missing or refuses a database a newer spawn migrated.
+async fn migrate_sqlite(pool: &SqlitePool, brief: bool) -> Result<(), StoreError> {
+    let want = sqlite_schema_version();
+    if brief {
+        let have: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::db("read the database's schema version"))?;
+        if want == Some(have) {
+            return Ok(());
+        }
+    }
+    SQLITE_MIGRATIONS
+        .run(pool)
+        .await
+        .map_err(StoreError::migrate)?;
+    if let Some(version) = want {
+        sqlx::raw_sql(&format!("PRAGMA user_version = {version}"))
+            .execute(pool)
+            .await
+            .map_err(StoreError::db("record the database's schema version"))?;
+    }
+    Ok(())
 }
 
 /// The reason a database URL did not parse, without the URL (it may hold a password).
@@ -321,6 +358,93 @@ mod tests {
             .await
             .unwrap();
         value
+    }
+
+    /// The migrator runs wherever `user_version` does not say this build's schema: on a
+    /// new database, one migrated by an older build (a migration missing), and one that
+    /// says nothing; a brief store skips it only where it says exactly this schema. The
+    /// daemon's (full) open always runs it.
+    #[test]
+    fn a_brief_store_skips_the_migrator_only_on_a_database_of_this_schema() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let latest = sqlite_schema_version().unwrap();
+        assert_eq!(
+            latest,
+            SQLITE_MIGRATIONS.iter().count() as i64,
+            "versions are 1, 2, …"
+        );
+        rt.block_on(async {
+            let applied = |store: Store| async move {
+                let Pool::Sqlite(pool) = &store.pool else {
+                    panic!("a home store is SQLite")
+                };
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                (n, pragma(&store, "user_version").await)
+            };
+            // New, by a brief store and by the full open.
+            for brief in [true, false] {
+                let home = tempfile::tempdir().unwrap();
+                let store = if brief {
+                    Store::open_home_brief(home.path()).await.unwrap()
+                } else {
+                    Store::open_home(home.path()).await.unwrap()
+                };
+                assert_eq!(applied(store).await, (latest, latest), "brief: {brief}");
+            }
+            // Migrated by an older build (its last migration missing), with or without
+            // the record: the brief store applies what is missing.
+            for record in ["PRAGMA user_version = 0", "PRAGMA user_version = 3"] {
+                let home = tempfile::tempdir().unwrap();
+                let store = Store::open_home(home.path()).await.unwrap();
+                let Pool::Sqlite(pool) = &store.pool else {
+                    panic!("a home store is SQLite")
+                };
+                let last = format!("DELETE FROM _sqlx_migrations WHERE version = {latest}");
+                sqlx::raw_sql(&format!("DROP TABLE audit_cuts; {last}; {record}"))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                store.close().await;
+                let brief = Store::open_home_brief(home.path()).await.unwrap();
+                let Pool::Sqlite(pool) = &brief.pool else {
+                    panic!("a home store is SQLite")
+                };
+                sqlx::query("SELECT count(*) FROM audit_cuts")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{record}: the migration was not applied: {e}"));
+                assert_eq!(applied(brief).await, (latest, latest), "{record}");
+            }
+            // Where the record says this schema, the migrator is not asked: a table it
+            // would have made is not made again.
+            let home = tempfile::tempdir().unwrap();
+            let store = Store::open_home(home.path()).await.unwrap();
+            let Pool::Sqlite(pool) = &store.pool else {
+                panic!("a home store is SQLite")
+            };
+            sqlx::raw_sql("DROP TABLE _sqlx_migrations")
+                .execute(pool)
+                .await
+                .unwrap();
+            store.close().await;
+            let brief = Store::open_home_brief(home.path()).await.unwrap();
+            let Pool::Sqlite(pool) = &brief.pool else {
+                panic!("a home store is SQLite")
+            };
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            assert_eq!(tables, 0, "the brief store ran the migrator");
+        });
     }
 
     #[test]
