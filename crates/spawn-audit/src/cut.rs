@@ -190,10 +190,11 @@ pub fn verify_log(
         return Ok(v);
     }
     let records = n + v.records;
-    // The checkpoints after the cut, each against the heads from the frontier on.
+    // The checkpoints after the cut, each against the heads from the frontier on; a note
+    // that does not open (a bad signature, a forged or damaged file) is reported as in a
+    // log that was never cut: its size is not known, so it is not known to be before it.
     v.broken = notes.iter().find_map(|(file, opened)| {
-        let c = opened.as_ref().ok()?;
-        if c.size <= n {
+        if opened.as_ref().is_ok_and(|c| c.size <= n) {
             return None;
         }
         crate::checkpoint::against(file, opened, &heads, records)
@@ -339,6 +340,29 @@ mod tests {
                 )
                 .unwrap();
                 assert!(v.broken.is_some(), "n={n}");
+            }
+            // A note that does not open is named after a cut as in a log never cut
+            // (its size is not known, so it is not known to be before the cut).
+            let other = SigningKey::generate("spawn.audit/t").unwrap();
+            let forged = other.sign(&Checkpoint {
+                origin: key.name().into(),
+                size: 3,
+                root: tree(&lines[..3]).root(),
+            });
+            for bad in [forged.as_str(), "", "not a note\n"] {
+                let mut notes = vec![signed(&key, &lines, 5), signed(&key, &lines, 40)];
+                notes.push(("3.note".into(), key.verifier().open(bad)));
+                let whole = verify_log(text(&lines).as_bytes(), &notes, &[]).unwrap();
+                let after =
+                    verify_log(text(rest).as_bytes(), &notes, std::slice::from_ref(&opened))
+                        .unwrap();
+                for v in [whole, after] {
+                    let broken = v.broken.unwrap_or_else(|| panic!("n={n}: {bad:?} passed"));
+                    assert!(
+                        broken.reason.starts_with("checkpoint 3.note: "),
+                        "{broken:?}"
+                    );
+                }
             }
         }
     }
