@@ -364,6 +364,21 @@ mod tests {
     /// new database, one migrated by an older build (a migration missing), and one that
     /// says nothing; a brief store skips it only where it says exactly this schema. The
     /// daemon's (full) open always runs it.
+    fn sqlite(store: &Store) -> &SqlitePool {
+        let Pool::Sqlite(pool) = &store.pool else {
+            panic!("a home store is SQLite")
+        };
+        pool
+    }
+
+    /// A brief store of `home`, after the daemon's store made it and ran `sql` on it.
+    async fn brief_after(home: &Path, sql: &str) -> Store {
+        let store = Store::open_home(home).await.unwrap();
+        sqlx::raw_sql(sql).execute(sqlite(&store)).await.unwrap();
+        store.close().await;
+        Store::open_home_brief(home).await.unwrap()
+    }
+
     #[test]
     fn a_brief_store_skips_the_migrator_only_on_a_database_of_this_schema() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -401,22 +416,14 @@ mod tests {
             // the record: the brief store applies what is missing.
             for record in ["PRAGMA user_version = 0", "PRAGMA user_version = 3"] {
                 let home = tempfile::tempdir().unwrap();
-                let store = Store::open_home(home.path()).await.unwrap();
-                let Pool::Sqlite(pool) = &store.pool else {
-                    panic!("a home store is SQLite")
-                };
                 let last = format!("DELETE FROM _sqlx_migrations WHERE version = {latest}");
-                sqlx::raw_sql(&format!("DROP TABLE audit_cuts; {last}; {record}"))
-                    .execute(pool)
-                    .await
-                    .unwrap();
-                store.close().await;
-                let brief = Store::open_home_brief(home.path()).await.unwrap();
-                let Pool::Sqlite(pool) = &brief.pool else {
-                    panic!("a home store is SQLite")
-                };
+                let brief = brief_after(
+                    home.path(),
+                    &format!("DROP TABLE audit_cuts; {last}; {record}"),
+                )
+                .await;
                 sqlx::query("SELECT count(*) FROM audit_cuts")
-                    .fetch_one(pool)
+                    .fetch_one(sqlite(&brief))
                     .await
                     .unwrap_or_else(|e| panic!("{record}: the migration was not applied: {e}"));
                 assert_eq!(applied(brief).await, (latest, latest), "{record}");
@@ -424,23 +431,11 @@ mod tests {
             // Where the record says this schema, the migrator is not asked: a table it
             // would have made is not made again.
             let home = tempfile::tempdir().unwrap();
-            let store = Store::open_home(home.path()).await.unwrap();
-            let Pool::Sqlite(pool) = &store.pool else {
-                panic!("a home store is SQLite")
-            };
-            sqlx::raw_sql("DROP TABLE _sqlx_migrations")
-                .execute(pool)
-                .await
-                .unwrap();
-            store.close().await;
-            let brief = Store::open_home_brief(home.path()).await.unwrap();
-            let Pool::Sqlite(pool) = &brief.pool else {
-                panic!("a home store is SQLite")
-            };
+            let brief = brief_after(home.path(), "DROP TABLE _sqlx_migrations").await;
             let tables: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM sqlite_master WHERE name = '_sqlx_migrations'",
             )
-            .fetch_one(pool)
+            .fetch_one(sqlite(&brief))
             .await
             .unwrap();
             assert_eq!(tables, 0, "the brief store ran the migrator");
