@@ -24,6 +24,15 @@ fn agent_named(name: &str, ns: &str) -> String {
         .replace("namespace: team", &format!("namespace: {ns}"))
 }
 
+/// GETs `path` with `key`.
+async fn get_as(c: &Client, d: &Daemon, key: &str, path: &str) -> reqwest::Response {
+    c.get(d.url(path))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// PUTs `body` to `path` with `key`; returns the status.
 async fn put_as(c: &Client, d: &Daemon, key: &str, path: &str, body: &str) -> reqwest::Response {
     c.put(d.url(path))
@@ -144,12 +153,7 @@ async fn scenario(d: &mut Daemon) {
         logs(&c, d, "team", &long_id).await,
         vec![("stdout".into(), "before\nafter\n".into())]
     );
-    let res = c
-        .get(d.url("/v1/namespaces/team/agents/kept"))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(&c, d, &d.admin, "/v1/namespaces/team/agents/kept").await;
     assert_eq!(res.status(), 200);
     // init refuses to run twice (a second admin key is not made behind anyone's back).
     let again = Command::new(spawnd())
@@ -164,23 +168,15 @@ async fn scenario(d: &mut Daemon) {
     // The events of the daemon before and after its restart are in the database's copy,
     // one unbroken log.
     let auditor = d.key_for("auditor-2", "auditor", "*", false).await;
-    let v: Value = c
-        .get(d.url("/v1/audit/verify"))
-        .header("x-api-key", &auditor)
-        .send()
+    let v: Value = get_as(&c, d, &auditor, "/v1/audit/verify")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["intact"], true, "{v}");
     assert!(v["checkpoints"].as_u64().unwrap() >= 1, "{v}");
-    let export = c
-        .get(d.url("/v1/audit/export"))
-        .header("x-api-key", &auditor)
-        .send()
+    let export = get_as(&c, d, &auditor, "/v1/audit/export")
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -204,12 +200,7 @@ async fn audit_api(d: &Daemon, c: &Client) {
         ("an auditor of one namespace", &local),
     ] {
         for path in ["/v1/audit/events", "/v1/audit/export", "/v1/audit/verify"] {
-            let res = c
-                .get(d.url(path))
-                .header("x-api-key", key)
-                .send()
-                .await
-                .unwrap();
+            let res = get_as(c, d, key, path).await;
             assert_eq!(res.status(), 403, "{who} {path}");
         }
     }
@@ -362,43 +353,30 @@ async fn audit_api(d: &Daemon, c: &Client) {
         .collect();
     let want = serde_json::to_value(spawn_audit::query::capabilities(&kept)).unwrap();
     assert!(!want.as_array().unwrap().is_empty());
-    let caps: Value = c
-        .get(d.url(&format!("/v1/audit/capabilities?agent={agent}")))
-        .header("x-api-key", &auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let caps: Value = get_as(
+        c,
+        d,
+        &auditor,
+        &format!("/v1/audit/capabilities?agent={agent}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(caps["capabilities"], want, "{caps}");
     for q in ["", "?agent=", "?agent=x&since=1d", "?agent=x&bogus=1"] {
-        let res = c
-            .get(d.url(&format!("/v1/audit/capabilities{q}")))
-            .header("x-api-key", &auditor)
-            .send()
-            .await
-            .unwrap();
+        let res = get_as(c, d, &auditor, &format!("/v1/audit/capabilities{q}")).await;
         assert_eq!(res.status(), 400, "{q}");
     }
 
     // The export is the log file, bit for bit; the check passes.
-    let export = c
-        .get(d.url("/v1/audit/export"))
-        .header("x-api-key", &auditor)
-        .send()
-        .await
-        .unwrap();
+    let export = get_as(c, d, &auditor, "/v1/audit/export").await;
     assert_eq!(export.status(), 200);
     assert_eq!(export.headers()["content-type"], "application/x-ndjson");
     let bytes = export.bytes().await.unwrap();
     assert_eq!(bytes.as_ref(), d.audit().as_bytes());
-    let v: Value = c
-        .get(d.url("/v1/audit/verify"))
-        .header("x-api-key", &auditor)
-        .send()
+    let v: Value = get_as(c, d, &auditor, "/v1/audit/verify")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -774,15 +752,16 @@ async fn rbac_over_the_api(d: &Daemon, c: &Client) {
     )
     .await;
     assert_eq!(res.status(), 201);
-    let role: Value = c
-        .get(d.url("/v1/namespaces/production/roles/agent-operator"))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let role: Value = get_as(
+        c,
+        d,
+        &d.admin,
+        "/v1/namespaces/production/roles/agent-operator",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(role["rules"][0]["resources"][0], "agents");
     // A key for alice (made in the store: the API makes keys only for new ServiceAccounts).
     let alice = d
@@ -962,26 +941,13 @@ async fn keys_over_the_api(d: &Daemon, c: &Client) {
     let key = made["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("spawn_sk_test_"));
     assert_eq!(made["principal"]["name"], "ci");
-    let me: Value = c
-        .get(d.url("/v1/whoami"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_as(c, d, &key, "/v1/whoami").await.json().await.unwrap();
     assert_eq!(
         (me["name"].as_str(), me["test"].as_bool()),
         (Some("ci"), Some(true))
     );
     // Shown once: never in a list.
-    let list = c
-        .get(d.url("/v1/namespaces/team/keys"))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap();
+    let list = get_as(c, d, &d.admin, "/v1/namespaces/team/keys").await;
     assert_eq!(list.status(), 200);
     let list_text = list.text().await.unwrap();
     assert!(list_text.contains(made["id"].as_str().unwrap()));
@@ -1025,12 +991,7 @@ async fn keys_over_the_api(d: &Daemon, c: &Client) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = c
-        .get(d.url("/v1/whoami"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(c, d, &key, "/v1/whoami").await;
     error_of(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
 
@@ -1047,12 +1008,8 @@ async fn post_run(c: &Client, d: &Daemon, key: &str, ns: &str, body: Value) -> r
 async fn wait_state(c: &Client, d: &Daemon, ns: &str, id: &str, states: &[&str]) -> Value {
     let until = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let r: Value = c
-            .get(d.url(&format!("/v1/namespaces/{ns}/runs/{id}")))
-            .header("x-api-key", &d.admin)
-            .send()
+        let r: Value = get_as(c, d, &d.admin, &format!("/v1/namespaces/{ns}/runs/{id}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -1067,15 +1024,16 @@ async fn wait_state(c: &Client, d: &Daemon, ns: &str, id: &str, states: &[&str])
 /// A run's output as (stream, text), merging consecutive pieces of one stream.
 async fn logs(c: &Client, d: &Daemon, ns: &str, id: &str) -> Vec<(String, String)> {
     use base64::Engine as _;
-    let body: Value = c
-        .get(d.url(&format!("/v1/namespaces/{ns}/runs/{id}/logs")))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_as(
+        c,
+        d,
+        &d.admin,
+        &format!("/v1/namespaces/{ns}/runs/{id}/logs"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let mut out: Vec<(String, String)> = Vec::new();
     for item in body["items"].as_array().unwrap() {
         let stream = item["stream"].as_str().unwrap().to_owned();
@@ -1410,12 +1368,7 @@ async fn runs(d: &Daemon, c: &Client) {
     )
     .await;
     // A run is found only in its namespace; ids that are not ids are refused.
-    let res = c
-        .get(d.url(&format!("/v1/namespaces/prod/runs/{id}")))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(c, d, &d.admin, &format!("/v1/namespaces/prod/runs/{id}")).await;
     error_of(res, StatusCode::NOT_FOUND, "not_found").await;
     // Every other spelling of a run id is a 400 before any lookup; a well-formed id of
     // no run is a 404.
@@ -1446,28 +1399,25 @@ async fn runs(d: &Daemon, c: &Client) {
         &prefix,
         "tr_aaaaaaaaaaaaaaaaaaaaaaaa%C3%A9",
     ] {
-        let res = c
-            .get(d.url(&format!("/v1/namespaces/team/runs/{bad}")))
-            .header("x-api-key", &d.admin)
-            .send()
-            .await
-            .unwrap();
+        let res = get_as(c, d, &d.admin, &format!("/v1/namespaces/team/runs/{bad}")).await;
         error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
     }
     // Percent-encoding a character of a real id still names it.
-    let res = c
-        .get(d.url(&format!("/v1/namespaces/team/runs/{encoded_last}")))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(
+        c,
+        d,
+        &d.admin,
+        &format!("/v1/namespaces/team/runs/{encoded_last}"),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK, "{encoded_last}");
-    let res = c
-        .get(d.url("/v1/namespaces/team/runs/tr_aaaaaaaaaaaaaaaaaaaaaaaaaa"))
-        .header("x-api-key", &d.admin)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(
+        c,
+        d,
+        &d.admin,
+        "/v1/namespaces/team/runs/tr_aaaaaaaaaaaaaaaaaaaaaaaaaa",
+    )
+    .await;
     error_of(res, StatusCode::NOT_FOUND, "not_found").await;
     // (Spaces around a header's value are not part of it in HTTP: " 1" is "1".)
     for bad in [
@@ -1758,12 +1708,13 @@ async fn hostile(d: &Daemon, c: &Client) {
         &"a".repeat(64),
         "%E2%80%AEbot",
     ] {
-        let res = c
-            .get(d.url(&format!("/v1/namespaces/team/agents/{name}")))
-            .header("x-api-key", &d.admin)
-            .send()
-            .await
-            .unwrap();
+        let res = get_as(
+            c,
+            d,
+            &d.admin,
+            &format!("/v1/namespaces/team/agents/{name}"),
+        )
+        .await;
         let status = res.status();
         assert!(status == 400 || status == 404, "{name}: {status}");
         let body: Value = res.json().await.unwrap();
@@ -1806,12 +1757,7 @@ async fn hostile(d: &Daemon, c: &Client) {
         "bogus=1",
         "limit=1&limit=2",
     ] {
-        let res = c
-            .get(d.url(&format!("/v1/namespaces/team/agents?{q}")))
-            .header("x-api-key", &d.admin)
-            .send()
-            .await
-            .unwrap();
+        let res = get_as(c, d, &d.admin, &format!("/v1/namespaces/team/agents?{q}")).await;
         error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
     }
     // Routes and methods that do not exist.
@@ -2017,12 +1963,7 @@ async fn audit_completeness(d: &Daemon, c: &Client) {
     );
 
     // rbac.permission.denied: a developer of `team` reading another namespace's roles.
-    let res = c
-        .get(d.url("/v1/namespaces/other/roles"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(c, d, &key, "/v1/namespaces/other/roles").await;
     assert_eq!(res.status(), 403);
     let r = ev(&records(d), "rbac.permission.denied", &req_of(&res));
     assert_eq!(
@@ -2046,12 +1987,7 @@ async fn audit_completeness(d: &Daemon, c: &Client) {
     assert_eq!(p["principal"]["id"], key_id.as_str());
     assert_eq!(p["details"]["rule"], "blocked-destination");
     assert_eq!(p["details"]["field"], "spec.capabilities.net.allowlist[0]");
-    let res = c
-        .get(d.url("/v1/namespaces/team/agents/meta"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let res = get_as(c, d, &key, "/v1/namespaces/team/agents/meta").await;
     assert_eq!(res.status(), 404, "a refused agent was stored");
 
     // agent.create, agent.start (queued by the API, then the sandbox's), agent.stop,
@@ -2269,12 +2205,7 @@ async fn no_audit_no_action() {
         .id;
     // Each key logged in while the log could take it.
     for k in [&d.admin, &viewer, &dev, &victim] {
-        let res = c
-            .get(d.url("/v1/whoami"))
-            .header("x-api-key", k)
-            .send()
-            .await
-            .unwrap();
+        let res = get_as(&c, &d, k, "/v1/whoami").await;
         assert_eq!(res.status(), 200);
     }
     fill(&audit_dir);
