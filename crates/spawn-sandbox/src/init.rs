@@ -302,10 +302,7 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
         nix::sys::resource::setrlimit(*resource, v, v)
             .map_err(|e| SandboxError::setup("set rlimit", e))?;
     }
-    // Every capability: the child's bounding set is not the parent's to read (a child
-    // in a user namespace of its own has a set of its own), and the child must not
-    // allocate to read its own; on the host's kernel the calls are cheap.
-    sys::drop_bounding_and_ambient(u64::MAX)
+    sys::drop_bounding_and_ambient()
         .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::sys::prctl::set_no_new_privs().map_err(|e| SandboxError::setup("set no_new_privs", e))?;
@@ -325,12 +322,10 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
     Ok(())
 }
 
-/// Under gVisor, the command's side of the init: uid/gid 1000, no supplementary groups,
-/// an empty capability bounding set (what of it is `bounding`, the init's own dropped it
-/// before the fork; changing every uid away from 0 clears the rest).
-fn drop_to_agent(bounding: u64) -> Result<(), SandboxError> {
-    sys::drop_bounding(bounding)
-        .map_err(|e| SandboxError::setup("drop capability bounding set", e))?;
+/// Under gVisor, the command's side of the init: uid/gid 1000, no supplementary groups
+/// (the bounding set came empty from the init; changing every uid away from 0 clears the
+/// rest).
+fn drop_to_agent() -> Result<(), SandboxError> {
     nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear groups", e))?;
     let gid = Gid::from_raw(AGENT_ID);
     let uid = Uid::from_raw(AGENT_ID);
@@ -585,9 +580,8 @@ pub fn oci_init(args: &InitArgs) -> i32 {
         None
     };
     // Under gVisor the init starts as root of gVisor's kernel: the bounding set is
-    // emptied before the fork, so that the command inherits it empty (the effective
+    // emptied before the fork, once, so that the command inherits it empty (the effective
     // capabilities the command's side needs to become the agent are not in it).
-    let mut bounding = 0;
     if args.gvisor_root {
         if let Err(e) = prune_dev() {
             return init_failed("remove the devices SPEC §5 does not list from /dev", e);
@@ -595,8 +589,6 @@ pub fn oci_init(args: &InitArgs) -> i32 {
         if let Err(e) = sys::drop_bounding(sys::bounding_set()) {
             return init_failed("drop the capability bounding set", e);
         }
-        // Nothing, unless the kernel kept some: the command's side drops it again.
-        bounding = sys::bounding_set();
     }
     let landlock = (!args.landlock.read.is_empty() || !args.landlock.write.is_empty())
         .then_some(&args.landlock);
@@ -640,7 +632,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                 }
             }
             if args.gvisor_root {
-                if let Err(e) = drop_to_agent(bounding) {
+                if let Err(e) = drop_to_agent() {
                     sys::exit_now(init_failed("become the agent", e));
                 }
             }
@@ -692,7 +684,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     // to reap and forward signals.
     drop(stdio);
     if args.gvisor_root {
-        if let Err(e) = sys::drop_bounding(bounding).and_then(|()| sys::capset_clear()) {
+        if let Err(e) = sys::capset_clear() {
             return init_failed("drop the init's capabilities", e);
         }
     }

@@ -436,10 +436,12 @@ struct libc_cap_data {
     inheritable: u32,
 }
 
-/// Drops every capability of `present` (the bounding set, as from [`bounding_set`]) from
-/// the bounding set and clears the ambient set.
-pub(crate) fn drop_bounding_and_ambient(present: u64) -> io::Result<()> {
-    drop_bounding(present)?;
+/// Drops every capability from the bounding set and clears the ambient set. Every one of
+/// the 64 is asked for: a forked child's bounding set is not its parent's to read (one in
+/// a user namespace of its own has a set of its own) and the child must not allocate to
+/// read its own; on the host's kernel the calls are cheap.
+pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
+    drop_bounding(u64::MAX)?;
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe {
         libc::prctl(

@@ -360,10 +360,6 @@ mod tests {
         value
     }
 
-    /// The migrator runs wherever `user_version` does not say this build's schema: on a
-    /// new database, one migrated by an older build (a migration missing), and one that
-    /// says nothing; a brief store skips it only where it says exactly this schema. The
-    /// daemon's (full) open always runs it.
     fn sqlite(store: &Store) -> &SqlitePool {
         let Pool::Sqlite(pool) = &store.pool else {
             panic!("a home store is SQLite")
@@ -379,6 +375,10 @@ mod tests {
         Store::open_home_brief(home).await.unwrap()
     }
 
+    /// The migrator runs wherever `user_version` does not say this build's schema: on a
+    /// new database, one migrated by an older build (a migration missing), and one that
+    /// says nothing; a brief store skips it only where it says exactly this schema. The
+    /// daemon's (full) open always runs it.
     #[test]
     fn a_brief_store_skips_the_migrator_only_on_a_database_of_this_schema() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -393,11 +393,8 @@ mod tests {
         );
         rt.block_on(async {
             let applied = |store: Store| async move {
-                let Pool::Sqlite(pool) = &store.pool else {
-                    panic!("a home store is SQLite")
-                };
                 let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-                    .fetch_one(pool)
+                    .fetch_one(sqlite(&store))
                     .await
                     .unwrap();
                 (n, pragma(&store, "user_version").await)
