@@ -487,24 +487,23 @@ pub enum Signed {
 
 /// Checks the chain of the log at `log_path` as it stands ([`crate::snapshot`]) and signs
 /// the head of its tree with `key` ([`keep`]), unless it is broken or already signed at
-/// this size. Reads the whole log.
+/// this size. Reads the whole log; a log cut by retention from the cut on (the cut's note
+/// among its checkpoints, signed by `key`: [`crate::cut::verify_log`]).
 pub fn sign_log(log_path: &Path, key: &SigningKey) -> Result<Signed, AuditError> {
     use std::io::Read as _;
+    let dir = log_path.parent().unwrap_or(Path::new("."));
+    let cuts = crate::cut::cuts_in(&key.verifier(), &notes(dir)?);
     let (file, len) = crate::snapshot(log_path)?;
-    let mut tree = Frontier::default();
-    let v = crate::chain::verify_with(std::io::BufReader::new(file.take(len)), true, |_, h| {
-        if let Some(leaf) = leaf_of(h) {
-            tree.push(leaf);
-        }
-    })
-    .map_err(|source| AuditError::Read {
-        path: log_path.to_owned(),
-        source,
-    })?;
+    let (v, tree) =
+        crate::cut::verify_log_tree(std::io::BufReader::new(file.take(len)), &[], &cuts).map_err(
+            |source| AuditError::Read {
+                path: log_path.to_owned(),
+                source,
+            },
+        )?;
     if let Some(b) = v.broken {
         return Ok(Signed::Broken(b));
     }
-    let dir = log_path.parent().unwrap_or(Path::new("."));
     let size = tree.size();
     if dir_of(dir).join(format!("{size:020}.note")).exists() {
         return Ok(Signed::Unchanged { size });
@@ -525,6 +524,15 @@ pub fn verify_log(
     whole: bool,
     notes: &[Opened],
 ) -> std::io::Result<crate::chain::Verified> {
+    verify_log_tree(input, whole, notes).map(|(v, _)| v)
+}
+
+/// [`verify_log`], with the tree over the records it read.
+pub(crate) fn verify_log_tree(
+    input: impl std::io::BufRead,
+    whole: bool,
+    notes: &[Opened],
+) -> std::io::Result<(crate::chain::Verified, Frontier)> {
     let sizes: std::collections::BTreeSet<u64> = notes
         .iter()
         .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.size))
@@ -544,7 +552,7 @@ pub fn verify_log(
             .iter()
             .find_map(|(file, opened)| against(file, opened, &heads, v.records));
     }
-    Ok(v)
+    Ok((v, tree))
 }
 
 /// What is wrong with one checkpoint of a log of `records` records whose heads at the
@@ -601,16 +609,37 @@ pub struct Inclusion {
 }
 
 /// The inclusion proof of record `seq` in the tree of `checkpoint`, from the log read from
-/// `input` (whole); an error if the log is broken within the checkpoint, has no such
-/// record, or is not the history the checkpoint signed.
+/// `input` (whole, or from one of `cuts` on); an error if the log is broken within the
+/// checkpoint, has no such record (a record cut included), or is not the history the
+/// checkpoint signed.
 pub fn prove(
-    input: impl std::io::BufRead,
+    mut input: impl std::io::BufRead,
     checkpoint: &Checkpoint,
     seq: u64,
+    cuts: &[crate::cut::Cut],
 ) -> Result<Inclusion, String> {
+    let first = crate::cut::first_seq(&mut input)
+        .map_err(|e| format!("cannot read the log: {e}"))?
+        .unwrap_or(1);
+    let cut = match first {
+        0 | 1 => None,
+        _ => Some(
+            cuts.iter()
+                .find(|c| c.checkpoint.size == first - 1)
+                .ok_or_else(|| {
+                    format!("the log starts at seq {first} and no signed cut says why: records were removed")
+                })?,
+        ),
+    };
+    let n = cut.map_or(0, |c| c.checkpoint.size);
+    if seq <= n {
+        return Err(format!(
+            "record {seq} was deleted by retention (the log was cut at seq {n} under a signed cut)"
+        ));
+    }
     let mut leaves = Vec::new();
     let mut record_hash = None;
-    let v = crate::chain::verify_with(input, true, |s, hash| {
+    let v = crate::chain::verify_with(input, cut.is_none(), |s, hash| {
         if s <= checkpoint.size {
             if let Some(leaf) = leaf_of(hash) {
                 leaves.push(leaf);
@@ -624,18 +653,25 @@ pub fn prove(
     if let Some(b) = v.broken.filter(|b| b.seq <= checkpoint.size) {
         return Err(format!("the log is broken at seq {}: {}", b.seq, b.reason));
     }
+    if let Some(c) = cut {
+        if v.anchor.as_deref() != Some(c.anchor.as_str()) {
+            return Err(format!(
+                "the log's records after the cut at seq {n} do not follow it: they were changed"
+            ));
+        }
+    }
     let (Some(leaf_index), Some(hash)) = (seq.checked_sub(1), record_hash) else {
         return Err(format!("there is no record with seq {seq}"));
     };
-    if crate::merkle::root(&leaves) != checkpoint.root {
+    let tree = crate::merkle::Pruned::new(cut.map_or(&[], |c| c.frontier.nodes()), &leaves);
+    if tree.size() != checkpoint.size || tree.root() != Some(checkpoint.root) {
         return Err(format!(
             "the log's first {} records are not those the checkpoint signed: the log was rewritten",
             checkpoint.size
         ));
     }
-    let proof = usize::try_from(leaf_index)
-        .ok()
-        .and_then(|i| crate::merkle::inclusion_proof(&leaves, i))
+    let proof = tree
+        .inclusion_proof(leaf_index)
         .ok_or_else(|| "the record is not in the checkpoint's tree".to_owned())?;
     Ok(Inclusion {
         hash,

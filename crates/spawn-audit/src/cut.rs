@@ -21,6 +21,10 @@
 //! newest records still shows (the later checkpoints hold more), and a cut cannot be made
 //! up without the key: a log whose first records are gone without one does not verify.
 
+mod file;
+
+pub use file::{cut_file, hold_for_reading, records_start, FileCut};
+
 use std::io::BufRead;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -149,16 +153,25 @@ pub fn cuts_in(key: &VerifierKey, notes: &[(std::path::PathBuf, String)]) -> Vec
 /// anchor); the tree then goes on from the cut's frontier, and the checkpoints at or after
 /// the cut are checked as before (those before it cannot be, and are passed over).
 pub fn verify_log(
-    mut input: impl BufRead,
+    input: impl BufRead,
     notes: &[Opened],
     cuts: &[Cut],
 ) -> std::io::Result<Verified> {
+    verify_log_tree(input, notes, cuts).map(|(v, _)| v)
+}
+
+/// [`verify_log`], with the tree over the records it read (from the cut's frontier on).
+pub(crate) fn verify_log_tree(
+    mut input: impl BufRead,
+    notes: &[Opened],
+    cuts: &[Cut],
+) -> std::io::Result<(Verified, Frontier)> {
     let first = first_seq(&mut input)?;
     let cut = first
         .filter(|s| *s > 1)
         .and_then(|s| cuts.iter().find(|c| c.checkpoint.size == s - 1));
     let Some(cut) = cut else {
-        return crate::checkpoint::verify_log(input, true, notes);
+        return crate::checkpoint::verify_log_tree(input, true, notes);
     };
     let n = cut.checkpoint.size;
     let sizes: std::collections::BTreeSet<u64> = notes
@@ -177,7 +190,7 @@ pub fn verify_log(
         }
     })?;
     if v.broken.is_some() {
-        return Ok(v);
+        return Ok((v, tree));
     }
     if v.anchor.as_deref() != Some(cut.anchor.as_str()) {
         v.broken = Some(Broken {
@@ -187,7 +200,7 @@ pub fn verify_log(
                 "its prevHash is not the hash the cut at seq {n} signed: the records after the cut were changed"
             ),
         });
-        return Ok(v);
+        return Ok((v, tree));
     }
     let records = n + v.records;
     // The checkpoints after the cut, each against the heads from the frontier on; a note
@@ -199,12 +212,12 @@ pub fn verify_log(
         }
         crate::checkpoint::against(file, opened, &heads, records)
     });
-    Ok(v)
+    Ok((v, tree))
 }
 
 /// The seq of the first record in `input`, without consuming it (lines that are not
 /// records before it are left too).
-fn first_seq(input: &mut impl BufRead) -> std::io::Result<Option<u64>> {
+pub(crate) fn first_seq(input: &mut impl BufRead) -> std::io::Result<Option<u64>> {
     #[derive(serde::Deserialize)]
     struct Seq {
         seq: u64,

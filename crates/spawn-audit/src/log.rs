@@ -146,14 +146,17 @@ impl AuditLog {
     }
 }
 
-/// Reads every record of the log at `path`. A line that is not a valid record — a torn
-/// line left by a crash included — is an error naming its line number.
+/// Reads every record of the log at `path` (from the first record kept, after a cut). A
+/// line that is not a valid record — a torn line left by a crash included — is an error
+/// naming its line number (counted from the first record kept).
+/// Reads from the first record kept (see [`snapshot`]).
 pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
     let read_err = |source| AuditError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut reader = BufReader::new(File::open(path).map_err(read_err)?);
+    let (file, len) = snapshot(path)?;
+    let mut reader = BufReader::new(io::Read::take(file, len));
     let mut records = Vec::new();
     let mut line = Vec::new();
     for number in 1.. {
@@ -172,11 +175,14 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
     Ok(records)
 }
 
-/// The log at `path` as it stands between two appends: the open file and its length at a
-/// moment no writer held the lock (the log only grows, so what lies before that length
-/// never changes). Readers copy or check that much without holding writers up.
+/// The log at `path` as it stands between two appends: the open file, positioned at its
+/// first record kept (past what retention cut out of it, [`crate::cut::cut_file`]), and
+/// how many bytes lie from there to the file's length at a moment no writer held the lock
+/// (the log only grows, so what lies before that length never changes; and the file holds
+/// the readers' lock, [`crate::cut::hold_for_reading`], so that no cut punches it while
+/// it is open). Readers copy or check that much without holding writers up.
 pub fn snapshot(path: &Path) -> Result<(File, u64), AuditError> {
-    let file = File::open(path).map_err(|source| AuditError::Open {
+    let mut file = File::open(path).map_err(|source| AuditError::Open {
         path: path.to_owned(),
         source,
     })?;
@@ -201,7 +207,19 @@ pub fn snapshot(path: &Path) -> Result<(File, u64), AuditError> {
             source,
         })?
     };
-    Ok((file, len))
+    let read_err = |source| AuditError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    crate::cut::hold_for_reading(&file).map_err(|source| AuditError::Lock {
+        path: path.to_owned(),
+        source,
+    })?;
+    let start = crate::cut::records_start(&file, 0)
+        .map_err(read_err)?
+        .min(len);
+    io::Seek::seek(&mut file, io::SeekFrom::Start(start)).map_err(read_err)?;
+    Ok((file, len - start))
 }
 
 /// The seq of the last record of the log at `path` (0 when it holds none), read from the
@@ -220,6 +238,16 @@ pub fn last_seq(path: &Path) -> Result<u64, AuditError> {
         })?
         .len();
     Ok(read_tail(&file, len, path)?.last_seq)
+}
+
+/// Opens the existing log file at `path` for [`crate::cut::cut_file`], refusing what
+/// [`AuditLog::open`] refuses.
+pub(crate) fn open_for_cut(path: &Path) -> Result<File, AuditError> {
+    let meta = fs::symlink_metadata(path).map_err(|source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    open_existing(path, &meta)
 }
 
 /// Opens the log file, creating it if missing; returns whether it was created.

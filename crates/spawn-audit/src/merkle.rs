@@ -73,6 +73,96 @@ fn subproof_inclusion(leaves: &[Hash], index: usize, path: &mut Vec<Hash>) {
     }
 }
 
+/// A tree whose first leaves are gone (cut by retention) and known only as the heads of
+/// their complete subtrees (a cut's frontier), followed by leaves known one by one: enough
+/// for its head and for the inclusion proof of any later leaf, since every subtree those
+/// need lies after the cut, is one of the frontier's, or is split between the two at a
+/// frontier head.
+#[derive(Debug)]
+pub struct Pruned<'a> {
+    /// (first leaf, leaves, head) of each frontier subtree, in leaf order.
+    prefix: Vec<(u64, u64, Hash)>,
+    /// Leaves cut.
+    cut: u64,
+    later: &'a [Hash],
+}
+
+impl<'a> Pruned<'a> {
+    /// The tree of the subtrees `frontier` (leaves, head; largest first, as a cut keeps
+    /// them) followed by the leaves `later`.
+    pub fn new(frontier: &[(u64, Hash)], later: &'a [Hash]) -> Pruned<'a> {
+        let mut prefix = Vec::with_capacity(frontier.len());
+        let mut cut = 0u64;
+        for &(n, head) in frontier {
+            prefix.push((cut, n, head));
+            cut = cut.saturating_add(n);
+        }
+        Pruned { prefix, cut, later }
+    }
+
+    /// Leaves in all.
+    pub fn size(&self) -> u64 {
+        self.cut.saturating_add(self.later.len() as u64)
+    }
+
+    /// The tree head; `None` if the frontier is not a tree's (a head it would need is not
+    /// one of its subtrees).
+    pub fn root(&self) -> Option<Hash> {
+        match self.size() {
+            0 => Some(empty_root()),
+            n => self.head(0, n),
+        }
+    }
+
+    /// The inclusion proof of leaf `index`: `None` for a leaf that is cut or beyond the tree.
+    pub fn inclusion_proof(&self, index: u64) -> Option<Vec<Hash>> {
+        if index < self.cut || index >= self.size() {
+            return None;
+        }
+        let mut path = Vec::new();
+        self.path(index, 0, self.size(), &mut path)?;
+        Some(path)
+    }
+
+    /// The head of leaves `a..b` (`b > a`).
+    fn head(&self, a: u64, b: u64) -> Option<Hash> {
+        if b <= self.cut {
+            if let Some((_, _, h)) = self
+                .prefix
+                .iter()
+                .find(|(start, n, _)| *start == a && start + n == b)
+            {
+                return Some(*h);
+            }
+            if b - a == 1 {
+                return None;
+            }
+        } else if b - a == 1 {
+            return self
+                .later
+                .get(usize::try_from(a.checked_sub(self.cut)?).ok()?)
+                .copied();
+        }
+        let k = split(usize::try_from(b - a).ok()?) as u64;
+        Some(node_hash(&self.head(a, a + k)?, &self.head(a + k, b)?))
+    }
+
+    fn path(&self, index: u64, a: u64, b: u64, out: &mut Vec<Hash>) -> Option<()> {
+        if b - a <= 1 {
+            return Some(());
+        }
+        let k = split(usize::try_from(b - a).ok()?) as u64;
+        if index < a + k {
+            self.path(index, a, a + k, out)?;
+            out.push(self.head(a + k, b)?);
+        } else {
+            self.path(index, a + k, b, out)?;
+            out.push(self.head(a, a + k)?);
+        }
+        Some(())
+    }
+}
+
 /// Checks an inclusion proof, RFC 9162 §2.1.3.2: whether `leaf` is leaf `index` of the tree
 /// of `size` leaves whose head is `root`.
 pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {

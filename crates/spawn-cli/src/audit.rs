@@ -210,7 +210,10 @@ pub(crate) fn prove(home: &Path, seq: u64) -> anyhow::Result<()> {
     let key = checkpoint::load_or_create_key(&key_path(home))?;
     let verifier = key.verifier();
     let mut latest = None;
-    for (file, note) in checkpoint::notes(&path.with_file_name(""))? {
+    let notes = checkpoint::notes(&path.with_file_name(""))?;
+    // A log cut by retention is proven from its cut on.
+    let cuts = spawn_audit::cut::cuts_in(&verifier, &notes);
+    for (file, note) in notes {
         let c = verifier
             .open(&note)
             .with_context(|| format!("checkpoint {}", file.display()))?;
@@ -223,8 +226,8 @@ pub(crate) fn prove(home: &Path, seq: u64) -> anyhow::Result<()> {
     };
     let (file, len) = spawn_audit::snapshot(&path)
         .with_context(|| format!("no audit log at {}", path.display()))?;
-    let proven =
-        checkpoint::prove(BufReader::new(file.take(len)), &c, seq).map_err(anyhow::Error::msg)?;
+    let proven = checkpoint::prove(BufReader::new(file.take(len)), &c, seq, &cuts)
+        .map_err(anyhow::Error::msg)?;
     let out = serde_json::json!({
         "seq": seq,
         "hash": proven.hash,

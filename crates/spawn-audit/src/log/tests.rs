@@ -474,7 +474,7 @@ fn malformed_line_is_reported_with_its_number() {
     assert!(err.to_string().contains("line 3"), "{err}");
     assert!(matches!(
         read_records(&dir.path().join("missing")),
-        Err(AuditError::Read { .. })
+        Err(AuditError::Open { .. })
     ));
 }
 

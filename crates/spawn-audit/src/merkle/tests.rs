@@ -122,3 +122,43 @@ fn consistency_proofs_verify_and_nothing_else_does() {
         assert!(!verify_consistency(0, n as u64, &[], &empty_root(), &rn));
     }
 }
+
+/// A tree cut after any number of leaves gives, from its frontier and the later leaves
+/// alone, the head and every later leaf's proof that the whole tree gives; a cut leaf has
+/// no proof, and a frontier that cannot be a tree's gives no head (`Cut::open` refuses
+/// every frontier that is not one).
+#[test]
+fn a_pruned_tree_proves_what_the_whole_tree_proves() {
+    let leaves: Vec<Hash> = (0u32..34).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    for size in 0..=leaves.len() {
+        let all = &leaves[..size];
+        for cut in 0..=size {
+            let mut frontier = crate::checkpoint::Frontier::default();
+            for leaf in &all[..cut] {
+                frontier.push(*leaf);
+            }
+            let pruned = Pruned::new(frontier.nodes(), &all[cut..]);
+            assert_eq!(pruned.size(), size as u64);
+            assert_eq!(pruned.root(), Some(root(all)), "size {size} cut {cut}");
+            for i in 0..size + 2 {
+                let want = (i >= cut).then(|| inclusion_proof(all, i)).flatten();
+                assert_eq!(
+                    pruned.inclusion_proof(i as u64),
+                    want,
+                    "size {size} cut {cut} leaf {i}"
+                );
+            }
+        }
+    }
+    // Frontiers that are not a tree's: no head, no proof.
+    let h = leaves[0];
+    for bad in [vec![(3u64, h)], vec![(2, h), (4, h)], vec![(1, h), (2, h)]] {
+        let pruned = Pruned::new(&bad, &leaves[..5]);
+        assert_eq!(pruned.root(), None, "{bad:?}");
+        let n = pruned.size();
+        assert!(
+            (0..n).any(|i| pruned.inclusion_proof(i).is_none()),
+            "{bad:?}"
+        );
+    }
+}
