@@ -23,7 +23,7 @@
 
 mod file;
 
-pub use file::{cut_file, hold_for_reading, records_start, FileCut};
+pub use file::{cut_file, hold_for_reading, reading, records_start, FileCut, Reading};
 
 use std::io::BufRead;
 

@@ -44,9 +44,21 @@ pub struct AuditCopy {
     /// The log's name (its checkpoint key's origin).
     pub(crate) log: String,
     ingest: tokio::sync::Mutex<Ingest>,
+    /// The log file.
+    path: std::path::PathBuf,
     /// Where the log's checkpoints are kept, and the key that opens them.
     notes_dir: std::path::PathBuf,
     verifier: VerifierKey,
+}
+
+/// What one retention pass did ([`AuditCopy::retain`]).
+#[derive(Debug)]
+pub struct Retention {
+    /// In the database.
+    pub stored: spawn_store::Retained,
+    /// In the log file, at the latest cut it can take (`None` when the stored log does
+    /// not verify: nothing is cut then).
+    pub file: Option<Result<spawn_audit::cut::FileCut, spawn_audit::AuditError>>,
 }
 
 impl AuditCopy {
@@ -60,6 +72,7 @@ impl AuditCopy {
         Ok(AuditCopy {
             log: log.to_owned(),
             ingest: tokio::sync::Mutex::new(Ingest::new(store, log, path).await?),
+            path: path.to_owned(),
             notes_dir: path
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
@@ -94,18 +107,46 @@ impl AuditCopy {
     }
 
     /// Retention: cuts this daemon's log in the database before `before` (the log's
-    /// timestamp form) under a cut signed with `key`.
+    /// timestamp form) under a cut signed with `key`, then the log file at the latest cut
+    /// signed that it can take (the file keeps its last record: a cut of everything waits
+    /// for one more, [`spawn_audit::cut::cut_file`]); a cut of the file a pass could not
+    /// take (readers, or no record after it yet) is taken by a later one.
     pub async fn retain(
         &self,
         store: &Store,
         key: &spawn_audit::checkpoint::SigningKey,
         before: &str,
-    ) -> Result<spawn_store::Retained, spawn_store::StoreError> {
+    ) -> Result<Retention, spawn_store::StoreError> {
+        use spawn_audit::cut::{cut_file, FileCut};
         // Up to date first: what is cut must be what the log holds.
         self.catch_up(store).await?;
-        store
+        let stored = store
             .audit_retain(&self.log, key, self.notes(), &self.notes_dir, before)
-            .await
+            .await?;
+        if matches!(stored, spawn_store::Retained::Broken(_)) {
+            return Ok(Retention { stored, file: None });
+        }
+        let mut cuts = self.cuts(store, &self.log).await.unwrap_or_default();
+        cuts.sort_by_key(|c| std::cmp::Reverse(c.checkpoint.size));
+        cuts.dedup_by_key(|c| c.checkpoint.size);
+        let path = self.path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let mut done = None;
+            for cut in &cuts {
+                match cut_file(&path, cut) {
+                    Ok(FileCut::NotYet) => done = Some(Ok(FileCut::NotYet)),
+                    other => return Some(other),
+                }
+            }
+            done
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Some(Err(spawn_audit::AuditError::Checkpoint(format!(
+                "the cut of the log file stopped: {e}"
+            ))))
+        });
+        Ok(Retention { stored, file })
     }
 
     /// This log's checkpoints, opened.

@@ -361,20 +361,37 @@ async fn retain(
 ) {
     let period = std::time::Duration::from_secs(u64::from(days) * 86_400);
     let before = spawn_audit::rfc3339_ago(period);
+    use spawn_audit::cut::FileCut;
     match copy.retain(store, key, &before).await {
-        Ok(spawn_store::Retained::Nothing) => {}
-        Ok(spawn_store::Retained::Cut { seq, deleted }) => {
-            tracing::info!(
-                seq,
-                deleted,
-                "audit retention: records cut under a signed cut"
-            );
+        Ok(done) => {
+            match done.stored {
+                spawn_store::Retained::Nothing => {}
+                spawn_store::Retained::Cut { seq, deleted } => {
+                    tracing::info!(
+                        seq,
+                        deleted,
+                        "audit retention: records cut under a signed cut"
+                    );
+                }
+                spawn_store::Retained::Broken(b) => tracing::error!(
+                    seq = b.seq,
+                    reason = %b.reason,
+                    "audit retention: the stored log does not verify, nothing was cut"
+                ),
+            }
+            match done.file {
+                None | Some(Ok(FileCut::Already | FileCut::NotYet)) => {}
+                Some(Ok(FileCut::Cut { seq, bytes })) => tracing::info!(
+                    seq,
+                    bytes,
+                    "audit retention: the log file cut (its records up to seq are a hole)"
+                ),
+                Some(Ok(FileCut::Busy)) => tracing::warn!(
+                    "audit retention: readers held the log file, its cut waits for the next pass"
+                ),
+                Some(Err(e)) => tracing::error!(error = %e, "audit retention: the log file"),
+            }
         }
-        Ok(spawn_store::Retained::Broken(b)) => tracing::error!(
-            seq = b.seq,
-            reason = %b.reason,
-            "audit retention: the stored log does not verify, nothing was cut"
-        ),
         Err(e) => tracing::error!(error = %e, "audit retention"),
     }
     let before_ms =

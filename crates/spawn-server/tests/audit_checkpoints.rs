@@ -141,3 +141,133 @@ fn bad_audit_configurations_are_refused() {
     // Nothing of the key in what was said.
     assert!(!err.contains("PRIVATE"), "{err}");
 }
+
+/// A retention pass (`AuditCopy::retain`, what `spawnd` runs every hour with
+/// `audit.retentionDays`) cuts the database's copy and then the log file itself at the
+/// latest cut the file can take: the file's records up to it become a hole, and the log
+/// still verifies, signs checkpoints and is read by a new copy. A cut of the file's last
+/// record waits for one more, and an earlier cut is kept meanwhile.
+#[tokio::test]
+async fn retention_cuts_the_log_file_too() {
+    use spawn_audit::cut::FileCut;
+    use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+    use spawn_store::Retained;
+    let event = |i: usize| {
+        Event::new(
+            EventType::AgentStart,
+            Principal {
+                kind: "agent".into(),
+                id: format!("ag_{i}"),
+                name: None,
+            },
+            Resource {
+                kind: "run".into(),
+                name: "r".into(),
+            },
+            "start",
+            Outcome::Success,
+        )
+    };
+    let home = must(tempfile::tempdir(), "home");
+    let dir = home.path().join("audit");
+    let key = must(SigningKey::generate("spawn.audit/retention"), "key");
+    let store = must(spawn_store::Store::open_home(home.path()).await, "store");
+    let mut log = must(AuditLog::open(&dir), "log");
+    let path = log.path().to_owned();
+    must(
+        log.append(&(0..10).map(event).collect::<Vec<_>>()),
+        "append",
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    must(
+        log.append(&(10..15).map(event).collect::<Vec<_>>()),
+        "append",
+    );
+    let size = must(std::fs::metadata(&path), "stat").len();
+    let eleventh = must(spawn_audit::read_records(&path), "read")[10]
+        .timestamp
+        .clone();
+    let copy = must(
+        spawn_server::audit_api::AuditCopy::new(&store, key.name(), &path, key.verifier()).await,
+        "copy",
+    );
+
+    // Records 1..10 are older than record 11: cut in the database and in the file.
+    let done = must(copy.retain(&store, &key, &eleventh).await, "retain");
+    assert_eq!(
+        done.stored,
+        Retained::Cut {
+            seq: 10,
+            deleted: 10
+        },
+        "{done:?}"
+    );
+    assert!(
+        matches!(done.file, Some(Ok(FileCut::Cut { seq: 10, .. }))),
+        "{done:?}"
+    );
+    let raw = must(std::fs::read(&path), "read");
+    assert_eq!(
+        raw.len() as u64,
+        size,
+        "the file keeps its size and offsets"
+    );
+    assert_eq!(raw[0], 0);
+    let seqs: Vec<u64> = must(spawn_audit::read_records(&path), "read")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (11..=15).collect::<Vec<_>>());
+
+    // It signs and verifies from the cut on, and a copy made anew reads past the hole.
+    assert!(matches!(
+        must(checkpoint::sign_log(&path, &key), "sign"),
+        checkpoint::Signed::Kept { size: 15, .. }
+    ));
+    let notes = must(checkpoint::notes(&dir), "notes");
+    let cuts = spawn_audit::cut::cuts_in(&key.verifier(), &notes);
+    let opened: Vec<checkpoint::Opened> = notes
+        .iter()
+        .map(|(p, n)| (p.clone(), key.verifier().open(n)))
+        .collect();
+    let (file, len) = must(spawn_audit::snapshot(&path), "snapshot");
+    let v = must(
+        spawn_audit::cut::verify_log(std::io::BufReader::new(file.take(len)), &opened, &cuts),
+        "verify",
+    );
+    assert!(v.broken.is_none(), "{v:?}");
+
+    // Everything is older than the far future: the database is cut at 15, the file's last
+    // record, which the file keeps (its cut at 10 stands) until one more is written.
+    let done = must(
+        copy.retain(&store, &key, "9999-01-01T00:00:00.000Z").await,
+        "retain",
+    );
+    assert_eq!(
+        done.stored,
+        Retained::Cut {
+            seq: 15,
+            deleted: 5
+        },
+        "{done:?}"
+    );
+    assert!(matches!(done.file, Some(Ok(FileCut::Already))), "{done:?}");
+    must(log.append(&[event(15)]), "append");
+    let done = must(copy.retain(&store, &key, &eleventh).await, "retain");
+    assert_eq!(done.stored, Retained::Nothing, "{done:?}");
+    assert!(
+        matches!(done.file, Some(Ok(FileCut::Cut { seq: 15, .. }))),
+        "{done:?}"
+    );
+    let seqs: Vec<u64> = must(spawn_audit::read_records(&path), "read")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, vec![16]);
+    let fresh = must(
+        spawn_server::audit_api::AuditCopy::new(&store, key.name(), &path, key.verifier()).await,
+        "copy",
+    );
+    assert_eq!(must(fresh.catch_up(&store).await, "catch up"), Some(16));
+    store.close().await;
+}

@@ -5,7 +5,9 @@
 //! offset and reads what lies past it, up to the last newline: a line still being written,
 //! or torn by a crash, is not taken until its newline is there. A torn fragment that a
 //! later append closed with a newline is not a record and is skipped (the chain, checked
-//! downstream, shows the gap if a record was lost with it).
+//! downstream, shows the gap if a record was lost with it). Records that retention cut out
+//! of the file before the sink read them (`spawn_audit::cut::cut_file`: a sink that was
+//! behind for the whole retention period) are passed over with the hole.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -92,8 +94,13 @@ impl LogReader {
         let Some(file) = &self.file else {
             return Ok(Vec::new());
         };
+        // Retention may cut the records read so far out of the file (a hole of NUL bytes):
+        // not while this batch reads, and past the hole afterwards.
+        let _reading = spawn_audit::cut::reading(file).map_err(read_err(&self.path))?;
         let mut out = Vec::new();
         while out.len() < max {
+            self.offset =
+                spawn_audit::cut::records_start(file, self.offset).map_err(read_err(&self.path))?;
             let len = file.metadata().map_err(read_err(&self.path))?.len();
             if len <= self.offset {
                 break;
@@ -207,6 +214,80 @@ mod tests {
         let mut r = LogReader::new(&path, 0);
         let got: Vec<u64> = r.next_batch(10).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(got, [1, 2, 3]);
+    }
+
+    /// Retention cut the records up to 2990 out of the file (a hole of more than one read):
+    /// a reader that was behind goes on past the hole, and one that starts at the file's
+    /// start (every daemon start) finds the records kept.
+    #[test]
+    fn records_cut_by_retention_are_passed_over_with_their_hole() {
+        use spawn_audit::checkpoint::{leaf_of, Frontier, SigningKey};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = spawn_audit::AuditLog::open(dir.path()).unwrap();
+        let events: Vec<spawn_audit::Event> = (0..3000)
+            .map(|i| {
+                let mut e = spawn_audit::Event::new(
+                    spawn_audit::EventType::AgentStart,
+                    spawn_audit::Principal {
+                        kind: "agent".into(),
+                        id: format!("ag_{i}"),
+                        name: None,
+                    },
+                    spawn_audit::Resource {
+                        kind: "run".into(),
+                        name: "r".into(),
+                    },
+                    "start",
+                    spawn_audit::Outcome::Success,
+                );
+                e.details.insert("pad".into(), "p".repeat(400).into());
+                e
+            })
+            .collect();
+        log.append(&events).unwrap();
+        let path = log.path().to_owned();
+        let mut behind = LogReader::new(&path, 0);
+        let got: Vec<u64> = behind
+            .next_batch(10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hashes: Vec<String> = text
+            .lines()
+            .map(|l| parse(l.as_bytes()).unwrap().hash.unwrap())
+            .collect();
+        let mut tree = Frontier::default();
+        for h in &hashes[..2990] {
+            tree.push(leaf_of(h).unwrap());
+        }
+        let key = SigningKey::generate("spawn.audit/t").unwrap();
+        let cut = spawn_audit::cut::Cut::new(key.name(), &hashes[2989], tree).unwrap();
+        let done = spawn_audit::cut::cut_file(&path, &cut).unwrap();
+        assert!(
+            matches!(done, spawn_audit::cut::FileCut::Cut { seq: 2990, bytes } if bytes > (READ_CHUNK as u64) * 2),
+            "{done:?}"
+        );
+
+        let got: Vec<u64> = behind
+            .next_batch(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, (2991..=3000).collect::<Vec<_>>());
+        let mut fresh = LogReader::new(&path, 2995);
+        let got: Vec<u64> = fresh
+            .next_batch(100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, (2996..=3000).collect::<Vec<_>>());
+        assert_eq!(last_seq(&path).unwrap(), 3000);
     }
 
     #[test]

@@ -654,6 +654,8 @@ impl Ingest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("open")(e)),
         };
+        // Not cut by retention while it is read; read from past what was cut.
+        spawn_audit::cut::hold_for_reading(&file).map_err(io("lock"))?;
         let len = file.metadata().map_err(io("read"))?.len();
         let offset = if len < self.offset {
             // Replaced by a shorter file: read again from its start.
@@ -662,6 +664,9 @@ impl Ingest {
         } else {
             offset
         };
+        let requested = offset;
+        let offset = spawn_audit::cut::records_start(&file, offset).map_err(io("read"))?;
+        let hole = offset.saturating_sub(requested);
         let want = len.saturating_sub(offset).min(INGEST_BYTES);
         if want == 0 {
             return Ok(None);
@@ -678,11 +683,13 @@ impl Ingest {
                 Ok(Some(Chunk {
                     buf,
                     consumed: u64::try_from(end).unwrap_or(0) + 1,
+                    hole,
                 }))
             }
             None if want == INGEST_BYTES => Ok(Some(Chunk {
                 buf: Vec::new(),
                 consumed: want,
+                hole,
             })),
             None => Ok(None),
         }
@@ -717,10 +724,11 @@ impl Ingest {
 }
 
 /// Complete lines read from a log file: `buf` (without its last newline), `consumed` bytes
-/// of the file.
+/// of the file after a `hole` that retention cut out of it (passed over).
 struct Chunk {
     buf: Vec<u8>,
     consumed: u64,
+    hole: u64,
 }
 
 /// A chunk's records, and its lines that are not records.
@@ -751,7 +759,7 @@ impl Chunk {
         Parsed {
             records,
             skipped,
-            consumed: self.consumed,
+            consumed: self.hole + self.consumed,
         }
     }
 }

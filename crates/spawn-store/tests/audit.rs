@@ -634,6 +634,18 @@ async fn retention_cuts_under_a_signed_cut_and_verification_goes_on(db: Db) {
         .unwrap_err();
     assert!(matches!(err, StoreError::AuditChain { .. }), "{err}");
 
+    // The file cut at the same seq: the records up to it are a hole; a new copy of it
+    // reads from past the hole, passing nothing over.
+    let file_cut = spawn_audit::cut::cut_file(&path, &cuts(&key, stored_cuts.clone())[0]).unwrap();
+    assert!(
+        matches!(file_cut, spawn_audit::cut::FileCut::Cut { seq: 14, .. }),
+        "{file_cut:?}"
+    );
+    assert_eq!(spawn_audit::read_records(&path).unwrap()[0].seq, 15);
+    let mut fresh = Ingest::new(&db.store, LOG, &path).await.unwrap();
+    assert_eq!(fresh.catch_up(&db.store).await.unwrap(), 0);
+    assert_eq!(fresh.skipped, 0);
+
     // The log goes on after the cut; a second cut takes everything; the copy goes on from
     // the cut when no record is left.
     let mut log = AuditLog::open(dir.path()).unwrap();
@@ -665,10 +677,17 @@ async fn retention_cuts_under_a_signed_cut_and_verification_goes_on(db: Db) {
         Some(41)
     );
     log.append(&[event(99)]).unwrap();
-    let mut ingest = Ingest::new(&db.store, LOG, &path).await.unwrap();
-    assert_eq!(ingest.step(&db.store).await.unwrap(), 1);
     let all_cuts = cuts(&key, db.store.audit_cuts(LOG).await.unwrap());
     assert_eq!(all_cuts.len(), 2);
+    // The file's second cut, over the hole of the first.
+    let file_cut = spawn_audit::cut::cut_file(&path, &all_cuts[1]).unwrap();
+    assert!(
+        matches!(file_cut, spawn_audit::cut::FileCut::Cut { seq: 41, .. }),
+        "{file_cut:?}"
+    );
+    let mut ingest = Ingest::new(&db.store, LOG, &path).await.unwrap();
+    assert_eq!(ingest.step(&db.store).await.unwrap(), 1);
+    assert_eq!(ingest.skipped, 0);
     let v = db
         .store
         .audit_verify(LOG, opened(dir.path(), &key), all_cuts.clone())
@@ -677,15 +696,16 @@ async fn retention_cuts_under_a_signed_cut_and_verification_goes_on(db: Db) {
     assert!(v.broken.is_none(), "{v:?}");
     assert_eq!(v.first_seq, Some(42));
 
-    // The file log itself, whole, still verifies with the cut notes among its checkpoints.
+    // The file log itself, cut, verifies with the cut notes among its checkpoints.
     let (file, len) = spawn_audit::snapshot(&path).unwrap();
-    let v = spawn_audit::checkpoint::verify_log(
+    let v = spawn_audit::cut::verify_log(
         std::io::BufReader::new(std::io::Read::take(file, len)),
-        true,
         &opened(dir.path(), &key),
+        &all_cuts,
     )
     .unwrap();
     assert!(v.broken.is_none(), "{v:?}");
+    assert_eq!(v.first_seq, Some(42));
 
     // After a cut, the newest records deleted behind the store's back are still found
     // (the checkpoint after the cut holds them).

@@ -60,9 +60,31 @@ pub fn hold_for_reading(file: &File) -> io::Result<()> {
     ofd_lock(file, libc::F_RDLCK, true).map(drop)
 }
 
-/// An open file description lock over the whole file: `kind` `F_RDLCK` or `F_WRLCK`;
+/// The readers' lock on a file held for a while ([`reading`]): released when dropped, for
+/// readers that keep the file open between reads.
+#[derive(Debug)]
+pub struct Reading<'a> {
+    file: &'a File,
+}
+
+/// Takes the readers' lock on `file` until the answer is dropped.
+pub fn reading(file: &File) -> io::Result<Reading<'_>> {
+    ofd_lock(file, libc::F_RDLCK, true)?;
+    Ok(Reading { file })
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        // Unlocking cannot fail on a valid descriptor; if it somehow did, the lock is
+        // released when the file is closed.
+        let _ = ofd_lock(self.file, libc::F_UNLCK, false);
+    }
+}
+
+/// An open file description lock over the whole file: `kind` `F_RDLCK`, `F_WRLCK` or
+/// `F_UNLCK`;
 /// `false` when `wait` is not set and another description holds a conflicting one.
-// `F_RDLCK`, `F_WRLCK` and `SEEK_SET` are 0, 1 and 0: the kernel's `short` fields hold them.
+// `F_RDLCK`, `F_WRLCK`, `F_UNLCK` and `SEEK_SET` are 0, 1, 2 and 0: the kernel's `short` fields hold them.
 #[allow(clippy::cast_possible_truncation)]
 fn ofd_lock(file: &File, kind: libc::c_int, wait: bool) -> io::Result<bool> {
     let lock = libc::flock {
@@ -606,10 +628,20 @@ mod tests {
             "the reader reads the whole log it opened"
         );
         drop(reader);
+        // A reader that keeps its file open holds it off only while it reads.
+        let kept = File::open(&path).unwrap();
+        let held = reading(&kept).unwrap();
+        assert_eq!(cut_file(&path, &cut).unwrap(), FileCut::Busy);
+        drop(held);
         assert!(matches!(
             cut_file(&path, &cut).unwrap(),
             FileCut::Cut { seq: 5, .. }
         ));
+        let _held = reading(&kept).unwrap();
+        assert_eq!(
+            records_start(&kept, 0).unwrap(),
+            before[..5].iter().map(|l| l.len() as u64 + 1).sum::<u64>()
+        );
     }
 
     /// A cut that a crash left half done (some of its blocks punched, others not) is

@@ -808,3 +808,95 @@ print('errno', err)
         home.audit_text()
     );
 }
+
+/// Retention's cut of the log file itself (spawnd punches the records up to a signed cut
+/// out of the file): every local command reads on from the cut — `verify` passes,
+/// `checkpoint` signs over it, `prove` proves a record kept (checked by the independent
+/// verifier) and refuses a record cut with the reason, `export` and `query` hold only the
+/// records kept, and runs go on appending to a chain that verifies.
+#[test]
+fn a_log_file_cut_by_retention_reads_verifies_signs_and_proves() {
+    let home = Home::new();
+    two_runs(&home);
+    home.cmd(["audit", "checkpoint"]).run().assert_code(0);
+    let log = home.path().join("audit").join("audit.jsonl");
+    let lines: Vec<String> = home.audit_text().lines().map(str::to_owned).collect();
+    let hashes: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["hash"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let key =
+        spawn_audit::checkpoint::load_or_create_key(&home.path().join("keys/audit-signing.key"))
+            .unwrap();
+    let k = 4;
+    let mut tree = spawn_audit::checkpoint::Frontier::default();
+    for h in &hashes[..k] {
+        tree.push(spawn_audit::checkpoint::leaf_of(h).unwrap());
+    }
+    let cut = spawn_audit::cut::Cut::new(key.name(), &hashes[k - 1], tree).unwrap();
+    spawn_audit::cut::keep(&home.path().join("audit"), &key, &cut).unwrap();
+    let size = std::fs::metadata(&log).unwrap().len();
+    let done = spawn_audit::cut::cut_file(&log, &cut).unwrap();
+    assert!(
+        matches!(done, spawn_audit::cut::FileCut::Cut { seq: 4, .. }),
+        "{done:?}"
+    );
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), size);
+
+    let out = home.cmd(["audit", "verify", "--json"]).run();
+    out.assert_code(0);
+    assert_eq!(out.json()["records"], lines.len() - k, "{out}");
+    let export = home.cmd(["audit", "export"]).run();
+    export.assert_code(0);
+    assert_eq!(
+        export.stdout.lines().collect::<Vec<_>>(),
+        lines[k..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let out = home.cmd(["audit", "query", "--json"]).run();
+    out.assert_code(0);
+    let seqs: Vec<u64> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        ((k as u64 + 1)..=lines.len() as u64).collect::<Vec<_>>()
+    );
+
+    // Runs go on; a checkpoint after the cut; a record kept proven, one cut refused.
+    home.native(&[], &["true"]).assert_code(0);
+    home.cmd(["audit", "checkpoint"]).run().assert_code(0);
+    home.cmd(["audit", "verify"]).run().assert_code(0);
+    let dir = super::helpers::tempdir("spawn-audit-cut-proof");
+    for seq in [k + 1, lines.len()] {
+        let out = home.cmd(["audit", "prove", &seq.to_string()]).run();
+        out.assert_code(0);
+        let proof = dir.path().join("proof.json");
+        std::fs::write(&proof, &out.stdout).unwrap();
+        let checked = std::process::Command::new("python3")
+            .args(["-c", INDEPENDENT_PROOF_VERIFIER])
+            .arg(&proof)
+            .arg(dir.path())
+            .output()
+            .expect("python3");
+        assert!(
+            checked.status.success(),
+            "seq {seq}: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+    let out = home.cmd(["audit", "prove", "2"]).run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("deleted by retention"), "{out}");
+}
