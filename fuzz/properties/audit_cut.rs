@@ -6,7 +6,7 @@
 // holds them may write anything: arbitrary text never opens as a cut without the key; a
 // body the key signed opens only as a self-consistent cut (its frontier makes its tree
 // head) that signs again to itself; a cut made from any tree opens as itself; a log checked
-// against it never panics.
+// against it, or proven from it, never panics.
 
 use std::sync::OnceLock;
 
@@ -54,4 +54,28 @@ fn check(data: &[u8]) {
     let opened = Cut::open(&verifier, &cut.sign(key)).expect("a signed cut opens");
     assert_eq!(opened, cut);
     let _ = spawn_audit::cut::verify_log(data, &[], std::slice::from_ref(&cut));
+    // The bytes as a log cut there, proven from (a log file whose start retention punched
+    // out): an answer or an error, never a panic; a record at or before the cut is never
+    // proven; an answer's proof checks against the checkpoint's tree.
+    let n = cut.checkpoint.size;
+    let checkpoint = spawn_audit::checkpoint::Checkpoint {
+        origin: key.name().to_owned(),
+        size: n + 2,
+        root: cut.checkpoint.root,
+    };
+    for seq in [0, 1, n, n + 1, n + 2, n + 3] {
+        let proven =
+            spawn_audit::checkpoint::prove(data, &checkpoint, seq, std::slice::from_ref(&cut));
+        if let Ok(p) = proven {
+            assert!(seq > n, "record {seq} proven though the cut at {n} deleted it");
+            let leaf = spawn_audit::checkpoint::leaf_of(&p.hash).expect("a proven record's hash");
+            assert!(spawn_audit::merkle::verify_inclusion(
+                &leaf,
+                p.leaf_index,
+                checkpoint.size,
+                &p.proof,
+                &checkpoint.root
+            ));
+        }
+    }
 }
