@@ -20,12 +20,14 @@ mod error;
 mod keys;
 mod objects;
 mod runs;
+mod secrets;
 
 pub use audit::{AuditLine, Ingest, Retained, StoredRecord, INGEST_BYTES};
 pub use error::StoreError;
 pub use keys::{KeyRecord, NewKey, LAST_USED_RESOLUTION_MS};
 pub use objects::{AgentRecord, BindingRecord, Page, RoleRecord};
 pub use runs::{EndedRun, NewRun, OutputChunk, RunRecord, RunState};
+pub use secrets::{SealedSecret, SecretEntry, WrappedKey};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
