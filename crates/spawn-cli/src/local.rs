@@ -35,7 +35,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// One store call on a runtime of its own.
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     runtime()?.block_on(f)
 }
 
@@ -51,7 +53,7 @@ fn block_on_kept<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> 
 }
 
 /// Who runs this process: `User/NAME`, or `User/UID` without a name.
-fn local_user() -> String {
+pub(crate) fn local_user() -> String {
     let uid = nix::unistd::getuid();
     match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => format!("User/{}", u.name),

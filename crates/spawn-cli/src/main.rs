@@ -6,6 +6,7 @@ mod doctor;
 mod local;
 mod remote;
 mod run;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,36 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Secrets of $SPAWN_HOME, sealed at rest (values only from stdin or a file).
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+/// Secrets (SPEC §4): names, versions and dates are shown, never values.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCmd {
+    /// Set a secret (a new version) from stdin or a file, never from an argument.
+    Set {
+        /// The name: letters, digits and _, not first a digit (it becomes an environment
+        /// variable or a file name in the sandbox).
+        name: String,
+        /// Read the value from this file (its bytes exactly).
+        #[arg(long, conflicts_with = "from_stdin")]
+        from_file: Option<PathBuf>,
+        /// Read the value from stdin (one trailing newline dropped).
+        #[arg(long)]
+        from_stdin: bool,
+    },
+    /// The secrets: name, latest version, when and by whom it was set.
+    List,
+    /// Delete a secret, every version.
+    Delete { name: String },
+    /// Rotate the master key: data keys are rewrapped under a new one, values untouched.
+    RotateMaster,
 }
 
 /// The audit log (SPEC §4, §7).
@@ -349,6 +380,13 @@ fn main() -> ExitCode {
             },
         },
         Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
+        Command::Secrets { .. } if cli.server.is_some() => {
+            eprintln!(
+                "spawn: spawn secrets keeps the secrets of $SPAWN_HOME; through spawnd it is not available yet: run it on the daemon's host with SPAWN_HOME set to the daemon's state directory"
+            );
+            ExitCode::from(2)
+        }
+        Command::Secrets { cmd, json } => done(secrets::run(&home, cmd, *json)),
         Command::Trace {
             cmd: TraceCmd::Export { trace_id, format },
         } => done(audit::trace_export(&home, trace_id, format)),
