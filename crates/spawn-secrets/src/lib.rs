@@ -10,6 +10,7 @@
 pub mod crypto;
 mod error;
 pub mod master;
+pub mod redact;
 
 use secrecy::SecretBox;
 use spawn_store::{SealedSecret, SecretEntry, Store, StoreError, WrappedKey};

@@ -1,0 +1,310 @@
+//! Redaction: a granted secret's value, and the forms it is commonly written in, replaced by
+//! `[REDACTED:NAME]` in a stream of bytes, however the stream is cut into chunks, in bounded
+//! memory.
+//!
+//! For each value the redactor looks for ([`forms`]): the bytes themselves; base64 and
+//! base64url, padded and not, and the part of them that is the same wherever the value
+//! sits inside a longer encoded text (each of the three alignments: `user:TOKEN` in a Basic
+//! authorization header shows the token's bytes at another alignment); lowercase and
+//! uppercase hex; URL encoding (`%XX`, uppercase and lowercase, and `+` for a space); and a
+//! JSON string's escaping (as serde writes it, with `\/`, and with every non-ASCII
+//! character as `\uXXXX`).
+//!
+//! One automaton (`aho-corasick`, leftmost-longest, non-overlapping) finds them. A stream
+//! ([`Stream`]) holds back only the end of what it was given that could still begin a form
+//! (the longest suffix that is a prefix of one, found by walking a second automaton of the
+//! same forms over the last bytes): everything before it is final and is written at once.
+//! So a stream's output is the same as [`Redactor::redact`] of its whole input, whatever
+//! its chunks, and it holds at most the longest form less one byte. (A whole form that
+//! ends a chunk is held too, until the next byte or the end: it could still grow into a
+//! longer form, or be part of one that began earlier.)
+
+use aho_corasick::automaton::Automaton as _;
+use aho_corasick::nfa::noncontiguous::NFA;
+use aho_corasick::{AhoCorasick, Anchored, MatchKind};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+
+use crate::error::SecretsError;
+
+/// Base64 fragments (an alignment's stable middle) shorter than this are not looked for:
+/// too short to be the value's, too common not to hit unrelated text.
+const MIN_FRAGMENT: usize = 8;
+/// Above this many bytes of forms in all, the held end is not narrowed to a form's prefix
+/// (the map it needs grows with the forms): the stream holds the longest form less one.
+const MAX_DEPTH_MAP: usize = 8 << 20;
+
+/// The forms of the granted secrets, compiled.
+#[derive(Debug)]
+pub struct Redactor {
+    finder: AhoCorasick,
+    /// The same forms, standard semantics: its state after any text is the longest suffix of
+    /// the text that is a prefix of a form.
+    tails: NFA,
+    /// That suffix's length, by state.
+    depth: Option<Vec<u32>>,
+    /// The marker of each form.
+    markers: Vec<Vec<u8>>,
+    max_len: usize,
+}
+
+/// Every form of `value` looked for (distinct, non-empty).
+pub fn forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![value.to_vec()];
+    for (padded, bare) in [(STANDARD, STANDARD_NO_PAD), (URL_SAFE, URL_SAFE_NO_PAD)] {
+        out.push(padded.encode(value).into_bytes());
+        out.push(bare.encode(value).into_bytes());
+        // At each alignment inside a longer text: the characters only the value's bits make.
+        for k in 0..3usize {
+            let mut shifted = vec![0u8; k];
+            shifted.extend_from_slice(value);
+            let enc = bare.encode(&shifted).into_bytes();
+            let start = (8 * k).div_ceil(6);
+            let end = (8 * (k + value.len())) / 6;
+            if end > start && end - start >= MIN_FRAGMENT {
+                out.push(enc[start..end].to_vec());
+            }
+        }
+    }
+    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+    out.push(hex.to_ascii_uppercase().into_bytes());
+    out.push(hex.into_bytes());
+    let mut url_upper = Vec::new();
+    let mut url_lower = Vec::new();
+    let mut form = Vec::new();
+    for &b in value {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            url_upper.push(b);
+            url_lower.push(b);
+            form.push(b);
+        } else {
+            url_upper.extend_from_slice(format!("%{b:02X}").as_bytes());
+            url_lower.extend_from_slice(format!("%{b:02x}").as_bytes());
+            if b == b' ' {
+                form.push(b'+');
+            } else {
+                form.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+    }
+    out.extend([url_upper, url_lower, form]);
+    if let Ok(text) = std::str::from_utf8(value) {
+        if let Ok(json) = serde_json::to_string(text) {
+            let inner = &json[1..json.len() - 1];
+            out.push(inner.as_bytes().to_vec());
+            out.push(inner.replace('/', "\\/").into_bytes());
+            let (mut lower, mut upper) = (String::new(), String::new());
+            for c in inner.chars() {
+                if c.is_ascii() {
+                    lower.push(c);
+                    upper.push(c);
+                } else {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        lower.push_str(&format!("\\u{u:04x}"));
+                        upper.push_str(&format!("\\u{u:04X}"));
+                    }
+                }
+            }
+            out.extend([lower.into_bytes(), upper.into_bytes()]);
+        }
+    }
+    out.retain(|f| !f.is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Redactor {
+    /// The redactor of `secrets` (name, value): each value's [`forms`] become
+    /// `[REDACTED:NAME]`. Empty values are passed over.
+    pub fn new<'a>(
+        secrets: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Redactor, SecretsError> {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut markers: Vec<Vec<u8>> = Vec::new();
+        for (name, value) in secrets {
+            if value.is_empty() {
+                continue;
+            }
+            for f in forms(value) {
+                // One form shared by two secrets is marked with the first's name.
+                if !patterns.contains(&f) {
+                    patterns.push(f);
+                    markers.push(format!("[REDACTED:{name}]").into_bytes());
+                }
+            }
+        }
+        let bad = |e: &dyn std::fmt::Display| SecretsError::Redactor(e.to_string());
+        let finder = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .map_err(|e| bad(&e))?;
+        let tails = NFA::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .map_err(|e| bad(&e))?;
+        let total: usize = patterns.iter().map(Vec::len).sum();
+        let depth = (total <= MAX_DEPTH_MAP)
+            .then(|| depths(&tails, &patterns))
+            .flatten();
+        Ok(Redactor {
+            finder,
+            tails,
+            depth,
+            markers,
+            max_len: patterns.iter().map(Vec::len).max().unwrap_or(0),
+        })
+    }
+
+    /// Whether it has anything to look for.
+    pub fn is_empty(&self) -> bool {
+        self.markers.is_empty()
+    }
+
+    /// `input` with every form replaced.
+    pub fn redact(&self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        let end = self.replace(input, input.len(), &mut out);
+        out.extend_from_slice(&input[end..]);
+        out
+    }
+
+    /// `text` with every form replaced (a string stays a string: markers are ASCII, and
+    /// forms are replaced whole).
+    pub fn redact_str(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.redact(text.as_bytes())).into_owned()
+    }
+
+    /// A stream to redact chunk by chunk.
+    pub fn stream(&self) -> Stream<'_> {
+        Stream {
+            redactor: self,
+            held: Vec::new(),
+        }
+    }
+
+    /// Writes `buf` up to the matches that start before `safe` replaced; returns where the
+    /// written part ends (at or after `safe` when a match straddles it, else `safe`).
+    fn replace(&self, buf: &[u8], safe: usize, out: &mut Vec<u8>) -> usize {
+        let mut at = 0;
+        if !self.is_empty() {
+            for m in self.finder.find_iter(buf) {
+                if m.start() >= safe {
+                    break;
+                }
+                out.extend_from_slice(&buf[at..m.start()]);
+                out.extend_from_slice(&self.markers[m.pattern().as_usize()]);
+                at = m.end();
+            }
+        }
+        if at < safe {
+            out.extend_from_slice(&buf[at..safe]);
+            at = safe;
+        }
+        at
+    }
+
+    /// How many bytes at the end of `buf` could still begin a form.
+    fn held_len(&self, buf: &[u8]) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let window = buf.len().min(self.max_len.saturating_sub(1));
+        let Some(depth) = &self.depth else {
+            return window;
+        };
+        let Ok(mut sid) = self.tails.start_state(Anchored::No) else {
+            return window;
+        };
+        for &b in &buf[buf.len() - window..] {
+            sid = self.tails.next_state(Anchored::No, sid, b);
+        }
+        match depth.get(sid.as_usize()) {
+            Some(&d) if d != u32::MAX => (d as usize).min(window),
+            _ => window,
+        }
+    }
+}
+
+/// Each state's depth (the length of the form prefix it stands for), by walking every form
+/// from the anchored start; `None` if the automaton does not answer as expected.
+fn depths(nfa: &NFA, patterns: &[Vec<u8>]) -> Option<Vec<u32>> {
+    let mut depth = Vec::new();
+    let start = nfa.start_state(Anchored::Yes).ok()?;
+    let unanchored = nfa.start_state(Anchored::No).ok()?;
+    let mut set = |sid: aho_corasick::automaton::StateID, d: usize| {
+        let i = sid.as_usize();
+        if depth.len() <= i {
+            depth.resize(i + 1, u32::MAX);
+        }
+        depth[i] = u32::try_from(d).unwrap_or(u32::MAX);
+    };
+    set(unanchored, 0);
+    for p in patterns {
+        let mut sid = start;
+        for (i, &b) in p.iter().enumerate() {
+            sid = nfa.next_state(Anchored::Yes, sid, b);
+            if nfa.is_dead(sid) {
+                return None;
+            }
+            set(sid, i + 1);
+        }
+    }
+    Some(depth)
+}
+
+/// Redaction of one stream, chunk by chunk: [`Stream::push`] writes what is final,
+/// [`Stream::finish`] the rest.
+#[derive(Debug)]
+pub struct Stream<'r> {
+    redactor: &'r Redactor,
+    /// Given, not yet written: the end that could still begin a form.
+    held: Vec<u8>,
+}
+
+impl Stream<'_> {
+    /// Takes `chunk`; writes to `out` what no later byte can change.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.held.extend_from_slice(chunk);
+        let safe = self.held.len() - self.redactor.held_len(&self.held);
+        let written = self.redactor.replace(&self.held, safe, out);
+        self.held.drain(..written);
+    }
+
+    /// The end of the stream: writes what was held.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let held = std::mem::take(&mut self.held);
+        out.extend_from_slice(&self.redactor.redact(&held));
+    }
+
+    /// Bytes held back now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_secrets;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/redact.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input the `redact` fuzz target ever failed on or was given to hold
+    /// (fuzz/regressions/redact/) keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_redact_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "redact", check);
+    }
+}
