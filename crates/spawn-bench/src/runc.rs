@@ -67,6 +67,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
         cgroups_path: Some(format!("/spawn-bench/runc-{}-{tag}", std::process::id())),
         init: None,
         kernel: oci::Kernel::Host,
+        secrets_fd: None,
         netns: None,
         terminal: false,
         staged: &[],

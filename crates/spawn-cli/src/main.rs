@@ -121,6 +121,9 @@ pub(crate) enum SecretsCmd {
     Delete { name: String },
     /// Rotate the master key: data keys are rewrapped under a new one, values untouched.
     RotateMaster,
+    /// (Internal) resolve a local run's secrets: names on stdin, values on stdout.
+    #[command(name = "__resolve", hide = true)]
+    Resolve,
 }
 
 /// The audit log (SPEC §4, §7).

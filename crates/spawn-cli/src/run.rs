@@ -119,6 +119,11 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         run_id: None,
         agent_id: None,
     })?;
+    if !run.spec().secrets.is_empty() {
+        run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
+            home: home.to_owned(),
+        }));
+    }
     let mut recorder = crate::local::Recorder::new(home);
     run.on_started(recorder.opener());
     for warning in run.warnings() {

@@ -100,6 +100,7 @@ async fn act(
             let versions = done?;
             println!("secret {name} deleted ({versions} version(s))");
         }
+        SecretsCmd::Resolve => resolve_for_run(secrets).await?,
         SecretsCmd::RotateMaster => {
             let done = secrets.rotate_master().await;
             audit(log, "rotate-master", "*", None, done.is_ok())?;
@@ -111,6 +112,143 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Most secrets one run may be granted (`spec.capabilities.secrets` and `--secret`).
+const MAX_GRANTS: usize = 256;
+
+/// `spawn secrets __resolve`, for [`LocalResolver`]: store names on stdin, one a line; on
+/// stdout, for each in order, `+LEN\n` and the value's bytes, or `-REASON\n`.
+async fn resolve_for_run(secrets: &Secrets) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let names: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .take(MAX_GRANTS)
+        .collect::<Result<_, _>>()
+        .context("read the names to resolve")?;
+    let mut out = Zeroizing::new(Vec::new());
+    for name in &names {
+        match secrets.get(NAMESPACE, name).await {
+            Ok(opened) => {
+                use secrecy::ExposeSecret as _;
+                let v = opened.value.expose_secret();
+                out.extend_from_slice(format!("+{}\n", v.len()).as_bytes());
+                out.extend_from_slice(v);
+            }
+            Err(e) => {
+                let reason = match e {
+                    spawn_secrets::SecretsError::NotFound { .. } => format!(
+                        "it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)"
+                    ),
+                    e => e.to_string(),
+                };
+                out.extend_from_slice(format!("-{}\n", reason.replace('\n', " ")).as_bytes());
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .context("hand the values over")
+}
+
+/// Resolves a local run's granted secrets from `$SPAWN_HOME`'s store (namespace `local`),
+/// in a helper process of its own (`spawn secrets __resolve`): the store's driver runs
+/// threads, and the native runtime must start from a single-threaded process. The values
+/// come back through a pipe, never argv, a file or an environment.
+#[derive(Debug)]
+pub(crate) struct LocalResolver {
+    pub(crate) home: PathBuf,
+}
+
+impl spawn_run::SecretResolver for LocalResolver {
+    fn resolve(
+        &mut self,
+        _namespace: &str,
+        grants: &[spawn_policy::SecretGrant],
+    ) -> Vec<Result<spawn_run::SecretValue, String>> {
+        match self.resolve_all(grants) {
+            Ok(v) => v,
+            Err(e) => grants.iter().map(|_| Err(format!("{e:#}"))).collect(),
+        }
+    }
+}
+
+impl LocalResolver {
+    fn resolve_all(
+        &self,
+        grants: &[spawn_policy::SecretGrant],
+    ) -> anyhow::Result<Vec<Result<spawn_run::SecretValue, String>>> {
+        use std::io::Write as _;
+        if !master_key_path(&self.home).exists() {
+            return Ok(grants
+                .iter()
+                .map(|g| {
+                    let spawn_policy::SecretSource::Store(n) = &g.source;
+                    Err(format!(
+                        "no secret is set in $SPAWN_HOME ({}): spawn secrets set {n} --from-stdin",
+                        self.home.display()
+                    ))
+                })
+                .collect());
+        }
+        let exe = std::env::current_exe().context("find spawn's own executable")?;
+        let mut child = std::process::Command::new(exe)
+            .args(["secrets", "__resolve"])
+            .env("SPAWN_HOME", &self.home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("start the secrets' resolver")?;
+        let mut names = String::new();
+        for g in grants {
+            let spawn_policy::SecretSource::Store(n) = &g.source;
+            names.push_str(n);
+            names.push('\n');
+        }
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(names.as_bytes())
+                .context("give the resolver the names")?;
+        }
+        let mut out = Zeroizing::new(Vec::new());
+        if let Some(stdout) = child.stdout.take() {
+            stdout
+                .take((MAX_GRANTS * (spawn_secrets::MAX_VALUE + 32)) as u64)
+                .read_to_end(&mut out)
+                .context("read the resolver's answer")?;
+        }
+        let status = child.wait().context("wait for the resolver")?;
+        anyhow::ensure!(status.success(), "the secrets' resolver failed ({status})");
+        let mut rest: &[u8] = &out;
+        let mut values = Vec::with_capacity(grants.len());
+        for _ in grants {
+            let nl = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .context("the resolver's answer is cut short")?;
+            let (head, tail) = (&rest[..nl], &rest[nl + 1..]);
+            match head.split_first() {
+                Some((b'+', len)) => {
+                    let len: usize = std::str::from_utf8(len)
+                        .ok()
+                        .and_then(|l| l.parse().ok())
+                        .filter(|l| *l <= tail.len())
+                        .context("the resolver's answer is malformed")?;
+                    values.push(Ok(Zeroizing::new(tail[..len].to_vec())));
+                    rest = &tail[len..];
+                }
+                Some((b'-', reason)) => {
+                    values.push(Err(String::from_utf8_lossy(reason).into_owned()));
+                    rest = tail;
+                }
+                _ => anyhow::bail!("the resolver's answer is malformed"),
+            }
+        }
+        Ok(values)
+    }
 }
 
 /// The value from a file (its bytes exactly) or stdin (one trailing newline dropped).

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use crate::error::PolicyError;
 use crate::manifest::NetCapability;
 use crate::manifest::{Agent, ExecCapability, Mount, MountMode, ResourceLimits, MAX_MOUNTS};
+use crate::names;
 use crate::names::{plain_path, quote};
 use crate::net::NetRules;
 use crate::paths::{self, Confine};
-use crate::spec::{MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind};
+use crate::spec::{
+    MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind, SecretGrant, SecretSource,
+};
 use crate::validate::{self, MAX_ENV_VARS};
 
 /// The run name when there is no manifest.
@@ -73,7 +76,6 @@ pub fn resolve(
     overrides: &Overrides,
     protected: &[PathBuf],
 ) -> Result<RunSpec, PolicyError> {
-    check_unsupported_overrides(overrides)?;
     if let Some(agent) = agent {
         // The fields are public: never trust that the caller went through `parse_agent`.
         validate::validate(agent)?;
@@ -115,6 +117,14 @@ pub fn resolve(
         protected,
     )?;
 
+    let env = resolve_env(&overrides.env)?;
+    let secrets = resolve_secrets(
+        capabilities
+            .map(|c| c.secrets.as_slice())
+            .unwrap_or_default(),
+        overrides,
+        &env,
+    )?;
     Ok(RunSpec {
         name: agent.map_or_else(|| DEFAULT_NAME.to_owned(), |a| a.metadata.name.clone()),
         namespace: agent
@@ -125,7 +135,7 @@ pub fn resolve(
             .or(sandbox.and_then(|s| s.runtime))
             .unwrap_or(RuntimeKind::Gvisor),
         command,
-        env: resolve_env(&overrides.env)?,
+        env,
         workdir: overrides
             .workdir
             .as_deref()
@@ -136,6 +146,7 @@ pub fn resolve(
         net: resolve_net(capabilities.and_then(|c| c.net.as_ref()), overrides)?,
         mounts,
         languages: exec.map(|e| e.languages.clone()).unwrap_or_default(),
+        secrets,
     })
 }
 
@@ -155,14 +166,55 @@ fn resolve_net(
     NetRules::from_capability(&net)
 }
 
-fn check_unsupported_overrides(overrides: &Overrides) -> Result<(), PolicyError> {
-    let lists = [("--secret", overrides.secrets.is_empty(), "secrets")];
-    for (flag, empty, what) in lists {
-        if !empty {
-            return Err(PolicyError::unsupported(flag, what, ""));
+/// The secrets granted: the manifest's, then each `--secret NAME` (`store://NAME` into the
+/// variable `NAME`) not granted already. A variable may not be both a secret and `--env`.
+fn resolve_secrets(
+    manifest: &[crate::SecretRef],
+    overrides: &Overrides,
+    env: &[(String, String)],
+) -> Result<Vec<SecretGrant>, PolicyError> {
+    let mut grants: Vec<SecretGrant> = Vec::new();
+    for (i, s) in manifest.iter().enumerate() {
+        let field = format!("spec.capabilities.secrets[{i}].from");
+        let source = match s.from.strip_prefix("store://") {
+            Some(name) => {
+                names::check_identifier(name).map_err(|m| {
+                    PolicyError::invalid(&field, format!("the store's secret name: {m}"))
+                })?;
+                SecretSource::Store(name.to_owned())
+            }
+            None => {
+                return Err(PolicyError::unsupported(
+                    field,
+                    "vault:// references",
+                    "(store://NAME for now)",
+                ))
+            }
+        };
+        grants.push(SecretGrant {
+            env: s.name.clone(),
+            source,
+        });
+    }
+    for name in &overrides.secrets {
+        validate::check_env_name("--secret", name)?;
+        if !grants.iter().any(|g| &g.env == name) {
+            grants.push(SecretGrant {
+                env: name.clone(),
+                source: SecretSource::Store(name.clone()),
+            });
         }
     }
-    Ok(())
+    if let Some(g) = grants.iter().find(|g| env.iter().any(|(k, _)| k == &g.env)) {
+        return Err(PolicyError::invalid(
+            "--env",
+            format!(
+                "{} is a granted secret's variable: it cannot be set too",
+                g.env
+            ),
+        ));
+    }
+    Ok(grants)
 }
 
 fn resolve_command(
@@ -232,13 +284,6 @@ fn check_unsupported_manifest(agent: &Agent) -> Result<(), PolicyError> {
                  to run without exec limits",
             ));
         }
-    }
-    if !capabilities.secrets.is_empty() {
-        return Err(PolicyError::unsupported(
-            "spec.capabilities.secrets",
-            "secrets",
-            "",
-        ));
     }
     Ok(())
 }

@@ -196,6 +196,33 @@ pub struct RunSpec {
     pub mounts: Vec<MountSpec>,
     /// Languages granted by `capabilities.exec` (informational for the native runtime).
     pub languages: Vec<String>,
+    /// Secrets granted (manifest, then `--secret`): resolved at the run's start, each
+    /// given to the agent as an environment variable, and to nothing else.
+    pub secrets: Vec<SecretGrant>,
+}
+
+/// A secret granted to the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretGrant {
+    /// The environment variable that receives it.
+    pub env: String,
+    /// Where its value comes from.
+    pub source: SecretSource,
+}
+
+/// Where a granted secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `store://NAME`: spawn's own store, in the run's namespace.
+    Store(String),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Store(name) => write!(f, "store://{name}"),
+        }
+    }
 }
 
 impl RunSpec {
@@ -215,6 +242,7 @@ impl RunSpec {
             net: crate::net::NetRules::plain(NetPolicy::None),
             mounts: vec![],
             languages: vec![],
+            secrets: vec![],
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum RunError {
     /// What this build of spawn does not run.
     #[error("{0}")]
     Unsupported(String),
+    /// A granted secret could not be had: the run does not start.
+    #[error("{0}")]
+    Secrets(String),
 }
 
 /// `result.net("make the link")?`: a network step's failure, saying which step.

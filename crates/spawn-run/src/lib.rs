@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use spawn_audit::{AuditLog, Event, EventType, Limiter, Limits, Outcome, Principal, Resource};
-use spawn_policy::{NetPolicy, RunSpec, RuntimeKind};
-use spawn_sandbox::{Observer, Report, RunOptions};
+use spawn_policy::{NetPolicy, RunSpec, RuntimeKind, SecretGrant};
+use spawn_sandbox::{Observer, Report, RunOptions, SecretEnv};
 
 pub use error::RunError;
 
@@ -81,6 +81,22 @@ pub struct Run {
     run_id: String,
     auditor: Auditor,
     limits: Limits,
+    resolver: Option<Box<dyn SecretResolver>>,
+}
+
+/// A granted secret's value as a front end's store gives it: wiped when dropped.
+pub type SecretValue = zeroize::Zeroizing<Vec<u8>>;
+
+/// Resolves a run's granted secrets at its start, from the front end's store. A run that
+/// grants secrets and has none does not start.
+pub trait SecretResolver: Send + std::fmt::Debug {
+    /// The value of each grant, in order, or why it cannot be had (a reason that never
+    /// holds a value).
+    fn resolve(
+        &mut self,
+        namespace: &str,
+        grants: &[SecretGrant],
+    ) -> Vec<Result<SecretValue, String>>;
 }
 
 /// A run that has ended, however it ended.
@@ -202,7 +218,13 @@ impl Run {
             run_id,
             auditor,
             limits: audit_limits,
+            resolver: None,
         })
+    }
+
+    /// Where the run's granted secrets are resolved at its start.
+    pub fn set_secret_resolver(&mut self, resolver: Box<dyn SecretResolver>) {
+        self.resolver = Some(resolver);
     }
 
     /// `tr_…`.
@@ -250,14 +272,19 @@ impl Run {
             run_id,
             mut auditor,
             limits,
+            mut resolver,
         } = self;
         // The network (and the proxy's account of it) lasts until the run's stop is on
         // record, as it did for the CLI.
         let mut options = None;
-        let result = network(&spec, &run_id, &auditor, limits, warn).and_then(|network| {
+        let secret_env = resolve_secrets(&spec, &mut resolver, &mut auditor);
+        drop(resolver);
+        let result = secret_env.and_then(|secret_env| {
+            let network = network(&spec, &run_id, &auditor, limits, warn)?;
             let options = options.insert(RunOptions {
                 run_id: run_id.clone(),
                 network,
+                secret_env: Arc::new(secret_env),
             });
             match spec.runtime {
                 RuntimeKind::Container => {
@@ -308,6 +335,75 @@ impl Run {
             spec,
             result,
             audit_failed: auditor.failed,
+        }
+    }
+}
+
+/// The granted secrets' values, from `resolver`, each access an `agent.secret.access`
+/// event (never the value): written with the run's start when all were had; written at
+/// once, and the run refused, when one was not.
+fn resolve_secrets(
+    spec: &RunSpec,
+    resolver: &mut Option<Box<dyn SecretResolver>>,
+    auditor: &mut Auditor,
+) -> Result<Vec<SecretEnv>, RunError> {
+    if spec.secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(resolver) = resolver.as_mut() else {
+        return Err(RunError::Secrets(
+            "this run grants secrets, and what started it cannot resolve them (spawnd: not yet; run it with the local spawn)".into(),
+        ));
+    };
+    let mut values = resolver.resolve(&spec.namespace, &spec.secrets).into_iter();
+    let mut out = Vec::with_capacity(spec.secrets.len());
+    let mut events = Vec::with_capacity(spec.secrets.len());
+    let mut failed = None;
+    for grant in &spec.secrets {
+        let spawn_policy::SecretSource::Store(name) = &grant.source;
+        let got = match values.next() {
+            Some(Ok(v)) => SecretEnv::new(&grant.env, v).map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e),
+            None => Err("no value was given for it".into()),
+        };
+        let outcome = if got.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Error
+        };
+        let mut event = auditor
+            .event(
+                EventType::AgentSecretAccess,
+                "secret",
+                name,
+                "resolve",
+                outcome,
+            )
+            .with_detail("env", grant.env.clone())
+            .with_detail("source", grant.source.to_string())
+            .with_detail("namespace", spec.namespace.clone());
+        match got {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                event = event.with_detail("error", e.clone());
+                failed.get_or_insert(format!(
+                    "secret {} ({}) could not be resolved: {e}",
+                    grant.env, grant.source
+                ));
+            }
+        }
+        events.push(event);
+    }
+    match failed {
+        None => {
+            auditor.start.extend(events);
+            Ok(out)
+        }
+        Some(reason) => {
+            for e in events {
+                auditor.emit(e);
+            }
+            Err(RunError::Secrets(reason))
         }
     }
 }

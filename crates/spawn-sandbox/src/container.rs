@@ -504,6 +504,13 @@ const GVISOR_SENTRY_UID: u32 = 65534;
 const GVISOR_MEMORY_OVERHEAD: u64 = 256 << 20;
 
 /// Runs `spec` in a container (`runc`). Blocks until the run ends.
+/// The init's descriptor of the granted secrets' pipe under runc: after the report
+/// socket (3) and the agent's streams (4–6).
+const RUNC_SECRETS_FD: std::os::fd::RawFd = 7;
+/// Under runsc, which passes it on by `--pass-fd` (the init has no other given
+/// descriptor there).
+const GVISOR_SECRETS_FD: std::os::fd::RawFd = 3;
+
 pub fn run(
     spec: &RunSpec,
     opts: &RunOptions,
@@ -699,6 +706,12 @@ fn run_engine(
     )
     .map_err(|e| SandboxError::setup("socketpair", e))?;
     let plumbing = Plumbing::for_process()?;
+    // Granted secrets go to the init through a pipe, never the bundle (see `secret_env`).
+    let secrets_pipe = if opts.secret_env.is_empty() {
+        None
+    } else {
+        Some(crate::secret_env::pipe_for(&opts.secret_env)?)
+    };
     let terminal = plumbing.agent.terminal;
     let config_path = bundle.path.join("config.json");
     // The root the configuration describes, the configuration, and whether the command
@@ -729,6 +742,13 @@ fn run_engine(
             cgroups_path: (!gvisor).then(|| format!("/spawn/{name}")),
             init: Some(&exe),
             kernel,
+            secrets_fd: secrets_pipe.as_ref().map(|_| {
+                if gvisor {
+                    GVISOR_SECRETS_FD
+                } else {
+                    RUNC_SECRETS_FD
+                }
+            }),
             netns: netns.as_deref(),
             terminal,
             staged: &staged,
@@ -858,23 +878,30 @@ fn run_engine(
             if !writable_grants {
                 cmd.arg("--file-access-mounts=exclusive");
             }
-            cmd.args(["run", "--bundle"]);
+            cmd.arg("run");
+            if let Some(pipe) = &secrets_pipe {
+                // The secrets' pipe is runsc's fd 3, given to the init as its fd 3.
+                sys::give_fds(&mut cmd, vec![pipe.as_raw_fd()]);
+                cmd.arg(format!("--pass-fd=3:{GVISOR_SECRETS_FD}"));
+            }
+            cmd.arg("--bundle");
         } else {
             // runc would relay the container's stdout and stderr through pipes of its own,
             // one copy each, losing their order: the init gets the agent's streams as fds
             // 4–6 (`--stdio-fd 4`) beside the report socket (fd 3), and runc's own stdio
             // carries only runc's messages.
-            cmd.args(["run", "--keep", "--preserve-fds", "4", "--bundle"]);
             let agent = &plumbing.agent;
-            sys::give_fds(
-                &mut cmd,
-                vec![
-                    report_child.as_raw_fd(),
-                    agent.stdin.as_raw_fd(),
-                    agent.stdout.as_raw_fd(),
-                    agent.stderr.as_raw_fd(),
-                ],
-            );
+            let mut fds = vec![
+                report_child.as_raw_fd(),
+                agent.stdin.as_raw_fd(),
+                agent.stdout.as_raw_fd(),
+                agent.stderr.as_raw_fd(),
+            ];
+            // The secrets' pipe, when there are any, is fd 7 (`RUNC_SECRETS_FD`).
+            fds.extend(secrets_pipe.as_ref().map(|p| p.as_raw_fd()));
+            let preserved = fds.len().to_string();
+            cmd.args(["run", "--keep", "--preserve-fds", &preserved, "--bundle"]);
+            sys::give_fds(&mut cmd, fds);
         }
         // The agent's streams are spawn's pipes (see `stdio`), never spawn's own
         // descriptors: runsc would write a regular file at an offset of its own and

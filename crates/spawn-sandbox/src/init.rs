@@ -378,6 +378,9 @@ pub struct InitArgs {
     /// `--tty`: the command's stdin is the run's own pty (an interactive run): its
     /// session takes it as controlling terminal.
     pub tty: bool,
+    /// `--secrets-fd N`: a pipe holding granted secrets (`secret_env`), read and closed
+    /// before the command starts; they are added to the command's environment only.
+    pub secrets_fd: Option<std::os::fd::RawFd>,
     /// The command and its arguments.
     pub command: Vec<String>,
 }
@@ -390,7 +393,7 @@ impl std::fmt::Display for InitUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(
             "usage: spawn-init [--report-fd N] [--stdio-fd N] [--read PATH]... \
-             [--write PATH]... [--gvisor-root] [--xattr-compat] [--tty] -- COMMAND...",
+             [--write PATH]... [--gvisor-root] [--xattr-compat] [--tty] [--secrets-fd N] -- COMMAND...",
         )
     }
 }
@@ -404,6 +407,9 @@ impl InitArgs {
         }
         if let Some(fd) = self.stdio_fd {
             args.extend(["--stdio-fd".to_owned(), fd.to_string()]);
+        }
+        if let Some(fd) = self.secrets_fd {
+            args.extend(["--secrets-fd".to_owned(), fd.to_string()]);
         }
         for (flag, paths) in [
             ("--read", &self.landlock.read),
@@ -445,6 +451,10 @@ impl InitArgs {
                 }
                 ["--stdio-fd", n, tail @ ..] if out.stdio_fd.is_none() => {
                     out.stdio_fd = Some(fd(n)?);
+                    rest = tail;
+                }
+                ["--secrets-fd", n, tail @ ..] if out.secrets_fd.is_none() => {
+                    out.secrets_fd = Some(fd(n)?);
                     rest = tail;
                 }
                 [flag @ ("--read" | "--write"), path, tail @ ..] if path.starts_with('/') => {
@@ -559,6 +569,18 @@ pub fn oci_init(args: &InitArgs) -> i32 {
             );
         }
     }
+    // The granted secrets, read and their pipe closed now: the command's environment is
+    // the init's with them added (the init's own never holds them).
+    let mut envp = match args.secrets_fd {
+        None => None,
+        Some(fd) if !sys::fd_is_open(fd) => {
+            return init_failed(&format!("use descriptor {fd}"), "it is not open");
+        }
+        Some(fd) => match read_secret_env(sys::own_fd(fd)) {
+            Ok(env) => Some(env),
+            Err(e) => return init_failed("read the granted secrets", e),
+        },
+    };
     let report = args.report_fd.map(sys::own_fd);
     let stdio: Option<[OwnedFd; 3]> = args
         .stdio_fd
@@ -663,7 +685,10 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                 sys::exit_now(init_failed("install seccomp", e))
             }
             drop(report);
-            let err = nix::unistd::execvp(&prog, &argv).err();
+            let err = match &envp {
+                Some(env) => nix::unistd::execvpe(&prog, &argv, env).err(),
+                None => nix::unistd::execvp(&prog, &argv).err(),
+            };
             sys::exit_now(match err {
                 Some(nix::errno::Errno::ENOENT) => 127,
                 _ => 126,
@@ -680,9 +705,12 @@ pub fn oci_init(args: &InitArgs) -> i32 {
             return init_failed("give the command the run's terminal", e);
         }
     }
-    // Only the command holds its streams; the init keeps no capability it does not need
-    // to reap and forward signals.
+    // Only the command holds its streams and the secrets; the init keeps no capability it
+    // does not need to reap and forward signals.
     drop(stdio);
+    if let Some(env) = &mut envp {
+        crate::secret_env::wipe(env);
+    }
     if args.gvisor_root {
         if let Err(e) = sys::capset_clear() {
             return init_failed("drop the init's capabilities", e);
@@ -695,6 +723,43 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     } else {
         libc::WEXITSTATUS(status)
     }
+}
+
+/// The command's environment: the init's own, with the granted secrets read from `pipe`
+/// (to its end, at most [`crate::secret_env::MAX_PAYLOAD`] bytes) in place of any variable
+/// of the same name.
+fn read_secret_env(pipe: OwnedFd) -> Result<Vec<CString>, String> {
+    use std::io::Read as _;
+    let mut payload = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::from(pipe)
+        .take(crate::secret_env::MAX_PAYLOAD as u64 + 1)
+        .read_to_end(&mut payload)
+        .map_err(|e| e.to_string())?;
+    if payload.len() > crate::secret_env::MAX_PAYLOAD {
+        return Err("more than the largest payload".into());
+    }
+    let secrets = crate::secret_env::decode(&payload).ok_or("a malformed payload")?;
+    let names: Vec<Vec<u8>> = secrets
+        .iter()
+        .filter_map(|s| {
+            let b = s.as_bytes();
+            b.iter().position(|c| *c == b'=').map(|i| b[..=i].to_vec())
+        })
+        .collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            use std::os::unix::ffi::OsStrExt as _;
+            let mut e = k.as_bytes().to_vec();
+            e.push(b'=');
+            if names.contains(&e) {
+                return None;
+            }
+            e.extend_from_slice(v.as_bytes());
+            CString::new(e).ok()
+        })
+        .collect();
+    env.extend(secrets);
+    Ok(env)
 }
 
 /// Says on stderr (which reaches the user through spawn) why the init could not start the
@@ -729,7 +794,15 @@ mod tests {
                 gvisor_root: true,
                 xattr_compat: true,
                 tty: true,
+                secrets_fd: Some(3),
                 command: vec!["--".into(), "--report-fd".into()],
+                ..InitArgs::default()
+            },
+            InitArgs {
+                report_fd: Some(3),
+                stdio_fd: Some(4),
+                secrets_fd: Some(7),
+                command: vec!["--secrets-fd".into(), "9".into()],
                 ..InitArgs::default()
             },
         ];
@@ -737,6 +810,20 @@ mod tests {
             let written = args.to_args();
             let words: Vec<&str> = written.iter().map(String::as_str).collect();
             assert_eq!(InitArgs::parse(&words), Ok(args.clone()), "{written:?}");
+        }
+        // Descriptors that are not plain decimals above 2, and the flag twice: refused.
+        for bad in [
+            &["--secrets-fd", "2", "--", "true"][..],
+            &["--secrets-fd", "-7", "--", "true"],
+            &["--secrets-fd", "+7", "--", "true"],
+            &["--secrets-fd", " 7", "--", "true"],
+            &["--secrets-fd", "0x7", "--", "true"],
+            &["--secrets-fd", "99999999999", "--", "true"],
+            &["--secrets-fd", "", "--", "true"],
+            &["--secrets-fd", "7", "--secrets-fd", "8", "--", "true"],
+            &["--secrets-fd"],
+        ] {
+            assert_eq!(InitArgs::parse(bad), Err(InitUsage), "{bad:?}");
         }
     }
 }

@@ -21,12 +21,14 @@ pub mod oci;
 pub mod rootfs;
 pub mod scratch;
 pub mod seccomp;
+mod secret_env;
 mod stdio;
 mod sys;
 
 pub use error::SandboxError;
 pub use init::{oci_init, InitArgs, InitUsage};
 pub use native::{run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions};
+pub use secret_env::SecretEnv;
 pub use sys::default_sigpipe;
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
 pub use sys::{recv_fds, send_fds};

@@ -149,6 +149,9 @@ pub struct RunOptions {
     /// the egress proxy (`restricted`, `egress-only`) or the host's routing with the host
     /// itself walled off (`full`).
     pub network: Option<std::sync::Arc<dyn Network>>,
+    /// Granted secrets for the agent's environment (and nothing else's: see
+    /// `secret_env`).
+    pub secret_env: std::sync::Arc<Vec<crate::SecretEnv>>,
 }
 
 impl RunOptions {
@@ -157,6 +160,7 @@ impl RunOptions {
         RunOptions {
             run_id: run_id.into(),
             network: None,
+            secret_env: std::sync::Arc::default(),
         }
     }
 }
@@ -652,6 +656,14 @@ pub fn run(
     let network = net.network;
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let mut cfg = child_config(spec, run_limits, (root_id, agent_id), net, &name)?;
+    // Granted secrets: into the agent's execve environment only, in place of any variable
+    // of the same name; wiped from spawn's memory once the sandbox has started (below).
+    for s in opts.secret_env.iter() {
+        let prefix = format!("{}=", s.name());
+        cfg.envp
+            .retain(|e| !e.as_bytes().starts_with(prefix.as_bytes()));
+        cfg.envp.push(s.entry()?);
+    }
 
     let limits = Limits {
         memory_bytes: memory,
@@ -719,6 +731,8 @@ pub fn run(
             child,
         } = ch;
         drop(child);
+        // The child has its copy of the environment: spawn's is wiped (secrets among it).
+        crate::secret_env::wipe(&mut cfg.envp);
         let sandbox = Pid::from_raw(pid);
         let abort = |e: SandboxError| {
             let _ = kill(sandbox, Signal::SIGKILL);

@@ -53,6 +53,8 @@ pub struct OciInput<'a> {
     pub init: Option<&'a Path>,
     /// Whose kernel the agent runs on.
     pub kernel: Kernel,
+    /// The descriptor, in the init, of the pipe holding granted secrets (`secret_env`).
+    pub secrets_fd: Option<std::os::fd::RawFd>,
     /// The network namespace to join (a run with a network policy), instead of a new
     /// empty one. gVisor ignores it: runsc is started inside it instead. Never the host's.
     pub netns: Option<&'a Path>,
@@ -356,6 +358,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         let mut flags = InitArgs {
             command: input.argv.to_vec(),
             tty: input.terminal,
+            secrets_fd: input.secrets_fd,
             ..InitArgs::default()
         };
         match input.kernel {
@@ -458,6 +461,7 @@ mod tests {
             cgroups_path: Some("/spawn/1-tr_x".into()),
             init,
             kernel,
+            secrets_fd: None,
             netns: None,
             terminal: false,
             staged: &[],

@@ -80,6 +80,7 @@ fn main() {
         cgroups_path: None,
         init: None,
         kernel: oci::Kernel::Host,
+        secrets_fd: None,
         netns: None,
         terminal: false,
         staged: &[],

@@ -15,4 +15,5 @@ mod exit_codes;
 mod gvisor;
 mod local_runs;
 mod manifest;
+mod secrets;
 mod stdio;

@@ -7,7 +7,7 @@ use pretty_assertions::assert_eq;
 use spawn_policy::net::NetRules;
 use spawn_policy::{
     parse_agent, resolve, Agent, MountSource, MountSpec, NetPolicy, Overrides, PolicyError,
-    Resources, RunSpec, RuntimeKind,
+    Resources, RunSpec, RuntimeKind, SecretGrant, SecretSource,
 };
 
 use super::{with_spec, SPEC_EXAMPLE};
@@ -59,6 +59,7 @@ fn bare_command_gets_the_defaults() {
             net: NetRules::plain(NetPolicy::None),
             mounts: vec![],
             languages: vec![],
+            secrets: vec![],
         }
     );
     // RunSpec::bare is exactly this resolution.
@@ -162,6 +163,7 @@ fn full_manifest_resolves() {
                 },
             ],
             languages: strings(&["python", "bash"]),
+            secrets: vec![],
         }
     );
 }
@@ -455,10 +457,6 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
         "spec.limits: the built-in loop's limits is not supported yet (remove spec.limits)"
     );
     a.spec.limits = None;
-    assert_eq!(
-        resolve_err(Some(&a), &base, &Overrides::default()),
-        "spec.capabilities.secrets: secrets is not supported yet"
-    );
     // --net none replaces the policy, and then the example's proxy settings are refused
     // as meaningless, not dropped.
     let net_none = Overrides {
@@ -466,13 +464,15 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
         ..Overrides::default()
     };
     let got = resolve_err(Some(&a), &base, &net_none);
-    assert!(
-        got.contains("net.allowlist") || got.contains("secrets"),
-        "{got}"
-    );
-    let caps = a.spec.capabilities.as_mut().unwrap();
-    caps.secrets.clear();
+    assert!(got.contains("net.allowlist"), "{got}");
     let spec = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap();
+    assert_eq!(
+        spec.secrets,
+        vec![SecretGrant {
+            env: "GITHUB_TOKEN".into(),
+            source: SecretSource::Store("GITHUB_TOKEN".into())
+        }]
+    );
     assert_eq!(spec.name, "researcher");
     assert_eq!(spec.command, strings(&["python3", "/workspace/main.py"]));
     assert_eq!(spec.mounts.len(), 2);
@@ -497,8 +497,8 @@ fn unsupported_manifest_fields() {
             "spec.capabilities.exec.enabled: false is not supported yet",
         ),
         (
-            "  capabilities: {secrets: [{name: T, from: \"store://T\"}]}\n",
-            "spec.capabilities.secrets: secrets is not supported yet",
+            "  capabilities: {secrets: [{name: T, from: \"vault://secret/data/t#k\"}]}\n",
+            "spec.capabilities.secrets[0].from: vault:// references is not supported yet",
         ),
         (
             "  limits: {maxSteps: 3}\n",
@@ -559,18 +559,6 @@ fn unsupported_manifest_fields() {
 #[test]
 fn unsupported_flags() {
     let (_d, base) = tempdir();
-    let cases: [(Overrides, &str); 1] = [(
-        Overrides {
-            secrets: strings(&["GITHUB_TOKEN"]),
-            ..command(&["x"])
-        },
-        "--secret: secrets is not supported yet",
-    )];
-    for (o, want) in cases {
-        let e = resolve(None, &base, &base, &o, &[]).unwrap_err();
-        assert!(matches!(e, PolicyError::Unsupported { .. }));
-        assert_eq!(e.to_string(), want);
-    }
     let o = Overrides {
         net: Some(NetPolicy::None),
         ..command(&["x"])
@@ -775,4 +763,83 @@ fn resolve_revalidates_hand_built_agents() {
         resolve_err(Some(&a), &base, &Overrides::default()),
         "spec.command: cannot be empty (give at least the program to run)"
     );
+}
+
+/// Secrets granted by the manifest and by `--secret`: in order, a flag naming a variable
+/// the manifest grants adds nothing, and every bad name or reference is refused with its
+/// field.
+#[test]
+fn secrets_are_granted_by_the_manifest_and_the_flag() {
+    let (_d, base) = tempdir();
+    let store = |env: &str, name: &str| SecretGrant {
+        env: env.into(),
+        source: SecretSource::Store(name.into()),
+    };
+    let a = agent("  capabilities: {secrets: [{name: GH, from: \"store://GITHUB_TOKEN\"}, {name: B, from: \"store://B\"}]}\n");
+    let o = Overrides {
+        secrets: strings(&["C", "GH", "C"]),
+        ..Overrides::default()
+    };
+    let spec = resolve(Some(&a), &base, &base, &o, &[]).unwrap();
+    assert_eq!(
+        spec.secrets,
+        vec![
+            store("GH", "GITHUB_TOKEN"),
+            store("B", "B"),
+            store("C", "C")
+        ]
+    );
+    assert_eq!(spec.secrets[0].source.to_string(), "store://GITHUB_TOKEN");
+    // Bare command with flags only.
+    let o = Overrides {
+        secrets: strings(&["TOKEN"]),
+        ..command(&["x"])
+    };
+    assert_eq!(
+        resolve(None, &base, &base, &o, &[]).unwrap().secrets,
+        vec![store("TOKEN", "TOKEN")]
+    );
+    // Refused: bad variable names, reserved variables, a name both --env and a secret, a
+    // store name that is not a secret name.
+    for (flag, want) in [
+        ("1X", "--secret: \"1X\" is not a variable name"),
+        ("A-B", "--secret: \"A-B\" is not a variable name"),
+        ("", "--secret: "),
+        (
+            "LD_PRELOAD",
+            "--secret: LD_PRELOAD: names starting with LD_",
+        ),
+        ("A=B", "--secret: \"A=B\" is not a variable name"),
+        ("A\nB", "--secret: "),
+    ] {
+        let o = Overrides {
+            secrets: strings(&[flag]),
+            ..command(&["x"])
+        };
+        let got = resolve(None, &base, &base, &o, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(got.starts_with(want), "{flag:?}: {got}");
+    }
+    let o = Overrides {
+        secrets: strings(&["T"]),
+        env: strings(&["T=plain"]),
+        ..command(&["x"])
+    };
+    let got = resolve(None, &base, &base, &o, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(got.contains("T is a granted secret's variable"), "{got}");
+    for from in ["store://a.b", "store://1A", "store://a-b"] {
+        let a = agent(&format!(
+            "  capabilities: {{secrets: [{{name: T, from: \"{from}\"}}]}}\n"
+        ));
+        let got = resolve(Some(&a), &base, &base, &Overrides::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            got.starts_with("spec.capabilities.secrets[0].from: the store's secret name"),
+            "{from}: {got}"
+        );
+    }
 }

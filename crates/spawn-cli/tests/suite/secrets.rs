@@ -1,0 +1,309 @@
+//! Secrets end to end: `spawn secrets` keeps them sealed in `$SPAWN_HOME`; a run granted one
+//! (`--secret NAME`, or the manifest's `capabilities.secrets`) gets it in its agent's
+//! environment on every runtime, and nothing else holds it: not argv, not the runtimes'
+//! bundles, arguments or environments, not any file spawn writes, not the audit log
+//! (which records each access); a secret that cannot be had stops the run (125).
+
+use serde_json::Value;
+
+use super::helpers::{tempdir, Home};
+
+const VALUE: &str = "tok-S3CR3T-9f8e7d6c5b4a";
+
+/// The value and the forms it could be written in.
+fn forms() -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE);
+    let hex: String = VALUE.bytes().map(|b| format!("{b:02x}")).collect();
+    vec![
+        VALUE.as_bytes().to_vec(),
+        b64.into_bytes(),
+        hex.into_bytes(),
+    ]
+}
+
+fn set(home: &Home, name: &str, value: &[u8]) {
+    let dir = tempdir("spawn-secret-value");
+    let file = dir.path().join("v");
+    std::fs::write(&file, value).unwrap_or_else(|e| panic!("write the value: {e}"));
+    home.cmd(["secrets", "set", name, "--from-file"])
+        .arg_path(&file)
+        .run()
+        .assert_code(0);
+}
+
+/// Every regular file under `dir` that holds one of `forms` (FIFOs and sockets are not
+/// opened).
+fn files_holding(dir: &std::path::Path, forms: &[Vec<u8>]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if meta.is_file() {
+                if let Ok(bytes) = std::fs::read(e.path()) {
+                    if forms
+                        .iter()
+                        .any(|f| bytes.windows(f.len()).any(|w| w == f.as_slice()))
+                    {
+                        found.push(e.path().display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The host processes of spawn and its runtimes (not the sandboxed agent's own) whose
+/// argv or environment holds the value.
+fn runtime_processes_holding(value: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let procs = std::fs::read_dir("/proc").unwrap_or_else(|e| panic!("/proc: {e}"));
+    for e in procs.flatten() {
+        let p = e.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if ![
+            "spawn",
+            "runc",
+            "runsc",
+            "runsc-gofer",
+            "runsc-sandbox",
+            "exe",
+        ]
+        .contains(&comm)
+        {
+            continue;
+        }
+        for f in ["cmdline", "environ"] {
+            if let Ok(bytes) = std::fs::read(p.join(f)) {
+                if bytes.windows(value.len()).any(|w| w == value) {
+                    found.push(format!("{} ({comm}) {f}", p.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_granted_secret_reaches_the_agent_and_nothing_else_on_every_runtime() {
+    let home = Home::new();
+    set(&home, "GH_TOKEN", VALUE.as_bytes());
+    for runtime in ["native", "container", "gvisor"] {
+        // The agent sees the value; no descriptor of spawn's is left open in it; its argv
+        // does not hold it. While it runs, neither spawn nor its runtime's processes hold
+        // it in their argv or environment, and no file of the run's does.
+        let running = home
+            .cmd([
+                "run",
+                "--runtime",
+                runtime,
+                "--json",
+                "--secret",
+                "GH_TOKEN",
+                "--",
+                "sh",
+                "-c",
+                "printf '%s\\n' \"$GH_TOKEN\"; ls /proc/self/fd | wc -l; \
+                 tr '\\0' ' ' < /proc/self/cmdline; echo; sleep 2",
+            ])
+            .start();
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let during = runtime_processes_holding(VALUE.as_bytes());
+        let shm = files_holding(std::path::Path::new("/dev/shm/spawn"), &forms());
+        let out = running.wait();
+        out.assert_code(0);
+        assert!(during.is_empty(), "{runtime}: {during:?}");
+        assert!(shm.is_empty(), "{runtime}: {shm:?}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines[0], VALUE, "{runtime}: {out}");
+        // stdin, stdout, stderr and ls's own directory.
+        assert_eq!(
+            lines[1].trim(),
+            "4",
+            "{runtime}: a descriptor leaked into the agent: {out}"
+        );
+        assert!(!lines[2].contains(VALUE), "{runtime}");
+        // The access is on record, without the value.
+        let access: Vec<Value> = home
+            .audit_of(&out.run_id())
+            .into_iter()
+            .filter(|e| e["eventType"] == "agent.secret.access")
+            .collect();
+        assert_eq!(access.len(), 1, "{runtime}: {}", home.audit_text());
+        assert_eq!(access[0]["outcome"], "success");
+        assert_eq!(access[0]["resource"]["name"], "GH_TOKEN");
+        assert_eq!(access[0]["details"]["env"], "GH_TOKEN");
+        assert_eq!(access[0]["details"]["source"], "store://GH_TOKEN");
+    }
+    // Nothing spawn keeps holds it: the store's files, the audit log, the run records, the
+    // keys, the runtimes' state.
+    let kept = files_holding(home.path(), &forms());
+    assert!(kept.is_empty(), "{kept:?}");
+    for dir in ["/dev/shm/spawn", "/run/runc", "/var/run/runsc"] {
+        let found = files_holding(std::path::Path::new(dir), &forms());
+        assert!(found.is_empty(), "{dir}: {found:?}");
+    }
+}
+
+#[test]
+fn the_manifest_grants_a_secret_under_a_variable_of_its_choice() {
+    let home = Home::new();
+    set(&home, "STORED_NAME", VALUE.as_bytes());
+    let dir = tempdir("spawn-secret-manifest");
+    let manifest = dir.path().join("agent.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: with-secret}\nspec:\n  command: [sh, -c, 'printf %s \"$API_KEY\"']\n  sandbox: {runtime: native}\n  capabilities:\n    secrets:\n      - {name: API_KEY, from: \"store://STORED_NAME\"}\n",
+    )
+    .unwrap();
+    let out = home.cmd(["run", "-f"]).arg_path(&manifest).run();
+    out.assert_code(0);
+    assert_eq!(out.stdout, VALUE, "{out}");
+}
+
+#[test]
+fn a_secret_that_cannot_be_had_stops_the_run() {
+    let home = Home::new();
+    // No secret set at all, then one set and another missing, then a value an environment
+    // cannot hold: each refused with 125, the reason and the fix, the access on record.
+    let out = home.native(&["--secret", "MISSING"], &["true"]);
+    out.assert_code(125);
+    assert!(
+        out.stderr
+            .contains("secret MISSING (store://MISSING) could not be resolved"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("spawn secrets set MISSING --from-stdin"),
+        "{out}"
+    );
+    set(&home, "PRESENT", VALUE.as_bytes());
+    let out = home.native(&["--secret", "PRESENT", "--secret", "MISSING"], &["true"]);
+    out.assert_code(125);
+    assert!(out.stderr.contains("MISSING"), "{out}");
+    assert!(
+        !out.stderr.contains(VALUE) && !out.stdout.contains(VALUE),
+        "{out}"
+    );
+    set(&home, "WITH_NUL", b"ab\0cd");
+    let out = home.native(&["--secret", "WITH_NUL"], &["true"]);
+    out.assert_code(125);
+    assert!(out.stderr.contains("NUL"), "{out}");
+    let access: Vec<Value> = home
+        .audit()
+        .into_iter()
+        .filter(|e| e["eventType"] == "agent.secret.access" && e["action"] == "resolve")
+        .collect();
+    let outcomes: Vec<(String, String)> = access
+        .iter()
+        .map(|e| {
+            (
+                e["resource"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("MISSING", "error"),
+            ("PRESENT", "success"),
+            ("MISSING", "error"),
+            ("WITH_NUL", "error")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert!(!home.audit_text().contains(VALUE));
+    // Hostile --secret names are refused before anything runs.
+    for name in ["1X", "A-B", "A=B", "LD_PRELOAD", ""] {
+        let out = home.native(&["--secret", name], &["true"]);
+        assert_ne!(out.code, Some(0), "{name:?}");
+        assert!(out.stderr.contains("--secret"), "{name:?}: {out}");
+    }
+}
+
+/// `spawn secrets`: set from stdin or a file only, listed without values, deleted; the
+/// store's files and the audit log never hold a value; hostile names refused.
+#[test]
+fn secrets_are_set_listed_and_deleted_without_showing_a_value() {
+    let home = Home::new();
+    set(&home, "ONE", VALUE.as_bytes());
+    set(&home, "ONE", b"second-value-xyz");
+    let out = home.cmd(["secrets", "list", "--json"]).run();
+    out.assert_code(0);
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["version"].as_i64()),
+        (Some("ONE"), Some(2))
+    );
+    assert!(!out.stdout.contains(VALUE) && !out.stdout.contains("second-value"));
+    // No value given: refused with the way to give one.
+    let out = home.cmd(["secrets", "set", "TWO"]).run();
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("--from-stdin or --from-file"), "{out}");
+    for name in ["1X", "A-B", "A=B", "A B", "ÄÖ"] {
+        let dir = tempdir("spawn-secret-bad");
+        let f = dir.path().join("v");
+        std::fs::write(&f, "v").unwrap();
+        let out = home
+            .cmd(["secrets", "set", name, "--from-file"])
+            .arg_path(&f)
+            .run();
+        assert_ne!(out.code, Some(0), "{name}");
+        assert!(
+            out.stderr.contains("not a valid secret name"),
+            "{name}: {out}"
+        );
+    }
+    home.cmd(["secrets", "delete", "ONE"]).run().assert_code(0);
+    let out = home.cmd(["secrets", "delete", "ONE"]).run();
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("not found"), "{out}");
+    home.cmd(["secrets", "rotate-master"]).run().assert_code(0);
+    let audit: Vec<String> = home
+        .audit()
+        .into_iter()
+        .filter(|e| e["eventType"] == "agent.secret.access")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap_or(""),
+                e["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            "set success",
+            "set success",
+            "delete success",
+            "delete error",
+            "rotate-master success"
+        ]
+    );
+    let mut forms = forms();
+    forms.push(b"second-value-xyz".to_vec());
+    let kept = files_holding(home.path(), &forms);
+    assert!(kept.is_empty(), "{kept:?}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(home.path().join("keys/secrets-master.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
