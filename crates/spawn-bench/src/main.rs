@@ -8,6 +8,7 @@ mod case;
 mod net;
 mod report;
 mod runc;
+mod secrets;
 mod server;
 mod stats;
 
@@ -155,6 +156,9 @@ struct Cli {
     /// the API against the CLI).
     #[arg(long)]
     server_only: bool,
+    /// Only run the secrets benchmark (seals/opens, resolutions, redaction throughput).
+    #[arg(long)]
+    secrets_only: bool,
     /// Seconds per wrk measurement of the egress proxy benchmark.
     #[arg(long, default_value_t = 5)]
     net_seconds: u64,
@@ -204,6 +208,11 @@ fn run(cli: Cli) -> Result<()> {
     if cli.server_only {
         let mut json = serde_json::json!({});
         server_bench(&cli, &mut json)?;
+        return write_json(&cli, json);
+    }
+    if cli.secrets_only {
+        let mut json = serde_json::json!({});
+        secrets_bench(&mut json)?;
         return write_json(&cli, json);
     }
     if cli.rounds == 0 || cli.oci_rounds == 0 || cli.command_rounds == 0 {
@@ -347,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
     report::print(&header, &results, &verdicts);
     let mut json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
     audit_bench(&mut json)?;
+    secrets_bench(&mut json)?;
     server_bench(&cli, &mut json)?;
     if cli.no_net {
         return write_json(&cli, json);
@@ -362,6 +372,43 @@ fn server_bench(cli: &Cli, json: &mut serde_json::Value) -> Result<()> {
         .map(|(n, v)| (n, serde_json::json!(v)))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    Ok(())
+}
+
+/// Issue 11's figures: seals and opens per core, resolutions, redaction against a plain
+/// copy of the same stream.
+fn secrets_bench(json: &mut serde_json::Value) -> Result<()> {
+    let f = secrets::run()?;
+    let pass = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!();
+    println!("spawn-bench: secrets (AES-256-GCM seals/opens of a 40-byte value on one core; Secrets::get from SQLite; redaction of 1 GiB in 64 KiB chunks with 20 secrets)");
+    println!("{:<32} {:>10.0} /s", "sealed", f.seals_per_s);
+    println!(
+        "{:<32} {:>10.0} /s  (target >= 100000 per core)  {}",
+        "opened",
+        f.opens_per_s,
+        pass(f.opens_per_s >= 100_000.0)
+    );
+    println!(
+        "{:<32} {:>10.0} /s",
+        "resolved (store, key, value)", f.resolved_per_s
+    );
+    println!("{:<32} {:>10.0} MiB/s", "plain copy", f.copy_mib_s);
+    println!("{:<32} {:>10.0} MiB/s", "redaction", f.redact_mib_s);
+    let ratio = f.redact_mib_s / f.copy_mib_s;
+    println!(
+        "{:<32} {:>10.3}  (target >= 0.5)  {}",
+        "ratio redaction/plain copy",
+        ratio,
+        pass(ratio >= 0.5)
+    );
+    json["secrets"] = serde_json::json!({
+        "seals_per_s": f.seals_per_s,
+        "opens_per_s": f.opens_per_s,
+        "resolved_per_s": f.resolved_per_s,
+        "copy_mib_s": f.copy_mib_s,
+        "redact_mib_s": f.redact_mib_s,
+    });
     Ok(())
 }
 

@@ -1807,8 +1807,8 @@ enum Source {
     Api,
     /// A run queued through spawnd, in its sandbox (performed by `audit_completeness`).
     Run,
-    /// Only the egress proxy, which runs through spawnd do not start; checked by spawn-cli's
-    /// tests (named).
+    /// Only the local CLI (the egress proxy, which runs through spawnd do not start; secrets,
+    /// which spawnd does not resolve yet); checked by spawn-cli's tests (named).
     Cli(&'static str),
     /// Not emitted yet: the feature that will emit it does not exist (the issue that
     /// brings it).
@@ -1832,7 +1832,10 @@ const EVENT_SOURCES: [(&str, Source); 17] = [
         "agent.tool.invoke",
         Source::NotYet("no built-in agent loop yet (spec.instructions)"),
     ),
-    ("agent.secret.access", Source::NotYet("issue 11 (secrets)")),
+    (
+        "agent.secret.access",
+        Source::Cli("spawn-cli tests/suite/secrets.rs (spawnd does not resolve secrets yet)"),
+    ),
     (
         "agent.net.connect",
         Source::Cli("spawn-cli tests/network.rs, tests/egress_classes.rs"),

@@ -413,15 +413,15 @@ mod tests {
             }
             // Migrated by an older build (its last migration missing), with or without
             // the record: the brief store applies what is missing.
-            for record in ["PRAGMA user_version = 0", "PRAGMA user_version = 3"] {
+            // (What the latest migration, 0005_secrets, made: update with the next one.)
+            let undo_latest = "DROP TABLE secrets; DROP TABLE secret_keys";
+            let older = format!("PRAGMA user_version = {}", latest - 1);
+            for record in ["PRAGMA user_version = 0", older.as_str()] {
                 let home = tempfile::tempdir().unwrap();
                 let last = format!("DELETE FROM _sqlx_migrations WHERE version = {latest}");
-                let brief = brief_after(
-                    home.path(),
-                    &format!("DROP TABLE audit_cuts; {last}; {record}"),
-                )
-                .await;
-                sqlx::query("SELECT count(*) FROM audit_cuts")
+                let brief =
+                    brief_after(home.path(), &format!("{undo_latest}; {last}; {record}")).await;
+                sqlx::query("SELECT count(*) FROM secret_keys")
                     .fetch_one(sqlite(&brief))
                     .await
                     .unwrap_or_else(|e| panic!("{record}: the migration was not applied: {e}"));

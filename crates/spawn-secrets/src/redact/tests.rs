@@ -222,3 +222,35 @@ fn forms_are_those_documented() {
     assert!(short.iter().all(|g| g.len() >= 2));
     assert!(short.contains(&b"YWI=".to_vec()) && short.contains(&b"YWI".to_vec()));
 }
+
+/// The largest values (64 KiB each, every form far beyond the DFA's budget): still found,
+/// in a stream cut into chunks smaller than a form.
+#[test]
+fn the_largest_values_are_redacted_too() {
+    let big: Vec<Vec<u8>> = (1..3u64)
+        .map(|k| {
+            let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (0..crate::MAX_VALUE)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect()
+        })
+        .collect();
+    let r = Redactor::new([("BIG0", big[0].as_slice()), ("BIG1", big[1].as_slice())]).unwrap();
+    let mut input = b"head ".to_vec();
+    input.extend_from_slice(&big[1]);
+    input.extend_from_slice(b" mid ");
+    input.extend_from_slice(STANDARD.encode(&big[0]).as_bytes());
+    input.extend_from_slice(b" tail");
+    let mut s = r.stream();
+    let mut out = Vec::new();
+    for chunk in input.chunks(4096) {
+        s.push(chunk, &mut out);
+    }
+    s.finish(&mut out);
+    assert_eq!(out, b"head [REDACTED:BIG1] mid [REDACTED:BIG0] tail");
+}
