@@ -235,7 +235,7 @@ fn the_largest_values_are_redacted_too() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    (x >> 24) as u8
+                    x.to_be_bytes()[4]
                 })
                 .collect()
         })
