@@ -55,6 +55,18 @@ fn secrets(db: &Db, key_file: &Path) -> Secrets {
     )
 }
 
+/// A store's secrets under a master key file of a directory of its own (kept alive).
+fn fresh(db: &Db) -> (tempfile::TempDir, Secrets) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(db, &dir.path().join("master.key"));
+    (dir, s)
+}
+
+/// The latest sealed version of a secret, as the database holds it.
+async fn latest(db: &Db, ns: &str, name: &str) -> SealedSecret {
+    db.store.secret_latest(ns, name).await.unwrap().unwrap()
+}
+
 async fn value(s: &Secrets, ns: &str, name: &str) -> Vec<u8> {
     s.get(ns, name)
         .await
@@ -67,8 +79,7 @@ async fn value(s: &Secrets, ns: &str, name: &str) -> Vec<u8> {
 const PLAIN: &[u8] = b"ghp_0123456789abcdefSECRETVALUE";
 
 async fn values_round_trip_and_only_sealed_bytes_are_stored(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (_dir, s) = fresh(&db);
     assert_eq!(
         s.set("team-a", "GITHUB_TOKEN", PLAIN, "User/alice")
             .await
@@ -99,12 +110,7 @@ async fn values_round_trip_and_only_sealed_bytes_are_stored(db: Db) {
     assert!(list[0].created_ms <= list[0].updated_ms);
     assert!(s.list("team-b").await.unwrap().is_empty());
     // What the database holds: no plaintext.
-    let row = db
-        .store
-        .secret_latest("team-a", "GITHUB_TOKEN")
-        .await
-        .unwrap()
-        .unwrap();
+    let row = latest(&db, "team-a", "GITHUB_TOKEN").await;
     assert!(!row.sealed.windows(6).any(|w| w == b"second"));
     if let Some(path) = db.url.strip_prefix("sqlite://") {
         for file in [path.to_owned(), format!("{path}-wal")] {
@@ -136,23 +142,12 @@ async fn forge(db: &Db, row: &SealedSecret, change: impl FnOnce(&mut SealedSecre
 }
 
 async fn tampered_or_moved_ciphertexts_and_keys_fail_closed(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (_dir, s) = fresh(&db);
     s.set("team-a", "X", b"value-x", "u").await.unwrap();
     s.set("team-a", "Y", b"value-y", "u").await.unwrap();
     s.set("team-b", "X", b"value-bx", "u").await.unwrap();
-    let ax = db
-        .store
-        .secret_latest("team-a", "X")
-        .await
-        .unwrap()
-        .unwrap();
-    let ay = db
-        .store
-        .secret_latest("team-a", "Y")
-        .await
-        .unwrap()
-        .unwrap();
+    let ax = latest(&db, "team-a", "X").await;
+    let ay = latest(&db, "team-a", "Y").await;
     let tampered = |r: Result<spawn_secrets::Opened, SecretsError>, what: &str| {
         let e = r.expect_err(what);
         assert!(matches!(e, SecretsError::Tampered { .. }), "{what}: {e}");
@@ -173,33 +168,18 @@ async fn tampered_or_moved_ciphertexts_and_keys_fail_closed(db: Db) {
     forge(&db, &ax, |f| f.sealed = ay.sealed.clone()).await;
     tampered(s.get("team-a", "X").await, "Y's ciphertext as X");
     s.set("team-a", "Z", b"z1", "u").await.unwrap();
-    let z1 = db
-        .store
-        .secret_latest("team-a", "Z")
-        .await
-        .unwrap()
-        .unwrap();
+    let z1 = latest(&db, "team-a", "Z").await;
     s.set("team-a", "Z", b"z2", "u").await.unwrap();
     forge(&db, &z1, |_| {}).await;
     tampered(s.get("team-a", "Z").await, "version 1 as version 101");
-    let bx = db
-        .store
-        .secret_latest("team-b", "X")
-        .await
-        .unwrap()
-        .unwrap();
+    let bx = latest(&db, "team-b", "X").await;
     forge(&db, &bx, |f| f.sealed = ax.sealed.clone()).await;
     tampered(s.get("team-b", "X").await, "team-a's X in team-b");
     forge(&db, &ay, |f| f.sealed.truncate(10)).await;
     tampered(s.get("team-a", "Y").await, "cut short");
     // A value that names a data key the database does not hold.
     s.set("team-a", "W", b"w", "u").await.unwrap();
-    let w = db
-        .store
-        .secret_latest("team-a", "W")
-        .await
-        .unwrap()
-        .unwrap();
+    let w = latest(&db, "team-a", "W").await;
     forge(&db, &w, |f| f.key_version = 7).await;
     let e = s.get("team-a", "W").await.unwrap_err();
     assert!(
@@ -240,8 +220,7 @@ async fn tampered_or_moved_ciphertexts_and_keys_fail_closed(db: Db) {
 }
 
 async fn another_master_key_opens_nothing(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (dir, s) = fresh(&db);
     s.set("team-a", "X", PLAIN, "u").await.unwrap();
     // Another key file: its key is not the one that wrapped.
     let other = secrets(&db, &dir.path().join("other.key"));
@@ -267,12 +246,7 @@ async fn the_master_key_rotates_online_without_resealing_values(db: Db) {
     let b = secrets(&db, &path);
     a.set("team-a", "X", b"ax", "u").await.unwrap();
     a.set("team-b", "X", b"bx", "u").await.unwrap();
-    let before = db
-        .store
-        .secret_latest("team-a", "X")
-        .await
-        .unwrap()
-        .unwrap();
+    let before = latest(&db, "team-a", "X").await;
     let old_master = db
         .store
         .secret_key("team-a", 1)
@@ -287,14 +261,7 @@ async fn the_master_key_rotates_online_without_resealing_values(db: Db) {
         assert_eq!(k.master, r.master);
     }
     // Values were not resealed; both processes open them (b reads the rotated file).
-    assert_eq!(
-        db.store
-            .secret_latest("team-a", "X")
-            .await
-            .unwrap()
-            .unwrap(),
-        before
-    );
+    assert_eq!(latest(&db, "team-a", "X").await, before);
     assert_eq!(value(&b, "team-a", "X").await, b"ax");
     assert_eq!(value(&a, "team-b", "X").await, b"bx");
     b.set("team-c", "X", b"cx", "u").await.unwrap();
@@ -315,25 +282,14 @@ async fn the_master_key_rotates_online_without_resealing_values(db: Db) {
 }
 
 async fn a_data_key_rotation_reseals_every_value(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (_dir, s) = fresh(&db);
     s.set("team-a", "X", b"x1", "u").await.unwrap();
     s.set("team-a", "X", b"x2", "u").await.unwrap();
     s.set("team-a", "Y", b"y1", "u").await.unwrap();
     s.set("team-b", "X", b"bx", "u").await.unwrap();
-    let before = db
-        .store
-        .secret_latest("team-a", "X")
-        .await
-        .unwrap()
-        .unwrap();
+    let before = latest(&db, "team-a", "X").await;
     assert_eq!(s.rotate_data_key("team-a").await.unwrap(), (2, 3));
-    let after = db
-        .store
-        .secret_latest("team-a", "X")
-        .await
-        .unwrap()
-        .unwrap();
+    let after = latest(&db, "team-a", "X").await;
     assert_eq!((after.version, after.key_version), (2, 2));
     assert_ne!(after.sealed, before.sealed);
     assert_eq!(value(&s, "team-a", "X").await, b"x2");
@@ -344,31 +300,14 @@ async fn a_data_key_rotation_reseals_every_value(db: Db) {
     );
     // New values are sealed under the new key; other namespaces are untouched.
     s.set("team-a", "Z", b"z", "u").await.unwrap();
-    assert_eq!(
-        db.store
-            .secret_latest("team-a", "Z")
-            .await
-            .unwrap()
-            .unwrap()
-            .key_version,
-        2
-    );
-    assert_eq!(
-        db.store
-            .secret_latest("team-b", "X")
-            .await
-            .unwrap()
-            .unwrap()
-            .key_version,
-        1
-    );
+    assert_eq!(latest(&db, "team-a", "Z").await.key_version, 2);
+    assert_eq!(latest(&db, "team-b", "X").await.key_version, 1);
     // A namespace with no key yet gets its first.
     assert_eq!(s.rotate_data_key("team-new").await.unwrap(), (1, 0));
 }
 
 async fn shredding_a_namespace_leaves_nothing_to_open(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (_dir, s) = fresh(&db);
     s.set("team-a", "X", b"x", "u").await.unwrap();
     s.set("team-a", "Y", b"y", "u").await.unwrap();
     s.set("team-b", "X", b"bx", "u").await.unwrap();
@@ -385,8 +324,7 @@ async fn shredding_a_namespace_leaves_nothing_to_open(db: Db) {
 }
 
 async fn names_values_and_namespaces_are_checked(db: Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = secrets(&db, &dir.path().join("master.key"));
+    let (_dir, s) = fresh(&db);
     let long = "A".repeat(128);
     for name in ["_", "A", "a1_", "GITHUB_TOKEN", long.as_str()] {
         s.set("team-a", name, b"v", "u")

@@ -343,6 +343,31 @@ mod tests {
             .collect()
     }
 
+    /// A log of `n` records in a directory of its own, its path and lines, and a key.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: SigningKey,
+        log: AuditLog,
+        path: std::path::PathBuf,
+        before: Vec<String>,
+    }
+
+    fn fixture(n: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate("spawn.audit/t").unwrap();
+        let mut log = AuditLog::open(dir.path()).unwrap();
+        let path = log.path().to_owned();
+        append(&mut log, 0, n);
+        let before = lines(&path);
+        Fixture {
+            dir,
+            key,
+            log,
+            path,
+            before,
+        }
+    }
+
     /// The signed cut of the log whose lines are `lines` at seq `n`, kept beside it.
     fn cut_at(dir: &Path, key: &SigningKey, lines: &[String], n: usize) -> Cut {
         let mut tree = Frontier::default();
@@ -380,12 +405,13 @@ mod tests {
     #[test]
     fn a_cut_file_reads_verifies_chains_signs_and_proves_as_the_whole_log() {
         for n in [1usize, 2, 3, 7, 16, 31, 39] {
-            let dir = tempfile::tempdir().unwrap();
-            let key = SigningKey::generate("spawn.audit/t").unwrap();
-            let mut log = AuditLog::open(dir.path()).unwrap();
-            let path = log.path().to_owned();
-            append(&mut log, 0, 40);
-            let before = lines(&path);
+            let Fixture {
+                dir,
+                key,
+                mut log,
+                path,
+                before,
+            } = fixture(40);
             let size = std::fs::metadata(&path).unwrap().len();
             assert!(matches!(
                 checkpoint::sign_log(&path, &key).unwrap(),
@@ -493,12 +519,13 @@ mod tests {
     /// The space of what is cut goes back to the file system.
     #[test]
     fn a_cut_gives_the_space_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("spawn.audit/t").unwrap();
-        let mut log = AuditLog::open(dir.path()).unwrap();
-        let path = log.path().to_owned();
-        append(&mut log, 0, 3000);
-        let before = lines(&path);
+        let Fixture {
+            dir,
+            key,
+            log: _,
+            path,
+            before,
+        } = fixture(3000);
         let blocks = std::fs::metadata(&path).unwrap().blocks();
         let cut = cut_at(dir.path(), &key, &before, 2900);
         assert!(matches!(
@@ -518,12 +545,13 @@ mod tests {
     /// for one more, and then cuts.
     #[test]
     fn the_last_record_is_never_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("spawn.audit/t").unwrap();
-        let mut log = AuditLog::open(dir.path()).unwrap();
-        let path = log.path().to_owned();
-        append(&mut log, 0, 4);
-        let before = lines(&path);
+        let Fixture {
+            dir,
+            key,
+            log: _,
+            path,
+            before,
+        } = fixture(4);
         let cut = cut_at(dir.path(), &key, &before, 4);
         let raw = std::fs::read(&path).unwrap();
         assert_eq!(cut_file(&path, &cut).unwrap(), FileCut::NotYet);
@@ -571,12 +599,13 @@ mod tests {
     /// record missing) is refused, and the file is left as it was.
     #[test]
     fn a_file_the_cut_was_not_signed_over_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("spawn.audit/t").unwrap();
-        let mut log = AuditLog::open(dir.path()).unwrap();
-        let path = log.path().to_owned();
-        append(&mut log, 0, 10);
-        let before = lines(&path);
+        let Fixture {
+            dir,
+            key,
+            log: _,
+            path,
+            before,
+        } = fixture(10);
         let raw = std::fs::read(&path).unwrap();
         let other = tempfile::tempdir().unwrap();
         let mut olog = AuditLog::open(other.path()).unwrap();
@@ -611,12 +640,13 @@ mod tests {
     /// punched under it); once it is closed the cut goes through.
     #[test]
     fn an_open_reader_holds_the_cut_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("spawn.audit/t").unwrap();
-        let mut log = AuditLog::open(dir.path()).unwrap();
-        let path = log.path().to_owned();
-        append(&mut log, 0, 10);
-        let before = lines(&path);
+        let Fixture {
+            dir,
+            key,
+            log: _,
+            path,
+            before,
+        } = fixture(10);
         let cut = cut_at(dir.path(), &key, &before, 5);
         let (reader, len) = crate::snapshot(&path).unwrap();
         assert_eq!(cut_file(&path, &cut).unwrap(), FileCut::Busy);
@@ -649,12 +679,13 @@ mod tests {
     #[test]
     fn a_cut_half_done_is_finished_by_the_next() {
         for (at, len) in [(4096, 8192), (0, 4096), (20000, 3000), (0, 30000)] {
-            let dir = tempfile::tempdir().unwrap();
-            let key = SigningKey::generate("spawn.audit/t").unwrap();
-            let mut log = AuditLog::open(dir.path()).unwrap();
-            let path = log.path().to_owned();
-            append(&mut log, 0, 200);
-            let before = lines(&path);
+            let Fixture {
+                dir,
+                key,
+                log: _,
+                path,
+                before,
+            } = fixture(200);
             let cut = cut_at(dir.path(), &key, &before, 150);
             let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             nix::fcntl::fallocate(
