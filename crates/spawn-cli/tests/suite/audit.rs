@@ -221,6 +221,27 @@ open(d + "/pub.der", "wb").write(bytes.fromhex("302a300506032b6570032100") + key
 print("proven", p["seq"], "in", p["treeSize"])
 "#;
 
+/// `spawn audit prove SEQ`, its output checked by [`INDEPENDENT_PROOF_VERIFIER`] (which
+/// leaves the note's body, signature and key in `dir` for openssl).
+fn prove_independently(home: &Home, seq: usize, dir: &std::path::Path) {
+    let out = home.cmd(["audit", "prove", &seq.to_string()]).run();
+    out.assert_code(0);
+    let proof = dir.join("proof.json");
+    std::fs::write(&proof, &out.stdout).unwrap_or_else(|e| panic!("write the proof: {e}"));
+    let checked = std::process::Command::new("python3")
+        .args(["-c", INDEPENDENT_PROOF_VERIFIER])
+        .arg(&proof)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("python3: {e}"));
+    assert!(
+        checked.status.success(),
+        "seq {seq}: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 /// Signed checkpoints: `spawn audit checkpoint` signs the head of the log's Merkle tree;
 /// `prove` gives an inclusion proof that a verifier written from the RFC (and openssl for
 /// the Ed25519 signature) accepts; `verify` catches what the chain alone cannot — the
@@ -250,22 +271,7 @@ fn checkpoints_catch_a_cut_and_a_rewritten_history() {
 
     // An inclusion proof, checked independently.
     let dir = super::helpers::tempdir("spawn-audit-proof");
-    let out = home.cmd(["audit", "prove", "3"]).run();
-    out.assert_code(0);
-    let proof = dir.path().join("proof.json");
-    std::fs::write(&proof, &out.stdout).unwrap();
-    let checked = std::process::Command::new("python3")
-        .args(["-c", INDEPENDENT_PROOF_VERIFIER])
-        .arg(&proof)
-        .arg(dir.path())
-        .output()
-        .expect("python3");
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    prove_independently(&home, 3, dir.path());
     let sig = std::process::Command::new("openssl")
         .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-rawin"])
         .arg("-inkey")
@@ -879,22 +885,7 @@ fn a_log_file_cut_by_retention_reads_verifies_signs_and_proves() {
     home.cmd(["audit", "verify"]).run().assert_code(0);
     let dir = super::helpers::tempdir("spawn-audit-cut-proof");
     for seq in [k + 1, lines.len()] {
-        let out = home.cmd(["audit", "prove", &seq.to_string()]).run();
-        out.assert_code(0);
-        let proof = dir.path().join("proof.json");
-        std::fs::write(&proof, &out.stdout).unwrap();
-        let checked = std::process::Command::new("python3")
-            .args(["-c", INDEPENDENT_PROOF_VERIFIER])
-            .arg(&proof)
-            .arg(dir.path())
-            .output()
-            .expect("python3");
-        assert!(
-            checked.status.success(),
-            "seq {seq}: {}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
+        prove_independently(&home, seq, dir.path());
     }
     let out = home.cmd(["audit", "prove", "2"]).run();
     out.assert_code(2);
