@@ -256,7 +256,8 @@ mod tests {
     use super::*;
     use crate::{AuditLog, Event, EventType, Outcome, Principal, Resource};
 
-    fn event(i: usize) -> Event {
+    /// Record `i`'s event (the file cut's tests too).
+    pub(super) fn event(i: usize) -> Event {
         Event::new(
             EventType::AgentStart,
             Principal {
@@ -285,7 +286,7 @@ mod tests {
             .collect()
     }
 
-    fn hash_of(line: &str) -> String {
+    pub(super) fn hash_of(line: &str) -> String {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["hash"]
             .as_str()
             .unwrap()

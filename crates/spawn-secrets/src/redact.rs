@@ -134,13 +134,14 @@ impl Redactor {
     ) -> Result<Redactor, SecretsError> {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut markers: Vec<Vec<u8>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (name, value) in secrets {
             if value.is_empty() {
                 continue;
             }
             for f in forms(value) {
                 // One form shared by two secrets is marked with the first's name.
-                if !patterns.contains(&f) {
+                if seen.insert(f.clone()) {
                     patterns.push(f);
                     markers.push(format!("[REDACTED:{name}]").into_bytes());
                 }

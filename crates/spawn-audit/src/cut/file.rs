@@ -291,25 +291,14 @@ mod tests {
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
 
+    use super::super::tests::hash_of;
     use super::*;
     use crate::checkpoint::{self, leaf_of, Frontier, SigningKey};
-    use crate::{AuditLog, Event, EventType, Outcome, Principal, Resource};
+    use crate::{AuditLog, Event};
 
+    /// The cut's tests' event, padded to a few hundred bytes.
     fn event(i: usize) -> Event {
-        let mut e = Event::new(
-            EventType::AgentStart,
-            Principal {
-                kind: "agent".into(),
-                id: format!("ag_{i}"),
-                name: None,
-            },
-            Resource {
-                kind: "run".into(),
-                name: "r".into(),
-            },
-            "start",
-            Outcome::Success,
-        );
+        let mut e = super::super::tests::event(i);
         e.details
             .insert("pad".into(), "p".repeat(200 + i % 50).into());
         e
@@ -327,13 +316,6 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-
-    fn hash_of(line: &str) -> String {
-        serde_json::from_str::<serde_json::Value>(line).unwrap()["hash"]
-            .as_str()
-            .unwrap()
-            .to_owned()
     }
 
     fn leaves(lines: &[String]) -> Vec<crate::merkle::Hash> {

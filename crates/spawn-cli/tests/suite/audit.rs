@@ -221,6 +221,29 @@ open(d + "/pub.der", "wb").write(bytes.fromhex("302a300506032b6570032100") + key
 print("proven", p["seq"], "in", p["treeSize"])
 "#;
 
+/// The cut, signed by `key`, of the log whose records are `lines` after record `k` (as
+/// spawnd's retention makes one).
+fn cut_of(
+    key: &spawn_audit::checkpoint::SigningKey,
+    lines: &[impl AsRef<str>],
+    k: usize,
+) -> spawn_audit::cut::Cut {
+    let hash = |l: &str| {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("a record: {e}"))["hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a record without a hash: {l}"))
+            .to_owned()
+    };
+    let mut tree = spawn_audit::checkpoint::Frontier::default();
+    for l in &lines[..k] {
+        let leaf = spawn_audit::checkpoint::leaf_of(&hash(l.as_ref()))
+            .unwrap_or_else(|| panic!("not a record hash: {}", l.as_ref()));
+        tree.push(leaf);
+    }
+    spawn_audit::cut::Cut::new(key.name(), &hash(lines[k - 1].as_ref()), tree)
+        .unwrap_or_else(|e| panic!("a cut: {e}"))
+}
+
 /// `spawn audit prove SEQ`, its output checked by [`INDEPENDENT_PROOF_VERIFIER`] (which
 /// leaves the note's body, signature and key in `dir` for openssl).
 fn prove_independently(home: &Home, seq: usize, dir: &std::path::Path) {
@@ -330,20 +353,7 @@ fn checkpoints_catch_a_cut_and_a_rewritten_history() {
         spawn_audit::checkpoint::load_or_create_key(&home.path().join("keys/audit-signing.key"))
             .unwrap();
     let k = 3;
-    let mut tree = spawn_audit::checkpoint::Frontier::default();
-    let hashes: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["hash"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    for h in &hashes[..k] {
-        tree.push(spawn_audit::checkpoint::leaf_of(h).unwrap());
-    }
-    let retained = spawn_audit::cut::Cut::new(key.name(), &hashes[k - 1], tree).unwrap();
+    let retained = cut_of(&key, &lines, k);
     let after_cut = dir.path().join("after-cut.jsonl");
     std::fs::write(&after_cut, lines[k..].join("\n") + "\n").unwrap();
     let out = held(&after_cut);
@@ -827,24 +837,11 @@ fn a_log_file_cut_by_retention_reads_verifies_signs_and_proves() {
     home.cmd(["audit", "checkpoint"]).run().assert_code(0);
     let log = home.path().join("audit").join("audit.jsonl");
     let lines: Vec<String> = home.audit_text().lines().map(str::to_owned).collect();
-    let hashes: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["hash"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
     let key =
         spawn_audit::checkpoint::load_or_create_key(&home.path().join("keys/audit-signing.key"))
             .unwrap();
     let k = 4;
-    let mut tree = spawn_audit::checkpoint::Frontier::default();
-    for h in &hashes[..k] {
-        tree.push(spawn_audit::checkpoint::leaf_of(h).unwrap());
-    }
-    let cut = spawn_audit::cut::Cut::new(key.name(), &hashes[k - 1], tree).unwrap();
+    let cut = cut_of(&key, &lines, k);
     spawn_audit::cut::keep(&home.path().join("audit"), &key, &cut).unwrap();
     let size = std::fs::metadata(&log).unwrap().len();
     let done = spawn_audit::cut::cut_file(&log, &cut).unwrap();
