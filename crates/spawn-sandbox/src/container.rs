@@ -503,7 +503,6 @@ const GVISOR_PIDS_OVERHEAD: u64 = 512;
 const GVISOR_SENTRY_UID: u32 = 65534;
 const GVISOR_MEMORY_OVERHEAD: u64 = 256 << 20;
 
-/// Runs `spec` in a container (`runc`). Blocks until the run ends.
 /// The init's descriptor of the granted secrets' pipe under runc: after the report
 /// socket (3) and the agent's streams (4–6).
 const RUNC_SECRETS_FD: std::os::fd::RawFd = 7;
@@ -511,6 +510,7 @@ const RUNC_SECRETS_FD: std::os::fd::RawFd = 7;
 /// descriptor there).
 const GVISOR_SECRETS_FD: std::os::fd::RawFd = 3;
 
+/// Runs `spec` in a container (`runc`). Blocks until the run ends.
 pub fn run(
     spec: &RunSpec,
     opts: &RunOptions,
