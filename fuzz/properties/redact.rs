@@ -1,13 +1,13 @@
-// The property of the `redact` fuzz target. spawn-secrets' tests include this file too and
+// The property of the `redact` fuzz target. spawn-redact's tests include this file too and
 // check it on every input kept in fuzz/regressions/redact/ (hence no inner attributes or
-// `//!` comments here; the includer puts `spawn_secrets` in scope).
+// `//!` comments here; the includer puts `spawn_redact` in scope).
 //
 // Redaction of granted secrets in what an agent writes: up to three secrets drawn from the
 // bytes, and a stream made of the rest with their forms planted where a 0xff byte stands,
 // cut into chunks the bytes choose. The stream's output is the whole input's redaction
 // (however it was cut), and no form of any secret is left in it outside the markers.
 
-use spawn_secrets::redact::{forms, Redactor};
+use spawn_redact::{forms, Redactor};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)

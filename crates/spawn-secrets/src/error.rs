@@ -47,9 +47,6 @@ pub enum SecretsError {
     },
     #[error("the system's randomness failed: {0}")]
     Random(String),
-    /// The secrets' forms could not be compiled into a redactor.
-    #[error("the redaction of the granted secrets could not be prepared: {0}")]
-    Redactor(String),
     #[error("a value could not be sealed")]
     Seal,
     #[error(transparent)]

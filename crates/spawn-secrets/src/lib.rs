@@ -10,7 +10,8 @@
 pub mod crypto;
 mod error;
 pub mod master;
-pub mod redact;
+/// The redaction of values in what runs write: `spawn-redact`.
+pub use spawn_redact as redact;
 
 use secrecy::SecretBox;
 use spawn_store::{SealedSecret, SecretEntry, Store, StoreError, WrappedKey};

@@ -10,7 +10,11 @@
 //! JSON string's escaping (as serde writes it, with `\/`, and with every non-ASCII
 //! character as `\uXXXX`).
 //!
-//! One automaton (`aho-corasick`, leftmost-longest, non-overlapping) finds them. A stream
+//! One automaton (`aho-corasick`, leftmost-longest, non-overlapping) finds them, run only
+//! where a first pass says a form could be ([`Grams`]: every form is at least `L` bytes
+//! long, so any occurrence covers a whole `w`-byte window at one of the positions a stride
+//! of `L - w + 1` apart, and each such window of the text is looked up among the windows
+//! of every form: one table lookup per stride, not an automaton step per byte). A stream
 //! ([`Stream`]) holds back only the end of what it was given that could still begin a form
 //! (the longest suffix that is a prefix of one, found by walking a second automaton of the
 //! same forms over the last bytes): everything before it is final and is written at once.
@@ -19,13 +23,23 @@
 //! ends a chunk is held too, until the next byte or the end: it could still grow into a
 //! longer form, or be part of one that began earlier.)
 
-use aho_corasick::automaton::Automaton as _;
+#![deny(unsafe_code)]
+
+mod prefetch;
+
+use aho_corasick::automaton::{Automaton as _, StateID};
 use aho_corasick::nfa::noncontiguous::NFA;
 use aho_corasick::{AhoCorasick, Anchored, MatchKind};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 
-use crate::error::SecretsError;
+/// Why the forms could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    /// The automaton could not be built (too many or too long forms).
+    #[error("the redaction of the granted secrets could not be prepared: {0}")]
+    Build(String),
+}
 
 /// Base64 fragments (an alignment's stable middle) shorter than this are not looked for:
 /// too short to be the value's, too common not to hit unrelated text.
@@ -42,12 +56,14 @@ pub struct Redactor {
     finder: AhoCorasick,
     /// The same forms, standard semantics: its state after any text is the longest suffix of
     /// the text that is a prefix of a form.
-    tails: NFA,
+    tails: Tails,
     /// That suffix's length, by state.
     depth: Option<Vec<u32>>,
     /// The marker of each form.
     markers: Vec<Vec<u8>>,
     max_len: usize,
+    /// The first pass; `None` when a form is too short for one to pay.
+    grams: Option<Grams>,
 }
 
 /// Values longer than this are looked for as their bytes and their base64 only: every form
@@ -131,7 +147,7 @@ impl Redactor {
     /// `[REDACTED:NAME]`. Empty values are passed over.
     pub fn new<'a>(
         secrets: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<Redactor, SecretsError> {
+    ) -> Result<Redactor, RedactError> {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut markers: Vec<Vec<u8>> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -147,7 +163,7 @@ impl Redactor {
                 }
             }
         }
-        let bad = |e: &dyn std::fmt::Display| SecretsError::Redactor(e.to_string());
+        let bad = |e: &dyn std::fmt::Display| RedactError::Build(e.to_string());
         let total: usize = patterns.iter().map(Vec::len).sum();
         // A full DFA searches about twice as fast as the NFA the crate would pick for this
         // many forms (the bench: 20 API-key-sized secrets, ~600 forms); its table grows
@@ -158,10 +174,19 @@ impl Redactor {
             .kind(kind)
             .build(&patterns)
             .map_err(|e| bad(&e))?;
-        let tails = NFA::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&patterns)
-            .map_err(|e| bad(&e))?;
+        let tails = if total <= MAX_DFA_FORM_BYTES {
+            aho_corasick::dfa::DFA::builder()
+                .match_kind(MatchKind::Standard)
+                .start_kind(aho_corasick::StartKind::Both)
+                .build(&patterns)
+                .map(Tails::Dfa)
+        } else {
+            NFA::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .map(Tails::Nfa)
+        }
+        .map_err(|e| bad(&e))?;
         let depth = (total <= MAX_DEPTH_MAP)
             .then(|| depths(&tails, &patterns))
             .flatten();
@@ -171,7 +196,15 @@ impl Redactor {
             depth,
             markers,
             max_len: patterns.iter().map(Vec::len).max().unwrap_or(0),
+            grams: Grams::new(&patterns),
         })
+    }
+
+    /// The same, searched by the automaton alone (for tests of the first pass).
+    #[cfg(test)]
+    fn without_first_pass(mut self) -> Redactor {
+        self.grams = None;
+        self
     }
 
     /// Whether it has anything to look for.
@@ -205,21 +238,57 @@ impl Redactor {
     /// written part ends (at or after `safe` when a match straddles it, else `safe`).
     fn replace(&self, buf: &[u8], safe: usize, out: &mut Vec<u8>) -> usize {
         let mut at = 0;
-        if !self.is_empty() {
-            for m in self.finder.find_iter(buf) {
-                if m.start() >= safe {
-                    break;
-                }
-                out.extend_from_slice(&buf[at..m.start()]);
-                out.extend_from_slice(&self.markers[m.pattern().as_usize()]);
-                at = m.end();
+        self.each_match(buf, |m| {
+            if m.start() >= safe {
+                return false;
             }
-        }
+            out.extend_from_slice(&buf[at..m.start()]);
+            out.extend_from_slice(&self.markers[m.pattern().as_usize()]);
+            at = m.end();
+            true
+        });
         if at < safe {
             out.extend_from_slice(&buf[at..safe]);
             at = safe;
         }
         at
+    }
+
+    /// The automaton's matches in `text`, left to right, until `f` says stop: searched only
+    /// in the regions around the windows the first pass found. Every occurrence of a form
+    /// lies wholly inside the region of one of its own windows, and regions that overlap or
+    /// touch are merged, so the regions split the occurrences between them and a search of
+    /// each (from its start) finds what a search of the whole text finds.
+    fn each_match(&self, text: &[u8], mut f: impl FnMut(aho_corasick::Match) -> bool) {
+        if self.is_empty() {
+            return;
+        }
+        let search = |from: usize, to: usize, f: &mut dyn FnMut(aho_corasick::Match) -> bool| {
+            let input = aho_corasick::Input::new(text).span(from..to);
+            self.finder.find_iter(input).all(f)
+        };
+        let Some(grams) = &self.grams else {
+            search(0, text.len(), &mut f);
+            return;
+        };
+        let mut region: Option<(usize, usize)> = None;
+        for p in grams.hits(text) {
+            let start = (p + grams.width).saturating_sub(self.max_len);
+            let end = text.len().min(p + self.max_len);
+            region = match region {
+                Some((a, b)) if start <= b => Some((a, b.max(end))),
+                Some((a, b)) => {
+                    if !search(a, b, &mut f) {
+                        return;
+                    }
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((a, b)) = region {
+            search(a, b, &mut f);
+        }
     }
 
     /// How many bytes at the end of `buf` could still begin a form.
@@ -244,13 +313,221 @@ impl Redactor {
     }
 }
 
+/// The first pass: the `width`-byte windows of every form, at every offset, in a table;
+/// the text's windows are looked up `stride` bytes apart (`stride` = the shortest form's
+/// length less `width`, plus one: no form fits between two looked-up windows).
+#[derive(Debug)]
+struct Grams {
+    width: usize,
+    stride: usize,
+    /// Open addressing, linear probing; `EMPTY` marks a free slot (`has_empty`: that value
+    /// is itself a window).
+    slots: Vec<u64>,
+    has_empty: bool,
+    shift: u32,
+    /// A bit per hash of the windows, small enough to stay in the first-level cache (and of
+    /// a size that needs no bounds check): most of the text's windows are turned away here
+    /// without touching the table.
+    bits: Box<[u64; FILTER_WORDS]>,
+}
+
+/// 2^18 bits: 32 KiB.
+const FILTER_WORDS: usize = 1 << 12;
+
+const EMPTY: u64 = u64::MAX;
+/// Shorter forms than this make every position a lookup: the automaton alone is as fast.
+const MIN_GRAM: usize = 4;
+
+impl Grams {
+    fn new(patterns: &[Vec<u8>]) -> Option<Grams> {
+        let shortest = patterns.iter().map(Vec::len).min()?;
+        if shortest < MIN_GRAM {
+            return None;
+        }
+        let width = shortest.min(8);
+        let mut keys: Vec<u64> = patterns
+            .iter()
+            .flat_map(|p| p.windows(width).map(|w| load(w, width)))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // At most half full.
+        let bits = (2 * keys.len())
+            .next_power_of_two()
+            .max(1024)
+            .trailing_zeros();
+        let mut grams = Grams {
+            width,
+            stride: shortest - width + 1,
+            slots: vec![EMPTY; 1 << bits],
+            has_empty: false,
+            shift: 64 - bits,
+            bits: Box::new([0; FILTER_WORDS]),
+        };
+        let mask = grams.slots.len() - 1;
+        for k in keys {
+            let (word, bit) = filter_bit(hash(k));
+            grams.bits[word] |= bit;
+            if k == EMPTY {
+                grams.has_empty = true;
+                continue;
+            }
+            let mut i = grams.slot(k);
+            while grams.slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            grams.slots[i] = k;
+        }
+        Some(grams)
+    }
+
+    fn slot(&self, key: u64) -> usize {
+        usize::try_from(hash(key) >> self.shift).unwrap_or(0)
+    }
+
+    #[inline]
+    fn contains(&self, key: u64) -> bool {
+        let (word, bit) = filter_bit(hash(key));
+        if self.bits[word] & bit == 0 {
+            return false;
+        }
+        if key == EMPTY {
+            return self.has_empty;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.slot(key);
+        loop {
+            match self.slots[i] {
+                k if k == key => return true,
+                EMPTY => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The positions of `text` looked up whose window is a form's.
+    fn hits<'t>(&'t self, text: &'t [u8]) -> Hits<'t> {
+        Hits {
+            grams: self,
+            text,
+            at: 0,
+        }
+    }
+}
+
+/// [`Grams::hits`].
+struct Hits<'t> {
+    grams: &'t Grams,
+    text: &'t [u8],
+    /// The next position to look up.
+    at: usize,
+}
+
+impl Iterator for Hits<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let (g, text) = (self.grams, self.text);
+        if g.width == 8 {
+            // The common case (every form 8 bytes or longer), unrolled by two.
+            while let Some(two) = text.get(self.at..self.at + g.stride + 8) {
+                let (Some(a), Some(b)) = (two.first_chunk::<8>(), two.last_chunk::<8>()) else {
+                    break;
+                };
+                let (ka, kb) = (u64::from_le_bytes(*a), u64::from_le_bytes(*b));
+                // The text a few pages on is on its way while these are looked up.
+                prefetch::read(text, self.at + 4096);
+                let p = self.at;
+                self.at += 2 * g.stride;
+                match (g.contains(ka), g.contains(kb)) {
+                    (false, false) => {}
+                    (true, hit_b) => {
+                        if hit_b {
+                            // Looked up again next time: back to it.
+                            self.at = p + g.stride;
+                        }
+                        return Some(p);
+                    }
+                    (false, true) => return Some(p + g.stride),
+                }
+            }
+        }
+        while let Some(w) = text.get(self.at..self.at + g.width) {
+            let p = self.at;
+            self.at += g.stride;
+            if g.contains(load(w, g.width)) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+/// Fibonacci hashing: the top bits of the product are the well-mixed ones.
+#[inline]
+fn hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The filter's word (the top 12 bits) and bit (the next 6) for a hash.
+#[inline]
+fn filter_bit(h: u64) -> (usize, u64) {
+    // The top 12 bits: below 4096 on every target.
+    (usize::try_from(h >> 52).unwrap_or(0), 1 << ((h >> 46) & 63))
+}
+
+/// `window` (of `width` ≤ 8 bytes) as a number.
+#[inline]
+fn load(window: &[u8], width: usize) -> u64 {
+    if let Some(w) = window.first_chunk::<8>() {
+        if width == 8 {
+            return u64::from_le_bytes(*w);
+        }
+    }
+    let mut b = [0u8; 8];
+    b[..width].copy_from_slice(&window[..width]);
+    u64::from_le_bytes(b)
+}
+
+/// The automaton of the held end: a DFA (a table lookup a byte) while the forms are few.
+#[derive(Debug)]
+enum Tails {
+    Nfa(NFA),
+    Dfa(aho_corasick::dfa::DFA),
+}
+
+impl Tails {
+    fn start_state(&self, a: Anchored) -> Result<StateID, aho_corasick::MatchError> {
+        match self {
+            Tails::Nfa(n) => n.start_state(a),
+            Tails::Dfa(d) => d.start_state(a),
+        }
+    }
+
+    #[inline]
+    fn next_state(&self, a: Anchored, sid: StateID, b: u8) -> StateID {
+        match self {
+            Tails::Nfa(n) => n.next_state(a, sid, b),
+            Tails::Dfa(d) => d.next_state(a, sid, b),
+        }
+    }
+
+    fn is_dead(&self, sid: StateID) -> bool {
+        match self {
+            Tails::Nfa(n) => n.is_dead(sid),
+            Tails::Dfa(d) => d.is_dead(sid),
+        }
+    }
+}
+
 /// Each state's depth (the length of the form prefix it stands for), by walking every form
 /// from the anchored start; `None` if the automaton does not answer as expected.
-fn depths(nfa: &NFA, patterns: &[Vec<u8>]) -> Option<Vec<u32>> {
+fn depths(nfa: &Tails, patterns: &[Vec<u8>]) -> Option<Vec<u32>> {
     let mut depth = Vec::new();
     let start = nfa.start_state(Anchored::Yes).ok()?;
     let unanchored = nfa.start_state(Anchored::No).ok()?;
-    let mut set = |sid: aho_corasick::automaton::StateID, d: usize| {
+    let mut set = |sid: StateID, d: usize| {
         let i = sid.as_usize();
         if depth.len() <= i {
             depth.resize(i + 1, u32::MAX);
@@ -283,10 +560,28 @@ pub struct Stream<'r> {
 impl Stream<'_> {
     /// Takes `chunk`; writes to `out` what no later byte can change.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        self.held.extend_from_slice(chunk);
-        let safe = self.held.len() - self.redactor.held_len(&self.held);
-        let written = self.redactor.replace(&self.held, safe, out);
-        self.held.drain(..written);
+        let r = self.redactor;
+        if chunk.len() < 2 * r.max_len {
+            self.held.extend_from_slice(chunk);
+            let safe = self.held.len() - r.held_len(&self.held);
+            let written = r.replace(&self.held, safe, out);
+            self.held.drain(..written);
+            return;
+        }
+        // A long chunk is searched where it lies, not copied after what was held: first
+        // what was held with the chunk's first `max_len` bytes (every match that starts in
+        // what was held ends there), then the rest of the chunk from where that ended.
+        let mut resume = 0;
+        if !self.held.is_empty() {
+            let held = self.held.len();
+            self.held.extend_from_slice(&chunk[..r.max_len]);
+            resume = r.replace(&self.held, held, out) - held;
+            self.held.clear();
+        }
+        let rest = &chunk[resume..];
+        let safe = rest.len() - r.held_len(rest);
+        let written = r.replace(rest, safe, out);
+        self.held.extend_from_slice(&rest[written..]);
     }
 
     /// The end of the stream: writes what was held.
@@ -307,7 +602,7 @@ mod tests;
 #[cfg(test)]
 mod fuzz_property {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use crate as spawn_secrets;
+    use crate as spawn_redact;
 
     include!(concat!(
         env!("CARGO_MANIFEST_DIR"),

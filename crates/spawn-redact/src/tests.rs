@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// spawn-secrets' largest value.
+const MAX_VALUE: usize = 64 << 10;
+
 const TOKEN: &[u8] = b"ghp_Zx9+/sEcReT value\"\\<>&\xc3\xa9!";
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -230,7 +233,7 @@ fn the_largest_values_are_redacted_too() {
     let big: Vec<Vec<u8>> = (1..3u64)
         .map(|k| {
             let mut x = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            (0..crate::MAX_VALUE)
+            (0..MAX_VALUE)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -253,4 +256,46 @@ fn the_largest_values_are_redacted_too() {
     }
     s.finish(&mut out);
     assert_eq!(out, b"head [REDACTED:BIG1] mid [REDACTED:BIG0] tail");
+}
+
+/// The first pass changes nothing: for forms of every length around the window's width, a
+/// text with forms at every offset from the looked-up positions (and near misses: a form
+/// less its last byte), cut into chunks long enough to be searched in place and short ones,
+/// redacts as the automaton alone does.
+#[test]
+fn the_first_pass_finds_what_the_automaton_finds() {
+    for len in [4usize, 5, 7, 8, 9, 12, 16, 40, 100] {
+        let value: Vec<u8> = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            .iter()
+            .cycle()
+            .step_by(7)
+            .take(len)
+            .copied()
+            .collect();
+        let other: Vec<u8> = value.iter().rev().copied().collect();
+        let r = Redactor::new([("V", value.as_slice()), ("W", other.as_slice())]).unwrap();
+        assert!(r.grams.is_some(), "len {len}: a first pass");
+        let plain = Redactor::new([("V", value.as_slice()), ("W", other.as_slice())])
+            .unwrap()
+            .without_first_pass();
+        let mut text = Vec::new();
+        for pad in 0..3 * len + 20 {
+            text.extend(std::iter::repeat_n(b'.', pad));
+            text.extend_from_slice(if pad % 2 == 0 { &value } else { &other });
+            text.extend_from_slice(&value[..len - 1]);
+            text.extend(STANDARD.encode(&value).bytes());
+        }
+        let expected = plain.redact(&text);
+        assert_eq!(r.redact(&text), expected, "len {len}");
+        assert!(!contains(&expected, &value), "len {len}");
+        for cut in [1usize, 3, 2 * r.max_len, 2 * r.max_len + 1, 4096, 65536] {
+            let mut s = r.stream();
+            let mut out = Vec::new();
+            for chunk in text.chunks(cut) {
+                s.push(chunk, &mut out);
+            }
+            s.finish(&mut out);
+            assert!(out == expected, "len {len}, chunks of {cut}");
+        }
+    }
 }
