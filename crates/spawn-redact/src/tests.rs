@@ -215,6 +215,7 @@ fn forms_are_those_documented() {
     let f = forms(b"a b/\xc3\xa9");
     let has = |x: &[u8]| f.iter().any(|g| g == x);
     assert!(has(b"a b/\xc3\xa9"));
+    assert!(forms(b"Tok-XY").contains(&b"tok-xy".to_vec()));
     assert!(has(b"YSBiL8Op"));
     assert!(has(b"YSBiL8Op") && has(&URL_SAFE.encode(b"a b/\xc3\xa9").into_bytes()));
     assert!(has(b"6120622fc3a9") && has(b"6120622FC3A9"));

@@ -20,7 +20,7 @@ use spawn_egress::topology::{ports, Link};
 use spawn_egress::ServiceConfig;
 use spawn_policy::net::NetRules;
 
-use crate::egress_config::ChildConfig;
+use crate::egress_config::{ChildConfig, GrantedValue};
 use crate::error::{NetContext as _, RunError};
 
 type Result<T> = std::result::Result<T, RunError>;
@@ -45,6 +45,7 @@ impl EgressNetwork {
         audit_dir: PathBuf,
         principal: Principal,
         audit_limits: Limits,
+        redact: Vec<GrantedValue>,
     ) -> Result<EgressNetwork> {
         let link = Link::create(link_seed(run_id)).net("make the run's network link")?;
         let nameserver = match std::env::var("SPAWN_EGRESS_NAMESERVER") {
@@ -66,6 +67,7 @@ impl EgressNetwork {
             principal,
             trace_id: run_id.to_owned(),
             audit_limits,
+            redact,
         };
         let sockets =
             spawn_egress::RunSockets::bind(link.host).net("bind the run's proxy sockets")?;
@@ -75,8 +77,11 @@ impl EgressNetwork {
                 config.audit_dir.display()
             ))
         })?;
-        let message =
-            serde_json::to_vec(&config).net("encode the run's registration with the proxy")?;
+        // Wiped when sent (it may hold the run's secrets).
+        let message = zeroize::Zeroizing::new(
+            serde_json::to_vec(&config).net("encode the run's registration with the proxy")?,
+        );
+        drop(config);
         let fds = [
             log.file().as_raw_fd(),
             sockets.explicit.as_raw_fd(),

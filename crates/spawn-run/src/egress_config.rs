@@ -16,4 +16,23 @@ pub struct ChildConfig {
     pub trace_id: String,
     /// How much of the log the run's network events may take (`SPAWN_AUDIT_LIMITS`).
     pub audit_limits: Limits,
+    /// The run's granted secrets, to be redacted from its network events (a host name or
+    /// a request the agent makes can carry one). Only ever sent over the proxy's control
+    /// socket; both ends wipe the message.
+    #[serde(default)]
+    pub redact: Vec<GrantedValue>,
+}
+
+/// A granted secret's value, by the variable it is granted as: wiped when dropped, never
+/// printed.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GrantedValue {
+    pub name: String,
+    pub value: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GrantedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GrantedValue({}=..)", self.name)
+    }
 }

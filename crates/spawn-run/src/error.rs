@@ -20,6 +20,9 @@ pub enum RunError {
     /// A granted secret could not be had: the run does not start.
     #[error("{0}")]
     Secrets(String),
+    /// Another of these whose text quoted a granted secret: that text, redacted.
+    #[error("{0}")]
+    Redacted(String),
 }
 
 /// `result.net("make the link")?`: a network step's failure, saying which step.

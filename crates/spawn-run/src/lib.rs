@@ -34,8 +34,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use spawn_audit::{AuditLog, Event, EventType, Limiter, Limits, Outcome, Principal, Resource};
 use spawn_policy::{NetPolicy, RunSpec, RuntimeKind, SecretGrant};
+use spawn_redact::Redactor;
 use spawn_sandbox::{Observer, Report, RunOptions, SecretEnv};
 
+use egress_config::GrantedValue;
 pub use error::RunError;
 
 /// What `net: full` means, said at start and recorded in the audit log.
@@ -163,6 +165,7 @@ impl Run {
             failed: None,
             limiter: Limiter::new(audit_limits),
             on_started: OnStarted(None),
+            redactor: None,
         };
         let argv0 = spec.command.first().cloned().unwrap_or_default();
         let start = auditor
@@ -279,12 +282,16 @@ impl Run {
         let mut options = None;
         let secret_env = resolve_secrets(&spec, &mut resolver, &mut auditor);
         drop(resolver);
-        let result = secret_env.and_then(|secret_env| {
-            let network = network(&spec, &run_id, &auditor, limits, warn)?;
+        let result = secret_env.and_then(|(secret_env, granted)| {
+            let redactor = redactor_of(&granted)?;
+            // From here on, every event of the run's, and the output, is redacted.
+            auditor.redactor.clone_from(&redactor);
+            let network = network(&spec, &run_id, &auditor, limits, granted, warn)?;
             let options = options.insert(RunOptions {
                 run_id: run_id.clone(),
                 network,
                 secret_env: Arc::new(secret_env),
+                redactor,
             });
             match spec.runtime {
                 RuntimeKind::Container => {
@@ -297,6 +304,19 @@ impl Run {
             }
             .map_err(RunError::from)
         });
+        // An error's text may quote what the agent wrote or named.
+        let result = match (result, &auditor.redactor) {
+            (Err(e), Some(r)) => {
+                let text = e.to_string();
+                let redacted = r.redact_str(&text);
+                Err(if redacted == text {
+                    e
+                } else {
+                    RunError::Redacted(redacted)
+                })
+            }
+            (result, _) => result,
+        };
         match &result {
             Ok(report) => {
                 auditor.finish_limits();
@@ -342,13 +362,14 @@ impl Run {
 /// The granted secrets' values, from `resolver`, each access an `agent.secret.access`
 /// event (never the value): written with the run's start when all were had; written at
 /// once, and the run refused, when one was not.
+/// Also the values by their variables' names, to be redacted (copies, wiped when dropped).
 fn resolve_secrets(
     spec: &RunSpec,
     resolver: &mut Option<Box<dyn SecretResolver>>,
     auditor: &mut Auditor,
-) -> Result<Vec<SecretEnv>, RunError> {
+) -> Result<(Vec<SecretEnv>, Vec<GrantedValue>), RunError> {
     if spec.secrets.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let Some(resolver) = resolver.as_mut() else {
         return Err(RunError::Secrets(
@@ -359,10 +380,17 @@ fn resolve_secrets(
     let mut out = Vec::with_capacity(spec.secrets.len());
     let mut events = Vec::with_capacity(spec.secrets.len());
     let mut failed = None;
+    let mut granted = Vec::new();
     for grant in &spec.secrets {
         let spawn_policy::SecretSource::Store(name) = &grant.source;
         let got = match values.next() {
-            Some(Ok(v)) => SecretEnv::new(&grant.env, v).map_err(|e| e.to_string()),
+            Some(Ok(v)) => {
+                granted.push(GrantedValue {
+                    name: grant.env.clone(),
+                    value: v.clone(),
+                });
+                SecretEnv::new(&grant.env, v).map_err(|e| e.to_string())
+            }
             Some(Err(e)) => Err(e),
             None => Err("no value was given for it".into()),
         };
@@ -397,7 +425,7 @@ fn resolve_secrets(
     match failed {
         None => {
             auditor.start.extend(events);
-            Ok(out)
+            Ok((out, granted))
         }
         Some(reason) => {
             for e in events {
@@ -408,6 +436,21 @@ fn resolve_secrets(
     }
 }
 
+/// The redactor of the granted values (`None` when none is granted); a run whose secrets
+/// cannot be redacted does not start.
+fn redactor_of(granted: &[GrantedValue]) -> Result<Option<Arc<Redactor>>, RunError> {
+    if granted.is_empty() {
+        return Ok(None);
+    }
+    Redactor::new(
+        granted
+            .iter()
+            .map(|g| (g.name.as_str(), g.value.as_slice())),
+    )
+    .map(|r| Some(Arc::new(r)))
+    .map_err(|e| RunError::Secrets(e.to_string()))
+}
+
 /// The run's own network namespace and link, for as long as the run lasts: restricted /
 /// egress-only through the egress proxy, full routed by the host. A run whose network
 /// cannot be made does not run (never on the host's).
@@ -416,6 +459,7 @@ fn network(
     run_id: &str,
     auditor: &Auditor,
     limits: Limits,
+    granted: Vec<GrantedValue>,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<Arc<dyn spawn_sandbox::Network>>, RunError> {
     Ok(match spec.net.policy {
@@ -428,6 +472,7 @@ fn network(
                 auditor.dir.clone(),
                 auditor.principal.clone(),
                 limits,
+                granted,
             )?))
         }
     })
@@ -449,6 +494,8 @@ struct Auditor {
     failed: Option<String>,
     limiter: Limiter,
     on_started: OnStarted,
+    /// The granted secrets, redacted from every event written once they are resolved.
+    redactor: Option<Arc<Redactor>>,
 }
 
 /// The front end's [`Run::on_started`].
@@ -517,9 +564,12 @@ impl Auditor {
         }
     }
 
-    fn append(&mut self, events: Vec<Event>) -> Result<(), String> {
+    fn append(&mut self, mut events: Vec<Event>) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
+        }
+        if let Some(r) = &self.redactor {
+            events = events.into_iter().map(|e| e.redacted(r)).collect();
         }
         let log = match &mut self.log {
             Some(log) => log,

@@ -152,6 +152,9 @@ pub struct RunOptions {
     /// Granted secrets for the agent's environment (and nothing else's: see
     /// `secret_env`).
     pub secret_env: std::sync::Arc<Vec<crate::SecretEnv>>,
+    /// The granted secrets' values and forms, replaced by `[REDACTED:NAME]` in the agent's
+    /// output on its way to spawn's descriptors (`None`: no secret granted).
+    pub redactor: Option<std::sync::Arc<spawn_redact::Redactor>>,
 }
 
 impl RunOptions {
@@ -161,6 +164,7 @@ impl RunOptions {
             run_id: run_id.into(),
             network: None,
             secret_env: std::sync::Arc::default(),
+            redactor: None,
         }
     }
 }
@@ -672,7 +676,7 @@ pub fn run(
     };
     let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
-    let plumbing = Plumbing::for_process()?;
+    let plumbing = Plumbing::for_process(opts.redactor.clone())?;
     cfg.controlling_tty = plumbing.agent.terminal;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.

@@ -9,8 +9,12 @@
 //! `write(2)` on its own descriptor, whatever that is (terminal, pipe, socket, regular file
 //! with or without `O_APPEND`, `/dev/null`), so the output lands where and in the order the
 //! caller's file description says, and nothing of the caller's is touched. It is also the
-//! one place where the agent's output passes through spawn (where secrets will be
-//! redacted).
+//! one place where the agent's output passes through spawn: with secrets granted, every
+//! output copy goes through a redaction stream (`spawn-redact`), so a value or any of its
+//! forms reaches spawn's descriptors as `[REDACTED:NAME]`, however the agent cuts its
+//! writes. The stream holds back only an end that could still begin a form, until the
+//! next bytes say it does not, or the output ends: an interactive run may see the last
+//! bytes of a line late, never a part of a value.
 //!
 //! - When spawn's stdout and stderr are the same open file description (`2>&1`, a
 //!   terminal), the agent gets one pipe for both, so their interleaving is exactly the
@@ -31,10 +35,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use spawn_redact::Redactor;
 
 use crate::error::SandboxError;
 use crate::sys;
@@ -70,6 +76,8 @@ struct Copy {
     /// Output (agent → spawn): its pipe is drained once the run has ended. Input (spawn →
     /// agent) is simply abandoned then.
     output: bool,
+    /// The granted secrets, redacted from output.
+    redactor: Option<Arc<Redactor>>,
 }
 
 /// A descriptor a relay reads or writes: a pipe end the relay owns, or one of spawn's own
@@ -105,15 +113,17 @@ impl Plumbing {
     /// The agent's streams, relayed to and from spawn's own descriptors 0, 1, 2: a pty of
     /// the run's own when spawn's stdin and stdout are terminals (an interactive run),
     /// else pipes. The caller's terminal never reaches the agent.
-    pub(crate) fn for_process() -> Result<Plumbing, SandboxError> {
+    /// With `redactor`, the output is redacted on its way.
+    pub(crate) fn for_process(redactor: Option<Arc<Redactor>>) -> Result<Plumbing, SandboxError> {
+        let redactor = redactor.filter(|r| !r.is_empty());
         match (sys::borrow_std_fd(0), sys::borrow_std_fd(1)) {
             (Some(input), Some(output))
                 if nix::unistd::isatty(input).unwrap_or(false)
                     && nix::unistd::isatty(output).unwrap_or(false) =>
             {
-                Plumbing::terminal(input, output)
+                Plumbing::terminal(input, output, redactor)
             }
-            _ => Plumbing::pipes(),
+            _ => Plumbing::pipes(redactor),
         }
     }
 
@@ -124,6 +134,7 @@ impl Plumbing {
     fn terminal(
         input: BorrowedFd<'static>,
         output: BorrowedFd<'static>,
+        redactor: Option<Arc<Redactor>>,
     ) -> Result<Plumbing, SandboxError> {
         let settings = nix::sys::termios::tcgetattr(input).ok();
         let size = sys::window_size(output);
@@ -149,12 +160,14 @@ impl Plumbing {
                 src: Fd::Std(input),
                 dst: Fd::Owned(master),
                 output: false,
+                redactor: None,
             },
             Copy {
                 name: "stdout",
                 src: Fd::Owned(master_out),
                 dst: Fd::Std(output),
                 output: true,
+                redactor,
             },
         ];
         let resize = Some((output, master_size));
@@ -184,7 +197,7 @@ impl Plumbing {
     }
 
     /// Pipes for the agent's streams (a run that is not interactive has no terminal).
-    fn pipes() -> Result<Plumbing, SandboxError> {
+    fn pipes(redactor: Option<Arc<Redactor>>) -> Result<Plumbing, SandboxError> {
         let null = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -201,6 +214,7 @@ impl Plumbing {
                 src: Fd::Std(fd),
                 dst: Fd::Owned(write),
                 output: false,
+                redactor: None,
             });
             read
         } else {
@@ -219,6 +233,7 @@ impl Plumbing {
                 src: Fd::Owned(read),
                 dst: Fd::Std(fd),
                 output: true,
+                redactor: redactor.clone(),
             });
             Ok(write)
         };
@@ -418,6 +433,20 @@ fn run_copy(copy: &Copy, stop: &OwnedFd) -> Outcome {
     let mut buf = vec![0u8; 64 << 10];
     let mut outcome = Outcome::default();
     let mut stopping = false;
+    let mut redact = copy.redactor.as_deref().map(|r| (r.stream(), Vec::new()));
+    // What the stream held back, written once the agent's output has ended.
+    let finish = |redact: &mut Option<(spawn_redact::Stream<'_>, Vec<u8>)>,
+                  outcome: &mut Outcome| {
+        if let Some((stream, out)) = redact {
+            out.clear();
+            stream.finish(out);
+            if let Err(e) = write_all(copy.dst.borrow(), out) {
+                if e.raw_os_error() != Some(libc::EPIPE) {
+                    outcome.error = Some(format!("spawn's {}: {e}", copy.name));
+                }
+            }
+        }
+    };
     loop {
         if !stopping {
             let mut fds = [
@@ -442,9 +471,20 @@ fn run_copy(copy: &Copy, stop: &OwnedFd) -> Outcome {
             }
         }
         match nix::unistd::read(copy.src.borrow(), &mut buf) {
-            Ok(0) => return outcome,
+            Ok(0) => {
+                finish(&mut redact, &mut outcome);
+                return outcome;
+            }
             Ok(n) => {
-                if let Err(e) = write_all(copy.dst.borrow(), &buf[..n]) {
+                let written = match &mut redact {
+                    Some((stream, out)) => {
+                        out.clear();
+                        stream.push(&buf[..n], out);
+                        write_all(copy.dst.borrow(), out)
+                    }
+                    None => write_all(copy.dst.borrow(), &buf[..n]),
+                };
+                if let Err(e) = written {
                     // A reader that went away (`| head`) chose to stop reading: not an error
                     // of the run's.
                     if copy.output && e.raw_os_error() != Some(libc::EPIPE) {
@@ -457,14 +497,21 @@ fn run_copy(copy: &Copy, stop: &OwnedFd) -> Outcome {
                 outcome.bytes += n as u64;
             }
             Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) if stopping => return outcome,
+            Err(nix::errno::Errno::EAGAIN) if stopping => {
+                finish(&mut redact, &mut outcome);
+                return outcome;
+            }
             Err(nix::errno::Errno::EAGAIN) => {}
             // A pty's master once every slave is closed: the end of the output.
-            Err(nix::errno::Errno::EIO) if copy.output => return outcome,
+            Err(nix::errno::Errno::EIO) if copy.output => {
+                finish(&mut redact, &mut outcome);
+                return outcome;
+            }
             Err(e) => {
                 if copy.output {
                     outcome.error = Some(format!("the agent's {}: {e}", copy.name));
                 }
+                finish(&mut redact, &mut outcome);
                 return outcome;
             }
         }
@@ -503,6 +550,7 @@ mod tests {
             src: Fd::Owned(src_r),
             dst: Fd::Owned(dst_w),
             output: true,
+            redactor: None,
         };
         let (stop_rx, stop_tx) = pipe().unwrap();
         let writer = std::thread::spawn(move || {
@@ -526,6 +574,53 @@ mod tests {
         let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(out, expected);
         assert_eq!(outcome.bytes, expected.len() as u64);
+        assert_eq!(outcome.error, None);
+    }
+
+    /// With secrets granted, the copy writes their values as markers, however the agent
+    /// cuts its writes (a value across three writes, the pipe read in between), and writes
+    /// what it held once the output ends.
+    #[test]
+    fn granted_values_are_redacted_across_writes_and_the_end_is_written() {
+        const VALUE: &[u8] = b"sk-live-Zq81nV0pT4";
+        let redactor = Arc::new(Redactor::new([("API_KEY", VALUE)]).unwrap());
+        let (src_r, src_w) = pipe().unwrap();
+        let (dst_r, dst_w) = pipe().unwrap();
+        let copy = Copy {
+            name: "stdout",
+            src: Fd::Owned(src_r),
+            dst: Fd::Owned(dst_w),
+            output: true,
+            redactor: Some(redactor),
+        };
+        let (stop_rx, _stop_tx) = pipe().unwrap();
+        let handle = std::thread::spawn(move || run_copy(&copy, &stop_rx));
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, VALUE);
+        let writes: Vec<Vec<u8>> = vec![
+            b"key=".to_vec(),
+            VALUE[..5].to_vec(),
+            VALUE[5..11].to_vec(),
+            [&VALUE[11..], b"\nb64=".as_slice()].concat(),
+            b64.into_bytes(),
+            // The end could begin the value: held until the output ends, then written.
+            b"\nend sk-".to_vec(),
+        ];
+        for w in &writes {
+            nix::unistd::write(&src_w, w).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(src_w);
+        let outcome = handle.join().unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(dst_r), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "key=[REDACTED:API_KEY]\nb64=[REDACTED:API_KEY]\nend sk-"
+        );
+        assert_eq!(
+            outcome.bytes,
+            writes.iter().map(Vec::len).sum::<usize>() as u64
+        );
         assert_eq!(outcome.error, None);
     }
 
@@ -561,6 +656,7 @@ mod tests {
                 src: Fd::Owned(src_r),
                 dst: Fd::Owned(dst),
                 output: true,
+                redactor: None,
             };
             let (stop_rx, _stop_tx) = pipe().unwrap();
             nix::unistd::write(&src_w, b"x").unwrap();

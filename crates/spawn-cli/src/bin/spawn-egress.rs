@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use spawn_audit::{AuditLog, Event, EventType, Limiter, Outcome, Principal, Resource};
 use spawn_egress::{Attempt, Closed, Observer, Proxy, Resolver, RunSockets};
+use spawn_redact::Redactor;
+use zeroize::Zeroize as _;
 
 use spawn_run::egress_config::ChildConfig;
 
@@ -32,6 +34,10 @@ use spawn_run::egress_config::ChildConfig;
 const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    // Runs' secrets pass through this process (to be redacted from their events): no
+    // other process of its user may read its memory, and it leaves no core file.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     let args: Vec<String> = std::env::args().collect();
     let result = match args.as_slice() {
         [_, flag, path] if flag == "--shared" => shared(Path::new(path)),
@@ -63,6 +69,8 @@ struct Writer {
     limiter: Limiter,
     /// What the limiter lets through, written as one batch.
     out: Vec<Event>,
+    /// The run's granted secrets, redacted from every event written.
+    redactor: Option<Redactor>,
 }
 
 impl Writer {
@@ -70,6 +78,12 @@ impl Writer {
     fn flush(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
+        }
+        if let Some(r) = &self.redactor {
+            self.out = std::mem::take(&mut self.out)
+                .into_iter()
+                .map(|e| e.redacted(r))
+                .collect();
         }
         let written = match self.log.append(&self.out) {
             Ok(_) => true,
@@ -223,8 +237,20 @@ impl Shared {
         let mut buf = vec![0u8; 1 << 20];
         let (len, fds) = spawn_sandbox::recv_fds(conn.as_fd(), &mut buf)
             .context("receive a run's registration")?;
-        let config: ChildConfig =
-            serde_json::from_slice(&buf[..len]).context("parse a run's registration")?;
+        let config: Result<ChildConfig, _> = serde_json::from_slice(&buf[..len]);
+        // The registration may hold the run's secrets.
+        buf.zeroize();
+        let mut config = config.context("parse a run's registration")?;
+        let redact = std::mem::take(&mut config.redact);
+        let redactor = if redact.is_empty() {
+            None
+        } else {
+            Some(
+                Redactor::new(redact.iter().map(|g| (g.name.as_str(), g.value.as_slice())))
+                    .context("prepare the run's redaction")?,
+            )
+        };
+        drop(redact);
         let [audit, explicit, http, tls, dns]: [OwnedFd; 5] = fds
             .try_into()
             .map_err(|_| anyhow::anyhow!("a registration carries 5 descriptors"))?;
@@ -250,6 +276,7 @@ impl Shared {
                 ),
                 limiter: Limiter::new(config.audit_limits),
                 out: Vec::new(),
+                redactor,
             }),
             principal: config.principal,
             trace_id: config.trace_id,

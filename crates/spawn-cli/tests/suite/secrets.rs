@@ -113,7 +113,7 @@ fn a_granted_secret_reaches_the_agent_and_nothing_else_on_every_runtime() {
                 "--",
                 "sh",
                 "-c",
-                "printf '%s\\n' \"$GH_TOKEN\"; ls /proc/self/fd | wc -l; \
+                "printf %s \"$GH_TOKEN\" | sha256sum | cut -c1-64; ls /proc/self/fd | wc -l; \
                  tr '\\0' ' ' < /proc/self/cmdline; echo; sleep 2",
             ])
             .start();
@@ -125,7 +125,8 @@ fn a_granted_secret_reaches_the_agent_and_nothing_else_on_every_runtime() {
         assert!(during.is_empty(), "{runtime}: {during:?}");
         assert!(shm.is_empty(), "{runtime}: {shm:?}");
         let lines: Vec<&str> = out.stdout.lines().collect();
-        assert_eq!(lines[0], VALUE, "{runtime}: {out}");
+        // The agent has the value (its digest: the value itself would be redacted).
+        assert_eq!(lines[0], sha256_hex(VALUE.as_bytes()), "{runtime}: {out}");
         // stdin, stdout, stderr and ls's own directory.
         assert_eq!(
             lines[1].trim(),
@@ -168,7 +169,146 @@ fn the_manifest_grants_a_secret_under_a_variable_of_its_choice() {
     .unwrap();
     let out = home.cmd(["run", "-f"]).arg_path(&manifest).run();
     out.assert_code(0);
-    assert_eq!(out.stdout, VALUE, "{out}");
+    // Redacted under the variable's name.
+    assert_eq!(out.stdout, "[REDACTED:API_KEY]", "{out}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the agent writes with the value in it, in the forms programs write it, cut
+/// across writes, on stdout and stderr.
+const WRITES_THE_VALUE: &str = r#"
+T="$GH_TOKEN"
+printf 'raw %s\n' "$T"
+printf 'b64 %s\n' "$(printf %s "$T" | base64 -w0)"
+printf 'hex %s\n' "$(printf %s "$T" | od -An -tx1 | tr -d ' \n')"
+printf 'basic %s\n' "$(printf 'user:%s' "$T" | base64 -w0)"
+printf 'json {"token":"%s"}\n' "$T"
+printf 'err %s\n' "$T" >&2
+printf 'split '; printf %s "$T" | head -c 9; sleep 0.3; printf %s "$T" | tail -c +10; echo
+printf 'end '; printf %s "$T" | head -c 5
+"#;
+
+/// The lines [`WRITES_THE_VALUE`] gives once redacted (stdout and stderr together).
+fn redacted_lines() -> Vec<String> {
+    let m = "[REDACTED:GH_TOKEN]";
+    let mut lines: Vec<String> = [
+        format!("raw {m}"),
+        format!("b64 {m}"),
+        format!("hex {m}"),
+        format!("json {{\"token\":\"{m}\"}}"),
+        format!("err {m}"),
+        format!("split {m}"),
+        // A prefix of the value at the very end is no value: written as it was.
+        format!("end {}", &VALUE[..5]),
+    ]
+    .into();
+    lines.sort();
+    lines
+}
+
+/// The agent's output reaches spawn's stdout and stderr with the value, and each form
+/// of it, replaced by the marker, on every runtime, whatever spawn's descriptors are: a
+/// pipe, a regular file, a terminal (an interactive run's relay).
+#[test]
+fn a_granted_secret_is_redacted_from_the_output_on_every_runtime() {
+    use std::process::Stdio;
+    let home = Home::new();
+    set(&home, "GH_TOKEN", VALUE.as_bytes());
+    let args = |runtime: &'static str| {
+        vec![
+            "run",
+            "--runtime",
+            runtime,
+            "--secret",
+            "GH_TOKEN",
+            "--",
+            "sh",
+            "-c",
+            WRITES_THE_VALUE,
+        ]
+    };
+    let check = |runtime: &str, what: &str, text: &str| {
+        for f in forms() {
+            assert!(
+                !text.as_bytes().windows(f.len()).any(|w| w == f.as_slice()),
+                "{runtime}, {what}: a form of the value passed: {text}"
+            );
+        }
+        let mut lines: Vec<String> = text
+            .replace("\r\n", "\n")
+            .lines()
+            .filter(|l| {
+                !l.is_empty() && !l.starts_with("spawn: warning") && !l.starts_with("basic ")
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, redacted_lines(), "{runtime}, {what}: {text}");
+        // `user:TOKEN` in base64: the value's own characters at their alignment.
+        let basic = text
+            .lines()
+            .find(|l| l.starts_with("basic "))
+            .unwrap_or_default();
+        assert!(
+            basic.contains("[REDACTED:GH_TOKEN]"),
+            "{runtime}, {what}: {basic}"
+        );
+    };
+    for runtime in ["native", "container", "gvisor"] {
+        // A pipe (stdout and stderr apart).
+        let out = home.cmd(args(runtime)).run();
+        out.assert_code(0);
+        check(runtime, "pipes", &format!("{}\n{}", out.stdout, out.stderr));
+
+        // A regular file, stdout and stderr one description.
+        let dir = tempdir("spawn-secret-out");
+        let path = dir.path().join("out");
+        let file = std::fs::File::create(&path).unwrap();
+        let status = super::stdio::run_with(
+            &home,
+            &args(runtime),
+            Stdio::null(),
+            Stdio::from(file.try_clone().unwrap()),
+            Stdio::from(file),
+        );
+        assert_eq!(status.code(), Some(0), "{runtime}: file");
+        check(runtime, "a file", &std::fs::read_to_string(&path).unwrap());
+
+        // A terminal: stdin and stdout a pty, so the run is interactive (a pty of its own).
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let reader = {
+            let mut master = std::fs::File::from(pty.master);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match std::io::Read::read(&mut master, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                    }
+                }
+                out
+            })
+        };
+        let slave = pty.slave;
+        let status = super::stdio::run_with(
+            &home,
+            &args(runtime),
+            Stdio::from(slave.try_clone().unwrap()),
+            Stdio::from(slave.try_clone().unwrap()),
+            Stdio::from(slave),
+        );
+        assert_eq!(status.code(), Some(0), "{runtime}: terminal");
+        let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+        check(runtime, "a terminal", &text);
+    }
 }
 
 #[test]

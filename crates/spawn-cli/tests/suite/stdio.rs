@@ -16,7 +16,13 @@ use super::helpers::{tempdir, Home, RUN_DEADLINE, SPAWN};
 const RUNTIMES: [&str; 3] = ["native", "container", "gvisor"];
 
 /// Runs `spawn ARGS` with the given descriptors as its stdin, stdout and stderr.
-fn run_with(home: &Home, args: &[&str], stdin: Stdio, stdout: Stdio, stderr: Stdio) -> ExitStatus {
+pub(super) fn run_with(
+    home: &Home,
+    args: &[&str],
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> ExitStatus {
     let mut child = Command::new(SPAWN)
         .env("SPAWN_HOME", home.path())
         .args(args)
