@@ -35,6 +35,17 @@ fn set(home: &Home, name: &str, value: &[u8]) {
 /// Every regular file under `dir` that holds one of `forms` (FIFOs and sockets are not
 /// opened).
 fn files_holding(dir: &std::path::Path, forms: &[Vec<u8>]) -> Vec<String> {
+    files_holding_since(dir, forms, std::time::SystemTime::UNIX_EPOCH)
+}
+
+/// [`files_holding`], among the files modified at or after `since` (places shared with
+/// the rest of the machine: a source tree or a shell's script there may quote the test's
+/// own value).
+fn files_holding_since(
+    dir: &std::path::Path,
+    forms: &[Vec<u8>],
+    since: std::time::SystemTime,
+) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -47,7 +58,7 @@ fn files_holding(dir: &std::path::Path, forms: &[Vec<u8>]) -> Vec<String> {
             };
             if meta.is_dir() {
                 stack.push(e.path());
-            } else if meta.is_file() {
+            } else if meta.is_file() && meta.modified().is_ok_and(|m| m >= since) {
                 if let Ok(bytes) = std::fs::read(e.path()) {
                     if forms
                         .iter()
@@ -154,6 +165,106 @@ fn a_granted_secret_reaches_the_agent_and_nothing_else_on_every_runtime() {
         let found = files_holding(std::path::Path::new(dir), &forms());
         assert!(found.is_empty(), "{dir}: {found:?}");
     }
+}
+
+/// Every file where spawn, its runtimes or its runs could leave something: spawn's home
+/// (store, keys, audit log, run records), its runtime directory on tmpfs (bundles, control
+/// sockets' directory), the runtimes' state, and the host's temporary directories.
+fn places_of(home: &Home) -> Vec<std::path::PathBuf> {
+    let mut dirs = vec![home.path().to_owned()];
+    for d in [
+        "/dev/shm",
+        "/run/runc",
+        "/run/runsc",
+        "/var/run/runsc",
+        "/run/spawn",
+        "/tmp",
+        "/var/tmp",
+        "/var/log",
+    ] {
+        dirs.push(d.into());
+    }
+    dirs
+}
+
+/// After runs that print a secret raw and encoded, write it to files of their own, crash,
+/// time out, and whose spawn is SIGKILLed mid-run, on every runtime: no file anywhere
+/// spawn, its runtimes or the host keep holds the value or any encoding of it; what spawn
+/// relayed holds only markers.
+#[test]
+fn a_secret_leaves_no_trace_after_crashes_timeouts_and_kills() {
+    use base64::Engine as _;
+    // A value of its own (other tests' runs may hold theirs meanwhile).
+    const LEAK: &str = "Lk-7Hq2Vw9-only-in-this-test-4c1e";
+    let mut leak_forms = vec![
+        LEAK.as_bytes().to_vec(),
+        LEAK.to_ascii_lowercase().into_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(LEAK)
+            .into_bytes(),
+        LEAK.bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
+    ];
+    leak_forms.dedup();
+    let began = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let home = Home::new();
+    set(&home, "LEAK", LEAK.as_bytes());
+    // Prints it, writes it (and its encodings) to files in the sandbox's own temporary
+    // places and its working directory, then ends as told.
+    let writes = "printf 'out %s\\n' \"$LEAK\"; printf %s \"$LEAK\" | base64 >&2; \
+                  for d in /tmp /dev/shm .; do printf %s \"$LEAK\" > $d/leak 2>/dev/null; \
+                  printf %s \"$LEAK\" | od -An -tx1 > $d/leak.hex 2>/dev/null; done; ";
+    for runtime in ["native", "container", "gvisor"] {
+        let run = |flags: &[&str], end: &str| {
+            let script = format!("{writes}{end}");
+            let mut args = vec!["run", "--runtime", runtime, "--secret", "LEAK"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["--", "sh", "-c", &script]);
+            home.cmd(args).run()
+        };
+        // A crash: the shell kills itself with SIGSEGV (a core would be the classic leak).
+        let out = run(&[], "kill -SEGV $$");
+        assert_eq!(out.code, Some(139), "{runtime}: crash: {out}");
+        let relayed = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            relayed.contains("out [REDACTED:LEAK]"),
+            "{runtime}: {relayed}"
+        );
+        // A timeout.
+        let out = run(&["--timeout", "1s"], "sleep 30");
+        assert_ne!(out.code, Some(0), "{runtime}: timeout: {out}");
+        // spawn itself SIGKILLed while the agent runs.
+        let mut args = vec!["run", "--runtime", runtime, "--secret", "LEAK", "--"];
+        let script = format!("{writes}echo ready; sleep 30");
+        args.extend_from_slice(&["sh", "-c", &script]);
+        let running = home.cmd(args).start();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        running.signal(nix::sys::signal::Signal::SIGKILL);
+        let out = running.wait();
+        assert!(
+            !out.stdout.contains(LEAK) && !out.stderr.contains(LEAK),
+            "{out}"
+        );
+    }
+    // Whatever a killed run left is gone once the runtimes reap it; give them a moment.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The search finds what is there (a file of the test's own, written now).
+    let control = tempdir("spawn-secret-control");
+    std::fs::write(control.path().join("f"), &leak_forms[3]).unwrap();
+    assert_eq!(
+        files_holding_since(control.path(), &leak_forms, began).len(),
+        1
+    );
+    drop(control);
+    for dir in places_of(&home) {
+        let found = files_holding_since(&dir, &leak_forms, began);
+        assert!(found.is_empty(), "{}: {found:?}", dir.display());
+    }
+    // Nor does any process's environment or argv outside the sandboxes.
+    let during = runtime_processes_holding(LEAK.as_bytes());
+    assert!(during.is_empty(), "{during:?}");
 }
 
 #[test]
