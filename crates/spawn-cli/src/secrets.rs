@@ -114,44 +114,19 @@ async fn act(
     Ok(())
 }
 
-/// Most secrets one run may be granted (`spec.capabilities.secrets` and `--secret`).
-const MAX_GRANTS: usize = 256;
-
-/// `spawn secrets __resolve`, for [`LocalResolver`]: store names on stdin, one a line; on
-/// stdout, for each in order, `+LEN\n` and the value's bytes, or `-REASON\n`.
+/// `spawn secrets __resolve`, for [`LocalResolver`] (see `spawn_secrets::helper`).
 async fn resolve_for_run(secrets: &Secrets) -> anyhow::Result<()> {
-    use std::io::{BufRead as _, Write as _};
-    let names: Vec<String> = std::io::stdin()
-        .lock()
-        .lines()
-        .take(MAX_GRANTS)
-        .collect::<Result<_, _>>()
-        .context("read the names to resolve")?;
-    let mut out = Zeroizing::new(Vec::new());
-    for name in &names {
-        match secrets.get(NAMESPACE, name).await {
-            Ok(opened) => {
-                use secrecy::ExposeSecret as _;
-                let v = opened.value.expose_secret();
-                out.extend_from_slice(format!("+{}\n", v.len()).as_bytes());
-                out.extend_from_slice(v);
-            }
-            Err(e) => {
-                let reason = match e {
-                    spawn_secrets::SecretsError::NotFound { .. } => format!(
-                        "it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)"
-                    ),
-                    e => e.to_string(),
-                };
-                out.extend_from_slice(format!("-{}\n", reason.replace('\n', " ")).as_bytes());
-            }
-        }
-    }
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&out)
-        .and_then(|()| stdout.flush())
-        .context("hand the values over")
+    spawn_secrets::helper::serve(
+        secrets,
+        NAMESPACE,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        |name| {
+            format!("it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)")
+        },
+    )
+    .await
+    .map_err(Into::into)
 }
 
 /// Resolves a local run's granted secrets from `$SPAWN_HOME`'s store (namespace `local`),
@@ -181,7 +156,6 @@ impl LocalResolver {
         &self,
         grants: &[spawn_policy::SecretGrant],
     ) -> anyhow::Result<Vec<Result<spawn_run::SecretValue, String>>> {
-        use std::io::Write as _;
         if !master_key_path(&self.home).exists() {
             return Ok(grants
                 .iter()
@@ -195,59 +169,18 @@ impl LocalResolver {
                 .collect());
         }
         let exe = std::env::current_exe().context("find spawn's own executable")?;
-        let mut child = std::process::Command::new(exe)
+        let mut helper = std::process::Command::new(exe);
+        helper
             .args(["secrets", "__resolve"])
-            .env("SPAWN_HOME", &self.home)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("start the secrets' resolver")?;
-        let mut names = String::new();
-        for g in grants {
-            let spawn_policy::SecretSource::Store(n) = &g.source;
-            names.push_str(n);
-            names.push('\n');
-        }
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(names.as_bytes())
-                .context("give the resolver the names")?;
-        }
-        let mut out = Zeroizing::new(Vec::new());
-        if let Some(stdout) = child.stdout.take() {
-            stdout
-                .take((MAX_GRANTS * (spawn_secrets::MAX_VALUE + 32)) as u64)
-                .read_to_end(&mut out)
-                .context("read the resolver's answer")?;
-        }
-        let status = child.wait().context("wait for the resolver")?;
-        anyhow::ensure!(status.success(), "the secrets' resolver failed ({status})");
-        let mut rest: &[u8] = &out;
-        let mut values = Vec::with_capacity(grants.len());
-        for _ in grants {
-            let nl = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .context("the resolver's answer is cut short")?;
-            let (head, tail) = (&rest[..nl], &rest[nl + 1..]);
-            match head.split_first() {
-                Some((b'+', len)) => {
-                    let len: usize = std::str::from_utf8(len)
-                        .ok()
-                        .and_then(|l| l.parse().ok())
-                        .filter(|l| *l <= tail.len())
-                        .context("the resolver's answer is malformed")?;
-                    values.push(Ok(Zeroizing::new(tail[..len].to_vec())));
-                    rest = &tail[len..];
-                }
-                Some((b'-', reason)) => {
-                    values.push(Err(String::from_utf8_lossy(reason).into_owned()));
-                    rest = tail;
-                }
-                _ => anyhow::bail!("the resolver's answer is malformed"),
-            }
-        }
-        Ok(values)
+            .env("SPAWN_HOME", &self.home);
+        let names: Vec<&str> = grants
+            .iter()
+            .map(|g| {
+                let spawn_policy::SecretSource::Store(n) = &g.source;
+                n.as_str()
+            })
+            .collect();
+        Ok(spawn_secrets::helper::resolve_with(helper, &names)?)
     }
 }
 

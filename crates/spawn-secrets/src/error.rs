@@ -49,6 +49,9 @@ pub enum SecretsError {
     Random(String),
     #[error("a value could not be sealed")]
     Seal,
+    /// The helper process that resolves a run's secrets did not answer as it should.
+    #[error("the secrets' resolver: {0}")]
+    Helper(String),
     #[error(transparent)]
     Store(#[from] spawn_store::StoreError),
 }
