@@ -373,7 +373,7 @@ fn resolve_secrets(
     }
     let Some(resolver) = resolver.as_mut() else {
         return Err(RunError::Secrets(
-            "this run grants secrets, and what started it cannot resolve them (spawnd: not yet; run it with the local spawn)".into(),
+            "this run grants secrets, and what started it has no way to resolve them".into(),
         ));
     };
     let mut values = resolver.resolve(&spec.namespace, &spec.secrets).into_iter();

@@ -59,6 +59,8 @@ pub struct AppState {
     audit_copy: std::sync::OnceLock<Arc<crate::audit_api::AuditCopy>>,
     /// The audit sinks' counters, when sinks are configured.
     sinks: Option<spawn_sinks::SinkMonitor>,
+    /// The namespaces' secrets, under the daemon's master key.
+    secrets: Option<spawn_secrets::Secrets>,
 }
 
 impl AppState {
@@ -89,7 +91,18 @@ impl AppState {
             jwt: None,
             audit_copy: std::sync::OnceLock::new(),
             sinks: None,
+            secrets: None,
         })
+    }
+
+    /// The same, keeping the namespaces' secrets in `secrets`.
+    pub fn with_secrets(mut self, secrets: spawn_secrets::Secrets) -> AppState {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    pub(crate) fn secrets(&self) -> Option<&spawn_secrets::Secrets> {
+        self.secrets.as_ref()
     }
 
     /// Sets the database's copy of the audit log the audit API answers from (once).
@@ -272,7 +285,8 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(get_agent, put_agent, delete_agent))
         .merge(crate::rbac_api::routes())
         .merge(crate::runs::routes())
-        .merge(crate::audit_api::routes());
+        .merge(crate::audit_api::routes())
+        .merge(crate::secrets_api::routes());
     crate::openapi::behind_authentication(v1.get_openapi_mut());
     let v1 = v1
         // The body is read after authentication: nobody unauthenticated makes the daemon

@@ -426,6 +426,12 @@ impl Config {
     }
 
     /// The database URL: the configuration's, else the SQLite file in the home.
+    /// The master key file of the namespaces' secrets (`keys/secrets-master.key` in the
+    /// state directory, as the local `spawn`'s).
+    pub fn secrets_master_key(&self) -> PathBuf {
+        self.home().join("keys").join("secrets-master.key")
+    }
+
     pub fn database_url(&self) -> String {
         self.database
             .url

@@ -18,6 +18,7 @@ mod policy;
 mod rbac_api;
 mod remembered;
 pub mod runs;
+mod secrets_api;
 mod sessions;
 mod views;
 
@@ -189,7 +190,16 @@ pub async fn serve(
     let store = Store::open(&config.database_url()).await?;
     let audit = spawn_audit::AuditLog::open(&home.join("audit"))?;
     let lock = lock_sqlite_store(&store, &config.database_url())?;
-    let mut app = AppState::new(store.clone(), audit, config.limits.clone())?;
+    // The secrets' master key is read (or made) now: a key that cannot be used stops the
+    // daemon before it serves.
+    let master =
+        spawn_secrets::master::LocalMasterKeys::load_or_create(&config.secrets_master_key())
+            .map_err(|e| ServerError::Config {
+                what: "the secrets' master key".into(),
+                reason: e.to_string(),
+            })?;
+    let mut app = AppState::new(store.clone(), audit, config.limits.clone())?
+        .with_secrets(spawn_secrets::Secrets::new(store.clone(), master));
     if let Some(jwt) = &config.auth.jwt {
         app = app.accepting_jwts(jwt)?;
     }

@@ -39,6 +39,16 @@ enum Command {
         holder: String,
         #[arg(long)]
         agent: Option<String>,
+        /// The run's namespace: its secrets are resolved there.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// (internal) Resolve a run's secrets for its supervisor: names on stdin, values on
+    /// stdout.
+    #[command(hide = true)]
+    ResolveSecrets {
+        #[arg(long)]
+        namespace: String,
     },
 }
 
@@ -59,15 +69,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
-    if let Some(Command::Supervise { run, holder, agent }) = &cli.command {
+    if let Some(Command::Supervise {
+        run,
+        holder,
+        agent,
+        namespace,
+    }) = &cli.command
+    {
         // No thread before the sandbox exists: a native sandbox starts from a
         // single-threaded process. The run's output is what this process writes to its
         // stdout and stderr from here on; its log goes where its stderr went.
         let (captured, log) =
             spawn_server::runs::capture_stdio().context("capture the run's output")?;
         logging(config.log.format, std::sync::Mutex::new(log));
-        let code = spawn_server::runs::supervise(&config, run, holder, agent.as_deref(), captured);
+        let secrets = match (namespace, std::env::current_exe()) {
+            (Some(ns), Ok(exe)) => {
+                let mut args: Vec<std::ffi::OsString> = Vec::new();
+                if let Some(c) = &cli.config {
+                    args.extend(["--config".into(), c.clone().into_os_string()]);
+                }
+                args.extend(["resolve-secrets".into(), "--namespace".into(), ns.into()]);
+                Some(spawn_server::runs::HelperResolver { exe, args })
+            }
+            _ => None,
+        };
+        let code = spawn_server::runs::supervise(
+            &config,
+            run,
+            holder,
+            agent.as_deref(),
+            captured,
+            secrets,
+        );
         std::process::exit(i32::from(code));
+    }
+    if let Some(Command::ResolveSecrets { namespace }) = &cli.command {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?;
+        return rt
+            .block_on(spawn_server::runs::resolve_secrets(&config, namespace))
+            .map_err(Into::into);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,7 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.expose());
             Ok(())
         }
-        Some(Command::Supervise { .. }) => Ok(()),
+        Some(Command::Supervise { .. } | Command::ResolveSecrets { .. }) => Ok(()),
         None => {
             logging(config.log.format, std::io::stderr);
             rt.block_on(async {

@@ -60,6 +60,10 @@ const TAGS: &[(&str, &str)] = &[
         "RoleBindings: who holds a Role in a namespace",
     ),
     ("keys", "API keys of ServiceAccounts"),
+    (
+        "secrets",
+        "Secrets of a namespace: set (write-only), listed, deleted; resolved by its runs",
+    ),
 ];
 
 /// The document as served: serialized once.

@@ -167,7 +167,11 @@ async fn queue(
             }
         }
     }
-    resolve(input).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let resolved = resolve(input).map_err(|e| ApiError::invalid(e.to_string()))?;
+    // A run that is granted secrets reads them: its starter must be allowed to.
+    if !resolved.secrets.is_empty() {
+        crate::api::authorize(state, caller, req_id, ns, Resource::Secrets, Verb::Get).await?;
+    }
     let spec = serde_json::to_string(input).map_err(|_| ApiError::internal())?;
     let id = spawn_audit::new_id("tr").map_err(|_| ApiError::internal())?;
     let event = match agent {
@@ -807,6 +811,7 @@ impl SupervisorCommand {
             cmd.arg("--config").arg(c);
         }
         cmd.args(["supervise", "--run", &run.id, "--holder", holder]);
+        cmd.args(["--namespace", &run.namespace]);
         if let Some(a) = &run.agent_id {
             cmd.args(["--agent", a]);
         }
@@ -895,12 +900,16 @@ fn run_input(spec: &str) -> std::io::Result<std::fs::File> {
 /// has failed, a thread of the process attaches to the store, stores the run's output from
 /// the pipes its stdout and stderr were pointed at ([`capture_stdio`]), renews the lease and
 /// passes a cancellation on, then records the end. Returns the process's exit code.
+///
+/// A run that grants secrets has them resolved by `secrets` (a helper process that opens
+/// the store, see [`HelperResolver`]).
 pub fn supervise(
     config: &Config,
     run: &str,
     holder: &str,
     agent_id: Option<&str>,
     captured: Captured,
+    secrets: Option<HelperResolver>,
 ) -> u8 {
     // A runtime for the store side, made now: a current-thread runtime starts no thread.
     // SIGTERM (a cancellation passed on, or an operator's) gets a handler now, so that
@@ -962,7 +971,7 @@ pub fn supervise(
             }
         }
     };
-    let code = run_here(config, run, agent_id, begin.clone());
+    let code = run_here(config, run, agent_id, secrets, begin.clone());
     // Whatever the run wrote is out; then stdout and stderr are closed (to /dev/null) so
     // that the store side reads to the end.
     let _ = std::io::stdout().flush();
@@ -1010,6 +1019,7 @@ fn run_here(
     config: &Config,
     run: &str,
     agent_id: Option<&str>,
+    secrets: Option<HelperResolver>,
     begin: impl FnOnce() + Send + 'static,
 ) -> u8 {
     let mut text = String::new();
@@ -1051,6 +1061,9 @@ fn run_here(
     for w in r.warnings() {
         eprintln!("spawn: warning: {w}");
     }
+    if let Some(resolver) = secrets {
+        r.set_secret_resolver(Box::new(resolver));
+    }
     r.on_started(begin);
     let finished = r.execute(&mut |w| eprintln!("spawn: warning: {w}"));
     tracing::debug!(run, spawn_run = %finished.run_id, "ran");
@@ -1061,6 +1074,66 @@ fn run_here(
             125
         }
     }
+}
+
+/// Resolves a run's granted secrets, from the secrets of the run's namespace (whatever
+/// its manifest says its namespace is), in a helper process: `spawnd resolve-secrets`
+/// (the store's drivers run threads; the sandbox is made while the supervisor has one).
+#[derive(Debug)]
+pub struct HelperResolver {
+    /// The helper: `spawnd` with its configuration and `resolve-secrets --namespace NS`.
+    pub exe: std::path::PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl spawn_run::SecretResolver for HelperResolver {
+    fn resolve(
+        &mut self,
+        _namespace: &str,
+        grants: &[spawn_policy::SecretGrant],
+    ) -> Vec<Result<spawn_run::SecretValue, String>> {
+        let mut helper = std::process::Command::new(&self.exe);
+        helper.args(&self.args);
+        let names: Vec<&str> = grants
+            .iter()
+            .map(|g| {
+                let spawn_policy::SecretSource::Store(n) = &g.source;
+                n.as_str()
+            })
+            .collect();
+        match spawn_secrets::helper::resolve_with(helper, &names) {
+            Ok(values) => values,
+            Err(e) => grants.iter().map(|_| Err(e.to_string())).collect(),
+        }
+    }
+}
+
+/// `spawnd resolve-secrets --namespace NS`: the helper of [`HelperResolver`] (see
+/// `spawn_secrets::helper`), on the daemon's store and master key.
+pub async fn resolve_secrets(config: &Config, namespace: &str) -> Result<(), ServerError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| ServerError::Config {
+        what: what.into(),
+        reason: e.to_string(),
+    };
+    let store = spawn_store::Store::open(&config.database_url()).await?;
+    let master =
+        spawn_secrets::master::LocalMasterKeys::load_or_create(&config.secrets_master_key())
+            .map_err(|e| fail("the secrets' master key", &e))?;
+    let secrets = spawn_secrets::Secrets::new(store, master);
+    let served = spawn_secrets::helper::serve(
+        &secrets,
+        namespace,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        |name| {
+            format!(
+                "it is not set in namespace {namespace} (PUT /v1/namespaces/{namespace}/secrets/{name})"
+            )
+        },
+    )
+    .await;
+    secrets.store().close().await;
+    served.map_err(|e| fail("the run's secrets", &e))
 }
 
 /// The supervisor's thread of store work.

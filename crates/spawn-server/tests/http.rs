@@ -121,6 +121,7 @@ async fn scenario(d: &mut Daemon) {
     rbac(d, &c).await;
     rbac_over_the_api(d, &c).await;
     keys_over_the_api(d, &c).await;
+    secrets(d, &c).await;
     runs(d, &c).await;
     start_and_stop_agents(d, &c).await;
     hostile(d, &c).await;
@@ -993,6 +994,255 @@ async fn keys_over_the_api(d: &Daemon, c: &Client) {
     assert_eq!(res.status(), 200);
     let res = get_as(c, d, &key, "/v1/whoami").await;
     error_of(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+}
+
+/// Secrets over the API: set (a new version each time, text or base64), listed without
+/// values, deleted; only with `secrets` verbs; hostile names and bodies refused without
+/// quoting the value; a run of the namespace granted one gets it (and its output is
+/// redacted), a run elsewhere does not; no answer, audit event or file of the daemon holds
+/// a value.
+async fn secrets(d: &Daemon, c: &Client) {
+    use base64::Engine as _;
+    const VALUE: &str = "sv-Api-7f3e9a1c-SECRET";
+    let path = "/v1/namespaces/team/secrets/API_TOKEN";
+    let put = |key: String, path: String, body: String| async move {
+        c.put(d.url(&path))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let res = put(
+        d.admin.clone(),
+        path.into(),
+        serde_json::json!({ "value": VALUE }).to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(VALUE), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["version"].as_i64()),
+        (Some("API_TOKEN"), Some(1))
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE);
+    let res = put(
+        d.admin.clone(),
+        path.into(),
+        serde_json::json!({ "valueBase64": b64 }).to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["version"], 2);
+    let list = get_as(c, d, &d.admin, "/v1/namespaces/team/secrets").await;
+    assert_eq!(list.status(), 200);
+    let text = list.text().await.unwrap();
+    assert!(!text.contains(VALUE) && !text.contains(&b64), "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list[0]["name"], "API_TOKEN");
+    assert_eq!(list[0]["version"], 2);
+    // No route reads a value.
+    let res = get_as(c, d, &d.admin, path).await;
+    assert_eq!(res.status(), 405);
+
+    // RBAC: a viewer and a developer may neither list nor set; each refusal is audited.
+    for role in ["viewer", "developer"] {
+        let key = d.key_for(&format!("{role}-s"), role, "team", false).await;
+        let res = get_as(c, d, &key, "/v1/namespaces/team/secrets").await;
+        error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+        let res = put(
+            key.clone(),
+            path.into(),
+            serde_json::json!({"value": "x"}).to_string(),
+        )
+        .await;
+        error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+        // Nor start a run that is granted one (it would read it).
+        let res = post_run(
+            c,
+            d,
+            &key,
+            "team",
+            serde_json::json!({"manifest": secret_agent("team"), "runtime": "native"}),
+        )
+        .await;
+        error_of(res, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+
+    // Hostile names and bodies: 400, and the message never quotes the value.
+    for name in ["1X", "A-B", "A%20B", "%C3%84", "a.b"] {
+        let res = put(
+            d.admin.clone(),
+            format!("/v1/namespaces/team/secrets/{name}"),
+            serde_json::json!({ "value": VALUE }).to_string(),
+        )
+        .await;
+        let msg = error_of(res, StatusCode::BAD_REQUEST, "invalid").await;
+        assert!(!msg.contains(VALUE), "{name}: {msg}");
+    }
+    for body in [
+        format!("[\"{VALUE}\"]"),
+        format!("{{\"value\": \"{VALUE}\", \"valueBase64\": \"eA==\"}}"),
+        "{}".to_owned(),
+        format!("{{\"value\": 5, \"x\": \"{VALUE}\"}}"),
+        format!("{{\"valueBase64\": \"{VALUE}!\"}}"),
+        format!("{{\"value\": [\"{VALUE}\"]}}"),
+        format!("{{\"value\": \"{VALUE}"),
+        "{\"value\": \"\"}".to_owned(),
+        format!("{{\"value\": \"{}\"}}", "v".repeat(65 << 10)),
+        "not json".to_owned(),
+    ] {
+        let res = put(d.admin.clone(), path.into(), body.clone()).await;
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE,
+            "{status}: {body:.80}: {text}"
+        );
+        assert!(!text.contains(VALUE), "{body:.80}: {text}");
+    }
+
+    // A run of the namespace granted it: the agent has it (its digest), the stored output
+    // holds the marker, never the value.
+    let script = "printf %s \"$API_TOKEN\" | sha256sum | cut -c1-64; echo \"token=$API_TOKEN\"";
+    let res = post_run(
+        c,
+        d,
+        &d.admin,
+        "team",
+        serde_json::json!({"manifest": secret_agent("team"), "command": ["sh", "-c", script],
+                           "runtime": "native"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_state(c, d, "team", &id, &["succeeded", "failed"]).await;
+    assert_eq!(
+        done["state"],
+        "succeeded",
+        "{done} {:?}",
+        logs(c, d, "team", &id).await
+    );
+    let digest: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(VALUE.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        logs(c, d, "team", &id).await,
+        vec![(
+            "stdout".into(),
+            format!("{digest}\ntoken=[REDACTED:API_TOKEN]\n")
+        )]
+    );
+    // The same manifest in another namespace finds no such secret there: 125, the reason.
+    let res = post_run(
+        c,
+        d,
+        &d.admin,
+        "other",
+        serde_json::json!({"manifest": secret_agent("other"), "command": ["true"],
+                           "runtime": "native"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_state(c, d, "other", &id, &["succeeded", "failed"]).await;
+    assert_eq!(done["exitCode"], 125, "{done}");
+    let out = logs(c, d, "other", &id).await;
+    assert!(
+        out.iter()
+            .any(|(_, t)| t.contains("not set in namespace other")),
+        "{out:?}"
+    );
+
+    // Deleted; again is 404.
+    let res = c
+        .delete(d.url(path))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = c
+        .delete(d.url(path))
+        .header("x-api-key", &d.admin)
+        .send()
+        .await
+        .unwrap();
+    error_of(res, StatusCode::NOT_FOUND, "not_found").await;
+
+    // On record: two sets, a resolution, the deletion (and the failed one); never a value.
+    let audit = d.audit();
+    for form in [VALUE.to_owned(), b64.clone()] {
+        assert!(!audit.contains(&form), "the audit log holds a value");
+    }
+    let actions: Vec<(String, String)> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["eventType"] == "agent.secret.access" && e["resource"]["name"] == "API_TOKEN")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("set", "success"),
+        ("resolve", "success"),
+        ("resolve", "error"),
+        ("delete", "success"),
+        ("delete", "error"),
+    ] {
+        assert!(
+            actions.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} not in {actions:?}"
+        );
+    }
+    // No file of the daemon's holds it (SQLite's, when the store is there; the keys).
+    let mut stack = vec![d.home.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                for form in [VALUE.as_bytes(), b64.as_bytes()] {
+                    assert!(
+                        !bytes.windows(form.len()).any(|w| w == form),
+                        "{} holds a value",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An agent of namespace `ns` granted the secret `API_TOKEN`.
+fn secret_agent(ns: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "spawn.dev/v1",
+        "kind": "Agent",
+        "metadata": {"name": "with-secret", "namespace": ns},
+        "spec": {
+            "command": ["true"],
+            "sandbox": {"runtime": "native"},
+            "capabilities": {"secrets": [{"name": "API_TOKEN", "from": "store://API_TOKEN"}]}
+        }
+    })
 }
 
 async fn post_run(c: &Client, d: &Daemon, key: &str, ns: &str, body: Value) -> reqwest::Response {

@@ -302,6 +302,59 @@ async fn the_answers_are_as_the_document_says() {
     )
     .await;
 
+    // Secrets: set (never answered back), listed, deleted.
+    let secret = "/v1/namespaces/{ns}/secrets/{name}";
+    let set = api
+        .call(
+            Method::PUT,
+            secret,
+            "/v1/namespaces/team/secrets/DOC_TOKEN",
+            admin,
+            Some(Body::Json(json!({"value": "doc-value-1"}))),
+            200,
+        )
+        .await;
+    assert_eq!(set["version"], 1);
+    api.call(
+        Method::PUT,
+        secret,
+        "/v1/namespaces/team/secrets/DOC_TOKEN",
+        admin,
+        Some(Body::Json(json!({"value": 1}))),
+        400,
+    )
+    .await;
+    let listed = api
+        .call(
+            get.clone(),
+            "/v1/namespaces/{ns}/secrets",
+            "/v1/namespaces/team/secrets",
+            admin,
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(listed[0]["name"], "DOC_TOKEN");
+    assert!(!listed.to_string().contains("doc-value-1"));
+    api.call(
+        delete.clone(),
+        secret,
+        "/v1/namespaces/team/secrets/DOC_TOKEN",
+        admin,
+        None,
+        204,
+    )
+    .await;
+    api.call(
+        delete.clone(),
+        secret,
+        "/v1/namespaces/team/secrets/DOC_TOKEN",
+        admin,
+        None,
+        404,
+    )
+    .await;
+
     // Keys: made (shown once), listed, revoked.
     let keys = "/v1/namespaces/{ns}/keys";
     let made = api
