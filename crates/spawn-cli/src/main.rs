@@ -121,6 +121,9 @@ pub(crate) enum SecretsCmd {
     Delete { name: String },
     /// Rotate the master key: data keys are rewrapped under a new one, values untouched.
     RotateMaster,
+    /// Rotate the data key: values are resealed under a new one (`spawn doctor` says when
+    /// it is due: every 90 days, or SPAWN_SECRETS_ROTATION_DAYS).
+    RotateDataKey,
     /// (Internal) resolve a local run's secrets: names on stdin, values on stdout.
     #[command(name = "__resolve", hide = true)]
     Resolve,
@@ -369,7 +372,7 @@ fn main() -> ExitCode {
             None => run::main(args, &home),
         },
         Command::Validate { file } => validate(file),
-        Command::Doctor { json } => doctor::main(*json),
+        Command::Doctor { json } => doctor::main(*json, &home),
         Command::Apply { file } => server_mode(&|r| remote::apply(r, file)),
         Command::Agents { cmd, json } => server_mode(&|r| remote::agents(r, cmd, *json)),
         Command::Runs { cmd, json } => match &cli.server {
@@ -383,11 +386,8 @@ fn main() -> ExitCode {
             },
         },
         Command::Keys { cmd, json } => server_mode(&|r| remote::keys(r, cmd, *json)),
-        Command::Secrets { .. } if cli.server.is_some() => {
-            eprintln!(
-                "spawn: spawn secrets keeps the secrets of $SPAWN_HOME; through spawnd it is not available yet: run it on the daemon's host with SPAWN_HOME set to the daemon's state directory"
-            );
-            ExitCode::from(2)
+        Command::Secrets { cmd, json } if cli.server.is_some() => {
+            server_mode(&|r| remote::secrets(r, cmd, *json))
         }
         Command::Secrets { cmd, json } => done(secrets::run(&home, cmd, *json)),
         Command::Trace {

@@ -113,7 +113,6 @@ fn run_inner(remote: &Remote, args: &RunArgs) -> anyhow::Result<ExitCode> {
         ("--pids", args.pids.is_some()),
         ("--cpu", args.cpu.is_some()),
         ("--mount", !args.mounts.is_empty()),
-        ("--secret", !args.secrets.is_empty()),
         ("--env", !args.env.is_empty()),
         ("--workdir", args.workdir.is_some()),
     ];
@@ -129,6 +128,38 @@ fn run_inner(remote: &Remote, args: &RunArgs) -> anyhow::Result<ExitCode> {
             Some(serde_yaml_ng::from_str::<Value>(&text).context("the manifest")?)
         }
         None => None,
+    };
+    // `--secret NAME`: the namespace's secret NAME as the variable NAME, added to the
+    // manifest's grants (a manifest of the command alone when none is given).
+    let manifest = match (manifest, args.secrets.is_empty()) {
+        (m, true) => m,
+        (m, false) => {
+            let mut m = m.unwrap_or_else(|| {
+                json!({"apiVersion": "spawn.dev/v1", "kind": "Agent",
+                       "metadata": {"name": "run"}, "spec": {"command": args.command}})
+            });
+            let spec = m
+                .get_mut("spec")
+                .and_then(Value::as_object_mut)
+                .context("the manifest has no spec")?;
+            let caps = spec
+                .entry("capabilities")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .context("spec.capabilities is not a mapping")?;
+            let grants = caps
+                .entry("secrets")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .context("spec.capabilities.secrets is not a list")?;
+            for name in &args.secrets {
+                let granted = grants.iter().any(|g| g["name"] == name.as_str());
+                if !granted {
+                    grants.push(json!({"name": name, "from": format!("store://{name}")}));
+                }
+            }
+            Some(m)
+        }
     };
     let mut body =
         json!({"command": args.command, "runtime": args.runtime, "timeout": args.timeout});
@@ -387,6 +418,71 @@ pub(crate) fn keys(remote: &Remote, cmd: &crate::KeysCmd, json_out: bool) -> any
             remote.delete(&format!("/keys/{id}"))?;
             println!("key {id} revoked");
         }
+    }
+    Ok(())
+}
+
+/// `spawn secrets …` through spawnd (the namespace's secrets; RBAC resource `secrets`):
+/// the value goes in the request's body only, base64 in JSON, wiped once sent.
+pub(crate) fn secrets(
+    remote: &Remote,
+    cmd: &crate::SecretsCmd,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use crate::SecretsCmd;
+    match cmd {
+        SecretsCmd::Set {
+            name,
+            from_file,
+            from_stdin,
+        } => {
+            spawn_secrets::check_name(name)?;
+            let value = crate::secrets::read_value(from_file.as_deref(), *from_stdin)?;
+            let body = zeroize::Zeroizing::new(format!(
+                "{{\"valueBase64\":\"{}\"}}",
+                base64::engine::general_purpose::STANDARD.encode(value.as_slice())
+            ));
+            let r: Value = remote
+                .req("PUT", &format!("/secrets/{name}"))
+                .set("Content-Type", "application/json")
+                .send_string(&body)
+                .map_err(api_error)?
+                .into_json()
+                .context("the server's answer is not JSON")?;
+            if json_out {
+                println!("{r}");
+            } else {
+                println!(
+                    "secret {name} set in namespace {} (version {})",
+                    remote.namespace, r["version"]
+                );
+            }
+        }
+        SecretsCmd::List => {
+            let list = remote.get("/secrets")?;
+            for e in list.as_array().into_iter().flatten() {
+                if json_out {
+                    println!("{e}");
+                } else {
+                    println!(
+                        "{:<32} {:>7}  {}",
+                        e["name"].as_str().unwrap_or(""),
+                        e["version"],
+                        e["updatedBy"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        SecretsCmd::Delete { name } => {
+            spawn_secrets::check_name(name)?;
+            remote.delete(&format!("/secrets/{name}"))?;
+            println!("secret {name} deleted from namespace {}", remote.namespace);
+        }
+        SecretsCmd::RotateMaster | SecretsCmd::RotateDataKey | SecretsCmd::Resolve => bail!(
+            "key rotation is the daemon's: its data keys rotate in the background \
+             (secrets.rotationDays); the master key with spawn secrets rotate-master on its \
+             host, SPAWN_HOME set to its state directory"
+        ),
     }
     Ok(())
 }

@@ -101,6 +101,18 @@ async fn act(
             println!("secret {name} deleted ({versions} version(s))");
         }
         SecretsCmd::Resolve => resolve_for_run(secrets).await?,
+        SecretsCmd::RotateDataKey => {
+            let done = secrets.rotate_data_key(NAMESPACE).await;
+            audit(
+                log,
+                "rotate-data-key",
+                "*",
+                done.as_ref().ok().map(|d| d.0),
+                done.is_ok(),
+            )?;
+            let (version, resealed) = done?;
+            println!("data key rotated: version {version}, {resealed} value(s) resealed");
+        }
         SecretsCmd::RotateMaster => {
             let done = secrets.rotate_master().await;
             audit(log, "rotate-master", "*", None, done.is_ok())?;
@@ -185,7 +197,7 @@ impl LocalResolver {
 }
 
 /// The value from a file (its bytes exactly) or stdin (one trailing newline dropped).
-fn read_value(file: Option<&Path>, stdin: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn read_value(file: Option<&Path>, stdin: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut value = Zeroizing::new(Vec::new());
     match (file, stdin) {
         (Some(f), false) => {
@@ -263,4 +275,30 @@ fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// The data keys of `$SPAWN_HOME`'s store due for rotation (every `days`), for `spawn
+/// doctor`: `None` when there is no store or master key yet (nothing to rotate).
+pub(crate) fn rotation_due(
+    home: &Path,
+    days: f64,
+) -> anyhow::Result<Option<Vec<spawn_secrets::DueKey>>> {
+    if !master_key_path(home).exists() || !home.join("spawn.db").exists() {
+        return Ok(None);
+    }
+    crate::local::block_on(async {
+        let store = spawn_store::Store::open_home(home)
+            .await
+            .context("open the local store")?;
+        let master = LocalMasterKeys::load_or_create(&master_key_path(home))?;
+        let secrets = Secrets::new(store, master);
+        let due = secrets
+            .data_keys_due(
+                spawn_store::now_ms(),
+                std::time::Duration::from_secs_f64(days * 86_400.0),
+            )
+            .await;
+        secrets.store().close().await;
+        Ok(Some(due?))
+    })
 }

@@ -236,3 +236,76 @@ async fn the_cli_runs_applies_lists_and_manages_keys_through_spawnd() {
         text(&out.stderr)
     );
 }
+
+/// `spawn secrets` through spawnd: set from stdin (never argv), listed without the value,
+/// used by a remote run (its output redacted), deleted; rotation is refused with where it
+/// is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_lists_and_deletes_secrets_through_spawnd() {
+    const VALUE: &str = "remote-Secret-value-5d1c";
+    let d = Daemon::start(None);
+    let key = Some(d.admin.as_str());
+    let mut set = Command::new(SPAWN)
+        .args([
+            "--server",
+            &format!("http://{}", d.addr),
+            "--namespace",
+            "team",
+        ])
+        .args(["secrets", "set", "REMOTE_TOKEN", "--from-stdin"])
+        .env("SPAWN_API_KEY", &d.admin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut set.stdin.take().unwrap(),
+        format!("{VALUE}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = set.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("version 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = spawn(&d, key, "team", &["secrets", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("REMOTE_TOKEN") && !listed.contains(VALUE),
+        "{listed}"
+    );
+    // A remote run granted it: the agent has it, the output shows the marker.
+    let out = spawn(
+        &d,
+        key,
+        "team",
+        &[
+            "run",
+            "--secret",
+            "REMOTE_TOKEN",
+            "--",
+            "sh",
+            "-c",
+            "echo \"t=$REMOTE_TOKEN\"; test \"$REMOTE_TOKEN\" = remote-Secret-value-5d1c && echo same",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "t=[REDACTED:REMOTE_TOKEN]\nsame\n");
+    let out = spawn(&d, key, "team", &["secrets", "rotate-data-key"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("rotationDays"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = spawn(&d, key, "team", &["secrets", "delete", "REMOTE_TOKEN"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = spawn(&d, key, "team", &["secrets", "delete", "REMOTE_TOKEN"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    assert!(!d.audit().contains(VALUE));
+}

@@ -48,6 +48,18 @@ pub struct MasterRotated {
     pub retired: usize,
 }
 
+/// How long a data key seals before it is due for rotation, unless configured otherwise.
+pub const DEFAULT_ROTATION_DAYS: u32 = 90;
+
+/// A namespace's current data key, due for rotation ([`Secrets::data_keys_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueKey {
+    pub namespace: String,
+    pub version: i64,
+    /// When it was made (milliseconds since the epoch).
+    pub created_ms: i64,
+}
+
 /// The secrets of every namespace in `store`, under the master keys `master`.
 #[derive(Debug)]
 pub struct Secrets {
@@ -281,6 +293,38 @@ impl Secrets {
             .delete_unused_secret_keys(namespace, version)
             .await?;
         Ok((version, resealed))
+    }
+
+    /// The namespaces whose current data key was made `max_age` or longer before `now_ms`
+    /// (milliseconds since the epoch), oldest first.
+    pub async fn data_keys_due(
+        &self,
+        now_ms: i64,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<DueKey>, SecretsError> {
+        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut current: std::collections::BTreeMap<String, DueKey> = Default::default();
+        for k in self.store.secret_keys_all().await? {
+            let newer = current
+                .get(&k.namespace)
+                .is_none_or(|c| c.version < k.version);
+            if newer {
+                current.insert(
+                    k.namespace.clone(),
+                    DueKey {
+                        namespace: k.namespace,
+                        version: k.version,
+                        created_ms: k.created_ms,
+                    },
+                );
+            }
+        }
+        let mut due: Vec<DueKey> = current
+            .into_values()
+            .filter(|k| k.created_ms.saturating_add(age) <= now_ms)
+            .collect();
+        due.sort_by_key(|k| k.created_ms);
+        Ok(due)
     }
 
     /// Crypto-shredding: the namespace's data keys and sealed values deleted; (keys,

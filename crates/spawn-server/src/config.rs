@@ -38,9 +38,49 @@ pub struct Config {
     /// The audit log's signed checkpoints.
     #[serde(default)]
     pub audit: Audit,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     /// The file this configuration was read from (given to the supervisors).
     #[serde(skip)]
     pub config_path: Option<PathBuf>,
+}
+
+/// The namespaces' secrets: each data key is rotated in the background once it is
+/// `rotationDays` old (its values resealed under a new one, the completion an
+/// `agent.secret.access` event `rotate-data-key`), checked every `rotationCheckSeconds`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretsConfig {
+    /// Days (fractions allowed, more than 0, at most 36500); default 90.
+    #[serde(default = "default_rotation_days")]
+    pub rotation_days: f64,
+    /// 1 to 86400; default 3600.
+    #[serde(default = "default_rotation_check")]
+    pub rotation_check_seconds: u64,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> SecretsConfig {
+        SecretsConfig {
+            rotation_days: default_rotation_days(),
+            rotation_check_seconds: default_rotation_check(),
+        }
+    }
+}
+
+impl SecretsConfig {
+    /// How old a data key may get.
+    pub fn rotation_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.rotation_days * 86_400.0)
+    }
+}
+
+fn default_rotation_days() -> f64 {
+    f64::from(spawn_secrets::DEFAULT_ROTATION_DAYS)
+}
+
+fn default_rotation_check() -> u64 {
+    3600
 }
 
 /// The audit log's signed checkpoints (`spawn_audit::checkpoint`): made every
@@ -283,6 +323,7 @@ impl Default for Config {
             tls: None,
             auth: Auth::default(),
             audit: Audit::default(),
+            secrets: SecretsConfig::default(),
             config_path: None,
         }
     }
@@ -378,6 +419,19 @@ impl Config {
             return Err(ServerError::Config {
                 what: what(),
                 reason: "audit.retentionDays must be 1 to 36500".into(),
+            });
+        }
+        let days = config.secrets.rotation_days;
+        if !(days > 0.0 && days <= 36_500.0) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "secrets.rotationDays must be more than 0 and at most 36500".into(),
+            });
+        }
+        if !(1..=86_400).contains(&config.secrets.rotation_check_seconds) {
+            return Err(ServerError::Config {
+                what: what(),
+                reason: "secrets.rotationCheckSeconds must be 1 to 86400".into(),
             });
         }
         if !(1..=86_400).contains(&config.audit.checkpoint_interval_seconds) {

@@ -291,11 +291,27 @@ pub async fn serve(
             }
         })
     };
+    let (stop_rotation, mut rotation_stop) = tokio::sync::watch::channel(false);
+    let rotation = {
+        let (state, period) = (state.clone(), config.secrets.rotation_period());
+        let every = std::time::Duration::from_secs(config.secrets.rotation_check_seconds);
+        tokio::spawn(async move {
+            loop {
+                rotate_due_keys(&state, period).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = rotation_stop.changed() => break,
+                }
+            }
+        })
+    };
     let app = router(state);
     ready();
     listen::serve(listener, app, tls, &config.limits, shutdown).await?;
     let _ = stop_checkpoints.send(true);
     let _ = checkpoints.await;
+    let _ = stop_rotation.send(true);
+    let _ = rotation.await;
     // The supervisors go on: only this daemon's scheduling stops, after the round it is
     // in (a run it claimed gets its supervisor).
     let _ = stop_scheduling.send(true);
@@ -316,6 +332,59 @@ pub async fn serve(
     }
     store.close().await;
     Ok(())
+}
+
+/// Rotates each namespace's data key that is `period` old: its values resealed under a
+/// new one, the completion (or the failure) an `agent.secret.access` event
+/// `rotate-data-key` of the daemon's.
+async fn rotate_due_keys(state: &AppState, period: std::time::Duration) {
+    let Some(secrets) = state.secrets() else {
+        return;
+    };
+    let due = match secrets.data_keys_due(spawn_store::now_ms(), period).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "secrets: the data keys due for rotation");
+            return;
+        }
+    };
+    for key in due {
+        let done = secrets.rotate_data_key(&key.namespace).await;
+        let mut event = spawn_audit::Event::new(
+            spawn_audit::EventType::AgentSecretAccess,
+            spawn_audit::Principal {
+                kind: "System".into(),
+                id: "spawnd".into(),
+                name: Some("data-key rotation".into()),
+            },
+            spawn_audit::Resource {
+                kind: "secret".into(),
+                name: "*".into(),
+            },
+            "rotate-data-key",
+            if done.is_ok() {
+                spawn_audit::Outcome::Success
+            } else {
+                spawn_audit::Outcome::Error
+            },
+        )
+        .with_detail("namespace", key.namespace.clone())
+        .with_detail("previousKeyVersion", key.version)
+        .with_detail("previousKeyCreatedMs", key.created_ms);
+        match &done {
+            Ok((version, resealed)) => {
+                tracing::info!(namespace = %key.namespace, version, resealed, "secrets: data key rotated");
+                event = event
+                    .with_detail("keyVersion", *version)
+                    .with_detail("resealed", *resealed);
+            }
+            Err(e) => {
+                tracing::error!(namespace = %key.namespace, error = %e, "secrets: data-key rotation");
+                event = event.with_detail("error", e.to_string());
+            }
+        }
+        state.audit(event).await;
+    }
 }
 
 /// How often the database's copy of the audit log is brought up to date.

@@ -113,6 +113,93 @@ async fn postgres_health_keys_agents_rbac_and_hostile_input() {
     scenario(&mut d).await;
 }
 
+/// With a short rotation period, the daemon rotates each namespace's data key in the
+/// background: the completion is on record (namespace, versions, values resealed, never a
+/// value), and the values still open: a run granted one gets it; a bad period is refused.
+#[tokio::test]
+async fn data_keys_rotate_in_the_background_and_values_still_open() {
+    let d = Daemon::start_full(
+        None,
+        None,
+        "",
+        "secrets:\n  rotationDays: 0.00002\n  rotationCheckSeconds: 1\n",
+    );
+    let c = Client::new();
+    const VALUE: &str = "rotated-value-Qx81";
+    let res = put_as(
+        &c,
+        &d,
+        &d.admin,
+        "/v1/namespaces/team/secrets/API_TOKEN",
+        &serde_json::json!({ "value": VALUE }).to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let rotated = |audit: &str| -> Vec<Value> {
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["action"] == "rotate-data-key" && e["details"]["namespace"] == "team")
+            .collect()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while rotated(&d.audit()).len() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "no rotation: {}",
+            d.audit()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = rotated(&d.audit());
+    assert_eq!(events[0]["eventType"], "agent.secret.access");
+    assert_eq!(events[0]["outcome"], "success", "{}", events[0]);
+    assert_eq!(events[0]["details"]["previousKeyVersion"], 1);
+    assert_eq!(events[0]["details"]["keyVersion"], 2);
+    assert_eq!(events[0]["details"]["resealed"], 1);
+    assert!(!d.audit().contains(VALUE));
+    // The value opens under the newest key.
+    let script = "printf %s \"$API_TOKEN\" | sha256sum | cut -c1-64";
+    let res = post_run(
+        &c,
+        &d,
+        &d.admin,
+        "team",
+        serde_json::json!({"manifest": secret_agent("team"), "command": ["sh", "-c", script],
+                           "runtime": "native"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_state(&c, &d, "team", &id, &["succeeded", "failed"]).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let digest: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(VALUE.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        logs(&c, &d, "team", &id).await,
+        vec![("stdout".into(), format!("{digest}\n"))]
+    );
+    // A period that is no period is refused at start, with the setting named.
+    for bad in [
+        "rotationDays: 0",
+        "rotationDays: -1",
+        "rotationDays: .nan",
+        "rotationCheckSeconds: 0",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = common::refused(dir.path(), &format!("secrets:\n  {bad}\n"));
+        assert!(out.contains("secrets."), "{bad}: {out}");
+    }
+}
+
 async fn scenario(d: &mut Daemon) {
     let c = Client::new();
     health(d, &c).await;

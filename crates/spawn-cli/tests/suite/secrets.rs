@@ -558,3 +558,77 @@ fn secrets_are_set_listed_and_deleted_without_showing_a_value() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The data key's rotation schedule: `spawn doctor` names an overdue key and the fix;
+/// `spawn secrets rotate-data-key` reseals the values (audited) and the values still open.
+#[test]
+fn doctor_reports_an_overdue_data_key_and_rotation_fixes_it() {
+    let home = Home::new();
+    let rotation = |days: Option<&str>| -> Value {
+        let mut cmd = home.cmd(["doctor", "--json"]);
+        if let Some(d) = days {
+            cmd.env("SPAWN_SECRETS_ROTATION_DAYS", d);
+        }
+        let out = cmd.run();
+        let all: Vec<Value> = serde_json::from_str(out.stdout.trim()).unwrap();
+        all.into_iter()
+            .find(|c| c["name"] == "secrets rotation")
+            .unwrap_or_else(|| panic!("no rotation check: {out}"))
+    };
+    // No secrets yet: nothing to rotate.
+    let c = rotation(None);
+    assert_eq!(c["ok"], true, "{c}");
+    set(&home, "ROTATED", VALUE.as_bytes());
+    assert_eq!(rotation(None)["ok"], true);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A period of ~0.9 s: overdue, named, with the fix.
+    let c = rotation(Some("0.00001"));
+    assert_eq!(c["ok"], false, "{c}");
+    let detail = c["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("namespace local data key v1") && detail.contains("rotate-data-key"),
+        "{detail}"
+    );
+    for bad in ["0", "-3", "x", "nan", "1e9"] {
+        let c = rotation(Some(bad));
+        assert_eq!(c["ok"], false, "{bad}: {c}");
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("SPAWN_SECRETS_ROTATION_DAYS"),
+            "{bad}: {c}"
+        );
+    }
+    let out = home.cmd(["secrets", "rotate-data-key"]).run();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("version 2, 1 value(s) resealed"),
+        "{out}"
+    );
+    assert_eq!(rotation(Some("1"))["ok"], true);
+    let done: Vec<Value> = home
+        .audit()
+        .into_iter()
+        .filter(|e| e["action"] == "rotate-data-key")
+        .collect();
+    assert_eq!(done.len(), 1, "{}", home.audit_text());
+    assert_eq!(done[0]["outcome"], "success");
+    assert_eq!(done[0]["details"]["version"], 2);
+    // The value opens under the new key.
+    let out = home.native(
+        &["--secret", "ROTATED"],
+        &[
+            "sh",
+            "-c",
+            "printf %s \"$ROTATED\" | sha256sum | cut -c1-64",
+        ],
+    );
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(sha256_hex(VALUE.as_bytes()).as_str()),
+        "{out}"
+    );
+    assert!(files_holding(home.path(), &forms()).is_empty());
+}
