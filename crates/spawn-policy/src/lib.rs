@@ -22,8 +22,8 @@ mod validate;
 pub use error::PolicyError;
 pub use manifest::{
     Agent, AgentSpec, Capabilities, ExecCapability, FsCapability, Limits, Metadata, Model,
-    ModelProvider, Mount, MountMode, NetCapability, RateLimit, ResourceLimits, Sandbox, SecretRef,
-    API_VERSION, KIND_AGENT,
+    ModelProvider, Mount, MountMode, NetCapability, RateLimit, ResourceLimits, Sandbox,
+    SecretDelivery, SecretRef, API_VERSION, KIND_AGENT, MAX_SECRET_HOSTS,
 };
 pub use names::check_dns_label;
 pub use parse::{load_agent, parse_agent, MAX_MANIFEST_BYTES};

@@ -327,6 +327,33 @@ pub struct SecretRef {
     /// `store://NAME` or `vault://path#key`.
     #[serde(deserialize_with = "crate::bounded::string::<_, MAX_SHORT_BYTES>")]
     pub from: String,
+    /// How the agent gets it: `env` (the default: the variable `name`) or `file` (the
+    /// file `/run/secrets/NAME` on a tmpfs of the run's own, readable by the agent only;
+    /// not in the environment).
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<SecretDelivery>,
+    /// The hosts it is meant for (domain patterns, as in the allowlist): recorded with
+    /// each resolution; the egress proxy will refuse it elsewhere.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::bounded::strings::<_, MAX_SECRET_HOSTS, MAX_PATTERN_BYTES>"
+    )]
+    pub hosts: Vec<String>,
+}
+
+/// Most `hosts` one secret may be bound to.
+pub const MAX_SECRET_HOSTS: usize = 64;
+
+/// How a granted secret reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretDelivery {
+    /// An environment variable.
+    #[default]
+    Env,
+    /// A file under `/run/secrets`.
+    File,
 }
 
 /// `spec.limits`, the budget of the built-in loop.

@@ -194,6 +194,8 @@ fn resolve_secrets(
         grants.push(SecretGrant {
             env: s.name.clone(),
             source,
+            delivery: s.delivery.unwrap_or_default(),
+            hosts: s.hosts.clone(),
         });
     }
     for name in &overrides.secrets {
@@ -202,6 +204,8 @@ fn resolve_secrets(
             grants.push(SecretGrant {
                 env: name.clone(),
                 source: SecretSource::Store(name.clone()),
+                delivery: crate::SecretDelivery::Env,
+                hosts: Vec::new(),
             });
         }
     }

@@ -204,10 +204,15 @@ pub struct RunSpec {
 /// A secret granted to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretGrant {
-    /// The environment variable that receives it.
+    /// The environment variable that receives it (with [`SecretDelivery::File`], the
+    /// name of its file under `/run/secrets`).
     pub env: String,
     /// Where its value comes from.
     pub source: SecretSource,
+    /// An environment variable, or a file.
+    pub delivery: crate::SecretDelivery,
+    /// The hosts it is meant for (recorded; empty: not bound).
+    pub hosts: Vec<String>,
 }
 
 /// Where a granted secret's value comes from.

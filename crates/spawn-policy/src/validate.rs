@@ -402,6 +402,10 @@ fn validate_secrets(secrets: &[SecretRef]) -> Result<(), PolicyError> {
         }
         names::check_secret_ref(&secret.from)
             .map_err(|m| PolicyError::invalid(format!("{field}.from"), m))?;
+        for (j, host) in secret.hosts.iter().enumerate() {
+            names::check_domain_pattern(host)
+                .map_err(|m| PolicyError::invalid(format!("{field}.hosts[{j}]"), m))?;
+        }
     }
     Ok(())
 }

@@ -97,6 +97,8 @@ fn spec_example_parses_to_the_expected_value() {
                 secrets: vec![SecretRef {
                     name: s("GITHUB_TOKEN"),
                     from: s("store://GITHUB_TOKEN"),
+                    delivery: None,
+                    hosts: vec![],
                 }],
             }),
             limits: Some(Limits {
@@ -172,7 +174,7 @@ fn unknown_fields_report_line_and_column_at_every_depth() {
         ),
         (
             "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  capabilities:\n    secrets:\n      - {name: A, from: \"store://A\", value: x}\n",
-            "line 7, column 38: spec.capabilities.secrets[0]: unknown field `value`, expected `name` or `from`",
+            "line 7, column 38: spec.capabilities.secrets[0]: unknown field `value`, expected one of `name`, `from`, `as`, `hosts`",
         ),
         (
             "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: a}\nspec:\n  env: {A: b}\n",

@@ -470,7 +470,9 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
         spec.secrets,
         vec![SecretGrant {
             env: "GITHUB_TOKEN".into(),
-            source: SecretSource::Store("GITHUB_TOKEN".into())
+            source: SecretSource::Store("GITHUB_TOKEN".into()),
+            delivery: spawn_policy::SecretDelivery::Env,
+            hosts: vec![],
         }]
     );
     assert_eq!(spec.name, "researcher");
@@ -774,6 +776,8 @@ fn secrets_are_granted_by_the_manifest_and_the_flag() {
     let store = |env: &str, name: &str| SecretGrant {
         env: env.into(),
         source: SecretSource::Store(name.into()),
+        delivery: spawn_policy::SecretDelivery::Env,
+        hosts: vec![],
     };
     let a = agent("  capabilities: {secrets: [{name: GH, from: \"store://GITHUB_TOKEN\"}, {name: B, from: \"store://B\"}]}\n");
     let o = Overrides {
@@ -842,4 +846,73 @@ fn secrets_are_granted_by_the_manifest_and_the_flag() {
             "{from}: {got}"
         );
     }
+}
+
+/// `as: file` and `hosts:` are carried into the grant; hostile values of each are refused
+/// with the field named.
+#[test]
+fn secrets_choose_env_or_file_and_record_their_hosts() {
+    let (_d, base) = tempdir();
+    let a = agent(
+        "  capabilities: {secrets: [{name: KEY_PEM, from: \"store://K\", as: file, hosts: [api.github.com, \"*.example.com\"]}, {name: T, from: \"store://T\", as: env}]}\n",
+    );
+    let spec = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap();
+    assert_eq!(spec.secrets[0].delivery, spawn_policy::SecretDelivery::File);
+    assert_eq!(
+        spec.secrets[0].hosts,
+        strings(&["api.github.com", "*.example.com"])
+    );
+    assert_eq!(spec.secrets[1].delivery, spawn_policy::SecretDelivery::Env);
+    assert!(spec.secrets[1].hosts.is_empty());
+    for (entry, want) in [
+        ("as: File", "spec.capabilities.secrets[0].as"),
+        ("as: files", "spec.capabilities.secrets[0].as"),
+        ("as: \"\"", "spec.capabilities.secrets[0].as"),
+        ("as: 1", "spec.capabilities.secrets[0].as"),
+        ("as: [file]", "spec.capabilities.secrets[0].as"),
+        ("hosts: [\"\"]", "spec.capabilities.secrets[0].hosts[0]"),
+        ("hosts: [\"a b\"]", "spec.capabilities.secrets[0].hosts[0]"),
+        (
+            "hosts: [\"http://x.com\"]",
+            "spec.capabilities.secrets[0].hosts[0]",
+        ),
+        (
+            "hosts: [\"x.com:443\"]",
+            "spec.capabilities.secrets[0].hosts[0]",
+        ),
+        (
+            "hosts: [\"**.x.com\"]",
+            "spec.capabilities.secrets[0].hosts[0]",
+        ),
+        (
+            "hosts: [\"x..com\"]",
+            "spec.capabilities.secrets[0].hosts[0]",
+        ),
+        ("hosts: x.com", "spec.capabilities.secrets[0].hosts"),
+        ("path: /etc/passwd", "spec.capabilities.secrets[0]"),
+    ] {
+        let text = format!(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: a}}\nspec:\n  command: [x]\n  capabilities: {{secrets: [{{name: T, from: \"store://T\", {entry}}}]}}\n"
+        );
+        let got = match spawn_policy::parse_agent(&text) {
+            Err(e) => e.to_string(),
+            Ok(a) => resolve(Some(&a), &base, &base, &Overrides::default(), &[])
+                .map(|_| "accepted".to_owned())
+                .unwrap_or_else(|e| e.to_string()),
+        };
+        assert!(
+            got.contains(want) || got.contains("unknown field") || got.contains("unknown variant"),
+            "{entry}: {got}"
+        );
+        assert_ne!(got, "accepted", "{entry}");
+    }
+    // Too many hosts.
+    let many: Vec<String> = (0..=spawn_policy::MAX_SECRET_HOSTS)
+        .map(|i| format!("h{i}.com"))
+        .collect();
+    let text = format!(
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: a}}\nspec:\n  command: [x]\n  capabilities: {{secrets: [{{name: T, from: \"store://T\", hosts: [{}]}}]}}\n",
+        many.join(", ")
+    );
+    assert!(spawn_policy::parse_agent(&text).is_err());
 }
