@@ -389,7 +389,11 @@ fn resolve_secrets(
                     name: grant.env.clone(),
                     value: v.clone(),
                 });
-                SecretEnv::new(&grant.env, v).map_err(|e| e.to_string())
+                match grant.delivery {
+                    spawn_policy::SecretDelivery::Env => SecretEnv::new(&grant.env, v),
+                    spawn_policy::SecretDelivery::File => SecretEnv::file(&grant.env, v),
+                }
+                .map_err(|e| e.to_string())
             }
             Some(Err(e)) => Err(e),
             None => Err("no value was given for it".into()),
@@ -409,7 +413,17 @@ fn resolve_secrets(
             )
             .with_detail("env", grant.env.clone())
             .with_detail("source", grant.source.to_string())
-            .with_detail("namespace", spec.namespace.clone());
+            .with_detail("namespace", spec.namespace.clone())
+            .with_detail(
+                "as",
+                match grant.delivery {
+                    spawn_policy::SecretDelivery::Env => "env",
+                    spawn_policy::SecretDelivery::File => "file",
+                },
+            );
+        if !grant.hosts.is_empty() {
+            event = event.with_detail("hosts", grant.hosts.clone());
+        }
         match got {
             Ok(s) => out.push(s),
             Err(e) => {

@@ -51,6 +51,9 @@ pub(crate) struct ChildConfig {
     /// The agent's stdin is the run's own pty (an interactive run): the agent's session
     /// takes it as controlling terminal.
     pub(crate) controlling_tty: bool,
+    /// Secrets granted as files: written by the init on the run's secrets tmpfs once the
+    /// root is built, before the agent is released.
+    pub(crate) secret_files: Vec<crate::secret_env::SecretFile>,
 }
 
 /// The child ends of the channels to spawn.
@@ -156,6 +159,15 @@ pub(crate) fn init_main(cfg: &ChildConfig, fds: ChildFds) -> ! {
     // On failure the agent reads EOF and exits; init's exit ends the namespace anyway.
     if let Err(e) = rootfs::apply(&cfg.plan, &cfg.trees) {
         fail(&report, e);
+    }
+    if !cfg.secret_files.is_empty() {
+        let dir = std::path::Path::new(rootfs::SECRETS_DIR);
+        if let Err(e) = crate::secret_env::write_files(dir, &cfg.secret_files) {
+            fail(
+                &report,
+                SandboxError::setup("write the secrets granted as files", e),
+            );
+        }
     }
     if let Err(e) = nix::unistd::write(&ready_tx, b"r") {
         fail(&report, SandboxError::setup("release the agent", e));
@@ -570,14 +582,19 @@ pub fn oci_init(args: &InitArgs) -> i32 {
         }
     }
     // The granted secrets, read and their pipe closed now: the command's environment is
-    // the init's with them added (the init's own never holds them).
+    // the init's with them added (the init's own never holds them); the files are written
+    // by the command's side as the agent, before it confines itself (below).
+    let mut secret_files = Vec::new();
     let mut envp = match args.secrets_fd {
         None => None,
         Some(fd) if !sys::fd_is_open(fd) => {
             return init_failed(&format!("use descriptor {fd}"), "it is not open");
         }
         Some(fd) => match read_secret_env(sys::own_fd(fd)) {
-            Ok(env) => Some(env),
+            Ok((env, files)) => {
+                secret_files = files;
+                Some(env)
+            }
             Err(e) => return init_failed("read the granted secrets", e),
         },
     };
@@ -658,6 +675,13 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                     sys::exit_now(init_failed("become the agent", e));
                 }
             }
+            if !secret_files.is_empty() {
+                let dir = std::path::Path::new(rootfs::SECRETS_DIR);
+                if let Err(e) = crate::secret_env::write_files(dir, &secret_files) {
+                    sys::exit_now(init_failed("write the secrets granted as files", e));
+                }
+                secret_files.clear();
+            }
             let enforced = match landlock.map(landlock::restrict) {
                 None => None,
                 Some(Ok(enforced)) => Some(enforced.code()),
@@ -711,6 +735,7 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     if let Some(env) = &mut envp {
         crate::secret_env::wipe(env);
     }
+    drop(secret_files);
     if args.gvisor_root {
         if let Err(e) = sys::capset_clear() {
             return init_failed("drop the init's capabilities", e);
@@ -728,7 +753,9 @@ pub fn oci_init(args: &InitArgs) -> i32 {
 /// The command's environment: the init's own, with the granted secrets read from `pipe`
 /// (to its end, at most [`crate::secret_env::MAX_PAYLOAD`] bytes) in place of any variable
 /// of the same name.
-fn read_secret_env(pipe: OwnedFd) -> Result<Vec<CString>, String> {
+fn read_secret_env(
+    pipe: OwnedFd,
+) -> Result<(Vec<CString>, Vec<crate::secret_env::SecretFile>), String> {
     use std::io::Read as _;
     let mut payload = zeroize::Zeroizing::new(Vec::new());
     std::fs::File::from(pipe)
@@ -738,7 +765,10 @@ fn read_secret_env(pipe: OwnedFd) -> Result<Vec<CString>, String> {
     if payload.len() > crate::secret_env::MAX_PAYLOAD {
         return Err("more than the largest payload".into());
     }
-    let secrets = crate::secret_env::decode(&payload).ok_or("a malformed payload")?;
+    let crate::secret_env::Decoded {
+        env: secrets,
+        files,
+    } = crate::secret_env::decode(&payload).ok_or("a malformed payload")?;
     let names: Vec<Vec<u8>> = secrets
         .iter()
         .filter_map(|s| {
@@ -759,7 +789,7 @@ fn read_secret_env(pipe: OwnedFd) -> Result<Vec<CString>, String> {
         })
         .collect();
     env.extend(secrets);
-    Ok(env)
+    Ok((env, files))
 }
 
 /// Says on stderr (which reaches the user through spawn) why the init could not start the

@@ -410,6 +410,7 @@ fn child_config(
         search_path: search_path(argv0, &env),
         netns_joined: network.is_some(),
         controlling_tty: false,
+        secret_files: Vec::new(),
         plan,
         hostname,
         argv,
@@ -663,6 +664,10 @@ pub fn run(
     // Granted secrets: into the agent's execve environment only, in place of any variable
     // of the same name; wiped from spawn's memory once the sandbox has started (below).
     for s in opts.secret_env.iter() {
+        if s.is_file() {
+            cfg.secret_files.push(s.as_file());
+            continue;
+        }
         let prefix = format!("{}=", s.name());
         cfg.envp
             .retain(|e| !e.as_bytes().starts_with(prefix.as_bytes()));
@@ -737,6 +742,7 @@ pub fn run(
         drop(child);
         // The child has its copy of the environment: spawn's is wiped (secrets among it).
         crate::secret_env::wipe(&mut cfg.envp);
+        cfg.secret_files.clear();
         let sandbox = Pid::from_raw(pid);
         let abort = |e: SandboxError| {
             let _ = kill(sandbox, Signal::SIGKILL);

@@ -441,6 +441,29 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
             readable.push(m.target.clone());
         }
     }
+    // Secrets granted as files: a tmpfs of their own (last: nothing covers it), owned by
+    // the agent, written by the init before the command starts (see `secret_env`).
+    let files = spec
+        .secrets
+        .iter()
+        .filter(|g| g.delivery == spawn_policy::SecretDelivery::File)
+        .count() as u64;
+    if files > 0 {
+        steps.push(Step::Dir {
+            path: SECRETS_DIR.into(),
+            mode: 0o755,
+            owner: None,
+        });
+        steps.push(Step::Tmpfs {
+            path: SECRETS_DIR.into(),
+            size: files * crate::secret_env::MAX_FILE + (16 << 10),
+            mode: 0o700,
+            owner: AGENT_ID,
+            noexec: true,
+        });
+        readable.push(SECRETS_DIR.into());
+        rw_mounts.push(SECRETS_DIR.into());
+    }
     Plan {
         steps,
         writable,
@@ -450,6 +473,9 @@ pub fn plan(spec: &RunSpec, disk: u64, hostname: &str, dns: Dns) -> Plan {
         scratch,
     }
 }
+
+/// Where secrets granted as files are (`NAME` each, readable by the agent only).
+pub const SECRETS_DIR: &str = "/run/secrets";
 
 /// Adds a directory step for a parent below `/etc` (which exists already), once.
 fn push_parent(steps: &mut Vec<Step>, path: &Path) {

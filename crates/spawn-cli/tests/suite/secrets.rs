@@ -632,3 +632,61 @@ fn doctor_reports_an_overdue_data_key_and_rotation_fixes_it() {
     );
     assert!(files_holding(home.path(), &forms()).is_empty());
 }
+
+/// A secret granted as a file (`as: file`): `/run/secrets/NAME` on every runtime, any
+/// bytes (NUL included), mode 0400 and the agent's, in a directory the agent cannot add to;
+/// not in the environment; its hosts on record; and no file outside the sandbox holds it.
+#[test]
+fn a_secret_granted_as_a_file_is_on_the_runs_tmpfs_only() {
+    let began = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let home = Home::new();
+    let value: Vec<u8> = b"-----BEGIN KEY-----\n\0\xffbinary-tail-9c2e\n".to_vec();
+    set(&home, "KEY_PEM", &value);
+    set(&home, "PLAIN", VALUE.as_bytes());
+    let dir = tempdir("spawn-secret-file");
+    let manifest = dir.path().join("agent.yaml");
+    let script = "sha256sum < /run/secrets/KEY_PEM | cut -c1-64; \
+                  stat -c '%a %u' /run/secrets/KEY_PEM; stat -c '%a %u' /run/secrets; \
+                  env | grep -c KEY_PEM; printf %s \"$PLAIN\" | sha256sum | cut -c1-64; \
+                  (echo x > /run/secrets/NEW) 2>/dev/null && echo wrote || echo refused; \
+                  ls /run/secrets";
+    for runtime in ["native", "container", "gvisor"] {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: files}}\nspec:\n  command: [sh, -c, {script:?}]\n  sandbox: {{runtime: {runtime}}}\n  capabilities:\n    secrets:\n      - {{name: KEY_PEM, from: \"store://KEY_PEM\", as: file, hosts: [api.example.com]}}\n      - {{name: PLAIN, from: \"store://PLAIN\", as: env}}\n"
+            ),
+        )
+        .unwrap();
+        let out = home.cmd(["run", "--json", "-f"]).arg_path(&manifest).run();
+        out.assert_code(0);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines[0], sha256_hex(&value), "{runtime}: {out}");
+        assert_eq!(lines[1], "400 1000", "{runtime}: {out}");
+        assert_eq!(lines[2], "500 1000", "{runtime}: {out}");
+        assert_eq!(
+            lines[3], "0",
+            "{runtime}: the file's secret is in the environment: {out}"
+        );
+        assert_eq!(lines[4], sha256_hex(VALUE.as_bytes()), "{runtime}: {out}");
+        assert_eq!(lines[5], "refused", "{runtime}: {out}");
+        assert_eq!(lines[6], "KEY_PEM", "{runtime}: {out}");
+        let access: Vec<Value> = home
+            .audit_of(&out.run_id())
+            .into_iter()
+            .filter(|e| e["eventType"] == "agent.secret.access")
+            .collect();
+        assert_eq!(access.len(), 2, "{runtime}");
+        assert_eq!(access[0]["details"]["as"], "file");
+        assert_eq!(access[0]["details"]["hosts"][0], "api.example.com");
+        assert_eq!(access[1]["details"]["as"], "env");
+    }
+    let tail = b"binary-tail-9c2e".to_vec();
+    for d in places_of(&home) {
+        let found = files_holding_since(&d, std::slice::from_ref(&tail), began)
+            .into_iter()
+            .filter(|p| !p.contains("spawn-secret-value"))
+            .collect::<Vec<_>>();
+        assert!(found.is_empty(), "{}: {found:?}", d.display());
+    }
+}
