@@ -26,6 +26,21 @@ pub(crate) fn master_key_path(home: &Path) -> PathBuf {
 
 /// `spawn secrets …` (local).
 pub(crate) fn run(home: &Path, cmd: &crate::SecretsCmd, json_out: bool) -> anyhow::Result<()> {
+    // A run's resolution with no store yet (only vault:// sources can be had): no store or
+    // master key is made for it.
+    if matches!(cmd, crate::SecretsCmd::Resolve) && !master_key_path(home).exists() {
+        return crate::local::block_on(async {
+            spawn_secrets::helper::serve(
+                None,
+                NAMESPACE,
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                |name| format!("it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)"),
+            )
+            .await
+            .map_err(Into::into)
+        });
+    }
     let mut log = AuditLog::open(&home.join("audit")).context(
         "open the audit log (every change of a secret is audited: without the log, nothing is done)",
     )?;
@@ -129,7 +144,7 @@ async fn act(
 /// `spawn secrets __resolve`, for [`LocalResolver`] (see `spawn_secrets::helper`).
 async fn resolve_for_run(secrets: &Secrets) -> anyhow::Result<()> {
     spawn_secrets::helper::serve(
-        secrets,
+        Some(secrets),
         NAMESPACE,
         std::io::stdin().lock(),
         std::io::stdout().lock(),
@@ -168,14 +183,18 @@ impl LocalResolver {
         &self,
         grants: &[spawn_policy::SecretGrant],
     ) -> anyhow::Result<Vec<Result<spawn_run::SecretValue, String>>> {
-        if !master_key_path(&self.home).exists() {
+        let no_store = !master_key_path(&self.home).exists();
+        let only_store = grants
+            .iter()
+            .all(|g| matches!(g.source, spawn_policy::SecretSource::Store(_)));
+        if no_store && only_store {
             return Ok(grants
                 .iter()
                 .map(|g| {
-                    let spawn_policy::SecretSource::Store(n) = &g.source;
                     Err(format!(
-                        "no secret is set in $SPAWN_HOME ({}): spawn secrets set {n} --from-stdin",
-                        self.home.display()
+                        "no secret is set in $SPAWN_HOME ({}): spawn secrets set {} --from-stdin",
+                        self.home.display(),
+                        g.env
                     ))
                 })
                 .collect());
@@ -185,14 +204,9 @@ impl LocalResolver {
         helper
             .args(["secrets", "__resolve"])
             .env("SPAWN_HOME", &self.home);
-        let names: Vec<&str> = grants
-            .iter()
-            .map(|g| {
-                let spawn_policy::SecretSource::Store(n) = &g.source;
-                n.as_str()
-            })
-            .collect();
-        Ok(spawn_secrets::helper::resolve_with(helper, &names)?)
+        let sources: Vec<String> = grants.iter().map(|g| g.source.to_string()).collect();
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        Ok(spawn_secrets::helper::resolve_with(helper, &sources)?)
     }
 }
 

@@ -383,10 +383,19 @@ pub(crate) fn check_secret_ref(s: &str) -> Result<(), String> {
                 quote(s)
             )
         })?;
-        if ref_segment_ok(key) && path.split('/').all(ref_segment_ok) {
-            return Ok(());
+        if !(ref_segment_ok(key) && path.split('/').all(ref_segment_ok)) {
+            return Err(bad());
         }
-        return Err(bad());
+        // KV v2: the API's path, MOUNT/data/PATH (a `data` segment after the mount).
+        let segments: Vec<&str> = path.split('/').collect();
+        let kv2 = segments.len() >= 3 && segments[1..segments.len() - 1].contains(&"data");
+        if !kv2 {
+            return Err(format!(
+                "{}: a vault reference is a KV v2 path, MOUNT/data/PATH#KEY, as in vault://secret/data/gh#token",
+                quote(s)
+            ));
+        }
+        return Ok(());
     }
     Err(bad())
 }
@@ -671,7 +680,7 @@ mod tests {
             "store://GITHUB_TOKEN",
             "store://anthropic-key.v2",
             "vault://secret/data/gh#token",
-            "vault://kv#k",
+            "vault://kv/team/data/app/db#password",
         ] {
             assert_eq!(check_secret_ref(ok), Ok(()), "{ok}");
         }
@@ -688,6 +697,12 @@ mod tests {
             "vault:///abs#k",
             "vault://secret#",
             "vault://secret#a#b",
+            // KV v2 paths only (MOUNT/data/PATH).
+            "vault://kv#k",
+            "vault://secret/gh#k",
+            "vault://data/gh#k",
+            "vault://secret/data#k",
+            "vault://secret/metadata/gh#k",
             "store://A B",
         ] {
             assert!(check_secret_ref(bad).is_err(), "{bad}");

@@ -176,18 +176,30 @@ fn resolve_secrets(
     let mut grants: Vec<SecretGrant> = Vec::new();
     for (i, s) in manifest.iter().enumerate() {
         let field = format!("spec.capabilities.secrets[{i}].from");
-        let source = match s.from.strip_prefix("store://") {
-            Some(name) => {
+        let source = match (
+            s.from.strip_prefix("store://"),
+            s.from.strip_prefix("vault://"),
+        ) {
+            (Some(name), _) => {
                 names::check_identifier(name).map_err(|m| {
                     PolicyError::invalid(&field, format!("the store's secret name: {m}"))
                 })?;
                 SecretSource::Store(name.to_owned())
             }
-            None => {
-                return Err(PolicyError::unsupported(
+            (None, Some(rest)) => {
+                names::check_secret_ref(&s.from).map_err(|m| PolicyError::invalid(&field, m))?;
+                let (path, key) = rest
+                    .split_once('#')
+                    .ok_or_else(|| PolicyError::invalid(&field, "no #KEY"))?;
+                SecretSource::Vault {
+                    path: path.to_owned(),
+                    key: key.to_owned(),
+                }
+            }
+            (None, None) => {
+                return Err(PolicyError::invalid(
                     field,
-                    "vault:// references",
-                    "(store://NAME for now)",
+                    "use store://NAME or vault://MOUNT/data/PATH#KEY",
                 ))
             }
         };

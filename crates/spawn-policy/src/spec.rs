@@ -220,12 +220,16 @@ pub struct SecretGrant {
 pub enum SecretSource {
     /// `store://NAME`: spawn's own store, in the run's namespace.
     Store(String),
+    /// `vault://PATH#KEY`: the key `KEY` of the HashiCorp Vault KV v2 secret at the API
+    /// path `PATH` (`MOUNT/data/…`).
+    Vault { path: String, key: String },
 }
 
 impl std::fmt::Display for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SecretSource::Store(name) => write!(f, "store://{name}"),
+            SecretSource::Vault { path, key } => write!(f, "vault://{path}#{key}"),
         }
     }
 }

@@ -382,7 +382,11 @@ fn resolve_secrets(
     let mut failed = None;
     let mut granted = Vec::new();
     for grant in &spec.secrets {
-        let spawn_policy::SecretSource::Store(name) = &grant.source;
+        let name = match &grant.source {
+            spawn_policy::SecretSource::Store(name) => name.clone(),
+            spawn_policy::SecretSource::Vault { path, key } => format!("{path}#{key}"),
+        };
+        let name = name.as_str();
         let got = match values.next() {
             Some(Ok(v)) => {
                 granted.push(GrantedValue {

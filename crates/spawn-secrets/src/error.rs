@@ -49,6 +49,9 @@ pub enum SecretsError {
     Random(String),
     #[error("a value could not be sealed")]
     Seal,
+    /// HashiCorp Vault could not be used (never with a token or a value in the reason).
+    #[error("vault: {0}")]
+    Vault(String),
     /// The helper process that resolves a run's secrets did not answer as it should.
     #[error("the secrets' resolver: {0}")]
     Helper(String),

@@ -4,9 +4,10 @@
 //! store and the master key, and reads the values back through a pipe (never argv, a file or
 //! an environment).
 //!
-//! The exchange: the store names on the helper's stdin, one a line (at most
-//! [`MAX_GRANTS`]); on its stdout, for each in order, `+LEN\n` and the value's bytes, or
-//! `-REASON\n` (a reason that never holds a value).
+//! The exchange: the sources on the helper's stdin, one a line (at most [`MAX_GRANTS`]):
+//! `store://NAME` (the store's, in the namespace) or `vault://PATH#KEY` (HashiCorp Vault's
+//! KV v2, see [`crate::vault`]); on its stdout, for each in order, `+LEN\n` and the value's
+//! bytes, or `-REASON\n` (a reason that never holds a value).
 
 use std::io::{BufRead, Read as _, Write};
 
@@ -24,7 +25,7 @@ pub type Value = Zeroizing<Vec<u8>>;
 /// The helper's side: answers the names on `input` from `namespace` of `secrets`;
 /// `missing` says how to set a secret that is not there.
 pub async fn serve(
-    secrets: &Secrets,
+    secrets: Option<&Secrets>,
     namespace: &str,
     input: impl BufRead,
     mut output: impl Write,
@@ -40,18 +41,44 @@ pub async fn serve(
         .collect::<Result<_, _>>()
         .map_err(io("read the names to resolve"))?;
     let mut out = Zeroizing::new(Vec::new());
-    for name in &names {
-        match secrets.get(namespace, name).await {
-            Ok(opened) => {
-                let v = opened.value.expose_secret();
-                out.extend_from_slice(format!("+{}\n", v.len()).as_bytes());
-                out.extend_from_slice(v);
+    // Connected at the first vault:// source, once.
+    let mut vault: Option<Result<crate::vault::VaultClient, String>> = None;
+    for source in &names {
+        let got: Result<Zeroizing<Vec<u8>>, String> = if let Some(name) =
+            source.strip_prefix("store://")
+        {
+            match secrets {
+                None => Err(missing(name)),
+                Some(secrets) => match secrets.get(namespace, name).await {
+                    Ok(opened) => Ok(Zeroizing::new(opened.value.expose_secret().to_vec())),
+                    Err(SecretsError::NotFound { .. }) => Err(missing(name)),
+                    Err(e) => Err(e.to_string()),
+                },
             }
-            Err(e) => {
-                let reason = match e {
-                    SecretsError::NotFound { .. } => missing(name),
-                    e => e.to_string(),
-                };
+        } else if let Some((path, key)) = source
+            .strip_prefix("vault://")
+            .and_then(|r| r.split_once('#'))
+        {
+            let client = vault.get_or_insert_with(|| {
+                match crate::vault::VaultConfig::from_env() {
+                    Ok(Some(c)) => crate::vault::VaultClient::connect(&c).map_err(|e| e.to_string()),
+                    Ok(None) => Err("vault:// needs VAULT_ADDR (and VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID) in the environment".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+            match client {
+                Ok(c) => c.read_kv2(path, key).map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            }
+        } else {
+            Err("not a source this resolver knows (store:// or vault://)".into())
+        };
+        match got {
+            Ok(v) => {
+                out.extend_from_slice(format!("+{}\n", v.len()).as_bytes());
+                out.extend_from_slice(&v);
+            }
+            Err(reason) => {
                 out.extend_from_slice(format!("-{}\n", reason.replace('\n', " ")).as_bytes());
             }
         }
@@ -62,8 +89,8 @@ pub async fn serve(
         .map_err(io("hand the values over"))
 }
 
-/// The front end's side: runs `helper` (its stdin and stdout are taken here) with `names`
-/// and reads each value or reason back, in order.
+/// The front end's side: runs `helper` (its stdin and stdout are taken here) with the
+/// sources `names` and reads each value or reason back, in order.
 pub fn resolve_with(
     mut helper: std::process::Command,
     names: &[&str],

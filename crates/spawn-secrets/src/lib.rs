@@ -11,6 +11,7 @@ pub mod crypto;
 mod error;
 pub mod helper;
 pub mod master;
+pub mod vault;
 /// The redaction of values in what runs write: `spawn-redact`.
 pub use spawn_redact as redact;
 

@@ -1094,14 +1094,9 @@ impl spawn_run::SecretResolver for HelperResolver {
     ) -> Vec<Result<spawn_run::SecretValue, String>> {
         let mut helper = std::process::Command::new(&self.exe);
         helper.args(&self.args);
-        let names: Vec<&str> = grants
-            .iter()
-            .map(|g| {
-                let spawn_policy::SecretSource::Store(n) = &g.source;
-                n.as_str()
-            })
-            .collect();
-        match spawn_secrets::helper::resolve_with(helper, &names) {
+        let sources: Vec<String> = grants.iter().map(|g| g.source.to_string()).collect();
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        match spawn_secrets::helper::resolve_with(helper, &sources) {
             Ok(values) => values,
             Err(e) => grants.iter().map(|_| Err(e.to_string())).collect(),
         }
@@ -1121,7 +1116,7 @@ pub async fn resolve_secrets(config: &Config, namespace: &str) -> Result<(), Ser
             .map_err(|e| fail("the secrets' master key", &e))?;
     let secrets = spawn_secrets::Secrets::new(store, master);
     let served = spawn_secrets::helper::serve(
-        &secrets,
+        Some(&secrets),
         namespace,
         std::io::stdin().lock(),
         std::io::stdout().lock(),

@@ -690,3 +690,92 @@ fn a_secret_granted_as_a_file_is_on_the_runs_tmpfs_only() {
         assert!(found.is_empty(), "{}: {found:?}", d.display());
     }
 }
+
+#[path = "../../../spawn-secrets/tests/common/vault.rs"]
+mod vault;
+
+/// `vault://MOUNT/data/PATH#KEY` (HashiCorp Vault KV v2, here the stand-in written from
+/// Vault's API: see spawn-secrets' README): resolved at the run's start over TLS with the
+/// CA given, into the agent only (redacted from its output; Vault's own credentials never
+/// reach it); a missing key, no Vault configured, or Vault unreachable stop the run (125)
+/// with the reason.
+#[test]
+fn vault_kv2_secrets_reach_the_agent_and_failures_stop_the_run() {
+    const VAULT_VALUE: &str = "from-vault-Zt5q-7e21";
+    let mut app = std::collections::HashMap::new();
+    app.insert("token".to_owned(), VAULT_VALUE.to_owned());
+    let mut secrets = std::collections::HashMap::new();
+    secrets.insert("secret/data/app".to_owned(), app);
+    let v = vault::Vault::start(
+        true,
+        vault::State {
+            secrets,
+            tokens: vec!["hvs.cli-token".into()],
+            ..vault::State::default()
+        },
+    );
+    let home = Home::new();
+    let dir = tempdir("spawn-vault");
+    let manifest = dir.path().join("agent.yaml");
+    let write = |from: &str, runtime: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: v}}\nspec:\n  command: [sh, -c, 'printf %s \"$API\" | sha256sum | cut -c1-64; echo \"api=$API\"; env | grep -c VAULT_ || true']\n  sandbox: {{runtime: {runtime}}}\n  capabilities:\n    secrets:\n      - {{name: API, from: \"{from}\"}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let ca = v.ca.clone().unwrap();
+    let run = |addr: Option<&str>| {
+        let mut cmd = home.cmd(["run", "-f"]);
+        cmd.arg_path(&manifest);
+        if let Some(a) = addr {
+            cmd.env("VAULT_ADDR", a)
+                .env("VAULT_TOKEN", "hvs.cli-token")
+                .env("VAULT_CACERT", &ca);
+        }
+        cmd.run()
+    };
+    for runtime in ["native", "gvisor"] {
+        write("vault://secret/data/app#token", runtime);
+        let out = run(Some(&v.addr));
+        out.assert_code(0);
+        assert_eq!(
+            out.stdout,
+            format!(
+                "{}\napi=[REDACTED:API]\n0\n",
+                sha256_hex(VAULT_VALUE.as_bytes())
+            ),
+            "{runtime}: {out}"
+        );
+    }
+    write("vault://secret/data/app#nokey", "native");
+    let out = run(Some(&v.addr));
+    out.assert_code(125);
+    assert!(out.stderr.contains("no such key"), "{out}");
+    write("vault://secret/data/app#token", "native");
+    let out = run(None);
+    out.assert_code(125);
+    assert!(out.stderr.contains("VAULT_ADDR"), "{out}");
+    let out = run(Some("https://127.0.0.1:9"));
+    out.assert_code(125);
+    assert!(out.stderr.contains("cannot be reached"), "{out}");
+    let access: Vec<Value> = home
+        .audit()
+        .into_iter()
+        .filter(|e| e["eventType"] == "agent.secret.access")
+        .collect();
+    assert_eq!(access.len(), 5, "{}", home.audit_text());
+    assert_eq!(
+        access[0]["details"]["source"],
+        "vault://secret/data/app#token"
+    );
+    assert_eq!(access[0]["outcome"], "success");
+    assert_eq!(access[2]["outcome"], "error");
+    let text = home.audit_text();
+    assert!(!text.contains(VAULT_VALUE) && !text.contains("hvs.cli-token"));
+    assert!(files_holding(home.path(), &[VAULT_VALUE.as_bytes().to_vec()]).is_empty());
+    // The helper made no store for these runs (Vault's only).
+    assert!(!home.path().join("keys/secrets-master.key").exists());
+}

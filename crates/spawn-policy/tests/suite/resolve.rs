@@ -499,10 +499,6 @@ fn unsupported_manifest_fields() {
             "spec.capabilities.exec.enabled: false is not supported yet",
         ),
         (
-            "  capabilities: {secrets: [{name: T, from: \"vault://secret/data/t#k\"}]}\n",
-            "spec.capabilities.secrets[0].from: vault:// references is not supported yet",
-        ),
-        (
             "  limits: {maxSteps: 3}\n",
             "spec.limits: the built-in loop's limits is not supported yet",
         ),
@@ -864,6 +860,20 @@ fn secrets_choose_env_or_file_and_record_their_hosts() {
     );
     assert_eq!(spec.secrets[1].delivery, spawn_policy::SecretDelivery::Env);
     assert!(spec.secrets[1].hosts.is_empty());
+    // A Vault KV v2 reference: its API path and key.
+    let a = agent("  capabilities: {secrets: [{name: T, from: \"vault://secret/data/t#k\"}]}\n");
+    let spec = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap();
+    assert_eq!(
+        spec.secrets[0].source,
+        SecretSource::Vault {
+            path: "secret/data/t".into(),
+            key: "k".into()
+        }
+    );
+    assert_eq!(
+        spec.secrets[0].source.to_string(),
+        "vault://secret/data/t#k"
+    );
     for (entry, want) in [
         ("as: File", "spec.capabilities.secrets[0].as"),
         ("as: files", "spec.capabilities.secrets[0].as"),
