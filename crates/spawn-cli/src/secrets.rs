@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde_json::json;
 use spawn_audit::{AuditLog, Event, EventType, Outcome, Principal, Resource};
-use spawn_secrets::master::LocalMasterKeys;
 use spawn_secrets::Secrets;
 use zeroize::Zeroizing;
 
@@ -24,11 +23,32 @@ pub(crate) fn master_key_path(home: &Path) -> PathBuf {
     home.join("keys").join("secrets-master.key")
 }
 
+/// Whether `$SPAWN_HOME` holds a store of secrets: its master key file, or (with Vault's
+/// Transit engine as the master key provider) its database.
+fn has_secrets(home: &Path) -> bool {
+    let transit = std::env::var("SPAWN_SECRETS_MASTER").is_ok_and(|v| v.starts_with("transit://"));
+    if transit {
+        home.join("spawn.db").exists()
+    } else {
+        master_key_path(home).exists()
+    }
+}
+
+/// The secrets of `home`'s store under the provider the environment names (the local key
+/// file by default; see `spawn_secrets::master::from_env`).
+async fn open_secrets(home: &Path) -> anyhow::Result<Secrets> {
+    let store = spawn_store::Store::open_home(home)
+        .await
+        .context("open the local store")?;
+    let master = spawn_secrets::master::from_env(&master_key_path(home))?;
+    Ok(Secrets::with_master(store, master))
+}
+
 /// `spawn secrets …` (local).
 pub(crate) fn run(home: &Path, cmd: &crate::SecretsCmd, json_out: bool) -> anyhow::Result<()> {
     // A run's resolution with no store yet (only vault:// sources can be had): no store or
     // master key is made for it.
-    if matches!(cmd, crate::SecretsCmd::Resolve) && !master_key_path(home).exists() {
+    if matches!(cmd, crate::SecretsCmd::Resolve) && !has_secrets(home) {
         return crate::local::block_on(async {
             spawn_secrets::helper::serve(
                 None,
@@ -45,11 +65,7 @@ pub(crate) fn run(home: &Path, cmd: &crate::SecretsCmd, json_out: bool) -> anyho
         "open the audit log (every change of a secret is audited: without the log, nothing is done)",
     )?;
     crate::local::block_on(async {
-        let store = spawn_store::Store::open_home(home)
-            .await
-            .context("open the local store")?;
-        let master = LocalMasterKeys::load_or_create(&master_key_path(home))?;
-        let secrets = Secrets::new(store, master);
+        let secrets = open_secrets(home).await?;
         let result = act(&secrets, &mut log, cmd, json_out).await;
         secrets.store().close().await;
         result
@@ -183,7 +199,7 @@ impl LocalResolver {
         &self,
         grants: &[spawn_policy::SecretGrant],
     ) -> anyhow::Result<Vec<Result<spawn_run::SecretValue, String>>> {
-        let no_store = !master_key_path(&self.home).exists();
+        let no_store = !has_secrets(&self.home);
         let only_store = grants
             .iter()
             .all(|g| matches!(g.source, spawn_policy::SecretSource::Store(_)));
@@ -297,15 +313,11 @@ pub(crate) fn rotation_due(
     home: &Path,
     days: f64,
 ) -> anyhow::Result<Option<Vec<spawn_secrets::DueKey>>> {
-    if !master_key_path(home).exists() || !home.join("spawn.db").exists() {
+    if !has_secrets(home) || !home.join("spawn.db").exists() {
         return Ok(None);
     }
     crate::local::block_on(async {
-        let store = spawn_store::Store::open_home(home)
-            .await
-            .context("open the local store")?;
-        let master = LocalMasterKeys::load_or_create(&master_key_path(home))?;
-        let secrets = Secrets::new(store, master);
+        let secrets = open_secrets(home).await?;
         let due = secrets
             .data_keys_due(
                 spawn_store::now_ms(),

@@ -21,7 +21,7 @@ use spawn_store::{SealedSecret, SecretEntry, Store, StoreError, WrappedKey};
 pub use error::SecretsError;
 
 use crate::crypto::{data_key_aad, value_aad, Key};
-use crate::master::LocalMasterKeys;
+use crate::master::MasterKeys;
 
 /// The largest value taken (environment variables and files alike).
 pub const MAX_VALUE: usize = 64 * 1024;
@@ -65,7 +65,7 @@ pub struct DueKey {
 #[derive(Debug)]
 pub struct Secrets {
     store: Store,
-    master: LocalMasterKeys,
+    master: Box<dyn MasterKeys>,
 }
 
 /// Checks a secret name: `[A-Za-z_][A-Za-z0-9_]*`, at most [`MAX_NAME`] bytes.
@@ -99,7 +99,12 @@ fn check_namespace(namespace: &str) -> Result<(), SecretsError> {
 }
 
 impl Secrets {
-    pub fn new(store: Store, master: LocalMasterKeys) -> Secrets {
+    pub fn new(store: Store, master: impl MasterKeys + 'static) -> Secrets {
+        Secrets::with_master(store, Box::new(master))
+    }
+
+    /// The secrets of `store` under the provider `master` (see [`master::from_env`]).
+    pub fn with_master(store: Store, master: Box<dyn MasterKeys>) -> Secrets {
         Secrets { store, master }
     }
 

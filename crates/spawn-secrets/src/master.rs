@@ -28,6 +28,69 @@ const MAGIC: &str = "spawn-master-v1";
 /// The prefix of the local provider's key names in the database (`local:<id>`).
 pub const LOCAL: &str = "local:";
 
+/// A provider of master keys: what wraps the namespaces' data keys, outside the database.
+/// Each wrapped data key is stored with the name of the key that wrapped it.
+pub trait MasterKeys: Send + Sync + std::fmt::Debug {
+    /// The name of the key that wraps now.
+    fn current(&self) -> String;
+    /// `data_key` wrapped, bound to `aad`: (the wrapping key's name, the wrapped bytes).
+    fn wrap(&self, data_key: &Key, aad: &[u8]) -> Result<(String, Vec<u8>), SecretsError>;
+    /// The data key `wrapped` by the key named `master`, bound to `aad`.
+    fn unwrap(&self, master: &str, wrapped: &[u8], aad: &[u8]) -> Result<Key, SecretsError>;
+    /// A new key wraps from now on; its name.
+    fn rotate(&self) -> Result<String, SecretsError>;
+    /// Drops the keys that only unwrap (once no data key needs them); how many.
+    fn retire(&self) -> Result<usize, SecretsError>;
+}
+
+impl MasterKeys for LocalMasterKeys {
+    fn current(&self) -> String {
+        LocalMasterKeys::current(self)
+    }
+    fn wrap(&self, data_key: &Key, aad: &[u8]) -> Result<(String, Vec<u8>), SecretsError> {
+        LocalMasterKeys::wrap(self, data_key, aad)
+    }
+    fn unwrap(&self, master: &str, wrapped: &[u8], aad: &[u8]) -> Result<Key, SecretsError> {
+        LocalMasterKeys::unwrap(self, master, wrapped, aad)
+    }
+    fn rotate(&self) -> Result<String, SecretsError> {
+        LocalMasterKeys::rotate(self)
+    }
+    fn retire(&self) -> Result<usize, SecretsError> {
+        LocalMasterKeys::retire(self)
+    }
+}
+
+/// The provider the environment names: `SPAWN_SECRETS_MASTER=transit://MOUNT/KEY` for
+/// HashiCorp Vault's Transit engine (Vault's connection from `VAULT_*`, see
+/// [`crate::vault`]), else the local key file at `local` (made if missing).
+pub fn from_env(local: &Path) -> Result<Box<dyn MasterKeys>, SecretsError> {
+    match std::env::var("SPAWN_SECRETS_MASTER") {
+        Ok(v) if !v.is_empty() && v != "local" => {
+            let rest = v.strip_prefix("transit://").ok_or_else(|| {
+                SecretsError::Vault(format!(
+                    "SPAWN_SECRETS_MASTER={v:?}: use local, or transit://MOUNT/KEY"
+                ))
+            })?;
+            let (mount, key) = rest.rsplit_once('/').ok_or_else(|| {
+                SecretsError::Vault(format!(
+                    "SPAWN_SECRETS_MASTER={v:?}: use transit://MOUNT/KEY"
+                ))
+            })?;
+            let config = crate::vault::VaultConfig::from_env()?.ok_or_else(|| {
+                SecretsError::Vault(
+                    "SPAWN_SECRETS_MASTER names Vault's Transit engine, and VAULT_ADDR is not set"
+                        .into(),
+                )
+            })?;
+            Ok(Box::new(crate::vault::TransitMasterKeys::connect(
+                &config, mount, key,
+            )?))
+        }
+        _ => Ok(Box::new(LocalMasterKeys::load_or_create(local)?)),
+    }
+}
+
 /// The local provider's keys, read from their file.
 #[derive(Debug)]
 pub struct LocalMasterKeys {

@@ -323,3 +323,188 @@ fn tls(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, SecretsErro
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
         .map_err(|e| err(format!("TLS: {e}")))
 }
+
+/// HashiCorp Vault's Transit engine as the master key provider: the key `KEY` of the engine
+/// mounted at `MOUNT` wraps the data keys (`POST MOUNT/encrypt/KEY`, `…/decrypt/KEY`), its
+/// rotation is the engine's (`POST MOUNT/keys/KEY/rotate`), and it never leaves Vault.
+/// What is encrypted is the SHA-256 of the data key's associated data followed by the key:
+/// a wrapped key moved to another namespace or version does not unwrap (checked in constant
+/// time). A wrapped key is named `transit:MOUNT/KEY:vN`, N the Transit key's version that
+/// wrapped it; older versions keep decrypting until Vault's `min_decryption_version` says
+/// otherwise (retiring them is Vault's, not spawn's).
+#[derive(Debug)]
+pub struct TransitMasterKeys {
+    client: std::sync::Mutex<VaultClient>,
+    mount: String,
+    key: String,
+    /// The key's latest version, as last read.
+    latest: std::sync::atomic::AtomicU64,
+}
+
+impl TransitMasterKeys {
+    /// Connects and reads the key's latest version (the key must exist).
+    pub fn connect(
+        config: &VaultConfig,
+        mount: &str,
+        key: &str,
+    ) -> Result<TransitMasterKeys, SecretsError> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.split('/').all(|p| {
+                    !p.is_empty()
+                        && p != "."
+                        && p != ".."
+                        && p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                })
+        };
+        if !ok(mount) || !ok(key) || key.contains('/') {
+            return Err(err(format!(
+                "transit://{mount}/{key} is not MOUNT/KEY of letters, digits, '_', '-', '.'"
+            )));
+        }
+        let t = TransitMasterKeys {
+            client: std::sync::Mutex::new(VaultClient::connect(config)?),
+            mount: mount.to_owned(),
+            key: key.to_owned(),
+            latest: std::sync::atomic::AtomicU64::new(0),
+        };
+        t.refresh()?;
+        Ok(t)
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        op: &str,
+        body: Option<&str>,
+    ) -> Result<serde_json::Value, SecretsError> {
+        let mut c = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.renew_if_due()?;
+        let what = format!("transit {op} with {}/{}", self.mount, self.key);
+        let path = match op {
+            "read" => format!("{}/keys/{}", self.mount, self.key),
+            "rotate" => format!("{}/keys/{}/rotate", self.mount, self.key),
+            _ => format!("{}/{op}/{}", self.mount, self.key),
+        };
+        let r = c.request(method, &path);
+        let answer = match body {
+            Some(b) => r.set("Content-Type", "application/json").send_string(b),
+            None => r.call(),
+        };
+        json_of(answer, &what)
+    }
+
+    fn refresh(&self) -> Result<u64, SecretsError> {
+        let v = self.call("GET", "read", None)?;
+        let latest = v["data"]["latest_version"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                err(format!(
+                    "transit key {}/{}: no latest_version",
+                    self.mount, self.key
+                ))
+            })?;
+        self.latest
+            .store(latest, std::sync::atomic::Ordering::SeqCst);
+        Ok(latest)
+    }
+
+    fn name(&self, version: u64) -> String {
+        format!("transit:{}/{}:v{version}", self.mount, self.key)
+    }
+}
+
+/// What Transit encrypts for a data key: the SHA-256 of its associated data, then the key.
+fn transit_plaintext(data_key: &crate::crypto::Key, aad: &[u8]) -> Zeroizing<Vec<u8>> {
+    use sha2::Digest as _;
+    let mut p = Zeroizing::new(sha2::Sha256::digest(aad).to_vec());
+    p.extend_from_slice(data_key.expose());
+    p
+}
+
+impl crate::master::MasterKeys for TransitMasterKeys {
+    fn current(&self) -> String {
+        self.name(self.latest.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn wrap(
+        &self,
+        data_key: &crate::crypto::Key,
+        aad: &[u8],
+    ) -> Result<(String, Vec<u8>), SecretsError> {
+        use base64::Engine as _;
+        let plaintext = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD.encode(&*transit_plaintext(data_key, aad)),
+        );
+        let body =
+            Zeroizing::new(serde_json::json!({ "plaintext": plaintext.as_str() }).to_string());
+        let v = self.call("POST", "encrypt", Some(&body))?;
+        let ciphertext = v["data"]["ciphertext"]
+            .as_str()
+            .ok_or_else(|| err("transit encrypt: no ciphertext"))?;
+        let version = ciphertext
+            .strip_prefix("vault:v")
+            .and_then(|r| r.split_once(':'))
+            .and_then(|(n, _)| n.parse::<u64>().ok())
+            .ok_or_else(|| err("transit encrypt: a ciphertext not of the form vault:vN:…"))?;
+        Ok((self.name(version), ciphertext.as_bytes().to_vec()))
+    }
+
+    fn unwrap(
+        &self,
+        master: &str,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<crate::crypto::Key, SecretsError> {
+        use base64::Engine as _;
+        use subtle::ConstantTimeEq as _;
+        let ours = format!("transit:{}/{}:v", self.mount, self.key);
+        if !master.starts_with(&ours) {
+            return Err(SecretsError::WrongMasterKey {
+                master: master.to_owned(),
+            });
+        }
+        let ciphertext =
+            std::str::from_utf8(wrapped).map_err(|_| SecretsError::WrappedKeyTampered)?;
+        let body = serde_json::json!({ "ciphertext": ciphertext }).to_string();
+        let v = self
+            .call("POST", "decrypt", Some(&body))
+            .map_err(|e| match e {
+                // Vault refuses a ciphertext it did not make (or one changed) with 400.
+                SecretsError::Vault(m) if m.contains(" 400") => SecretsError::WrappedKeyTampered,
+                other => other,
+            })?;
+        let encoded = Zeroizing::new(
+            v["data"]["plaintext"]
+                .as_str()
+                .ok_or(SecretsError::WrappedKeyTampered)?
+                .to_owned(),
+        );
+        let plain = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|_| SecretsError::WrappedKeyTampered)?,
+        );
+        use sha2::Digest as _;
+        let expected = sha2::Sha256::digest(aad);
+        if plain.len() != 64 || !bool::from(plain[..32].ct_eq(expected.as_slice())) {
+            return Err(SecretsError::WrappedKeyTampered);
+        }
+        crate::crypto::Key::from_bytes(&plain[32..]).ok_or(SecretsError::WrappedKeyTampered)
+    }
+
+    fn rotate(&self) -> Result<String, SecretsError> {
+        self.call("POST", "rotate", Some("{}"))?;
+        let latest = self.refresh()?;
+        Ok(self.name(latest))
+    }
+
+    fn retire(&self) -> Result<usize, SecretsError> {
+        Ok(0)
+    }
+}

@@ -147,3 +147,90 @@ fn failures_are_clear_and_quote_no_token_or_value() {
         VALUE.as_bytes()
     );
 }
+
+/// Vault's Transit engine as the master key provider: values set and read back through
+/// data keys it wraps (never the local key file), its rotation rewraps every data key
+/// online (values untouched, still opening), a wrapped key moved to another namespace does
+/// not unwrap, and Vault unreachable is a clear error.
+#[tokio::test]
+async fn transit_wraps_the_data_keys_and_rotates() {
+    use spawn_secrets::master::MasterKeys as _;
+    use spawn_secrets::vault::TransitMasterKeys;
+    let mut st = state();
+    st.transit = Some(("transit".into(), "spawn".into(), 1));
+    let v = Vault::start(true, st);
+    let dir = tempfile::tempdir().unwrap();
+    let store = spawn_store::Store::open(&dir.path().join("s.db").display().to_string())
+        .await
+        .unwrap();
+    let transit = TransitMasterKeys::connect(&config(&v, token()), "transit", "spawn").unwrap();
+    assert_eq!(transit.current(), "transit:transit/spawn:v1");
+    let secrets = spawn_secrets::Secrets::new(store.clone(), transit);
+    secrets
+        .set("team", "API", b"transit-wrapped-1", "t")
+        .await
+        .unwrap();
+    secrets
+        .set("other", "API", b"transit-wrapped-2", "t")
+        .await
+        .unwrap();
+    let get = |ns: &'static str| {
+        let s = &secrets;
+        async move {
+            let o = s.get(ns, "API").await.unwrap();
+            secrecy::ExposeSecret::expose_secret(&o.value).to_vec()
+        }
+    };
+    assert_eq!(get("team").await, b"transit-wrapped-1");
+    let keys = store.secret_keys_all().await.unwrap();
+    assert!(
+        keys.iter().all(|k| k.master == "transit:transit/spawn:v1"),
+        "{keys:?}"
+    );
+    // What the database holds is Vault's ciphertext, not the key.
+    assert!(keys.iter().all(|k| k.wrapped.starts_with(b"vault:v1:")));
+    let rotated = secrets.rotate_master().await.unwrap();
+    assert_eq!(rotated.master, "transit:transit/spawn:v2");
+    assert_eq!(rotated.rewrapped, 2);
+    let keys = store.secret_keys_all().await.unwrap();
+    assert!(
+        keys.iter().all(|k| k.master == "transit:transit/spawn:v2"),
+        "{keys:?}"
+    );
+    assert_eq!(get("team").await, b"transit-wrapped-1");
+    assert_eq!(get("other").await, b"transit-wrapped-2");
+    // A wrapped key moved to another namespace's place does not unwrap.
+    let team = keys.iter().find(|k| k.namespace == "team").unwrap();
+    let transit = TransitMasterKeys::connect(&config(&v, token()), "transit", "spawn").unwrap();
+    let moved = transit.unwrap(
+        &team.master,
+        &team.wrapped,
+        &spawn_secrets::crypto::data_key_aad("other", team.version),
+    );
+    assert!(
+        matches!(moved, Err(spawn_secrets::SecretsError::WrappedKeyTampered)),
+        "{moved:?}"
+    );
+    // A ciphertext Vault did not make, and another provider's key name.
+    let forged = transit.unwrap(&team.master, b"vault:v2:forged", b"x");
+    assert!(matches!(
+        forged,
+        Err(spawn_secrets::SecretsError::WrappedKeyTampered)
+    ));
+    let other = transit.unwrap("local:0011223344556677", &team.wrapped, b"x");
+    assert!(matches!(
+        other,
+        Err(spawn_secrets::SecretsError::WrongMasterKey { .. })
+    ));
+    // A Transit key that does not exist, and Vault gone: clear errors.
+    let e = TransitMasterKeys::connect(&config(&v, token()), "transit", "nope").unwrap_err();
+    assert!(e.to_string().contains("404"), "{e}");
+    let mut gone = config(&v, token());
+    gone.addr = "https://127.0.0.1:9".into();
+    let e = TransitMasterKeys::connect(&gone, "transit", "spawn").unwrap_err();
+    assert!(e.to_string().contains("cannot be reached"), "{e}");
+    for bad in ["../x", "a b", ""] {
+        assert!(TransitMasterKeys::connect(&config(&v, token()), bad, "spawn").is_err());
+    }
+    store.close().await;
+}

@@ -192,14 +192,14 @@ pub async fn serve(
     let lock = lock_sqlite_store(&store, &config.database_url())?;
     // The secrets' master key is read (or made) now: a key that cannot be used stops the
     // daemon before it serves.
-    let master =
-        spawn_secrets::master::LocalMasterKeys::load_or_create(&config.secrets_master_key())
-            .map_err(|e| ServerError::Config {
-                what: "the secrets' master key".into(),
-                reason: e.to_string(),
-            })?;
+    let master = spawn_secrets::master::from_env(&config.secrets_master_key()).map_err(|e| {
+        ServerError::Config {
+            what: "the secrets' master key".into(),
+            reason: e.to_string(),
+        }
+    })?;
     let mut app = AppState::new(store.clone(), audit, config.limits.clone())?
-        .with_secrets(spawn_secrets::Secrets::new(store.clone(), master));
+        .with_secrets(spawn_secrets::Secrets::with_master(store.clone(), master));
     if let Some(jwt) = &config.auth.jwt {
         app = app.accepting_jwts(jwt)?;
     }

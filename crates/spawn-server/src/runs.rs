@@ -1111,10 +1111,9 @@ pub async fn resolve_secrets(config: &Config, namespace: &str) -> Result<(), Ser
         reason: e.to_string(),
     };
     let store = spawn_store::Store::open(&config.database_url()).await?;
-    let master =
-        spawn_secrets::master::LocalMasterKeys::load_or_create(&config.secrets_master_key())
-            .map_err(|e| fail("the secrets' master key", &e))?;
-    let secrets = spawn_secrets::Secrets::new(store, master);
+    let master = spawn_secrets::master::from_env(&config.secrets_master_key())
+        .map_err(|e| fail("the secrets' master key", &e))?;
+    let secrets = spawn_secrets::Secrets::with_master(store, master);
     let served = spawn_secrets::helper::serve(
         Some(&secrets),
         namespace,

@@ -779,3 +779,65 @@ fn vault_kv2_secrets_reach_the_agent_and_failures_stop_the_run() {
     // The helper made no store for these runs (Vault's only).
     assert!(!home.path().join("keys/secrets-master.key").exists());
 }
+
+/// Vault's Transit engine as the master key provider (`SPAWN_SECRETS_MASTER=transit://…`):
+/// `spawn secrets set` seals under a data key Transit wraps (no local key file is made), a
+/// run gets the value, `rotate-master` rotates Transit's key and rewraps online, and the
+/// value still opens; Vault gone, nothing opens (125, the reason).
+#[test]
+fn transit_is_the_master_key_provider_when_named() {
+    let v = vault::Vault::start(
+        true,
+        vault::State {
+            tokens: vec!["hvs.transit".into()],
+            transit: Some(("transit".into(), "spawn".into(), 1)),
+            ..vault::State::default()
+        },
+    );
+    let home = Home::new();
+    let ca = v.ca.clone().unwrap();
+    let with_vault = |cmd: &mut super::helpers::Cmd, addr: &str| {
+        cmd.env("SPAWN_SECRETS_MASTER", "transit://transit/spawn")
+            .env("VAULT_ADDR", addr)
+            .env("VAULT_TOKEN", "hvs.transit")
+            .env("VAULT_CACERT", &ca);
+    };
+    let dir = tempdir("spawn-transit");
+    let file = dir.path().join("v");
+    std::fs::write(&file, VALUE).unwrap();
+    let mut cmd = home.cmd(["secrets", "set", "T_TOKEN", "--from-file"]);
+    cmd.arg_path(&file);
+    with_vault(&mut cmd, &v.addr);
+    cmd.run().assert_code(0);
+    assert!(!home.path().join("keys/secrets-master.key").exists());
+    let digest = |addr: &str| {
+        let mut cmd = home.cmd([
+            "run",
+            "--runtime",
+            "native",
+            "--secret",
+            "T_TOKEN",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$T_TOKEN\" | sha256sum | cut -c1-64",
+        ]);
+        with_vault(&mut cmd, addr);
+        cmd.run()
+    };
+    let out = digest(&v.addr);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), sha256_hex(VALUE.as_bytes()), "{out}");
+    let mut cmd = home.cmd(["secrets", "rotate-master"]);
+    with_vault(&mut cmd, &v.addr);
+    let out = cmd.run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("1 data key(s) rewrapped"), "{out}");
+    let out = digest(&v.addr);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), sha256_hex(VALUE.as_bytes()), "{out}");
+    let out = digest("https://127.0.0.1:9");
+    out.assert_code(125);
+    assert!(out.stderr.contains("cannot be reached"), "{out}");
+    assert!(files_holding(home.path(), &forms()).is_empty());
+}

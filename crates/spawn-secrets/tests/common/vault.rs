@@ -3,7 +3,8 @@
 //! `data.metadata`, `lease_duration` 0), AppRole login (`POST /v1/auth/approle/login` →
 //! `auth.client_token`, `lease_duration`, `renewable`), token renewal (`POST
 //! /v1/auth/token/renew-self`), errors as `{"errors": [...]}` with 400/403/404, the
-//! `X-Vault-Token` and `X-Vault-Namespace` headers. HTTP/1.1, one request a connection,
+//! `X-Vault-Token` and `X-Vault-Namespace` headers, and the Transit engine's key read,
+//! `encrypt`, `decrypt` and `keys/KEY/rotate` (ciphertexts `vault:vN:…`). HTTP/1.1, one request a connection,
 //! over TLS with a certificate of a CA of its own (its PEM written to a file), or plain.
 //! It is not Vault: policies, versions, leases of dynamic engines, response wrapping and
 //! everything else are not here.
@@ -26,6 +27,10 @@ pub struct State {
     pub tokens: Vec<String>,
     /// AppRole: (role id, secret id) → the token a login gives, its lease (seconds).
     pub approle: Option<(String, String, String, u64)>,
+    /// Transit: the engine's mount, its key's name and latest version; what it encrypted
+    /// (ciphertext → plaintext, opaque to the client as Vault's are).
+    pub transit: Option<(String, String, u64)>,
+    pub encrypted: HashMap<String, String>,
     /// Renewals made, logins made, namespaces seen.
     pub renewals: usize,
     pub logins: usize,
@@ -214,6 +219,54 @@ fn route(
                 json!({"auth": {"client_token": token, "lease_duration": lease, "renewable": true}}),
             )
         }
+        (m, p) if transit_op(&st, p).is_some() => {
+            if !st.tokens.contains(&token) {
+                return denied();
+            }
+            let op = transit_op(&st, p).unwrap_or_default();
+            let Some((_, name, latest)) = st.transit.clone() else {
+                return (404, json!({"errors": []}));
+            };
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            match (m, op.as_str()) {
+                ("GET", "read") => (
+                    200,
+                    json!({"data": {"name": name, "type": "aes256-gcm96",
+                    "latest_version": latest, "min_decryption_version": 1}}),
+                ),
+                ("POST", "rotate") => {
+                    if let Some(t) = st.transit.as_mut() {
+                        t.2 += 1;
+                    }
+                    (
+                        200,
+                        json!({"data": {"name": name, "latest_version": latest + 1}}),
+                    )
+                }
+                ("POST", "encrypt") => {
+                    let Some(plain) = v["plaintext"].as_str() else {
+                        return (400, json!({"errors": ["missing plaintext to encrypt"]}));
+                    };
+                    let id = st.encrypted.len();
+                    let ciphertext = format!("vault:v{latest}:c{id}x{}", plain.len());
+                    st.encrypted.insert(ciphertext.clone(), plain.to_owned());
+                    (
+                        200,
+                        json!({"data": {"ciphertext": ciphertext, "key_version": latest}}),
+                    )
+                }
+                ("POST", "decrypt") => {
+                    match v["ciphertext"].as_str().and_then(|c| st.encrypted.get(c)) {
+                        Some(plain) => (200, json!({"data": {"plaintext": plain}})),
+                        None => (
+                            400,
+                            json!({"errors": ["cipher: message authentication failed"]}),
+                        ),
+                    }
+                }
+                _ => (405, json!({"errors": ["unsupported operation"]})),
+            }
+        }
         ("GET", p) => {
             if !st.tokens.contains(&token) {
                 return denied();
@@ -234,4 +287,26 @@ fn route(
         }
         _ => (405, json!({"errors": ["unsupported operation"]})),
     }
+}
+
+/// The Transit operation `path` asks for (`read`, `rotate`, `encrypt`, `decrypt`), when it
+/// is one of the engine's.
+fn transit_op(st: &State, path: &str) -> Option<String> {
+    let (mount, key, _) = st.transit.as_ref()?;
+    let rest = path
+        .strip_prefix("/v1/")?
+        .strip_prefix(mount.as_str())?
+        .strip_prefix('/')?;
+    if rest == format!("keys/{key}") {
+        return Some("read".into());
+    }
+    if rest == format!("keys/{key}/rotate") {
+        return Some("rotate".into());
+    }
+    for op in ["encrypt", "decrypt"] {
+        if rest == format!("{op}/{key}") {
+            return Some(op.into());
+        }
+    }
+    None
 }
