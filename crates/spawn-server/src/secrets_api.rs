@@ -25,7 +25,7 @@ use crate::views::ErrorBody;
 /// The routes of this module (mounted behind authentication).
 pub(crate) fn routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
-        .routes(routes!(list_secrets))
+        .routes(routes!(list_secrets, shred_secrets))
         .routes(routes!(put_secret, delete_secret))
 }
 
@@ -298,4 +298,53 @@ async fn delete_secret(
     let done = secrets.delete(&ns, &name).await.map_err(from_secrets);
     state.record_failure(event, done).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a namespace's shredding destroyed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Shredded {
+    /// Data keys destroyed (with them, every value sealed under them).
+    data_keys: u64,
+    /// Sealed values deleted.
+    values: u64,
+}
+
+/// Crypto-shredding: every secret of the namespace and its data keys destroyed (what a
+/// namespace's deletion does to its secrets); a backup of the database opens none of them
+/// any more. Recorded before it is done.
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{ns}/secrets",
+    tag = "secrets",
+    params(("ns" = String, Path, description = "The namespace (a DNS label)")),
+    responses(
+        (status = 200, description = "Shredded", body = Shredded),
+        (status = 400, description = "`invalid`: a bad namespace", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the caller may not `delete` `secrets` in \
+            the namespace", body = ErrorBody),
+        (status = 503, description = "`audit_unavailable` or `secrets_unavailable`", body = ErrorBody),
+    )
+)]
+async fn shred_secrets(
+    State(state): State<Shared>,
+    (Extension(caller), Extension(crate::api::RequestId(req_id))): Ctx,
+    Path(ns): Path<String>,
+) -> Result<Json<Shredded>, ApiError> {
+    check_name("namespace", &ns)?;
+    authorize(
+        &state,
+        &caller,
+        &req_id,
+        &ns,
+        Resource::Secrets,
+        Verb::Delete,
+    )
+    .await?;
+    let secrets = secrets_of(&state)?;
+    let event = event(&caller, &req_id, &ns, "*", "shred");
+    state.record(event.clone()).await?;
+    let done = secrets.shred(&ns).await.map_err(from_secrets);
+    let (data_keys, values) = state.record_failure(event, done).await?;
+    Ok(Json(Shredded { data_keys, values }))
 }

@@ -354,6 +354,17 @@ async fn the_answers_are_as_the_document_says() {
         404,
     )
     .await;
+    let shredded = api
+        .call(
+            delete.clone(),
+            "/v1/namespaces/{ns}/secrets",
+            "/v1/namespaces/team/secrets",
+            admin,
+            None,
+            200,
+        )
+        .await;
+    assert!(shredded["dataKeys"].is_u64());
 
     // Keys: made (shown once), listed, revoked.
     let keys = "/v1/namespaces/{ns}/keys";

@@ -841,3 +841,43 @@ fn transit_is_the_master_key_provider_when_named() {
     assert!(out.stderr.contains("cannot be reached"), "{out}");
     assert!(files_holding(home.path(), &forms()).is_empty());
 }
+
+/// Rotations while a run holds a secret: the master key and the data key rotate under it
+/// (online, in other processes), the running agent keeps the value it was given, and the
+/// next run opens the same value under the new keys.
+#[test]
+fn rotation_during_a_run_changes_no_value() {
+    let home = Home::new();
+    set(&home, "LIVE", VALUE.as_bytes());
+    let running = home
+        .cmd([
+            "run",
+            "--runtime",
+            "native",
+            "--secret",
+            "LIVE",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1.5; printf %s \"$LIVE\" | sha256sum | cut -c1-64",
+        ])
+        .start();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    home.cmd(["secrets", "rotate-master"]).run().assert_code(0);
+    home.cmd(["secrets", "rotate-data-key"])
+        .run()
+        .assert_code(0);
+    let out = running.wait();
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), sha256_hex(VALUE.as_bytes()), "{out}");
+    let out = home.native(
+        &["--secret", "LIVE"],
+        &["sh", "-c", "printf %s \"$LIVE\" | sha256sum | cut -c1-64"],
+    );
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some(sha256_hex(VALUE.as_bytes()).as_str()),
+        "{out}"
+    );
+}
