@@ -160,32 +160,14 @@ async fn data_keys_rotate_in_the_background_and_values_still_open() {
     assert!(!d.audit().contains(VALUE));
     // The value opens under the newest key.
     let script = "printf %s \"$API_TOKEN\" | sha256sum | cut -c1-64";
-    let res = post_run(
-        &c,
-        &d,
-        &d.admin,
-        "team",
-        serde_json::json!({"manifest": secret_agent("team"), "command": ["sh", "-c", script],
-                           "runtime": "native"}),
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = wait_state(&c, &d, "team", &id, &["succeeded", "failed"]).await;
+    let (done, id) = run_with_secret(&c, &d, "team", script).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let digest: String = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(VALUE.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
     assert_eq!(
         logs(&c, &d, "team", &id).await,
-        vec![("stdout".into(), format!("{digest}\n"))]
+        vec![(
+            "stdout".into(),
+            format!("{}\n", sha256_hex(VALUE.as_bytes()))
+        )]
     );
     // A period that is no period is refused at start, with the setting named.
     for bad in [
@@ -1195,34 +1177,14 @@ async fn secrets(d: &Daemon, c: &Client) {
     // A run of the namespace granted it: the agent has it (its digest), the stored output
     // holds the marker, never the value.
     let script = "printf %s \"$API_TOKEN\" | sha256sum | cut -c1-64; echo \"token=$API_TOKEN\"";
-    let res = post_run(
-        c,
-        d,
-        &d.admin,
-        "team",
-        serde_json::json!({"manifest": secret_agent("team"), "command": ["sh", "-c", script],
-                           "runtime": "native"}),
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = wait_state(c, d, "team", &id, &["succeeded", "failed"]).await;
+    let (done, id) = run_with_secret(c, d, "team", script).await;
     assert_eq!(
         done["state"],
         "succeeded",
         "{done} {:?}",
         logs(c, d, "team", &id).await
     );
-    let digest: String = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(VALUE.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let digest = sha256_hex(VALUE.as_bytes());
     assert_eq!(
         logs(c, d, "team", &id).await,
         vec![(
@@ -1231,21 +1193,7 @@ async fn secrets(d: &Daemon, c: &Client) {
         )]
     );
     // The same manifest in another namespace finds no such secret there: 125, the reason.
-    let res = post_run(
-        c,
-        d,
-        &d.admin,
-        "other",
-        serde_json::json!({"manifest": secret_agent("other"), "command": ["true"],
-                           "runtime": "native"}),
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = wait_state(c, d, "other", &id, &["succeeded", "failed"]).await;
+    let (done, id) = run_with_secret(c, d, "other", "true").await;
     assert_eq!(done["exitCode"], 125, "{done}");
     let out = logs(c, d, "other", &id).await;
     assert!(
@@ -1316,6 +1264,38 @@ async fn secrets(d: &Daemon, c: &Client) {
             }
         }
     }
+}
+
+/// Runs `script` as an agent of `ns` granted `API_TOKEN` (native), as the admin, to its
+/// end: the run's last state and its id.
+async fn run_with_secret(c: &Client, d: &Daemon, ns: &str, script: &str) -> (Value, String) {
+    let res = post_run(
+        c,
+        d,
+        &d.admin,
+        ns,
+        serde_json::json!({"manifest": secret_agent(ns), "command": ["sh", "-c", script],
+                           "runtime": "native"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (
+        wait_state(c, d, ns, &id, &["succeeded", "failed"]).await,
+        id,
+    )
+}
+
+/// The SHA-256 of `bytes`, in hex (what `sha256sum` prints).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// An agent of namespace `ns` granted the secret `API_TOKEN`.

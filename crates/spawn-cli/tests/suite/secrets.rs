@@ -284,6 +284,27 @@ fn the_manifest_grants_a_secret_under_a_variable_of_its_choice() {
     assert_eq!(out.stdout, "[REDACTED:API_KEY]", "{out}");
 }
 
+/// A native run granted `name` that prints its value's digest (the value itself would
+/// be redacted).
+fn digest_of(home: &Home, name: &str) -> super::helpers::Output {
+    home.native(
+        &["--secret", name],
+        &[
+            "sh",
+            "-c",
+            &format!("printf %s \"${name}\" | sha256sum | cut -c1-64"),
+        ],
+    )
+}
+
+/// The `agent.secret.access` events of `home`'s log.
+fn secret_events(home: &Home) -> Vec<Value> {
+    home.audit()
+        .into_iter()
+        .filter(|e| e["eventType"] == "agent.secret.access")
+        .collect()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
@@ -761,11 +782,7 @@ fn vault_kv2_secrets_reach_the_agent_and_failures_stop_the_run() {
     let out = run(Some("https://127.0.0.1:9"));
     out.assert_code(125);
     assert!(out.stderr.contains("cannot be reached"), "{out}");
-    let access: Vec<Value> = home
-        .audit()
-        .into_iter()
-        .filter(|e| e["eventType"] == "agent.secret.access")
-        .collect();
+    let access: Vec<Value> = secret_events(&home);
     assert_eq!(access.len(), 5, "{}", home.audit_text());
     assert_eq!(
         access[0]["details"]["source"],
@@ -870,10 +887,7 @@ fn rotation_during_a_run_changes_no_value() {
     let out = running.wait();
     out.assert_code(0);
     assert_eq!(out.stdout.trim(), sha256_hex(VALUE.as_bytes()), "{out}");
-    let out = home.native(
-        &["--secret", "LIVE"],
-        &["sh", "-c", "printf %s \"$LIVE\" | sha256sum | cut -c1-64"],
-    );
+    let out = digest_of(&home, "LIVE");
     out.assert_code(0);
     assert_eq!(
         out.stdout.lines().next(),
