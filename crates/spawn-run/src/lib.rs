@@ -305,17 +305,9 @@ impl Run {
             .map_err(RunError::from)
         });
         // An error's text may quote what the agent wrote or named.
-        let result = match (result, &auditor.redactor) {
-            (Err(e), Some(r)) => {
-                let text = e.to_string();
-                let redacted = r.redact_str(&text);
-                Err(if redacted == text {
-                    e
-                } else {
-                    RunError::Redacted(redacted)
-                })
-            }
-            (result, _) => result,
+        let result = match &auditor.redactor {
+            Some(r) => result.map_err(|e| redacted_error(e, r)),
+            None => result,
         };
         match &result {
             Ok(report) => {
@@ -451,6 +443,17 @@ fn resolve_secrets(
             }
             Err(RunError::Secrets(reason))
         }
+    }
+}
+
+/// `e`, or its text redacted when that quotes a granted value.
+fn redacted_error(e: RunError, r: &Redactor) -> RunError {
+    let text = e.to_string();
+    let redacted = r.redact_str(&text);
+    if redacted == text {
+        e
+    } else {
+        RunError::Redacted(redacted)
     }
 }
 
@@ -798,6 +801,22 @@ mod tests {
             run_id: None,
             agent_id: None,
         }
+    }
+
+    /// An error that quotes a granted value (or its base64) is said redacted; one that
+    /// does not is kept as it was.
+    #[test]
+    fn errors_that_quote_a_value_are_redacted() {
+        let r = Redactor::new([("TOKEN", b"tok-e7Q2-zz".as_slice())]).unwrap();
+        let e = redacted_error(
+            RunError::Network("cannot reach tok-e7Q2-zz.example".into()),
+            &r,
+        );
+        assert_eq!(e.to_string(), "cannot reach [REDACTED:TOKEN].example");
+        let e = redacted_error(RunError::Unsupported("dG9rLWU3UTItenp=".into()), &r);
+        assert!(!e.to_string().contains("dG9rLWU3UTItenp"), "{e}");
+        let e = redacted_error(RunError::Audit("no value here".into()), &r);
+        assert!(matches!(e, RunError::Audit(_)));
     }
 
     #[test]
