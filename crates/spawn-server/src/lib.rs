@@ -74,6 +74,14 @@ pub async fn init(config: &Config) -> Result<ApiKey, ServerError> {
             b.namespace, b.name, b.role
         )));
     }
+    // The secrets' master key (the local provider's file, owner-only), made now so that
+    // its backup can be taken before the first secret is set.
+    spawn_secrets::master::from_env(&config.secrets_master_key()).map_err(|e| {
+        ServerError::Config {
+            what: "the secrets' master key".into(),
+            reason: e.to_string(),
+        }
+    })?;
     for role in BuiltinRole::ALL {
         let rules = rules_json(&role.rules());
         if store.role(rbac::ALL_NAMESPACES, role.name()).await.is_err() {

@@ -225,6 +225,11 @@ async fn scenario(d: &mut Daemon) {
     );
     let res = get_as(&c, d, &d.admin, "/v1/namespaces/team/agents/kept").await;
     assert_eq!(res.status(), 200);
+    // init made the secrets' master key, owner-only.
+    let key = d.home.join("keys/secrets-master.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
     // init refuses to run twice (a second admin key is not made behind anyone's back).
     let again = Command::new(spawnd())
         .arg("--config")
