@@ -13,8 +13,8 @@
 //!
 //! One automaton (`aho-corasick`, leftmost-longest, non-overlapping) finds them, run only
 //! where a first pass says a form could be ([`Grams`]: every form is at least `L` bytes
-//! long, so any occurrence covers a whole `w`-byte window at one of the positions a stride
-//! of `L - w + 1` apart, and each such window of the text is looked up among the windows
+//! long, so any occurrence covers a whole 4-byte window at one of the positions a stride
+//! of `L - 3` apart, and each such window of the text is looked up among the windows
 //! of every form: one table lookup per stride, not an automaton step per byte). A stream
 //! ([`Stream`]) holds back only the end of what it was given that could still begin a form
 //! (the longest suffix that is a prefix of one, found by walking a second automaton of the
@@ -367,7 +367,9 @@ impl Grams {
         if shortest < MIN_GRAM {
             return None;
         }
-        let width = shortest.min(8);
+        // Four bytes: the longest stride (`shortest - 3`) with windows still rare in text
+        // (a window that is one is only a table lookup more).
+        let width = MIN_GRAM;
         let mut keys: Vec<u64> = patterns
             .iter()
             .flat_map(|p| p.windows(width).map(|w| load(w, width)))
@@ -408,10 +410,16 @@ impl Grams {
         usize::try_from(hash(key) >> self.shift).unwrap_or(0)
     }
 
+    /// Whether the filter lets `key` through (a window of a form always passes).
+    #[inline]
+    fn may_contain(&self, key: u64) -> bool {
+        let (word, bit) = filter_bit(hash(key));
+        self.bits[word] & bit != 0
+    }
+
     #[inline]
     fn contains(&self, key: u64) -> bool {
-        let (word, bit) = filter_bit(hash(key));
-        if self.bits[word] & bit == 0 {
+        if !self.may_contain(key) {
             return false;
         }
         if key == EMPTY {
@@ -452,27 +460,33 @@ impl Iterator for Hits<'_> {
     #[inline]
     fn next(&mut self) -> Option<usize> {
         let (g, text) = (self.grams, self.text);
-        if g.width == 8 {
-            // The common case (every form 8 bytes or longer), unrolled by two.
-            while let Some(two) = text.get(self.at..self.at + g.stride + 8) {
-                let (Some(a), Some(b)) = (two.first_chunk::<8>(), two.last_chunk::<8>()) else {
-                    break;
+        if g.width == 4 {
+            // Four windows at a time through the filter alone; only a group where one
+            // passes is looked up in order.
+            let s = g.stride;
+            while let Some(group) = text.get(self.at..self.at + 3 * s + 4) {
+                let key = |i: usize| {
+                    group
+                        .get(i * s..)
+                        .and_then(<[u8]>::first_chunk::<4>)
+                        .map_or(0, |w| u64::from(u32::from_le_bytes(*w)))
                 };
-                let (ka, kb) = (u64::from_le_bytes(*a), u64::from_le_bytes(*b));
-                // The text a few pages on is on its way while these are looked up.
+                let keys = [key(0), key(1), key(2), key(3)];
+                // The text a few pages on is on its way while these are looked up (the
+                // group spans up to two cache lines).
                 prefetch::read(text, self.at + 4096);
+                prefetch::read(text, self.at + 4096 + 64);
                 let p = self.at;
-                self.at += 2 * g.stride;
-                match (g.contains(ka), g.contains(kb)) {
-                    (false, false) => {}
-                    (true, hit_b) => {
-                        if hit_b {
-                            // Looked up again next time: back to it.
-                            self.at = p + g.stride;
-                        }
-                        return Some(p);
+                self.at += 4 * s;
+                if !keys.iter().any(|k| g.may_contain(*k)) {
+                    continue;
+                }
+                for (i, k) in keys.into_iter().enumerate() {
+                    if g.contains(k) {
+                        // The rest of the group is looked up again next time.
+                        self.at = p + (i + 1) * s;
+                        return Some(p + i * s);
                     }
-                    (false, true) => return Some(p + g.stride),
                 }
             }
         }
