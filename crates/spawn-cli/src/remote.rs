@@ -437,6 +437,7 @@ pub(crate) fn secrets(
             from_stdin,
         } => {
             spawn_secrets::check_name(name)?;
+            crate::secrets::no_core_files()?;
             let value = crate::secrets::read_value(from_file.as_deref(), *from_stdin)?;
             let body = zeroize::Zeroizing::new(format!(
                 "{{\"valueBase64\":\"{}\"}}",

@@ -120,6 +120,9 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         agent_id: None,
     })?;
     if !run.spec().secrets.is_empty() {
+        // spawn holds the values from here on (the relay's redactor, the agent's
+        // environment until the sandbox starts): a crash of spawn leaves no core file.
+        crate::secrets::no_core_files()?;
         run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
             home: home.to_owned(),
         }));

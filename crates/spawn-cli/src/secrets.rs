@@ -44,8 +44,15 @@ async fn open_secrets(home: &Path) -> anyhow::Result<Secrets> {
     Ok(Secrets::with_master(store, master))
 }
 
+/// No core file of this process (its children inherit the limit): it holds secrets' values.
+pub(crate) fn no_core_files() -> anyhow::Result<()> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .context("turn core files off (this process holds secrets)")
+}
+
 /// `spawn secrets …` (local).
 pub(crate) fn run(home: &Path, cmd: &crate::SecretsCmd, json_out: bool) -> anyhow::Result<()> {
+    no_core_files()?;
     // A run's resolution with no store yet (only vault:// sources can be had): no store or
     // master key is made for it.
     if matches!(cmd, crate::SecretsCmd::Resolve) && !has_secrets(home) {

@@ -895,3 +895,59 @@ fn rotation_during_a_run_changes_no_value() {
         "{out}"
     );
 }
+
+/// spawn holding a secret can leave no core file, even when started with core files
+/// allowed (`prlimit --core=unlimited`): its own limit is 0 while the run goes on.
+#[test]
+fn spawn_holding_a_secret_leaves_no_core_file() {
+    let home = Home::new();
+    set(&home, "CORELESS", VALUE.as_bytes());
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--core=unlimited:unlimited")
+        .arg(super::helpers::SPAWN)
+        .args([
+            "run",
+            "--runtime",
+            "native",
+            "--secret",
+            "CORELESS",
+            "--",
+            "sleep",
+            "2",
+        ])
+        .env("SPAWN_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("prlimit (util-linux, make test installs it): {e}"));
+    // prlimit execs spawn: the same process.
+    let pid = child.id();
+    let core_limit = || {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(4)
+            .take(2)
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let mut seen = Vec::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        seen = core_limit();
+        if seen == ["0", "0"] {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        seen,
+        ["0", "0"],
+        "spawn's core limit while it held the secret"
+    );
+}
