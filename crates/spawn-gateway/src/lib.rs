@@ -1,0 +1,42 @@
+//! spawn's model gateway: what stands between a run and its model provider (issue 12).
+//!
+//! Here so far: the run's placeholder credential ([`token`]): what the agent is given as
+//! `ANTHROPIC_API_KEY` / `OPENAI_API_KEY` in place of the real key, taken from the headers
+//! the clients send ([`credential`]); and errors in each provider's own body shape
+//! ([`errors`]), so that the official SDKs raise their typed errors. See the README for
+//! what is not built yet.
+#![forbid(unsafe_code)]
+
+pub mod credential;
+pub mod errors;
+pub mod token;
+
+/// Why the gateway refuses.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The system's randomness failed (no token can be made).
+    #[error("the system's randomness failed: {0}")]
+    Random(String),
+}
+
+#[cfg(test)]
+mod fuzz_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_gateway;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/gateway_credential.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input the `gateway_credential` fuzz target ever failed on or was given to
+    /// hold (fuzz/regressions/gateway_credential/) keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_gateway_credential_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_credential", check);
+    }
+}
