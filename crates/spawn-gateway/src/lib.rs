@@ -7,6 +7,7 @@
 //! what is not built yet.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod credential;
 pub mod errors;
 pub mod token;
