@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod credential;
 pub mod errors;
+pub mod request;
 pub mod token;
 
 /// Why the gateway refuses.
@@ -39,5 +40,26 @@ mod fuzz_property {
     #[test]
     fn fuzz_regressions_keep_the_gateway_credential_property() {
         check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_credential", check);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_request_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_gateway;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/gateway_request.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input kept in fuzz/regressions/gateway_request/ keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_gateway_request_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_request", check);
     }
 }
