@@ -3,8 +3,9 @@
 //! Here so far: the run's placeholder credential ([`token`]): what the agent is given as
 //! `ANTHROPIC_API_KEY` / `OPENAI_API_KEY` in place of the real key, taken from the headers
 //! the clients send ([`credential`]); and errors in each provider's own body shape
-//! ([`errors`]), so that the official SDKs raise their typed errors. See the README for
-//! what is not built yet.
+//! ([`errors`]), so that the official SDKs raise their typed errors; a run's budget
+//! ([`budget`]), what a client asks ([`request`]) and what a call used ([`usage`]). See the
+//! README for what is not built yet.
 #![forbid(unsafe_code)]
 
 pub mod budget;
@@ -12,6 +13,7 @@ pub mod credential;
 pub mod errors;
 pub mod request;
 pub mod token;
+pub mod usage;
 
 /// Why the gateway refuses.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,5 +63,26 @@ mod fuzz_request_property {
     #[test]
     fn fuzz_regressions_keep_the_gateway_request_property() {
         check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_request", check);
+    }
+}
+
+#[cfg(test)]
+mod fuzz_usage_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_gateway;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/gateway_usage.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input kept in fuzz/regressions/gateway_usage/ keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_gateway_usage_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_usage", check);
     }
 }
