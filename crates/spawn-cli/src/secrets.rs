@@ -62,7 +62,7 @@ pub(crate) fn run(home: &Path, cmd: &crate::SecretsCmd, json_out: bool) -> anyho
                 NAMESPACE,
                 std::io::stdin().lock(),
                 std::io::stdout().lock(),
-                |name| format!("it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)"),
+                not_set,
             )
             .await
             .map_err(Into::into)
@@ -164,6 +164,11 @@ async fn act(
     Ok(())
 }
 
+/// Why a granted store secret cannot be had, with the fix.
+fn not_set(name: &str) -> String {
+    format!("it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)")
+}
+
 /// `spawn secrets __resolve`, for [`LocalResolver`] (see `spawn_secrets::helper`).
 async fn resolve_for_run(secrets: &Secrets) -> anyhow::Result<()> {
     spawn_secrets::helper::serve(
@@ -171,9 +176,7 @@ async fn resolve_for_run(secrets: &Secrets) -> anyhow::Result<()> {
         NAMESPACE,
         std::io::stdin().lock(),
         std::io::stdout().lock(),
-        |name| {
-            format!("it is not set in $SPAWN_HOME's store (spawn secrets set {name} --from-stdin)")
-        },
+        not_set,
     )
     .await
     .map_err(Into::into)

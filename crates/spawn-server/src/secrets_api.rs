@@ -43,6 +43,30 @@ pub(crate) struct SecretView {
     updated_by: String,
 }
 
+impl From<spawn_store::SecretEntry> for SecretView {
+    fn from(e: spawn_store::SecretEntry) -> SecretView {
+        SecretView {
+            name: e.name,
+            version: e.version,
+            created_ms: e.created_ms,
+            updated_ms: e.updated_ms,
+            updated_by: e.updated_by,
+        }
+    }
+}
+
+/// A change of secrets: `event` durable first (no audit, no action), then `change`, whose
+/// failure is recorded too.
+async fn audited<T>(
+    state: &crate::api::AppState,
+    event: Event,
+    change: impl std::future::Future<Output = Result<T, SecretsError>>,
+) -> Result<T, ApiError> {
+    state.record(event.clone()).await?;
+    let done = change.await.map_err(from_secrets);
+    state.record_failure(event, done).await
+}
+
 /// The body of a set: the value as text, or its bytes in base64 (one of the two).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -125,17 +149,7 @@ async fn list_secrets(
     check_name("namespace", &ns)?;
     authorize(&state, &caller, &req_id, &ns, Resource::Secrets, Verb::List).await?;
     let list = secrets_of(&state)?.list(&ns).await.map_err(from_secrets)?;
-    Ok(Json(
-        list.into_iter()
-            .map(|e| SecretView {
-                name: e.name,
-                version: e.version,
-                created_ms: e.created_ms,
-                updated_ms: e.updated_ms,
-                updated_by: e.updated_by,
-            })
-            .collect(),
-    ))
+    Ok(Json(list.into_iter().map(SecretView::from).collect()))
 }
 
 /// Sets a secret: a new version of it (`create` for a new name, `update` for one that has
@@ -177,28 +191,18 @@ async fn put_secret(
     authorize(&state, &caller, &req_id, &ns, Resource::Secrets, verb).await?;
     let body = body.map_err(|e| body_error(&state, &e))?;
     let value = value_of(&body)?;
-    let event = event(&caller, &req_id, &ns, &name, "set");
-    state.record(event.clone()).await?;
     let by = format!("{}/{}", caller.subject.kind.as_str(), caller.subject.name);
-    let set = secrets
-        .set(&ns, &name, &value, &by)
-        .await
-        .map_err(from_secrets);
-    let version = state.record_failure(event, set).await?;
+    let event = event(&caller, &req_id, &ns, &name, "set");
+    let version = audited(&state, event, secrets.set(&ns, &name, &value, &by)).await?;
     let entry = secrets
         .list(&ns)
         .await
         .map_err(from_secrets)?
         .into_iter()
         .find(|e| e.name == name);
+    // (Deleted meanwhile by another request: what this one set.)
     let view = match entry {
-        Some(e) => SecretView {
-            name: e.name,
-            version: e.version,
-            created_ms: e.created_ms,
-            updated_ms: e.updated_ms,
-            updated_by: e.updated_by,
-        },
+        Some(e) => SecretView::from(e),
         None => SecretView {
             name,
             version,
@@ -294,9 +298,7 @@ async fn delete_secret(
     check_secret_name(&name)?;
     let secrets = secrets_of(&state)?;
     let event = event(&caller, &req_id, &ns, &name, "delete");
-    state.record(event.clone()).await?;
-    let done = secrets.delete(&ns, &name).await.map_err(from_secrets);
-    state.record_failure(event, done).await?;
+    audited(&state, event, secrets.delete(&ns, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -343,8 +345,6 @@ async fn shred_secrets(
     .await?;
     let secrets = secrets_of(&state)?;
     let event = event(&caller, &req_id, &ns, "*", "shred");
-    state.record(event.clone()).await?;
-    let done = secrets.shred(&ns).await.map_err(from_secrets);
-    let (data_keys, values) = state.record_failure(event, done).await?;
+    let (data_keys, values) = audited(&state, event, secrets.shred(&ns)).await?;
     Ok(Json(Shredded { data_keys, values }))
 }
