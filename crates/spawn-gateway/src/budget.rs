@@ -152,6 +152,35 @@ impl Budget {
         (c.tokens, c.cost, c.steps)
     }
 
+    /// Tokens left to reserve (`u64::MAX` without a token limit).
+    pub fn remaining_tokens(&self) -> u64 {
+        let c = self.counts();
+        self.limits.tokens.map_or(u64::MAX, |l| {
+            l.saturating_sub(c.tokens.saturating_add(c.held_tokens))
+        })
+    }
+
+    /// The first limit reached by what is settled, as the refusal the next call would get.
+    pub fn reached_limit(&self) -> Option<Exhausted> {
+        let which = self.reached()?;
+        let c = self.counts();
+        let (limit, used) = match which {
+            Which::Steps => (self.limits.steps, c.steps),
+            Which::Tokens => (self.limits.tokens, c.tokens),
+            Which::Cost => (self.limits.cost_micros, c.cost),
+        };
+        Some(Exhausted {
+            which,
+            limit: limit.unwrap_or(0),
+            used,
+        })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// The first limit that is reached by what is settled, if one is (the run stops).
     pub fn reached(&self) -> Option<Which> {
         let c = self.counts();
@@ -169,6 +198,11 @@ impl Budget {
 }
 
 impl Reservation {
+    /// What it holds: tokens and micro-dollars (its worst case).
+    pub fn held(&self) -> (u64, u64) {
+        (self.tokens, self.cost)
+    }
+
     /// The request is done: what it used (as the provider reported) replaces what it held.
     /// A provider reporting more than the worst case is counted as reported.
     pub fn settle(mut self, tokens: u64, cost_micros: u64) {

@@ -12,6 +12,8 @@ pub mod budget;
 pub mod credential;
 pub mod errors;
 pub mod request;
+pub mod scripted;
+pub mod server;
 pub mod token;
 pub mod usage;
 
@@ -21,6 +23,9 @@ pub enum GatewayError {
     /// The system's randomness failed (no token can be made).
     #[error("the system's randomness failed: {0}")]
     Random(String),
+    /// The gateway could not be served.
+    #[error("spawn's model gateway: {0}")]
+    Serve(String),
 }
 
 #[cfg(test)]

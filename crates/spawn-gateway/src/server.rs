@@ -1,0 +1,783 @@
+//! The run's gateway endpoint: an HTTP/1.1 server on the host end of the run's link (the
+//! only model endpoint the sandbox can reach) that takes the run's placeholder, checks each
+//! call against the run's policy and budget, and forwards it to the provider with the real
+//! credential, relaying the answer as it comes (server-sent events included) while reading
+//! its usage. Each call is reported to the run ([`Events`]) for its audit trail and trace.
+//!
+//! Served on a thread of its own with a single-threaded tokio runtime: the run's process
+//! (the CLI, or a run's supervisor under `spawnd`) stays free of async machinery, and the
+//! native runtime, which needs a single-threaded process until its sandbox exists, gets one:
+//! the listener is bound before, served after ([`Gateway::serve`]).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use zeroize::Zeroizing;
+
+use crate::budget::{Budget, Exhausted, Price, Usage};
+use crate::errors::{self, Provider, Refusal};
+use crate::request::{self, Endpoint, Policy};
+use crate::scripted::Script;
+use crate::token::{Placeholder, Verdict};
+use crate::usage::Meter;
+use crate::GatewayError;
+
+/// The largest request body taken (a model call's prompt; bigger is refused with 413).
+pub const MAX_BODY: usize = 32 << 20;
+/// How much of a request and of an answer a call's record keeps (the rest is counted).
+pub const MAX_RECORDED: usize = 4 << 20;
+/// How long the provider may take to answer (headers), and then between two chunks.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long connecting to the provider may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the run's calls go.
+pub enum Upstream {
+    /// A provider's HTTP API at `base` (`https://api.anthropic.com`, or any compatible
+    /// server; a `/v1` at its end is the API's own and not repeated), with the real
+    /// credential: sent as `x-api-key` (Anthropic) or `Authorization: Bearer` (OpenAI).
+    Http {
+        base: String,
+        credential: Zeroizing<String>,
+    },
+    /// Answers from a script (`provider: scripted`), in the API the client spoke.
+    Scripted(Script),
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Http { base, .. } => write!(f, "Upstream::Http({base}, credential: ..)"),
+            Upstream::Scripted(_) => f.write_str("Upstream::Scripted"),
+        }
+    }
+}
+
+/// One call through the gateway, as the run records it (content redacted of the run's
+/// secrets, capped at [`MAX_RECORDED`]).
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The call's number in the run, from 1 (every request, answered or refused).
+    pub number: u64,
+    pub started: SystemTime,
+    pub endpoint: Endpoint,
+    /// The API the client spoke.
+    pub provider: Provider,
+    /// The model asked for (none for `GET /v1/models`, or a body that could not be read).
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The status the client got.
+    pub status: u16,
+    /// Why the gateway refused it (the client got the provider-shaped error).
+    pub refusal: Option<(Refusal, String)>,
+    /// What the provider reported it used (`None`: not a model call, refused, or
+    /// unreadable, in which case the budget kept the worst case).
+    pub usage: Option<Usage>,
+    /// What the budget counted: tokens and micro-dollars.
+    pub counted: (u64, u64),
+    /// Time to the answer's first byte, and to its end.
+    pub first_byte: Option<Duration>,
+    pub latency: Duration,
+    /// The request's body and the answer's, as they passed (redacted).
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+    /// Bytes of the answer in all (the record keeps at most [`MAX_RECORDED`]).
+    pub response_bytes: u64,
+    /// The answer could not be relayed whole (the client went away, the provider broke off).
+    pub broken: Option<String>,
+}
+
+/// What the run hears from its gateway.
+pub trait Events: Send + Sync {
+    /// A call is over (answered, refused or failed).
+    fn call(&self, record: CallRecord);
+    /// The budget is spent (a call was refused for it, or what was used reached a limit):
+    /// the run must stop.
+    fn exhausted(&self, why: Exhausted);
+}
+
+/// The run's gateway, as configured.
+pub struct Config {
+    pub policy: Policy,
+    pub upstream: Upstream,
+    pub placeholder: Placeholder,
+    pub budget: Budget,
+    /// The pinned model's price (required when the run has a cost limit).
+    pub price: Option<Price>,
+    /// The only peer address served (the sandbox's end of the link); `None`: any.
+    pub peer: Option<IpAddr>,
+    /// The run's secrets, redacted from what is recorded.
+    pub redactor: Option<Arc<spawn_redact::Redactor>>,
+    pub events: Arc<dyn Events>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("policy", &self.policy)
+            .field("upstream", &self.upstream)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gateway being served; dropping it stops it (calls in flight are cut off).
+#[derive(Debug)]
+pub struct Gateway {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    config: Config,
+    client: reqwest::Client,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl Gateway {
+    /// Serves `config` on `listener` (bound by the caller, before the sandbox exists) on a
+    /// thread of its own, until dropped.
+    pub fn serve(listener: std::net::TcpListener, config: Config) -> Result<Gateway, GatewayError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(UPSTREAM_TIMEOUT)
+            // The provider's answer is read as it is (usage, records): never compressed.
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
+            // A redirect would carry the credential elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            // spawn's own environment's proxy variables are not the run's.
+            .no_proxy()
+            .build()
+            .map_err(|e| GatewayError::Serve(format!("make the provider's client: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| GatewayError::Serve(format!("listen: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| GatewayError::Serve(format!("start: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            calls: std::sync::atomic::AtomicU64::new(0),
+        });
+        let thread = std::thread::Builder::new()
+            .name("spawn-gateway".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = accept_loop(listener, shared) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Calls still in flight are dropped with the runtime.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| GatewayError::Serve(format!("start its thread: {e}")))?;
+        Ok(Gateway {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of descriptors and the like: wait, never spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.config.peer.is_some_and(|p| p != peer.ip()) {
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 << 10)
+                .header_read_timeout(Duration::from_secs(30))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// The API a refusal is answered in: the endpoint's, else the run's.
+fn api_of(endpoint: Option<Endpoint>, policy: &Policy) -> Provider {
+    endpoint
+        .and_then(Endpoint::provider)
+        .unwrap_or(policy.provider)
+}
+
+fn refusal_response(provider: Provider, refusal: Refusal, message: &str) -> Response<Body> {
+    let (status, body) = errors::body(provider, refusal, message);
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+struct Call {
+    number: u64,
+    started: SystemTime,
+    clock: Instant,
+    endpoint: Option<Endpoint>,
+    provider: Provider,
+    model: Option<String>,
+    stream: bool,
+    request: Vec<u8>,
+}
+
+impl Call {
+    fn record(&self, status: u16) -> CallRecord {
+        CallRecord {
+            number: self.number,
+            started: self.started,
+            endpoint: self.endpoint.unwrap_or(Endpoint::Models),
+            provider: self.provider,
+            model: self.model.clone(),
+            stream: self.stream,
+            status,
+            refusal: None,
+            usage: None,
+            counted: (0, 0),
+            first_byte: None,
+            latency: self.clock.elapsed(),
+            request: self.request.clone(),
+            response: Vec::new(),
+            response_bytes: 0,
+            broken: None,
+        }
+    }
+}
+
+impl Shared {
+    fn redacted(&self, bytes: &[u8]) -> Vec<u8> {
+        let capped = &bytes[..bytes.len().min(MAX_RECORDED)];
+        match &self.config.redactor {
+            Some(r) => r.redact(capped),
+            None => capped.to_vec(),
+        }
+    }
+
+    /// Refuses `call` and records it.
+    fn refuse(&self, call: &Call, refusal: Refusal, message: &str) -> Response<Body> {
+        let response = refusal_response(call.provider, refusal, message);
+        let mut record = call.record(response.status().as_u16());
+        record.refusal = Some((refusal, message.to_owned()));
+        record.response = response_text(call.provider, refusal, message);
+        self.config.events.call(record);
+        response
+    }
+}
+
+fn response_text(provider: Provider, refusal: Refusal, message: &str) -> Vec<u8> {
+    errors::body(provider, refusal, message)
+        .1
+        .to_string()
+        .into_bytes()
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    let policy = &shared.config.policy;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let endpoint = Endpoint::of(req.method().as_str(), &path);
+    let number = shared
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    let mut call = Call {
+        number,
+        started: SystemTime::now(),
+        clock: Instant::now(),
+        endpoint,
+        provider: api_of(endpoint, policy),
+        model: None,
+        stream: false,
+        request: Vec::new(),
+    };
+    // Claude Code's warm-up: answered, not a call, no key needed.
+    if endpoint == Some(Endpoint::WarmUp) {
+        return Response::new(full(Bytes::new()));
+    }
+    // The credential before anything else (the path of a request without one is not
+    // looked at further).
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let verdict = match crate::credential::presented(headers) {
+        Ok(key) => shared.config.placeholder.check(key),
+        Err(why) => {
+            return shared.refuse(
+                &call,
+                Refusal::Unauthenticated,
+                &format!("spawn's model gateway: {why}"),
+            );
+        }
+    };
+    match verdict {
+        Verdict::Valid => {}
+        Verdict::Malformed(why) => {
+            return shared.refuse(
+                &call,
+                Refusal::Unauthenticated,
+                &format!("spawn's model gateway takes only this run's placeholder key: {why}"),
+            )
+        }
+        Verdict::OtherRun => {
+            return shared.refuse(
+                &call,
+                Refusal::Unauthenticated,
+                "spawn's model gateway: the placeholder key of another run",
+            )
+        }
+    }
+    let Some(endpoint) = endpoint else {
+        return shared.refuse(
+            &call,
+            Refusal::NotFound,
+            "spawn's model gateway serves POST /v1/messages, /v1/messages/count_tokens, /v1/chat/completions, /v1/responses and GET /v1/models only",
+        );
+    };
+    if endpoint == Endpoint::Models {
+        if let Err((r, m)) = policy.allows(endpoint, None) {
+            return shared.refuse(&call, r, &m);
+        }
+        let body = models_list(call.provider, &policy.model);
+        let mut record = call.record(200);
+        record.response = body.clone();
+        shared.config.events.call(record);
+        let mut r = Response::new(full(body));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            let mut r = shared.refuse(
+                &call,
+                Refusal::BadRequest,
+                &format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return r;
+        }
+        Err(BodyError::Read(e)) => {
+            return shared.refuse(
+                &call,
+                Refusal::BadRequest,
+                &format!("the request body could not be read: {e}"),
+            )
+        }
+    };
+    call.request = shared.redacted(&body);
+    let inspected = match request::inspect(endpoint, &body) {
+        Ok(i) => i,
+        Err((r, m)) => return shared.refuse(&call, r, &m),
+    };
+    call.model = Some(inspected.model.clone());
+    call.stream = inspected.stream;
+    if let Err((r, m)) = policy.allows(endpoint, Some(&inspected.model)) {
+        return shared.refuse(&call, r, &m);
+    }
+    // A model call reserves its worst case first; counting tokens is free.
+    let reservation = if endpoint.is_model_call() {
+        let budget = &shared.config.budget;
+        let remaining = budget.remaining_tokens();
+        let tokens = request::worst_case_tokens(body.len(), inspected.max_output, remaining);
+        let input = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        let cost = shared.config.price.map_or(0, |p| {
+            p.cost_micros(Usage {
+                input_tokens: input,
+                output_tokens: tokens.saturating_sub(input),
+            })
+        });
+        match budget.reserve(tokens, cost) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                let response = shared.refuse(
+                    &call,
+                    Refusal::BudgetExhausted,
+                    &format!("{why}; the run is stopped"),
+                );
+                shared.config.events.exhausted(why);
+                return response;
+            }
+        }
+    } else {
+        None
+    };
+    match &shared.config.upstream {
+        Upstream::Scripted(script) => {
+            let answer = script.answer(endpoint, &inspected, number);
+            let answer = match answer {
+                Ok(a) => a,
+                Err(m) => return shared.refuse(&call, Refusal::Upstream, &m),
+            };
+            let usage = answer.usage;
+            let mut record = call.record(200);
+            record.usage = Some(usage);
+            record.first_byte = Some(call.clock.elapsed());
+            record.response = shared.redacted(&answer.body);
+            record.response_bytes = answer.body.len() as u64;
+            record.counted = settle(&shared, reservation, Some(usage));
+            shared.config.events.call(record);
+            let mut r = Response::new(full(answer.body));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(if answer.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                }),
+            );
+            r
+        }
+        Upstream::Http { base, credential } => {
+            forward(
+                shared.clone(),
+                call,
+                endpoint,
+                &parts,
+                body,
+                base,
+                credential,
+                reservation,
+            )
+            .await
+        }
+    }
+}
+
+/// Settles a reservation at `usage` (or at its worst case when the provider's usage could
+/// not be read); what the budget counted. A limit reached stops the run.
+fn settle(
+    shared: &Shared,
+    reservation: Option<crate::budget::Reservation>,
+    usage: Option<Usage>,
+) -> (u64, u64) {
+    let Some(reservation) = reservation else {
+        return (0, 0);
+    };
+    let (tokens, cost) = match usage {
+        Some(u) => (
+            u.input_tokens.saturating_add(u.output_tokens),
+            shared.config.price.map_or(0, |p| p.cost_micros(u)),
+        ),
+        None => reservation.held(),
+    };
+    reservation.settle(tokens, cost);
+    if let Some(why) = shared.config.budget.reached_limit() {
+        shared.config.events.exhausted(why);
+    }
+    (tokens, cost)
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_body(mut body: Incoming) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                return Err(BodyError::TooLarge);
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /v1/models`: the pinned model only, in the API's list shape.
+fn models_list(provider: Provider, model: &str) -> Vec<u8> {
+    let v = match provider {
+        Provider::Anthropic => serde_json::json!({
+            "data": [{"type": "model", "id": model, "display_name": model,
+                      "created_at": "1970-01-01T00:00:00Z"}],
+            "has_more": false, "first_id": model, "last_id": model,
+        }),
+        Provider::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": [{"id": model, "object": "model", "created": 0, "owned_by": "spawn"}],
+        }),
+    };
+    v.to_string().into_bytes()
+}
+
+/// Request headers passed on to the provider (what the SDKs and CLIs send that the API
+/// reads); everything else — the client's credential above all, hop-by-hop headers, the
+/// host, the client's encodings — is not.
+fn passed_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "accept"
+            | "anthropic-version"
+            | "anthropic-beta"
+            | "openai-beta"
+            | "openai-organization"
+            | "openai-project"
+            | "user-agent"
+            | "idempotency-key"
+    ) || name.starts_with("x-stainless-")
+}
+
+/// Answer headers passed back to the client (what the SDKs read: the type, rate limits,
+/// retry advice, request ids).
+fn passed_response_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "retry-after"
+            | "retry-after-ms"
+            | "request-id"
+            | "x-request-id"
+            | "x-should-retry"
+            | "openai-processing-ms"
+            | "openai-version"
+            | "cache-control"
+    ) || name.starts_with("anthropic-ratelimit-")
+        || name.starts_with("x-ratelimit-")
+}
+
+/// The provider's URL of `path` (which starts with `/v1/`) under `base`.
+pub fn upstream_url(base: &str, path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{base}{path}")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    shared: Arc<Shared>,
+    call: Call,
+    endpoint: Endpoint,
+    parts: &hyper::http::request::Parts,
+    body: Vec<u8>,
+    base: &str,
+    credential: &Zeroizing<String>,
+    reservation: Option<crate::budget::Reservation>,
+) -> Response<Body> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = upstream_url(base, path);
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if passed_request_header(name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let key = match call.provider {
+        Provider::Anthropic => ("x-api-key", credential.to_string()),
+        Provider::OpenAi => ("authorization", format!("Bearer {}", credential.as_str())),
+    };
+    let key_value = Zeroizing::new(key.1);
+    match reqwest::header::HeaderValue::from_str(&key_value) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            headers.insert(key.0, v);
+        }
+        Err(_) => {
+            return shared.refuse(
+                &call,
+                Refusal::Upstream,
+                "the run's provider credential cannot be sent as a header (control characters)",
+            )
+        }
+    }
+    headers.insert(
+        reqwest::header::ACCEPT_ENCODING,
+        reqwest::header::HeaderValue::from_static("identity"),
+    );
+    let sent = shared
+        .client
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let upstream = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            // Never the URL with anything in it beyond what the manifest says, never a key.
+            let why = if e.is_timeout() {
+                "the provider did not answer in time".to_owned()
+            } else if e.is_connect() {
+                format!("the provider at {base} could not be reached")
+            } else {
+                format!("the provider at {base} failed")
+            };
+            return shared.refuse(&call, Refusal::Upstream, &why);
+        }
+    };
+    let status = upstream.status();
+    let first_byte = call.clock.elapsed();
+    let mut response = Response::builder().status(status.as_u16());
+    let mut streamed = false;
+    for (name, value) in upstream.headers() {
+        if passed_response_header(name.as_str()) {
+            if name == reqwest::header::CONTENT_TYPE
+                && value.as_bytes().starts_with(b"text/event-stream")
+            {
+                streamed = true;
+            }
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    let success = status.is_success();
+    tokio::spawn(relay(
+        shared.clone(),
+        call,
+        endpoint,
+        upstream,
+        tx,
+        Relay {
+            status: status.as_u16(),
+            streamed,
+            first_byte,
+            reservation: reservation.filter(|_| success),
+        },
+    ));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    response
+        .body(StreamBody::new(stream).boxed())
+        .unwrap_or_else(|_| refusal_response(Provider::Anthropic, Refusal::Upstream, "bad answer"))
+}
+
+struct Relay {
+    status: u16,
+    streamed: bool,
+    first_byte: Duration,
+    /// Held for a successful answer only: a failed one used nothing (and is not a step).
+    reservation: Option<crate::budget::Reservation>,
+}
+
+/// Passes the provider's answer on chunk by chunk, reading its usage and keeping a copy
+/// for the record, then settles the budget and reports the call.
+async fn relay(
+    shared: Arc<Shared>,
+    call: Call,
+    endpoint: Endpoint,
+    mut upstream: reqwest::Response,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    r: Relay,
+) {
+    let mut meter = Meter::new(endpoint);
+    let mut kept: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    let mut broken = None;
+    let mut client_gone = false;
+    let mut provider_broke = false;
+    loop {
+        match upstream.chunk().await {
+            Ok(Some(chunk)) => {
+                total += chunk.len() as u64;
+                if r.streamed {
+                    meter.push(&chunk);
+                }
+                if !r.streamed || kept.len() < MAX_RECORDED {
+                    // A whole JSON answer is read for its usage: kept up to the body cap.
+                    let room =
+                        if r.streamed { MAX_RECORDED } else { MAX_BODY }.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                if !client_gone && tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    // The client went away: the provider's answer is still read to its end,
+                    // so that what it used is known.
+                    client_gone = true;
+                    broken = Some("the client went away before the end of the answer".to_owned());
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "the provider stopped sending"
+                } else {
+                    "the provider broke off its answer"
+                };
+                broken = Some(why.to_owned());
+                provider_broke = true;
+                let _ = tx.send(Err(std::io::Error::other(why))).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    // An answer broken off by the provider keeps its worst case.
+    let usage = if r.status < 300 && !provider_broke {
+        if r.streamed {
+            meter.finish()
+        } else {
+            Meter::of_body(endpoint, &kept)
+        }
+    } else {
+        None
+    };
+    let mut record = call.record(r.status);
+    record.first_byte = Some(r.first_byte);
+    record.usage = usage;
+    record.response = shared.redacted(&kept);
+    record.response_bytes = total;
+    record.broken = broken;
+    record.counted = settle(&shared, r.reservation, usage);
+    shared.config.events.call(record);
+}
