@@ -147,7 +147,87 @@ pub fn resolve(
         mounts,
         languages: exec.map(|e| e.languages.clone()).unwrap_or_default(),
         secrets,
+        model: agent
+            .and_then(|a| a.spec.model.as_ref().map(|m| (m, a.spec.limits.as_ref())))
+            .map(|(m, limits)| resolve_model(m, limits, &absolute(base_dir, cwd)))
+            .transpose()?,
     })
+}
+
+/// `spec.model` and `spec.limits`: a scripted provider's file relative to the manifest,
+/// the credential's source, the cost in micro-dollars.
+fn resolve_model(
+    model: &crate::Model,
+    limits: Option<&crate::Limits>,
+    base_dir: &Path,
+) -> Result<crate::ModelSpec, PolicyError> {
+    use crate::ModelProvider;
+    let (endpoint, script) = match (model.provider, &model.endpoint) {
+        (ModelProvider::Scripted, Some(path)) => (None, Some(base_dir.join(path))),
+        (ModelProvider::Scripted, None) => {
+            return Err(PolicyError::invalid(
+                "spec.model.endpoint",
+                "the scripted provider needs its file of answers (endpoint: ./answers.yaml)",
+            ))
+        }
+        (_, endpoint) => (endpoint.clone(), None),
+    };
+    let credential = model
+        .credential
+        .as_deref()
+        .map(|c| secret_source("spec.model.credential", c))
+        .transpose()?;
+    if model.provider == ModelProvider::Scripted && credential.is_some() {
+        return Err(PolicyError::invalid(
+            "spec.model.credential",
+            "the scripted provider takes no credential",
+        ));
+    }
+    let max_cost_micros = limits.and_then(|l| l.max_cost_usd).map(|usd| {
+        // Validated finite and at least 0; at most u64::MAX micro-dollars (saturating).
+        let micros = (usd * 1_000_000.0).floor();
+        if micros >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            micros as u64
+        }
+    });
+    Ok(crate::ModelSpec {
+        provider: model.provider,
+        name: model.name.clone(),
+        endpoint,
+        script,
+        credential,
+        max_steps: limits.and_then(|l| l.max_steps),
+        max_tokens: limits.and_then(|l| l.max_tokens),
+        max_cost_micros,
+    })
+}
+
+/// `store://NAME` or `vault://PATH#KEY`, as the source of a secret.
+fn secret_source(field: &str, from: &str) -> Result<SecretSource, PolicyError> {
+    match (from.strip_prefix("store://"), from.strip_prefix("vault://")) {
+        (Some(name), _) => {
+            names::check_identifier(name).map_err(|m| {
+                PolicyError::invalid(field, format!("the store's secret name: {m}"))
+            })?;
+            Ok(SecretSource::Store(name.to_owned()))
+        }
+        (None, Some(rest)) => {
+            names::check_secret_ref(from).map_err(|m| PolicyError::invalid(field, m))?;
+            let (path, key) = rest
+                .split_once('#')
+                .ok_or_else(|| PolicyError::invalid(field, "no #KEY"))?;
+            Ok(SecretSource::Vault {
+                path: path.to_owned(),
+                key: key.to_owned(),
+            })
+        }
+        (None, None) => Err(PolicyError::invalid(
+            field,
+            format!("{} is not store://NAME or vault://PATH#KEY", quote(from)),
+        )),
+    }
 }
 
 /// `capabilities.net` with `--net`, `--allow` and `--deny` applied (the flags' lists add
@@ -258,13 +338,6 @@ fn resolve_command(
 
 fn check_unsupported_manifest(agent: &Agent) -> Result<(), PolicyError> {
     let spec = &agent.spec;
-    if spec.model.is_some() {
-        return Err(PolicyError::unsupported(
-            "spec.model",
-            "the model gateway",
-            "remove spec.model",
-        ));
-    }
     if spec.instructions.is_some() {
         return Err(PolicyError::unsupported(
             "spec.instructions",
@@ -272,11 +345,10 @@ fn check_unsupported_manifest(agent: &Agent) -> Result<(), PolicyError> {
             "remove spec.instructions",
         ));
     }
-    if spec.limits.is_some() {
-        return Err(PolicyError::unsupported(
+    if spec.limits.is_some() && spec.model.is_none() {
+        return Err(PolicyError::invalid(
             "spec.limits",
-            "the built-in loop's limits",
-            "remove spec.limits",
+            "limits a model's use: give spec.model, or remove spec.limits",
         ));
     }
     if let Some(image) = spec.sandbox.as_ref().and_then(|s| s.image.as_deref()) {

@@ -199,6 +199,31 @@ pub struct RunSpec {
     /// Secrets granted (manifest, then `--secret`): resolved at the run's start, each
     /// given to the agent as an environment variable, and to nothing else.
     pub secrets: Vec<SecretGrant>,
+    /// `spec.model`: the model the agent may use through spawn's model gateway, and the
+    /// run's budget for it (`None`: no gateway, and no model endpoint reachable).
+    pub model: Option<ModelSpec>,
+}
+
+/// The model a run may use, as resolved (SPEC §6a).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Whose API.
+    pub provider: crate::ModelProvider,
+    /// The pinned model: every other is refused.
+    pub name: String,
+    /// The provider's base URL (`None`: the provider's own); for `scripted`, never set.
+    pub endpoint: Option<String>,
+    /// The scripted provider's answers (`scripted` only): an absolute path on the host.
+    pub script: Option<PathBuf>,
+    /// Where the real credential comes from (`None`: the provider's usual variable in
+    /// spawn's own environment; the scripted provider needs none).
+    pub credential: Option<SecretSource>,
+    /// `limits.maxSteps`: model calls.
+    pub max_steps: Option<u64>,
+    /// `limits.maxTokens`: tokens in and out, all calls together.
+    pub max_tokens: Option<u64>,
+    /// `limits.maxCostUsd`, in micro-dollars (rounded down).
+    pub max_cost_micros: Option<u64>,
 }
 
 /// A secret granted to the agent.
@@ -252,6 +277,7 @@ impl RunSpec {
             mounts: vec![],
             languages: vec![],
             secrets: vec![],
+            model: None,
         }
     }
 }

@@ -134,8 +134,19 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), PolicyError> {
 fn validate_model(model: &Model) -> Result<(), PolicyError> {
     names::check_model_name(&model.name).map_err(|m| PolicyError::invalid("spec.model.name", m))?;
     if let Some(endpoint) = &model.endpoint {
-        names::check_http_url(endpoint)
-            .map_err(|m| PolicyError::invalid("spec.model.endpoint", m))?;
+        if model.provider == crate::ModelProvider::Scripted {
+            // The scripted provider's file of answers, relative to the manifest.
+            check_text("spec.model.endpoint", endpoint, 4096)?;
+            if endpoint.contains("://") {
+                return Err(PolicyError::invalid(
+                    "spec.model.endpoint",
+                    "the scripted provider's endpoint is a file of answers (a path), not a URL",
+                ));
+            }
+        } else {
+            names::check_http_url(endpoint)
+                .map_err(|m| PolicyError::invalid("spec.model.endpoint", m))?;
+        }
     }
     if let Some(credential) = &model.credential {
         names::check_secret_ref(credential)

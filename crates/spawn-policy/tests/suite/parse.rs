@@ -593,9 +593,17 @@ fn secret_model_and_limit_rules() {
         "spec.model.name: a model name has 1 to 256 characters",
     );
     assert!(parse_agent(&with_spec(
-        "  model: {provider: scripted, name: test, endpoint: \"http://127.0.0.1:8080/v1\"}\n"
+        "  model: {provider: openai, name: test, endpoint: \"http://127.0.0.1:8080/v1\"}\n"
     ))
     .is_ok());
+    assert!(parse_agent(&with_spec(
+        "  model: {provider: scripted, name: test, endpoint: ./answers.yaml}\n"
+    ))
+    .is_ok());
+    assert_err(
+        &with_spec("  model: {provider: scripted, name: x, endpoint: \"https://x\"}\n"),
+        "spec.model.endpoint: the scripted provider's endpoint is a file of answers (a path), not a URL",
+    );
 
     let cases = [
         ("maxSteps: 0", "spec.limits.maxSteps: must be more than 0"),

@@ -60,6 +60,7 @@ fn bare_command_gets_the_defaults() {
             mounts: vec![],
             languages: vec![],
             secrets: vec![],
+            model: None,
         }
     );
     // RunSpec::bare is exactly this resolution.
@@ -164,6 +165,7 @@ fn full_manifest_resolves() {
             ],
             languages: strings(&["python", "bash"]),
             secrets: vec![],
+            model: None,
         }
     );
 }
@@ -441,22 +443,29 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
     let got = resolve_err(Some(&full), &base, &Overrides::default());
     assert_eq!(
         got,
-        "spec.model: the model gateway is not supported yet (remove spec.model)"
-    );
-
-    // Peel the unsupported parts off one at a time; each reveals the next refusal.
-    let mut a = full.clone();
-    a.spec.model = None;
-    assert_eq!(
-        resolve_err(Some(&a), &base, &Overrides::default()),
         "spec.instructions: the built-in agent loop is not supported yet (remove spec.instructions)"
     );
+
+    // Without the built-in loop's instructions, the example is a command agent with a
+    // model and its budget.
+    let mut a = full.clone();
     a.spec.instructions = None;
+    let spec = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap();
     assert_eq!(
-        resolve_err(Some(&a), &base, &Overrides::default()),
-        "spec.limits: the built-in loop's limits is not supported yet (remove spec.limits)"
+        spec.model,
+        Some(spawn_policy::ModelSpec {
+            provider: spawn_policy::ModelProvider::Anthropic,
+            name: "claude-sonnet-4-5".into(),
+            endpoint: Some("https://api.anthropic.com".into()),
+            script: None,
+            credential: Some(SecretSource::Store("ANTHROPIC_API_KEY".into())),
+            max_steps: Some(50),
+            max_tokens: Some(200_000),
+            max_cost_micros: Some(2_000_000),
+        })
     );
     a.spec.limits = None;
+    a.spec.model = None;
     // --net none replaces the policy, and then the example's proxy settings are refused
     // as meaningless, not dropped.
     let net_none = Overrides {
@@ -497,14 +506,6 @@ fn unsupported_manifest_fields() {
         (
             "  capabilities: {exec: {enabled: false}}\n",
             "spec.capabilities.exec.enabled: false is not supported yet",
-        ),
-        (
-            "  limits: {maxSteps: 3}\n",
-            "spec.limits: the built-in loop's limits is not supported yet",
-        ),
-        (
-            "  model: {provider: scripted, name: x}\n",
-            "spec.model: the model gateway is not supported yet",
         ),
     ];
     for (extra, want) in cases {
@@ -925,4 +926,31 @@ fn secrets_choose_env_or_file_and_record_their_hosts() {
         many.join(", ")
     );
     assert!(spawn_policy::parse_agent(&text).is_err());
+}
+
+/// `spec.model` and `spec.limits`, resolved: a scripted provider's file relative to the
+/// manifest, the credential's source, the cost in micro-dollars; what cannot be is refused.
+#[test]
+fn model_and_limits_resolve() {
+    let (_d, base) = tempdir();
+    let a = agent("  model: {provider: scripted, name: m, endpoint: answers.yaml}\n  limits: {maxSteps: 3, maxCostUsd: 0.0000019}\n");
+    let spec = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap();
+    let m = spec.model.unwrap();
+    assert_eq!(m.script, Some(base.join("answers.yaml")));
+    assert_eq!(m.endpoint, None);
+    assert_eq!((m.max_steps, m.max_tokens, m.max_cost_micros), (Some(3), None, Some(1)));
+    let a = agent("  model: {provider: openai, name: gpt-x, credential: \"vault://secret/data/oai#key\"}\n");
+    let m = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap().model.unwrap();
+    assert_eq!(
+        m.credential,
+        Some(SecretSource::Vault { path: "secret/data/oai".into(), key: "key".into() })
+    );
+    for (extra, want) in [
+        ("  limits: {maxSteps: 3}\n", "spec.limits: limits a model's use"),
+        ("  model: {provider: scripted, name: x}\n", "spec.model.endpoint: the scripted provider needs its file"),
+        ("  model: {provider: scripted, name: x, endpoint: a.yaml, credential: \"store://K\"}\n", "spec.model.credential: the scripted provider takes no credential"),
+    ] {
+        let got = resolve_err(Some(&agent(extra)), &base, &Overrides::default());
+        assert!(got.starts_with(want), "{extra}: want {want}\n got {got}");
+    }
 }
