@@ -99,6 +99,24 @@ if ! "$tools/bin/openapi-spec-validator" --version 2>/dev/null | grep -qx "opena
   "$tools/bin/pip" install -q --disable-pip-version-check "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION"
 fi
 
+# The official model SDKs (PyPI, pinned, in a venv of their own under /opt/spawn-tools): the
+# model gateway's tests run command agents that talk to it with `anthropic` and `openai`
+# inside real sandboxes (crates/spawn-cli/tests/suite/model.rs mounts the venv's
+# site-packages read-only into the sandbox). The venv is made from Debian's python3, the
+# interpreter the sandbox sees.
+ANTHROPIC_SDK_VERSION=2.17.0
+OPENAI_SDK_VERSION=3.63.0
+sdks=/opt/spawn-tools/model-sdks
+if ! "$sdks/bin/python" -c "import anthropic, openai, sys; sys.exit(not (anthropic.__version__ == '$ANTHROPIC_SDK_VERSION' and openai.__version__ == '$OPENAI_SDK_VERSION'))" 2>/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: the anthropic $ANTHROPIC_SDK_VERSION and openai $OPENAI_SDK_VERSION SDKs are missing from $sdks; run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing anthropic $ANTHROPIC_SDK_VERSION and openai $OPENAI_SDK_VERSION in $sdks"
+  /usr/bin/python3 -m venv "$sdks"
+  "$sdks/bin/pip" install -q --disable-pip-version-check "anthropic==$ANTHROPIC_SDK_VERSION" "openai==$OPENAI_SDK_VERSION"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
   exit 1

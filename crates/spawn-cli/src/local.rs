@@ -75,6 +75,12 @@ fn ended(finished: &Finished, created_ms: i64) -> EndedRun {
                 (Some(KillReason::OutOfMemory), _) => {
                     Some("the run exceeded its memory limit".into())
                 }
+                (Some(KillReason::Limit), _) => Some(
+                    finished
+                        .stopped
+                        .clone()
+                        .unwrap_or_else(|| "the run reached a limit of its own".into()),
+                ),
                 (_, Some(ExecFailure::NotFound)) => {
                     Some("the command was not found in the sandbox".into())
                 }

@@ -119,10 +119,18 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
         run_id: None,
         agent_id: None,
     })?;
-    if !run.spec().secrets.is_empty() {
+    let model_secret = run
+        .spec()
+        .model
+        .as_ref()
+        .is_some_and(|m| m.credential.is_some());
+    if !run.spec().secrets.is_empty() || run.spec().model.is_some() {
         // spawn holds the values from here on (the relay's redactor, the agent's
-        // environment until the sandbox starts): a crash of spawn leaves no core file.
+        // environment until the sandbox starts, the model's credential for the run's
+        // gateway): a crash of spawn leaves no core file.
         crate::secrets::no_core_files()?;
+    }
+    if !run.spec().secrets.is_empty() || model_secret {
         run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
             home: home.to_owned(),
         }));
@@ -138,8 +146,15 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let code = match &finished.result {
         Ok(report) => {
             report_human(spec, report, &argv0);
+            if let Some(why) = &finished.stopped {
+                eprintln!("spawn: {why}: the run was stopped");
+            }
             if args.json {
-                print_result(&json_result(&finished.run_id, spec, Ok(report)));
+                let mut result = json_result(&finished.run_id, spec, Ok(report));
+                if let Some(why) = &finished.stopped {
+                    result["stopReason"] = json!(why);
+                }
+                print_result(&result);
             }
             u8::try_from(report.exit_code).unwrap_or(EXIT_SPAWN_FAILED)
         }

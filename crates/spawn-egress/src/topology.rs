@@ -66,6 +66,8 @@ pub mod ports {
     pub const TLS: u16 = 3443;
     /// DNS for the sandbox.
     pub const DNS: u16 = 53;
+    /// The run's model gateway (a run with `spec.model` only).
+    pub const GATEWAY: u16 = 3100;
 }
 
 /// How many `/30` blocks the pool has.
@@ -87,16 +89,24 @@ pub struct Routed {
     /// spawn's runtime directory (root's, on tmpfs), where [`crate::forwarding`] keeps
     /// its record.
     pub state_dir: PathBuf,
+    /// The run has a model gateway on the host end ([`ports::GATEWAY`]): the one port of
+    /// the host end reachable besides DNS.
+    pub gateway: bool,
 }
 
 /// What a link's walls let through.
 #[derive(Debug, Clone, Copy)]
 enum Reach {
-    Proxy,
+    Proxy {
+        gateway: bool,
+    },
     Routed {
         resolver: Option<SocketAddrV4>,
         guard: bool,
+        gateway: bool,
     },
+    /// `net: none` with a model: the gateway on the host end, and nothing else.
+    GatewayOnly,
 }
 
 /// A run's network: its namespace, veth pair and host-side filter; all removed on drop.
@@ -210,9 +220,16 @@ fn block_addrs(block: u32) -> (Ipv4Addr, Ipv4Addr) {
 
 impl Link {
     /// Makes the run's namespace and a pair in a free block (starting the search at
-    /// `seed`), configures both ends and installs both filters: a proxied link.
-    pub fn create(seed: u32) -> Result<Link, EgressError> {
-        Link::make(seed, Reach::Proxy)
+    /// `seed`), configures both ends and installs both filters: a proxied link (and the
+    /// model gateway's port on the host end when `gateway`).
+    pub fn create(seed: u32, gateway: bool) -> Result<Link, EgressError> {
+        Link::make(seed, Reach::Proxy { gateway })
+    }
+
+    /// As [`Link::create`], for a run without a network (`net: none`) that has a model
+    /// gateway: its port on the host end is the only destination besides loopback.
+    pub fn gateway_only(seed: u32) -> Result<Link, EgressError> {
+        Link::make(seed, Reach::GatewayOnly)
     }
 
     /// As [`Link::create`], for a routed link (`net: full`): IPv4 forwarding is turned on
@@ -224,6 +241,7 @@ impl Link {
             Reach::Routed {
                 resolver: routed.resolver,
                 guard,
+                gateway: routed.gateway,
             },
         )
     }
@@ -295,10 +313,13 @@ impl Link {
             );
         };
         let rules = match reach {
-            Reach::Proxy => host_ruleset(&host_if, host, sandbox),
-            Reach::Routed { resolver, guard } => {
-                routed_host_ruleset(&host_if, host, sandbox, resolver, guard)
-            }
+            Reach::Proxy { gateway } => host_ruleset(&host_if, host, sandbox, gateway),
+            Reach::Routed {
+                resolver,
+                guard,
+                gateway,
+            } => routed_host_ruleset(&host_if, host, sandbox, resolver, guard, gateway),
+            Reach::GatewayOnly => gateway_host_ruleset(&host_if, host, sandbox),
         };
         if let Err(e) = host_filter(&mut filter, &host_if, &rules) {
             delete();
@@ -345,8 +366,11 @@ impl Link {
             "configure the sandbox end",
         )?;
         let inside = match reach {
-            Reach::Proxy => ruleset(host, sandbox),
-            Reach::Routed { resolver, .. } => routed_ruleset(host, sandbox, resolver.is_some()),
+            Reach::Proxy { gateway } => ruleset(host, sandbox, gateway),
+            Reach::Routed {
+                resolver, gateway, ..
+            } => routed_ruleset(host, sandbox, resolver.is_some(), gateway),
+            Reach::GatewayOnly => gateway_ruleset(host, sandbox),
         };
         run(
             Command::new("nsenter").args([enter.as_str(), "nft", "-f", "-"]),
@@ -483,16 +507,27 @@ fn wait_for_listing(out: &ChildStdout, err: &ChildStderr, head: &str) -> Result<
     }
 }
 
+/// The ports of the host end a proxied link reaches (the gateway's too, when it has one).
+fn proxied_ports(gateway: bool) -> String {
+    use ports::{DNS, GATEWAY, HTTP, PROXY, TLS};
+    if gateway {
+        format!("{PROXY}, {HTTP}, {TLS}, {DNS}, {GATEWAY}")
+    } else {
+        format!("{PROXY}, {HTTP}, {TLS}, {DNS}")
+    }
+}
+
 /// The host-side filter of the link `host_if`, as nft commands (one per line).
-pub fn host_ruleset(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
-    use ports::{DNS, HTTP, PROXY, TLS};
+pub fn host_ruleset(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr, gateway: bool) -> String {
+    use ports::{DNS, HTTP, TLS};
     let t = format!("spawn-{host_if}");
+    let tcp = proxied_ports(gateway);
     format!(
         "add table netdev {t} {{ flags owner; }}
 add chain netdev {t} ingress {{ type filter hook ingress device \"{host_if}\" priority -500; policy drop; }}
 add rule netdev {t} ingress meta protocol arp arp saddr ip {sandbox} accept
 add rule netdev {t} ingress meta protocol ip ip saddr != {sandbox} drop
-add rule netdev {t} ingress meta protocol ip ip daddr {host} tcp dport {{ {PROXY}, {HTTP}, {TLS}, {DNS} }} accept
+add rule netdev {t} ingress meta protocol ip ip daddr {host} tcp dport {{ {tcp} }} accept
 add rule netdev {t} ingress meta protocol ip ip daddr {host} udp dport {DNS} accept
 add rule netdev {t} ingress meta protocol ip ip daddr != {host} tcp dport {{ 80, 443 }} accept
 add rule netdev {t} ingress meta protocol ip meta l4proto tcp reject with tcp reset
@@ -512,8 +547,9 @@ add rule ip {t} forward oifname \"{host_if}\" drop
 /// 80/443 anywhere is redirected there), only from the sandbox's own address (the proxy
 /// knows a run by it), loopback free, nothing in but replies, IPv6 not at all. Rejections
 /// are immediate (RST / ICMP), so a program fails fast, not by timeout.
-pub fn ruleset(host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
-    use ports::{DNS, HTTP, PROXY, TLS};
+pub fn ruleset(host: Ipv4Addr, sandbox: Ipv4Addr, gateway: bool) -> String {
+    use ports::{DNS, HTTP, TLS};
+    let tcp = proxied_ports(gateway);
     format!(
         "table inet spawn {{
   chain nat_out {{
@@ -527,8 +563,54 @@ pub fn ruleset(host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
     type filter hook output priority 0; policy drop;
     oif \"lo\" accept
     ip saddr != {sandbox} drop
-    ip daddr {host} tcp dport {{ {PROXY}, {HTTP}, {TLS}, {DNS} }} accept
+    ip daddr {host} tcp dport {{ {tcp} }} accept
     ip daddr {host} udp dport {DNS} accept
+    meta l4proto tcp reject with tcp reset
+    reject
+  }}
+  chain in {{
+    type filter hook input priority 0; policy drop;
+    iif \"lo\" accept
+    ct state established,related accept
+  }}
+}}
+"
+    )
+}
+
+/// The host-side filter of a gateway-only link (`net: none` with a model): from the
+/// sandbox's address to the gateway's port on the host end, and nothing else; nothing
+/// forwarded either way.
+pub fn gateway_host_ruleset(host_if: &str, host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
+    use ports::GATEWAY;
+    let t = format!("spawn-{host_if}");
+    format!(
+        "add table netdev {t} {{ flags owner; }}
+add chain netdev {t} ingress {{ type filter hook ingress device \"{host_if}\" priority -500; policy drop; }}
+add rule netdev {t} ingress meta protocol arp arp saddr ip {sandbox} accept
+add rule netdev {t} ingress meta protocol ip ip saddr != {sandbox} drop
+add rule netdev {t} ingress meta protocol ip ip daddr {host} tcp dport {GATEWAY} accept
+add rule netdev {t} ingress meta protocol ip meta l4proto tcp reject with tcp reset
+add rule netdev {t} ingress meta protocol ip reject
+add table ip {t} {{ flags owner; }}
+add chain ip {t} forward {{ type filter hook forward priority -300; policy accept; }}
+add rule ip {t} forward iifname \"{host_if}\" drop
+add rule ip {t} forward oifname \"{host_if}\" drop
+"
+    )
+}
+
+/// The sandbox namespace's filter on a gateway-only link: loopback, and the gateway's
+/// port on the host end; nothing in but replies; rejections immediate.
+pub fn gateway_ruleset(host: Ipv4Addr, sandbox: Ipv4Addr) -> String {
+    use ports::GATEWAY;
+    format!(
+        "table inet spawn {{
+  chain out {{
+    type filter hook output priority 0; policy drop;
+    oif \"lo\" accept
+    ip saddr != {sandbox} drop
+    ip daddr {host} tcp dport {GATEWAY} accept
     meta l4proto tcp reject with tcp reset
     reject
   }}
@@ -552,8 +634,10 @@ pub fn routed_host_ruleset(
     sandbox: Ipv4Addr,
     resolver: Option<SocketAddrV4>,
     guard: bool,
+    gateway: bool,
 ) -> String {
     let t = format!("spawn-{host_if}");
+    let model = format!("ip daddr {host} tcp dport {}", ports::GATEWAY);
     let dns = format!(
         "ip daddr {host} meta l4proto {{ tcp, udp }} th dport {}",
         ports::DNS
@@ -568,6 +652,9 @@ add rule netdev {t} ingress meta protocol ip ip saddr != {sandbox} drop
     if resolver.is_some() {
         r += &format!("add rule netdev {t} ingress meta protocol ip {dns} accept\n");
     }
+    if gateway {
+        r += &format!("add rule netdev {t} ingress meta protocol ip {model} accept\n");
+    }
     r += &format!(
         "add rule netdev {t} ingress meta protocol ip ip daddr {{ {NEVER_ROUTED} }} meta l4proto tcp reject with tcp reset
 add rule netdev {t} ingress meta protocol ip ip daddr {{ {NEVER_ROUTED} }} reject
@@ -578,6 +665,9 @@ add chain ip {t} local {{ type filter hook prerouting priority -300; policy acce
     );
     if resolver.is_some() {
         r += &format!("add rule ip {t} local iifname \"{host_if}\" {dns} accept\n");
+    }
+    if gateway {
+        r += &format!("add rule ip {t} local iifname \"{host_if}\" {model} accept\n");
     }
     r += &format!(
         "add rule ip {t} local iifname \"{host_if}\" fib daddr type {{ local, broadcast, anycast, multicast }} meta l4proto tcp reject with tcp reset
@@ -615,8 +705,8 @@ add rule ip {t} guard {}
 /// routed link never reaches (DNS to the host end excepted, when the run has it), only
 /// from the sandbox's own address, loopback free, nothing in but replies, IPv6 not at all.
 /// The host's own addresses are the host end's business: the namespace cannot know them.
-pub fn routed_ruleset(host: Ipv4Addr, sandbox: Ipv4Addr, dns: bool) -> String {
-    let dns = if dns {
+pub fn routed_ruleset(host: Ipv4Addr, sandbox: Ipv4Addr, dns: bool, gateway: bool) -> String {
+    let mut dns = if dns {
         format!(
             "ip daddr {host} meta l4proto {{ tcp, udp }} th dport {} accept\n    ",
             ports::DNS
@@ -624,6 +714,9 @@ pub fn routed_ruleset(host: Ipv4Addr, sandbox: Ipv4Addr, dns: bool) -> String {
     } else {
         String::new()
     };
+    if gateway {
+        dns += &format!("ip daddr {host} tcp dport {} accept\n    ", ports::GATEWAY);
+    }
     format!(
         "table inet spawn {{
   chain out {{
@@ -663,9 +756,86 @@ mod tests {
         );
     }
 
+    /// With a model gateway, its port on the host end is reachable in every kind of link,
+    /// and in a gateway-only link nothing else is; nftables accepts every ruleset.
+    #[test]
+    fn a_gateway_opens_its_port_on_the_host_end_only() {
+        let (h, sb) = (Ipv4Addr::new(10, 201, 0, 5), Ipv4Addr::new(10, 201, 0, 6));
+        let check = |r: &str| {
+            run(
+                Command::new("nft").args(["-c", "-f", "-"]),
+                r,
+                "check the ruleset",
+            )
+            .expect("nft accepts the ruleset (make test installs nftables)");
+        };
+        let proxied = ruleset(h, sb, true);
+        assert!(
+            proxied.contains("ip daddr 10.201.0.5 tcp dport { 3128, 3180, 3443, 53, 3100 } accept"),
+            "{proxied}"
+        );
+        check(&proxied);
+        assert!(host_ruleset("spw1", h, sb, true).contains("3443, 53, 3100 }"));
+        let routed = routed_ruleset(h, sb, true, true);
+        let gw = routed
+            .find("ip daddr 10.201.0.5 tcp dport 3100 accept")
+            .expect("gateway");
+        let never = routed.find("ip daddr { 0.0.0.0/8").expect("never routed");
+        assert!(gw < never, "{routed}");
+        check(&routed);
+        let routed_host = routed_host_ruleset("spw1", h, sb, None, false, true);
+        let gw = routed_host
+            .find("ingress meta protocol ip ip daddr 10.201.0.5 tcp dport 3100 accept")
+            .expect("gateway");
+        assert!(
+            gw < routed_host.find("daddr { 0.0.0.0/8").expect("never"),
+            "{routed_host}"
+        );
+        let local = routed_host
+            .find("local iifname \"spw1\" ip daddr 10.201.0.5 tcp dport 3100 accept")
+            .expect("local");
+        assert!(
+            local < routed_host.find("fib daddr type").expect("fib"),
+            "{routed_host}"
+        );
+        // Gateway only: that port, loopback, replies; nothing else accepted.
+        let only = gateway_ruleset(h, sb);
+        check(&only);
+        let accepts: Vec<&str> = only
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.ends_with("accept"))
+            .collect();
+        assert_eq!(
+            accepts,
+            [
+                "oif \"lo\" accept",
+                "ip daddr 10.201.0.5 tcp dport 3100 accept",
+                "iif \"lo\" accept",
+                "ct state established,related accept"
+            ]
+        );
+        let host_only = gateway_host_ruleset("spw1", h, sb);
+        let accepts: Vec<&str> = host_only
+            .lines()
+            .filter(|l| l.ends_with("accept"))
+            .collect();
+        assert_eq!(accepts.len(), 2, "{host_only}");
+        assert!(accepts[1].ends_with("ip daddr 10.201.0.5 tcp dport 3100 accept"));
+        assert!(!host_only.contains("dnat"));
+    }
+
     #[test]
     fn the_filter_names_only_the_host_end() {
-        let r = ruleset(Ipv4Addr::new(10, 201, 0, 5), Ipv4Addr::new(10, 201, 0, 6));
+        let r = ruleset(
+            Ipv4Addr::new(10, 201, 0, 5),
+            Ipv4Addr::new(10, 201, 0, 6),
+            false,
+        );
+        assert!(
+            !r.contains("3100"),
+            "no gateway port without a gateway: {r}"
+        );
         assert!(r.contains("policy drop") && r.contains("10.201.0.5:3443"));
         // Every address accepted is the host end's.
         for line in r.lines().filter(|l| l.contains("daddr")) {
@@ -686,7 +856,7 @@ mod tests {
     fn a_routed_link_walls_off_the_host_and_passes_only_dns_to_its_resolver() {
         let (h, sb) = (Ipv4Addr::new(10, 201, 0, 5), Ipv4Addr::new(10, 201, 0, 6));
         let resolver = Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53));
-        let r = routed_host_ruleset("spw1", h, sb, resolver, true);
+        let r = routed_host_ruleset("spw1", h, sb, resolver, true, false);
         let line = |needle: &str| {
             r.lines()
                 .position(|l| l.contains(needle))
@@ -725,13 +895,13 @@ mod tests {
             r.matches("flags owner").count()
         );
 
-        let bare = routed_host_ruleset("spw1", h, sb, None, false);
+        let bare = routed_host_ruleset("spw1", h, sb, None, false, false);
         for absent in ["dport 53", "dnat", "spw*"] {
             assert!(!bare.contains(absent), "{absent}: {bare}");
         }
 
         for dns in [true, false] {
-            let inside = routed_ruleset(h, sb, dns);
+            let inside = routed_ruleset(h, sb, dns, false);
             assert_eq!(inside.contains("dport 53 accept"), dns, "{inside}");
             assert!(inside.contains("meta nfproto ipv6 reject"), "{inside}");
             run(

@@ -160,22 +160,6 @@ impl Budget {
         })
     }
 
-    /// The first limit reached by what is settled, as the refusal the next call would get.
-    pub fn reached_limit(&self) -> Option<Exhausted> {
-        let which = self.reached()?;
-        let c = self.counts();
-        let (limit, used) = match which {
-            Which::Steps => (self.limits.steps, c.steps),
-            Which::Tokens => (self.limits.tokens, c.tokens),
-            Which::Cost => (self.limits.cost_micros, c.cost),
-        };
-        Some(Exhausted {
-            which,
-            limit: limit.unwrap_or(0),
-            used,
-        })
-    }
-
     /// The limits.
     pub fn limits(&self) -> Limits {
         self.limits

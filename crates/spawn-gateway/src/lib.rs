@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod credential;
 pub mod errors;
+pub mod prices;
 pub mod request;
 pub mod scripted;
 pub mod server;

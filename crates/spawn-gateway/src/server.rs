@@ -97,8 +97,8 @@ pub struct CallRecord {
 pub trait Events: Send + Sync {
     /// A call is over (answered, refused or failed).
     fn call(&self, record: CallRecord);
-    /// The budget is spent (a call was refused for it, or what was used reached a limit):
-    /// the run must stop.
+    /// The budget is spent: a call was refused because it could take the run past a
+    /// limit. The run must stop.
     fn exhausted(&self, why: Exhausted);
 }
 
@@ -490,12 +490,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
             forward(
                 shared.clone(),
                 call,
-                endpoint,
-                &parts,
-                body,
-                base,
-                credential,
-                reservation,
+                Outgoing {
+                    endpoint,
+                    parts: &parts,
+                    body,
+                    base,
+                    credential,
+                    reservation,
+                },
             )
             .await
         }
@@ -519,10 +521,9 @@ fn settle(
         ),
         None => reservation.held(),
     };
+    // A limit reached is not yet a stop: the agent has its answer to use. Its next call
+    // is refused, and that stops the run.
     reservation.settle(tokens, cost);
-    if let Some(why) = shared.config.budget.reached_limit() {
-        shared.config.events.exhausted(why);
-    }
     (tokens, cost)
 }
 
@@ -604,17 +605,25 @@ pub fn upstream_url(base: &str, path: &str) -> String {
     format!("{base}{path}")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    shared: Arc<Shared>,
-    call: Call,
+/// A call on its way to the provider.
+struct Outgoing<'a> {
     endpoint: Endpoint,
-    parts: &hyper::http::request::Parts,
+    parts: &'a hyper::http::request::Parts,
     body: Vec<u8>,
-    base: &str,
-    credential: &Zeroizing<String>,
+    base: &'a str,
+    credential: &'a Zeroizing<String>,
     reservation: Option<crate::budget::Reservation>,
-) -> Response<Body> {
+}
+
+async fn forward(shared: Arc<Shared>, call: Call, out: Outgoing<'_>) -> Response<Body> {
+    let Outgoing {
+        endpoint,
+        parts,
+        body,
+        base,
+        credential,
+        reservation,
+    } = out;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = upstream_url(base, path);
     let mut headers = reqwest::header::HeaderMap::new();

@@ -183,15 +183,7 @@ fn resolve_model(
             "the scripted provider takes no credential",
         ));
     }
-    let max_cost_micros = limits.and_then(|l| l.max_cost_usd).map(|usd| {
-        // Validated finite and at least 0; at most u64::MAX micro-dollars (saturating).
-        let micros = (usd * 1_000_000.0).floor();
-        if micros >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            micros as u64
-        }
-    });
+    let max_cost_micros = limits.and_then(|l| l.max_cost_usd).map(usd_to_micros);
     Ok(crate::ModelSpec {
         provider: model.provider,
         name: model.name.clone(),
@@ -202,6 +194,13 @@ fn resolve_model(
         max_tokens: limits.and_then(|l| l.max_tokens),
         max_cost_micros,
     })
+}
+
+/// Dollars (validated finite and at least 0) as whole micro-dollars, rounded down (a
+/// limit errs on spending less); `as` saturates past `u64::MAX`.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn usd_to_micros(usd: f64) -> u64 {
+    (usd * 1_000_000.0).floor().max(0.0) as u64
 }
 
 /// `store://NAME` or `vault://PATH#KEY`, as the source of a secret.

@@ -35,6 +35,8 @@ pub(crate) struct EgressNetwork {
     link: Link,
     /// The run's registration with the proxy: closing it drops the run.
     registration: Mutex<Option<UnixStream>>,
+    /// The run has a model gateway on the link's host end.
+    gateway: bool,
 }
 
 impl EgressNetwork {
@@ -46,8 +48,9 @@ impl EgressNetwork {
         principal: Principal,
         audit_limits: Limits,
         redact: Vec<GrantedValue>,
+        gateway: bool,
     ) -> Result<EgressNetwork> {
-        let link = Link::create(link_seed(run_id)).net("make the run's network link")?;
+        let link = Link::create(link_seed(run_id), gateway).net("make the run's network link")?;
         let nameserver = match std::env::var("SPAWN_EGRESS_NAMESERVER") {
             Ok(ns) => Some(
                 ns.parse::<SocketAddr>()
@@ -97,6 +100,7 @@ impl EgressNetwork {
                     return Ok(EgressNetwork {
                         link,
                         registration: Mutex::new(Some(conn)),
+                        gateway,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -220,6 +224,17 @@ impl spawn_sandbox::Network for EgressNetwork {
 
     fn namespace(&self) -> PathBuf {
         self.link.namespace()
+    }
+
+    fn gateway(&self) -> Option<SocketAddr> {
+        self.gateway
+            .then(|| SocketAddr::from((self.link.host, ports::GATEWAY)))
+    }
+}
+
+impl crate::RunNetwork for EgressNetwork {
+    fn sandbox_address(&self) -> Option<std::net::IpAddr> {
+        Some(self.link.sandbox.into())
     }
 }
 

@@ -20,6 +20,10 @@ pub enum RunError {
     /// A granted secret could not be had: the run does not start.
     #[error("{0}")]
     Secrets(String),
+    /// The run's model gateway could not be set up (its credential, script, price or
+    /// listener): the run does not start.
+    #[error("{0}")]
+    Gateway(String),
     /// Another of these whose text quoted a granted secret: that text, redacted.
     #[error("{0}")]
     Redacted(String),

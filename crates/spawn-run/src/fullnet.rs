@@ -22,11 +22,61 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 #[derive(Debug)]
 pub(crate) struct FullNetwork {
     link: Link,
+    gateway: bool,
+}
+
+/// The network of a run without one (`net: none`) that has a model gateway: a link whose
+/// only destination is the gateway's port on its host end.
+#[derive(Debug)]
+pub(crate) struct GatewayNetwork {
+    link: Link,
+}
+
+impl GatewayNetwork {
+    pub(crate) fn start(run_id: &str) -> Result<GatewayNetwork> {
+        let link = Link::gateway_only(crate::egress::link_seed(run_id))
+            .net("make the run's link to its model gateway")?;
+        Ok(GatewayNetwork { link })
+    }
+}
+
+impl spawn_sandbox::Network for GatewayNetwork {
+    fn nameserver(&self) -> Ipv4Addr {
+        self.link.host
+    }
+
+    fn proxy(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    fn namespace(&self) -> PathBuf {
+        self.link.namespace()
+    }
+
+    fn gateway(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::from((self.link.host, ports::GATEWAY)))
+    }
+}
+
+impl crate::RunNetwork for GatewayNetwork {
+    fn sandbox_address(&self) -> Option<std::net::IpAddr> {
+        Some(self.link.sandbox.into())
+    }
+}
+
+impl crate::RunNetwork for FullNetwork {
+    fn sandbox_address(&self) -> Option<std::net::IpAddr> {
+        Some(self.link.sandbox.into())
+    }
 }
 
 impl FullNetwork {
     /// Makes the run's routed link (turning IPv4 forwarding on, guarded, if it is off).
-    pub(crate) fn start(run_id: &str, warn: &mut dyn FnMut(&str)) -> Result<FullNetwork> {
+    pub(crate) fn start(
+        run_id: &str,
+        warn: &mut dyn FnMut(&str),
+        gateway: bool,
+    ) -> Result<FullNetwork> {
         let resolver = resolver()?;
         if resolver.is_none() {
             warn(&format!(
@@ -40,10 +90,11 @@ impl FullNetwork {
             &Routed {
                 resolver,
                 state_dir,
+                gateway,
             },
         )
         .net("make the run's network link")?;
-        Ok(FullNetwork { link })
+        Ok(FullNetwork { link, gateway })
     }
 }
 
@@ -87,6 +138,11 @@ impl spawn_sandbox::Network for FullNetwork {
 
     fn namespace(&self) -> PathBuf {
         self.link.namespace()
+    }
+
+    fn gateway(&self) -> Option<SocketAddr> {
+        self.gateway
+            .then(|| SocketAddr::from((self.link.host, ports::GATEWAY)))
     }
 }
 

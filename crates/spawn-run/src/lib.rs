@@ -27,6 +27,7 @@ mod egress;
 pub mod egress_config;
 mod error;
 mod fullnet;
+mod gateway;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use spawn_sandbox::{Observer, Report, RunOptions, SecretEnv};
 
 use egress_config::GrantedValue;
 pub use error::RunError;
+pub use gateway::{credential_variable, exhausted_reason};
 
 /// What `net: full` means, said at start and recorded in the audit log.
 pub const FULL_NET_WARNING: &str = "net policy full gives the agent direct network access, \
@@ -81,6 +83,7 @@ pub enum RunState {
 pub struct Run {
     spec: RunSpec,
     run_id: String,
+    home: PathBuf,
     auditor: Auditor,
     limits: Limits,
     resolver: Option<Box<dyn SecretResolver>>,
@@ -113,6 +116,8 @@ pub struct Finished {
     pub result: Result<Report, RunError>,
     /// Part of the run's audit trail could not be written (the run itself went on).
     pub audit_failed: Option<String>,
+    /// Why the run was stopped by a limit of its own (its model budget), if it was.
+    pub stopped: Option<String>,
 }
 
 impl Finished {
@@ -166,6 +171,7 @@ impl Run {
             limiter: Limiter::new(audit_limits),
             on_started: OnStarted(None),
             redactor: None,
+            gateway: GatewayState::None,
         };
         let argv0 = spec.command.first().cloned().unwrap_or_default();
         let start = auditor
@@ -219,6 +225,7 @@ impl Run {
         Ok(Run {
             spec,
             run_id,
+            home,
             auditor,
             limits: audit_limits,
             resolver: None,
@@ -273,6 +280,7 @@ impl Run {
         let Run {
             spec,
             run_id,
+            home,
             mut auditor,
             limits,
             mut resolver,
@@ -280,30 +288,93 @@ impl Run {
         // The network (and the proxy's account of it) lasts until the run's stop is on
         // record, as it did for the CLI.
         let mut options = None;
-        let secret_env = resolve_secrets(&spec, &mut resolver, &mut auditor);
+        let mut stop = None;
+        let secret_env = resolve_secrets(&spec, &mut resolver, &mut auditor).and_then(
+            |(secret_env, mut granted)| {
+                let credential = model_credential(&spec, &mut resolver, &mut auditor)?;
+                if let Some(c) = &credential {
+                    // Never given to the agent; redacted wherever it might show.
+                    granted.push(GrantedValue {
+                        name: "MODEL_CREDENTIAL".into(),
+                        value: zeroize::Zeroizing::new(c.as_bytes().to_vec()),
+                    });
+                }
+                Ok((secret_env, granted, credential))
+            },
+        );
         drop(resolver);
-        let result = secret_env.and_then(|(secret_env, granted)| {
+        let result = secret_env.and_then(|(mut secret_env, granted, credential)| {
             let redactor = redactor_of(&granted)?;
             // From here on, every event of the run's, and the output, is redacted.
             auditor.redactor.clone_from(&redactor);
             let network = network(&spec, &run_id, &auditor, limits, granted, warn)?;
+            // The model gateway, listening on the host end of the run's link; served once
+            // the sandbox exists.
+            let mut run_spec = std::borrow::Cow::Borrowed(&spec);
+            if let Some(model) = &spec.model {
+                let address = network
+                    .as_ref()
+                    .and_then(|n| n.gateway())
+                    .ok_or_else(|| RunError::Gateway("the run's link has no gateway address".into()))?;
+                let prices = spawn_gateway::prices::Prices::load(&home).map_err(RunError::Gateway)?;
+                let prepared = gateway::prepare(
+                    model,
+                    credential,
+                    address,
+                    network.as_ref().and_then(|n| n.sandbox_address()),
+                    gateway::Recording {
+                        audit_dir: auditor.dir.clone(),
+                        trace_dir: home.join("traces"),
+                        principal: auditor.principal.clone(),
+                        trace_id: run_id.clone(),
+                        limits,
+                        redactor: redactor.clone(),
+                    },
+                    &prices,
+                )?;
+                let mut with_env = spec.clone();
+                with_env.env.retain(|(k, _)| !prepared.env.iter().any(|(n, _)| n == k));
+                with_env.env.extend(prepared.env.iter().cloned());
+                run_spec = std::borrow::Cow::Owned(with_env);
+                if let Some(s) = secret_env
+                    .iter()
+                    .find(|s| prepared.secret_env.iter().any(|p| p.name() == s.name()))
+                {
+                    return Err(RunError::Gateway(format!(
+                        "secret {} would be the model's real key in the sandbox: with spec.model the agent gets a placeholder in that variable, and the gateway holds the key (give it as spec.model.credential)",
+                        s.name()
+                    )));
+                }
+                let mut prepared = prepared;
+                secret_env.append(&mut prepared.secret_env);
+                stop = Some(prepared.stop.clone());
+                auditor.gateway = GatewayState::Prepared(Box::new(prepared));
+            }
             let options = options.insert(RunOptions {
                 run_id: run_id.clone(),
-                network,
+                network: network.map(|n| n as Arc<dyn spawn_sandbox::Network>),
                 secret_env: Arc::new(secret_env),
                 redactor,
+                stop: stop.clone(),
             });
+            let spec = run_spec.as_ref();
             match spec.runtime {
                 RuntimeKind::Container => {
-                    spawn_sandbox::container::run(&spec, options, &mut auditor)
+                    spawn_sandbox::container::run(spec, options, &mut auditor)
                 }
                 RuntimeKind::Gvisor => {
-                    spawn_sandbox::container::run_gvisor(&spec, options, &mut auditor)
+                    spawn_sandbox::container::run_gvisor(spec, options, &mut auditor)
                 }
-                _ => spawn_sandbox::run(&spec, options, &mut auditor),
+                _ => spawn_sandbox::run(spec, options, &mut auditor),
             }
             .map_err(RunError::from)
         });
+        // The gateway stops serving (calls in flight are cut off) before the run's end is
+        // recorded; what it could not record is the run's audit failure.
+        if let Some(failed) = std::mem::take(&mut auditor.gateway).finish() {
+            auditor.failed.get_or_insert(failed);
+        }
+        let stopped = stop.and_then(|s| s.reason());
         // An error's text may quote what the agent wrote or named.
         let result = match &auditor.redactor {
             Some(r) => result.map_err(|e| redacted_error(e, r)),
@@ -347,6 +418,7 @@ impl Run {
             spec,
             result,
             audit_failed: auditor.failed,
+            stopped,
         }
     }
 }
@@ -446,6 +518,91 @@ fn resolve_secrets(
     }
 }
 
+/// The model's real credential (`spec.model`): from the front end's store or Vault
+/// (`spec.model.credential`, an `agent.secret.access` event), else the provider's usual
+/// variable in spawn's own environment. Never given to the sandbox. `None` for the scripted
+/// provider or a run without a model.
+fn model_credential(
+    spec: &RunSpec,
+    resolver: &mut Option<Box<dyn SecretResolver>>,
+    auditor: &mut Auditor,
+) -> Result<Option<zeroize::Zeroizing<String>>, RunError> {
+    let Some(model) = &spec.model else {
+        return Ok(None);
+    };
+    if model.provider == spawn_policy::ModelProvider::Scripted {
+        return Ok(None);
+    }
+    let text = |v: &[u8]| -> Result<zeroize::Zeroizing<String>, String> {
+        let s = std::str::from_utf8(v).map_err(|_| "it is not UTF-8 text".to_owned())?;
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("it is empty or holds spaces or control characters".into());
+        }
+        Ok(zeroize::Zeroizing::new(s.to_owned()))
+    };
+    let Some(source) = &model.credential else {
+        let var = gateway::credential_variable(model.provider);
+        return match std::env::var_os(var) {
+            Some(v) => text(v.as_encoded_bytes()).map(Some).map_err(|e| {
+                RunError::Gateway(format!("the model's credential in {var}: {e}"))
+            }),
+            None => Err(RunError::Gateway(format!(
+                "no credential for the model: set {var} in spawn's environment, or give spec.model.credential (store://NAME or vault://PATH#KEY)"
+            ))),
+        };
+    };
+    let Some(resolver) = resolver.as_mut() else {
+        return Err(RunError::Secrets(
+            "spec.model.credential names a secret, and what started this run has no way to resolve it".into(),
+        ));
+    };
+    let grant = SecretGrant {
+        env: "spec.model.credential".into(),
+        source: source.clone(),
+        delivery: spawn_policy::SecretDelivery::Env,
+        hosts: Vec::new(),
+    };
+    let got = resolver
+        .resolve(&spec.namespace, std::slice::from_ref(&grant))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err("no value was given for it".into()))
+        .and_then(|v| text(&v));
+    let name = match source {
+        spawn_policy::SecretSource::Store(name) => name.clone(),
+        spawn_policy::SecretSource::Vault { path, key } => format!("{path}#{key}"),
+    };
+    let mut event = auditor
+        .event(
+            EventType::AgentSecretAccess,
+            "secret",
+            &name,
+            "resolve",
+            if got.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Error
+            },
+        )
+        .with_detail("source", source.to_string())
+        .with_detail("namespace", spec.namespace.clone())
+        .with_detail("for", "model gateway (never given to the agent)");
+    match got {
+        Ok(v) => {
+            auditor.start.push(event);
+            Ok(Some(v))
+        }
+        Err(e) => {
+            event = event.with_detail("error", e.clone());
+            auditor.emit(event);
+            Err(RunError::Secrets(format!(
+                "the model's credential ({source}) could not be resolved: {e}"
+            )))
+        }
+    }
+}
+
 /// `e`, or its text redacted when that quotes a granted value.
 fn redacted_error(e: RunError, r: &Redactor) -> RunError {
     let text = e.to_string();
@@ -482,10 +639,14 @@ fn network(
     limits: Limits,
     granted: Vec<GrantedValue>,
     warn: &mut dyn FnMut(&str),
-) -> Result<Option<Arc<dyn spawn_sandbox::Network>>, RunError> {
+) -> Result<Option<Arc<dyn RunNetwork>>, RunError> {
+    let gateway = spec.model.is_some();
     Ok(match spec.net.policy {
+        NetPolicy::None if gateway => Some(Arc::new(fullnet::GatewayNetwork::start(run_id)?)),
         NetPolicy::None => None,
-        NetPolicy::Full => Some(Arc::new(fullnet::FullNetwork::start(run_id, warn)?)),
+        NetPolicy::Full => Some(Arc::new(fullnet::FullNetwork::start(
+            run_id, warn, gateway,
+        )?)),
         NetPolicy::Restricted | NetPolicy::EgressOnly => {
             Some(Arc::new(egress::EgressNetwork::start(
                 &spec.net,
@@ -494,9 +655,50 @@ fn network(
                 auditor.principal.clone(),
                 limits,
                 granted,
+                gateway,
             )?))
         }
     })
+}
+
+/// A run's network as the run sees it: the sandbox's, and the sandbox end's address (the
+/// only peer the gateway serves).
+pub(crate) trait RunNetwork: spawn_sandbox::Network {
+    fn sandbox_address(&self) -> Option<std::net::IpAddr>;
+}
+
+/// The run's gateway through its life.
+#[derive(Default)]
+enum GatewayState {
+    #[default]
+    None,
+    /// Listening; served once the sandbox exists.
+    Prepared(Box<gateway::Prepared>),
+    Serving(gateway::Serving),
+    /// It could not be served: the run was stopped.
+    Failed(String),
+}
+
+impl std::fmt::Debug for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GatewayState::None => "None",
+            GatewayState::Prepared(_) => "Prepared",
+            GatewayState::Serving(_) => "Serving",
+            GatewayState::Failed(_) => "Failed",
+        })
+    }
+}
+
+impl GatewayState {
+    /// Stops serving; what could not be recorded, if anything.
+    fn finish(self) -> Option<String> {
+        match self {
+            GatewayState::None | GatewayState::Prepared(_) => None,
+            GatewayState::Serving(s) => s.finish(),
+            GatewayState::Failed(e) => Some(e),
+        }
+    }
 }
 
 /// Writes audit events as the run goes; a failed append is reported, never silent.
@@ -517,6 +719,8 @@ struct Auditor {
     on_started: OnStarted,
     /// The granted secrets, redacted from every event written once they are resolved.
     redactor: Option<Arc<Redactor>>,
+    /// The run's model gateway.
+    gateway: GatewayState,
 }
 
 /// The front end's [`Run::on_started`].
@@ -630,6 +834,18 @@ impl Observer for Auditor {
     }
 
     fn started(&mut self, _host_pid: i32, _host_uid: u32) {
+        // The sandbox exists: threads are allowed from here on.
+        if let GatewayState::Prepared(prepared) = std::mem::take(&mut self.gateway) {
+            let stop = prepared.stop.clone();
+            self.gateway = match prepared.serve() {
+                Ok(serving) => GatewayState::Serving(serving),
+                Err(e) => {
+                    let why = format!("the run's model gateway could not be served: {e}");
+                    stop.stop(&why);
+                    GatewayState::Failed(why)
+                }
+            };
+        }
         if let Some(f) = self.on_started.0.take() {
             f();
         }

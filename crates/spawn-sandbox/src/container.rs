@@ -1024,7 +1024,10 @@ fn run_engine(
             &report,
             denials.as_mut(),
             observer,
-            started + timeout,
+            Ends {
+                deadline: started + timeout,
+                stop: opts.stop.as_deref(),
+            },
         );
         let relayed = relay.finish();
         // A configuration that did not reach runc is the run's failure, whatever runc
@@ -1366,6 +1369,12 @@ fn receive_fd(conn: &OwnedFd) -> (Option<OwnedFd>, Vec<u8>) {
     }
 }
 
+/// What ends a run besides its command: its deadline, and the caller's stop.
+struct Ends<'a> {
+    deadline: Instant,
+    stop: Option<&'a native::Stop>,
+}
+
 /// Waits for runc: answers and counts blocked syscalls, passes signals on and enforces the
 /// deadline.
 fn supervise(
@@ -1375,8 +1384,9 @@ fn supervise(
     report: &OwnedFd,
     mut denials: Option<&mut gvisor_monitor::DenialLog>,
     observer: &mut dyn Observer,
-    deadline: Instant,
+    ends: Ends<'_>,
 ) -> Result<Supervised, SandboxError> {
+    let Ends { deadline, stop } = ends;
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let pidfd: OwnedFd = sys::pidfd_open(pid).map_err(|e| SandboxError::setup("pidfd", e))?;
     let mut kill_reason = None;
@@ -1423,6 +1433,11 @@ fn supervise(
             fds.push(PollFd::new(d.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
+        // The caller's stop, until it has been acted on.
+        let stop_idx = stop.filter(|_| kill_at.is_none()).map(|s| {
+            fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match poll(
             &mut fds,
             PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX)),
@@ -1439,7 +1454,13 @@ fn supervise(
         let connecting = report_idx.map(ready).unwrap_or(PollFlags::empty());
         let notified = listener_idx.map(ready).unwrap_or(PollFlags::empty());
         let logged = denials_idx.map(ready).unwrap_or(PollFlags::empty());
+        let stopped = stop_idx.is_some_and(|i| ready(i).contains(PollFlags::POLLIN));
         drop(fds);
+        if stopped && kill_at.is_none() {
+            kill_reason.get_or_insert(KillReason::Limit);
+            kill("TERM");
+            kill_at = Some(Instant::now() + CANCEL_GRACE);
+        }
         if logged.contains(PollFlags::POLLIN) {
             if let Some(log) = denials.as_deref_mut() {
                 // More than the budget waiting is read on the next round of the loop.

@@ -27,7 +27,9 @@ mod sys;
 
 pub use error::SandboxError;
 pub use init::{oci_init, InitArgs, InitUsage};
-pub use native::{run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions};
+pub use native::{
+    run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions, Stop,
+};
 pub use secret_env::SecretEnv;
 pub use sys::default_sigpipe;
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.

@@ -65,6 +65,9 @@ pub enum KillReason {
     OutOfMemory,
     /// spawn received this signal and passed it on.
     Cancelled(i32),
+    /// The caller stopped the run ([`Stop`]): a limit of its own was reached (the model
+    /// gateway's budget).
+    Limit,
 }
 
 impl KillReason {
@@ -74,6 +77,7 @@ impl KillReason {
             KillReason::Timeout => "timeout",
             KillReason::OutOfMemory => "oom",
             KillReason::Cancelled(_) => "cancelled",
+            KillReason::Limit => "limit",
         }
     }
 }
@@ -155,6 +159,55 @@ pub struct RunOptions {
     /// The granted secrets' values and forms, replaced by `[REDACTED:NAME]` in the agent's
     /// output on its way to spawn's descriptors (`None`: no secret granted).
     pub redactor: Option<std::sync::Arc<spawn_redact::Redactor>>,
+    /// A way for the caller to stop the run from another thread (`None`: none).
+    pub stop: Option<std::sync::Arc<Stop>>,
+}
+
+/// Stops a run from another thread, as a signal to spawn would (the agent gets SIGTERM,
+/// then SIGKILL after [`CANCEL_GRACE`]), with [`KillReason::Limit`]: the run reached a
+/// limit its caller enforces (the model gateway's budget). The supervisor polls its pipe.
+#[derive(Debug)]
+pub struct Stop {
+    rx: OwnedFd,
+    tx: OwnedFd,
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Stop {
+    pub fn new() -> Result<Stop, SandboxError> {
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| SandboxError::setup("make the run's stop pipe", e))?;
+        Ok(Stop {
+            rx,
+            tx,
+            reason: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Stops the run, saying why (the first reason given is kept).
+    pub fn stop(&self, reason: &str) {
+        let mut r = self
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if r.is_none() {
+            *r = Some(reason.to_owned());
+            // Full pipe: it is readable already, which is all the supervisor looks at.
+            let _ = nix::unistd::write(&self.tx, b"s");
+        }
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
 }
 
 impl RunOptions {
@@ -165,6 +218,7 @@ impl RunOptions {
             network: None,
             secret_env: std::sync::Arc::default(),
             redactor: None,
+            stop: None,
         }
     }
 }
@@ -180,6 +234,12 @@ pub trait Network: std::fmt::Debug + Send + Sync {
     /// the sandbox to join (`/proc/PID/ns/net` of a process that holds it for the run). It
     /// belongs to the host's user namespace: nothing in the sandbox can change it.
     fn namespace(&self) -> std::path::PathBuf;
+    /// The run's model gateway on the host end, when it has one: the sandbox joins the
+    /// run's namespace for it even under `net: none` (whose namespace then reaches that
+    /// port and nothing else), and it is never sent through the proxy.
+    fn gateway(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// A run's limits with the defaults filled in.
@@ -221,7 +281,10 @@ impl<'a> NetView<'a> {
         // Fail secure: a policy that grants a network gets the run's own namespace or no
         // run at all, never the host's namespace.
         let networked = spec.net.policy != NetPolicy::None;
-        let network = opts.network.as_deref().filter(|_| networked);
+        let network = opts
+            .network
+            .as_deref()
+            .filter(|n| networked || n.gateway().is_some());
         if networked && network.is_none() {
             return Err(SandboxError::Unsupported(format!(
                 "net policy {} needs the run's own network, which this caller did not set up",
@@ -229,12 +292,13 @@ impl<'a> NetView<'a> {
             )));
         }
         let dns = match network {
-            Some(n) => rootfs::Dns::Server(n.nameserver()),
-            None => rootfs::Dns::None,
+            Some(n) if networked => rootfs::Dns::Server(n.nameserver()),
+            _ => rootfs::Dns::None,
         };
         let mut env = agent_env(spec);
         if let Some(proxy) = network.and_then(|n| n.proxy()) {
-            for (k, v) in proxy_env(proxy) {
+            let gateway = network.and_then(|n| n.gateway());
+            for (k, v) in proxy_env(proxy, gateway) {
                 if !env.iter().any(|(name, _)| *name == k) {
                     env.push((k, v));
                 }
@@ -245,14 +309,23 @@ impl<'a> NetView<'a> {
 }
 
 /// `HTTP_PROXY` and friends for a proxy at `proxy`, in both spellings programs read.
-fn proxy_env(proxy: std::net::SocketAddr) -> Vec<(String, String)> {
+/// The model gateway (`gateway`) is reached directly: the proxy would refuse its private
+/// address.
+fn proxy_env(
+    proxy: std::net::SocketAddr,
+    gateway: Option<std::net::SocketAddr>,
+) -> Vec<(String, String)> {
     let url = format!("http://{proxy}");
     let mut env = Vec::new();
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
         env.push((name.to_owned(), url.clone()));
     }
+    let mut direct = "localhost,127.0.0.1,::1".to_owned();
+    if let Some(g) = gateway {
+        direct = format!("{direct},{}", g.ip());
+    }
     for name in ["NO_PROXY", "no_proxy"] {
-        env.push((name.to_owned(), "localhost,127.0.0.1,::1".to_owned()));
+        env.push((name.to_owned(), direct.clone()));
     }
     env
 }
@@ -795,6 +868,7 @@ pub fn run(
                 agent_uid: agent_id,
                 started,
                 cgroup: cg,
+                stop: opts.stop.as_deref(),
             },
             observer,
         );
@@ -826,6 +900,7 @@ struct SupervisedRun<'a> {
     agent_uid: u32,
     started: Instant,
     cgroup: &'a Cgroup,
+    stop: Option<&'a Stop>,
 }
 
 fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Report, SandboxError> {
@@ -861,6 +936,11 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         if let Some(l) = listener {
             fds.push(PollFd::new(l, PollFlags::POLLIN));
         }
+        // The caller's stop, until it has been acted on.
+        let stop_idx = run.stop.filter(|_| kill_at.is_none()).map(|s| {
+            fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         match poll(&mut fds, PollTimeout::from(wait_ms)) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -877,7 +957,13 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         let report_ready = report_idx.map(|i| !ready(i).is_empty()).unwrap_or(false);
         let listener_idx = listener.map(|_| if reported.closed { 2 } else { 3 });
         let listener_flags = listener_idx.map(ready).unwrap_or(PollFlags::empty());
+        let stopped = stop_idx.is_some_and(|i| ready(i).contains(PollFlags::POLLIN));
         drop(fds);
+        if stopped && kill_at.is_none() {
+            let _ = kill(run.sandbox, Signal::SIGTERM);
+            kill_reason.get_or_insert(KillReason::Limit);
+            kill_at = Some(Instant::now() + CANCEL_GRACE);
+        }
 
         if listener_flags.contains(PollFlags::POLLIN) {
             if let Some(l) = reported.listener.as_ref() {

@@ -168,8 +168,13 @@ async fn queue(
         }
     }
     let resolved = resolve(input).map_err(|e| ApiError::invalid(e.to_string()))?;
-    // A run that is granted secrets reads them: its starter must be allowed to.
-    if !resolved.secrets.is_empty() {
+    // A run that is granted secrets reads them (the model's credential among them): its
+    // starter must be allowed to.
+    let model_secret = resolved
+        .model
+        .as_ref()
+        .is_some_and(|m| m.credential.is_some());
+    if !resolved.secrets.is_empty() || model_secret {
         crate::api::authorize(state, caller, req_id, ns, Resource::Secrets, Verb::Get).await?;
     }
     let spec = serde_json::to_string(input).map_err(|_| ApiError::internal())?;

@@ -15,5 +15,6 @@ mod exit_codes;
 mod gvisor;
 mod local_runs;
 mod manifest;
+mod model;
 mod secrets;
 mod stdio;

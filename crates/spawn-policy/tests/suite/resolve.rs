@@ -938,17 +938,37 @@ fn model_and_limits_resolve() {
     let m = spec.model.unwrap();
     assert_eq!(m.script, Some(base.join("answers.yaml")));
     assert_eq!(m.endpoint, None);
-    assert_eq!((m.max_steps, m.max_tokens, m.max_cost_micros), (Some(3), None, Some(1)));
-    let a = agent("  model: {provider: openai, name: gpt-x, credential: \"vault://secret/data/oai#key\"}\n");
-    let m = resolve(Some(&a), &base, &base, &Overrides::default(), &[]).unwrap().model.unwrap();
+    assert_eq!(
+        (m.max_steps, m.max_tokens, m.max_cost_micros),
+        (Some(3), None, Some(1))
+    );
+    let a = agent(
+        "  model: {provider: openai, name: gpt-x, credential: \"vault://secret/data/oai#key\"}\n",
+    );
+    let m = resolve(Some(&a), &base, &base, &Overrides::default(), &[])
+        .unwrap()
+        .model
+        .unwrap();
     assert_eq!(
         m.credential,
-        Some(SecretSource::Vault { path: "secret/data/oai".into(), key: "key".into() })
+        Some(SecretSource::Vault {
+            path: "secret/data/oai".into(),
+            key: "key".into()
+        })
     );
     for (extra, want) in [
-        ("  limits: {maxSteps: 3}\n", "spec.limits: limits a model's use"),
-        ("  model: {provider: scripted, name: x}\n", "spec.model.endpoint: the scripted provider needs its file"),
-        ("  model: {provider: scripted, name: x, endpoint: a.yaml, credential: \"store://K\"}\n", "spec.model.credential: the scripted provider takes no credential"),
+        (
+            "  limits: {maxSteps: 3}\n",
+            "spec.limits: limits a model's use",
+        ),
+        (
+            "  model: {provider: scripted, name: x}\n",
+            "spec.model.endpoint: the scripted provider needs its file",
+        ),
+        (
+            "  model: {provider: scripted, name: x, endpoint: a.yaml, credential: \"store://K\"}\n",
+            "spec.model.credential: the scripted provider takes no credential",
+        ),
     ] {
         let got = resolve_err(Some(&agent(extra)), &base, &Overrides::default());
         assert!(got.starts_with(want), "{extra}: want {want}\n got {got}");

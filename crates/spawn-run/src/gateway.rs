@@ -1,0 +1,496 @@
+//! A run's model gateway (`spec.model`, SPEC §6a): the provider's credential, resolved
+//! here and never given to the sandbox; the run's placeholder, given instead; the
+//! gateway's listener on the host end of the run's link (bound before the sandbox exists,
+//! served once it does: the native runtime wants a single-threaded process until then);
+//! each call an audit event and a trace step, its content kept beside the log; and the
+//! run stopped when its budget is spent.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use spawn_audit::{AuditLog, Event, EventType, Limiter, Limits, Outcome, Principal, Resource};
+use spawn_gateway::budget::{self, Budget, Exhausted, Price, Which};
+use spawn_gateway::errors::Provider;
+use spawn_gateway::request::Policy;
+use spawn_gateway::server::{CallRecord, Config, Events, Gateway, Upstream};
+use spawn_gateway::token::Placeholder;
+use spawn_policy::{ModelProvider, ModelSpec};
+use spawn_redact::Redactor;
+use spawn_sandbox::{SecretEnv, Stop};
+use zeroize::Zeroizing;
+
+use crate::error::RunError;
+
+/// The most content of a run's model calls kept on disk (requests and answers together);
+/// past it, calls are still recorded, without their content.
+pub const MAX_TRACE_CONTENT: u64 = 256 << 20;
+
+/// The provider's default base URL.
+fn default_endpoint(provider: ModelProvider) -> &'static str {
+    match provider {
+        ModelProvider::Openai => "https://api.openai.com",
+        ModelProvider::Anthropic | ModelProvider::Scripted => "https://api.anthropic.com",
+    }
+}
+
+/// The variable in spawn's own environment that holds the provider's key by default.
+pub fn credential_variable(provider: ModelProvider) -> &'static str {
+    match provider {
+        ModelProvider::Openai => "OPENAI_API_KEY",
+        ModelProvider::Anthropic | ModelProvider::Scripted => "ANTHROPIC_API_KEY",
+    }
+}
+
+fn provider_name(p: ModelProvider) -> &'static str {
+    match p {
+        ModelProvider::Anthropic => "anthropic",
+        ModelProvider::Openai => "openai",
+        ModelProvider::Scripted => "scripted",
+    }
+}
+
+/// The gateway, prepared before the sandbox: listening, not yet served.
+pub(crate) struct Prepared {
+    listener: std::net::TcpListener,
+    config: Config,
+    /// What the agent is given: the placeholder, in both providers' variables.
+    pub(crate) secret_env: Vec<SecretEnv>,
+    /// And the base URLs and the agents' switches.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) stop: Arc<Stop>,
+    events: Arc<RunEvents>,
+}
+
+/// The gateway being served; [`Serving::finish`] stops it.
+pub(crate) struct Serving {
+    gateway: Gateway,
+    events: Arc<RunEvents>,
+}
+
+impl Serving {
+    /// Stops serving and makes what it recorded durable; what could not be recorded.
+    pub(crate) fn finish(self) -> Option<String> {
+        drop(self.gateway);
+        let mut rec = self
+            .events
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        rec.limiter.finish(&mut out);
+        if !out.is_empty() {
+            if let Some(r) = &self.events.r.redactor {
+                out = out.into_iter().map(|e| e.redacted(r)).collect();
+            }
+            let log = match &mut rec.log {
+                Some(l) => Ok(l),
+                None => AuditLog::open(&self.events.r.audit_dir).map(|l| rec.log.insert(l)),
+            };
+            if let Err(e) = log.and_then(|l| l.append(&out)) {
+                rec.failed.get_or_insert(e.to_string());
+            }
+        }
+        if let Some(log) = &mut rec.log {
+            if let Err(e) = log.sync() {
+                rec.failed.get_or_insert(e.to_string());
+            }
+        }
+        rec.failed
+            .take()
+            .map(|e| format!("the model gateway's audit events: {e}"))
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the run's gateway records go.
+pub(crate) struct Recording {
+    pub(crate) audit_dir: PathBuf,
+    pub(crate) trace_dir: PathBuf,
+    pub(crate) principal: Principal,
+    pub(crate) trace_id: String,
+    pub(crate) limits: Limits,
+    pub(crate) redactor: Option<Arc<Redactor>>,
+}
+
+/// Everything the gateway needs that is not the network: the credential (already
+/// resolved), the script, the price.
+pub(crate) fn prepare(
+    model: &ModelSpec,
+    credential: Option<Zeroizing<String>>,
+    address: SocketAddr,
+    sandbox: Option<std::net::IpAddr>,
+    recording: Recording,
+    prices: &spawn_gateway::prices::Prices,
+) -> Result<Prepared, RunError> {
+    let gateway_err = |m: String| RunError::Gateway(m);
+    let upstream = match model.provider {
+        ModelProvider::Scripted => {
+            let path = model
+                .script
+                .as_deref()
+                .ok_or_else(|| gateway_err("the scripted provider has no file of answers".into()))?;
+            let text = read_script(path)?;
+            let script = spawn_gateway::scripted::Script::parse(&text).map_err(|e| {
+                gateway_err(format!("the scripted provider's {}: {e}", path.display()))
+            })?;
+            Upstream::Scripted(script)
+        }
+        p => Upstream::Http {
+            base: model
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| default_endpoint(p).to_owned()),
+            credential: credential.ok_or_else(|| {
+                gateway_err(format!(
+                    "no credential for the {} provider: set {} in spawn's environment, or give spec.model.credential",
+                    provider_name(p),
+                    credential_variable(p)
+                ))
+            })?,
+        },
+    };
+    let price = match model.provider {
+        ModelProvider::Scripted => Some(Price {
+            input_per_mtok_micros: 0,
+            output_per_mtok_micros: 0,
+        }),
+        p => prices.get(provider_name(p), &model.name),
+    };
+    if model.max_cost_micros.is_some() && price.is_none() {
+        return Err(gateway_err(format!(
+            "spec.limits.maxCostUsd needs the price of {} ({}): add it to {}",
+            model.name,
+            provider_name(model.provider),
+            prices.source()
+        )));
+    }
+    let (placeholder, token) = Placeholder::mint().map_err(|e| gateway_err(e.to_string()))?;
+    let listener = std::net::TcpListener::bind(address).map_err(|e| {
+        gateway_err(format!(
+            "listen on {address} for the run's model gateway: {e}"
+        ))
+    })?;
+    let stop = Arc::new(Stop::new().map_err(|e| gateway_err(e.to_string()))?);
+    let url = format!("http://{address}");
+    let env = vec![
+        ("ANTHROPIC_BASE_URL".to_owned(), url.clone()),
+        ("OPENAI_BASE_URL".to_owned(), format!("{url}/v1")),
+        // Claude Code: no traffic but the model's (else it calls api.anthropic.com with
+        // the key it was given), and the pinned model as named.
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
+            "1".to_owned(),
+        ),
+        (
+            "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP".to_owned(),
+            "1".to_owned(),
+        ),
+        ("SPAWN_MODEL".to_owned(), model.name.clone()),
+    ];
+    let secret_env = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
+        .into_iter()
+        .map(|name| SecretEnv::new(name, Zeroizing::new(token.as_bytes().to_vec())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| gateway_err(e.to_string()))?;
+    let budget = Budget::new(budget::Limits {
+        tokens: model.max_tokens,
+        cost_micros: model.max_cost_micros,
+        steps: model.max_steps,
+    });
+    let events = Arc::new(RunEvents {
+        recording: Mutex::new(Recorder {
+            log: None,
+            limiter: Limiter::new(recording.limits),
+            content_bytes: 0,
+            failed: None,
+        }),
+        r: recording,
+        provider: model.provider,
+        stop: stop.clone(),
+        budget: budget.clone(),
+    });
+    let recorder = events.clone();
+    let config = Config {
+        policy: Policy {
+            provider: match model.provider {
+                ModelProvider::Openai => Provider::OpenAi,
+                ModelProvider::Anthropic | ModelProvider::Scripted => Provider::Anthropic,
+            },
+            model: model.name.clone(),
+        },
+        upstream,
+        placeholder,
+        budget,
+        price,
+        peer: sandbox,
+        redactor: events.r.redactor.clone(),
+        events,
+    };
+    Ok(Prepared {
+        listener,
+        config,
+        secret_env,
+        env,
+        stop,
+        events: recorder,
+    })
+}
+
+fn read_script(path: &Path) -> Result<String, RunError> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| {
+        RunError::Gateway(format!("the scripted provider's {}: {e}", path.display()))
+    })?;
+    let mut text = String::new();
+    f.take(spawn_gateway::scripted::MAX_SCRIPT_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            RunError::Gateway(format!("the scripted provider's {}: {e}", path.display()))
+        })?;
+    Ok(text)
+}
+
+impl Prepared {
+    /// Serves it (once the sandbox exists).
+    pub(crate) fn serve(self) -> Result<Serving, RunError> {
+        let gateway = Gateway::serve(self.listener, self.config)
+            .map_err(|e| RunError::Gateway(e.to_string()))?;
+        Ok(Serving {
+            gateway,
+            events: self.events,
+        })
+    }
+}
+
+struct Recorder {
+    log: Option<AuditLog>,
+    limiter: Limiter,
+    content_bytes: u64,
+    failed: Option<String>,
+}
+
+/// The run's ear for its gateway: audit events, trace content, and the stop.
+struct RunEvents {
+    r: Recording,
+    recording: Mutex<Recorder>,
+    provider: ModelProvider,
+    stop: Arc<Stop>,
+    budget: Budget,
+}
+
+impl RunEvents {
+    fn event(&self, t: EventType, kind: &str, name: &str, action: &str, outcome: Outcome) -> Event {
+        Event {
+            trace_id: Some(self.r.trace_id.clone()),
+            ..Event::new(
+                t,
+                self.r.principal.clone(),
+                Resource {
+                    kind: kind.into(),
+                    name: name.into(),
+                },
+                action,
+                outcome,
+            )
+        }
+    }
+
+    fn emit(&self, event: Event, always: bool) {
+        let mut rec = self
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        if always {
+            rec.limiter.admit_always(event, &mut out);
+        } else {
+            rec.limiter.admit(event, &mut out);
+        }
+        if let Some(r) = &self.r.redactor {
+            out = out.into_iter().map(|e| e.redacted(r)).collect();
+        }
+        if out.is_empty() {
+            return;
+        }
+        let log = match &mut rec.log {
+            Some(l) => Ok(l),
+            None => AuditLog::open(&self.r.audit_dir).map(|l| rec.log.insert(l)),
+        };
+        if let Err(e) = log.and_then(|l| l.append(&out)) {
+            rec.failed.get_or_insert(e.to_string());
+        }
+    }
+
+    /// Keeps the call's content (request and answer) beside the log, `0600` in a `0700`
+    /// directory of the run's; its digest goes in the event. `None` past the run's cap.
+    fn keep_content(&self, record: &CallRecord) -> Option<String> {
+        let mut content = Vec::with_capacity(record.request.len() + record.response.len() + 64);
+        content.extend_from_slice(b"{\"request\":");
+        content.extend_from_slice(&json_text(&record.request));
+        content.extend_from_slice(b",\"response\":");
+        content.extend_from_slice(&json_text(&record.response));
+        content.extend_from_slice(b"}\n");
+        {
+            let mut rec = self
+                .recording
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rec.content_bytes + content.len() as u64 > MAX_TRACE_CONTENT {
+                return None;
+            }
+            rec.content_bytes += content.len() as u64;
+        }
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&content)));
+        let dir = self.r.trace_dir.join(&self.r.trace_id).join("model");
+        let written = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dir.join(format!("{:06}.json", record.number)))?;
+                f.write_all(&content)
+            });
+        written.ok().map(|()| digest)
+    }
+}
+
+/// A body as a JSON value: itself when it is JSON, else a string of it (a stream of
+/// server-sent events, an HTML error page).
+fn json_text(bytes: &[u8]) -> Vec<u8> {
+    if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() {
+        return bytes.to_vec();
+    }
+    serde_json::to_vec(&String::from_utf8_lossy(bytes)).unwrap_or_else(|_| b"null".to_vec())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn which_name(w: Which) -> &'static str {
+    match w {
+        Which::Tokens => "tokens",
+        Which::Cost => "cost",
+        Which::Steps => "steps",
+    }
+}
+
+/// What a limit is called in the manifest.
+pub fn limit_field(w: Which) -> &'static str {
+    match w {
+        Which::Tokens => "maxTokens",
+        Which::Cost => "maxCostUsd",
+        Which::Steps => "maxSteps",
+    }
+}
+
+/// The stop's reason, as the run reports it.
+pub fn exhausted_reason(why: &Exhausted) -> String {
+    match why.which {
+        Which::Cost => format!(
+            "the run reached its model budget (limits.maxCostUsd {:.6}: {:.6} used or reserved)",
+            why.limit as f64 / 1e6,
+            why.used as f64 / 1e6
+        ),
+        w => format!(
+            "the run reached its model budget (limits.{} {}: {} used or reserved)",
+            limit_field(w),
+            why.limit,
+            why.used
+        ),
+    }
+}
+
+impl Events for RunEvents {
+    fn call(&self, record: CallRecord) {
+        let model = record.model.clone().unwrap_or_default();
+        let (t, outcome) = match (&record.refusal, record.status) {
+            (Some(_), _) => (EventType::AgentCapabilityDenied, Outcome::Denied),
+            (None, s) if s < 300 => (EventType::AgentCapabilityInvoke, Outcome::Success),
+            (None, _) => (EventType::AgentCapabilityInvoke, Outcome::Error),
+        };
+        let op = match record.endpoint {
+            spawn_gateway::request::Endpoint::Messages
+            | spawn_gateway::request::Endpoint::ChatCompletions => "chat",
+            spawn_gateway::request::Endpoint::Responses => "generate_content",
+            spawn_gateway::request::Endpoint::CountTokens => "count_tokens",
+            spawn_gateway::request::Endpoint::Models => "list_models",
+            spawn_gateway::request::Endpoint::WarmUp => "warm_up",
+        };
+        let mut e = self
+            .event(t, "model", &model, op, outcome)
+            .with_detail("call", record.number)
+            .with_detail("gen_ai.operation.name", op)
+            .with_detail("gen_ai.provider.name", provider_name(self.provider))
+            .with_detail("gen_ai.request.model", model.clone())
+            .with_detail("status", record.status)
+            .with_detail("stream", record.stream)
+            .with_detail("durationMs", record.latency.as_secs_f64() * 1000.0);
+        if let Some(fb) = record.first_byte {
+            e = e.with_detail("firstByteMs", fb.as_secs_f64() * 1000.0);
+        }
+        if let Some(u) = record.usage {
+            e = e
+                .with_detail("gen_ai.usage.input_tokens", u.input_tokens)
+                .with_detail("gen_ai.usage.output_tokens", u.output_tokens);
+        }
+        if record.counted != (0, 0) {
+            e = e
+                .with_detail("countedTokens", record.counted.0)
+                .with_detail("costUsd", record.counted.1 as f64 / 1e6);
+        }
+        if let Some((r, m)) = &record.refusal {
+            e = e
+                .with_detail("reason", m.clone())
+                .with_detail("error.type", r.code());
+        }
+        if let Some(b) = &record.broken {
+            e = e.with_detail("broken", b.clone());
+        }
+        e = e.with_detail("responseBytes", record.response_bytes);
+        match self.keep_content(&record) {
+            Some(digest) => e = e.with_detail("contentSha256", digest),
+            None => e = e.with_detail("contentKept", false),
+        }
+        // Model calls are bounded by the run's budget; refusals (which an agent can repeat
+        // without limit) go through the audit limits.
+        self.emit(e, record.refusal.is_none());
+    }
+
+    fn exhausted(&self, why: Exhausted) {
+        let reason = exhausted_reason(&why);
+        if self.stop.reason().is_none() {
+            let (tokens, cost, steps) = self.budget.used();
+            let e = self
+                .event(
+                    EventType::ResourceExhausted,
+                    "model",
+                    which_name(why.which),
+                    "stop",
+                    Outcome::Denied,
+                )
+                .with_detail("limit", limit_field(why.which))
+                .with_detail("reason", reason.clone())
+                .with_detail("usedTokens", tokens)
+                .with_detail("usedCostUsd", cost as f64 / 1e6)
+                .with_detail("usedSteps", steps);
+            self.emit(e, true);
+        }
+        self.stop.stop(&reason);
+    }
+}
