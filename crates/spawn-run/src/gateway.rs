@@ -474,7 +474,8 @@ impl Events for RunEvents {
 
     fn exhausted(&self, why: Exhausted) {
         let reason = exhausted_reason(&why);
-        if self.stop.reason().is_none() {
+        // Calls refused together stop the run once, and say so once.
+        if self.stop.stop(&reason) {
             let (tokens, cost, steps) = self.budget.used();
             let e = self
                 .event(
@@ -491,6 +492,5 @@ impl Events for RunEvents {
                 .with_detail("usedSteps", steps);
             self.emit(e, true);
         }
-        self.stop.stop(&reason);
     }
 }

@@ -841,7 +841,7 @@ impl Observer for Auditor {
                 Ok(serving) => GatewayState::Serving(serving),
                 Err(e) => {
                     let why = format!("the run's model gateway could not be served: {e}");
-                    stop.stop(&why);
+                    let _ = stop.stop(&why);
                     GatewayState::Failed(why)
                 }
             };

@@ -184,17 +184,20 @@ impl Stop {
         })
     }
 
-    /// Stops the run, saying why (the first reason given is kept).
-    pub fn stop(&self, reason: &str) {
+    /// Stops the run, saying why (the first reason given is kept); whether this call was
+    /// the one that stopped it.
+    pub fn stop(&self, reason: &str) -> bool {
         let mut r = self
             .reason
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if r.is_none() {
-            *r = Some(reason.to_owned());
-            // Full pipe: it is readable already, which is all the supervisor looks at.
-            let _ = nix::unistd::write(&self.tx, b"s");
+        if r.is_some() {
+            return false;
         }
+        *r = Some(reason.to_owned());
+        // Full pipe: it is readable already, which is all the supervisor looks at.
+        let _ = nix::unistd::write(&self.tx, b"s");
+        true
     }
 
     /// Why the run was stopped, if it was.

@@ -4,6 +4,9 @@
 //! official `anthropic` and `openai` Python SDKs, never seeing the real key; budgets stop
 //! runs; every call is on record.
 
+// Helpers fail the test by panicking; clippy exempts only #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use serde_json::Value;
@@ -206,5 +209,262 @@ fn command_agents_use_the_official_sdks_through_the_gateway_on_every_runtime() {
                 .count();
             assert!(denied >= 2, "{what}: the other model and the bad key");
         }
+    }
+}
+
+/// A Python agent that makes `n` Messages calls, `par` at a time, with the body it is
+/// given, and prints the statuses; then waits to be stopped.
+const CALLER: &str = r#"
+import concurrent.futures, json, os, sys, time, urllib.request, urllib.error
+url = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
+key = os.environ["ANTHROPIC_API_KEY"]
+body = sys.argv[1].encode()
+n, par = int(sys.argv[2]), int(sys.argv[3])
+def call(_):
+    req = urllib.request.Request(url, data=body, headers={"x-api-key": key, "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception as e:
+        return type(e).__name__
+with concurrent.futures.ThreadPoolExecutor(par) as ex:
+    results = list(ex.map(call, range(n)))
+print("statuses", json.dumps(results), flush=True)
+time.sleep(60)
+"#;
+
+/// The body every budget call sends; its worst case is its length and its 10 tokens.
+const BODY: &str = r#"{"model": "fake-model-1", "max_tokens": 10, "messages": []}"#;
+
+struct Budgeted {
+    out: Output,
+    home: Home,
+}
+
+fn budgeted(runtime: &str, limits: &str, n: u32, par: u32, prices: Option<&str>) -> Budgeted {
+    let fake = provider::start();
+    let dir = tempdir("budget");
+    let home = Home::new();
+    if let Some(p) = prices {
+        std::fs::create_dir_all(home.path()).unwrap();
+        std::fs::write(home.path().join("model-prices.yaml"), p).unwrap();
+    }
+    let m = manifest(
+        dir.path(),
+        "anthropic",
+        &fake.base(),
+        "{policy: none}",
+        &format!("  limits: {limits}\n"),
+    );
+    let out = home
+        .cmd(["run", "--runtime", runtime, "--json", "-f"])
+        .arg_path(&m)
+        .env("ANTHROPIC_API_KEY", REAL_KEY)
+        .arg_path("--")
+        .arg_path("python3")
+        .arg_path("-c")
+        .arg_path(CALLER)
+        .arg_path(BODY)
+        .arg_path(n.to_string())
+        .arg_path(par.to_string())
+        .start()
+        .wait();
+    Budgeted { out, home }
+}
+
+impl Budgeted {
+    /// The run was stopped for its budget: killed (SIGTERM, or SIGKILL after the grace
+    /// when the agent does not end: gVisor's init passes no SIGTERM on), the reason in the
+    /// result and on stderr, a `resource.exhausted` event naming the limit.
+    fn assert_stopped(&self, limit: &str) -> (u64, u64) {
+        let out = &self.out;
+        assert!(matches!(out.code, Some(143 | 137)), "{out}");
+        let v = out.json();
+        assert_eq!(v["killReason"], "limit", "{out}");
+        let reason = v["stopReason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no stopReason: {out}"));
+        assert!(reason.contains(&format!("limits.{limit}")), "{reason}");
+        assert!(out.stderr.contains("the run was stopped"), "{out}");
+        let run = out.run_id();
+        // (The audit limits may add their own, for the refusals they held back.)
+        let ex: Vec<Value> = events(&self.home, &run, "resource.exhausted")
+            .into_iter()
+            .filter(|e| e["resource"]["type"] == "model")
+            .collect();
+        assert_eq!(ex.len(), 1, "{out}\n{ex:?}");
+        assert_eq!(ex[0]["details"]["limit"], limit);
+        assert_eq!(ex[0]["resource"]["type"], "model");
+        let stop = events(&self.home, &run, "agent.stop");
+        assert_eq!(stop[0]["details"]["killReason"], "limit");
+        let ok: Vec<Value> = events(&self.home, &run, "agent.capability.invoke")
+            .into_iter()
+            .filter(|e| e["resource"]["type"] == "model" && e["outcome"] == "success")
+            .collect();
+        let tokens = ok
+            .iter()
+            .map(|e| e["details"]["countedTokens"].as_u64().unwrap())
+            .sum();
+        let refused = events(&self.home, &run, "agent.capability.denied")
+            .into_iter()
+            .filter(|e| e["details"]["error.type"] == "budget_exhausted")
+            .count();
+        assert!(refused >= 1, "{out}");
+        (ok.len() as u64, tokens)
+    }
+}
+
+/// Budgets stop runs exactly: the call that could pass a limit is refused (never
+/// forwarded) and stops the run; what was used never passes it. Tokens (in sequence and 50
+/// racing), steps and cost, on each runtime.
+#[test]
+fn a_run_is_stopped_at_its_token_step_and_cost_limits() {
+    super::helpers::require_root();
+    let worst = BODY.len() as u64 + 10;
+    // Room for three calls of 16 tokens (each reserving its worst case first).
+    let limit = 2 * 16 + worst;
+    let b = budgeted("native", &format!("{{maxTokens: {limit}}}"), 10, 1, None);
+    assert_eq!(b.assert_stopped("maxTokens"), (3, 48));
+
+    // 50 racing for room for 7 worst cases at a time: never past the limit.
+    let limit = 7 * worst;
+    let b = budgeted("native", &format!("{{maxTokens: {limit}}}"), 50, 50, None);
+    let (ok, tokens) = b.assert_stopped("maxTokens");
+    // The first refusal stops the run, cutting off the calls still in flight (each held
+    // its worst case while forwarded): what completed is within the limit.
+    assert!(
+        tokens <= limit && ok >= 1,
+        "{ok} calls, {tokens} of {limit} tokens"
+    );
+    assert_eq!(tokens, ok * 16);
+
+    let b = budgeted("gvisor", "{maxSteps: 2}", 10, 1, None);
+    assert_eq!(b.assert_stopped("maxSteps"), (2, 32));
+
+    // $1 a million tokens in and out: a micro-dollar a token; room for two calls.
+    let prices = "prices:\n  - {provider: anthropic, model: fake-model-1, inputPerMTok: 1, outputPerMTok: 1}\n";
+    let micros = 16 + worst;
+    let usd = format!("{:.7}", micros as f64 / 1e6 + 0.000_000_5);
+    let b = budgeted(
+        "container",
+        &format!("{{maxCostUsd: {usd}}}"),
+        10,
+        1,
+        Some(prices),
+    );
+    assert_eq!(b.assert_stopped("maxCostUsd"), (2, 32));
+
+    // A cost limit without a price for the model: the run does not start.
+    let b = budgeted("native", "{maxCostUsd: 1}", 1, 1, None);
+    b.out.assert_code(125);
+    assert!(
+        b.out.stderr.contains("needs the price of fake-model-1"),
+        "{}",
+        b.out
+    );
+}
+
+/// The gateway's port is the only thing a `net: none` run with a model reaches, and a run
+/// without a model never reaches that port on its host end, even with something of the
+/// host's listening there.
+#[test]
+fn the_gateway_is_the_one_way_out_of_a_run_without_a_network() {
+    super::helpers::require_root();
+    let fake = provider::start();
+    let dir = tempdir("gwwall");
+    let shared = tempdir("gwwall-shared");
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    // Waits for /shared/go (when there is a /shared), then probes.
+    let probe = r#"
+import os, socket, time, urllib.parse
+base = os.environ.get("ANTHROPIC_BASE_URL") or os.environ["HTTP_PROXY"]
+host = urllib.parse.urlparse(base).hostname
+if os.path.isdir("/shared"):
+    with open("/shared/host", "w") as f:
+        f.write(host)
+    while not os.path.exists("/shared/go"):
+        time.sleep(0.05)
+def tcp(h, p):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((h, p)); return "open"
+    except Exception as e:
+        return type(e).__name__
+    finally:
+        s.close()
+print("gateway", tcp(host, 3100))
+for p in (3128, 3180, 3443, 53, 22):
+    print("host%d" % p, tcp(host, p))
+print("outside", tcp("1.1.1.1", 80))
+print("provider", tcp("127.0.0.1", int(os.environ["FAKE_PORT"])))
+"#;
+    for runtime in ["native", "container", "gvisor"] {
+        let home = Home::new();
+        let m = manifest(dir.path(), "anthropic", &fake.base(), "{policy: none}", "");
+        let out = home
+            .cmd(["run", "--runtime", runtime, "-f"])
+            .arg_path(&m)
+            .env("ANTHROPIC_API_KEY", REAL_KEY)
+            .arg_path("--env")
+            .arg_path(format!("FAKE_PORT={}", fake.addr.port()))
+            .arg_path("--")
+            .arg_path("python3")
+            .arg_path("-c")
+            .arg_path(probe)
+            .start()
+            .wait();
+        out.assert_code(0);
+        let f = out.fields();
+        assert_eq!(f["gateway"], "open", "{runtime}: {out}");
+        for k in [
+            "host3128", "host3180", "host3443", "host53", "host22", "outside", "provider",
+        ] {
+            assert_ne!(f[k], "open", "{runtime} {k}: {out}");
+        }
+        // Without a model, a restricted run's host end: the test listens on its port 3100
+        // once the run exists, and the agent still cannot connect.
+        let _ = std::fs::remove_file(shared.path().join("host"));
+        let _ = std::fs::remove_file(shared.path().join("go"));
+        let running = home
+            .cmd([
+                "run",
+                "--runtime",
+                runtime,
+                "--net",
+                "restricted",
+                "--allow",
+                "example.com",
+            ])
+            .arg_path("--mount")
+            .arg_path(format!("{}:/shared:rw", shared.path().display()))
+            .arg_path("--env")
+            .arg_path(format!("FAKE_PORT={}", fake.addr.port()))
+            .arg_path("--")
+            .arg_path("python3")
+            .arg_path("-c")
+            .arg_path(probe)
+            .start();
+        let host_file = shared.path().join("host");
+        assert!(
+            super::helpers::wait_until(std::time::Duration::from_secs(30), || {
+                std::fs::read_to_string(&host_file).is_ok_and(|h| !h.is_empty())
+            }),
+            "{runtime}: the agent did not say its host end"
+        );
+        let host = std::fs::read_to_string(&host_file).unwrap();
+        let squatter = std::net::TcpListener::bind((host.as_str(), 3100)).unwrap();
+        std::fs::write(shared.path().join("go"), "").unwrap();
+        let out = running.wait();
+        drop(squatter);
+        out.assert_code(0);
+        assert_ne!(out.field("gateway"), "open", "{runtime}: {out}");
+        assert_ne!(out.field("host22"), "open", "{runtime}: {out}");
     }
 }
