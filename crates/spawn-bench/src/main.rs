@@ -5,6 +5,7 @@ mod audit;
 mod audit_db;
 mod bwrap;
 mod case;
+mod gateway;
 mod net;
 mod report;
 mod runc;
@@ -159,6 +160,9 @@ struct Cli {
     /// Only run the secrets benchmark (seals/opens, resolutions, redaction throughput).
     #[arg(long)]
     secrets_only: bool,
+    /// Only run the model gateway benchmark (added latency, requests per second).
+    #[arg(long)]
+    gateway_only: bool,
     /// Seconds per wrk measurement of the egress proxy benchmark.
     #[arg(long, default_value_t = 5)]
     net_seconds: u64,
@@ -213,6 +217,11 @@ fn run(cli: Cli) -> Result<()> {
     if cli.secrets_only {
         let mut json = serde_json::json!({});
         secrets_bench(&mut json)?;
+        return write_json(&cli, json);
+    }
+    if cli.gateway_only {
+        let mut json = serde_json::json!({});
+        gateway_bench(&mut json)?;
         return write_json(&cli, json);
     }
     if cli.rounds == 0 || cli.oci_rounds == 0 || cli.command_rounds == 0 {
@@ -357,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut json = report::to_json(cli.rounds, WARMUP_ROUNDS, cpus, &results, &verdicts);
     audit_bench(&mut json)?;
     secrets_bench(&mut json)?;
+    gateway_bench(&mut json)?;
     server_bench(&cli, &mut json)?;
     if cli.no_net {
         return write_json(&cli, json);
@@ -372,6 +382,61 @@ fn server_bench(cli: &Cli, json: &mut serde_json::Value) -> Result<()> {
         .map(|(n, v)| (n, serde_json::json!(v)))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    Ok(())
+}
+
+/// Issue 12's figures: what the model gateway adds to a call (p50/p99, JSON and
+/// streamed) against the same provider called directly, and requests per second each way.
+fn gateway_bench(json: &mut serde_json::Value) -> Result<()> {
+    let f = gateway::run()?;
+    let pass = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!();
+    println!("spawn-bench: model gateway (POST /v1/messages to a provider on loopback, directly and through the gateway, alternated call by call; keep-alive HTTP/1.1)");
+    println!("{:<34} {:>9} {:>9}", "", "p50 µs", "p99 µs");
+    for (name, p50, p99) in [
+        ("direct (JSON)", f.direct_p50, f.direct_p99),
+        ("through the gateway (JSON)", f.gateway_p50, f.gateway_p99),
+        ("direct (stream)", f.stream_direct_p50, f.stream_direct_p99),
+        (
+            "through the gateway (stream)",
+            f.stream_gateway_p50,
+            f.stream_gateway_p99,
+        ),
+    ] {
+        println!("{name:<34} {p50:>9.0} {p99:>9.0}");
+    }
+    for (what, p50, p99) in [
+        (
+            "JSON",
+            f.gateway_p50 - f.direct_p50,
+            f.gateway_p99 - f.direct_p99,
+        ),
+        (
+            "stream",
+            f.stream_gateway_p50 - f.stream_direct_p50,
+            f.stream_gateway_p99 - f.stream_direct_p99,
+        ),
+    ] {
+        println!(
+            "{:<34} {p50:>9.0} {p99:>9.0}  (targets <= 300 / <= 1000)  {}",
+            format!("added by the gateway ({what})"),
+            pass(p50 <= 300.0 && p99 <= 1000.0)
+        );
+    }
+    println!(
+        "{:<34} {:>9.0} /s direct, {:.0} /s through the gateway (16 connections): ratio {:.3}",
+        "requests per second",
+        f.direct_rps,
+        f.gateway_rps,
+        f.gateway_rps / f.direct_rps
+    );
+    json["gateway"] = serde_json::json!({
+        "direct_p50_us": f.direct_p50, "direct_p99_us": f.direct_p99,
+        "gateway_p50_us": f.gateway_p50, "gateway_p99_us": f.gateway_p99,
+        "stream_direct_p50_us": f.stream_direct_p50, "stream_direct_p99_us": f.stream_direct_p99,
+        "stream_gateway_p50_us": f.stream_gateway_p50, "stream_gateway_p99_us": f.stream_gateway_p99,
+        "direct_rps": f.direct_rps, "gateway_rps": f.gateway_rps,
+    });
     Ok(())
 }
 

@@ -25,7 +25,7 @@ impl Summary {
 
 /// The `p`th percentile of sorted values, interpolating linearly between the two closest
 /// ranks (numpy's default).
-fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
+pub fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
     let n = sorted.len();
     let pos = p * (n.checked_sub(1)?); // index times 100
     let (lo, frac) = (pos / 100, (pos % 100) as f64 / 100.0);
