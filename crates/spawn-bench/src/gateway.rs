@@ -218,7 +218,8 @@ pub fn run() -> Result<Figures> {
             placeholder,
             budget: Budget::new(Limits::default()),
             price: None,
-            peer: None,
+            peers: Vec::new(),
+            tools: None,
             redactor: None,
             events: Arc::new(Recorder {
                 log: Mutex::new(log),

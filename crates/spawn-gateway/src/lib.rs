@@ -8,6 +8,7 @@
 //! README for what is not built yet.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod budget;
 pub mod credential;
 pub mod errors;
@@ -16,6 +17,7 @@ pub mod request;
 pub mod scripted;
 pub mod server;
 pub mod token;
+pub mod tools;
 pub mod usage;
 
 /// Why the gateway refuses.

@@ -110,8 +110,12 @@ pub struct Config {
     pub budget: Budget,
     /// The pinned model's price (required when the run has a cost limit).
     pub price: Option<Price>,
-    /// The only peer address served (the sandbox's end of the link); `None`: any.
-    pub peer: Option<IpAddr>,
+    /// The only peer addresses served (the sandbox's end of the link, and the host end for
+    /// the built-in loop); empty: any.
+    pub peers: Vec<IpAddr>,
+    /// The built-in loop's tool calls, for the sandbox's tool runner (`None`: a command
+    /// agent, and no tool endpoints).
+    pub tools: Option<crate::tools::ToolQueue>,
     /// The run's secrets, redacted from what is recorded.
     pub redactor: Option<Arc<spawn_redact::Redactor>>,
     pub events: Arc<dyn Events>,
@@ -122,7 +126,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("policy", &self.policy)
             .field("upstream", &self.upstream)
-            .field("peer", &self.peer)
+            .field("peers", &self.peers)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +142,8 @@ struct Shared {
     config: Config,
     client: reqwest::Client,
     calls: std::sync::atomic::AtomicU64,
+    /// Model calls that reached the (scripted) provider.
+    answered: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -170,6 +176,7 @@ impl Gateway {
             config,
             client,
             calls: std::sync::atomic::AtomicU64::new(0),
+            answered: std::sync::atomic::AtomicU64::new(0),
         });
         let thread = std::thread::Builder::new()
             .name("spawn-gateway".into())
@@ -215,7 +222,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.config.peer.is_some_and(|p| p != peer.ip()) {
+        if !shared.config.peers.is_empty() && !shared.config.peers.contains(&peer.ip()) {
             continue;
         }
         let _ = stream.set_nodelay(true);
@@ -330,6 +337,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
         .map_or("/", |p| p.as_str())
         .to_owned();
     let endpoint = Endpoint::of(req.method().as_str(), &path);
+    // The tool runner's requests are not calls: answered before any is counted.
+    if let (Some(what), Some(queue)) = (path.strip_prefix("/spawn/v1/tools/"), &shared.config.tools)
+    {
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()));
+        let valid = crate::credential::presented(headers)
+            .map(|k| shared.config.placeholder.check(k) == Verdict::Valid)
+            .unwrap_or(false);
+        if !valid {
+            let mut r = Response::new(full(r#"{"error":"this run's key is required"}"#));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
+        return tool_endpoint(queue, what, req).await;
+    }
     let number = shared
         .calls
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -462,7 +486,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
     };
     match &shared.config.upstream {
         Upstream::Scripted(script) => {
-            let answer = script.answer(endpoint, &inspected, number);
+            // The n-th model call that reached the provider gets the n-th answer.
+            let nth = shared
+                .answered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            let answer = script.answer(endpoint, &inspected, nth);
             let answer = match answer {
                 Ok(a) => a,
                 Err(m) => return shared.refuse(&call, Refusal::Upstream, &m),
@@ -501,6 +530,69 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
             )
             .await
         }
+    }
+}
+
+/// The tool runner's side of [`crate::tools`]: its next call, or its result.
+async fn tool_endpoint(
+    queue: &crate::tools::ToolQueue,
+    what: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let json = |status: StatusCode, v: serde_json::Value| {
+        let mut r = Response::new(full(v.to_string()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if req.method() != hyper::Method::POST {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "POST only"}),
+        );
+    }
+    match what {
+        "next" => json(StatusCode::OK, queue.next().await),
+        "result" => {
+            let body = match read_body(req.into_body()).await {
+                Ok(b) if b.len() <= crate::tools::MAX_RESULT_BYTES => b,
+                _ => {
+                    return json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        serde_json::json!({"error": "a result is at most 4 MiB"}),
+                    )
+                }
+            };
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": "not JSON"}),
+                    )
+                }
+            };
+            match (v["id"].as_u64(), v.get("output")) {
+                (Some(id), Some(output)) if queue.complete(id, output.clone()) => {
+                    json(StatusCode::OK, serde_json::json!({"ok": true}))
+                }
+                (Some(_), Some(_)) => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no call waits with that id"}),
+                ),
+                _ => json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "id and output are required"}),
+                ),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such tool endpoint"}),
+        ),
     }
 }
 

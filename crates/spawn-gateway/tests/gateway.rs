@@ -66,7 +66,8 @@ fn gateway(
             placeholder,
             budget: budget.clone(),
             price,
-            peer: None,
+            peers: Vec::new(),
+            tools: None,
             redactor: Some(Arc::new(
                 spawn_redact::Redactor::new([("API_TOKEN", b"hunter2-secret-value".as_slice())])
                     .unwrap(),

@@ -30,6 +30,6 @@ pub use parse::{load_agent, parse_agent, MAX_MANIFEST_BYTES};
 pub use quantity::{parse_bytes, parse_cpu_millis, parse_duration};
 pub use resolve::{resolve, Overrides};
 pub use spec::{
-    ModelSpec, MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind, SecretGrant,
-    SecretSource,
+    LoopSpec, ModelSpec, MountSource, MountSpec, NetPolicy, Resources, RunSpec, RuntimeKind,
+    SecretGrant, SecretSource,
 };

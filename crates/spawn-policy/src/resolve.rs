@@ -80,10 +80,27 @@ pub fn resolve(
         // The fields are public: never trust that the caller went through `parse_agent`.
         validate::validate(agent)?;
     }
-    let command = resolve_command(agent, overrides)?;
     if let Some(agent) = agent {
         check_unsupported_manifest(agent)?;
     }
+    // The built-in loop: instructions and a model, no command (manifest or `--`).
+    let agent_loop = agent
+        .filter(|a| a.spec.command.is_none() && overrides.command.is_empty())
+        .and_then(|a| a.spec.instructions.clone());
+    if let (Some(a), false) = (agent, overrides.command.is_empty()) {
+        if a.spec.instructions.is_some() && a.spec.command.is_none() {
+            return Err(PolicyError::invalid(
+                "spec.instructions",
+                "are for the built-in loop, and a command was given after --: remove one",
+            ));
+        }
+    }
+    let command = if agent_loop.is_some() {
+        // spawn-run gives the loop's sandbox its tool runner.
+        Vec::new()
+    } else {
+        resolve_command(agent, overrides)?
+    };
 
     let spec = agent.map(|a| &a.spec);
     let sandbox = spec.and_then(|s| s.sandbox.as_ref());
@@ -101,7 +118,12 @@ pub fn resolve(
                 .and_then(|e| e.timeout.as_deref())
                 .map(|t| validate::check_timeout("spec.capabilities.exec.timeout", t))
                 .transpose()?;
-            smaller(run, per_exec)
+            // The loop's sandbox lives for the whole run; exec's timeout is per call.
+            if agent_loop.is_some() {
+                run
+            } else {
+                smaller(run, per_exec)
+            }
         }
     };
 
@@ -150,6 +172,22 @@ pub fn resolve(
         model: agent
             .and_then(|a| a.spec.model.as_ref().map(|m| (m, a.spec.limits.as_ref())))
             .map(|(m, limits)| resolve_model(m, limits, &absolute(base_dir, cwd)))
+            .transpose()?,
+        agent_loop: agent_loop
+            .map(|instructions| -> Result<crate::LoopSpec, PolicyError> {
+                Ok(crate::LoopSpec {
+                    instructions,
+                    exec_timeout: exec
+                        .and_then(|e| e.timeout.as_deref())
+                        .map(|t| validate::check_timeout("spec.capabilities.exec.timeout", t))
+                        .transpose()?
+                        .unwrap_or(crate::spec::DEFAULT_EXEC_TIMEOUT),
+                    exec_memory: exec
+                        .and_then(|e| e.memory.as_deref())
+                        .map(|m| validate::check_memory("spec.capabilities.exec.memory", m))
+                        .transpose()?,
+                })
+            })
             .transpose()?,
     })
 }
@@ -337,11 +375,16 @@ fn resolve_command(
 
 fn check_unsupported_manifest(agent: &Agent) -> Result<(), PolicyError> {
     let spec = &agent.spec;
-    if spec.instructions.is_some() {
-        return Err(PolicyError::unsupported(
+    if spec.instructions.is_some() && spec.command.is_some() {
+        return Err(PolicyError::invalid(
             "spec.instructions",
-            "the built-in agent loop",
-            "remove spec.instructions",
+            "are for the built-in loop (an agent without a command): remove spec.command or spec.instructions",
+        ));
+    }
+    if spec.instructions.is_some() && spec.model.is_none() {
+        return Err(PolicyError::invalid(
+            "spec.instructions",
+            "the built-in loop needs spec.model (the model that decides)",
         ));
     }
     if spec.limits.is_some() && spec.model.is_none() {

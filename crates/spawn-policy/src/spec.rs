@@ -202,6 +202,23 @@ pub struct RunSpec {
     /// `spec.model`: the model the agent may use through spawn's model gateway, and the
     /// run's budget for it (`None`: no gateway, and no model endpoint reachable).
     pub model: Option<ModelSpec>,
+    /// The built-in agent loop (`spec.instructions`, no command): `command` is then empty
+    /// and the run's tool runner is given by spawn-run.
+    pub agent_loop: Option<LoopSpec>,
+}
+
+/// How long one `exec` call of the built-in loop may take when the manifest does not say.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The built-in agent loop's part of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopSpec {
+    /// `spec.instructions`: the task.
+    pub instructions: String,
+    /// `capabilities.exec.timeout`: each `exec` call's.
+    pub exec_timeout: Duration,
+    /// `capabilities.exec.memory`: each `exec` call's address space.
+    pub exec_memory: Option<u64>,
 }
 
 /// The model a run may use, as resolved (SPEC §6a).
@@ -278,6 +295,7 @@ impl RunSpec {
             languages: vec![],
             secrets: vec![],
             model: None,
+            agent_loop: None,
         }
     }
 }

@@ -63,18 +63,38 @@ pub(crate) struct Prepared {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) stop: Arc<Stop>,
     events: Arc<RunEvents>,
+    /// The built-in loop, run once the gateway is served.
+    agent_loop: Option<spawn_gateway::agent::Loop>,
+}
+
+/// The built-in loop's sandbox command: the tool runner.
+pub(crate) fn tool_runner_command() -> Vec<String> {
+    vec![
+        "python3".to_owned(),
+        "-c".to_owned(),
+        include_str!("tool_runner.py").to_owned(),
+    ]
 }
 
 /// The gateway being served; [`Serving::finish`] stops it.
 pub(crate) struct Serving {
     gateway: Gateway,
     events: Arc<RunEvents>,
+    agent_loop: Option<(spawn_gateway::tools::ToolQueue, std::thread::JoinHandle<()>)>,
 }
 
 impl Serving {
     /// Stops serving and makes what it recorded durable; what could not be recorded.
     pub(crate) fn finish(self) -> Option<String> {
+        // A loop still running (its sandbox ended first) gets no more results; with the
+        // gateway gone, its model call fails: it ends.
+        if let Some((queue, _)) = &self.agent_loop {
+            queue.close(125);
+        }
         drop(self.gateway);
+        if let Some((_, thread)) = self.agent_loop {
+            let _ = thread.join();
+        }
         let mut rec = self
             .events
             .recording
@@ -126,6 +146,7 @@ pub(crate) struct Recording {
 /// Everything the gateway needs that is not the network: the credential (already
 /// resolved), the script, the price.
 pub(crate) fn prepare(
+    spec: &spawn_policy::RunSpec,
     model: &ModelSpec,
     credential: Option<Zeroizing<String>>,
     address: SocketAddr,
@@ -219,8 +240,53 @@ pub(crate) fn prepare(
         provider: model.provider,
         stop: stop.clone(),
         budget: budget.clone(),
+        tools: std::sync::atomic::AtomicU64::new(0),
     });
     let recorder = events.clone();
+    let mut env = env;
+    let mut peers: Vec<std::net::IpAddr> = sandbox.into_iter().collect();
+    let agent_loop = match &spec.agent_loop {
+        Some(l) => {
+            let queue = spawn_gateway::tools::ToolQueue::new();
+            // The loop calls the gateway from the host end.
+            peers.push(address.ip());
+            env.push((
+                "SPAWN_TOOLS_URL".to_owned(),
+                format!("{url}/spawn/v1/tools"),
+            ));
+            let mut read_roots = vec![PathBuf::from("/workspace")];
+            let mut write_roots = read_roots.clone();
+            for m in &spec.mounts {
+                read_roots.push(m.target.clone());
+                if m.writable {
+                    write_roots.push(m.target.clone());
+                }
+            }
+            Some(spawn_gateway::agent::Loop {
+                api: match model.provider {
+                    ModelProvider::Openai => Provider::OpenAi,
+                    ModelProvider::Anthropic | ModelProvider::Scripted => Provider::Anthropic,
+                },
+                model: model.name.clone(),
+                instructions: l.instructions.clone(),
+                gateway: address,
+                key: Zeroizing::new(token.to_string()),
+                queue,
+                grants: spawn_gateway::agent::Grants {
+                    languages: spec.languages.clone(),
+                    exec_timeout: l.exec_timeout,
+                    exec_memory: l.exec_memory,
+                    net: spec.net.policy != spawn_policy::NetPolicy::None,
+                    read_roots,
+                    write_roots,
+                },
+                max_steps: model
+                    .max_steps
+                    .unwrap_or(spawn_gateway::agent::DEFAULT_MAX_STEPS),
+            })
+        }
+        None => None,
+    };
     let config = Config {
         policy: Policy {
             provider: match model.provider {
@@ -233,7 +299,8 @@ pub(crate) fn prepare(
         placeholder,
         budget,
         price,
-        peer: sandbox,
+        peers,
+        tools: agent_loop.as_ref().map(|l| l.queue.clone()),
         redactor: events.r.redactor.clone(),
         events,
     };
@@ -244,6 +311,7 @@ pub(crate) fn prepare(
         env,
         stop,
         events: recorder,
+        agent_loop,
     })
 }
 
@@ -262,14 +330,118 @@ fn read_script(path: &Path) -> Result<String, RunError> {
 }
 
 impl Prepared {
-    /// Serves it (once the sandbox exists).
+    /// Serves it (once the sandbox exists), and starts the built-in loop if the run is one.
     pub(crate) fn serve(self) -> Result<Serving, RunError> {
         let gateway = Gateway::serve(self.listener, self.config)
             .map_err(|e| RunError::Gateway(e.to_string()))?;
+        let agent_loop = match self.agent_loop {
+            Some(l) => {
+                let queue = l.queue.clone();
+                let mut observer = LoopObserver {
+                    events: self.events.clone(),
+                };
+                let thread = std::thread::Builder::new()
+                    .name("spawn-agent-loop".into())
+                    .spawn(move || {
+                        let code = match l.run(&mut observer) {
+                            spawn_gateway::agent::End::Finished(_) => 0,
+                            spawn_gateway::agent::End::Failed(_) => 1,
+                        };
+                        l.queue.close(code);
+                    })
+                    .map_err(|e| RunError::Gateway(format!("start the agent loop: {e}")))?;
+                Some((queue, thread))
+            }
+            None => None,
+        };
         Ok(Serving {
             gateway,
             events: self.events,
+            agent_loop,
         })
+    }
+}
+
+/// The loop's decisions, to the user (stdout, redacted) and to the record (an
+/// `agent.tool.invoke` event per call, its content beside the log).
+struct LoopObserver {
+    events: Arc<RunEvents>,
+}
+
+impl spawn_gateway::agent::Observer for LoopObserver {
+    fn say(&mut self, line: &str) {
+        use std::io::Write as _;
+        let line = match &self.events.r.redactor {
+            Some(r) => r.redact_str(line),
+            None => line.to_owned(),
+        };
+        // Terminal escapes and other controls the model wrote are shown, not obeyed.
+        let line: String = line
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
+
+    fn tool(&mut self, record: &spawn_gateway::agent::ToolRecord) {
+        let number = self
+            .events
+            .tools
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let outcome = if record.refused.is_some() {
+            Outcome::Denied
+        } else if record.output.get("error").is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        let mut content = serde_json::json!({
+            "step": record.step, "tool": record.tool, "input": record.input,
+            "output": record.output,
+        });
+        if let Some(r) = &self.events.r.redactor {
+            r.redact_json(&mut content);
+        }
+        let mut e = self
+            .events
+            .event(
+                EventType::AgentToolInvoke,
+                "tool",
+                &record.tool,
+                "invoke",
+                outcome,
+            )
+            .with_detail("step", record.step)
+            .with_detail("call", number)
+            .with_detail("gen_ai.operation.name", "execute_tool")
+            .with_detail("gen_ai.tool.name", record.tool.clone())
+            .with_detail("durationMs", record.duration.as_secs_f64() * 1000.0);
+        if record.tool == "exec" {
+            let code = record.input["code"].as_str().unwrap_or("");
+            e = e
+                .with_detail("language", record.input["language"].as_str().unwrap_or(""))
+                .with_detail(
+                    "codeHash",
+                    format!("sha256:{}", hex(&Sha256::digest(code.as_bytes()))),
+                );
+        }
+        if let Some(why) = &record.refused {
+            e = e.with_detail("reason", why.clone());
+        }
+        let bytes = format!("{content}\n").into_bytes();
+        match self.events.keep("tools", number, &bytes) {
+            Some(d) => e = e.with_detail("contentSha256", d),
+            None => e = e.with_detail("contentKept", false),
+        }
+        self.events.emit(e, true);
     }
 }
 
@@ -287,6 +459,8 @@ struct RunEvents {
     provider: ModelProvider,
     stop: Arc<Stop>,
     budget: Budget,
+    /// Tool calls of the built-in loop so far.
+    tools: std::sync::atomic::AtomicU64,
 }
 
 impl RunEvents {
@@ -341,6 +515,12 @@ impl RunEvents {
         content.extend_from_slice(b",\"response\":");
         content.extend_from_slice(&json_text(&record.response));
         content.extend_from_slice(b"}\n");
+        self.keep("model", record.number, &content)
+    }
+
+    /// Keeps `content` as `traces/RUN/KIND/NUMBER.json` (`0600` in `0700` directories of
+    /// the run's); its digest, or `None` past the run's cap or when it cannot be written.
+    fn keep(&self, kind: &str, number: u64, content: &[u8]) -> Option<String> {
         {
             let mut rec = self
                 .recording
@@ -351,8 +531,8 @@ impl RunEvents {
             }
             rec.content_bytes += content.len() as u64;
         }
-        let digest = format!("sha256:{}", hex(&Sha256::digest(&content)));
-        let dir = self.r.trace_dir.join(&self.r.trace_id).join("model");
+        let digest = format!("sha256:{}", hex(&Sha256::digest(content)));
+        let dir = self.r.trace_dir.join(&self.r.trace_id).join(kind);
         let written = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -362,8 +542,8 @@ impl RunEvents {
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .open(dir.join(format!("{:06}.json", record.number)))?;
-                f.write_all(&content)
+                    .open(dir.join(format!("{number:06}.json")))?;
+                f.write_all(content)
             });
         written.ok().map(|()| digest)
     }

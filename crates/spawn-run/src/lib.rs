@@ -318,6 +318,7 @@ impl Run {
                     .ok_or_else(|| RunError::Gateway("the run's link has no gateway address".into()))?;
                 let prices = spawn_gateway::prices::Prices::load(&home).map_err(RunError::Gateway)?;
                 let prepared = gateway::prepare(
+                    &spec,
                     model,
                     credential,
                     address,
@@ -333,6 +334,9 @@ impl Run {
                     &prices,
                 )?;
                 let mut with_env = spec.clone();
+                if spec.agent_loop.is_some() {
+                    with_env.command = gateway::tool_runner_command();
+                }
                 with_env.env.retain(|(k, _)| !prepared.env.iter().any(|(n, _)| n == k));
                 with_env.env.extend(prepared.env.iter().cloned());
                 run_spec = std::borrow::Cow::Owned(with_env);

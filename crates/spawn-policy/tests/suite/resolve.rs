@@ -61,6 +61,7 @@ fn bare_command_gets_the_defaults() {
             languages: vec![],
             secrets: vec![],
             model: None,
+            agent_loop: None,
         }
     );
     // RunSpec::bare is exactly this resolution.
@@ -166,6 +167,7 @@ fn full_manifest_resolves() {
             languages: strings(&["python", "bash"]),
             secrets: vec![],
             model: None,
+            agent_loop: None,
         }
     );
 }
@@ -443,8 +445,30 @@ fn spec_example_is_refused_for_what_is_not_implemented() {
     let got = resolve_err(Some(&full), &base, &Overrides::default());
     assert_eq!(
         got,
-        "spec.instructions: the built-in agent loop is not supported yet (remove spec.instructions)"
+        "spec.instructions: are for the built-in loop (an agent without a command): remove spec.command or spec.instructions"
     );
+
+    // Without its command, the example is the built-in loop: the instructions, the
+    // exec capability's timeout per call (not the run's).
+    let mut l = full.clone();
+    l.spec.command = None;
+    let spec = resolve(Some(&l), &base, &base, &Overrides::default(), &[]).unwrap();
+    assert!(spec.command.is_empty());
+    let lp = spec.agent_loop.unwrap();
+    assert_eq!(lp.exec_timeout, std::time::Duration::from_secs(300));
+    assert_eq!(lp.exec_memory, Some(512 << 20));
+    assert_eq!(spec.timeout, Some(std::time::Duration::from_secs(600)));
+    // With a command after --, the loop's instructions are refused, never ignored.
+    let flagged = Overrides {
+        command: strings(&["true"]),
+        ..Overrides::default()
+    };
+    assert!(resolve_err(Some(&l), &base, &flagged)
+        .starts_with("spec.instructions: are for the built-in loop"));
+    let mut no_model = l.clone();
+    no_model.spec.model = None;
+    no_model.spec.limits = None;
+    assert!(resolve_err(Some(&no_model), &base, &Overrides::default()).contains("needs spec.model"));
 
     // Without the built-in loop's instructions, the example is a command agent with a
     // model and its budget.
