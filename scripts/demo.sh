@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: run the example agents in native sandboxes (one without network, one
-# restricted to one domain through the egress proxy), then show their audit trails.
+# restricted to one domain through the egress proxy), then show their audit trails; then
+# the built-in agent loop offline (a scripted model) in a gVisor sandbox, its audit trail,
+# and its replay.
 set -euo pipefail
 spawn=${1:-target/release/spawn}
 cd "$(dirname "$0")/.."
@@ -16,7 +18,8 @@ audit() {
 import json, sys
 path, run = sys.argv[1], sys.argv[2]
 keys = ("command", "syscall", "exitCode", "blockedSyscalls", "killReason", "address",
-        "decision", "detail", "bytesIn", "connectionsAllowed", "connectionsDenied")
+        "decision", "detail", "bytesIn", "connectionsAllowed", "connectionsDenied",
+        "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "language", "reason")
 for line in open(path):
     e = json.loads(line)
     if e.get("traceId") != run:
@@ -48,3 +51,17 @@ demo() {
 demo examples/demo/agent.yaml
 echo
 demo examples/demo/web-agent.yaml
+
+echo
+echo "== the built-in agent loop: spawn run -f examples/demo/loop-agent.yaml --json"
+set +e
+"$spawn" run -f examples/demo/loop-agent.yaml --json | tee "$out"
+code=${PIPESTATUS[0]}
+set -e
+echo "(exit code $code)"
+run_id=$(tail -n 1 "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runId"])')
+echo
+audit "$run_id"
+echo
+echo "== spawn replay $run_id"
+"$spawn" replay "$run_id"

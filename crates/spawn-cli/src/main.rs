@@ -79,6 +79,19 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Run a recorded agent again in a fresh sandbox, its model answering from the
+    /// recording; print each decision and tool result and the first step where the new run
+    /// differs (exit 0: identical, 1: diverged, 125: could not replay).
+    Replay {
+        /// The recorded run (`tr_…`; a run with spec.model).
+        trace_id: String,
+        /// Wait for Enter before each model call after the first.
+        #[arg(long)]
+        step_by_step: bool,
+        /// Replay on this runtime instead of the recorded one.
+        #[arg(long)]
+        runtime: Option<String>,
+    },
     /// A run's trace from the local audit log.
     Trace {
         #[command(subcommand)]
@@ -390,6 +403,11 @@ fn main() -> ExitCode {
             server_mode(&|r| remote::secrets(r, cmd, *json))
         }
         Command::Secrets { cmd, json } => done(secrets::run(&home, cmd, *json)),
+        Command::Replay {
+            trace_id,
+            step_by_step,
+            runtime,
+        } => run::replay(&home, trace_id, *step_by_step, runtime.as_deref()),
         Command::Trace {
             cmd: TraceCmd::Export { trace_id, format },
         } => done(audit::trace_export(&home, trace_id, format)),

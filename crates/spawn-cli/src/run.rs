@@ -250,3 +250,80 @@ fn json_result(run_id: &str, spec: &RunSpec, result: Result<&Report, &RunError>)
         }),
     }
 }
+
+/// `spawn replay TRACE_ID`: the recorded run again, in a fresh sandbox, its model calls
+/// answered from the recording.
+pub(crate) fn replay(
+    home: &Path,
+    trace_id: &str,
+    step_by_step: bool,
+    runtime: Option<&str>,
+) -> ExitCode {
+    let go = || -> anyhow::Result<ExitCode> {
+        let (mut spec, mut recorded) = spawn_run::load_replay(home, trace_id)?;
+        if let Some(r) = runtime {
+            spec.runtime = r
+                .parse::<RuntimeKind>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        recorded.step_by_step = step_by_step;
+        let (calls, tools) = recorded.counts();
+        eprintln!(
+            "spawn: replaying {trace_id} ({calls} model calls, {tools} tool calls recorded) in a new {} sandbox",
+            spec.runtime.as_str()
+        );
+        let created_ms = spawn_store::now_ms();
+        let mut run = Run::create(RunRequest {
+            spec,
+            home: home.to_owned(),
+            audit_limits: audit_limits()?,
+            run_id: None,
+            agent_id: None,
+        })?;
+        run.set_replay(recorded);
+        if !run.spec().secrets.is_empty() {
+            crate::secrets::no_core_files()?;
+            run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
+                home: home.to_owned(),
+            }));
+        }
+        let mut recorder = crate::local::Recorder::new(home);
+        run.on_started(recorder.opener());
+        let finished = run.execute(&mut |w| eprintln!("spawn: warning: {w}"));
+        let argv0 = finished.spec.command.first().cloned().unwrap_or_default();
+        let code = match &finished.result {
+            Ok(report) => {
+                report_human(&finished.spec, report, &argv0);
+                match finished.replay.as_ref().and_then(Option::as_ref) {
+                    None => {
+                        println!("replay: {} is identical to {trace_id}", finished.run_id);
+                        0
+                    }
+                    Some(why) => {
+                        println!(
+                            "replay: {} diverged from {trace_id}: {why}",
+                            finished.run_id
+                        );
+                        1
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("spawn: {e}");
+                EXIT_SPAWN_FAILED
+            }
+        };
+        if let Some(f) = &finished.audit_failed {
+            eprintln!("spawn: warning: part of this run's audit trail could not be written: {f}");
+        }
+        recorder.record(&finished, created_ms);
+        Ok(ExitCode::from(code))
+    };
+    match go() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spawn: {e:#}");
+            ExitCode::from(EXIT_SPAWN_FAILED)
+        }
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::errors::{Provider, Refusal};
 
 /// The endpoints served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     /// `POST /v1/messages` (Anthropic; Claude Code adds `?beta=true`).
     Messages,
@@ -45,6 +45,32 @@ impl Endpoint {
             ("HEAD", "/") => Endpoint::WarmUp,
             _ => return None,
         })
+    }
+
+    /// Its name in records (`messages`, `chat.completions`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Models => "models",
+            Endpoint::WarmUp => "warm-up",
+        }
+    }
+
+    /// The endpoint of a record's name.
+    pub fn from_name(name: &str) -> Option<Endpoint> {
+        [
+            Endpoint::Messages,
+            Endpoint::CountTokens,
+            Endpoint::ChatCompletions,
+            Endpoint::Responses,
+            Endpoint::Models,
+            Endpoint::WarmUp,
+        ]
+        .into_iter()
+        .find(|e| e.name() == name)
     }
 
     /// Whose API it is (`None`: both providers serve it).

@@ -48,6 +48,52 @@ pub enum Upstream {
     },
     /// Answers from a script (`provider: scripted`), in the API the client spoke.
     Scripted(Script),
+    /// Answers from a recorded run (`spawn replay`): each endpoint's calls get the
+    /// recording's answers in order; a request unlike the recording's is a divergence.
+    Replay(Arc<Replayed>),
+}
+
+/// A call of a recorded run.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub endpoint: Endpoint,
+    pub stream: bool,
+    /// The request's body (as recorded: redacted of the run's secrets).
+    pub request: serde_json::Value,
+    /// The answer's body as it passed.
+    pub response: Vec<u8>,
+}
+
+/// A recorded run's calls, served in order.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    queues: std::sync::Mutex<
+        std::collections::HashMap<Endpoint, std::collections::VecDeque<(usize, Recorded)>>,
+    >,
+}
+
+impl Replayed {
+    /// The calls, in the order they were made.
+    pub fn new(calls: Vec<Recorded>) -> Replayed {
+        let mut queues: std::collections::HashMap<
+            Endpoint,
+            std::collections::VecDeque<(usize, Recorded)>,
+        > = std::collections::HashMap::new();
+        for (i, c) in calls.into_iter().enumerate() {
+            queues.entry(c.endpoint).or_default().push_back((i + 1, c));
+        }
+        Replayed {
+            queues: std::sync::Mutex::new(queues),
+        }
+    }
+
+    fn next(&self, endpoint: Endpoint) -> Option<(usize, Recorded)> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&endpoint)
+            .and_then(std::collections::VecDeque::pop_front)
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -55,6 +101,7 @@ impl std::fmt::Debug for Upstream {
         match self {
             Upstream::Http { base, .. } => write!(f, "Upstream::Http({base}, credential: ..)"),
             Upstream::Scripted(_) => f.write_str("Upstream::Scripted"),
+            Upstream::Replay(_) => f.write_str("Upstream::Replay"),
         }
     }
 }
@@ -100,6 +147,8 @@ pub trait Events: Send + Sync {
     /// The budget is spent: a call was refused because it could take the run past a
     /// limit. The run must stop.
     fn exhausted(&self, why: Exhausted);
+    /// Replaying: a call is not what the recorded run made at this point.
+    fn diverged(&self, _what: String) {}
 }
 
 /// The run's gateway, as configured.
@@ -515,6 +564,50 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
             );
             r
         }
+        Upstream::Replay(recorded) => {
+            let Some((n, rec)) = recorded.next(endpoint) else {
+                let why = format!(
+                    "call {number} ({}) is one the recorded run did not make",
+                    endpoint.name()
+                );
+                shared.config.events.diverged(why.clone());
+                return shared.refuse(&call, Refusal::Upstream, &why);
+            };
+            let now: serde_json::Value = serde_json::from_slice(&call.request).unwrap_or_default();
+            if now != rec.request {
+                shared.config.events.diverged(format!(
+                    "model call {n} ({}): the request differs from the recording's{}",
+                    endpoint.name(),
+                    first_difference(&rec.request, &now)
+                        .map(|p| format!(" (first at {p})"))
+                        .unwrap_or_default()
+                ));
+            }
+            let usage = if rec.stream {
+                let mut m = Meter::new(endpoint);
+                m.push(&rec.response);
+                m.finish()
+            } else {
+                Meter::of_body(endpoint, &rec.response)
+            };
+            let mut record = call.record(200);
+            record.usage = usage;
+            record.first_byte = Some(call.clock.elapsed());
+            record.response = shared.redacted(&rec.response);
+            record.response_bytes = rec.response.len() as u64;
+            record.counted = settle(&shared, reservation, usage);
+            shared.config.events.call(record);
+            let mut r = Response::new(full(rec.response));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(if rec.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                }),
+            );
+            r
+        }
         Upstream::Http { base, credential } => {
             forward(
                 shared.clone(),
@@ -593,6 +686,34 @@ async fn tool_endpoint(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": "no such tool endpoint"}),
         ),
+    }
+}
+
+/// Where two JSON values first differ, as a JSON pointer (`None`: equal).
+pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    difference_at(a, b).map(|p| if p.is_empty() { "/".to_owned() } else { p })
+}
+
+fn difference_at(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => difference_at(p, q).map(|d| format!("/{k}{d}")),
+                _ => Some(format!("/{k}")),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            (0..x.len().max(y.len())).find_map(|i| match (x.get(i), y.get(i)) {
+                (Some(p), Some(q)) => difference_at(p, q).map(|d| format!("/{i}{d}")),
+                _ => Some(format!("/{i}")),
+            })
+        }
+        _ if a == b => None,
+        _ => Some(String::new()),
     }
 }
 
@@ -881,4 +1002,41 @@ async fn relay(
     record.broken = broken;
     record.counted = settle(&shared, r.reservation, usage);
     shared.config.events.call(record);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_difference_is_named_by_its_path() {
+        let a = json!({"m": [{"c": "x"}, {"c": "y"}], "k": 1});
+        assert_eq!(first_difference(&a, &a), None);
+        assert_eq!(
+            first_difference(&a, &json!({"m": [{"c": "x"}, {"c": "z"}], "k": 1})).as_deref(),
+            Some("/m/1/c")
+        );
+        assert_eq!(
+            first_difference(&a, &json!({"m": [{"c": "x"}], "k": 1})).as_deref(),
+            Some("/m/1")
+        );
+        assert_eq!(
+            first_difference(&a, &json!({"m": [], "k": 1, "n": 2})).as_deref(),
+            Some("/m/0")
+        );
+        assert_eq!(
+            first_difference(&json!(1), &json!("1")).as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            upstream_url("http://h:1/v1/", "/v1/messages"),
+            "http://h:1/v1/messages"
+        );
+        assert_eq!(
+            upstream_url("https://api.anthropic.com", "/v1/messages"),
+            "https://api.anthropic.com/v1/messages"
+        );
+    }
 }

@@ -133,7 +133,7 @@ impl FromStr for NetPolicy {
 }
 
 /// Resource limits, as plain numbers. `None` means "the runtime's default", never "unlimited".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Resources {
     /// Memory limit in bytes.
     pub memory_bytes: Option<u64>,
@@ -146,7 +146,7 @@ pub struct Resources {
 }
 
 /// Where a mount's contents come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountSource {
     /// A host path, absolute and already resolved against the manifest's directory.
     Host(PathBuf),
@@ -160,7 +160,7 @@ pub enum MountSource {
 }
 
 /// One entry of `capabilities.fs.mounts` (or `--mount`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {
     /// What is mounted.
     pub source: MountSource,
@@ -171,7 +171,7 @@ pub struct MountSpec {
 }
 
 /// Everything a runtime needs to run one sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// `metadata.name` (a DNS label), or `"run"` for a bare command.
     pub name: String,
@@ -211,7 +211,7 @@ pub struct RunSpec {
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The built-in agent loop's part of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopSpec {
     /// `spec.instructions`: the task.
     pub instructions: String,
@@ -222,7 +222,7 @@ pub struct LoopSpec {
 }
 
 /// The model a run may use, as resolved (SPEC §6a).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// Whose API.
     pub provider: crate::ModelProvider,
@@ -244,7 +244,7 @@ pub struct ModelSpec {
 }
 
 /// A secret granted to the agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretGrant {
     /// The environment variable that receives it (with [`SecretDelivery::File`], the
     /// name of its file under `/run/secrets`).
@@ -258,7 +258,7 @@ pub struct SecretGrant {
 }
 
 /// Where a granted secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecretSource {
     /// `store://NAME`: spawn's own store, in the run's namespace.
     Store(String),

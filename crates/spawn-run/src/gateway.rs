@@ -65,6 +65,7 @@ pub(crate) struct Prepared {
     events: Arc<RunEvents>,
     /// The built-in loop, run once the gateway is served.
     agent_loop: Option<spawn_gateway::agent::Loop>,
+    step_by_step: bool,
 }
 
 /// The built-in loop's sandbox command: the tool runner.
@@ -84,8 +85,9 @@ pub(crate) struct Serving {
 }
 
 impl Serving {
-    /// Stops serving and makes what it recorded durable; what could not be recorded.
-    pub(crate) fn finish(self) -> Option<String> {
+    /// Stops serving (the loop ended) and makes what it recorded durable; what could not
+    /// be recorded, and where a replay left its recording.
+    pub(crate) fn finish(self) -> (Option<String>, Option<String>) {
         // A loop still running (its sandbox ended first) gets no more results; with the
         // gateway gone, its model call fails: it ends.
         if let Some((queue, _)) = &self.agent_loop {
@@ -119,9 +121,18 @@ impl Serving {
                 rec.failed.get_or_insert(e.to_string());
             }
         }
-        rec.failed
+        let failed = rec
+            .failed
             .take()
-            .map(|e| format!("the model gateway's audit events: {e}"))
+            .map(|e| format!("the model gateway's audit events: {e}"));
+        drop(rec);
+        let diverged = self
+            .events
+            .diverged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        (failed, diverged)
     }
 }
 
@@ -143,19 +154,38 @@ pub(crate) struct Recording {
     pub(crate) redactor: Option<Arc<Redactor>>,
 }
 
+/// Who answers the run's model calls.
+pub(crate) enum Answers {
+    /// The manifest's provider, with its credential (none for the scripted provider).
+    Provider(Option<Zeroizing<String>>),
+    /// A recorded run.
+    Replay(Replay),
+}
+
 /// Everything the gateway needs that is not the network: the credential (already
 /// resolved), the script, the price.
 pub(crate) fn prepare(
     spec: &spawn_policy::RunSpec,
     model: &ModelSpec,
-    credential: Option<Zeroizing<String>>,
+    answers: Answers,
     address: SocketAddr,
     sandbox: Option<std::net::IpAddr>,
     recording: Recording,
     prices: &spawn_gateway::prices::Prices,
 ) -> Result<Prepared, RunError> {
+    let (credential, replay) = match answers {
+        Answers::Provider(c) => (c, None),
+        Answers::Replay(r) => (None, Some(r)),
+    };
     let gateway_err = |m: String| RunError::Gateway(m);
-    let upstream = match model.provider {
+    let step_by_step = replay.as_ref().is_some_and(|r| r.step_by_step);
+    let (replay_calls, replay_tools) = match replay {
+        Some(r) => (Some(r.calls), Some(r.tools)),
+        None => (None, None),
+    };
+    let upstream = match (replay_calls, model.provider) {
+        (Some(calls), _) => Upstream::Replay(Arc::new(spawn_gateway::server::Replayed::new(calls))),
+        (None, provider) => match provider {
         ModelProvider::Scripted => {
             let path = model
                 .script
@@ -179,6 +209,7 @@ pub(crate) fn prepare(
                     credential_variable(p)
                 ))
             })?,
+        },
         },
     };
     let price = match model.provider {
@@ -241,7 +272,10 @@ pub(crate) fn prepare(
         stop: stop.clone(),
         budget: budget.clone(),
         tools: std::sync::atomic::AtomicU64::new(0),
+        replay_tools,
+        diverged: Mutex::new(None),
     });
+    events.keep_spec(spec);
     let recorder = events.clone();
     let mut env = env;
     let mut peers: Vec<std::net::IpAddr> = sandbox.into_iter().collect();
@@ -312,6 +346,7 @@ pub(crate) fn prepare(
         stop,
         events: recorder,
         agent_loop,
+        step_by_step,
     })
 }
 
@@ -339,6 +374,7 @@ impl Prepared {
                 let queue = l.queue.clone();
                 let mut observer = LoopObserver {
                     events: self.events.clone(),
+                    step_by_step: self.step_by_step,
                 };
                 let thread = std::thread::Builder::new()
                     .name("spawn-agent-loop".into())
@@ -366,6 +402,7 @@ impl Prepared {
 /// `agent.tool.invoke` event per call, its content beside the log).
 struct LoopObserver {
     events: Arc<RunEvents>,
+    step_by_step: bool,
 }
 
 impl spawn_gateway::agent::Observer for LoopObserver {
@@ -388,6 +425,25 @@ impl spawn_gateway::agent::Observer for LoopObserver {
             .collect();
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
+
+    fn before_step(&mut self, step: u64) {
+        use std::io::{BufRead as _, Write as _};
+        if !self.step_by_step {
+            return;
+        }
+        // The terminal if there is one (stdin may be the agent's), else stdin.
+        eprint!("spawn: replay: press Enter for step {step} ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        match std::fs::File::open("/dev/tty") {
+            Ok(tty) => {
+                let _ = std::io::BufReader::new(tty).read_line(&mut line);
+            }
+            Err(_) => {
+                let _ = std::io::stdin().lock().read_line(&mut line);
+            }
+        }
     }
 
     fn tool(&mut self, record: &spawn_gateway::agent::ToolRecord) {
@@ -436,6 +492,33 @@ impl spawn_gateway::agent::Observer for LoopObserver {
         if let Some(why) = &record.refused {
             e = e.with_detail("reason", why.clone());
         }
+        if let Some(recorded) = &self.events.replay_tools {
+            let index = usize::try_from(number - 1).unwrap_or(usize::MAX);
+            match recorded.get(index) {
+                None => self.events.diverge(format!(
+                    "step {}: tool call {number} ({}) is one the recorded run did not make",
+                    record.step, record.tool
+                )),
+                Some(r) if r["tool"] != content["tool"] || r["input"] != content["input"] => {
+                    self.events.diverge(format!(
+                        "step {}: tool call {number} differs: recorded {} {}, now {} {}",
+                        record.step,
+                        r["tool"].as_str().unwrap_or(""),
+                        spawn_gateway::agent::shown(&r["input"], 200),
+                        record.tool,
+                        spawn_gateway::agent::shown(&content["input"], 200)
+                    ))
+                }
+                Some(r) if r["output"] != content["output"] => self.events.diverge(format!(
+                    "step {}: the result of {} (tool call {number}) differs: recorded {}, now {}",
+                    record.step,
+                    record.tool,
+                    spawn_gateway::agent::shown(&r["output"], 300),
+                    spawn_gateway::agent::shown(&content["output"], 300)
+                )),
+                Some(_) => {}
+            }
+        }
         let bytes = format!("{content}\n").into_bytes();
         match self.events.keep("tools", number, &bytes) {
             Some(d) => e = e.with_detail("contentSha256", d),
@@ -461,6 +544,10 @@ struct RunEvents {
     budget: Budget,
     /// Tool calls of the built-in loop so far.
     tools: std::sync::atomic::AtomicU64,
+    /// Replaying: the recorded run's tool calls, in order.
+    replay_tools: Option<Vec<serde_json::Value>>,
+    /// Replaying: the first place the run left the recording.
+    diverged: Mutex<Option<String>>,
 }
 
 impl RunEvents {
@@ -510,12 +597,65 @@ impl RunEvents {
     /// directory of the run's; its digest goes in the event. `None` past the run's cap.
     fn keep_content(&self, record: &CallRecord) -> Option<String> {
         let mut content = Vec::with_capacity(record.request.len() + record.response.len() + 64);
-        content.extend_from_slice(b"{\"request\":");
+        content.extend_from_slice(
+            serde_json::json!({"endpoint": record.endpoint.name(), "status": record.status,
+                               "stream": record.stream})
+            .to_string()
+            .trim_end_matches('}')
+            .as_bytes(),
+        );
+        content.extend_from_slice(b",\"request\":");
         content.extend_from_slice(&json_text(&record.request));
         content.extend_from_slice(b",\"response\":");
         content.extend_from_slice(&json_text(&record.response));
         content.extend_from_slice(b"}\n");
         self.keep("model", record.number, &content)
+    }
+
+    /// Keeps what replay needs to run the agent again: the resolved run (the values of
+    /// `--env` left out: they may be anything), as `traces/RUN/run.json`.
+    fn keep_spec(&self, spec: &spawn_policy::RunSpec) {
+        let mut spec = spec.clone();
+        for (_, v) in &mut spec.env {
+            v.clear();
+        }
+        if let Ok(text) = serde_json::to_vec_pretty(&spec) {
+            let dir = self.r.trace_dir.join(&self.r.trace_id);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(dir.join("run.json"))?
+                        .write_all(&text)
+                });
+        }
+    }
+
+    /// Notes where a replay left the recording (the first place only).
+    fn diverge(&self, what: String) {
+        let mut d = self
+            .diverged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if d.is_none() {
+            let e = self
+                .event(
+                    EventType::PolicyViolation,
+                    "replay",
+                    &self.r.trace_id,
+                    "diverge",
+                    Outcome::Error,
+                )
+                .with_detail("reason", what.clone());
+            *d = Some(what);
+            drop(d);
+            self.emit(e, true);
+        }
     }
 
     /// Keeps `content` as `traces/RUN/KIND/NUMBER.json` (`0600` in `0700` directories of
@@ -597,6 +737,10 @@ pub fn exhausted_reason(why: &Exhausted) -> String {
 }
 
 impl Events for RunEvents {
+    fn diverged(&self, what: String) {
+        self.diverge(what);
+    }
+
     fn call(&self, record: CallRecord) {
         let model = record.model.clone().unwrap_or_default();
         let (t, outcome) = match (&record.refusal, record.status) {
@@ -673,4 +817,101 @@ impl Events for RunEvents {
             self.emit(e, true);
         }
     }
+}
+
+/// A recorded run to replay (`spawn replay`).
+#[derive(Debug)]
+pub struct Replay {
+    calls: Vec<spawn_gateway::server::Recorded>,
+    tools: Vec<serde_json::Value>,
+    /// The recorded run's id.
+    pub source: String,
+    /// Wait for Enter before each model call after the first.
+    pub step_by_step: bool,
+}
+
+impl Replay {
+    /// Model calls and tool calls recorded.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.calls.len(), self.tools.len())
+    }
+}
+
+/// The run `trace_id` as recorded under `home/traces`: what ran, and its calls; what is
+/// missing or unreadable is said.
+pub fn load_replay(
+    home: &Path,
+    trace_id: &str,
+) -> Result<(spawn_policy::RunSpec, Replay), RunError> {
+    let bad = |m: String| RunError::Gateway(format!("replay {trace_id}: {m}"));
+    if !trace_id.starts_with("tr_")
+        || trace_id.len() > 64
+        || !trace_id[3..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(bad("not a run id (tr_…)".into()));
+    }
+    let dir = home.join("traces").join(trace_id);
+    let spec_text = std::fs::read(dir.join("run.json")).map_err(|e| {
+        bad(format!(
+            "{}: {e} (only runs with spec.model are recorded for replay)",
+            dir.join("run.json").display()
+        ))
+    })?;
+    let spec: spawn_policy::RunSpec =
+        serde_json::from_slice(&spec_text).map_err(|e| bad(format!("run.json: {e}")))?;
+    let read_dir = |kind: &str| -> Result<Vec<serde_json::Value>, RunError> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.join(kind)) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(bad(format!("{kind}: {e}"))),
+        };
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                std::fs::read(f)
+                    .map_err(|e| bad(format!("{}: {e}", f.display())))
+                    .and_then(|b| {
+                        serde_json::from_slice(&b).map_err(|e| bad(format!("{}: {e}", f.display())))
+                    })
+            })
+            .collect()
+    };
+    let calls = read_dir("model")?
+        .into_iter()
+        .filter(|c| {
+            c["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+        .filter_map(|c| {
+            let endpoint = spawn_gateway::request::Endpoint::from_name(c["endpoint"].as_str()?)?;
+            endpoint.is_model_call().then_some(())?;
+            let response = match &c["response"] {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                v => v.to_string().into_bytes(),
+            };
+            Some(spawn_gateway::server::Recorded {
+                endpoint,
+                stream: c["stream"].as_bool().unwrap_or(false),
+                request: c["request"].clone(),
+                response,
+            })
+        })
+        .collect::<Vec<_>>();
+    if calls.is_empty() {
+        return Err(bad("the recorded run made no model call to replay".into()));
+    }
+    let tools = read_dir("tools")?;
+    Ok((
+        spec,
+        Replay {
+            calls,
+            tools,
+            source: trace_id.to_owned(),
+            step_by_step: false,
+        },
+    ))
 }

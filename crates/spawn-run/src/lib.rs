@@ -40,7 +40,7 @@ use spawn_sandbox::{Observer, Report, RunOptions, SecretEnv};
 
 use egress_config::GrantedValue;
 pub use error::RunError;
-pub use gateway::{credential_variable, exhausted_reason};
+pub use gateway::{credential_variable, exhausted_reason, load_replay, Replay};
 
 /// What `net: full` means, said at start and recorded in the audit log.
 pub const FULL_NET_WARNING: &str = "net policy full gives the agent direct network access, \
@@ -87,6 +87,7 @@ pub struct Run {
     auditor: Auditor,
     limits: Limits,
     resolver: Option<Box<dyn SecretResolver>>,
+    replay: Option<gateway::Replay>,
 }
 
 /// A granted secret's value as a front end's store gives it: wiped when dropped.
@@ -118,6 +119,8 @@ pub struct Finished {
     pub audit_failed: Option<String>,
     /// Why the run was stopped by a limit of its own (its model budget), if it was.
     pub stopped: Option<String>,
+    /// A replay: where it left the recording (`Some(None)`: it did not).
+    pub replay: Option<Option<String>>,
 }
 
 impl Finished {
@@ -173,7 +176,10 @@ impl Run {
             redactor: None,
             gateway: GatewayState::None,
         };
-        let argv0 = spec.command.first().cloned().unwrap_or_default();
+        let argv0 = match (&spec.agent_loop, spec.command.first()) {
+            (Some(_), _) => "(the built-in loop's tool runner)".to_owned(),
+            (None, first) => first.cloned().unwrap_or_default(),
+        };
         let start = auditor
             .event(
                 EventType::AgentStart,
@@ -229,12 +235,19 @@ impl Run {
             auditor,
             limits: audit_limits,
             resolver: None,
+            replay: None,
         })
     }
 
     /// Where the run's granted secrets are resolved at its start.
     pub fn set_secret_resolver(&mut self, resolver: Box<dyn SecretResolver>) {
         self.resolver = Some(resolver);
+    }
+
+    /// Makes the run a replay of a recorded one: its model calls are answered from the
+    /// recording, and where the run leaves it is reported ([`Finished::replay`]).
+    pub fn set_replay(&mut self, replay: gateway::Replay) {
+        self.replay = Some(replay);
     }
 
     /// `tr_…`.
@@ -284,14 +297,21 @@ impl Run {
             mut auditor,
             limits,
             mut resolver,
+            mut replay,
         } = self;
+        let replaying = replay.is_some();
         // The network (and the proxy's account of it) lasts until the run's stop is on
         // record, as it did for the CLI.
         let mut options = None;
         let mut stop = None;
         let secret_env = resolve_secrets(&spec, &mut resolver, &mut auditor).and_then(
             |(secret_env, mut granted)| {
-                let credential = model_credential(&spec, &mut resolver, &mut auditor)?;
+                // A replay answers from the recording: no provider, no credential.
+                let credential = if replaying {
+                    None
+                } else {
+                    model_credential(&spec, &mut resolver, &mut auditor)?
+                };
                 if let Some(c) = &credential {
                     // Never given to the agent; redacted wherever it might show.
                     granted.push(GrantedValue {
@@ -317,10 +337,14 @@ impl Run {
                     .and_then(|n| n.gateway())
                     .ok_or_else(|| RunError::Gateway("the run's link has no gateway address".into()))?;
                 let prices = spawn_gateway::prices::Prices::load(&home).map_err(RunError::Gateway)?;
+                let answers = match replay.take() {
+                    Some(r) => gateway::Answers::Replay(r),
+                    None => gateway::Answers::Provider(credential),
+                };
                 let prepared = gateway::prepare(
                     &spec,
                     model,
-                    credential,
+                    answers,
                     address,
                     network.as_ref().and_then(|n| n.sandbox_address()),
                     gateway::Recording {
@@ -375,7 +399,8 @@ impl Run {
         });
         // The gateway stops serving (calls in flight are cut off) before the run's end is
         // recorded; what it could not record is the run's audit failure.
-        if let Some(failed) = std::mem::take(&mut auditor.gateway).finish() {
+        let (failed, diverged) = std::mem::take(&mut auditor.gateway).finish();
+        if let Some(failed) = failed {
             auditor.failed.get_or_insert(failed);
         }
         let stopped = stop.and_then(|s| s.reason());
@@ -423,6 +448,7 @@ impl Run {
             result,
             audit_failed: auditor.failed,
             stopped,
+            replay: replaying.then_some(diverged),
         }
     }
 }
@@ -695,12 +721,12 @@ impl std::fmt::Debug for GatewayState {
 }
 
 impl GatewayState {
-    /// Stops serving; what could not be recorded, if anything.
-    fn finish(self) -> Option<String> {
+    /// Stops serving; what could not be recorded, and where a replay diverged.
+    fn finish(self) -> (Option<String>, Option<String>) {
         match self {
-            GatewayState::None | GatewayState::Prepared(_) => None,
+            GatewayState::None | GatewayState::Prepared(_) => (None, None),
             GatewayState::Serving(s) => s.finish(),
-            GatewayState::Failed(e) => Some(e),
+            GatewayState::Failed(e) => (Some(e), None),
         }
     }
 }
