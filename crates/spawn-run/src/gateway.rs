@@ -432,18 +432,11 @@ impl spawn_gateway::agent::Observer for LoopObserver {
         if !self.step_by_step {
             return;
         }
-        // The terminal if there is one (stdin may be the agent's), else stdin.
+        // spawn's stdin is its own here: the loop's sandbox is given none.
         eprint!("spawn: replay: press Enter for step {step} ");
         let _ = std::io::stderr().flush();
         let mut line = String::new();
-        match std::fs::File::open("/dev/tty") {
-            Ok(tty) => {
-                let _ = std::io::BufReader::new(tty).read_line(&mut line);
-            }
-            Err(_) => {
-                let _ = std::io::stdin().lock().read_line(&mut line);
-            }
-        }
+        let _ = std::io::stdin().lock().read_line(&mut line);
     }
 
     fn tool(&mut self, record: &spawn_gateway::agent::ToolRecord) {

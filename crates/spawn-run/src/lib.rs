@@ -384,6 +384,7 @@ impl Run {
                 secret_env: Arc::new(secret_env),
                 redactor,
                 stop: stop.clone(),
+                no_stdin: spec.agent_loop.is_some(),
             });
             let spec = run_spec.as_ref();
             match spec.runtime {

@@ -705,7 +705,7 @@ fn run_engine(
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| SandboxError::setup("socketpair", e))?;
-    let plumbing = Plumbing::for_process(opts.redactor.clone())?;
+    let plumbing = Plumbing::for_process(opts.redactor.clone(), !opts.no_stdin)?;
     // Granted secrets go to the init through a pipe, never the bundle (see `secret_env`).
     let secrets_pipe = if opts.secret_env.is_empty() {
         None

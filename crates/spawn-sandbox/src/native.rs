@@ -161,6 +161,8 @@ pub struct RunOptions {
     pub redactor: Option<std::sync::Arc<spawn_redact::Redactor>>,
     /// A way for the caller to stop the run from another thread (`None`: none).
     pub stop: Option<std::sync::Arc<Stop>>,
+    /// The agent's stdin is `/dev/null`, not spawn's (the built-in loop's tool runner).
+    pub no_stdin: bool,
 }
 
 /// Stops a run from another thread, as a signal to spawn would (the agent gets SIGTERM,
@@ -222,6 +224,7 @@ impl RunOptions {
             secret_env: std::sync::Arc::default(),
             redactor: None,
             stop: None,
+            no_stdin: false,
         }
     }
 }
@@ -757,7 +760,7 @@ pub fn run(
     };
     let mut cgroup: Option<Cgroup> = None;
     let mut guard: Option<Guard> = None;
-    let plumbing = Plumbing::for_process(opts.redactor.clone())?;
+    let plumbing = Plumbing::for_process(opts.redactor.clone(), !opts.no_stdin)?;
     cfg.controlling_tty = plumbing.agent.terminal;
 
     // Signals that cancel the run arrive on a signalfd; the mask is restored at the end.

@@ -113,9 +113,17 @@ impl Plumbing {
     /// The agent's streams, relayed to and from spawn's own descriptors 0, 1, 2: a pty of
     /// the run's own when spawn's stdin and stdout are terminals (an interactive run),
     /// else pipes. The caller's terminal never reaches the agent.
-    /// With `redactor`, the output is redacted on its way.
-    pub(crate) fn for_process(redactor: Option<Arc<Redactor>>) -> Result<Plumbing, SandboxError> {
+    /// With `redactor`, the output is redacted on its way. Without `stdin`, the agent's is
+    /// `/dev/null` and spawn's is left alone (the built-in loop's tool runner reads none,
+    /// and `spawn replay --step-by-step` reads spawn's).
+    pub(crate) fn for_process(
+        redactor: Option<Arc<Redactor>>,
+        stdin: bool,
+    ) -> Result<Plumbing, SandboxError> {
         let redactor = redactor.filter(|r| !r.is_empty());
+        if !stdin {
+            return Plumbing::pipes(redactor, false);
+        }
         match (sys::borrow_std_fd(0), sys::borrow_std_fd(1)) {
             (Some(input), Some(output))
                 if nix::unistd::isatty(input).unwrap_or(false)
@@ -123,7 +131,7 @@ impl Plumbing {
             {
                 Plumbing::terminal(input, output, redactor)
             }
-            _ => Plumbing::pipes(redactor),
+            _ => Plumbing::pipes(redactor, true),
         }
     }
 
@@ -197,7 +205,7 @@ impl Plumbing {
     }
 
     /// Pipes for the agent's streams (a run that is not interactive has no terminal).
-    fn pipes(redactor: Option<Arc<Redactor>>) -> Result<Plumbing, SandboxError> {
+    fn pipes(redactor: Option<Arc<Redactor>>, stdin: bool) -> Result<Plumbing, SandboxError> {
         let null = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -207,7 +215,7 @@ impl Plumbing {
                 .map_err(|e| SandboxError::setup("open /dev/null", e))
         };
         let mut copies = Vec::new();
-        let stdin = if let Some(fd) = sys::borrow_std_fd(0) {
+        let stdin = if let Some(fd) = sys::borrow_std_fd(0).filter(|_| stdin) {
             let (read, write) = pipe()?;
             copies.push(Copy {
                 name: "stdin",

@@ -162,6 +162,7 @@ pub struct Cmd {
     cmd: Command,
     deadline: Duration,
     what: String,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -184,6 +185,7 @@ impl Cmd {
             cmd,
             deadline: RUN_DEADLINE,
             what,
+            stdin: None,
         }
     }
 
@@ -205,6 +207,13 @@ impl Cmd {
         self
     }
 
+    /// Gives spawn `text` on its stdin (then its end).
+    pub fn stdin_text(&mut self, text: &str) -> &mut Cmd {
+        self.stdin = Some(text.as_bytes().to_vec());
+        self.cmd.stdin(Stdio::piped());
+        self
+    }
+
     /// Runs spawn from this directory.
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Cmd {
         self.cmd.current_dir(dir);
@@ -218,6 +227,12 @@ impl Cmd {
             .cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.what));
+        if let (Some(text), Some(mut input)) = (self.stdin.take(), child.stdin.take()) {
+            thread::spawn(move || {
+                use std::io::Write as _;
+                let _ = input.write_all(&text);
+            });
+        }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stdout_pipe = {
             use std::os::unix::fs::MetadataExt as _;

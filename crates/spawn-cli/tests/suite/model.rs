@@ -468,3 +468,228 @@ print("provider", tcp("127.0.0.1", int(os.environ["FAKE_PORT"])))
         assert_ne!(out.field("host22"), "open", "{runtime}: {out}");
     }
 }
+
+/// A built-in loop agent (scripted model) with `answers` and `extra` manifest lines.
+fn loop_manifest(dir: &Path, answers: &str, extra: &str) -> std::path::PathBuf {
+    write_file(dir, "answers.yaml", answers);
+    write_file(
+        dir,
+        "loop.yaml",
+        &format!(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: looper}}\nspec:\n  model: {{provider: scripted, name: scripted-1, endpoint: answers.yaml}}\n  instructions: \"do the task\"\n  capabilities:\n    exec: {{enabled: true, languages: [python], timeout: 20s}}\n{extra}  limits: {{maxSteps: 20}}\n"
+        ),
+    )
+}
+
+const LOOP_ANSWERS: &str = r#"responses:
+  - text: "Writing a file."
+    tools:
+      - {name: fs_write, input: {path: /workspace/a.txt, content: "hello"}}
+      - {name: exec, input: {language: python, code: "import os; open('/tmp/marker', 'w').write(str(os.getppid())); print(open('/workspace/a.txt').read())"}}
+  - tools:
+      - {name: exec, input: {language: python, code: "import os; print('same sandbox', open('/tmp/marker').read() == str(os.getppid()), os.path.exists('/workspace/a.txt'))"}}
+  - tools:
+      - {name: fs_read, input: {path: /etc/passwd}}
+      - {name: fs_read, input: {path: /workspace/../etc/shadow}}
+      - {name: exec, input: {language: bash, code: "id"}}
+      - {name: exec, input: {language: python, code: 7}}
+      - {name: http_fetch, input: {url: "http://example.com/"}}
+      - {name: fs_list, input: {path: /workspace}}
+  - tools:
+      - {name: finish, input: {summary: "all done"}}
+"#;
+
+/// The built-in loop on every runtime: its tool calls run in the one sandbox of the run
+/// (a file and a process of one call seen by the next), what the capabilities do not
+/// grant or the schema does not allow goes back to the model as an error without running,
+/// and each call is an `agent.tool.invoke` event with its content kept.
+#[test]
+fn the_built_in_loop_runs_every_tool_call_in_the_runs_one_sandbox() {
+    super::helpers::require_root();
+    let dir = tempdir("loop");
+    let m = loop_manifest(dir.path(), LOOP_ANSWERS, "");
+    for runtime in ["native", "container", "gvisor"] {
+        let home = Home::new();
+        let out = home
+            .cmd(["run", "--runtime", runtime, "--json", "-f"])
+            .arg_path(&m)
+            .start()
+            .wait();
+        out.assert_code(0);
+        let body = out.body();
+        assert!(
+            body.contains("[1] result: {\"exitCode\":0,\"stderr\":\"\",\"stdout\":\"hello\\n\"}"),
+            "{runtime}: {out}"
+        );
+        assert!(body.contains("same sandbox True True"), "{runtime}: {out}");
+        for refused in [
+            "/etc/passwd is outside what this run may read",
+            "/etc/shadow is outside what this run may read",
+            "\\\"bash\\\" is not one of [\\\"python\\\"]",
+            "7 is not of type \\\"string\\\"",
+            "there is no tool \\\"http_fetch\\\" in this run",
+        ] {
+            assert!(body.contains(refused), "{runtime}: {refused}: {out}");
+        }
+        assert!(
+            body.contains("{\"name\":\"a.txt\",\"size\":5,\"type\":\"file\"}"),
+            "{runtime}: {out}"
+        );
+        assert!(body.contains("[4] finished: all done"), "{runtime}: {out}");
+        let run = out.run_id();
+        let tools = events(&home, &run, "agent.tool.invoke");
+        assert_eq!(tools.len(), 10, "{runtime}: {tools:?}");
+        let outcomes: Vec<&str> = tools
+            .iter()
+            .map(|e| e["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                "success", "success", "success", "denied", "denied", "denied", "denied", "denied",
+                "success", "success"
+            ],
+            "{runtime}"
+        );
+        for (i, e) in tools.iter().enumerate() {
+            let file = home
+                .path()
+                .join("traces")
+                .join(&run)
+                .join("tools")
+                .join(format!("{:06}.json", i + 1));
+            let bytes = std::fs::read(&file).unwrap();
+            assert_eq!(
+                e["details"]["contentSha256"],
+                format!("sha256:{}", hex_sha256(&bytes))
+            );
+            assert_eq!(e["details"]["gen_ai.tool.name"], e["resource"]["name"]);
+        }
+        assert_eq!(tools[1]["details"]["language"], "python");
+        // The loop's model calls and tool calls are the run's trace.
+        let trace = home
+            .cmd(["trace", "export"])
+            .arg_path(&run)
+            .arg_path("--format")
+            .arg_path("json")
+            .start()
+            .wait();
+        trace.assert_code(0);
+        let t: Value = serde_json::from_str(&trace.stdout).unwrap();
+        let kinds: Vec<&str> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["eventType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "agent.tool.invoke").count(),
+            10,
+            "{kinds:?}"
+        );
+        assert!(
+            kinds
+                .iter()
+                .filter(|k| **k == "agent.capability.invoke")
+                .count()
+                >= 5,
+            "{kinds:?}"
+        );
+    }
+}
+
+/// Replay: a recorded loop run replays to the same calls and results (exit 0); when what a
+/// tool sees has changed, the replay says at which step and which call (exit 1); with
+/// --step-by-step it waits for Enter before each model call.
+#[test]
+fn replay_reproduces_a_run_and_reports_where_it_diverges() {
+    super::helpers::require_root();
+    let dir = tempdir("replay");
+    let data = tempdir("replay-data");
+    write_file(data.path(), "v", "one");
+    let answers = r#"responses:
+  - tools:
+      - {name: exec, input: {language: python, code: "print(open('/data/v').read())"}}
+  - tools:
+      - {name: fs_list, input: {path: /data}}
+  - tools:
+      - {name: finish, input: {summary: "read it"}}
+"#;
+    let m = loop_manifest(
+        dir.path(),
+        answers,
+        &format!(
+            "    fs:\n      mounts:\n        - {{source: {}, path: /data, mode: ro}}\n",
+            data.path().display()
+        ),
+    );
+    let home = Home::new();
+    let out = home
+        .cmd(["run", "--runtime", "native", "--json", "-f"])
+        .arg_path(&m)
+        .start()
+        .wait();
+    out.assert_code(0);
+    let recorded = out.run_id();
+    let replay = |extra: &[&str], stdin: Option<&str>| -> Output {
+        let mut cmd = home.cmd(["replay"]);
+        cmd.arg_path(&recorded);
+        for e in extra {
+            cmd.arg_path(e);
+        }
+        match stdin {
+            Some(text) => cmd.stdin_text(text).start().wait(),
+            None => cmd.start().wait(),
+        }
+    };
+    let same = replay(&[], None);
+    same.assert_code(0);
+    assert!(
+        same.stdout.contains(&format!("is identical to {recorded}")),
+        "{same}"
+    );
+    assert!(
+        same.stdout
+            .contains("[1] result: {\"exitCode\":0,\"stderr\":\"\",\"stdout\":\"one\\n\"}"),
+        "{same}"
+    );
+    // On another runtime, too.
+    let other = replay(&["--runtime", "gvisor"], None);
+    other.assert_code(0);
+    // Step by step: Enter before each model call after the first.
+    let stepped = replay(&["--step-by-step"], Some("\n\n"));
+    stepped.assert_code(0);
+    assert_eq!(
+        stepped.stderr.matches("press Enter for step").count(),
+        2,
+        "{stepped}"
+    );
+
+    // The tool's world changed: the replay diverges at step 1, call 1.
+    write_file(data.path(), "v", "two");
+    let diverged = replay(&[], None);
+    diverged.assert_code(1);
+    assert!(
+        diverged.stdout.contains(&format!(
+            "diverged from {recorded}: step 1: the result of exec (tool call 1) differs"
+        )),
+        "{diverged}"
+    );
+    let run = diverged
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let v: Vec<Value> = events(&home, &run, "policy.violation");
+    assert_eq!(v.len(), 1, "{diverged}");
+    // A run that is not recorded, or not a run id: 125 with the reason.
+    for (id, says) in [("tr_nosuchrun", "run.json"), ("../../etc", "not a run id")] {
+        let out = home.cmd(["replay", id]).start().wait();
+        out.assert_code(125);
+        assert!(out.stderr.contains(says), "{out}");
+    }
+}
