@@ -224,6 +224,7 @@ pub fn run() -> Result<Figures> {
             events: Arc::new(Recorder {
                 log: Mutex::new(log),
             }),
+            timeout: spawn_gateway::server::UPSTREAM_TIMEOUT,
         },
     )
     .context("serve the gateway")?;

@@ -168,6 +168,9 @@ pub struct Config {
     /// The run's secrets, redacted from what is recorded.
     pub redactor: Option<Arc<spawn_redact::Redactor>>,
     pub events: Arc<dyn Events>,
+    /// How long the provider may take to answer, and then between two chunks
+    /// ([`UPSTREAM_TIMEOUT`] unless a test says otherwise).
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -201,7 +204,7 @@ impl Gateway {
     pub fn serve(listener: std::net::TcpListener, config: Config) -> Result<Gateway, GatewayError> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(UPSTREAM_TIMEOUT)
+            .read_timeout(config.timeout)
             // The provider's answer is read as it is (usage, records): never compressed.
             .no_gzip()
             .no_brotli()

@@ -50,32 +50,42 @@ fn gateway(
     limits: Limits,
     price: Option<Price>,
 ) -> Setup {
+    gateway_with(provider, model, upstream, limits, price, |_| {})
+}
+
+fn gateway_with(
+    provider: Provider,
+    model: &str,
+    upstream: Upstream,
+    limits: Limits,
+    price: Option<Price>,
+    adjust: impl FnOnce(&mut Config),
+) -> Setup {
     let (placeholder, key) = Placeholder::mint().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let heard = Arc::new(Heard::default());
     let budget = Budget::new(limits);
-    let g = Gateway::serve(
-        listener,
-        Config {
-            policy: Policy {
-                provider,
-                model: model.into(),
-            },
-            upstream,
-            placeholder,
-            budget: budget.clone(),
-            price,
-            peers: Vec::new(),
-            tools: None,
-            redactor: Some(Arc::new(
-                spawn_redact::Redactor::new([("API_TOKEN", b"hunter2-secret-value".as_slice())])
-                    .unwrap(),
-            )),
-            events: heard.clone(),
+    let mut config = Config {
+        policy: Policy {
+            provider,
+            model: model.into(),
         },
-    )
-    .unwrap();
+        upstream,
+        placeholder,
+        budget: budget.clone(),
+        price,
+        peers: Vec::new(),
+        tools: None,
+        redactor: Some(Arc::new(
+            spawn_redact::Redactor::new([("API_TOKEN", b"hunter2-secret-value".as_slice())])
+                .unwrap(),
+        )),
+        events: heard.clone(),
+        timeout: spawn_gateway::server::UPSTREAM_TIMEOUT,
+    };
+    adjust(&mut config);
+    let g = Gateway::serve(listener, config).unwrap();
     Setup {
         url,
         key,
@@ -607,4 +617,164 @@ async fn the_scripted_provider_answers_in_order() {
     assert_eq!(body["content"][0]["input"]["code"], "print(2)");
     let (status, _, _) = post(&s, "/v1/messages", &messages("m", false)).await;
     assert_eq!(status, 502);
+}
+
+/// A provider that never answers, or stops in the middle of a stream: the client gets the
+/// provider's error shape (or a cut stream) after the gateway's timeout, and the budget
+/// keeps nothing of a call that never started and the worst case of one cut short.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_that_stops_answering_times_out() {
+    let fake = provider::start();
+    let short = |c: &mut Config| c.timeout = Duration::from_millis(500);
+    let s = gateway_with(
+        Provider::Anthropic,
+        "silent",
+        to(&fake),
+        Limits::default(),
+        None,
+        short,
+    );
+    let (status, _, body) = post(&s, "/v1/messages", &messages("silent", false)).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "api_error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("did not answer in time"));
+    assert_eq!(s.budget.used(), (0, 0, 0));
+
+    let s = gateway_with(
+        Provider::Anthropic,
+        "held",
+        to(&fake),
+        Limits::default(),
+        None,
+        short,
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", s.url))
+        .header("x-api-key", s.key.as_str())
+        .json(&messages("held", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "the stream is cut");
+    for _ in 0..100 {
+        if !s.heard.calls.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = s.heard.calls.lock().unwrap()[0].clone();
+    assert_eq!(c.broken.as_deref(), Some("the provider stopped sending"));
+    let body_len = serde_json::to_vec(&messages("held", true)).unwrap().len() as u64;
+    assert_eq!(s.budget.used(), (body_len + 100, 0, 1));
+    fake.state.release.notify_one();
+}
+
+/// The built-in loop over the OpenAI Chat Completions API: tool calls in that shape, their
+/// results given back as `tool` messages, run by a runner (this test) through the queue.
+#[test]
+fn the_loop_speaks_chat_completions_with_tool_calls() {
+    use spawn_gateway::agent::{End, Grants, Loop, Observer, ToolRecord};
+    let script = spawn_gateway::scripted::Script::parse(
+        "responses:\n  - text: first\n    tools: [{name: exec, input: {language: python, code: 'print(1)'}}]\n  - tools: [{name: finish, input: {summary: done}}]\n",
+    )
+    .unwrap();
+    let queue = spawn_gateway::tools::ToolQueue::new();
+    let q = queue.clone();
+    let s = gateway_with(
+        Provider::OpenAi,
+        "gpt-x",
+        Upstream::Scripted(script),
+        Limits::default(),
+        None,
+        move |c| {
+            c.tools = Some(q);
+        },
+    );
+    let runner_queue = queue.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runner = std::thread::spawn(move || {
+        rt.block_on(async move {
+            let mut seen = Vec::new();
+            loop {
+                let v = runner_queue.next().await;
+                if v.get("exit").is_some() {
+                    return seen;
+                }
+                if v.get("wait").is_some() {
+                    continue;
+                }
+                seen.push(v.clone());
+                runner_queue.complete(
+                    v["id"].as_u64().unwrap(),
+                    json!({"exitCode": 0, "stdout": "1\n"}),
+                );
+            }
+        })
+    });
+    struct Said(Vec<String>, Vec<ToolRecord>);
+    impl Observer for Said {
+        fn say(&mut self, line: &str) {
+            self.0.push(line.to_owned());
+        }
+        fn tool(&mut self, record: &ToolRecord) {
+            self.1.push(record.clone());
+        }
+    }
+    let l = Loop {
+        api: Provider::OpenAi,
+        model: "gpt-x".into(),
+        instructions: "print one".into(),
+        gateway: s.url.trim_start_matches("http://").parse().unwrap(),
+        key: s.key.clone(),
+        queue: queue.clone(),
+        grants: Grants {
+            languages: vec!["python".into()],
+            exec_timeout: Duration::from_secs(5),
+            exec_memory: None,
+            net: false,
+            read_roots: vec!["/workspace".into()],
+            write_roots: vec!["/workspace".into()],
+        },
+        max_steps: 5,
+    };
+    let mut said = Said(Vec::new(), Vec::new());
+    assert_eq!(l.run(&mut said), End::Finished("done".into()));
+    queue.close(0);
+    let seen = runner.join().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["tool"], "exec");
+    assert_eq!(seen[0]["input"]["code"], "print(1)");
+    assert_eq!(said.1[0].output["stdout"], "1\n");
+    assert!(
+        said.0.iter().any(|l| l == "[1] model: first"),
+        "{:?}",
+        said.0
+    );
+    // The second request carried the tool's result back as a `tool` message.
+    let calls = s.heard.calls.lock().unwrap().clone();
+    let second: Value = serde_json::from_slice(&calls[1].request).unwrap();
+    let msgs = second["messages"].as_array().unwrap();
+    let tool_msg = msgs
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .expect("a tool message");
+    assert_eq!(tool_msg["tool_call_id"], "call_spawn_1_0");
+    assert!(tool_msg["content"]
+        .as_str()
+        .unwrap()
+        .contains("\"stdout\":\"1\\n\""));
+    let assistant = msgs.iter().find(|m| m["role"] == "assistant").unwrap();
+    assert_eq!(assistant["tool_calls"][0]["function"]["name"], "exec");
+    assert_eq!(
+        second["tools"].as_array().unwrap().len(),
+        5,
+        "exec and the fs tools and finish"
+    );
 }

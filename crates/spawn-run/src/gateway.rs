@@ -337,6 +337,7 @@ pub(crate) fn prepare(
         tools: agent_loop.as_ref().map(|l| l.queue.clone()),
         redactor: events.r.redactor.clone(),
         events,
+        timeout: spawn_gateway::server::UPSTREAM_TIMEOUT,
     };
     Ok(Prepared {
         listener,

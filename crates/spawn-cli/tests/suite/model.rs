@@ -693,3 +693,47 @@ fn replay_reproduces_a_run_and_reports_where_it_diverges() {
         assert!(out.stderr.contains(says), "{out}");
     }
 }
+
+/// A command agent replays too: its model calls answered from the recording, and a
+/// request unlike the recorded one named with where it differs.
+#[test]
+fn a_command_agent_replays_and_a_changed_request_is_reported() {
+    super::helpers::require_root();
+    let dir = tempdir("replay-cmd");
+    let data = tempdir("replay-cmd-data");
+    write_file(data.path(), "v", "one");
+    write_file(
+        dir.path(),
+        "answers.yaml",
+        "responses:\n  - text: \"the answer\"\n",
+    );
+    let m = write_file(
+        dir.path(),
+        "agent.yaml",
+        &format!(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: asker}}\nspec:\n  command: [python3, -c, \"{}\"]\n  model: {{provider: scripted, name: scripted-1, endpoint: answers.yaml}}\n  capabilities:\n    fs:\n      mounts:\n        - {{source: {}, path: /data, mode: ro}}\n",
+            "import json, os, urllib.request; q = open('/data/v').read(); body = json.dumps({'model': 'scripted-1', 'max_tokens': 10, 'messages': [{'role': 'user', 'content': q}]}).encode(); r = urllib.request.urlopen(urllib.request.Request(os.environ['ANTHROPIC_BASE_URL'] + '/v1/messages', data=body, headers={'x-api-key': os.environ['ANTHROPIC_API_KEY'], 'content-type': 'application/json'})); print(json.load(r)['content'][0]['text'])",
+            data.path().display()
+        ),
+    );
+    let home = Home::new();
+    let out = home
+        .cmd(["run", "--runtime", "native", "--json", "-f"])
+        .arg_path(&m)
+        .start()
+        .wait();
+    out.assert_code(0);
+    assert_eq!(out.body(), "the answer");
+    let recorded = out.run_id();
+    let same = home.cmd(["replay"]).arg_path(&recorded).start().wait();
+    same.assert_code(0);
+    assert!(same.stdout.starts_with("the answer\n"), "{same}");
+    assert!(same.stdout.contains("is identical to"), "{same}");
+    write_file(data.path(), "v", "two");
+    let changed = home.cmd(["replay"]).arg_path(&recorded).start().wait();
+    changed.assert_code(1);
+    assert!(
+        changed.stdout.contains("model call 1 (messages): the request differs from the recording's (first at /messages/0/content)"),
+        "{changed}"
+    );
+}

@@ -3,7 +3,8 @@
 //! and `retry-after`): the outside world of the gateway's tests. It records what it was
 //! sent (headers and bodies) so that tests can check what left the gateway.
 //!
-//! Behaviour by the requested model: `rate-limited` answers 429 with `retry-after: 7`;
+//! Behaviour by the requested model: `silent` never answers; `rate-limited` answers 429
+//! with `retry-after: 7`;
 //! `held` streams its first event and then waits until the test releases it; `broken`
 //! closes the stream midway; anything else answers with `usage` = (input, output) set by
 //! the test (default 11 and 5).
@@ -161,6 +162,10 @@ async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Response
         st.output.load(Ordering::SeqCst),
     );
     let anthropic = path.starts_with("/v1/messages");
+    if model == "silent" {
+        // Never answers (until the test's runtime ends).
+        std::future::pending::<()>().await;
+    }
     if model == "rate-limited" {
         let body = if anthropic {
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
