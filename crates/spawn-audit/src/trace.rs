@@ -140,11 +140,51 @@ impl Trace {
                 attr("spawn.resource.name", &s.resource["name"]),
                 attr("spawn.hash", &json!(s.hash)),
             ];
+            // Model and tool calls follow OpenTelemetry's GenAI conventions: their
+            // `gen_ai.*` fields are the span's own attributes, the span is named
+            // `{operation} {model or tool}`, and it spans the call (it is recorded at its
+            // end, with its duration).
+            let genai = s
+                .details
+                .get("gen_ai.operation.name")
+                .and_then(Value::as_str);
             if let Value::Object(d) = &s.details {
                 for (k, v) in d {
-                    attributes.push(attr(&format!("spawn.details.{k}"), v));
+                    if k.starts_with("gen_ai.") || k == "error.type" {
+                        attributes.push(attr(k, v));
+                    } else {
+                        attributes.push(attr(&format!("spawn.details.{k}"), v));
+                    }
                 }
             }
+            let (name, kind, start, end) = match genai {
+                Some(op) => {
+                    let target = s.details["gen_ai.request.model"]
+                        .as_str()
+                        .or(s.details["gen_ai.tool.name"].as_str())
+                        .unwrap_or("");
+                    let end_ns = unix_nanos(&s.timestamp);
+                    let dur = s.details["durationMs"].as_f64().unwrap_or(0.0);
+                    #[allow(clippy::cast_possible_truncation)]
+                    let start_ns = end_ns.map(|e| e - (dur * 1e6) as i128);
+                    (
+                        format!("{op} {target}"),
+                        if op == "execute_tool" { 1 } else { 3 },
+                        start_ns.map_or_else(String::new, |n| n.to_string()),
+                        end_ns.map_or_else(String::new, |n| n.to_string()),
+                    )
+                }
+                None => (
+                    format!(
+                        "{} {}",
+                        s.event_type,
+                        s.resource["name"].as_str().unwrap_or("")
+                    ),
+                    1,
+                    nanos(&s.timestamp),
+                    nanos(end),
+                ),
+            };
             let status = match s.outcome.as_str() {
                 "denied" | "error" => json!({"code": 2, "message": s.outcome}),
                 _ => json!({"code": 0}),
@@ -153,10 +193,10 @@ impl Trace {
                 "traceId": trace_id,
                 "spanId": span_id(&format!("{}#{}", self.trace_id, s.seq)),
                 "parentSpanId": root,
-                "name": format!("{} {}", s.event_type, s.resource["name"].as_str().unwrap_or("")),
-                "kind": 1,
-                "startTimeUnixNano": nanos(&s.timestamp),
-                "endTimeUnixNano": nanos(end),
+                "name": name,
+                "kind": kind,
+                "startTimeUnixNano": start,
+                "endTimeUnixNano": end,
                 "attributes": attributes,
                 "status": status,
             }));
@@ -237,5 +277,57 @@ mod tests {
         // A trace id spawn did not make has no OTLP form.
         let odd = of("tr_other", &records).unwrap();
         assert!(odd.to_otlp().is_none());
+    }
+
+    /// A model call is a GenAI span: named `chat MODEL`, kind CLIENT, spanning the call
+    /// (recorded at its end with its duration), its `gen_ai.*` fields as attributes.
+    #[test]
+    fn model_and_tool_calls_are_genai_spans() {
+        let tr = crate::format_id("tr", &[9; 16]);
+        let mut call = rec(
+            2,
+            &tr,
+            "2026-01-01T00:00:01.000Z",
+            "agent.capability.invoke",
+            "success",
+        );
+        call["details"] = json!({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m-1",
+                                 "gen_ai.usage.input_tokens": 11, "durationMs": 250.0});
+        let mut tool = rec(
+            3,
+            &tr,
+            "2026-01-01T00:00:02.000Z",
+            "agent.tool.invoke",
+            "success",
+        );
+        tool["details"] = json!({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "exec",
+                                 "durationMs": 10.0});
+        let records = [
+            rec(1, &tr, "2026-01-01T00:00:00.000Z", "agent.start", "success"),
+            call,
+            tool,
+        ];
+        let o = of(&tr, &records).unwrap().to_otlp().unwrap();
+        let spans = o["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(spans[2]["name"], "chat m-1");
+        assert_eq!(spans[2]["kind"], 3);
+        assert_eq!(spans[2]["startTimeUnixNano"], "1767225600750000000");
+        assert_eq!(spans[2]["endTimeUnixNano"], "1767225601000000000");
+        let keys: Vec<&str> = spans[2]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["key"].as_str().unwrap())
+            .collect();
+        assert!(
+            keys.contains(&"gen_ai.usage.input_tokens") && keys.contains(&"gen_ai.request.model"),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"spawn.details.durationMs"), "{keys:?}");
+        assert_eq!(spans[3]["name"], "execute_tool exec");
+        assert_eq!(spans[3]["kind"], 1);
     }
 }
