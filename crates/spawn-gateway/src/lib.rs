@@ -94,3 +94,24 @@ mod fuzz_usage_property {
         check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_usage", check);
     }
 }
+
+#[cfg(test)]
+mod fuzz_tool_call_property {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use crate as spawn_gateway;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/gateway_tool_call.rs"
+    ));
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/properties/kept.rs"
+    ));
+
+    /// Every input kept in fuzz/regressions/gateway_tool_call/ keeps the target's property.
+    #[test]
+    fn fuzz_regressions_keep_the_gateway_tool_call_property() {
+        check_kept(env!("CARGO_MANIFEST_DIR"), "gateway_tool_call", check);
+    }
+}
