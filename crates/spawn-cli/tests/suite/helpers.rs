@@ -207,6 +207,12 @@ impl Cmd {
         self
     }
 
+    /// Removes a variable from spawn's own environment.
+    pub fn env_remove(&mut self, key: impl AsRef<std::ffi::OsStr>) -> &mut Cmd {
+        self.cmd.env_remove(key);
+        self
+    }
+
     /// Gives spawn `text` on its stdin (then its end).
     pub fn stdin_text(&mut self, text: &str) -> &mut Cmd {
         self.stdin = Some(text.as_bytes().to_vec());

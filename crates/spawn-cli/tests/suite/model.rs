@@ -737,3 +737,86 @@ fn a_command_agent_replays_and_a_changed_request_is_reported() {
         "{changed}"
     );
 }
+
+/// The model's credential from spawn's secret store (`credential: store://NAME`): resolved
+/// for the gateway only (an `agent.secret.access` event saying so), sent to the provider,
+/// never in the sandbox; a credential that cannot be had stops the run before it starts.
+#[test]
+fn the_credential_comes_from_the_store_and_stays_outside() {
+    super::helpers::require_root();
+    let fake = provider::start();
+    let dir = tempdir("model-store");
+    let home = Home::new();
+    let value = tempdir("model-store-value");
+    std::fs::write(value.path().join("v"), REAL_KEY).unwrap();
+    home.cmd(["secrets", "set", "PROVIDER_KEY", "--from-file"])
+        .arg_path(value.path().join("v"))
+        .start()
+        .wait()
+        .assert_code(0);
+    let m = write_file(
+        dir.path(),
+        "agent.yaml",
+        &format!(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: stored}}\nspec:\n  command: [sh, -c, 'env; curl -s -H \"x-api-key: $ANTHROPIC_API_KEY\" -H content-type:application/json -d \"{{\\\"model\\\":\\\"fake-model-1\\\",\\\"max_tokens\\\":5,\\\"messages\\\":[]}}\" $ANTHROPIC_BASE_URL/v1/messages; echo']\n  model: {{provider: anthropic, name: fake-model-1, endpoint: \"{}\", credential: \"store://PROVIDER_KEY\"}}\n",
+            fake.base()
+        ),
+    );
+    let before = fake.seen().len();
+    let out = home
+        .cmd(["run", "--runtime", "native", "--json", "-f"])
+        .arg_path(&m)
+        .start()
+        .wait();
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("Hello from the fake provider."),
+        "{out}"
+    );
+    assert_no_key(&home, &out, "store");
+    let seen = fake.seen();
+    assert_eq!(seen[before..].len(), 1);
+    assert_eq!(seen[before].header("x-api-key"), [REAL_KEY]);
+    let access = events(&home, &out.run_id(), "agent.secret.access");
+    assert_eq!(access.len(), 1, "{access:?}");
+    assert_eq!(access[0]["resource"]["name"], "PROVIDER_KEY");
+    assert!(access[0]["details"]["for"]
+        .as_str()
+        .unwrap()
+        .contains("model gateway"));
+
+    // Not in the store: exit 125 before anything runs, and why.
+    let m2 = write_file(
+        dir.path(),
+        "missing.yaml",
+        &format!(
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: stored}}\nspec:\n  command: [\"true\"]\n  model: {{provider: anthropic, name: fake-model-1, endpoint: \"{}\", credential: \"store://NOT_THERE\"}}\n",
+            fake.base()
+        ),
+    );
+    let out = home
+        .cmd(["run", "--runtime", "native", "-f"])
+        .arg_path(&m2)
+        .start()
+        .wait();
+    out.assert_code(125);
+    assert!(
+        out.stderr
+            .contains("the model's credential (store://NOT_THERE) could not be resolved"),
+        "{out}"
+    );
+    // Neither there nor in spawn's environment: the same, saying where to put it.
+    let m3 = manifest(dir.path(), "openai", &fake.base(), "{policy: none}", "");
+    let out = home
+        .cmd(["run", "--runtime", "native", "-f"])
+        .arg_path(&m3)
+        .env_remove("OPENAI_API_KEY")
+        .start()
+        .wait();
+    out.assert_code(125);
+    assert!(
+        out.stderr
+            .contains("set OPENAI_API_KEY in spawn's environment"),
+        "{out}"
+    );
+}
