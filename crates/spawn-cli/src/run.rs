@@ -112,35 +112,14 @@ fn audit_limits() -> anyhow::Result<Limits> {
 fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let spec = resolve(args, home)?;
     let created_ms = spawn_store::now_ms();
-    let mut run = Run::create(RunRequest {
+    let run = Run::create(RunRequest {
         spec,
         home: home.to_owned(),
         audit_limits: audit_limits()?,
         run_id: None,
         agent_id: None,
     })?;
-    let model_secret = run
-        .spec()
-        .model
-        .as_ref()
-        .is_some_and(|m| m.credential.is_some());
-    if !run.spec().secrets.is_empty() || run.spec().model.is_some() {
-        // spawn holds the values from here on (the relay's redactor, the agent's
-        // environment until the sandbox starts, the model's credential for the run's
-        // gateway): a crash of spawn leaves no core file.
-        crate::secrets::no_core_files()?;
-    }
-    if !run.spec().secrets.is_empty() || model_secret {
-        run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
-            home: home.to_owned(),
-        }));
-    }
-    let mut recorder = crate::local::Recorder::new(home);
-    run.on_started(recorder.opener());
-    for warning in run.warnings() {
-        eprintln!("spawn: warning: {warning}");
-    }
-    let finished = run.execute(&mut |w| eprintln!("spawn: warning: {w}"));
+    let (finished, recorder) = execute_local(run, home)?;
     let spec = &finished.spec;
     let argv0 = spec.command.first().cloned().unwrap_or_default();
     let code = match &finished.result {
@@ -166,11 +145,48 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
             EXIT_SPAWN_FAILED
         }
     };
+    conclude(&finished, recorder, created_ms);
+    Ok(ExitCode::from(code))
+}
+
+/// Runs `run` to its end as a local run: the secrets' resolver (and no core files while
+/// spawn holds secrets or a model's credential), its warnings said, its record in the local
+/// store begun once the sandbox exists.
+fn execute_local(
+    mut run: Run,
+    home: &Path,
+) -> anyhow::Result<(spawn_run::Finished, crate::local::Recorder)> {
+    let model_secret = run
+        .spec()
+        .model
+        .as_ref()
+        .is_some_and(|m| m.credential.is_some());
+    if !run.spec().secrets.is_empty() || run.spec().model.is_some() {
+        // spawn holds the values from here on (the relay's redactor, the agent's
+        // environment until the sandbox starts, the model's credential for the run's
+        // gateway): a crash of spawn leaves no core file.
+        crate::secrets::no_core_files()?;
+    }
+    if !run.spec().secrets.is_empty() || model_secret {
+        run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
+            home: home.to_owned(),
+        }));
+    }
+    let mut recorder = crate::local::Recorder::new(home);
+    run.on_started(recorder.opener());
+    for warning in run.warnings() {
+        eprintln!("spawn: warning: {warning}");
+    }
+    let finished = run.execute(&mut |w| eprintln!("spawn: warning: {w}"));
+    Ok((finished, recorder))
+}
+
+/// A local run's end: what its audit trail missed is said, and it is recorded.
+fn conclude(finished: &spawn_run::Finished, recorder: crate::local::Recorder, created_ms: i64) {
     if let Some(f) = &finished.audit_failed {
         eprintln!("spawn: warning: part of this run's audit trail could not be written: {f}");
     }
-    recorder.record(&finished, created_ms);
-    Ok(ExitCode::from(code))
+    recorder.record(finished, created_ms);
 }
 
 /// The `--json` result line on stdout; a stdout that refuses it (its reader went away, a
@@ -281,15 +297,7 @@ pub(crate) fn replay(
             agent_id: None,
         })?;
         run.set_replay(recorded);
-        if !run.spec().secrets.is_empty() {
-            crate::secrets::no_core_files()?;
-            run.set_secret_resolver(Box::new(crate::secrets::LocalResolver {
-                home: home.to_owned(),
-            }));
-        }
-        let mut recorder = crate::local::Recorder::new(home);
-        run.on_started(recorder.opener());
-        let finished = run.execute(&mut |w| eprintln!("spawn: warning: {w}"));
+        let (finished, recorder) = execute_local(run, home)?;
         let argv0 = finished.spec.command.first().cloned().unwrap_or_default();
         let code = match &finished.result {
             Ok(report) => {
@@ -313,10 +321,7 @@ pub(crate) fn replay(
                 EXIT_SPAWN_FAILED
             }
         };
-        if let Some(f) = &finished.audit_failed {
-            eprintln!("spawn: warning: part of this run's audit trail could not be written: {f}");
-        }
-        recorder.record(&finished, created_ms);
+        conclude(&finished, recorder, created_ms);
         Ok(ExitCode::from(code))
     };
     match go() {
