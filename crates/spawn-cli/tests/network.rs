@@ -1469,6 +1469,38 @@ except Exception:
     assert_eq!(out.status.code(), Some(0));
     assert!(lan_reaches_the_world(&lan).starts_with("ERR"));
 
+    case("full: a run with a model reaches its gateway on the host end, and no other port of the host there");
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("answers.yaml"),
+            "responses:\n  - text: hi\n",
+        )
+        .unwrap();
+        let manifest = dir.path().join("agent.yaml");
+        std::fs::write(
+            &manifest,
+            "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: modelfull}\nspec:\n  command: [\"true\"]\n  model: {provider: scripted, name: m, endpoint: answers.yaml}\n",
+        )
+        .unwrap();
+        let probe = "import os, socket, urllib.parse, urllib.request\n\
+             base = os.environ['ANTHROPIC_BASE_URL']; host = urllib.parse.urlparse(base).hostname\n\
+             req = urllib.request.Request(base + '/v1/models', headers={'x-api-key': os.environ['ANTHROPIC_API_KEY']})\n\
+             print('models', urllib.request.urlopen(req, timeout=10).status)\n\
+             s = socket.socket(); s.settimeout(3)\n\
+             try:\n    s.connect((host, 22)); print('host22 open')\n\
+             except Exception as e:\n    print('host22', type(e).__name__)\n";
+        let m = manifest.to_string_lossy().into_owned();
+        for runtime in ["native", "gvisor"] {
+            let out = spawn.run_ok(runtime, &["-f", &m, "--net", "full"], probe);
+            assert!(out.contains("models 200"), "{runtime}: {out}");
+            assert!(
+                out.contains("host22 ") && !out.contains("host22 open"),
+                "{runtime}: {out}"
+            );
+        }
+    }
+
     case("full: a run whose network cannot be made does not run (exit 125), never on the host's network");
     // Every tool spawn needs but nftables.
     let tools = tempfile::tempdir().unwrap();

@@ -2152,7 +2152,7 @@ const EVENT_SOURCES: [(&str, Source); 17] = [
     ("agent.capability.denied", Source::Run),
     (
         "agent.tool.invoke",
-        Source::NotYet("no built-in agent loop yet (spec.instructions)"),
+        Source::Cli("spawn-cli tests/suite/model.rs (the built-in agent loop)"),
     ),
     (
         "agent.secret.access",
