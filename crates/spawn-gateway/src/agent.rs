@@ -427,7 +427,9 @@ impl Loop {
                                 (json!({"error": "the tool did not answer in time"}), None)
                             }
                             Err(ToolError::Gone) => {
-                                return End::Failed("the sandbox's tool runner is gone".into())
+                                let why = "the sandbox's tool runner is gone (the sandbox ended)";
+                                obs.say(&format!("[{step}] {why}"));
+                                return End::Failed(why.into());
                             }
                         }
                     }
