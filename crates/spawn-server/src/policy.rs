@@ -14,6 +14,12 @@
 //!   manifest asking for it asks for what the network policy forbids.
 //! - `test-key-namespace`: a test key (`spawn_sk_test_…`) starting a run outside the
 //!   `test` and `test-…` namespaces.
+//! - `model-script`: the `scripted` model provider, whose answers are a file of the
+//!   daemon's host (which it would read, and show pieces of in its errors).
+//! - `model-endpoint`: a model `endpoint` of the caller's choice. The run's gateway would
+//!   connect from the daemon's host to wherever it names (its private addresses and
+//!   metadata services included), and send the daemon's provider key there when the
+//!   manifest gives no `credential`. Through the API, runs use the providers' own APIs.
 
 use spawn_policy::Agent;
 
@@ -30,6 +36,27 @@ pub(crate) struct Violation {
 
 /// The first rule `agent` breaks, if any.
 pub(crate) fn check_agent(agent: &Agent) -> Option<Violation> {
+    if let Some(model) = &agent.spec.model {
+        if model.provider == spawn_policy::ModelProvider::Scripted {
+            return Some(Violation {
+                rule: "model-script",
+                field: Some("spec.model.provider".into()),
+                message: "the scripted model provider reads a file of the daemon's host: not \
+                          available through the API"
+                    .into(),
+            });
+        }
+        if model.endpoint.is_some() {
+            return Some(Violation {
+                rule: "model-endpoint",
+                field: Some("spec.model.endpoint".into()),
+                message: "a model endpoint of the caller's choice is not available through the \
+                          API: runs reach the providers' own APIs only (the daemon's credentials \
+                          go nowhere else)"
+                    .into(),
+            });
+        }
+    }
     let caps = agent.spec.capabilities.as_ref()?;
     if let Some(fs) = &caps.fs {
         if let Some(i) = fs.mounts.iter().position(|m| m.source.is_some()) {
@@ -109,6 +136,34 @@ mod tests {
                 got.as_ref().map(|v| (v.rule, v.field.as_deref().unwrap())),
                 want,
                 "{caps}"
+            );
+        }
+    }
+
+    /// The model half: a script of the host's, and an endpoint of the caller's, are
+    /// refused; the providers' own APIs (with or without a namespace's credential) are not.
+    #[test]
+    fn model_endpoints_and_scripts_are_the_daemons_call() {
+        let with_model = |model: &str| {
+            spawn_policy::parse_agent(&format!(
+                "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {{name: a}}\nspec:\n  command: [\"true\"]\n  model: {model}\n"
+            ))
+            .unwrap()
+        };
+        let table = [
+            ("{provider: scripted, name: m, endpoint: /etc/shadow}", Some(("model-script", "spec.model.provider"))),
+            ("{provider: scripted, name: m, endpoint: answers.yaml}", Some(("model-script", "spec.model.provider"))),
+            ("{provider: openai, name: m, endpoint: \"http://169.254.169.254/v1\"}", Some(("model-endpoint", "spec.model.endpoint"))),
+            ("{provider: anthropic, name: m, endpoint: \"https://evil.example\", credential: \"store://K\"}", Some(("model-endpoint", "spec.model.endpoint"))),
+            ("{provider: anthropic, name: m}", None),
+            ("{provider: openai, name: m, credential: \"store://OPENAI\"}", None),
+        ];
+        for (model, want) in table {
+            let got = check_agent(&with_model(model));
+            assert_eq!(
+                got.as_ref().map(|v| (v.rule, v.field.as_deref().unwrap())),
+                want,
+                "{model}"
             );
         }
     }

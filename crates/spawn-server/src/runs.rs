@@ -692,6 +692,14 @@ pub fn resolve(input: &RunInput) -> Result<spawn_policy::RunSpec, ServerError> {
             reason: "host mounts (fs.mounts[].source) are not available through the API".into(),
         });
     }
+    // The daemon's policy again where the run is resolved to run (an agent stored before
+    // a rule existed still meets it).
+    if let Some(v) = agent.as_ref().and_then(crate::policy::check_agent) {
+        return Err(ServerError::Config {
+            what: "the run".into(),
+            reason: v.message,
+        });
+    }
     let parse_runtime = |r: &str| {
         r.parse::<spawn_policy::RuntimeKind>()
             .map_err(|e| ServerError::Config {

@@ -1648,6 +1648,37 @@ async fn runs(d: &Daemon, c: &Client) {
         msg.contains("host mounts") && msg.contains("host-mount"),
         "{msg}"
     );
+    // A model script of the daemon's host, or an endpoint of the caller's (where the
+    // daemon's provider key would go): refused the same way.
+    for (model, rule) in [
+        (
+            serde_json::json!({"provider": "scripted", "name": "m", "endpoint": "/etc/shadow"}),
+            "model-script",
+        ),
+        (
+            serde_json::json!({"provider": "anthropic", "name": "m", "endpoint": "http://169.254.169.254"}),
+            "model-endpoint",
+        ),
+    ] {
+        let manifest = serde_json::json!({
+            "apiVersion": "spawn.dev/v1", "kind": "Agent", "metadata": {"name": "modelled"},
+            "spec": {"command": ["true"], "model": model}
+        });
+        let msg = error_of(
+            post_run(
+                c,
+                d,
+                &d.admin,
+                "team",
+                serde_json::json!({"manifest": manifest}),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "policy_violation",
+        )
+        .await;
+        assert!(msg.contains(rule), "{msg}");
+    }
     for (body, says) in [
         (serde_json::json!({}), "command"),
         (serde_json::json!({"command": []}), "command"),
