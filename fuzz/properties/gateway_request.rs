@@ -8,7 +8,7 @@
 // the largest taken; a refusal's message is spawn's own words (no quote or brace), never
 // the body; nothing panics.
 
-use spawn_gateway::request::{inspect, Endpoint, MAX_OUTPUT_CAP};
+use spawn_gateway::request::{inspect, Endpoint, MAX_CHOICES, MAX_OUTPUT_CAP};
 
 fn check(data: &[u8]) {
     let (head, body) = match data.iter().position(|b| *b == b'\n') {
@@ -28,7 +28,13 @@ fn check(data: &[u8]) {
             Ok(i) => {
                 assert!(!i.model.is_empty() && i.model.len() <= 256);
                 if let Some(c) = i.max_output {
-                    assert!((1..=MAX_OUTPUT_CAP).contains(&c));
+                    // Chat Completions' `n` completions each have the cap.
+                    let most = if endpoint == Endpoint::ChatCompletions {
+                        MAX_OUTPUT_CAP * MAX_CHOICES
+                    } else {
+                        MAX_OUTPUT_CAP
+                    };
+                    assert!((1..=most).contains(&c));
                 }
                 if endpoint == Endpoint::Messages {
                     assert!(i.max_output.is_some());

@@ -135,9 +135,11 @@ impl Budget {
             c.held_cost,
             cost_micros,
         )?;
+        // Saturating: without a limit a worst case may be "everything" (u64::MAX), and
+        // what is held then counts for nothing.
         c.held_steps += 1;
-        c.held_tokens += tokens;
-        c.held_cost += cost_micros;
+        c.held_tokens = c.held_tokens.saturating_add(tokens);
+        c.held_cost = c.held_cost.saturating_add(cost_micros);
         Ok(Reservation {
             budget: self.clone(),
             tokens,
@@ -158,6 +160,19 @@ impl Budget {
         self.limits.tokens.map_or(u64::MAX, |l| {
             l.saturating_sub(c.tokens.saturating_add(c.held_tokens))
         })
+    }
+
+    /// Micro-dollars left to reserve (`u64::MAX` without a cost limit).
+    pub fn remaining_cost(&self) -> u64 {
+        let c = self.counts();
+        self.limits.cost_micros.map_or(u64::MAX, |l| {
+            l.saturating_sub(c.cost.saturating_add(c.held_cost))
+        })
+    }
+
+    /// Whether a token or cost limit holds (a call's worst case then matters).
+    pub fn is_limited(&self) -> bool {
+        self.limits.tokens.is_some() || self.limits.cost_micros.is_some()
     }
 
     /// The limits.
@@ -191,9 +206,9 @@ impl Reservation {
     /// A provider reporting more than the worst case is counted as reported.
     pub fn settle(mut self, tokens: u64, cost_micros: u64) {
         let mut c = self.budget.counts();
-        c.held_steps -= 1;
-        c.held_tokens -= self.tokens;
-        c.held_cost -= self.cost;
+        c.held_steps = c.held_steps.saturating_sub(1);
+        c.held_tokens = c.held_tokens.saturating_sub(self.tokens);
+        c.held_cost = c.held_cost.saturating_sub(self.cost);
         c.steps += 1;
         c.tokens = c.tokens.saturating_add(tokens);
         c.cost = c.cost.saturating_add(cost_micros);
@@ -208,9 +223,9 @@ impl Drop for Reservation {
             return;
         }
         let mut c = self.budget.counts();
-        c.held_steps -= 1;
-        c.held_tokens -= self.tokens;
-        c.held_cost -= self.cost;
+        c.held_steps = c.held_steps.saturating_sub(1);
+        c.held_tokens = c.held_tokens.saturating_sub(self.tokens);
+        c.held_cost = c.held_cost.saturating_sub(self.cost);
     }
 }
 

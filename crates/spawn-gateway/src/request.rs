@@ -99,6 +99,60 @@ pub struct Inspected {
     /// `max_output_tokens`); `None` when the client set no cap (OpenAI's are optional).
     pub max_output: Option<u64>,
     pub stream: bool,
+    /// The call brings input the body does not hold, so its input cannot be bounded by the
+    /// body's size: a stored response or conversation (`previous_response_id`,
+    /// `conversation`, a stored `prompt`), files or URLs the provider fetches (`file_id`,
+    /// an `http(s)` `url` / `image_url`), or server-side tools that read (web search and
+    /// fetch, file search, code execution, MCP servers).
+    pub unbounded_input: bool,
+}
+
+/// The most completions one Chat Completions call may ask for (`n`; OpenAI's own limit).
+pub const MAX_CHOICES: u64 = 128;
+
+/// Keys whose (non-empty) value is input held by the provider, not the body.
+const STORED_INPUT_KEYS: &[&str] = &[
+    "previous_response_id",
+    "conversation",
+    "file_id",
+    "mcp_servers",
+];
+
+/// Tool types the provider runs itself, reading what the body does not hold.
+const SERVER_TOOL_PREFIXES: &[&str] = &[
+    "web_search",
+    "web_fetch",
+    "file_search",
+    "code_execution",
+    "code_interpreter",
+    "mcp",
+    "computer",
+    "image_generation",
+];
+
+/// Whether `v` (a request body, or part of one) brings input it does not hold.
+fn brings_input(v: &Value, depth: usize) -> bool {
+    if depth > 64 {
+        // Deeper than any API nests: taken as the worst.
+        return true;
+    }
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            let present =
+                !matches!(x, Value::Null) && !matches!(x, Value::String(s) if s.is_empty());
+            (present && STORED_INPUT_KEYS.contains(&k.as_str()))
+                || (k == "prompt" && x.is_object())
+                || ((k == "url" || k == "image_url" || k == "file_url")
+                    && matches!(x, Value::String(s) if !s.starts_with("data:")))
+                || (k == "type"
+                    && x.as_str().is_some_and(|t| {
+                        t == "url" || SERVER_TOOL_PREFIXES.iter().any(|p| t.starts_with(p))
+                    }))
+                || brings_input(x, depth + 1)
+        }),
+        Value::Array(a) => a.iter().any(|x| brings_input(x, depth + 1)),
+        _ => false,
+    }
 }
 
 /// The largest output cap taken as given (above it the request is refused: no model
@@ -159,10 +213,35 @@ pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, (Refusal, S
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("stream: not true or false")),
     };
+    // Several completions in one call: each may produce the cap.
+    if endpoint == Endpoint::ChatCompletions {
+        match obj.get("n") {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(c) if (1..=MAX_CHOICES).contains(&c) => {
+                    max_output = max_output.map(|m| m.saturating_mul(c));
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "n: not a whole number from 1 to {MAX_CHOICES}"
+                    )))
+                }
+            },
+            Some(_) => return Err(bad("n: not a number")),
+        }
+    }
+    // A response made in the background is billed after the call has ended: it cannot be
+    // counted against the run's budget.
+    if endpoint == Endpoint::Responses && obj.get("background") == Some(&Value::Bool(true)) {
+        return Err(bad(
+            "background: responses made in the background are not served by spawn's gateway (their use cannot be counted)",
+        ));
+    }
     Ok(Inspected {
         model,
         max_output,
         stream,
+        unbounded_input: brings_input(&v, 0),
     })
 }
 
@@ -197,6 +276,17 @@ impl Policy {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// The field of `endpoint`'s API that caps a call's output (the one the gateway sets when
+/// the client set none and the run has a budget).
+pub fn cap_field(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::Messages => Some("max_tokens"),
+        Endpoint::ChatCompletions => Some("max_completion_tokens"),
+        Endpoint::Responses => Some("max_output_tokens"),
+        Endpoint::CountTokens | Endpoint::Models | Endpoint::WarmUp => None,
     }
 }
 
@@ -362,5 +452,82 @@ mod tests {
         assert_eq!(worst_case_tokens(100, Some(50), 9), 150);
         assert_eq!(worst_case_tokens(100, None, 9), 109);
         assert_eq!(worst_case_tokens(usize::MAX, Some(u64::MAX), 0), u64::MAX);
+    }
+
+    /// What a body brings that it does not hold is found wherever it is; inline data is
+    /// not such input.
+    #[test]
+    fn input_the_body_does_not_hold_is_found() {
+        let unbounded = |v: serde_json::Value| {
+            inspect(Endpoint::Responses, v.to_string().as_bytes())
+                .unwrap()
+                .unbounded_input
+        };
+        for v in [
+            serde_json::json!({"model": "m", "previous_response_id": "resp_1", "input": "hi"}),
+            serde_json::json!({"model": "m", "conversation": "conv_1"}),
+            serde_json::json!({"model": "m", "conversation": {"id": "conv_1"}}),
+            serde_json::json!({"model": "m", "prompt": {"id": "pmpt_1"}}),
+            serde_json::json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]}),
+            serde_json::json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]}),
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}),
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]}),
+            serde_json::json!({"model": "m", "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            serde_json::json!({"model": "m", "tools": [{"type": "file_search"}]}),
+            serde_json::json!({"model": "m", "mcp_servers": [{"type": "url", "url": "https://mcp"}]}),
+        ] {
+            assert!(unbounded(v.clone()), "{v}");
+        }
+        for v in [
+            serde_json::json!({"model": "m", "input": "fetch https://example.com for me"}),
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+            serde_json::json!({"model": "m", "previous_response_id": null, "conversation": ""}),
+            serde_json::json!({"model": "m", "tools": [{"type": "function", "name": "exec", "parameters": {"type": "object"}}]}),
+        ] {
+            assert!(!unbounded(v.clone()), "{v}");
+        }
+    }
+
+    /// `n` completions multiply the cap; `n` out of range and background responses are
+    /// refused.
+    #[test]
+    fn choices_multiply_the_cap_and_background_is_refused() {
+        let chat =
+            |v: serde_json::Value| inspect(Endpoint::ChatCompletions, v.to_string().as_bytes());
+        assert_eq!(
+            chat(serde_json::json!({"model": "m", "max_tokens": 10, "n": 4}))
+                .unwrap()
+                .max_output,
+            Some(40)
+        );
+        assert_eq!(
+            chat(serde_json::json!({"model": "m", "n": 4}))
+                .unwrap()
+                .max_output,
+            None
+        );
+        for n in [
+            serde_json::json!(0),
+            serde_json::json!(129),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!("2"),
+        ] {
+            assert!(
+                chat(serde_json::json!({"model": "m", "max_tokens": 10, "n": n})).is_err(),
+                "{n}"
+            );
+        }
+        let (_, why) = inspect(
+            Endpoint::Responses,
+            br#"{"model": "m", "background": true}"#,
+        )
+        .unwrap_err();
+        assert!(why.contains("background"), "{why}");
+        assert!(inspect(
+            Endpoint::Responses,
+            br#"{"model": "m", "background": false}"#
+        )
+        .is_ok());
     }
 }

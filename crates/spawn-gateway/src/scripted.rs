@@ -493,6 +493,7 @@ mod tests {
             model: "m-1".into(),
             max_output: Some(100),
             stream,
+            unbounded_input: false,
         }
     }
 

@@ -510,10 +510,33 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
         return shared.refuse(&call, r, &m);
     }
     // A model call reserves its worst case first; counting tokens is free.
+    let mut body = body;
     let reservation = if endpoint.is_model_call() {
         let budget = &shared.config.budget;
+        if inspected.unbounded_input && budget.is_limited() {
+            return shared.refuse(
+                &call,
+                Refusal::BadRequest,
+                "this call brings input its body does not hold (a stored response or conversation, files or URLs the provider fetches, or tools the provider runs): its use cannot be bounded before it is made, and this run has a token or cost limit",
+            );
+        }
+        let mut max_output = inspected.max_output;
+        if budget.is_limited() {
+            // Under a budget, the output cap is what fits: set when the client set none (so
+            // the worst case is one the provider keeps to), lowered when the client's does
+            // not fit (a client asking for at most N gets at most fewer). The field the cap
+            // is written in makes the body longer: that is counted too.
+            let fit = affordable_output(&shared, body.len() + CAP_FIELD_BYTES);
+            if max_output.is_none_or(|m| m > fit) {
+                if let Some((b, cap)) = with_cap(endpoint, &body, fit) {
+                    body = b;
+                    call.request = shared.redacted(&body);
+                    max_output = Some(cap);
+                }
+            }
+        }
         let remaining = budget.remaining_tokens();
-        let tokens = request::worst_case_tokens(body.len(), inspected.max_output, remaining);
+        let tokens = request::worst_case_tokens(body.len(), max_output, remaining);
         let input = u64::try_from(body.len()).unwrap_or(u64::MAX);
         let cost = shared.config.price.map_or(0, |p| {
             p.cost_micros(Usage {
@@ -718,6 +741,51 @@ fn difference_at(a: &serde_json::Value, b: &serde_json::Value) -> Option<String>
         _ if a == b => None,
         _ => Some(String::new()),
     }
+}
+
+/// `body` with its output cap set so that all its completions (`n`) together produce at
+/// most `fit` tokens (at least one each); the new body and its whole cap.
+fn with_cap(endpoint: Endpoint, body: &[u8], fit: u64) -> Option<(Vec<u8>, u64)> {
+    let field = request::cap_field(endpoint)?;
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let n = v["n"]
+        .as_u64()
+        .filter(|_| endpoint == Endpoint::ChatCompletions)
+        .unwrap_or(1)
+        .max(1);
+    let each = (fit / n).max(1);
+    let obj = v.as_object_mut()?;
+    for f in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+        if obj.get(f).is_some_and(|x| !x.is_null()) {
+            obj.insert(f.to_owned(), serde_json::json!(each));
+        }
+    }
+    obj.insert(field.to_owned(), serde_json::json!(each));
+    Some((serde_json::to_vec(&v).ok()?, each.saturating_mul(n)))
+}
+
+/// Bytes the gateway's own output cap adds to a body (`,"max_completion_tokens":16777216`).
+const CAP_FIELD_BYTES: usize = 48;
+
+/// The most output tokens a call of `body_len` bytes can have within what is left of the
+/// run's token and cost limits (at least 1: a call that cannot fit is refused by its
+/// reservation), and at most [`request::MAX_OUTPUT_CAP`].
+fn affordable_output(shared: &Shared, body_len: usize) -> u64 {
+    let budget = &shared.config.budget;
+    let input = u64::try_from(body_len).unwrap_or(u64::MAX);
+    let by_tokens = budget.remaining_tokens().saturating_sub(input);
+    let by_cost = match shared.config.price {
+        Some(p) if p.output_per_mtok_micros > 0 => {
+            let left = budget.remaining_cost().saturating_sub(p.cost_micros(Usage {
+                input_tokens: input,
+                output_tokens: 0,
+            }));
+            let tokens = u128::from(left) * 1_000_000 / u128::from(p.output_per_mtok_micros);
+            u64::try_from(tokens).unwrap_or(u64::MAX)
+        }
+        _ => u64::MAX,
+    };
+    by_tokens.min(by_cost).clamp(1, request::MAX_OUTPUT_CAP)
 }
 
 /// Settles a reservation at `usage` (or at its worst case when the provider's usage could

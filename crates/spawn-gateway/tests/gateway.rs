@@ -778,3 +778,130 @@ fn the_loop_speaks_chat_completions_with_tool_calls() {
         "exec and the fs tools and finish"
     );
 }
+
+/// Under a budget, a call without an output cap goes out with the most that fits (so its
+/// worst case is one the provider keeps to), a call whose input the body does not hold is
+/// refused, and without a budget both pass — uncapped calls in parallel included.
+#[tokio::test(flavor = "multi_thread")]
+async fn uncapped_and_unboundable_calls_under_a_budget() {
+    let fake = provider::start();
+    let s = gateway(
+        Provider::OpenAi,
+        "gpt-x",
+        to(&fake),
+        Limits {
+            tokens: Some(1000),
+            ..Limits::default()
+        },
+        None,
+    );
+    let body = json!({"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, _) = post(&s, "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200);
+    let sent_bytes = fake.seen().last().unwrap().body.clone();
+    let sent: Value = serde_json::from_slice(&sent_bytes).unwrap();
+    let len = serde_json::to_vec(&body).unwrap().len() as u64;
+    let cap = sent["max_completion_tokens"].as_u64().unwrap();
+    // Its worst case (the body as sent, and the cap) fits the limit, with little to spare.
+    assert!(sent_bytes.len() as u64 + cap <= 1000, "{sent}");
+    assert!(cap >= 1000 - len - 48, "{sent}");
+    assert_eq!(sent["messages"], body["messages"]);
+    let before = fake.seen().len();
+    for unbounded in [
+        json!({"model": "gpt-x", "messages": [], "tools": [{"type": "web_search_preview"}]}),
+        json!({"model": "gpt-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+    ] {
+        let (status, _, body) = post(&s, "/v1/chat/completions", &unbounded).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be bounded"));
+    }
+    let (status, _, _) = post(
+        &s,
+        "/v1/responses",
+        &json!({"model": "gpt-x", "previous_response_id": "resp_1", "input": "more"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        fake.seen().len(),
+        before,
+        "nothing unboundable was forwarded"
+    );
+
+    // A client's cap that does not fit is lowered to what does (both spellings of it).
+    let s2 = gateway(
+        Provider::OpenAi,
+        "gpt-x",
+        to(&fake),
+        Limits {
+            tokens: Some(1000),
+            ..Limits::default()
+        },
+        None,
+    );
+    let big = json!({"model": "gpt-x", "max_tokens": 5000, "n": 2, "messages": []});
+    assert_eq!(post(&s2, "/v1/chat/completions", &big).await.0, 200);
+    let sent_bytes = fake.seen().last().unwrap().body.clone();
+    let sent: Value = serde_json::from_slice(&sent_bytes).unwrap();
+    let each = sent["max_completion_tokens"].as_u64().unwrap();
+    assert_eq!(sent["max_tokens"], each, "{sent}");
+    assert!(sent_bytes.len() as u64 + 2 * each <= 1000, "{sent}");
+    // A cap that fits is left as it is.
+    let small = json!({"model": "gpt-x", "max_tokens": 7, "messages": []});
+    assert_eq!(post(&s2, "/v1/chat/completions", &small).await.0, 200);
+    let sent: Value = serde_json::from_slice(&fake.seen().last().unwrap().body).unwrap();
+    assert_eq!(sent, small);
+
+    // A cost limit alone caps the output by price: $1/M in, $2/M out, 500 µ$ left.
+    let price = Price {
+        input_per_mtok_micros: 1_000_000,
+        output_per_mtok_micros: 2_000_000,
+    };
+    let s = gateway(
+        Provider::OpenAi,
+        "gpt-x",
+        to(&fake),
+        Limits {
+            cost_micros: Some(500),
+            ..Limits::default()
+        },
+        Some(price),
+    );
+    assert_eq!(post(&s, "/v1/chat/completions", &body).await.0, 200);
+    let sent: Value = serde_json::from_slice(&fake.seen().last().unwrap().body).unwrap();
+    assert_eq!(
+        sent["max_completion_tokens"],
+        (500 - len - 48) / 2,
+        "{sent}"
+    );
+
+    // No budget: uncapped and unboundable calls pass untouched, 20 at once.
+    let s = Arc::new(gateway(
+        Provider::OpenAi,
+        "gpt-x",
+        to(&fake),
+        Limits::default(),
+        None,
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let b = if i % 2 == 0 {
+            body.clone()
+        } else {
+            json!({"model": "gpt-x", "messages": [], "tools": [{"type": "web_search_preview"}]})
+        };
+        tasks.push(tokio::spawn(async move {
+            post(&s, "/v1/chat/completions", &b).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let sent: Value = serde_json::from_slice(&fake.seen().last().unwrap().body).unwrap();
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+    assert_eq!(s.budget.used().2, 20);
+}

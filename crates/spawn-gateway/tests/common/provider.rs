@@ -260,6 +260,7 @@ async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Response
                 model: model.clone(),
                 max_output: None,
                 stream,
+                unbounded_input: false,
             };
             let r = script
                 .answer(spawn_gateway::request::Endpoint::Responses, &asked, 1)
