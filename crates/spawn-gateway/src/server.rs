@@ -36,6 +36,9 @@ pub const MAX_RECORDED: usize = 4 << 20;
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long connecting to the provider may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections a run's gateway serves at once; more wait to be accepted (the agent's
+/// connections cannot exhaust the descriptors or memory of the process that runs the run).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Where the run's calls go.
 pub enum Upstream {
@@ -265,7 +268,12 @@ impl Drop for Gateway {
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A connection is accepted only when one of the run's may be served.
+        let Ok(slot) = open.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(_) => {
@@ -280,6 +288,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(shared, req, peer).await) }

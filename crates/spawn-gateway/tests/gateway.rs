@@ -905,3 +905,37 @@ async fn uncapped_and_unboundable_calls_under_a_budget() {
     assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
     assert_eq!(s.budget.used().2, 20);
 }
+
+/// An agent holding many connections open gets no more than the gateway's cap served at
+/// once; the rest wait, and are served when connections close.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait() {
+    let fake = provider::start();
+    let s = gateway(Provider::Anthropic, "m", to(&fake), Limits::default(), None);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..spawn_gateway::server::MAX_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let call = || {
+        client
+            .post(format!("{}/v1/messages", s.url))
+            .header("x-api-key", s.key.as_str())
+            .json(&messages("m", false))
+            .send()
+    };
+    assert!(call().await.is_err(), "served beyond the cap");
+    drop(idle);
+    let mut served = false;
+    for _ in 0..50 {
+        if call().await.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "not served once the connections closed");
+}
