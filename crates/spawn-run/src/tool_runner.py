@@ -7,6 +7,7 @@
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -55,20 +56,33 @@ def run_exec(i, limits):
             resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 
     try:
-        p = subprocess.run(
+        # A session of its own: a timeout ends the code and everything it started.
+        p = subprocess.Popen(
             argv,
-            capture_output=True,
-            timeout=limits.get("timeout", 60),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             cwd="/workspace" if os.path.isdir("/workspace") else "/",
             preexec_fn=confine,
-            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        return {"exitCode": p.returncode, "stdout": text(p.stdout, CAP), "stderr": text(p.stderr, CAP)}
-    except subprocess.TimeoutExpired as e:
-        return {"error": "timed out after %ss" % limits.get("timeout"), "stdout": text(e.stdout or b"", CAP),
-                "stderr": text(e.stderr or b"", CAP)}
     except OSError as e:
         return {"error": "could not run %s: %s" % (argv[0], e.strerror)}
+    try:
+        out, err = p.communicate(timeout=limits.get("timeout", 60))
+        return {"exitCode": p.returncode, "stdout": text(out, CAP), "stderr": text(err, CAP)}
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            out, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            # Something left its own session holding the output open: given up on.
+            out, err = b"", b""
+        return {"error": "timed out after %ss" % limits.get("timeout"), "stdout": text(out, CAP),
+                "stderr": text(err, CAP)}
 
 
 def run_fetch(i):

@@ -820,3 +820,43 @@ fn the_credential_comes_from_the_store_and_stays_outside() {
         "{out}"
     );
 }
+
+/// An `exec` call that passes its timeout is ended with everything it started, and the
+/// loop goes on (the next call sees none of it left).
+#[test]
+fn an_exec_past_its_timeout_ends_with_what_it_started() {
+    super::helpers::require_root();
+    let dir = tempdir("loop-timeout");
+    let answers = r#"responses:
+  - tools:
+      - {name: exec, input: {language: python, code: "import subprocess, time; subprocess.Popen(['sleep', '300']); print('started', flush=True); time.sleep(300)"}}
+  - tools:
+      - {name: exec, input: {language: python, code: "import os; print('sleepers', sum(1 for p in os.listdir('/proc') if p.isdigit() and open('/proc/%s/cmdline' % p, 'rb').read().startswith(b'sleep')))"}}
+  - tools:
+      - {name: finish, input: {summary: "done"}}
+"#;
+    write_file(dir.path(), "answers.yaml", answers);
+    let m = write_file(
+        dir.path(),
+        "loop.yaml",
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: looper}\nspec:\n  model: {provider: scripted, name: scripted-1, endpoint: answers.yaml}\n  instructions: \"do the task\"\n  capabilities:\n    exec: {enabled: true, languages: [python], timeout: 2s}\n",
+    );
+    for runtime in ["native", "gvisor"] {
+        let home = Home::new();
+        let out = home
+            .cmd(["run", "--runtime", runtime, "-f"])
+            .arg_path(&m)
+            .start()
+            .wait();
+        out.assert_code(0);
+        assert!(
+            out.stdout.contains("\"error\":\"timed out after 2.0s\""),
+            "{runtime}: {out}"
+        );
+        assert!(
+            out.stdout.contains("\"stdout\":\"started\\n\""),
+            "{runtime}: {out}"
+        );
+        assert!(out.stdout.contains("sleepers 0"), "{runtime}: {out}");
+    }
+}
