@@ -210,6 +210,7 @@ pub fn run() -> Result<Figures> {
             policy: Policy {
                 provider: Provider::Anthropic,
                 model: "bench-model".into(),
+                any_api: false,
             },
             upstream: Upstream::Http {
                 base: format!("http://{provider_addr}"),

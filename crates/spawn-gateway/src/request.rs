@@ -250,13 +250,16 @@ pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, (Refusal, S
 pub struct Policy {
     pub provider: Provider,
     pub model: String,
+    /// Every API is served (the scripted provider answers in each); else only
+    /// `provider`'s.
+    pub any_api: bool,
 }
 
 impl Policy {
     /// Whether a call to `endpoint` for `model` is allowed; the refusal says why.
     pub fn allows(&self, endpoint: Endpoint, model: Option<&str>) -> Result<(), (Refusal, String)> {
         if let Some(p) = endpoint.provider() {
-            if p != self.provider {
+            if p != self.provider && !self.any_api {
                 return Err((
                     Refusal::ProviderNotAllowed,
                     format!(
@@ -428,6 +431,7 @@ mod tests {
         let p = Policy {
             provider: Provider::Anthropic,
             model: "claude-pinned".into(),
+            any_api: false,
         };
         assert!(p.allows(Endpoint::Messages, Some("claude-pinned")).is_ok());
         assert!(p.allows(Endpoint::Models, None).is_ok());

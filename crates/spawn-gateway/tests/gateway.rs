@@ -70,6 +70,7 @@ fn gateway_with(
         policy: Policy {
             provider,
             model: model.into(),
+            any_api: false,
         },
         upstream,
         placeholder,

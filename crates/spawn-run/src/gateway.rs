@@ -328,6 +328,7 @@ pub(crate) fn prepare(
                 ModelProvider::Anthropic | ModelProvider::Scripted => Provider::Anthropic,
             },
             model: model.name.clone(),
+            any_api: model.provider == ModelProvider::Scripted,
         },
         upstream,
         placeholder,

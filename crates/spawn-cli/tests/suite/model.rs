@@ -860,3 +860,55 @@ fn an_exec_past_its_timeout_ends_with_what_it_started() {
         assert!(out.stdout.contains("sleepers 0"), "{runtime}: {out}");
     }
 }
+
+/// The scripted provider answers in the API the client speaks: the OpenAI SDK's Chat
+/// Completions and Responses (streamed too) and the Anthropic SDK's Messages, one script.
+#[test]
+fn the_scripted_provider_answers_either_sdk() {
+    super::helpers::require_root();
+    let sdks = sdks();
+    let dir = tempdir("scripted-sdk");
+    write_file(
+        dir.path(),
+        "answers.yaml",
+        "responses:\n  - text: one\n  - text: two\n  - text: three\n  - text: four\n",
+    );
+    let m = write_file(
+        dir.path(),
+        "agent.yaml",
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: scripted}\nspec:\n  command: [\"true\"]\n  model: {provider: scripted, name: s-1, endpoint: answers.yaml}\n",
+    );
+    let script = "import anthropic, openai\n\
+        o = openai.OpenAI(max_retries=0)\n\
+        print('chat', o.chat.completions.create(model='s-1', messages=[{'role': 'user', 'content': 'x'}]).choices[0].message.content)\n\
+        print('responses', o.responses.create(model='s-1', input='x').output_text)\n\
+        with o.responses.stream(model='s-1', input='x') as s:\n    print('stream', s.get_final_response().output_text)\n\
+        a = anthropic.Anthropic(max_retries=0)\n\
+        print('messages', a.messages.create(model='s-1', max_tokens=5, messages=[{'role': 'user', 'content': 'x'}]).content[0].text)\n";
+    let home = Home::new();
+    let out = home
+        .cmd(["run", "--runtime", "native", "-f"])
+        .arg_path(&m)
+        .arg_path("--mount")
+        .arg_path(format!("{sdks}:/sdk:ro"))
+        .arg_path("--env")
+        .arg_path("PYTHONPATH=/sdk")
+        .arg_path("--")
+        .arg_path("python3")
+        .arg_path("-c")
+        .arg_path(script)
+        .start()
+        .wait();
+    out.assert_code(0);
+    let f = out.fields();
+    assert_eq!(
+        (
+            f["chat"].as_str(),
+            f["responses"].as_str(),
+            f["stream"].as_str(),
+            f["messages"].as_str()
+        ),
+        ("one", "two", "three", "four"),
+        "{out}"
+    );
+}
