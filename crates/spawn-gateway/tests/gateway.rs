@@ -108,6 +108,22 @@ fn messages(model: &str, stream: bool) -> Value {
            "messages": [{"role": "user", "content": "say hunter2-secret-value"}]})
 }
 
+/// Waits (2 s at most) until `done` holds: a relayed answer is recorded as its relay ends,
+/// after the client has it.
+async fn until(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the gateway has recorded a call.
+async fn first_call(s: &Setup) {
+    until(|| !s.heard.calls.lock().unwrap().is_empty()).await;
+}
+
 async fn post(s: &Setup, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{path}", s.url))
@@ -239,12 +255,7 @@ async fn streams_are_relayed_as_they_come_and_still_counted() {
     }
     assert!(String::from_utf8_lossy(&rest).contains("message_stop"));
     // The record is made as the relay ends: wait for it.
-    for _ in 0..100 {
-        if !s.heard.calls.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_call(&s).await;
     let calls = s.heard.calls.lock().unwrap().clone();
     assert_eq!(
         calls[0].usage.map(|u| (u.input_tokens, u.output_tokens)),
@@ -272,12 +283,7 @@ async fn streams_are_relayed_as_they_come_and_still_counted() {
         assert_eq!(status, 200, "{path}");
         let text = body.as_str().unwrap_or_default().to_owned();
         assert!(text.contains("data: "), "{path}: {text}");
-        for _ in 0..100 {
-            if s.budget.used().0 > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(|| s.budget.used().0 > 0).await;
         assert_eq!(s.budget.used(), (16, 0, 1), "{path}");
     }
 }
@@ -302,12 +308,7 @@ async fn a_broken_stream_keeps_its_worst_case() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "the client sees the break");
-    for _ in 0..100 {
-        if !s.heard.calls.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_call(&s).await;
     let c = s.heard.calls.lock().unwrap()[0].clone();
     assert!(c.broken.is_some() && c.usage.is_none(), "{c:?}");
     let body_len = serde_json::to_vec(&messages("broken", true)).unwrap().len() as u64;
@@ -661,12 +662,7 @@ async fn a_provider_that_stops_answering_times_out() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "the stream is cut");
-    for _ in 0..100 {
-        if !s.heard.calls.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_call(&s).await;
     let c = s.heard.calls.lock().unwrap()[0].clone();
     assert_eq!(c.broken.as_deref(), Some("the provider stopped sending"));
     let body_len = serde_json::to_vec(&messages("held", true)).unwrap().len() as u64;
