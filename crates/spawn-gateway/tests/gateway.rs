@@ -936,3 +936,123 @@ async fn connections_beyond_the_cap_wait() {
     }
     assert!(served, "not served once the connections closed");
 }
+
+/// The tool runner's endpoints take input from inside the sandbox: each hostile request
+/// gets a clear status, and nothing reaches the loop but a result for a call that waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tool_endpoints_refuse_hostile_requests() {
+    let fake = provider::start();
+    let queue = spawn_gateway::tools::ToolQueue::new();
+    let q = queue.clone();
+    let s = gateway_with(
+        Provider::Anthropic,
+        "m",
+        to(&fake),
+        Limits::default(),
+        None,
+        move |c| {
+            c.tools = Some(q);
+        },
+    );
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("{}/spawn/v1/tools/{p}", s.url);
+    let big = vec![b'x'; spawn_gateway::server::MAX_BODY / 4];
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+        ("POST", "next", None, Vec::new(), 401),
+        (
+            "POST",
+            "next",
+            Some("spawn_gw_not-a-real-one"),
+            Vec::new(),
+            401,
+        ),
+        ("GET", "next", Some("key"), Vec::new(), 405),
+        ("POST", "result", Some("key"), b"{not json".to_vec(), 400),
+        (
+            "POST",
+            "result",
+            Some("key"),
+            br#"{"output": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "result",
+            Some("key"),
+            br#"{"id": "1", "output": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "result",
+            Some("key"),
+            br#"{"id": 99, "output": 1}"#.to_vec(),
+            404,
+        ),
+        (
+            "POST",
+            "result",
+            Some("key"),
+            br#"{"id": -1, "output": 1}"#.to_vec(),
+            400,
+        ),
+        ("POST", "result", Some("key"), big, 413),
+        ("POST", "other", Some("key"), Vec::new(), 404),
+        ("POST", "../result", Some("key"), Vec::new(), 404),
+    ];
+    for (method, path, key, body, want) in cases {
+        let mut r = client
+            .request(method.parse().unwrap(), url(path))
+            .body(body);
+        if let Some(k) = key {
+            r = r.header(
+                "x-api-key",
+                if k == "key" {
+                    s.key.to_string()
+                } else {
+                    k.to_owned()
+                },
+            );
+        }
+        let status = r.send().await.map(|r| r.status().as_u16()).unwrap_or(413);
+        assert_eq!(status, want, "{method} {path}");
+    }
+    // A real call gets its result through, once; a second result for it is refused.
+    let caller = queue.clone();
+    let waiting = std::thread::spawn(move || {
+        caller.call("exec", json!({"code": "1"}), Duration::from_secs(10))
+    });
+    let next: Value = client
+        .post(url("next"))
+        .header("x-api-key", s.key.as_str())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = next["id"].as_u64().unwrap();
+    let post_result = |v: Value| {
+        client
+            .post(url("result"))
+            .header("x-api-key", s.key.as_str())
+            .json(&v)
+            .send()
+    };
+    assert_eq!(
+        post_result(json!({"id": id, "output": {"stdout": "1\n"}}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post_result(json!({"id": id, "output": "again"}))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(waiting.join().unwrap().unwrap(), json!({"stdout": "1\n"}));
+    assert!(fake.seen().is_empty());
+}
