@@ -957,7 +957,9 @@ async fn the_tool_endpoints_refuse_hostile_requests() {
     let client = reqwest::Client::new();
     let url = |p: &str| format!("{}/spawn/v1/tools/{p}", s.url);
     let big = vec![b'x'; spawn_gateway::server::MAX_BODY / 4];
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    // (method, path under /spawn/v1/tools/, key, body, status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("POST", "next", None, Vec::new(), 401),
         (
             "POST",
