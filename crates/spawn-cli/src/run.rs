@@ -112,13 +112,7 @@ fn audit_limits() -> anyhow::Result<Limits> {
 fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let spec = resolve(args, home)?;
     let created_ms = spawn_store::now_ms();
-    let run = Run::create(RunRequest {
-        spec,
-        home: home.to_owned(),
-        audit_limits: audit_limits()?,
-        run_id: None,
-        agent_id: None,
-    })?;
+    let run = create_local(spec, home)?;
     let (finished, recorder) = execute_local(run, home)?;
     let spec = &finished.spec;
     let argv0 = spec.command.first().cloned().unwrap_or_default();
@@ -147,6 +141,17 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     };
     conclude(&finished, recorder, created_ms);
     Ok(ExitCode::from(code))
+}
+
+/// A local run of `spec` (its ids new, the audit limits of `SPAWN_AUDIT_LIMITS`).
+fn create_local(spec: RunSpec, home: &Path) -> anyhow::Result<Run> {
+    Ok(Run::create(RunRequest {
+        spec,
+        home: home.to_owned(),
+        audit_limits: audit_limits()?,
+        run_id: None,
+        agent_id: None,
+    })?)
 }
 
 /// Runs `run` to its end as a local run: the secrets' resolver (and no core files while
@@ -289,13 +294,7 @@ pub(crate) fn replay(
             spec.runtime.as_str()
         );
         let created_ms = spawn_store::now_ms();
-        let mut run = Run::create(RunRequest {
-            spec,
-            home: home.to_owned(),
-            audit_limits: audit_limits()?,
-            run_id: None,
-            agent_id: None,
-        })?;
+        let mut run = create_local(spec, home)?;
         run.set_replay(recorded);
         let (finished, recorder) = execute_local(run, home)?;
         let argv0 = finished.spec.command.first().cloned().unwrap_or_default();

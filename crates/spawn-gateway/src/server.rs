@@ -318,15 +318,23 @@ fn api_of(endpoint: Option<Endpoint>, policy: &Policy) -> Provider {
         .unwrap_or(policy.provider)
 }
 
-fn refusal_response(provider: Provider, refusal: Refusal, message: &str) -> Response<Body> {
-    let (status, body) = errors::body(provider, refusal, message);
-    let mut r = Response::new(full(body.to_string()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+/// A JSON answer of the gateway's own.
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+fn refusal_response(provider: Provider, refusal: Refusal, message: &str) -> Response<Body> {
+    let (status, body) = errors::body(provider, refusal, message);
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        body.to_string(),
+    )
 }
 
 struct Call {
@@ -409,9 +417,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
             .map(|k| shared.config.placeholder.check(k) == Verdict::Valid)
             .unwrap_or(false);
         if !valid {
-            let mut r = Response::new(full(r#"{"error":"this run's key is required"}"#));
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            return r;
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"this run's key is required"}"#,
+            );
         }
         return tool_endpoint(queue, what, req).await;
     }
@@ -481,12 +490,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
         let mut record = call.record(200);
         record.response = body.clone();
         shared.config.events.call(record);
-        let mut r = Response::new(full(body));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        return r;
+        return json_response(StatusCode::OK, body);
     }
     let (parts, body) = req.into_parts();
     let body = match read_body(body).await {
@@ -580,24 +584,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
                 Ok(a) => a,
                 Err(m) => return shared.refuse(&call, Refusal::Upstream, &m),
             };
-            let usage = answer.usage;
-            let mut record = call.record(200);
-            record.usage = Some(usage);
-            record.first_byte = Some(call.clock.elapsed());
-            record.response = shared.redacted(&answer.body);
-            record.response_bytes = answer.body.len() as u64;
-            record.counted = settle(&shared, reservation, Some(usage));
-            shared.config.events.call(record);
-            let mut r = Response::new(full(answer.body));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(if answer.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                }),
-            );
-            r
+            let usage = Some(answer.usage);
+            answer_here(
+                &shared,
+                &call,
+                reservation,
+                answer.body,
+                answer.stream,
+                usage,
+            )
         }
         Upstream::Replay(recorded) => {
             let Some((n, rec)) = recorded.next(endpoint) else {
@@ -625,23 +620,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
             } else {
                 Meter::of_body(endpoint, &rec.response)
             };
-            let mut record = call.record(200);
-            record.usage = usage;
-            record.first_byte = Some(call.clock.elapsed());
-            record.response = shared.redacted(&rec.response);
-            record.response_bytes = rec.response.len() as u64;
-            record.counted = settle(&shared, reservation, usage);
-            shared.config.events.call(record);
-            let mut r = Response::new(full(rec.response));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(if rec.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                }),
-            );
-            r
+            answer_here(&shared, &call, reservation, rec.response, rec.stream, usage)
         }
         Upstream::Http { base, credential } => {
             forward(
@@ -661,21 +640,42 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _peer: SocketAddr) 
     }
 }
 
+/// A call answered by the gateway itself (the scripted provider, a replay): recorded and
+/// settled at `usage`, then sent whole.
+fn answer_here(
+    shared: &Shared,
+    call: &Call,
+    reservation: Option<crate::budget::Reservation>,
+    body: Vec<u8>,
+    stream: bool,
+    usage: Option<Usage>,
+) -> Response<Body> {
+    let mut record = call.record(200);
+    record.usage = usage;
+    record.first_byte = Some(call.clock.elapsed());
+    record.response = shared.redacted(&body);
+    record.response_bytes = body.len() as u64;
+    record.counted = settle(shared, reservation, usage);
+    shared.config.events.call(record);
+    let mut r = Response::new(full(body));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    r
+}
+
 /// The tool runner's side of [`crate::tools`]: its next call, or its result.
 async fn tool_endpoint(
     queue: &crate::tools::ToolQueue,
     what: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let json = |status: StatusCode, v: serde_json::Value| {
-        let mut r = Response::new(full(v.to_string()));
-        *r.status_mut() = status;
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        r
-    };
+    let json = |status: StatusCode, v: serde_json::Value| json_response(status, v.to_string());
     if req.method() != hyper::Method::POST {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,

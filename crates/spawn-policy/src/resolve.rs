@@ -241,7 +241,8 @@ fn usd_to_micros(usd: f64) -> u64 {
     (usd * 1_000_000.0).floor().max(0.0) as u64
 }
 
-/// `store://NAME` or `vault://PATH#KEY`, as the source of a secret.
+/// `store://NAME` or `vault://PATH#KEY`, as the source of a secret (a granted secret's
+/// `from`, or the model's `credential`).
 fn secret_source(field: &str, from: &str) -> Result<SecretSource, PolicyError> {
     match (from.strip_prefix("store://"), from.strip_prefix("vault://")) {
         (Some(name), _) => {
@@ -262,7 +263,7 @@ fn secret_source(field: &str, from: &str) -> Result<SecretSource, PolicyError> {
         }
         (None, None) => Err(PolicyError::invalid(
             field,
-            format!("{} is not store://NAME or vault://PATH#KEY", quote(from)),
+            "use store://NAME or vault://MOUNT/data/PATH#KEY",
         )),
     }
 }
@@ -293,33 +294,7 @@ fn resolve_secrets(
     let mut grants: Vec<SecretGrant> = Vec::new();
     for (i, s) in manifest.iter().enumerate() {
         let field = format!("spec.capabilities.secrets[{i}].from");
-        let source = match (
-            s.from.strip_prefix("store://"),
-            s.from.strip_prefix("vault://"),
-        ) {
-            (Some(name), _) => {
-                names::check_identifier(name).map_err(|m| {
-                    PolicyError::invalid(&field, format!("the store's secret name: {m}"))
-                })?;
-                SecretSource::Store(name.to_owned())
-            }
-            (None, Some(rest)) => {
-                names::check_secret_ref(&s.from).map_err(|m| PolicyError::invalid(&field, m))?;
-                let (path, key) = rest
-                    .split_once('#')
-                    .ok_or_else(|| PolicyError::invalid(&field, "no #KEY"))?;
-                SecretSource::Vault {
-                    path: path.to_owned(),
-                    key: key.to_owned(),
-                }
-            }
-            (None, None) => {
-                return Err(PolicyError::invalid(
-                    field,
-                    "use store://NAME or vault://MOUNT/data/PATH#KEY",
-                ))
-            }
-        };
+        let source = secret_source(&field, &s.from)?;
         grants.push(SecretGrant {
             env: s.name.clone(),
             source,

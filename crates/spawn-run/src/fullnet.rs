@@ -18,65 +18,42 @@ type Result<T> = std::result::Result<T, RunError>;
 /// The host's resolver configuration.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
-/// The run's routed link; dropping it removes the link and its filter.
+/// A run's link without a proxy: routed to the outside (`full`), or to its model gateway
+/// alone (`net: none` with a model, [`DirectNetwork::gateway_only`]); dropping it removes
+/// the link and its filter.
 #[derive(Debug)]
-pub(crate) struct FullNetwork {
+pub(crate) struct DirectNetwork {
     link: Link,
+    /// The run has a model gateway on the link's host end.
     gateway: bool,
 }
 
-/// The network of a run without one (`net: none`) that has a model gateway: a link whose
-/// only destination is the gateway's port on its host end.
-#[derive(Debug)]
-pub(crate) struct GatewayNetwork {
-    link: Link,
-}
-
-impl GatewayNetwork {
-    pub(crate) fn start(run_id: &str) -> Result<GatewayNetwork> {
+impl DirectNetwork {
+    /// The network of a run without one that has a model gateway: a link whose only
+    /// destination is the gateway's port on its host end.
+    pub(crate) fn gateway_only(run_id: &str) -> Result<DirectNetwork> {
         let link = Link::gateway_only(crate::egress::link_seed(run_id))
             .net("make the run's link to its model gateway")?;
-        Ok(GatewayNetwork { link })
+        Ok(DirectNetwork {
+            link,
+            gateway: true,
+        })
     }
 }
 
-impl spawn_sandbox::Network for GatewayNetwork {
-    fn nameserver(&self) -> Ipv4Addr {
-        self.link.host
-    }
-
-    fn proxy(&self) -> Option<SocketAddr> {
-        None
-    }
-
-    fn namespace(&self) -> PathBuf {
-        self.link.namespace()
-    }
-
-    fn gateway(&self) -> Option<SocketAddr> {
-        Some(SocketAddr::from((self.link.host, ports::GATEWAY)))
-    }
-}
-
-impl crate::RunNetwork for GatewayNetwork {
+impl crate::RunNetwork for DirectNetwork {
     fn sandbox_address(&self) -> Option<std::net::IpAddr> {
         Some(self.link.sandbox.into())
     }
 }
 
-impl crate::RunNetwork for FullNetwork {
-    fn sandbox_address(&self) -> Option<std::net::IpAddr> {
-        Some(self.link.sandbox.into())
-    }
-}
-
-impl FullNetwork {
+impl DirectNetwork {
     /// Makes the run's routed link (turning IPv4 forwarding on, guarded, if it is off).
     pub(crate) fn start(
         run_id: &str,
         warn: &mut dyn FnMut(&str),
         gateway: bool,
-    ) -> Result<FullNetwork> {
+    ) -> Result<DirectNetwork> {
         let resolver = resolver()?;
         if resolver.is_none() {
             warn(&format!(
@@ -94,7 +71,7 @@ impl FullNetwork {
             },
         )
         .net("make the run's network link")?;
-        Ok(FullNetwork { link, gateway })
+        Ok(DirectNetwork { link, gateway })
     }
 }
 
@@ -127,7 +104,7 @@ pub(crate) fn first_ipv4_nameserver(conf: &str) -> Option<SocketAddrV4> {
         .map(|ip| SocketAddrV4::new(ip, ports::DNS))
 }
 
-impl spawn_sandbox::Network for FullNetwork {
+impl spawn_sandbox::Network for DirectNetwork {
     fn nameserver(&self) -> Ipv4Addr {
         self.link.host
     }

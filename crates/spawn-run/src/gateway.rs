@@ -104,18 +104,7 @@ impl Serving {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Vec::new();
         rec.limiter.finish(&mut out);
-        if !out.is_empty() {
-            if let Some(r) = &self.events.r.redactor {
-                out = out.into_iter().map(|e| e.redacted(r)).collect();
-            }
-            let log = match &mut rec.log {
-                Some(l) => Ok(l),
-                None => AuditLog::open(&self.events.r.audit_dir).map(|l| rec.log.insert(l)),
-            };
-            if let Err(e) = log.and_then(|l| l.append(&out)) {
-                rec.failed.get_or_insert(e.to_string());
-            }
-        }
+        self.events.write(&mut rec, out);
         if let Some(log) = &mut rec.log {
             if let Err(e) = log.sync() {
                 rec.failed.get_or_insert(e.to_string());
@@ -573,12 +562,19 @@ impl RunEvents {
         } else {
             rec.limiter.admit(event, &mut out);
         }
-        if let Some(r) = &self.r.redactor {
-            out = out.into_iter().map(|e| e.redacted(r)).collect();
-        }
+        self.write(&mut rec, out);
+    }
+
+    /// Appends what the limiter let through, redacted (the log opened at the first
+    /// write); a failure is kept for the run's report.
+    fn write(&self, rec: &mut Recorder, out: Vec<Event>) {
         if out.is_empty() {
             return;
         }
+        let out: Vec<Event> = match &self.r.redactor {
+            Some(r) => out.into_iter().map(|e| e.redacted(r)).collect(),
+            None => out,
+        };
         let log = match &mut rec.log {
             Some(l) => Ok(l),
             None => AuditLog::open(&self.r.audit_dir).map(|l| rec.log.insert(l)),
@@ -615,19 +611,7 @@ impl RunEvents {
             v.clear();
         }
         if let Ok(text) = serde_json::to_vec_pretty(&spec) {
-            let dir = self.r.trace_dir.join(&self.r.trace_id);
-            let _ = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .and_then(|()| {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(dir.join("run.json"))?
-                        .write_all(&text)
-                });
+            let _ = write_private(&self.r.trace_dir.join(&self.r.trace_id), "run.json", &text);
         }
     }
 
@@ -668,20 +652,25 @@ impl RunEvents {
         }
         let digest = format!("sha256:{}", hex(&Sha256::digest(content)));
         let dir = self.r.trace_dir.join(&self.r.trace_id).join(kind);
-        let written = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .and_then(|()| {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(dir.join(format!("{number:06}.json")))?;
-                f.write_all(content)
-            });
-        written.ok().map(|()| digest)
+        write_private(&dir, &format!("{number:06}.json"), content)
+            .ok()
+            .map(|()| digest)
     }
+}
+
+/// Writes a new file `name` (`0600`) in `dir` (made `0700` where missing); never replaces
+/// one.
+fn write_private(dir: &Path, name: &str, content: &[u8]) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(name))?
+        .write_all(content)
 }
 
 /// A body as a JSON value: itself when it is JSON, else a string of it (a stream of

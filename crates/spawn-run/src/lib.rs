@@ -477,10 +477,7 @@ fn resolve_secrets(
     let mut failed = None;
     let mut granted = Vec::new();
     for grant in &spec.secrets {
-        let name = match &grant.source {
-            spawn_policy::SecretSource::Store(name) => name.clone(),
-            spawn_policy::SecretSource::Vault { path, key } => format!("{path}#{key}"),
-        };
+        let name = secret_name(&grant.source);
         let name = name.as_str();
         let got = match values.next() {
             Some(Ok(v)) => {
@@ -600,10 +597,7 @@ fn model_credential(
         .next()
         .unwrap_or_else(|| Err("no value was given for it".into()))
         .and_then(|v| text(&v));
-    let name = match source {
-        spawn_policy::SecretSource::Store(name) => name.clone(),
-        spawn_policy::SecretSource::Vault { path, key } => format!("{path}#{key}"),
-    };
+    let name = secret_name(source);
     let mut event = auditor
         .event(
             EventType::AgentSecretAccess,
@@ -631,6 +625,15 @@ fn model_credential(
                 "the model's credential ({source}) could not be resolved: {e}"
             )))
         }
+    }
+}
+
+/// A secret's name in its `agent.secret.access` event: the store's name, or Vault's
+/// `PATH#KEY`.
+fn secret_name(source: &spawn_policy::SecretSource) -> String {
+    match source {
+        spawn_policy::SecretSource::Store(name) => name.clone(),
+        spawn_policy::SecretSource::Vault { path, key } => format!("{path}#{key}"),
     }
 }
 
@@ -673,9 +676,9 @@ fn network(
 ) -> Result<Option<Arc<dyn RunNetwork>>, RunError> {
     let gateway = spec.model.is_some();
     Ok(match spec.net.policy {
-        NetPolicy::None if gateway => Some(Arc::new(fullnet::GatewayNetwork::start(run_id)?)),
+        NetPolicy::None if gateway => Some(Arc::new(fullnet::DirectNetwork::gateway_only(run_id)?)),
         NetPolicy::None => None,
-        NetPolicy::Full => Some(Arc::new(fullnet::FullNetwork::start(
+        NetPolicy::Full => Some(Arc::new(fullnet::DirectNetwork::start(
             run_id, warn, gateway,
         )?)),
         NetPolicy::Restricted | NetPolicy::EgressOnly => {
