@@ -33,7 +33,7 @@ use spawn_policy::{MountSource, RunSpec};
 use crate::cgroups::{Cgroup, Layout, Limits};
 use crate::error::SandboxError;
 use crate::native::{
-    self, defaults, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
+    self, defaults, Cleanup, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
 };
 use crate::stdio::Plumbing;
 use crate::{config_feed, gvisor_monitor, oci, rootfs, sys};
@@ -1045,46 +1045,38 @@ fn run_engine(
         let _ = guard.hold(scratch);
     }
     let stats = Cgroup::existing(&layout, &name).stats();
-    // runc no longer needs the bundle: it goes on a thread of its own while runc's state
-    // and groups are removed (each about half a millisecond).
-    let mut bundle = Some(bundle);
-    let bundle_removal = if gvisor {
-        None
-    } else {
-        let runc_bundle = bundle.take();
-        // Should the thread not start, the bundle is removed as its closure is dropped.
-        std::thread::Builder::new()
-            .name("spawn-bundle".into())
-            .spawn(move || drop(runc_bundle))
-            .ok()
+    // What is left (the runtime's state, the run's groups, the bundle) is removed while
+    // the caller records the run's end; its report waits for that (see `Cleanup`).
+    let cleanup = {
+        let (engine, state) = (engine.clone(), state.clone());
+        Cleanup::start(move || {
+            // runsc removes a container whose `run` ended by itself; only one it did not
+            // finish with (spawn cancelled or killed it) still has state, and each runsc
+            // call costs tens of milliseconds.
+            // runc: `run --keep` left the stopped container's state and cgroups for the
+            // statistics above; spawn removes them itself when nothing is left running (one
+            // `runc delete` costs about as much again as spawn's whole overhead), else asks
+            // runc to.
+            let removed = !gvisor && remove_stopped(&state, &id, &name);
+            // A runc stopped before it made the container has no state to delete (the
+            // guard removes any group it made).
+            let has_state = if gvisor {
+                runsc_has_state(&state, &id)
+            } else {
+                state.join(&id).exists()
+            };
+            if !removed && has_state {
+                let _ = engine
+                    .command(&runc, &state)
+                    .args(["delete", "--force", &id])
+                    .output();
+            }
+            drop(own_cgroup);
+            // The bundle goes after the runtime's state.
+            drop(bundle);
+            guard.finish();
+        })
     };
-    // runsc removes a container whose `run` ended by itself; only one it did not finish
-    // with (spawn cancelled or killed it) still has state, and each runsc call costs tens
-    // of milliseconds.
-    // runc: `run --keep` left the stopped container's state and cgroups for the statistics
-    // above; spawn removes them itself when nothing is left running (one `runc delete`
-    // costs about as much again as spawn's whole overhead), else asks runc to.
-    let removed = !gvisor && remove_stopped(&state, &id, &name);
-    // A runc stopped before it made the container has no state to delete (the guard
-    // removes any group it made).
-    let has_state = if gvisor {
-        runsc_has_state(&state, &id)
-    } else {
-        state.join(&id).exists()
-    };
-    if !removed && has_state {
-        let _ = engine
-            .command(&runc, &state)
-            .args(["delete", "--force", &id])
-            .output();
-    }
-    drop(own_cgroup);
-    // gVisor's bundle is removed here, after runsc's state.
-    drop(bundle);
-    if let Some(thread) = bundle_removal {
-        let _ = thread.join();
-    }
-    guard.finish();
     let (
         Supervised {
             status,
@@ -1096,7 +1088,12 @@ fn run_engine(
         _,
     ) = match result? {
         Ok(ran) => ran,
-        Err(failure) => return Ok(not_started(failure, started, agent_id)),
+        Err(failure) => {
+            return Ok(Report {
+                cleanup,
+                ..not_started(failure, started, agent_id)
+            })
+        }
     };
     let code = status.code();
     let signal = status
@@ -1120,6 +1117,7 @@ fn run_engine(
         // namespace of its own; the agent's own ids exist only inside gVisor.
         host_uid: if gvisor { GVISOR_SENTRY_UID } else { agent_id },
         output_error,
+        cleanup,
     })
 }
 
@@ -1143,6 +1141,7 @@ fn not_started(failure: ExecFailure, started: Instant, agent_id: u32) -> Report 
         landlock: None,
         host_uid: agent_id,
         output_error: None,
+        cleanup: Cleanup::default(),
     }
 }
 

@@ -92,7 +92,7 @@ pub enum ExecFailure {
 }
 
 /// The result of a run whose command was started (or found missing).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Report {
     /// spawn's exit code for the run (SPEC §4).
     pub exit_code: i32,
@@ -122,6 +122,58 @@ pub struct Report {
     /// Why part of the agent's output could not be written to spawn's stdout or stderr
     /// (see [`crate::stdio`]), if it could not.
     pub output_error: Option<String>,
+    /// What the runtime still removes after the report is made (see [`Cleanup`]).
+    pub cleanup: Cleanup,
+}
+
+/// What is left of a run once its report is made (an OCI runtime's state, the run's groups
+/// and its bundle), removed on a thread of its own so that the caller records the run's
+/// end meanwhile. Dropping it waits for that work: nothing of the run outlives it.
+#[derive(Debug, Default)]
+pub struct Cleanup(Option<std::thread::JoinHandle<()>>);
+
+impl Cleanup {
+    /// Starts `work` on a thread of its own; should no thread start, it is done here.
+    pub(crate) fn start(work: impl FnOnce() + Send + 'static) -> Cleanup {
+        /// Does its work when dropped unless a thread took it: a thread that cannot start
+        /// drops its closure, and with it this.
+        struct Work<F: FnOnce()>(Option<F>);
+        impl<F: FnOnce()> Drop for Work<F> {
+            fn drop(&mut self) {
+                if let Some(work) = self.0.take() {
+                    work();
+                }
+            }
+        }
+        let mut work = Work(Some(work));
+        Cleanup(
+            std::thread::Builder::new()
+                .name("spawn-cleanup".into())
+                .spawn(move || {
+                    if let Some(work) = work.0.take() {
+                        work();
+                    }
+                })
+                .ok(),
+        )
+    }
+
+    /// Waits until the run's remains are removed.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.join();
+    }
 }
 
 /// Hooks for the caller (audit, progress). Called on spawn's thread.
@@ -1057,6 +1109,7 @@ fn supervise(run: SupervisedRun<'_>, observer: &mut dyn Observer) -> Result<Repo
         landlock: reported.landlock,
         host_uid: run.agent_uid,
         output_error: None,
+        cleanup: Cleanup::default(),
     })
 }
 
@@ -1089,6 +1142,30 @@ pub fn is_under(path: &Path, roots: &[PathBuf]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_dropped_only_once_its_cleanup_is_done() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let done = Arc::new(AtomicUsize::new(0));
+        let work = |done: &Arc<AtomicUsize>| {
+            let done = Arc::clone(done);
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        // Dropped (as a report is): waited for.
+        let cleanup = Cleanup::start(work(&done));
+        assert_eq!(done.load(Ordering::SeqCst), 0, "it runs beside the caller");
+        drop(cleanup);
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        // Waited for explicitly.
+        Cleanup::start(work(&done)).wait();
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+        // Nothing to wait for.
+        drop(Cleanup::default());
+    }
 
     /// Whether `fd` (a pipe's read end) reads EOF within `within`.
     fn eof_within(fd: &OwnedFd, within: Duration) -> bool {

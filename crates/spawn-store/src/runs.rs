@@ -480,43 +480,36 @@ impl Store {
 }
 
 impl Store {
-    /// Records `run`, which ended already, in one statement; returns it as stored.
-    pub async fn record_ended_run(&self, run: &EndedRun) -> Result<RunRecord, StoreError> {
+    /// Records `run`, which ended already, in one statement, committed as it completes (no
+    /// `RETURNING`: SQLite commits such a statement outside a transaction only when it is
+    /// reset, and a transaction of its own would cost two more round trips to the
+    /// connection's thread on the way out of every local run; read it back with
+    /// [`Store::run`]).
+    pub async fn record_ended_run(&self, run: &EndedRun) -> Result<(), StoreError> {
         if !run.state.is_final() || run.state == RunState::Interrupted {
             return Err(StoreError::Corrupt {
                 what: "run end",
                 reason: format!("{} is not how a run ends", run.state.as_str()),
             });
         }
-        let sql = format!(
-            "INSERT INTO runs (id, namespace, agent_id, spec, state, exit_code, error, \
+        let sql = "INSERT INTO runs (id, namespace, agent_id, spec, state, exit_code, error, \
              created_by, created_ms, started_ms, finished_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {RUN_COLUMNS}"
-        );
-        // In a transaction of its own, committed by a statement of its own: SQLite commits
-        // an INSERT … RETURNING outside one only when the statement is reset, and a commit
-        // made there never runs the WAL's auto-checkpoint (a brief store's WAL would grow
-        // without end, and every opener read all of it).
-        on_pool!(self, p => async {
-            let mut tx = p.begin().await?;
-            let record = sqlx::query_as::<_, RunRecord>(&sql)
-                .bind(&run.id)
-                .bind(&run.namespace)
-                .bind(&run.agent_id)
-                .bind(&run.spec)
-                .bind(run.state.as_str())
-                .bind(run.exit_code)
-                .bind(&run.error)
-                .bind(&run.created_by)
-                .bind(run.created_ms)
-                .bind(run.started_ms)
-                .bind(run.finished_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(record)
-        }
-        .await)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        on_pool!(self, p => sqlx::query(sql)
+            .bind(&run.id)
+            .bind(&run.namespace)
+            .bind(&run.agent_id)
+            .bind(&run.spec)
+            .bind(run.state.as_str())
+            .bind(run.exit_code)
+            .bind(&run.error)
+            .bind(&run.created_by)
+            .bind(run.created_ms)
+            .bind(run.started_ms)
+            .bind(run.finished_ms)
+            .execute(p)
+            .await
+            .map(drop))
         .map_err(StoreError::db("record a run"))
     }
 }

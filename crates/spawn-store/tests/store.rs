@@ -809,8 +809,8 @@ async fn an_ended_run_is_recorded_once_with_its_id_and_times(db: Db) {
         started_ms: Some(t + 1),
         finished_ms: t + 5,
     };
-    let r = s.record_ended_run(&run).await.unwrap();
-    assert_eq!(r, s.run("tr_local1").await.unwrap());
+    s.record_ended_run(&run).await.unwrap();
+    let r = s.run("tr_local1").await.unwrap();
     assert_eq!(
         (
             r.state.as_str(),
