@@ -418,15 +418,20 @@ fn responses_sse(model: &str, a: &Answer, u: Usage, n: u64) -> Vec<u8> {
     for (index, item) in responses_output(a, n).into_iter().enumerate() {
         let mut added = item.clone();
         added["status"] = json!("in_progress");
-        if item["type"] == "message" {
+        let message = item["type"] == "message";
+        if message {
             added["content"] = json!([]);
-            let id = item["id"].clone();
+        } else {
+            added["arguments"] = json!("");
+        }
+        ev(
+            &mut out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": added}),
+        );
+        let id = item["id"].clone();
+        if message {
             let text = item["content"][0]["text"].clone();
-            ev(
-                &mut out,
-                "response.output_item.added",
-                json!({"output_index": index, "item": added}),
-            );
             ev(
                 &mut out,
                 "response.content_part.added",
@@ -452,13 +457,6 @@ fn responses_sse(model: &str, a: &Answer, u: Usage, n: u64) -> Vec<u8> {
                 "content_index": 0, "part": item["content"][0].clone()}),
             );
         } else {
-            added["arguments"] = json!("");
-            let id = item["id"].clone();
-            ev(
-                &mut out,
-                "response.output_item.added",
-                json!({"output_index": index, "item": added}),
-            );
             ev(
                 &mut out,
                 "response.function_call_arguments.delta",

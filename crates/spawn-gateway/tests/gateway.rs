@@ -124,6 +124,17 @@ async fn first_call(s: &Setup) {
     until(|| !s.heard.calls.lock().unwrap().is_empty()).await;
 }
 
+/// Sends `body` to `path` with the run's key, for the answer as it streams.
+async fn send(s: &Setup, path: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", s.url))
+        .header("x-api-key", s.key.as_str())
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn post(s: &Setup, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{path}", s.url))
@@ -226,13 +237,7 @@ async fn streams_are_relayed_as_they_come_and_still_counted() {
         Limits::default(),
         None,
     );
-    let mut r = reqwest::Client::new()
-        .post(format!("{}/v1/messages?beta=true", s.url))
-        .header("x-api-key", s.key.as_str())
-        .json(&messages("held", true))
-        .send()
-        .await
-        .unwrap();
+    let mut r = send(&s, "/v1/messages?beta=true", &messages("held", true)).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -299,13 +304,7 @@ async fn a_broken_stream_keeps_its_worst_case() {
         Limits::default(),
         None,
     );
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/messages", s.url))
-        .header("x-api-key", s.key.as_str())
-        .json(&messages("broken", true))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/messages", &messages("broken", true)).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "the client sees the break");
     first_call(&s).await;
@@ -653,13 +652,7 @@ async fn a_provider_that_stops_answering_times_out() {
         None,
         short,
     );
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/messages", s.url))
-        .header("x-api-key", s.key.as_str())
-        .json(&messages("held", true))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&s, "/v1/messages", &messages("held", true)).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.is_err(), "the stream is cut");
     first_call(&s).await;
