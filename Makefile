@@ -2,7 +2,8 @@
 # machine as root: they install what is missing first.
 SHELL := /bin/bash
 CARGO ?= cargo
-SPAWN := target/release/spawn
+# Where cargo builds: `target/`, or CARGO_TARGET_DIR when it is set.
+SPAWN := $(or $(CARGO_TARGET_DIR),target)/release/spawn
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all deps build demo test test-unit test-e2e lint fmt bench fuzz clean

@@ -4,7 +4,7 @@
 # the built-in agent loop offline (a scripted model) in a gVisor sandbox, its audit trail,
 # and its replay.
 set -euo pipefail
-spawn=${1:-target/release/spawn}
+spawn=${1:-${CARGO_TARGET_DIR:-target}/release/spawn}
 cd "$(dirname "$0")/.."
 export SPAWN_HOME=${SPAWN_HOME:-$PWD/target/demo-home}
 

@@ -130,6 +130,11 @@ const SERVER_TOOL_PREFIXES: &[&str] = &[
     "image_generation",
 ];
 
+/// Keys whose value the client wrote for the model to read, not for the provider to fetch:
+/// JSON Schemas (of a tool's input, of a structured output), whose properties and examples
+/// may well be named `url` or typed `url`.
+const SCHEMA_KEYS: &[&str] = &["input_schema", "parameters", "schema"];
+
 /// Whether `v` (a request body, or part of one) brings input it does not hold.
 fn brings_input(v: &Value, depth: usize) -> bool {
     if depth > 64 {
@@ -137,19 +142,28 @@ fn brings_input(v: &Value, depth: usize) -> bool {
         return true;
     }
     match v {
-        Value::Object(m) => m.iter().any(|(k, x)| {
-            let present =
-                !matches!(x, Value::Null) && !matches!(x, Value::String(s) if s.is_empty());
-            (present && STORED_INPUT_KEYS.contains(&k.as_str()))
-                || (k == "prompt" && x.is_object())
-                || ((k == "url" || k == "image_url" || k == "file_url")
-                    && matches!(x, Value::String(s) if !s.starts_with("data:")))
-                || (k == "type"
-                    && x.as_str().is_some_and(|t| {
-                        t == "url" || SERVER_TOOL_PREFIXES.iter().any(|p| t.starts_with(p))
-                    }))
-                || brings_input(x, depth + 1)
-        }),
+        Value::Object(m) => {
+            // A tool call the model made earlier in the conversation (Messages' `tool_use`
+            // block) holds the model's own arguments: a `url` there is what the client's
+            // tool fetched, never the provider.
+            let tool_call = m.get("type").and_then(Value::as_str) == Some("tool_use");
+            m.iter().any(|(k, x)| {
+                if SCHEMA_KEYS.contains(&k.as_str()) || (tool_call && k == "input") {
+                    return false;
+                }
+                let present =
+                    !matches!(x, Value::Null) && !matches!(x, Value::String(s) if s.is_empty());
+                (present && STORED_INPUT_KEYS.contains(&k.as_str()))
+                    || (k == "prompt" && x.is_object())
+                    || ((k == "url" || k == "image_url" || k == "file_url")
+                        && matches!(x, Value::String(s) if !s.starts_with("data:")))
+                    || (k == "type"
+                        && x.as_str().is_some_and(|t| {
+                            t == "url" || SERVER_TOOL_PREFIXES.iter().any(|p| t.starts_with(p))
+                        }))
+                    || brings_input(x, depth + 1)
+            })
+        }
         Value::Array(a) => a.iter().any(|x| brings_input(x, depth + 1)),
         _ => false,
     }
@@ -479,6 +493,10 @@ mod tests {
             serde_json::json!({"model": "m", "tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
             serde_json::json!({"model": "m", "tools": [{"type": "file_search"}]}),
             serde_json::json!({"model": "m", "mcp_servers": [{"type": "url", "url": "https://mcp"}]}),
+            // What a tool's result or the rest of a tool-call turn brings still counts.
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}]}]}),
+            serde_json::json!({"model": "m", "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}, {"type": "document", "source": {"type": "file", "file_id": "file-1"}}]}]}),
+            serde_json::json!({"model": "m", "input": {"url": "https://x/a.pdf"}}),
         ] {
             assert!(unbounded(v.clone()), "{v}");
         }
@@ -487,6 +505,13 @@ mod tests {
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
             serde_json::json!({"model": "m", "previous_response_id": null, "conversation": ""}),
             serde_json::json!({"model": "m", "tools": [{"type": "function", "name": "exec", "parameters": {"type": "object"}}]}),
+            // The model's own earlier tool call, and the schemas of tools and of output.
+            serde_json::json!({"model": "m", "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "http_fetch", "input": {"url": "https://example.org/"}}]}]}),
+            serde_json::json!({"model": "m", "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"type": "url", "file_id": "file-1"}}]}]}),
+            serde_json::json!({"model": "m", "tools": [{"name": "http_fetch", "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}, "examples": [{"url": "https://x"}]}}]}),
+            serde_json::json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": {"link": {"type": "url", "default": "http://x"}}}}}]}),
+            serde_json::json!({"model": "m", "text": {"format": {"type": "json_schema", "name": "o", "schema": {"properties": {"url": {"const": "https://x"}}}}}}),
+            serde_json::json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": {"examples": [{"image_url": "https://x"}]}}}}),
         ] {
             assert!(!unbounded(v.clone()), "{v}");
         }

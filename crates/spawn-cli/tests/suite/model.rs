@@ -499,6 +499,37 @@ const LOOP_ANSWERS: &str = r#"responses:
       - {name: finish, input: {summary: "all done"}}
 "#;
 
+/// Under a token limit, the loop goes on after a tool call that named a URL: the model's own
+/// earlier call (a `tool_use` block the loop sends back) is input the body holds, not a URL
+/// the provider fetches (the demo's loop was refused there once).
+#[test]
+fn a_loop_under_a_token_limit_goes_on_after_a_fetch() {
+    super::helpers::require_root();
+    let dir = tempdir("loop-limit");
+    write_file(
+        dir.path(),
+        "answers.yaml",
+        "responses:\n  - tools: [{name: http_fetch, input: {url: \"https://example.org/\"}}]\n  - tools: [{name: finish, input: {summary: fetched}}]\n",
+    );
+    let m = write_file(
+        dir.path(),
+        "loop.yaml",
+        "apiVersion: spawn.dev/v1\nkind: Agent\nmetadata: {name: fetcher}\nspec:\n  model: {provider: scripted, name: scripted-1, endpoint: answers.yaml}\n  instructions: \"fetch it\"\n  capabilities:\n    net: {policy: restricted, allowlist: [example.com]}\n  limits: {maxSteps: 5, maxTokens: 50000}\n",
+    );
+    let home = Home::new();
+    let out = home
+        .cmd(["run", "--runtime", "native", "--json", "-f"])
+        .arg_path(&m)
+        .start()
+        .wait();
+    out.assert_code(0);
+    let body = out.body();
+    assert!(body.contains("[1] tool http_fetch"), "{out}");
+    assert!(body.contains("[2] finished: fetched"), "{out}");
+    let refused = events(&home, &out.run_id(), "agent.capability.denied");
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
 /// The built-in loop on every runtime: its tool calls run in the one sandbox of the run
 /// (a file and a process of one call seen by the next), what the capabilities do not
 /// grant or the schema does not allow goes back to the model as an error without running,
