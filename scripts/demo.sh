@@ -65,3 +65,8 @@ audit "$run_id"
 echo
 echo "== spawn replay $run_id"
 "$spawn" replay "$run_id"
+# The loop's denials are part of the show; its own end is not: it must finish.
+if ((code != 0)); then
+  echo "demo: the built-in loop ended with exit code $code, not 0" >&2
+  exit "$code"
+fi
