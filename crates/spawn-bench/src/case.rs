@@ -27,6 +27,9 @@ pub struct Case {
     pub name: String,
     pub argv: Vec<Arg>,
     pub env: Vec<(OsString, OsString)>,
+    /// Start `spawn_sandbox::cgroups::prime_migrations` as the clock starts, as spawn's
+    /// container runtime does.
+    pub primed: bool,
 }
 
 impl Case {
@@ -35,6 +38,7 @@ impl Case {
             name: name.to_owned(),
             argv: vec![Arg::Str(program.as_ref().to_owned())],
             env: Vec::new(),
+            primed: false,
         }
     }
 
@@ -70,6 +74,14 @@ impl Case {
         self
     }
 
+    /// The case with the kernel's cgroup migration lock primed as the clock starts (see
+    /// `spawn_sandbox::cgroups::prime_migrations`): a baseline that waits for it no more than
+    /// spawn does.
+    pub fn primed(mut self) -> Self {
+        self.primed = true;
+        self
+    }
+
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
@@ -79,8 +91,8 @@ impl Case {
     /// Runs the case once and returns its start-to-exit wall time. A non-zero exit is an
     /// error carrying the child's stderr.
     pub fn run_once(&self) -> Result<Duration> {
-        // Opened before the clock starts; kept open until the child has exited. The bench is
-        // single-threaded, so no other child can inherit these descriptors.
+        // Opened before the clock starts; kept open until the child has exited. The bench
+        // starts one child at a time, so no other child can inherit these descriptors.
         let mut open = Vec::new();
         let mut argv = Vec::with_capacity(self.argv.len());
         for arg in &self.argv {
@@ -103,7 +115,15 @@ impl Case {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
 
+        let layout = if self.primed {
+            Some(spawn_sandbox::cgroups::Layout::detect().context("the cgroup layout")?)
+        } else {
+            None
+        };
         let start = Instant::now();
+        if let Some(layout) = &layout {
+            drop(spawn_sandbox::cgroups::prime_migrations(layout));
+        }
         let out = cmd
             .output()
             .with_context(|| format!("start case {:?} ({})", self.name, self.cmdline()))?;

@@ -36,6 +36,9 @@ const RUNSC_DO_NODIRECTFS: &str = "runsc do --directfs=false (ptrace)";
 const RUNSC_DO_SYSTRAP: &str = "runsc do (systrap)";
 const SPAWN_GVISOR_SYSTRAP: &str = "spawn gvisor (systrap)";
 const RUNC_RUN: &str = "runc run (same bundle)";
+/// The same, with the kernel's cgroup migration lock primed as spawn primes it: what is
+/// left of the difference is spawn's own work.
+const RUNC_RUN_PRIMED: &str = "runc run, cgroup lock primed";
 const SPAWN_CONTAINER: &str = "spawn container";
 
 /// `python3 -c pass`: a realistic short command (an interpreter's start, hundreds of
@@ -43,6 +46,7 @@ const SPAWN_CONTAINER: &str = "spawn container";
 const PY_BARE: &str = "python3 -c pass (bare)";
 const PY_NATIVE: &str = "spawn native: python3 -c pass";
 const PY_RUNC: &str = "runc run: python3 -c pass";
+const PY_RUNC_PRIMED: &str = "runc run, primed: python3 -c pass";
 const PY_CONTAINER: &str = "spawn container: python3 -c pass";
 const PY_RUNSC_PTRACE: &str = "runsc do (ptrace): python3 -c pass";
 const PY_GVISOR_PTRACE: &str = "spawn gvisor (ptrace): python3 -c pass";
@@ -91,6 +95,11 @@ const TARGETS: &[Target] = &[
         baseline: RUNC_RUN,
         max: 1.10,
     },
+    Target::Shown {
+        label: "spawn container/runc run, primed",
+        case: SPAWN_CONTAINER,
+        baseline: RUNC_RUN_PRIMED,
+    },
     Target::Ratio {
         label: "python: spawn gvisor/runsc do (ptrace)",
         case: PY_GVISOR_PTRACE,
@@ -114,6 +123,11 @@ const TARGETS: &[Target] = &[
         case: PY_CONTAINER,
         baseline: PY_RUNC,
         max: 1.10,
+    },
+    Target::Shown {
+        label: "python: spawn container/runc run, primed",
+        case: PY_CONTAINER,
+        baseline: PY_RUNC_PRIMED,
     },
 ];
 
@@ -296,6 +310,14 @@ fn run(cli: Cli) -> Result<()> {
         runsc_do(RUNSC_DO_SYSTRAP, "systrap", &["true"]),
         spawn_on(SPAWN_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &["true"]),
         runc::case(RUNC_RUN, &runc, bundles.path(), "true", &["true"])?,
+        runc::case(
+            RUNC_RUN_PRIMED,
+            &runc,
+            bundles.path(),
+            "true-primed",
+            &["true"],
+        )?
+        .primed(),
         spawn_on(SPAWN_CONTAINER, "container", None, &["true"]),
     ];
     // The system interpreter everywhere (the host's PATH may lead to a wrapper script).
@@ -305,6 +327,7 @@ fn run(cli: Cli) -> Result<()> {
         Case::new(PY_BARE, "/usr/bin/python3").args(["-c", "pass"]),
         spawn_on(PY_NATIVE, "native", None, &py),
         runc::case(PY_RUNC, &runc, bundles.path(), "python", &py)?,
+        runc::case(PY_RUNC_PRIMED, &runc, bundles.path(), "python-primed", &py)?.primed(),
         spawn_on(PY_CONTAINER, "container", None, &py),
         runsc_do(PY_RUNSC_PTRACE, "ptrace", &py),
         spawn_on(PY_GVISOR_PTRACE, "gvisor", Some("ptrace"), &py),

@@ -24,6 +24,12 @@ pub enum Target {
         baseline: &'static str,
         max: f64,
     },
+    /// median(case) / median(baseline), shown without a target.
+    Shown {
+        label: &'static str,
+        case: &'static str,
+        baseline: &'static str,
+    },
     /// median(case) < max_ms.
     MedianBelow {
         label: &'static str,
@@ -38,7 +44,8 @@ pub struct Verdict {
     pub label: &'static str,
     pub value: String,
     pub target: String,
-    pub pass: bool,
+    /// `None` for a figure shown without a target.
+    pub pass: Option<bool>,
     pub json: Value,
 }
 
@@ -54,7 +61,9 @@ impl Target {
     /// The cases it compares.
     pub fn cases(&self) -> Vec<&'static str> {
         match *self {
-            Target::Ratio { case, baseline, .. } => vec![case, baseline],
+            Target::Ratio { case, baseline, .. } | Target::Shown { case, baseline, .. } => {
+                vec![case, baseline]
+            }
             Target::MedianBelow { case, .. } => vec![case],
         }
     }
@@ -73,9 +82,24 @@ impl Target {
                     label,
                     value: format!("{ratio:.3}"),
                     target: format!("<= {max:.2}"),
-                    pass,
+                    pass: Some(pass),
                     json: json!({ "label": label, "kind": "ratio", "case": case,
                         "baseline": baseline, "value": ratio, "max": max, "pass": pass }),
+                }
+            }
+            Target::Shown {
+                label,
+                case,
+                baseline,
+            } => {
+                let ratio = median(results, case)? / median(results, baseline)?;
+                Verdict {
+                    label,
+                    value: format!("{ratio:.3}"),
+                    target: String::new(),
+                    pass: None,
+                    json: json!({ "label": label, "kind": "ratio_shown", "case": case,
+                        "baseline": baseline, "value": ratio }),
                 }
             }
             Target::MedianBelow {
@@ -89,7 +113,7 @@ impl Target {
                     label,
                     value: format!("{ms:.2} ms"),
                     target: format!("< {max_ms} ms"),
-                    pass,
+                    pass: Some(pass),
                     json: json!({ "label": label, "kind": "median_ms", "case": case,
                         "value": ms, "max": max_ms, "pass": pass }),
                 }
@@ -113,8 +137,13 @@ pub fn print(header: &str, results: &[CaseResult], verdicts: &[Verdict]) {
         );
     }
     for v in verdicts {
-        let status = if v.pass { "PASS" } else { "FAIL" };
-        let target = format!("(target {})", v.target);
+        let (status, target) = match v.pass {
+            Some(pass) => (
+                if pass { "PASS" } else { "FAIL" },
+                format!("(target {})", v.target),
+            ),
+            None => ("", "(no target)".to_owned()),
+        };
         println!("{:<28} {:<10} {:<22} {status}", v.label, v.value, target);
     }
 }

@@ -550,6 +550,13 @@ fn run_engine(
         return Err(unavailable(engine, "it needs root", "run spawn as root"));
     }
     let runc = find_binary(engine)?;
+    let layout = Layout::detect()?;
+    // runc moves the container's init into its groups about 10 ms after it starts, a move
+    // that waits cold for an RCU grace period (see `prime_migrations`): the wait starts
+    // now, while spawn sets up and runc starts. (runsc is started in spawn's own group.)
+    if !gvisor {
+        drop(crate::cgroups::prime_migrations(&layout));
+    }
 
     let native::NetView { network, dns, env } = native::NetView::of(spec, opts)?;
     // The run's namespace, already connected to its way out and nothing else.
@@ -583,7 +590,6 @@ fn run_engine(
     };
     let name = format!("{}-{}", std::process::id(), opts.run_id);
     let id = format!("spawn{name}");
-    let layout = Layout::detect()?;
     let limits = if gvisor {
         Limits {
             memory_bytes: memory + GVISOR_MEMORY_OVERHEAD,
