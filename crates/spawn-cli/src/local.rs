@@ -121,20 +121,30 @@ fn ended(finished: &Finished, created_ms: i64) -> EndedRun {
 }
 
 /// Writes a local run's record into the store under `home`: opened while the run goes on
-/// when [`Recorder::opener`] was called (the sandbox exists), else at the end.
+/// when [`Recorder::opener`] was called (the sandbox exists), else at the end. The record
+/// goes to the store as soon as the run has ended ([`Recorder::ender`]), while the run's
+/// last audit events are made durable.
 pub(crate) struct Recorder {
     home: PathBuf,
+    state: Arc<Mutex<Recording>>,
+}
+
+#[derive(Default)]
+struct Recording {
     /// Where the record goes to the writer thread, once the writer was started.
-    run: Option<tokio::sync::oneshot::Sender<EndedRun>>,
-    writer: Arc<Mutex<Option<JoinHandle<anyhow::Result<()>>>>>,
+    tx: Option<tokio::sync::oneshot::Sender<EndedRun>>,
+    writer: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The record, made at the run's end, when no writer took it.
+    unsent: Option<EndedRun>,
+    /// The record was made (sent to the writer, or kept in `unsent`).
+    made: bool,
 }
 
 impl Recorder {
     pub(crate) fn new(home: &Path) -> Recorder {
         Recorder {
             home: home.to_owned(),
-            run: None,
-            writer: Arc::default(),
+            state: Arc::default(),
         }
     }
 
@@ -142,8 +152,7 @@ impl Recorder {
     /// writer, a thread that opens the store and waits for the record.
     pub(crate) fn opener(&mut self) -> impl FnOnce() + Send + 'static {
         let (tx, rx) = tokio::sync::oneshot::channel::<EndedRun>();
-        self.run = Some(tx);
-        let (home, writer) = (self.home.clone(), Arc::clone(&self.writer));
+        let (home, state) = (self.home.clone(), Arc::clone(&self.state));
         move || {
             let started = std::thread::Builder::new()
                 .name("spawn-record".into())
@@ -155,30 +164,60 @@ impl Recorder {
                         write(store, &run).await
                     })
                 });
-            if let (Ok(handle), Ok(mut slot)) = (started, writer.lock()) {
-                *slot = Some(handle);
+            if let (Ok(handle), Ok(mut state)) = (started, state.lock()) {
+                state.writer = Some(handle);
+                state.tx = Some(tx);
             }
         }
     }
 
-    /// Records `finished`, created at `created_ms`; a store that cannot be written is a
-    /// warning on stderr, never a change of the run's outcome.
+    /// What to call at the run's end (`spawn_run::Run::on_ended`) for a run created at
+    /// `created_ms`: the record goes to the writer, which writes it while the run's audit
+    /// trail is made durable.
+    pub(crate) fn ender(&self, created_ms: i64) -> impl FnOnce(&Finished) + Send + 'static {
+        let state = Arc::clone(&self.state);
+        move |finished| {
+            let run = ended(finished, created_ms);
+            let Ok(mut state) = state.lock() else { return };
+            state.made = true;
+            let unsent = match state.tx.take() {
+                Some(tx) => tx.send(run).err(),
+                None => Some(run),
+            };
+            state.unsent = unsent;
+        }
+    }
+
+    /// Waits for the record of `finished` (created at `created_ms`) to be written, or
+    /// writes it; a store that cannot be written is a warning on stderr, never a change of
+    /// the run's outcome.
     pub(crate) fn record(self, finished: &Finished, created_ms: i64) {
-        let run = ended(finished, created_ms);
-        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
-        let result = match (writer, self.run) {
-            (Some(writer), Some(tx)) => match tx.send(run) {
-                Ok(()) => writer
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the store's thread panicked"))),
-                // The writer ended without waiting: it could not open the store.
-                Err(run) => writer
-                    .join()
-                    .unwrap_or(Ok(()))
-                    .and_then(|()| block_on(write_to(&self.home, run))),
-            },
-            _ => block_on(write_to(&self.home, run)),
-        };
+        let state = self
+            .state
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let Recording {
+            tx,
+            writer,
+            unsent,
+            made,
+        } = state;
+        let mut unsent = unsent.or_else(|| (!made).then(|| ended(finished, created_ms)));
+        if let (Some(tx), Some(run)) = (tx, unsent.take()) {
+            unsent = tx.send(run).err();
+        }
+        // A writer that got no record ends by itself once its sender is gone (above); one
+        // that ended without waiting could not open the store (its error is the result).
+        let result = writer
+            .map_or(Ok(()), |w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the store's thread panicked")))
+            })
+            .and_then(|()| match unsent {
+                Some(run) => block_on(write_to(&self.home, run)),
+                None => Ok(()),
+            });
         if let Err(e) = result {
             eprintln!("spawn: could not record the run: {e:#}");
         }

@@ -113,7 +113,7 @@ fn run(args: &RunArgs, home: &Path) -> anyhow::Result<ExitCode> {
     let spec = resolve(args, home)?;
     let created_ms = spawn_store::now_ms();
     let run = create_local(spec, home)?;
-    let (finished, recorder) = execute_local(run, home)?;
+    let (finished, recorder) = execute_local(run, home, created_ms)?;
     let spec = &finished.spec;
     let argv0 = spec.command.first().cloned().unwrap_or_default();
     let code = match &finished.result {
@@ -156,10 +156,12 @@ fn create_local(spec: RunSpec, home: &Path) -> anyhow::Result<Run> {
 
 /// Runs `run` to its end as a local run: the secrets' resolver (and no core files while
 /// spawn holds secrets or a model's credential), its warnings said, its record in the local
-/// store begun once the sandbox exists.
+/// store begun once the sandbox exists and written as the run ends (it was created at
+/// `created_ms`).
 fn execute_local(
     mut run: Run,
     home: &Path,
+    created_ms: i64,
 ) -> anyhow::Result<(spawn_run::Finished, crate::local::Recorder)> {
     let model_secret = run
         .spec()
@@ -179,6 +181,7 @@ fn execute_local(
     }
     let mut recorder = crate::local::Recorder::new(home);
     run.on_started(recorder.opener());
+    run.on_ended(recorder.ender(created_ms));
     for warning in run.warnings() {
         eprintln!("spawn: warning: {warning}");
     }
@@ -296,7 +299,7 @@ pub(crate) fn replay(
         let created_ms = spawn_store::now_ms();
         let mut run = create_local(spec, home)?;
         run.set_replay(recorded);
-        let (finished, recorder) = execute_local(run, home)?;
+        let (finished, recorder) = execute_local(run, home, created_ms)?;
         let argv0 = finished.spec.command.first().cloned().unwrap_or_default();
         let code = match &finished.result {
             Ok(report) => {

@@ -88,6 +88,23 @@ pub struct Run {
     limits: Limits,
     resolver: Option<Box<dyn SecretResolver>>,
     replay: Option<gateway::Replay>,
+    on_ended: OnEnded,
+}
+
+/// What a front end has called at a run's end ([`Run::on_ended`]).
+type EndHook = Box<dyn FnOnce(&Finished) + Send>;
+
+/// The front end's [`Run::on_ended`].
+struct OnEnded(Option<EndHook>);
+
+impl std::fmt::Debug for OnEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnEnded(set)"
+        } else {
+            "OnEnded(none)"
+        })
+    }
 }
 
 /// A granted secret's value as a front end's store gives it: wiped when dropped.
@@ -236,6 +253,7 @@ impl Run {
             limits: audit_limits,
             resolver: None,
             replay: None,
+            on_ended: OnEnded(None),
         })
     }
 
@@ -274,6 +292,14 @@ impl Run {
         self.auditor.on_started = OnStarted(Some(Box::new(f)));
     }
 
+    /// Has `f` called with the run's end as [`Run::execute`] returns it, but for
+    /// [`Finished::audit_failed`] (always `None` there), while the run's last audit events
+    /// are made durable: the front end's record of the end can be written meanwhile.
+    /// Called for every run, on the thread that executes it.
+    pub fn on_ended(&mut self, f: impl FnOnce(&Finished) + Send + 'static) {
+        self.on_ended = OnEnded(Some(Box::new(f)));
+    }
+
     /// What the run's user must be told before it starts (its runtime or network is
     /// weaker than the default).
     pub fn warnings(&self) -> Vec<&'static str> {
@@ -298,6 +324,7 @@ impl Run {
             limits,
             mut resolver,
             mut replay,
+            on_ended,
         } = self;
         let replaying = replay.is_some();
         // The network (and the proxy's account of it) lasts until the run's stop is on
@@ -441,16 +468,21 @@ impl Run {
             }
         }
         drop(options);
-        // The run's last events are durable before its end is reported.
-        auditor.sync();
-        Finished {
+        let mut finished = Finished {
             run_id,
             spec,
             result,
-            audit_failed: auditor.failed,
+            audit_failed: None,
             stopped,
             replay: replaying.then_some(diverged),
+        };
+        if let Some(f) = on_ended.0 {
+            f(&finished);
         }
+        // The run's last events are durable before its end is reported.
+        auditor.sync();
+        finished.audit_failed = auditor.failed;
+        finished
     }
 }
 
@@ -1067,6 +1099,44 @@ mod tests {
         assert!(!e.to_string().contains("dG9rLWU3UTItenp"), "{e}");
         let e = redacted_error(RunError::Audit("no value here".into()), &r);
         assert!(matches!(e, RunError::Audit(_)));
+    }
+
+    /// The front end hears the run's end once, as `execute` returns it, before the audit
+    /// trail is made durable (so without its verdict on that trail).
+    #[test]
+    fn the_end_is_handed_over_before_the_audit_trail_is_made_durable() {
+        let home = tempfile::tempdir().unwrap();
+        // The audit log cannot be opened (its directory is a file): the trail fails.
+        std::fs::write(home.path().join("audit"), b"").unwrap();
+        let mut req = request(RuntimeKind::Native, home.path());
+        // A granted secret and no resolver: the run fails before its sandbox.
+        req.spec.secrets = vec![spawn_policy::SecretGrant {
+            env: "TOKEN".into(),
+            source: spawn_policy::SecretSource::Store("token".into()),
+            delivery: spawn_policy::SecretDelivery::Env,
+            hosts: Vec::new(),
+        }];
+        let mut run = Run::create(req).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard = std::sync::Arc::clone(&seen);
+        run.on_ended(move |f| {
+            heard.lock().unwrap().push((
+                f.run_id.clone(),
+                f.result.as_ref().err().map(ToString::to_string),
+                f.audit_failed.clone(),
+            ));
+        });
+        let finished = run.execute(&mut |_| {});
+        let error = finished.result.as_ref().err().map(ToString::to_string);
+        assert!(error.is_some(), "the run was meant to fail");
+        assert!(
+            finished.audit_failed.is_some(),
+            "the trail was meant to fail"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(finished.run_id.clone(), error, None)]
+        );
     }
 
     #[test]
