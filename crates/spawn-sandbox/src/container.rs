@@ -794,10 +794,13 @@ fn run_engine(
     } else {
         None
     };
-    // Should spawn die (SIGKILL) from here on, the run dies with it: the guard kills
+    // Should spawn die (SIGKILL) once it is started, the run dies with it: the guard kills
     // whatever is left in the run's groups (runc's container, or runsc with its gofer and
     // Sentry) and removes the groups, the bundle and the runtime's state for this run.
-    let guard = {
+    // runsc's starts before runsc; runc's right after runc is forked (runc makes nothing
+    // before it has read its configuration, which comes later, and dies with spawn), so
+    // that runc's start is not behind it.
+    let start_guard = || {
         let groups: Vec<PathBuf> = match &own_cgroup {
             Some(group) => group.dirs().to_vec(),
             None => crate::cgroups::every_hierarchy(&format!("spawn/{name}")),
@@ -811,8 +814,9 @@ fn run_engine(
         } else {
             remove.push(state.join(&id));
         }
-        native::Guard::start(&groups, &[], GUARD_GRACE, &remove)?
+        native::Guard::start(&groups, &[], GUARD_GRACE, &remove)
     };
+    let mut guard = if gvisor { Some(start_guard()?) } else { None };
     // gVisor's kernel has no seccomp listener: the calls spawn's filter denies are read
     // from the Sentry's debug log instead (see `gvisor_monitor`), through a FIFO in the
     // bundle (the log also holds the run's configuration: it never reaches a file).
@@ -832,7 +836,9 @@ fn run_engine(
             )
         })??;
         // Held by the guard too, so that its teardown is not part of runsc's exit.
-        let _ = guard.hold(&mount);
+        if let Some(guard) = &guard {
+            let _ = guard.hold(&mount);
+        }
         trees.push((mount, scratch_c.clone()));
     }
     // runc's run starts on record once its root is made (below).
@@ -938,6 +944,14 @@ fn run_engine(
         drop(report_child);
         let mut feed = None;
         if !gvisor {
+            match start_guard() {
+                Ok(started) => guard = Some(started),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            }
             let attach = scratch_job.take().map(|mount| config_feed::Attach {
                 mount,
                 at: scratch_c.clone(),
@@ -1047,7 +1061,7 @@ fn run_engine(
     let _ = old_mask.thread_set_mask();
     // The scratch filesystem outlived runc (see `ConfigFeed::finish`): the guard takes it
     // (see `Guard::hold`; should that fail, it ends here).
-    if let Ok(Ok((_, _, Some(scratch)))) = &result {
+    if let (Ok(Ok((_, _, Some(scratch)))), Some(guard)) = (&result, &guard) {
         let _ = guard.hold(scratch);
     }
     let stats = Cgroup::existing(&layout, &name).stats();
@@ -1080,7 +1094,9 @@ fn run_engine(
             drop(own_cgroup);
             // The bundle goes after the runtime's state.
             drop(bundle);
-            guard.finish();
+            if let Some(guard) = guard {
+                guard.finish();
+            }
         })
     };
     let (
