@@ -91,21 +91,24 @@ pub struct Run {
     on_ended: OnEnded,
 }
 
-/// What a front end has called at a run's end ([`Run::on_ended`]).
-type EndHook = Box<dyn FnOnce(&Finished) + Send>;
+/// A front end's hook into a run ([`Run::on_started`], [`Run::on_ended`]), called at most
+/// once; its `Debug` says only whether it is set.
+struct Hook<F: ?Sized>(Option<Box<F>>);
 
-/// The front end's [`Run::on_ended`].
-struct OnEnded(Option<EndHook>);
-
-impl std::fmt::Debug for OnEnded {
+impl<F: ?Sized> std::fmt::Debug for Hook<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "OnEnded(set)"
+            "Hook(set)"
         } else {
-            "OnEnded(none)"
+            "Hook(none)"
         })
     }
 }
+
+/// The front end's [`Run::on_started`].
+type OnStarted = Hook<dyn FnOnce() + Send>;
+/// The front end's [`Run::on_ended`].
+type OnEnded = Hook<dyn FnOnce(&Finished) + Send>;
 
 /// A granted secret's value as a front end's store gives it: wiped when dropped.
 pub type SecretValue = zeroize::Zeroizing<Vec<u8>>;
@@ -189,7 +192,7 @@ impl Run {
             trace_id: run_id.clone(),
             failed: None,
             limiter: Limiter::new(audit_limits),
-            on_started: OnStarted(None),
+            on_started: Hook(None),
             redactor: None,
             gateway: GatewayState::None,
         };
@@ -253,7 +256,7 @@ impl Run {
             limits: audit_limits,
             resolver: None,
             replay: None,
-            on_ended: OnEnded(None),
+            on_ended: Hook(None),
         })
     }
 
@@ -289,7 +292,7 @@ impl Run {
     /// be begun there, while the run goes on. Never called for a run whose sandbox was
     /// not made.
     pub fn on_started(&mut self, f: impl FnOnce() + Send + 'static) {
-        self.auditor.on_started = OnStarted(Some(Box::new(f)));
+        self.auditor.on_started = Hook(Some(Box::new(f)));
     }
 
     /// Has `f` called with the run's end as [`Run::execute`] returns it, but for
@@ -297,7 +300,7 @@ impl Run {
     /// are made durable: the front end's record of the end can be written meanwhile.
     /// Called for every run, on the thread that executes it.
     pub fn on_ended(&mut self, f: impl FnOnce(&Finished) + Send + 'static) {
-        self.on_ended = OnEnded(Some(Box::new(f)));
+        self.on_ended = Hook(Some(Box::new(f)));
     }
 
     /// What the run's user must be told before it starts (its runtime or network is
@@ -787,19 +790,6 @@ struct Auditor {
     redactor: Option<Arc<Redactor>>,
     /// The run's model gateway.
     gateway: GatewayState,
-}
-
-/// The front end's [`Run::on_started`].
-struct OnStarted(Option<Box<dyn FnOnce() + Send>>);
-
-impl std::fmt::Debug for OnStarted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "OnStarted(set)"
-        } else {
-            "OnStarted(none)"
-        })
-    }
 }
 
 impl Auditor {
