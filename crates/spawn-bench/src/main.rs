@@ -141,7 +141,7 @@ struct Cli {
     #[arg(long, default_value_t = 200)]
     rounds: usize,
     /// Measured rounds of the OCI runtime cases (gVisor and container; each start takes
-    /// tens to hundreds of milliseconds).
+    /// tens to hundreds of milliseconds), and of the container's `python3 -c pass` cases.
     #[arg(long, default_value_t = 60)]
     oci_rounds: usize,
     /// Measured rounds of the short-command cases (`python3 -c pass` and a file-tree walk
@@ -303,6 +303,8 @@ fn run(cli: Cli) -> Result<()> {
         .prefix("spawn-bench-")
         .tempdir_in("/dev/shm")
         .context("create a bundle directory on /dev/shm (tmpfs)")?;
+    // The system interpreter everywhere (the host's PATH may lead to a wrapper script).
+    let py = ["/usr/bin/python3", "-c", "pass"];
     let oci_cases = vec![
         runsc_do(RUNSC_DO_PTRACE, "ptrace", &["true"]),
         spawn_on(SPAWN_GVISOR_PTRACE, "gvisor", Some("ptrace"), &["true"]),
@@ -319,16 +321,16 @@ fn run(cli: Cli) -> Result<()> {
         )?
         .primed(),
         spawn_on(SPAWN_CONTAINER, "container", None, &["true"]),
+        // The container's python runs with them: tens of milliseconds each, where 20 samples
+        // (two blocks) leave the median at the mercy of one slow block.
+        runc::case(PY_RUNC, &runc, bundles.path(), "python", &py)?,
+        runc::case(PY_RUNC_PRIMED, &runc, bundles.path(), "python-primed", &py)?.primed(),
+        spawn_on(PY_CONTAINER, "container", None, &py),
     ];
-    // The system interpreter everywhere (the host's PATH may lead to a wrapper script).
-    let py = ["/usr/bin/python3", "-c", "pass"];
     let walk = ["/usr/bin/python3", "-c", WALK];
     let command_cases = vec![
         Case::new(PY_BARE, "/usr/bin/python3").args(["-c", "pass"]),
         spawn_on(PY_NATIVE, "native", None, &py),
-        runc::case(PY_RUNC, &runc, bundles.path(), "python", &py)?,
-        runc::case(PY_RUNC_PRIMED, &runc, bundles.path(), "python-primed", &py)?.primed(),
-        spawn_on(PY_CONTAINER, "container", None, &py),
         runsc_do(PY_RUNSC_PTRACE, "ptrace", &py),
         spawn_on(PY_GVISOR_PTRACE, "gvisor", Some("ptrace"), &py),
         runsc_do(PY_RUNSC_NODIRECTFS, "ptrace --directfs=false", &py),
@@ -382,7 +384,7 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases: {}; short commands: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
+        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases and the container's python: {}; other short commands: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
         cli.rounds, cli.oci_rounds, cli.command_rounds
     );
     report::print(&header, &results, &verdicts);
