@@ -171,8 +171,9 @@ fn hierarchies_in(info: &str) -> Vec<PathBuf> {
 ///
 /// The thread moves only itself (its own id, into the group `/proc/thread-self/cgroup`
 /// names): should anything move spawn meanwhile, spawn's process stays where it was put.
-/// A failure (a delegated hierarchy that refuses the write, a missing file) changes nothing
-/// but the time the next move waits: the kernel takes the lock before it checks the move.
+/// A failure (a delegated hierarchy that refuses the write, a missing file) is ignored by
+/// the callers: it changes nothing of the run, at most the time the next move waits (only
+/// accepted writes were measured priming).
 pub fn prime_migrations(layout: &Layout) -> Option<std::thread::JoinHandle<io::Result<()>>> {
     let layout = layout.clone();
     std::thread::Builder::new()
