@@ -71,6 +71,27 @@ with open('/proc/self/status') as f:
     assert_eq!(out.json()["runtime"], "gvisor");
 }
 
+/// The Sentry's debug log (where denials are counted under gVisor) is read on a timer:
+/// a flood of denied calls that overflows its FIFO several times over (30,000 lines of
+/// ~130 bytes against 1 MiB) waits for spawn's reads and is counted whole.
+#[test]
+fn every_denial_of_a_flood_larger_than_the_log_fifo_is_counted() {
+    let home = Home::new();
+    let script = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+denied = 0
+for _ in range(30000):
+    if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == -1 and ctypes.get_errno() == errno.EPERM:
+        denied += 1
+print('denied', denied)
+"#;
+    let out = gvisor(&home, &[], &["python3", "-c", script]);
+    out.assert_code(0);
+    assert!(out.body().contains("denied 30000"), "\n{out}");
+    assert_eq!(out.blocked("mount"), 30000, "\n{out}");
+}
+
 #[test]
 fn gvisor_exit_codes() {
     let home = Home::new();
