@@ -275,6 +275,8 @@ pub fn parse_line(line: &[u8]) -> Option<Denial> {
         return None;
     }
     // Most lines are not denials: only those that say so are parsed (and then strictly).
+    // The Sentry's JSON encoder (Go's) escapes only `<`, `>`, `&`, control characters and
+    // invalid UTF-8, none of which are in the message: a denial it wrote holds these bytes.
     memchr::memmem::find(line, DENIED.as_bytes())?;
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     if value.get("level")?.as_str()? != "debug" {
