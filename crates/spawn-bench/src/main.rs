@@ -141,11 +141,11 @@ struct Cli {
     #[arg(long, default_value_t = 200)]
     rounds: usize,
     /// Measured rounds of the OCI runtime cases (gVisor and container; each start takes
-    /// tens to hundreds of milliseconds), and of the container's `python3 -c pass` cases.
+    /// tens to hundreds of milliseconds), their `python3 -c pass` cases included.
     #[arg(long, default_value_t = 60)]
     oci_rounds: usize,
-    /// Measured rounds of the short-command cases (`python3 -c pass` and a file-tree walk
-    /// on every runtime and gVisor platform; up to seconds each).
+    /// Measured rounds of the other short-command cases (bare and native `python3 -c
+    /// pass`, a file-tree walk on each gVisor platform; up to seconds each).
     #[arg(long, default_value_t = 20)]
     command_rounds: usize,
     /// The spawn binary to measure.
@@ -326,16 +326,20 @@ fn run(cli: Cli) -> Result<()> {
         runc::case(PY_RUNC, &runc, bundles.path(), "python", &py)?,
         runc::case(PY_RUNC_PRIMED, &runc, bundles.path(), "python-primed", &py)?.primed(),
         spawn_on(PY_CONTAINER, "container", None, &py),
-    ];
-    let walk = ["/usr/bin/python3", "-c", WALK];
-    let command_cases = vec![
-        Case::new(PY_BARE, "/usr/bin/python3").args(["-c", "pass"]),
-        spawn_on(PY_NATIVE, "native", None, &py),
+        // gVisor's python cases too: ~0.2 s each, and `runsc do`'s starts are bimodal here
+        // (a tenth to a quarter of them ~90 ms slower), so two blocks of ten left its median
+        // to the share of slow runs in them (one run's python ratio read 1.121, the next
+        // run's 1.084).
         runsc_do(PY_RUNSC_PTRACE, "ptrace", &py),
         spawn_on(PY_GVISOR_PTRACE, "gvisor", Some("ptrace"), &py),
         runsc_do(PY_RUNSC_NODIRECTFS, "ptrace --directfs=false", &py),
         runsc_do(PY_RUNSC_SYSTRAP, "systrap", &py),
         spawn_on(PY_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &py),
+    ];
+    let walk = ["/usr/bin/python3", "-c", WALK];
+    let command_cases = vec![
+        Case::new(PY_BARE, "/usr/bin/python3").args(["-c", "pass"]),
+        spawn_on(PY_NATIVE, "native", None, &py),
         spawn_on(WALK_GVISOR_PTRACE, "gvisor", Some("ptrace"), &walk),
         spawn_on(WALK_GVISOR_SYSTRAP, "gvisor", Some("systrap"), &walk),
     ];
@@ -384,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let header = format!(
-        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases and the container's python: {}; other short commands: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
+        "spawn-bench: sandbox start-to-exit, N={} runs per case (OCI runtime cases and their python: {}; other short commands: {}) in blocks of {BLOCK} (shuffled, first run of each block not counted), {cpus} CPUs",
         cli.rounds, cli.oci_rounds, cli.command_rounds
     );
     report::print(&header, &results, &verdicts);
