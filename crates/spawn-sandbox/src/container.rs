@@ -1425,10 +1425,12 @@ fn supervise(
             .output();
     };
     // The Sentry's log is read on a timer, not when it becomes readable: it writes a line
-    // at a time (hundreds as it starts, one per gofer call after), and waking spawn for
+    // at a time (hundreds as it starts, two per gofer call after), and waking spawn for
     // each cost a run ~9 ms of the machine's two cores. Nothing is lost meanwhile: the
     // Sentry waits while the FIFO is full, and the rest is drained once runsc has exited.
-    let mut read_log_at = Instant::now() + gvisor_monitor::READ_PERIOD;
+    let mut read_log_at = denials
+        .is_some()
+        .then(|| Instant::now() + gvisor_monitor::READ_PERIOD);
     loop {
         let now = Instant::now();
         let next = kill_at.map_or(deadline, |k| k.min(deadline));
@@ -1439,25 +1441,19 @@ fn supervise(
             kill("KILL");
             kill_at = Some(now + Duration::from_secs(3600));
         }
-        if now >= read_log_at {
-            read_log_at = now + gvisor_monitor::READ_PERIOD;
-            if let Some(log) = denials.as_deref_mut() {
-                let more = log.read_available(|d| {
-                    if let Some((name, first)) = gvisor_monitor::record(&d, &mut blocked) {
-                        observer.denied(&name, first);
-                    }
-                });
+        if let (Some(log), Some(at)) = (denials.as_deref_mut(), &mut read_log_at) {
+            if now >= *at {
+                let more = log.read_available(denied_to(&mut blocked, observer));
                 // More than the budget waiting is read on the next round of the loop.
-                if matches!(more, Ok(true)) {
-                    read_log_at = now;
-                }
+                *at = if matches!(more, Ok(true)) {
+                    now
+                } else {
+                    now + gvisor_monitor::READ_PERIOD
+                };
             }
         }
-        let wake = match &denials {
-            Some(_) => next.min(read_log_at),
-            None => next,
-        };
-        let wait = wake
+        let wait = read_log_at
+            .map_or(next, |at| next.min(at))
             .saturating_duration_since(now)
             .as_millis()
             .clamp(1, 60_000);
@@ -1535,11 +1531,7 @@ fn supervise(
                 .map_err(|e| SandboxError::setup("wait for runc", e))?;
             // The Sentry is gone: what it logged is all in the FIFO.
             if let Some(log) = denials.as_deref_mut() {
-                let _ = log.drain(|d| {
-                    if let Some((name, first)) = gvisor_monitor::record(&d, &mut blocked) {
-                        observer.denied(&name, first);
-                    }
-                });
+                let _ = log.drain(denied_to(&mut blocked, observer));
             }
             return Ok(Supervised {
                 status,
@@ -1547,6 +1539,18 @@ fn supervise(
                 blocked,
                 landlock,
             });
+        }
+    }
+}
+
+/// Counts each denial the Sentry logged in `blocked` and tells `observer` of it.
+fn denied_to<'a>(
+    blocked: &'a mut std::collections::BTreeMap<String, u64>,
+    observer: &'a mut dyn Observer,
+) -> impl FnMut(gvisor_monitor::Denial) + 'a {
+    move |d| {
+        if let Some((name, first)) = gvisor_monitor::record(&d, blocked) {
+            observer.denied(&name, first);
         }
     }
 }
