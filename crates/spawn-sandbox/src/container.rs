@@ -13,15 +13,15 @@
 //! blocked calls are answered, counted and audited as in `native`.
 //!
 //! Host mounts are attached, idmapped where writable, in the runtime's own mount namespace
-//! before it starts (see `sys::attach_mounts_on_exec`). runc itself starts before the
+//! before it starts (see `sys::launch::Step::AttachMounts`). runc itself starts before the
 //! run's root and configuration are made: its configuration is fed through a FIFO once
 //! they are, and once the run's start is on record (see `config_feed`).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -36,6 +36,7 @@ use crate::native::{
     self, defaults, Cleanup, ExecFailure, KillReason, Observer, Report, RunOptions, CANCEL_GRACE,
 };
 use crate::stdio::Plumbing;
+use crate::sys::launch::{Launched, Step};
 use crate::{config_feed, gvisor_monitor, oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
@@ -654,7 +655,7 @@ fn run_engine(
     };
     // Writable host grants are idmapped as in native (the agent writes as the directory's
     // owner) and attached under the bundle in the runtime's own mount namespace (see
-    // `sys::attach_mounts_on_exec`), where its bind finds them.
+    // `sys::launch::Step::AttachMounts`), where its bind finds them.
     let mut staged = Vec::new();
     let mut trees = Vec::new();
     // Read-only grants are attached the same way (without the idmap): the runtime binds
@@ -856,15 +857,17 @@ fn run_engine(
         // --keep: the container (and its cgroup) stay after it exits, so its statistics can
         // be read; `runc delete` below removes them.
         let mut cmd = engine.command(&runc, &state);
-        // First among the child's pre-exec steps: the trees' descriptors are used before
-        // `give_fds` renumbers descriptors 3 and up.
+        // What the runtime's process does before it executes (see `sys::launch`), and the
+        // descriptors it gets from 3 on.
+        let mut steps = Vec::new();
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
         // runc always gets a mount namespace of its own: the feed attaches the scratch
         // filesystem there.
         if !trees.is_empty() || !gvisor {
-            sys::attach_mounts_on_exec(&mut cmd, std::mem::take(&mut trees));
+            steps.push(Step::AttachMounts(std::mem::take(&mut trees)));
         }
         if let Some(group) = &own_cgroup {
-            sys::join_cgroup_on_exec(&mut cmd, group.join_files()?);
+            steps.push(Step::JoinCgroup(group.join_files()?));
             if let Some(ns) = &netns {
                 // gVisor's own network stack (netstack) takes the run's interface over: the
                 // agent's sockets never reach the host kernel, and the frames netstack
@@ -872,12 +875,12 @@ fn run_engine(
                 // interface from inside the namespace; its check that this is not the
                 // host's namespace looks for /proc/sys/net/core/rmem_default, which
                 // Linux 6.x shows in every namespace, so runsc gets a private mount of
-                // an empty directory there (see `sys::mask_net_core_on_exec`).
+                // an empty directory there (see `Step::MaskNetCore`).
                 let fd = std::fs::File::open(ns)
                     .map(OwnedFd::from)
                     .map_err(|e| SandboxError::setup("open the run's network namespace", e))?;
-                sys::enter_netns_on_exec(&mut cmd, fd);
-                sys::mask_net_core_on_exec(&mut cmd);
+                steps.push(Step::EnterNetns(fd));
+                steps.push(Step::MaskNetCore);
                 cmd.arg("--network=sandbox");
             }
             if let Some(log) = &denials {
@@ -893,7 +896,7 @@ fn run_engine(
             cmd.arg("run");
             if let Some(pipe) = &secrets_pipe {
                 // The secrets' pipe is runsc's fd 3, given to the init as its fd 3.
-                sys::give_fds(&mut cmd, vec![pipe.as_raw_fd()]);
+                fds.push(pipe.as_fd());
                 cmd.arg(format!("--pass-fd=3:{GVISOR_SECRETS_FD}"));
             }
             cmd.arg("--bundle");
@@ -903,44 +906,45 @@ fn run_engine(
             // 4–6 (`--stdio-fd 4`) beside the report socket (fd 3), and runc's own stdio
             // carries only runc's messages.
             let agent = &plumbing.agent;
-            let mut fds = vec![
-                report_child.as_raw_fd(),
-                agent.stdin.as_raw_fd(),
-                agent.stdout.as_raw_fd(),
-                agent.stderr.as_raw_fd(),
-            ];
+            fds.extend([
+                report_child.as_fd(),
+                agent.stdin.as_fd(),
+                agent.stdout.as_fd(),
+                agent.stderr.as_fd(),
+            ]);
             // The secrets' pipe, when there are any, is fd 7 (`RUNC_SECRETS_FD`).
-            fds.extend(secrets_pipe.as_ref().map(|p| p.as_raw_fd()));
+            fds.extend(secrets_pipe.as_ref().map(|p| p.as_fd()));
             let preserved = fds.len().to_string();
             cmd.args(["run", "--keep", "--preserve-fds", &preserved, "--bundle"]);
-            sys::give_fds(&mut cmd, fds);
         }
         // The agent's streams are spawn's pipes (see `stdio`), never spawn's own
         // descriptors: runsc would write a regular file at an offset of its own and
         // change the owner of what it is given.
         let agent = &plumbing.agent;
-        let give = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map(Stdio::from)
-                .map_err(|e| SandboxError::setup("duplicate the agent's stdio", e))
-        };
-        cmd.arg(&bundle.path)
-            .arg(&id)
-            .stdout(give(&agent.stdout)?)
-            .stderr(give(&agent.stderr)?);
-        if gvisor {
-            cmd.stdin(give(&agent.stdin)?);
+        cmd.arg(&bundle.path).arg(&id);
+        let null = if gvisor {
+            None
         } else {
-            cmd.stdin(Stdio::null());
-        }
+            Some(
+                std::fs::File::open("/dev/null")
+                    .map_err(|e| SandboxError::setup("open /dev/null", e))?,
+            )
+        };
+        let stdin = match &null {
+            Some(null) => null.as_fd(),
+            None => agent.stdin.as_fd(),
+        };
         // runc or runsc itself dies with spawn (the guard takes care of what it started).
-        sys::die_with_parent_on_exec(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SandboxError::setup("start runc", e))?;
+        let mut child = sys::launch::launch(
+            &cmd,
+            [stdin, agent.stdout.as_fd(), agent.stderr.as_fd()],
+            &fds,
+            &steps,
+        )
+        .map_err(|e| SandboxError::setup(format!("start {}", engine.binary()), e))?;
         // The runtime holds the agent's ends now; the relay's end of each pipe sees the
         // run's end.
-        drop(cmd);
+        drop((cmd, steps, fds, null));
         drop(report_child);
         let mut feed = None;
         if !gvisor {
@@ -1400,7 +1404,7 @@ struct Ends<'a> {
 /// deadline.
 fn supervise(
     runc: Runc<'_>,
-    child: &mut Child,
+    child: &mut Launched,
     sigfd: &SignalFd,
     report: &OwnedFd,
     mut denials: Option<&mut gvisor_monitor::DenialLog>,

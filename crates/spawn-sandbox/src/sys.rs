@@ -7,9 +7,11 @@
 // between C integer types here; the casts are intentional.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+pub(crate) mod launch;
+
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Turns a libc-style return value (`-1` + errno) into an `io::Result`.
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
@@ -1063,165 +1065,6 @@ pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<
         }
     }
     Ok((msg.bytes, fds))
-}
-
-/// Makes `cmd`'s process move itself into a cgroup before exec by writing `0` to each of
-/// `join` (from `Cgroup::join_files`), so everything it starts is in the group from the
-/// first instruction on.
-pub(crate) fn join_cgroup_on_exec(cmd: &mut std::process::Command, join: Vec<OwnedFd>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls write(2),
-    // which is async-signal-safe, on descriptors the closure owns (open in the child too).
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &join {
-                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `cmd`'s process start in a mount namespace of its own (a slave of the host's:
-/// host mounts still reach it, its own never reach the host) where each detached mount
-/// tree of `trees` (from `open_tree`) is attached at its path. The mounts exist only for
-/// that process and what it starts, and vanish with them: nothing to unmount, nothing left
-/// on the host if spawn is killed.
-pub(crate) fn attach_mounts_on_exec(
-    cmd: &mut std::process::Command,
-    trees: Vec<(OwnedFd, std::ffi::CString)>,
-) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls
-    // (unshare, mount, move_mount: async-signal-safe) with descriptors and NUL-terminated
-    // paths it owns; nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::unshare(libc::CLONE_NEWNS) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            let root = c"/";
-            let flags = libc::MS_REC | libc::MS_SLAVE;
-            if libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ) == -1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            for (tree, at) in &trees {
-                move_mount(tree.as_fd(), at)?;
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `cmd`'s process enter the network namespace `netns` (an open `/proc/PID/ns/net`)
-/// before exec, so it and everything it starts use that namespace's network.
-pub(crate) fn enter_netns_on_exec(cmd: &mut std::process::Command, netns: OwnedFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-    // which is async-signal-safe, on a descriptor the closure owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `cmd` start in a mount namespace of its own in which `/proc/sys/net/core` is an
-/// empty tmpfs (runsc 2024-07-29 takes that file's presence as the sign of the host's
-/// network namespace, which Linux 6.x shows in every namespace). Must come after the step
-/// that enters the run's network namespace, whose `/proc/sys/net` it hides.
-pub(crate) fn mask_net_core_on_exec(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls
-    // (unshare, mount: async-signal-safe) with static NUL-terminated strings.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNS) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            let flags = libc::MS_REC | libc::MS_SLAVE;
-            if libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ) == -1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            if libc::mount(
-                c"none".as_ptr(),
-                c"/proc/sys/net/core".as_ptr(),
-                c"tmpfs".as_ptr(),
-                ro,
-                std::ptr::null(),
-            ) == -1
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `cmd`'s process receive SIGKILL when the thread that started it (spawn's) exits.
-pub(crate) fn die_with_parent_on_exec(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
-    // is async-signal-safe, with integer arguments.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `cmd` start with `fds` as its descriptors 3, 4, … in order (for runc's
-/// `--preserve-fds`). The descriptors stay open in the parent until the child has started.
-pub(crate) fn give_fds(cmd: &mut std::process::Command, fds: Vec<RawFd>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
-    // dup2, which are async-signal-safe, on descriptors open in the parent (so in the
-    // child); it allocates nothing (the vector was built before the fork).
-    unsafe {
-        cmd.pre_exec(move || {
-            // First above every target, so that placing one cannot close another source.
-            let mut high = [0 as RawFd; 16];
-            if fds.len() > high.len() {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
-            let floor = 3 + fds.len() as RawFd;
-            for (slot, fd) in high.iter_mut().zip(&fds) {
-                *slot = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, floor);
-                if *slot == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for (i, fd) in high.iter().take(fds.len()).enumerate() {
-                if libc::dup2(*fd, 3 + i as RawFd) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Whether the process's descriptor `fd` is open.
