@@ -1821,12 +1821,14 @@ except Exception:
             home: tempfile::tempdir().unwrap(),
             dns: spawn.dns,
         };
+        // The budget is reached in the flood's first window, however fast the machine
+        // (at 5 verbatim per key and window, a flood that ended within 0.7 s never wrote 60).
         let flood = Flood::start(
             &home,
             runtime,
             2000,
             0,
-            Some("events=60,window=100ms,keys=8"),
+            Some("events=60,window=100ms,keys=8,per-key=100,per-window=100"),
         );
         let (refused, _) = flood.finish(runtime);
         assert!(refused >= 2000, "{runtime}: {refused}");
