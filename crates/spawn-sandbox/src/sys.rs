@@ -712,25 +712,38 @@ pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// A raw system call that never touches `errno` or any other thread-local state: the
-/// cleanup guard shares spawn's address space (and so its TLS) and must not write to it.
-/// Returns the kernel's raw result (`-errno` on failure).
+/// [`raw`] with three arguments.
+///
+/// # Safety
+/// As for [`raw`].
+unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isize {
+    // SAFETY: the caller's arguments, and zeros for the two the call does not read.
+    unsafe { raw(nr, [a0, a1, a2, 0, 0]) }
+}
+
+/// A raw system call with up to five arguments that never touches `errno` or any other
+/// thread-local state: the cleanup guard and a launched runtime before its exec share
+/// spawn's address space (and so its TLS) and must not write to it. Returns the kernel's
+/// raw result (`-errno` on failure).
 ///
 /// # Safety
 /// The caller must pass arguments valid for syscall `nr` (pointers to live memory of the
 /// right size for the call).
 #[cfg(target_arch = "x86_64")]
-unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isize {
+pub(crate) unsafe fn raw(nr: libc::c_long, a: [usize; 5]) -> isize {
     let ret: isize;
     // SAFETY: the `syscall` instruction with the x86_64 Linux ABI: number in rax, arguments
-    // in rdi/rsi/rdx; it clobbers rcx and r11. Validity of the arguments is the caller's.
+    // in rdi, rsi, rdx, r10, r8; it clobbers rcx and r11. Validity of the arguments is the
+    // caller's.
     unsafe {
         std::arch::asm!(
             "syscall",
             inlateout("rax") nr as isize => ret,
-            in("rdi") a0,
-            in("rsi") a1,
-            in("rdx") a2,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -744,20 +757,76 @@ unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isiz
 /// # Safety
 /// As for the x86_64 version.
 #[cfg(target_arch = "aarch64")]
-unsafe fn raw_syscall(nr: libc::c_long, a0: usize, a1: usize, a2: usize) -> isize {
+pub(crate) unsafe fn raw(nr: libc::c_long, a: [usize; 5]) -> isize {
     let ret: isize;
-    // SAFETY: `svc 0` with the aarch64 Linux ABI: number in x8, arguments and result in x0…
+    // SAFETY: `svc 0` with the aarch64 Linux ABI: number in x8, arguments in x0…x4, the
+    // result in x0. Validity of the arguments is the caller's.
     unsafe {
         std::arch::asm!(
             "svc 0",
             in("x8") nr,
-            inlateout("x0") a0 as isize => ret,
-            in("x1") a1,
-            in("x2") a2,
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1],
+            in("x2") a[2],
+            in("x3") a[3],
+            in("x4") a[4],
             options(nostack),
         );
     }
     ret
+}
+
+/// A stack for a child that shares spawn's memory (the guard, a launched runtime before its
+/// exec): an anonymous mapping with a guard page below it, unmapped when dropped.
+pub(crate) struct Stack(*mut libc::c_void);
+
+const STACK: usize = 64 << 10;
+const PAGE: usize = 4096;
+
+impl Stack {
+    pub(crate) fn new() -> io::Result<Stack> {
+        // SAFETY: an anonymous private mapping; the result is checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACK + PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Stack(base);
+        // SAFETY: the lowest page of the mapping just made becomes a guard page.
+        if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// Never unmapped: for a child that may outlive every owner (the guard).
+    pub(crate) fn leak(self) -> *mut libc::c_void {
+        let top = self.top();
+        std::mem::forget(self);
+        top
+    }
+
+    /// The top of the stack (page-aligned, so 16-byte aligned).
+    pub(crate) fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping made in `new`.
+        unsafe { self.0.cast::<u8>().add(STACK + PAGE) }.cast()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; its owner drops it only once no child uses it
+        // (a launch, after its CLONE_VFORK clone returned; the guard's is never dropped).
+        unsafe { libc::munmap(self.0, STACK + PAGE) };
+    }
 }
 
 /// What the cleanup guard does once spawn is gone: remove these cgroup directories, killing
@@ -788,9 +857,6 @@ pub(crate) struct GuardPlan {
 /// The program the guard runs to remove the plan's paths.
 const RM: &CStr = c"/bin/rm";
 
-const GUARD_STACK: usize = 64 << 10;
-const PAGE: usize = 4096;
-
 /// Starts the cleanup guard: a process that shares spawn's memory (so starting it costs
 /// no page-table copy) but outlives it, and runs only raw system calls on its own stack.
 /// The plan and the stack are leaked on purpose: the guard may use them after spawn exits.
@@ -811,26 +877,7 @@ pub(crate) fn start_guard(plan: GuardPlan) -> io::Result<libc::pid_t> {
         plan,
         rm_argv: Vec::leak(argv),
     }));
-    // SAFETY: an anonymous private mapping; the result is checked below.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            GUARD_STACK + PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the lowest page of the mapping just created becomes a guard page.
-    if unsafe { libc::mprotect(stack, PAGE, libc::PROT_NONE) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the top of the mapping, 16-byte aligned as mmap returns page-aligned memory.
-    let top = unsafe { stack.cast::<u8>().add(GUARD_STACK + PAGE) }.cast::<libc::c_void>();
+    let top = Stack::new()?.leak();
     // SAFETY: glibc's clone runs `guard_main` on the new stack in a child that shares our
     // memory (CLONE_VM) but is its own process (no CLONE_THREAD), and exits it with the
     // function's return value. The child only reads `plan` and `rm`'s arguments, which are

@@ -34,6 +34,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use super::{raw, Stack};
+
 /// One thing the child does before it executes the program, in the order given.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -254,51 +256,6 @@ pub(crate) fn launch(
             .map_or("prepare", Step::what),
     };
     Err(io::Error::new(err.kind(), format!("{what}: {err}")))
-}
-
-/// The child's stack: an anonymous mapping with a guard page below it.
-struct Stack(*mut libc::c_void);
-
-const STACK: usize = 64 << 10;
-const PAGE: usize = 4096;
-
-impl Stack {
-    fn new() -> io::Result<Stack> {
-        // SAFETY: an anonymous private mapping; the result is checked below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                STACK + PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let stack = Stack(base);
-        // SAFETY: the lowest page of the mapping just made becomes a guard page.
-        if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stack)
-    }
-
-    /// The top of the stack (page-aligned, so 16-byte aligned).
-    fn top(&self) -> *mut libc::c_void {
-        // SAFETY: one past the end of the mapping made in `new`.
-        unsafe { self.0.cast::<u8>().add(STACK + PAGE) }.cast()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; dropped only once no child uses it (after
-        // the CLONE_VFORK clone returned, or when none was made).
-        unsafe { libc::munmap(self.0, STACK + PAGE) };
-    }
 }
 
 /// Every signal blocked on the calling thread until dropped (the previous mask restored).
@@ -570,59 +527,6 @@ unsafe fn private_mounts() -> isize {
             ],
         )
     }
-}
-
-/// A system call with up to five arguments, without libc (no `errno`): the kernel's raw
-/// result (`-errno` on failure).
-///
-/// # Safety
-/// The caller must pass arguments valid for syscall `nr` (pointers to live memory of the
-/// right size for the call).
-#[cfg(target_arch = "x86_64")]
-unsafe fn raw(nr: libc::c_long, a: [usize; 5]) -> isize {
-    let ret: isize;
-    // SAFETY: the `syscall` instruction with the x86_64 Linux ABI: number in rax, arguments
-    // in rdi, rsi, rdx, r10, r8; it clobbers rcx and r11. Validity of the arguments is the
-    // caller's.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
-}
-
-/// See the x86_64 version.
-///
-/// # Safety
-/// As for the x86_64 version.
-#[cfg(target_arch = "aarch64")]
-unsafe fn raw(nr: libc::c_long, a: [usize; 5]) -> isize {
-    let ret: isize;
-    // SAFETY: `svc 0` with the aarch64 Linux ABI: number in x8, arguments in x0…x4, the
-    // result in x0. Validity of the arguments is the caller's.
-    unsafe {
-        std::arch::asm!(
-            "svc 0",
-            in("x8") nr,
-            inlateout("x0") a[0] as isize => ret,
-            in("x1") a[1],
-            in("x2") a[2],
-            in("x3") a[3],
-            in("x4") a[4],
-            options(nostack),
-        );
-    }
-    ret
 }
 
 #[cfg(test)]
