@@ -259,28 +259,20 @@ pub(crate) fn launch(
 }
 
 /// Every signal blocked on the calling thread until dropped (the previous mask restored).
-struct BlockAll(libc::sigset_t);
+struct BlockAll(nix::sys::signal::SigSet);
 
 impl BlockAll {
     fn new() -> io::Result<BlockAll> {
-        // SAFETY: sigset_t is plain data; both sets are initialised by sigfillset and by
-        // pthread_sigmask (which stores the previous mask) before they are read.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            match libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) {
-                0 => Ok(BlockAll(old)),
-                e => Err(io::Error::from_raw_os_error(e)),
-            }
-        }
+        nix::sys::signal::SigSet::all()
+            .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)
+            .map(BlockAll)
+            .map_err(io::Error::from)
     }
 }
 
 impl Drop for BlockAll {
     fn drop(&mut self) {
-        // SAFETY: restores the mask stored by `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        let _ = self.0.thread_set_mask();
     }
 }
 
