@@ -893,6 +893,11 @@ fn run_engine(
             if !writable_grants {
                 cmd.arg("--file-access-mounts=exclusive");
             }
+            // runsc's gofer and Sentry start with descriptor tables of 1024 slots instead of
+            // 64, each saving the grace period it waited for when it outgrew its table.
+            steps.extend(Step::size_fd_table().map_err(|e| {
+                SandboxError::setup("open /dev/null for runsc's descriptor table", e)
+            })?);
             cmd.arg("run");
             if let Some(pipe) = &secrets_pipe {
                 // The secrets' pipe is runsc's fd 3, given to the init as its fd 3.

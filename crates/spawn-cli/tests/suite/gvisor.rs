@@ -367,3 +367,61 @@ fn a_runsc_older_than_2024_07_29_is_refused_with_the_fix() {
         );
     }
 }
+
+/// runsc's gofer and Sentry start with descriptor tables of 1024 slots (spawn leaves
+/// `/dev/null` open at 1023 in runsc, see `sys::launch::Step::SizeFdTable`): outgrowing the
+/// kernel's first 64 made each wait for an RCU grace period as the sandbox started. The
+/// agent's own descriptors are gVisor's and hold nothing of it.
+#[test]
+fn runscs_processes_start_with_large_descriptor_tables_the_agent_never_sees() {
+    let home = Home::new();
+    let run = home
+        .cmd([
+            "run",
+            "--runtime",
+            "gvisor",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "ls /proc/self/fd; sleep 2",
+        ])
+        .start();
+    let id = format!("bundles/{}-", run.pid());
+    let mut sizes = std::collections::BTreeMap::new();
+    let seen = wait_until(Duration::from_secs(10), || {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let Some(name) = ["runsc-gofer", "runsc-sandbox"]
+                .into_iter()
+                .find(|n| cmd.starts_with(n))
+            else {
+                continue;
+            };
+            if !cmd.contains(&id) {
+                continue;
+            }
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let size = status
+                .lines()
+                .find_map(|l| l.strip_prefix("FDSize:"))
+                .and_then(|v| v.trim().parse::<u32>().ok());
+            if let Some(size) = size {
+                sizes.insert(name, size);
+            }
+        }
+        sizes.len() == 2
+    });
+    let out = run.wait();
+    assert!(
+        seen,
+        "runsc's gofer and sandbox of this run not both found: {sizes:?}\n{out}"
+    );
+    out.assert_code(0);
+    for (name, size) in &sizes {
+        assert!(*size >= 1024, "{name} has {size} descriptor slots\n{out}");
+    }
+    // 0–2 and `ls`'s own directory.
+    assert_eq!(out.body(), "0\n1\n2\n3", "\n{out}");
+}

@@ -55,6 +55,43 @@ pub(crate) enum Step {
     /// network namespace, which Linux 6.x shows in every namespace). Comes after the step
     /// that enters the run's network namespace, whose `/proc/sys/net` it hides.
     MaskNetCore,
+    /// Leaves this descriptor (read-only `/dev/null`) open in the program at number `at`,
+    /// without close-on-exec, after the others are placed: a descriptor table that large
+    /// from the start, which the program's children inherit. (A multi-threaded process
+    /// that outgrows its table waits for an RCU grace period, 10–20 ms on our hosts; runsc
+    /// forks its gofer and its sandbox with tables sized by its own highest open
+    /// descriptor, and each grew its 64 slots once per `spawn run`, see
+    /// [`FD_TABLE_RESERVE`].) Not done, and not an error, where the descriptor limit is
+    /// lower.
+    SizeFdTable {
+        /// `/dev/null`, opened read-only.
+        null: OwnedFd,
+        /// Its number in the program: above every placed descriptor.
+        at: RawFd,
+    },
+}
+
+/// The descriptor number [`Step::SizeFdTable`] is given for runsc: 1024 slots, which a
+/// `python3 -c pass` run's gofer and Sentry stay well within (measured on 2026-12-06, with
+/// `perf record -e sched:sched_switch -g`: both grew their tables, each waiting for a
+/// grace period in `expand_files`, ~13 ms and ~10 ms of a gVisor run's start).
+pub(crate) const FD_TABLE_RESERVE: RawFd = 1023;
+
+impl Step {
+    /// [`Step::SizeFdTable`] at [`FD_TABLE_RESERVE`], or below it where the soft descriptor
+    /// limit is lower (none when that leaves no room above the placed descriptors).
+    pub(crate) fn size_fd_table() -> io::Result<Option<Step>> {
+        let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_err(io::Error::from)?;
+        let Some(at) = fd_table_reserve(soft) else {
+            return Ok(None);
+        };
+        let null = std::fs::File::open("/dev/null")?;
+        Ok(Some(Step::SizeFdTable {
+            null: null.into(),
+            at,
+        }))
+    }
 }
 
 impl Step {
@@ -64,8 +101,19 @@ impl Step {
             Step::AttachMounts(_) => "attach the run's mounts in a mount namespace of its own",
             Step::EnterNetns(_) => "enter the run's network namespace",
             Step::MaskNetCore => "hide /proc/sys/net/core",
+            Step::SizeFdTable { .. } => "size its descriptor table",
         }
     }
+}
+
+/// The number [`Step::SizeFdTable`] takes under a soft descriptor limit of `soft`: the
+/// highest allowed, up to [`FD_TABLE_RESERVE`]; none where that is within the 64 slots every
+/// table has.
+fn fd_table_reserve(soft: u64) -> Option<RawFd> {
+    let at = RawFd::try_from(soft.saturating_sub(1))
+        .unwrap_or(RawFd::MAX)
+        .min(FD_TABLE_RESERVE);
+    (at >= 64).then_some(at)
 }
 
 /// A program started by [`launch`], not yet waited for: its pid stays its own until then.
@@ -139,6 +187,8 @@ struct ChildPlan<'a> {
     envp: *const *const libc::c_char,
     /// Descriptors to place at 0, 1, 2, … in order.
     fds: &'a [RawFd],
+    /// A descriptor to leave open at a number (see [`Step::SizeFdTable`]).
+    reserve: Option<(RawFd, RawFd)>,
     steps: &'a [Step],
     parent: libc::pid_t,
     /// Set by the child on failure: the stage, and the errno.
@@ -194,6 +244,17 @@ pub(crate) fn launch(
     if placed.len() > MAX_FDS {
         return Err(invalid("too many descriptors for a launched program"));
     }
+    let mut reserve = None;
+    for step in steps {
+        if let Step::SizeFdTable { null, at } = step {
+            if reserve.is_some() || usize::try_from(*at).map_or(true, |at| at <= MAX_FDS) {
+                return Err(invalid(
+                    "one descriptor table size, above the placed descriptors",
+                ));
+            }
+            reserve = Some((null.as_raw_fd(), *at));
+        }
+    }
     let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
         strings
             .iter()
@@ -207,6 +268,7 @@ pub(crate) fn launch(
         argv: argv_p.as_ptr(),
         envp: envp_p.as_ptr(),
         fds: &placed,
+        reserve,
         steps,
         parent: std::process::id() as libc::pid_t,
         stage: AtomicI32::new(STAGE_NONE),
@@ -370,8 +432,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         // Each descriptor first above every target, so that placing one cannot close
         // another's source (or one that is its own target keep its close-on-exec flag).
-        let mut high = [0 as RawFd; MAX_FDS];
         let floor = plan.fds.len();
+        let mut high = [0 as RawFd; MAX_FDS];
         for (slot, fd) in high.iter_mut().zip(plan.fds) {
             let ret = raw(
                 libc::SYS_fcntl,
@@ -382,6 +444,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             *slot = ret as RawFd;
         }
+        // The table's size, while every source is where it was: `at` is above every target
+        // (checked by `launch`), and the copy is not close-on-exec. Where it cannot be made
+        // (a lower limit than when the step was made, or spawn's own descriptors reaching
+        // that far), the program starts with the table it would have had.
+        let reserved = plan.reserve.and_then(|(null, at)| {
+            let free = !high.iter().take(floor).any(|h| *h == at);
+            (free && raw(libc::SYS_dup3, [null as usize, at as usize, 0, 0, 0]) >= 0).then_some(at)
+        });
         for (target, fd) in high.iter().take(floor).enumerate() {
             let ret = raw(libc::SYS_dup3, [*fd as usize, target, 0, 0, 0]);
             if ret < 0 {
@@ -390,9 +460,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         // Nothing else: not the copies above, and no descriptor spawn's caller left open
         // without close-on-exec (a runtime holds only what the run gives it).
-        let ret = raw(libc::SYS_close_range, [floor, u32::MAX as usize, 0, 0, 0]);
-        if ret < 0 {
-            fail(STAGE_FDS, ret);
+        let ranges = match reserved {
+            Some(at) => [
+                (floor, at as usize - 1),
+                (at as usize + 1, u32::MAX as usize),
+            ],
+            None => [(floor, u32::MAX as usize), (0, 0)],
+        };
+        for (first, last) in ranges.into_iter().filter(|(_, last)| *last > 0) {
+            let ret = raw(libc::SYS_close_range, [first, last, 0, 0, 0]);
+            if ret < 0 {
+                fail(STAGE_FDS, ret);
+            }
         }
         // Nothing blocked in the program (spawn blocked everything around the clone).
         let none: u64 = 0;
@@ -476,6 +555,8 @@ unsafe fn run_step(step: &Step) -> isize {
                     0,
                 ],
             ),
+            // Made with the descriptors (see `child_main`).
+            Step::SizeFdTable { .. } => 0,
             Step::MaskNetCore => {
                 let ret = private_mounts();
                 if ret < 0 {
@@ -594,6 +675,128 @@ mod tests {
         assert_eq!(out, "in\n0\n1\n2\n3\n4\n5\n6\n");
         assert_eq!(err, "err\n");
         assert_eq!(extra, ["three\n", "four\n", "five\n"]);
+    }
+
+    /// The program's `FDSize` (its descriptor table's slots), the descriptors it has open,
+    /// whether 1023 is `/dev/null` and its flags, and the `FDSize` of a child of it (`grep`,
+    /// whose table is a copy of the program's, sized by what the program has open).
+    const FD_REPORT: &str = "grep FDSize /proc/$$/status; \
+        for f in /proc/$$/fd/*; do echo \"fd ${f##*/}\"; done; \
+        [ /proc/$$/fd/1023 -ef /dev/null ] && echo null; \
+        grep flags /proc/$$/fdinfo/1023 2>/dev/null; grep FDSize /proc/self/status";
+
+    /// What [`FD_REPORT`] printed: the program's table size, its descriptors (sorted),
+    /// whether 1023 is `/dev/null`, that descriptor's flags, its child's table size.
+    fn fd_report(out: &str) -> (u32, Vec<u32>, bool, Option<u32>, u32) {
+        let size = |l: &str| l.strip_prefix("FDSize:").unwrap().trim().parse().unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        let mut fds: Vec<u32> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("fd "))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        fds.sort_unstable();
+        let flags = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap());
+        (
+            size(lines[0]),
+            fds,
+            lines.contains(&"null"),
+            flags,
+            size(lines[lines.len() - 1]),
+        )
+    }
+
+    #[test]
+    fn a_sized_descriptor_table_is_inherited_and_holds_only_dev_null_above_the_others() {
+        let Some(step) = Step::size_fd_table().unwrap() else {
+            panic!("the test's descriptor limit leaves no room for the step");
+        };
+        let Step::SizeFdTable { at, .. } = &step else {
+            unreachable!()
+        };
+        assert_eq!(
+            *at, FD_TABLE_RESERVE,
+            "the tests run with a soft limit of 1024 or more"
+        );
+        let (status, out, err, _) = run(&sh(FD_REPORT), "", 1, &[step]);
+        assert!(status.success(), "{err}");
+        let (size, fds, null, flags, child) = fd_report(&out);
+        assert_eq!((size, child), (1024, 1024), "{out}");
+        // (4: the directory the shell's glob reads, open while it lists it.)
+        assert_eq!(fds, [0, 1, 2, 3, 4, 1023], "{out}");
+        assert!(null, "{out}");
+        // Read-only, and not close-on-exec (the octal flags: O_CLOEXEC is 02000000).
+        let flags = flags.unwrap();
+        assert_eq!(flags & 0o3, 0, "{out}");
+        assert_eq!(flags & 0o2_000_000, 0, "{out}");
+    }
+
+    #[test]
+    fn without_the_step_a_child_of_the_program_has_the_kernels_smallest_table() {
+        // (The program's own table is a copy of the test process's, which may be larger.)
+        let (status, out, err, _) = run(&sh(FD_REPORT), "", 0, &[]);
+        assert!(status.success(), "{err}");
+        let (_, fds, null, flags, child) = fd_report(&out);
+        assert_eq!(child, 64, "{out}");
+        // (3: the directory the shell's glob reads, open while it lists it.)
+        assert_eq!(fds, [0, 1, 2, 3], "{out}");
+        assert!(!null && flags.is_none(), "{out}");
+    }
+
+    #[test]
+    fn the_reserved_number_follows_the_descriptor_limit() {
+        for (soft, want) in [
+            (0, None),
+            (1, None),
+            (64, None),
+            (65, Some(64)),
+            (256, Some(255)),
+            (1024, Some(1023)),
+            (1025, Some(1023)),
+            (1 << 20, Some(1023)),
+            (u64::from(u32::MAX) + 7, Some(1023)),
+            (u64::MAX, Some(1023)),
+        ] {
+            assert_eq!(fd_table_reserve(soft), want, "soft limit {soft}");
+        }
+    }
+
+    #[test]
+    fn a_table_size_among_the_placed_descriptors_or_twice_is_refused() {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let (_r, w) = pipe();
+        for steps in [
+            vec![Step::SizeFdTable {
+                null: null(),
+                at: 2,
+            }],
+            vec![Step::SizeFdTable {
+                null: null(),
+                at: MAX_FDS as RawFd,
+            }],
+            vec![
+                Step::SizeFdTable {
+                    null: null(),
+                    at: 500,
+                },
+                Step::SizeFdTable {
+                    null: null(),
+                    at: 600,
+                },
+            ],
+        ] {
+            let err = launch(
+                &sh("exit 0"),
+                [w.as_fd(), w.as_fd(), w.as_fd()],
+                &[],
+                &steps,
+            )
+            .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        }
     }
 
     #[test]
