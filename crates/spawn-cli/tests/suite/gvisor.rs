@@ -24,6 +24,29 @@ fn runsc_containers() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A field of `/proc/PID/status` (after `field`, trimmed) of the process of `spawn_pid`'s
+/// run whose command line starts with `name` (`runsc-sandbox`, `runsc-gofer`): runsc names
+/// its processes so, and their arguments hold the run's bundle, `bundles/SPAWNPID-RUNID`.
+fn runsc_status(spawn_pid: u32, name: &str, field: &str) -> Option<String> {
+    let id = format!("bundles/{spawn_pid}-");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd);
+            if !(cmd.starts_with(name) && cmd.contains(&id)) {
+                return None;
+            }
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|v| v.trim().to_owned())
+        })
+}
+
 #[test]
 fn gvisor_keeps_the_sandbox_guarantees() {
     let home = Home::new();
@@ -250,23 +273,11 @@ fn gvisor_reports_the_sentrys_host_uid() {
     let run = home
         .cmd(["run", "--runtime", "gvisor", "--json", "--", "sleep", "2"])
         .start();
-    let spawn_pid = run.pid();
-    let id = format!("bundles/{spawn_pid}-");
     let mut sentry_uid = None;
     let seen = wait_until(Duration::from_secs(10), || {
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("runsc-sandbox") && cmd.contains(&id) {
-                let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-                sentry_uid = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|v| v.split_whitespace().next().map(str::to_owned));
-                return sentry_uid.is_some();
-            }
-        }
-        false
+        sentry_uid = runsc_status(run.pid(), "runsc-sandbox", "Uid:")
+            .and_then(|v| v.split_whitespace().next().map(str::to_owned));
+        sentry_uid.is_some()
     });
     assert!(seen, "no runsc-sandbox process of this run was found");
     let out = run.wait();
@@ -387,26 +398,10 @@ fn runscs_processes_start_with_large_descriptor_tables_the_agent_never_sees() {
             "ls /proc/self/fd; sleep 2",
         ])
         .start();
-    let id = format!("bundles/{}-", run.pid());
     let mut sizes = std::collections::BTreeMap::new();
     let seen = wait_until(Duration::from_secs(10), || {
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            let Some(name) = ["runsc-gofer", "runsc-sandbox"]
-                .into_iter()
-                .find(|n| cmd.starts_with(n))
-            else {
-                continue;
-            };
-            if !cmd.contains(&id) {
-                continue;
-            }
-            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            let size = status
-                .lines()
-                .find_map(|l| l.strip_prefix("FDSize:"))
-                .and_then(|v| v.trim().parse::<u32>().ok());
+        for name in ["runsc-gofer", "runsc-sandbox"] {
+            let size = runsc_status(run.pid(), name, "FDSize:").and_then(|v| v.parse::<u32>().ok());
             if let Some(size) = size {
                 sizes.insert(name, size);
             }
