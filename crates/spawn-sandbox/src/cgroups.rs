@@ -407,6 +407,20 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Changes the CPU limit (thousandths of a CPU) of groups created with one.
+    pub fn set_cpu(&self, cpu_millis: u64) -> Result<(), SandboxError> {
+        let quota = cpu_millis.saturating_mul(100);
+        match &self.layout {
+            Layout::V1 { .. } => match self.dirs.get(2) {
+                Some(dir) => write(&dir.join("cpu.cfs_quota_us"), &quota.to_string()),
+                None => Err(SandboxError::Unsupported(
+                    "a CPU limit was asked for but the cpu cgroup controller is not mounted".into(),
+                )),
+            },
+            Layout::V2 { .. } => write(&self.dirs[0].join("cpu.max"), &format!("{quota} 100000")),
+        }
+    }
+
     /// Files through which a process moves *itself* into every group of the run by writing
     /// `0`. Moving oneself is cheap; moving another process makes the kernel wait for an RCU
     /// grace period (~10 ms on our hosts), which would dominate a sandbox's start time.
@@ -658,6 +672,35 @@ mod tests {
         let primer = prime_migrations(&layout).expect("the primer's thread starts");
         primer.join().unwrap().expect("the kernel accepts the move");
         assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
+    }
+
+    /// On this host: a run's group made with one CPU limit holds another once set, in
+    /// whichever hierarchy has the cpu controller.
+    #[test]
+    fn a_groups_cpu_limit_can_be_changed() {
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test makes cgroups: run it as root (make test does)");
+        }
+        let layout = Layout::detect().unwrap();
+        let name = format!("{}-test-set-cpu", std::process::id());
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            pids: 16,
+            cpu_millis: Some(1500),
+        };
+        let group = Cgroup::create(&layout, &name, &limits).unwrap();
+        let quota = || {
+            group.dirs().iter().find_map(|d| {
+                let v1 = fs::read_to_string(d.join("cpu.cfs_quota_us")).ok();
+                let v2 = fs::read_to_string(d.join("cpu.max")).ok();
+                v1.or(v2)?.split_whitespace().next()?.parse::<u64>().ok()
+            })
+        };
+        assert_eq!(quota(), Some(150_000));
+        for (millis, want) in [(500, 50_000), (10, 1000), (2000, 200_000)] {
+            group.set_cpu(millis).unwrap();
+            assert_eq!(quota(), Some(want), "{millis} thousandths");
+        }
     }
 
     #[test]

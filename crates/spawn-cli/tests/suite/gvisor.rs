@@ -420,3 +420,54 @@ fn runscs_processes_start_with_large_descriptor_tables_the_agent_never_sees() {
     // 0–2 and `ls`'s own directory.
     assert_eq!(out.body(), "0\n1\n2\n3", "\n{out}");
 }
+
+/// The run's CPU quota, from whichever file its cgroup directory holds (v1
+/// `cpu.cfs_quota_us`, v2 `cpu.max`), in microseconds per 100 ms period.
+fn cpu_quota(dirs: &[std::path::PathBuf]) -> Option<u64> {
+    dirs.iter().find_map(|d| {
+        let v1 = std::fs::read_to_string(d.join("cpu.cfs_quota_us")).ok();
+        let v2 = std::fs::read_to_string(d.join("cpu.max")).ok();
+        v1.or(v2)?.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// A gVisor sandbox boots with one CPU more than the agent's limit (runsc, its gofer and
+/// the Sentry count against the run's group, and were throttled at the default of one CPU),
+/// and half a second after runsc's start the group holds the agent's limit exactly.
+#[test]
+fn gvisor_boots_with_a_cpu_allowance_then_holds_the_agents_limit() {
+    let home = Home::new();
+    let run = home
+        .cmd([
+            "run",
+            "--runtime",
+            "gvisor",
+            "--cpu",
+            "500m",
+            "--json",
+            "--",
+            "sleep",
+            "3",
+        ])
+        .start();
+    let spawn_pid = run.pid();
+    let mut seen = Vec::new();
+    let booted = wait_until(Duration::from_secs(2), || {
+        let q = cpu_quota(&cgroup_dirs_of_spawn(spawn_pid));
+        if let Some(q) = q {
+            if seen.last() != Some(&q) {
+                seen.push(q);
+            }
+        }
+        q.is_some()
+    });
+    assert!(booted, "no cgroup of the run was found");
+    // Well after the window (0.5 s from runsc's start), while the agent still sleeps.
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = cpu_quota(&cgroup_dirs_of_spawn(spawn_pid));
+    let out = run.wait();
+    out.assert_code(0);
+    assert_eq!(late, Some(50_000), "the agent's 500m as a quota\n{out}");
+    // The first quota the group was seen with: the agent's and one CPU more.
+    assert_eq!(seen.first(), Some(&150_000), "quotas seen: {seen:?}\n{out}");
+}
