@@ -34,6 +34,9 @@ pub(crate) const MAX_DISK_BYTES: u64 = TI;
 pub(crate) const MAX_PIDS: u64 = 100_000;
 /// Largest CPU limit, in thousandths of a CPU: 1024 CPUs.
 pub(crate) const MAX_CPU_MILLIS: u64 = 1024 * 1000;
+/// Smallest CPU limit, in thousandths of a CPU: the kernel's smallest quota is 1 ms per
+/// period, and spawn's period is 100 ms (a smaller limit was the kernel's `EINVAL`, exit 125).
+pub(crate) const MIN_CPU_MILLIS: u64 = 10;
 /// Longest timeout: 30 days. A run is ephemeral; longer means a mistake.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Longest `instructions` text: the manifest's own limit.
@@ -542,13 +545,22 @@ pub(crate) fn check_pids(field: &str, pids: u64) -> Result<u64, PolicyError> {
     Ok(pids)
 }
 
-/// CPU: more than 0, at most 1024 CPUs. Returns thousandths of a CPU.
+/// CPU: at least 10m (a hundredth of a CPU), at most 1024 CPUs. Returns thousandths of a
+/// CPU.
 pub(crate) fn check_cpu(field: &str, value: &str) -> Result<u64, PolicyError> {
     let millis = quantity::cpu_millis(value).map_err(|m| PolicyError::invalid(field, m))?;
     if millis == 0 {
         return Err(PolicyError::invalid(
             field,
             format!("{} must be more than 0", quote(value)),
+        ));
+    }
+    if millis < MIN_CPU_MILLIS {
+        return Err(range_error(
+            field,
+            value,
+            "below the minimum of",
+            format!("{MIN_CPU_MILLIS}m"),
         ));
     }
     if millis > MAX_CPU_MILLIS {

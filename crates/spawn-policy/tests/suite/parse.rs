@@ -333,6 +333,18 @@ fn quantity_rules() {
             "spec.sandbox.resources.cpu: \"0m\" must be more than 0",
         ),
         (
+            "cpu: 1m",
+            "spec.sandbox.resources.cpu: \"1m\" is below the minimum of 10m",
+        ),
+        (
+            "cpu: 9m",
+            "spec.sandbox.resources.cpu: \"9m\" is below the minimum of 10m",
+        ),
+        (
+            "cpu: 0.009",
+            "spec.sandbox.resources.cpu: \"0.009\" is below the minimum of 10m",
+        ),
+        (
             "cpu: 1025",
             "spec.sandbox.resources.cpu: \"1025\" is above the maximum of 1024 CPUs",
         ),

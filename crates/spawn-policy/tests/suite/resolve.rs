@@ -704,6 +704,10 @@ fn bad_flag_values() {
         "--cpu: \"0\" must be more than 0"
     );
     assert_eq!(
+        with(|o| o.cpu = Some("5m".into())),
+        "--cpu: \"5m\" is below the minimum of 10m"
+    );
+    assert_eq!(
         with(|o| o.timeout = Some("31d".into())),
         "--timeout: \"31d\" is above the maximum of 30d"
     );
