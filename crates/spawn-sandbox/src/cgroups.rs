@@ -384,14 +384,13 @@ impl Cgroup {
                 write(&memory.join("memory.limit_in_bytes"), &mem)?;
                 write_optional(&memory.join("memory.memsw.limit_in_bytes"), &mem)?;
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
-                if let (Some(cpu), Some(dir)) = (limits.cpu_millis, self.dirs.get(2)) {
+                if let (Some(_), Some(dir)) = (limits.cpu_millis, self.dirs.get(2)) {
                     // A new group starts with the kernel's default period of 100 ms; each
                     // write re-programs the bandwidth timer, so only write what differs.
                     let period = dir.join("cpu.cfs_period_us");
                     if read_u64(&period) != Some(100_000) {
                         write(&period, "100000")?;
                     }
-                    write(&dir.join("cpu.cfs_quota_us"), &(cpu * 100).to_string())?;
                 }
             }
             Layout::V2 { .. } => {
@@ -399,15 +398,16 @@ impl Cgroup {
                 write(&dir.join("memory.max"), &mem)?;
                 write_optional(&dir.join("memory.swap.max"), "0")?;
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
-                if let Some(cpu) = limits.cpu_millis {
-                    write(&dir.join("cpu.max"), &format!("{} 100000", cpu * 100))?;
-                }
             }
         }
-        Ok(())
+        match limits.cpu_millis {
+            Some(cpu) => self.set_cpu(cpu),
+            None => Ok(()),
+        }
     }
 
-    /// Changes the CPU limit (thousandths of a CPU) of groups created with one.
+    /// Sets the CPU limit (thousandths of a CPU, per period of 100 ms): when the groups
+    /// are configured, and to change it later (gVisor's boot allowance).
     pub fn set_cpu(&self, cpu_millis: u64) -> Result<(), SandboxError> {
         let quota = cpu_millis.saturating_mul(100);
         match &self.layout {

@@ -5,14 +5,19 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::helpers::{cgroup_dirs_of_run, cgroup_dirs_of_spawn, wait_until, Home, Output};
+use super::helpers::{cgroup_dirs_of_run, cgroup_dirs_of_spawn, wait_until, Cmd, Home, Output};
 
-fn gvisor(home: &Home, flags: &[&str], command: &[&str]) -> Output {
+/// `spawn run --runtime gvisor --json FLAGS -- COMMAND`, to run or start.
+fn gvisor_cmd(home: &Home, flags: &[&str], command: &[&str]) -> Cmd {
     let mut args = vec!["run", "--runtime", "gvisor", "--json"];
     args.extend_from_slice(flags);
     args.push("--");
     args.extend_from_slice(command);
-    home.cmd(args).run()
+    home.cmd(args)
+}
+
+fn gvisor(home: &Home, flags: &[&str], command: &[&str]) -> Output {
+    gvisor_cmd(home, flags, command).run()
 }
 
 #[allow(clippy::expect_used)] // a test helper: a missing runsc is a failure with the reason
@@ -270,9 +275,7 @@ fn gvisor_platform_probe_is_bounded_cached_and_clean() {
 #[test]
 fn gvisor_reports_the_sentrys_host_uid() {
     let home = Home::new();
-    let run = home
-        .cmd(["run", "--runtime", "gvisor", "--json", "--", "sleep", "2"])
-        .start();
+    let run = gvisor_cmd(&home, &[], &["sleep", "2"]).start();
     let mut sentry_uid = None;
     let seen = wait_until(Duration::from_secs(10), || {
         sentry_uid = runsc_status(run.pid(), "runsc-sandbox", "Uid:")
@@ -386,18 +389,7 @@ fn a_runsc_older_than_2024_07_29_is_refused_with_the_fix() {
 #[test]
 fn runscs_processes_start_with_large_descriptor_tables_the_agent_never_sees() {
     let home = Home::new();
-    let run = home
-        .cmd([
-            "run",
-            "--runtime",
-            "gvisor",
-            "--json",
-            "--",
-            "sh",
-            "-c",
-            "ls /proc/self/fd; sleep 2",
-        ])
-        .start();
+    let run = gvisor_cmd(&home, &[], &["sh", "-c", "ls /proc/self/fd; sleep 2"]).start();
     let mut sizes = std::collections::BTreeMap::new();
     let seen = wait_until(Duration::from_secs(10), || {
         for name in ["runsc-gofer", "runsc-sandbox"] {
@@ -437,19 +429,7 @@ fn cpu_quota(dirs: &[std::path::PathBuf]) -> Option<u64> {
 #[test]
 fn gvisor_boots_with_a_cpu_allowance_then_holds_the_agents_limit() {
     let home = Home::new();
-    let run = home
-        .cmd([
-            "run",
-            "--runtime",
-            "gvisor",
-            "--cpu",
-            "500m",
-            "--json",
-            "--",
-            "sleep",
-            "3",
-        ])
-        .start();
+    let run = gvisor_cmd(&home, &["--cpu", "500m"], &["sleep", "3"]).start();
     let spawn_pid = run.pid();
     let mut seen = Vec::new();
     let booted = wait_until(Duration::from_secs(2), || {
