@@ -41,7 +41,6 @@ use crate::{config_feed, gvisor_monitor, oci, rootfs, sys};
 
 /// Where bundles and runc's state live: tmpfs, so nothing of a run reaches the disk.
 pub const BASE: &str = "/dev/shm/spawn";
-const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Which OCI runtime drives the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,7 +441,8 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), SandboxError> {
 }
 
 fn on_tmpfs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
 /// Deletes containers and bundles of spawn processes that no longer exist.

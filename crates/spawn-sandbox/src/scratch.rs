@@ -47,7 +47,6 @@ pub const DIR: &str = "/var/lib/spawn/scratch";
 /// Its parent, created (root only) if missing.
 const PARENT: &str = "/var/lib/spawn";
 
-const TMPFS_MAGIC: i64 = 0x0102_1994;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 
@@ -185,8 +184,8 @@ fn prepare_dir() -> Result<(), SandboxError> {
     for (path, mode) in [(PARENT, 0o711), (DIR, 0o700)] {
         crate::container::ensure_dir(Path::new(path), mode)?;
     }
-    let on_tmpfs =
-        nix::sys::statfs::statfs(DIR).is_ok_and(|s| s.filesystem_type().0 == TMPFS_MAGIC);
+    let on_tmpfs = nix::sys::statfs::statfs(DIR)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
     if on_tmpfs {
         return Err(SandboxError::Unsupported(format!(
             "{DIR} is on tmpfs: the scratch images must be on a disk, or the disk quota \

@@ -247,9 +247,9 @@ pub(crate) fn move_mount(from: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
+const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
+const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
+const LOOP_SET_DIRECT_IO: libc::Ioctl = 0x4C08;
 /// Reads and writes go to the backing file with `O_DIRECT`: no second page cache.
 const LO_FLAGS_DIRECT_IO: u32 = 16;
 /// The loop device detaches itself when its last user (the mounted filesystem) lets go.
@@ -660,13 +660,21 @@ pub(crate) fn loopback_up() -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name and writes the flags into `ifr`.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) }.into())?;
+    cvt(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as libc::Ioctl,
+            &mut ifr,
+        )
+    }
+    .into())?;
     // SAFETY: the union member for SIOCGIFFLAGS/SIOCSIFFLAGS is ifru_flags.
     unsafe {
         ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     }
     // SAFETY: SIOCSIFFLAGS reads `ifr`, which is initialised above.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) }.into()).map(drop)
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as libc::Ioctl, &ifr) }.into())
+        .map(drop)
 }
 
 /// The Landlock ABI version the running kernel supports, or `None`.
@@ -952,7 +960,7 @@ extern "C" fn guard_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if !plan.grace.is_zero() {
             let ts = libc::timespec {
-                tv_sec: plan.grace.as_secs() as libc::time_t,
+                tv_sec: i64::try_from(plan.grace.as_secs()).unwrap_or(i64::MAX),
                 tv_nsec: libc::c_long::from(plan.grace.subsec_nanos() as i32),
             };
             raw_syscall(libc::SYS_nanosleep, std::ptr::addr_of!(ts) as usize, 0, 0);

@@ -415,17 +415,25 @@ const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP) as u64;
 
+/// An ioctl request number as the filter compares it (the C library's own type for it
+/// differs: `unsigned long` in glibc, `int` in musl).
+// The same type under glibc, a widening one under musl.
+#[allow(clippy::unnecessary_cast)]
+const fn request(r: libc::Ioctl) -> u64 {
+    r as u64
+}
+
 /// Terminal ioctls that push input into a terminal, take one over or change how it works
 /// for everyone using it (classic sandbox escapes): injecting input (`TIOCSTI`,
 /// `TIOCLINUX`), changing its line discipline (`TIOCSETD`), making it a controlling
 /// terminal (`TIOCSCTTY`) and redirecting the console to it (`TIOCCONS`). The run's own
 /// pty (an interactive run) is made the agent's controlling terminal before the filter.
 const DENIED_IOCTLS: &[u64] = &[
-    libc::TIOCSTI,
-    libc::TIOCLINUX,
-    libc::TIOCSETD,
-    libc::TIOCSCTTY,
-    libc::TIOCCONS,
+    request(libc::TIOCSTI),
+    request(libc::TIOCLINUX),
+    request(libc::TIOCSETD),
+    request(libc::TIOCSCTTY),
+    request(libc::TIOCCONS),
 ];
 
 /// Socket types allowed for AF_INET/AF_INET6 (no SOCK_RAW, no SOCK_PACKET).
