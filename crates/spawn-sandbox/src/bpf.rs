@@ -343,6 +343,41 @@ fn resolve(code: &[Insn]) -> Result<Vec<libc::sock_filter>, BpfError> {
     Ok(out)
 }
 
+/// One program of two: `first`'s answer, except where it answers "allow": there `then`
+/// decides. Each of `first`'s `ret ALLOW` becomes a jump to `then`'s first instruction
+/// (both programs load what they compare, so `then` starts as it would alone). Installing
+/// one program instead of two saves a filter installation (gVisor compiles each one, which
+/// takes milliseconds) and an evaluation per call. It answers as the two installed one
+/// after the other would (`first` first) wherever `then` allows what `first` does not:
+/// the caller checks that (see `seccomp::tests`).
+pub fn chain(
+    first: &[libc::sock_filter],
+    then: &[libc::sock_filter],
+) -> Result<Vec<libc::sock_filter>, BpfError> {
+    let total = first.len() + then.len();
+    if total > MAX_INSNS {
+        return Err(BpfError::TooLong(total));
+    }
+    let mut out = Vec::with_capacity(total);
+    for (i, insn) in first.iter().enumerate() {
+        if insn.code == RET_K && insn.k == RET_ALLOW {
+            // To the instruction after `first`'s last: `then`'s first.
+            let skip = u32::try_from(first.len() - i - 1)
+                .map_err(|_| BpfError::Internal("jump too long"))?;
+            out.push(libc::sock_filter {
+                code: JMP_JA,
+                jt: 0,
+                jf: 0,
+                k: skip,
+            });
+        } else {
+            out.push(*insn);
+        }
+    }
+    out.extend_from_slice(then);
+    Ok(out)
+}
+
 /// Runs a program over a `seccomp_data` (for tests and self-checks): returns the RET value.
 pub fn run(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> Option<u32> {
     let mut data = [0u8; 64];

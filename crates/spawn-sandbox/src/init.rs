@@ -610,32 +610,35 @@ pub fn oci_init(args: &InitArgs) -> i32 {
         Some(_) => compiled.main,
         None => compiled.deny_only(),
     };
-    let compat = if args.xattr_compat {
-        match crate::seccomp::gvisor_xattr_compat() {
-            Ok(p) => Some(p),
+    let program = if args.xattr_compat {
+        match crate::seccomp::with_gvisor_xattr_compat(&program) {
+            Ok(p) => p,
             Err(e) => return init_failed("build the xattr filter", e),
         }
     } else {
-        None
+        program
     };
     // Under gVisor the init starts as root of gVisor's kernel: the bounding set is
     // emptied before the fork, once, so that the command inherits it empty (the effective
     // capabilities the command's side needs to become the agent are not in it).
+    // Under gVisor: the bounding set and the ignored signals, from one read of the status.
+    let status = args.gvisor_root.then(sys::StatusMasks::read);
     if args.gvisor_root {
         if let Err(e) = prune_dev() {
             return init_failed("remove the devices SPEC §5 does not list from /dev", e);
         }
-        if let Err(e) = sys::drop_bounding(sys::bounding_set()) {
+        if let Err(e) =
+            sys::drop_bounding(status.map_or(u64::MAX, sys::StatusMasks::bounding_or_all))
+        {
             return init_failed("drop the capability bounding set", e);
         }
     }
     let landlock = (!args.landlock.read.is_empty() || !args.landlock.write.is_empty())
         .then_some(&args.landlock);
     // Read before the fork: only what the init ignores needs resetting in the command.
-    let ignored = if args.gvisor_root {
-        sys::ignored_signals_of_gvisor_init()
-    } else {
-        sys::ignored_signals()
+    let ignored = match status {
+        Some(status) => status.ignored_in_gvisor_init(),
+        None => sys::ignored_signals(),
     };
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -687,11 +690,6 @@ pub fn oci_init(args: &InitArgs) -> i32 {
                 Some(Ok(enforced)) => Some(enforced.code()),
                 Some(Err(e)) => sys::exit_now(init_failed("apply Landlock", e)),
             };
-            if let Some(compat) = &compat {
-                if let Err(e) = sys::seccomp_install(compat, false) {
-                    sys::exit_now(init_failed("install the xattr filter", e));
-                }
-            }
             if let Some(report) = &report {
                 let listener = match sys::seccomp_install(&program, true) {
                     Ok(Some(l)) => l,

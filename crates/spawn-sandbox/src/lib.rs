@@ -31,6 +31,6 @@ pub use native::{
     run, ExecFailure, KillReason, Network, NoObserver, Observer, Report, RunOptions, Stop,
 };
 pub use secret_env::SecretEnv;
-pub use sys::default_sigpipe;
+pub use sys::{default_sigpipe, ignore_sigpipe};
 /// Passing descriptors over unix sockets (`SCM_RIGHTS`), for spawn's helper processes.
 pub use sys::{recv_fds, send_fds};

@@ -73,13 +73,23 @@ impl Compiled {
     }
 }
 
-/// A second filter for gVisor releases before 2024-10-21, whose `lgetxattr` fails with
-/// `EBADF` on any symlink served by the gofer (gVisor issue 11049, fixed by its PR 11052):
-/// `ls -l` then prints an error for every symlink. Here `lgetxattr` answers `ENODATA` (no
-/// such attribute), which is what Linux answers for an unprivileged caller on a symlink;
-/// the price is that extended attributes read without following symlinks look absent on
-/// regular files too. Every other call is left to the main filter.
-pub fn gvisor_xattr_compat() -> Result<Vec<libc::sock_filter>, SandboxError> {
+/// `program` (the sandbox's filter) with a compatibility rule before it, for gVisor
+/// releases before 2024-10-21, whose `lgetxattr` fails with `EBADF` on any symlink served
+/// by the gofer (gVisor issue 11049, fixed by its PR 11052): `ls -l` then prints an error
+/// for every symlink. Here `lgetxattr` answers `ENODATA` (no such attribute), which is
+/// what Linux answers for an unprivileged caller on a symlink; the price is that extended
+/// attributes read without following symlinks look absent on regular files too. Every
+/// other call is left to `program`. One program (see [`crate::bpf::chain`]), where there
+/// were two filters: the sandbox's filter allows `lgetxattr`, so it answers the same.
+pub fn with_gvisor_xattr_compat(
+    program: &[libc::sock_filter],
+) -> Result<Vec<libc::sock_filter>, SandboxError> {
+    crate::bpf::chain(&gvisor_xattr_compat()?, program)
+        .map_err(|e| SandboxError::Seccomp(e.to_string()))
+}
+
+/// The compatibility rule alone: `lgetxattr` fails `ENODATA`, everything else is allowed.
+fn gvisor_xattr_compat() -> Result<Vec<libc::sock_filter>, SandboxError> {
     use crate::bpf::{Action, Entry, Filter};
     let entries = [(
         policy::nr(libc::SYS_lgetxattr),
@@ -352,6 +362,84 @@ mod tests {
         let p = compile().unwrap().main;
         assert!(p.len() < 600, "{} instructions", p.len());
         eprintln!("seccomp program: {} instructions", p.len());
+    }
+
+    /// What the kernel answers with `older` installed first and `newer` after it: the
+    /// action of lower value as a signed number (kill < trap < errno < notify < allow)
+    /// wins, and of two equal actions the newer filter's (its data, e.g. the errno).
+    fn stacked(older: u32, newer: u32) -> u32 {
+        const ACTION: u32 = 0xffff_0000;
+        let rank = |r: u32| (r & ACTION) as i32;
+        if rank(older) < rank(newer) {
+            older
+        } else {
+            newer
+        }
+    }
+
+    #[test]
+    fn the_xattr_compat_program_answers_as_the_two_filters_did() {
+        let main = compile().unwrap();
+        let x86 = u32::try_from(libc::SYS_lgetxattr).unwrap();
+        let compat = gvisor_xattr_compat().unwrap();
+        // Every syscall number of this ABI and past it, the x32 ABI's (bit 30), numbers
+        // no table has, a foreign architecture; with arguments that the filter's argument
+        // rules (clone flags, socket families, ioctl requests, ...) tell apart.
+        let numbers = (0..=600u32)
+            .chain((0..=600).map(|n| n | 0x4000_0000))
+            .chain([0x3fff_ffff, 0x7fff_ffff, 0x8000_0000, u32::MAX]);
+        let args_table: [[u64; 6]; 5] = [
+            [0; 6],
+            [1, 2, 3, 4, 5, 6],
+            [u64::MAX; 6],
+            [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0],
+            [0, libc::CLONE_NEWUSER as u64, 0, 0, 0, 0],
+        ];
+        for program in [main.main.clone(), main.deny_only()] {
+            let chained = with_gvisor_xattr_compat(&program).unwrap();
+            assert_eq!(chained.len(), compat.len() + program.len());
+            for arch in [AUDIT_ARCH, 0x4000_0003] {
+                for nr in numbers.clone() {
+                    for args in args_table {
+                        let one = run(&chained, arch, nr, args).unwrap();
+                        let two = stacked(
+                            run(&compat, arch, nr, args).unwrap(),
+                            run(&program, arch, nr, args).unwrap(),
+                        );
+                        assert_eq!(one, two, "arch {arch:#x} syscall {nr} args {args:x?}");
+                    }
+                }
+            }
+            // What it is for: lgetxattr fails ENODATA, whatever its arguments.
+            for args in args_table {
+                let answer = run(&chained, AUDIT_ARCH, x86, args).unwrap();
+                assert_eq!(answer, RET_ERRNO | libc::ENODATA as u32);
+            }
+            // And the rest is the sandbox's filter: mount is still refused, read allowed.
+            let mount = u32::try_from(libc::SYS_mount).unwrap();
+            let read = u32::try_from(libc::SYS_read).unwrap();
+            for (nr, expected) in [
+                (mount, run(&program, AUDIT_ARCH, mount, [0; 6])),
+                (read, Some(RET_ALLOW)),
+            ] {
+                assert_eq!(run(&chained, AUDIT_ARCH, nr, [0; 6]), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn chaining_refuses_a_program_past_the_kernels_limit() {
+        let long = vec![
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: RET_ALLOW
+            };
+            crate::bpf::MAX_INSNS
+        ];
+        assert!(crate::bpf::chain(&gvisor_xattr_compat().unwrap(), &long).is_err());
+        assert!(crate::bpf::chain(&long[..10], &long[..20]).is_ok());
     }
 
     #[test]

@@ -457,7 +457,7 @@ pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
     cvt(ret.into()).map(drop)
 }
 
-/// Drops every capability of `present` (the bounding set, as from [`bounding_set`]) from
+/// Drops every capability of `present` (the bounding set, as from [`StatusMasks::bounding_or_all`]) from
 /// the bounding set: one call per capability there (under gVisor each call is a trip
 /// through its kernel; asking for all 64 cost ~80 of them per run). gVisor's kernel has
 /// no ambient set to clear; there [`drop_bounding_and_ambient`] would fail.
@@ -483,35 +483,49 @@ pub(crate) fn drop_bounding(present: u64) -> io::Result<()> {
 /// (bit N-1 for signal N). Handlers are reset by `execve`; ignored signals are not.
 pub(crate) fn ignored_signals() -> u64 {
     // Unknown: reset every signal.
-    status_mask("SigIgn:").unwrap_or(u64::MAX)
+    StatusMasks::read().ignored.unwrap_or(u64::MAX)
 }
 
-/// [`ignored_signals`] of spawn-init as the init of a gVisor sandbox, whose kernel shows
-/// no `SigIgn` line: it starts the init with every signal at its default (a new task of
-/// its own, nothing inherited from the host), so only what spawn-init's own runtime
-/// changed is ignored: SIGPIPE (Rust's runtime ignores it). Resetting all 64 instead
-/// cost 59 calls through gVisor's kernel on every run.
-pub(crate) fn ignored_signals_of_gvisor_init() -> u64 {
-    status_mask("SigIgn:").unwrap_or(1u64 << (libc::SIGPIPE - 1))
+/// The two masks of `/proc/self/status` spawn-init needs, read at once (each read of the
+/// file is four calls, a trip through gVisor's kernel each there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatusMasks {
+    /// `SigIgn`: the ignored signals (bit N-1 for signal N).
+    pub(crate) ignored: Option<u64>,
+    /// `CapBnd`: the capability bounding set (bit N for capability N).
+    pub(crate) bounding: Option<u64>,
 }
 
-/// This process's capability bounding set, as the `CapBnd` mask of `/proc/self/status`
-/// (bit N for capability N); every capability when it cannot be read, so that
-/// [`drop_bounding`] then drops them all.
-pub(crate) fn bounding_set() -> u64 {
-    status_mask("CapBnd:").unwrap_or(u64::MAX)
-}
+impl StatusMasks {
+    /// Reads this process's masks; a mask that cannot be read is `None`.
+    pub(crate) fn read() -> StatusMasks {
+        use std::io::Read as _;
+        // Read with room for the whole file at once (Linux's is ~1.5 KiB): a read into a
+        // growing buffer costs a dozen calls, each a trip through gVisor's kernel there.
+        let mut status = Vec::with_capacity(8192);
+        let read = std::fs::File::open("/proc/self/status")
+            .and_then(|f| f.take(1 << 16).read_to_end(&mut status));
+        let text = read.ok().and_then(|_| std::str::from_utf8(&status).ok());
+        StatusMasks {
+            ignored: text.and_then(|t| parse_status_mask(t, "SigIgn:")),
+            bounding: text.and_then(|t| parse_status_mask(t, "CapBnd:")),
+        }
+    }
 
-/// The hexadecimal mask on the `key` line of `/proc/self/status`.
-fn status_mask(key: &str) -> Option<u64> {
-    use std::io::Read as _;
-    // Read with room for the whole file at once (Linux's is ~1.5 KiB): a read into a
-    // growing buffer costs a dozen calls, each a trip through gVisor's kernel there.
-    let mut status = Vec::with_capacity(8192);
-    std::fs::File::open("/proc/self/status")
-        .and_then(|f| f.take(1 << 16).read_to_end(&mut status))
-        .ok()?;
-    parse_status_mask(std::str::from_utf8(&status).ok()?, key)
+    /// The bounding set to drop: every capability when it could not be read, so that
+    /// [`drop_bounding`] then drops them all.
+    pub(crate) fn bounding_or_all(self) -> u64 {
+        self.bounding.unwrap_or(u64::MAX)
+    }
+
+    /// [`ignored_signals`] of spawn-init as the init of a gVisor sandbox, whose kernel
+    /// shows no `SigIgn` line: it starts the init with every signal at its default (a new
+    /// task of its own, nothing inherited from the host), so only what spawn-init changed
+    /// is ignored: SIGPIPE ([`ignore_sigpipe`], first thing in its `main`). Resetting all
+    /// 64 instead cost 59 calls through gVisor's kernel on every run.
+    pub(crate) fn ignored_in_gvisor_init(self) -> u64 {
+        self.ignored.unwrap_or(1u64 << (libc::SIGPIPE - 1))
+    }
 }
 
 fn parse_status_mask(status: &str, key: &str) -> Option<u64> {
@@ -519,6 +533,17 @@ fn parse_status_mask(status: &str, key: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// Ignores SIGPIPE, as Rust's runtime start-up does for a program with a Rust `main`: a
+/// write to a pipe or socket whose reader went away then fails `EPIPE` instead of killing
+/// the process. For spawn-init, whose `main` is the C library's (`no_main`).
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE is always sound; the process has no handler
+    // of its own for it to lose.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
 }
 
 /// Gives SIGPIPE its default action back (Rust's runtime ignores it): a command whose
