@@ -338,11 +338,7 @@ fn confine_process(cfg: &ChildConfig, report: &OwnedFd) -> Result<(), SandboxErr
 /// (the bounding set came empty from the init; changing every uid away from 0 clears the
 /// rest).
 fn drop_to_agent() -> Result<(), SandboxError> {
-    nix::unistd::setgroups(&[]).map_err(|e| SandboxError::setup("clear groups", e))?;
-    let gid = Gid::from_raw(AGENT_ID);
-    let uid = Uid::from_raw(AGENT_ID);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| SandboxError::setup("set gid 1000", e))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| SandboxError::setup("set uid 1000", e))?;
+    sys::set_ids_single_threaded(AGENT_ID).map_err(|(what, e)| SandboxError::setup(what, e))?;
     sys::capset_clear().map_err(|e| SandboxError::setup("clear capabilities", e))
 }
 

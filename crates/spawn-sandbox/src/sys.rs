@@ -403,6 +403,31 @@ pub(crate) fn fsmount(
     Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
 }
 
+/// Takes uid and gid `id` (real, effective and saved) and no supplementary groups, by raw
+/// system calls, in a process of a single thread. The C libraries' wrappers change every
+/// thread of the process (musl's with signals blocked around each call, three calls more
+/// each, a trip through gVisor's kernel apiece); a raw call changes the calling thread,
+/// which here is the process. Groups first, then the gid, then the uid (after which the
+/// others would no longer be allowed).
+pub(crate) fn set_ids_single_threaded(id: u32) -> Result<(), (&'static str, io::Error)> {
+    let id = id as usize;
+    let calls: [(&'static str, libc::c_long, [usize; 3]); 3] = [
+        ("clear groups", libc::SYS_setgroups, [0, 0, 0]),
+        ("set gid 1000", libc::SYS_setresgid, [id, id, id]),
+        ("set uid 1000", libc::SYS_setresuid, [id, id, id]),
+    ];
+    for (what, nr, [a0, a1, a2]) in calls {
+        // SAFETY: setgroups(0, NULL) reads no memory; setresgid/setresuid take ids by
+        // value. The caller's process has one thread (the init's command side, forked from
+        // the single-threaded init), so no other thread keeps the old credentials.
+        let ret = unsafe { raw_syscall(nr, a0, a1, a2) };
+        if ret < 0 {
+            return Err((what, io::Error::from_raw_os_error(-ret as i32)));
+        }
+    }
+    Ok(())
+}
+
 /// Clears the inheritable, permitted and effective capability sets of the calling thread.
 pub(crate) fn capset_clear() -> io::Result<()> {
     let mut header = libc_cap_header {
