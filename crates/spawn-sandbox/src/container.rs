@@ -739,10 +739,16 @@ fn run_engine(
         // its root the mode of the mount point: the agent's /tmp is 1777 like everywhere.
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .map_err(|e| SandboxError::setup("chmod the /tmp mount point", e))?;
-        // spawn's init runs as the container's PID 1: its mount point must exist in the
-        // (read-only) root beforehand.
-        std::fs::File::create(root.join(oci::INIT_PATH.trim_start_matches('/')))
-            .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
+        // spawn's init runs as the container's PID 1: a copy in the (read-only) root, or
+        // its mount point there beforehand (see `Kernel::init_in_root`).
+        let init_at = root.join(oci::INIT_PATH.trim_start_matches('/'));
+        if kernel.init_in_root() {
+            rootfs::copy_program(&exe, &init_at)
+                .map_err(|e| SandboxError::setup("copy spawn-init into the root", e))?;
+        } else {
+            std::fs::File::create(&init_at)
+                .map_err(|e| SandboxError::setup("create the init's mount point", e))?;
+        }
         let config = oci::runtime_spec(&oci::OciInput {
             argv: &spec.command,
             env: &env,

@@ -617,6 +617,40 @@ fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
     io::copy(&mut io::Read::take(&mut from, ETC_COPY_MAX_BYTES), &mut to).map(drop)
 }
 
+/// Largest program [`copy_program`] copies (spawn-init is ~0.7 MB as `make build` links
+/// it, ~10 MB as a debug build).
+const PROGRAM_COPY_MAX_BYTES: u64 = 64 << 20;
+
+/// Copies the program `src` (a regular file of at most [`PROGRAM_COPY_MAX_BYTES`]) to the
+/// new file `dst`, read-only and executable for everyone (0555), owned by spawn.
+pub fn copy_program(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut from = fs::File::open(src)?;
+    let meta = from.metadata()?;
+    if !meta.is_file() || meta.len() > PROGRAM_COPY_MAX_BYTES {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file of at most {} MiB",
+            src.display(),
+            PROGRAM_COPY_MAX_BYTES >> 20
+        )));
+    }
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o555)
+        .open(dst)?;
+    let copied = io::copy(
+        &mut io::Read::take(&mut from, PROGRAM_COPY_MAX_BYTES),
+        &mut to,
+    )?;
+    if copied != meta.len() {
+        return Err(io::Error::other(format!(
+            "{} changed while it was copied",
+            src.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes the plan's directories, files, symlinks and mount points into `dir` on the host:
 /// the root directory of an OCI bundle, whose runtime then performs the mounts. Ownership
 /// inside the sandbox is expressed with host ids: `agent_host_id` for the agent's.
@@ -954,6 +988,44 @@ mod tests {
         fs::write(&big, "ok").unwrap();
         copy_file(&big, &dst).unwrap();
         assert_eq!(fs::read(&dst).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn a_program_copy_is_whole_read_only_and_refuses_what_is_not_a_regular_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("prog");
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&src, &body).unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o4777)).unwrap();
+        let dst = dir.path().join("copy");
+        copy_program(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), body);
+        // Read and execute for all, never writable, never set-id, whatever the source's mode.
+        assert_eq!(
+            fs::metadata(&dst).unwrap().permissions().mode() & 0o7777,
+            0o555
+        );
+        // Never over an existing file (the root is spawn's, made fresh per run).
+        assert_eq!(
+            copy_program(&src, &dst).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        for bad in [
+            Path::new("/etc"),
+            Path::new("/dev/zero"),
+            Path::new("/nonexistent"),
+        ] {
+            let to = dir.path().join("bad");
+            assert!(copy_program(bad, &to).is_err(), "{}", bad.display());
+            assert!(!to.exists() || fs::metadata(&to).unwrap().len() == 0);
+        }
+        let big = dir.path().join("big");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(PROGRAM_COPY_MAX_BYTES + 1)
+            .unwrap();
+        assert!(copy_program(&big, &dir.path().join("big-copy")).is_err());
     }
 
     #[test]
