@@ -583,12 +583,53 @@ pub enum EtcBinds {
 }
 
 /// Whether `step` is one of the small read-only host files bound under `/etc` (loader
-/// cache, protocols, …) that [`EtcBinds::Copied`] turns into copies. Directories stay
-/// binds: `/etc/ssl/certs` and `/etc/alternatives` hold hundreds of entries, and copying
-/// them costs more than the mount it saves.
+/// cache, protocols, …) or one of the small directories of them ([`ETC_SMALL_DIRS`]) that
+/// [`EtcBinds::Copied`] turns into copies. Other directories stay binds: `/etc/ssl/certs`
+/// and `/etc/alternatives` hold hundreds of entries, and copying them costs more than the
+/// mount it saves.
 pub fn is_etc_bind(step: &Step) -> bool {
-    matches!(step, Step::Bind { source: BindSource::Host(_), path, readonly: true, is_dir: false }
-        if path.starts_with("/etc"))
+    matches!(step, Step::Bind { source: BindSource::Host(_), path, readonly: true, is_dir }
+        if path.starts_with("/etc")
+            && (!is_dir || ETC_SMALL_DIRS.iter().any(|d| path == Path::new(d))))
+}
+
+/// `/etc` directories that [`EtcBinds::Copied`] copies (their files and symlinks, one
+/// level): the loader's configuration, a few files of a few lines.
+pub const ETC_SMALL_DIRS: &[&str] = &["/etc/ld.so.conf.d"];
+
+/// Most entries a copied [`ETC_SMALL_DIRS`] directory may have; more is an error, not a
+/// slow start.
+const ETC_DIR_MAX_ENTRIES: usize = 256;
+
+/// Copies the host directory `src` into the existing directory `dst`, one level: each
+/// regular file as by [`copy_file`], each symlink as a symlink to the same target (read in
+/// the sandbox's view, as the bind would have been). Anything else in it (a directory, a
+/// device, a FIFO), or more than [`ETC_DIR_MAX_ENTRIES`] entries, is refused.
+fn copy_small_dir(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(src)? {
+        entries.push(entry?);
+        if entries.len() > ETC_DIR_MAX_ENTRIES {
+            return Err(io::Error::other(format!(
+                "more than {ETC_DIR_MAX_ENTRIES} entries"
+            )));
+        }
+    }
+    for entry in entries {
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if kind.is_file() {
+            copy_file(&from, &to)?;
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file or a symlink",
+                from.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Largest `/etc` file copied for [`EtcBinds::Copied`] (loader caches of hosts with very
@@ -665,9 +706,16 @@ pub fn populate(
             Step::Bind {
                 source: BindSource::Host(src),
                 path,
+                is_dir,
                 ..
             } if etc == EtcBinds::Copied && is_etc_bind(step) => {
-                copy_file(src, &inside(dir, path)).map_err(|e| {
+                let at = inside(dir, path);
+                let copied = if *is_dir {
+                    mkdir(&at, 0o755).and_then(|()| copy_small_dir(src, &at))
+                } else {
+                    copy_file(src, &at)
+                };
+                copied.map_err(|e| {
                     SandboxError::setup(format!("copy {} into the root", src.display()), e)
                 })?;
             }
@@ -966,9 +1014,69 @@ mod tests {
             populate(&p, dir.path(), uid, etc).unwrap();
             let got = fs::read(dir.path().join("etc/ld.so.cache")).unwrap();
             assert_eq!(got, want, "{etc:?}: the loader cache in the root");
-            // Directories stay mount points either way.
+            // Directories stay mount points either way, but for the small ones copied.
             let certs = dir.path().join("etc/ssl/certs");
             assert!(certs.is_dir() && fs::read_dir(&certs).unwrap().next().is_none());
+            let conf = dir.path().join("etc/ld.so.conf.d");
+            let names = |d: &Path| -> Vec<std::ffi::OsString> {
+                let mut n: Vec<_> = fs::read_dir(d)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                n.sort();
+                n
+            };
+            let want_names = match etc {
+                EtcBinds::Copied => names(Path::new("/etc/ld.so.conf.d")),
+                EtcBinds::Mounted => vec![],
+            };
+            assert_eq!(names(&conf), want_names, "{etc:?}: /etc/ld.so.conf.d");
+            for name in want_names {
+                let host = Path::new("/etc/ld.so.conf.d").join(&name);
+                if host.is_symlink() {
+                    assert_eq!(
+                        fs::read_link(conf.join(&name)).unwrap(),
+                        fs::read_link(&host).unwrap()
+                    );
+                } else {
+                    assert_eq!(
+                        fs::read(conf.join(&name)).unwrap(),
+                        fs::read(&host).unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_etc_directories_copy_files_and_symlinks_and_refuse_the_rest() {
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("a.conf"), "/usr/lib/a\n").unwrap();
+        std::os::unix::fs::symlink("/etc/alternatives/b.conf", src.path().join("b.conf")).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        copy_small_dir(src.path(), dst.path()).unwrap();
+        assert_eq!(
+            fs::read(dst.path().join("a.conf")).unwrap(),
+            b"/usr/lib/a\n"
+        );
+        assert_eq!(
+            fs::read_link(dst.path().join("b.conf")).unwrap(),
+            Path::new("/etc/alternatives/b.conf")
+        );
+        // A directory, a FIFO, or too many entries: refused.
+        for make in [
+            |p: &Path| fs::create_dir(p.join("sub")).unwrap(),
+            |p: &Path| nix::unistd::mkfifo(&p.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap(),
+            |p: &Path| {
+                for i in 0..=ETC_DIR_MAX_ENTRIES {
+                    fs::write(p.join(format!("f{i}")), "").unwrap();
+                }
+            },
+        ] {
+            let src = tempfile::tempdir().unwrap();
+            make(src.path());
+            let dst = tempfile::tempdir().unwrap();
+            assert!(copy_small_dir(src.path(), dst.path()).is_err());
         }
     }
 
