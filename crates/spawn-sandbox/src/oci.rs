@@ -402,9 +402,9 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         let mut args = vec![INIT_PATH.to_owned()];
         args.extend(flags.to_args());
         config["process"]["args"] = json!(args);
-        if let Some(mounts) = config["mounts"]
-            .as_array_mut()
-            .filter(|_| !input.kernel.init_in_root())
+        // Bound, unless it is a copy in the root (see `Kernel::init_in_root`).
+        if let (false, Some(mounts)) =
+            (input.kernel.init_in_root(), config["mounts"].as_array_mut())
         {
             mounts.push(json!({
                 "destination": INIT_PATH, "type": "bind", "source": init,

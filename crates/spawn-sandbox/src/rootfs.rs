@@ -639,23 +639,7 @@ const ETC_COPY_MAX_BYTES: u64 = 16 << 20;
 /// Copies one host file (mode kept, set-id and sticky bits dropped); anything but a
 /// regular file of at most [`ETC_COPY_MAX_BYTES`] is refused.
 fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut from = fs::File::open(src)?;
-    let meta = from.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    if meta.len() > ETC_COPY_MAX_BYTES {
-        return Err(io::Error::other(format!(
-            "larger than {} MiB",
-            ETC_COPY_MAX_BYTES >> 20
-        )));
-    }
-    let mut to = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(meta.permissions().mode() & 0o777)
-        .open(dst)?;
-    io::copy(&mut io::Read::take(&mut from, ETC_COPY_MAX_BYTES), &mut to).map(drop)
+    copy_regular(src, dst, ETC_COPY_MAX_BYTES, |mode| mode & 0o777).map(drop)
 }
 
 /// Largest program [`copy_program`] copies (spawn-init is ~0.7 MB as `make build` links
@@ -663,33 +647,49 @@ fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
 const PROGRAM_COPY_MAX_BYTES: u64 = 64 << 20;
 
 /// Copies the program `src` (a regular file of at most [`PROGRAM_COPY_MAX_BYTES`]) to the
-/// new file `dst`, read-only and executable for everyone (0555), owned by spawn.
+/// new file `dst`, read-only and executable for everyone (0555), owned by spawn, whole.
 pub fn copy_program(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut from = fs::File::open(src)?;
-    let meta = from.metadata()?;
-    if !meta.is_file() || meta.len() > PROGRAM_COPY_MAX_BYTES {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file of at most {} MiB",
-            src.display(),
-            PROGRAM_COPY_MAX_BYTES >> 20
-        )));
-    }
-    let mut to = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o555)
-        .open(dst)?;
-    let copied = io::copy(
-        &mut io::Read::take(&mut from, PROGRAM_COPY_MAX_BYTES),
-        &mut to,
-    )?;
-    if copied != meta.len() {
+    let (copied, len) = copy_regular(src, dst, PROGRAM_COPY_MAX_BYTES, |_| 0o555)?;
+    if copied != len {
         return Err(io::Error::other(format!(
             "{} changed while it was copied",
             src.display()
         )));
     }
     Ok(())
+}
+
+/// Copies the regular file `src` of at most `max` bytes to the new file `dst`, whose mode
+/// is `mode` of the source's; anything else is refused before `dst` is made. Returns the
+/// bytes copied and the source's length when it was opened.
+fn copy_regular(
+    src: &Path,
+    dst: &Path,
+    max: u64,
+    mode: impl Fn(u32) -> u32,
+) -> io::Result<(u64, u64)> {
+    let mut from = fs::File::open(src)?;
+    let meta = from.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            src.display()
+        )));
+    }
+    if meta.len() > max {
+        return Err(io::Error::other(format!(
+            "{} is larger than {} MiB",
+            src.display(),
+            max >> 20
+        )));
+    }
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode(meta.permissions().mode()))
+        .open(dst)?;
+    let copied = io::copy(&mut io::Read::take(&mut from, max), &mut to)?;
+    Ok((copied, meta.len()))
 }
 
 /// Writes the plan's directories, files, symlinks and mount points into `dir` on the host:
