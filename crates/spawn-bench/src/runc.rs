@@ -37,7 +37,7 @@ pub fn case(name: &str, runc: &Path, dir: &Path, tag: &str, argv: &[&str]) -> Re
     // Unused host ids, as spawn picks them (never 0).
     let (root_id, agent_id) = (0x7190_0000, 0x7190_0001);
     let plan = rootfs::plan(&spec, 64 << 20, "bench", rootfs::Dns::None);
-    rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted)
+    rootfs::populate(&plan, &root, agent_id, rootfs::HostBinds::Mounted)
         .context("populate the baseline's root")?;
     // spawn's scratch filesystem is a per-run ext4 image; the baseline binds plain
     // directories of the bench's tmpfs in its place.

@@ -699,6 +699,19 @@ fn run_engine(
             staged.push((path.clone(), at));
         }
     }
+    // Under gVisor the host's read-only directories (/usr, /etc/ssl/certs, …) are part of
+    // the root, not gofer mounts of their own (see `rootfs::HostBinds::InRoot`): each is
+    // attached read-only on its mount point in the root, in the runtime's own mount
+    // namespace, where the gofer's recursive bind of the root takes it along.
+    if kernel.host_binds() == rootfs::HostBinds::InRoot {
+        for (src, path) in rootfs::attached_dirs(&plan) {
+            let tree = crate::idmap::readonly_tree(src)?;
+            let at = root.join(path.strip_prefix("/").unwrap_or(path));
+            let c_at = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+                .map_err(|e| SandboxError::setup("mount point", std::io::Error::other(e)))?;
+            trees.push((tree, c_at));
+        }
+    }
     // The run's scratch filesystem, attached beside the grants; the bundle binds its
     // directories as /tmp, /workspace and /dev/shm.
     let scratch_at = bundle.path.join("scratch");
@@ -734,7 +747,7 @@ fn run_engine(
     // can start in that root. runc is started before this (below): its own start, until
     // it reads the configuration, takes milliseconds in which spawn makes the root.
     let prepare = || -> Result<(Vec<u8>, Option<ExecFailure>), SandboxError> {
-        rootfs::populate(&plan, &root, agent_id, kernel.etc_binds())?;
+        rootfs::populate(&plan, &root, agent_id, kernel.host_binds())?;
         // The OCI runtimes mount /tmp as a tmpfs of its own (`oci::mounts`), and runc gives
         // its root the mode of the mount point: the agent's /tmp is 1777 like everywhere.
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))

@@ -19,7 +19,9 @@ use crate::bpf::{Action, Cond, Filter, Op};
 use crate::cgroups::Limits;
 use crate::error::SandboxError;
 use crate::init::InitArgs;
-use crate::rootfs::{self, BindSource, EtcBinds, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY};
+use crate::rootfs::{
+    self, BindSource, HostBinds, Plan, Step, AGENT_ID, PROC_MASKED, PROC_READONLY,
+};
 use crate::seccomp;
 
 /// Everything the configuration is derived from.
@@ -92,12 +94,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// How the bundle's root gets the small host files under `/etc`: gVisor serves every
-    /// bind through a gofer mount of its own, so there they are copies in the root.
-    pub fn etc_binds(self) -> EtcBinds {
+    /// How the bundle's root gets the read-only host paths (`/usr`, the files under
+    /// `/etc`, …): gVisor serves every bind through a gofer mount of its own, so there
+    /// they are part of the root (copies, and trees the driver attaches, see
+    /// [`HostBinds::InRoot`]).
+    pub fn host_binds(self) -> HostBinds {
         match self {
-            Kernel::Host => EtcBinds::Mounted,
-            Kernel::Gvisor { .. } => EtcBinds::Copied,
+            Kernel::Host => HostBinds::Mounted,
+            Kernel::Gvisor { .. } => HostBinds::InRoot,
         }
     }
 
@@ -105,9 +109,10 @@ impl Kernel {
     /// rather than bound there: under gVisor, a bind is a gofer mount of its own, which
     /// costs the sandbox's start ~2–3 ms (its mount request and two channels of shared
     /// memory), where copying the static init (~0.7 MB) into the root on tmpfs costs
-    /// spawn a fraction of a millisecond, beside the runtime's own start.
+    /// spawn a fraction of a millisecond, beside the runtime's own start. The same answer
+    /// as [`Kernel::host_binds`], for the same reason.
     pub fn init_in_root(self) -> bool {
-        matches!(self, Kernel::Gvisor { .. })
+        self.host_binds() == HostBinds::InRoot
     }
 }
 
@@ -192,12 +197,14 @@ fn mount_of(step: &Step, scratch: &Path) -> Option<Value> {
 }
 
 /// The mounts of the plan; `scratch` is where the scratch filesystem is attached.
-/// `etc` says whether the small host binds under `/etc` are mounts or copies in the root
-/// (see [`rootfs::populate`]).
-fn mounts(plan: &Plan, etc: EtcBinds, scratch: &Path) -> Vec<Value> {
+/// `binds` says whether the read-only host binds are the runtime's mounts or part of the
+/// root (see [`HostBinds`]).
+fn mounts(plan: &Plan, binds: HostBinds, scratch: &Path) -> Vec<Value> {
     plan.steps
         .iter()
-        .filter(|s| etc == EtcBinds::Mounted || !rootfs::is_etc_bind(s))
+        .filter(|s| {
+            binds == HostBinds::Mounted || !(rootfs::is_etc_bind(s) || rootfs::is_attached_dir(s))
+        })
         .filter_map(|s| mount_of(s, scratch))
         .collect()
 }
@@ -313,7 +320,7 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
         "root": { "path": "rootfs", "readonly": true },
         "hostname": input.hostname,
         "mounts": staged(
-            mounts(input.plan, input.kernel.etc_binds(), input.scratch),
+            mounts(input.plan, input.kernel.host_binds(), input.scratch),
             input.staged,
         ),
         "linux": {
@@ -487,7 +494,7 @@ mod tests {
     /// root (each bind is a gofer mount there); other directories stay binds; the host
     /// kernel gets binds of all.
     #[test]
-    fn gvisor_bundle_copies_etc_files_and_binds_etc_directories() {
+    fn gvisor_bundle_copies_small_etc_entries_and_attaches_etc_directories() {
         let binds = |c: &Value| -> Vec<String> {
             c["mounts"]
                 .as_array()
@@ -516,11 +523,13 @@ mod tests {
                 };
                 assert!(host.iter().any(|h| h == p), "{p} is not bound for runc");
                 let small_dir = rootfs::ETC_SMALL_DIRS.contains(&p);
-                let bound = *is_dir && !small_dir;
-                assert_eq!(gvisor.iter().any(|g| g == p), bound, "{p} for gVisor");
-                assert_eq!(rootfs::is_etc_bind(step), !bound);
+                let attached = *is_dir && !small_dir;
+                assert_eq!(rootfs::is_attached_dir(step), attached, "{p} attached");
+                assert_eq!(rootfs::is_etc_bind(step), !attached, "{p} copied");
             }
         }
+        // Under gVisor none of them is a bind of the runtime's (a gofer mount each).
+        assert_eq!(gvisor, Vec::<String>::new());
         // The plan has files to copy on any Debian-like host (the loader cache).
         assert!(plan.steps.iter().any(rootfs::is_etc_bind));
     }
@@ -661,6 +670,79 @@ mod tests {
         }
         assert!(mounts.iter().all(|m| m["destination"] != "/sys"));
         assert!(mounts.iter().all(|m| m["source"] != "/etc/shadow"));
+    }
+
+    /// Under gVisor every read-only host path of the plan is part of the root (attached
+    /// or copied by the driver), never a bind of the runtime's (a gofer mount each); the
+    /// user's grants, the scratch directories and the kernel filesystems stay mounts. On
+    /// the host kernel they are all binds.
+    #[test]
+    fn gvisor_gets_host_paths_in_the_root_and_the_rest_as_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, plan) = input_spec(dir.path());
+        let host_binds: Vec<&Path> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind {
+                    source: BindSource::Host(_),
+                    path,
+                    ..
+                } if !path.starts_with("/dev") => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            host_binds.contains(&Path::new("/usr")) && host_binds.len() > 3,
+            "{host_binds:?}"
+        );
+        let destinations = |c: &Value| -> Vec<String> {
+            c["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["destination"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (host, gvisor) = (
+            destinations(&config_for(Kernel::Host, None)),
+            destinations(&config_for(GVISOR, None)),
+        );
+        for path in &host_binds {
+            let path = path.to_str().unwrap().to_owned();
+            assert!(
+                host.contains(&path),
+                "{path} is not a bind on the host kernel"
+            );
+            assert!(
+                !gvisor.contains(&path),
+                "{path} is a gofer mount under gVisor"
+            );
+        }
+        let mut rest: Vec<&String> = gvisor.iter().collect();
+        rest.sort();
+        assert_eq!(
+            rest,
+            ["/data", "/dev", "/dev/shm", "/proc", "/tmp", "/workspace"],
+            "gVisor's mounts"
+        );
+        // What is attached is exactly the host directories that are not copied.
+        let attached: Vec<(&Path, &Path)> = rootfs::attached_dirs(&plan).collect();
+        for (src, path) in &attached {
+            assert_eq!(src, path, "a system path comes from the same host path");
+            assert!(src.is_dir() && !path.starts_with("/dev"), "{src:?}");
+        }
+        let attached_paths: Vec<&Path> = attached.iter().map(|(_, p)| *p).collect();
+        for path in &host_binds {
+            let copied = plan.steps.iter().any(|s| {
+                rootfs::is_etc_bind(s) && matches!(s, Step::Bind { path: p, .. } if p == path)
+            });
+            assert_ne!(
+                attached_paths.contains(path),
+                copied,
+                "{path:?} must be either attached or copied"
+            );
+        }
     }
 
     #[test]

@@ -570,30 +570,59 @@ pub fn apply(plan: &Plan, trees: &[Option<OwnedFd>]) -> Result<(), SandboxError>
     Ok(())
 }
 
-/// How the read-only host binds under `/etc` (loader cache, CA certificates, …) reach an
-/// OCI bundle's root.
+/// How the read-only host binds (the system directories, the files and directories under
+/// `/etc`) reach an OCI bundle's root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EtcBinds {
-    /// As bind mounts, like every other host path (cheap for runtimes on the host kernel).
+pub enum HostBinds {
+    /// As bind mounts of the runtime, like every other host path (cheap for runtimes on
+    /// the host kernel).
     Mounted,
-    /// Copied into the bundle's (read-only) root instead: for gVisor, where every bind is
-    /// a separate gofer mount that costs milliseconds at start. The agent sees the same
+    /// Part of the bundle's (read-only) root itself: for gVisor, where every bind is a
+    /// separate gofer mount (a mount request and channels of shared memory, milliseconds
+    /// of every start). The small `/etc` entries ([`is_etc_bind`]) are copied into the
+    /// root by [`populate`]; the host directories ([`is_attached_dir`], listed by
+    /// [`attached_dirs`]) are attached by the driver as read-only, nosuid, nodev trees on
+    /// their mount points in the root, in the runtime's own mount namespace, where the
+    /// gofer's recursive bind of the root takes them along. The agent sees the same
     /// read-only content either way.
-    Copied,
+    InRoot,
 }
 
 /// Whether `step` is one of the small read-only host files bound under `/etc` (loader
 /// cache, protocols, …) or one of the small directories of them ([`ETC_SMALL_DIRS`]) that
-/// [`EtcBinds::Copied`] turns into copies. Other directories stay binds: `/etc/ssl/certs`
-/// and `/etc/alternatives` hold hundreds of entries, and copying them costs more than the
-/// mount it saves.
+/// [`HostBinds::InRoot`] turns into copies. Other directories are attached instead:
+/// `/etc/ssl/certs` and `/etc/alternatives` hold hundreds of entries, and copying them
+/// costs more than the mount it saves.
 pub fn is_etc_bind(step: &Step) -> bool {
     matches!(step, Step::Bind { source: BindSource::Host(_), path, readonly: true, is_dir }
         if path.starts_with("/etc")
             && (!is_dir || ETC_SMALL_DIRS.iter().any(|d| path == Path::new(d))))
 }
 
-/// `/etc` directories that [`EtcBinds::Copied`] copies (their files and symlinks, one
+/// Whether `step` is a read-only bind of a host directory (a system directory such as
+/// `/usr`, or a large one under `/etc`) that [`HostBinds::InRoot`] attaches into the root
+/// rather than leaving to the runtime. Never a granted path (the user's mounts stay the
+/// runtime's binds, with their own flags and wherever they lie) nor anything under `/dev`.
+pub fn is_attached_dir(step: &Step) -> bool {
+    matches!(step, Step::Bind { source: BindSource::Host(_), path, readonly: true, is_dir: true }
+        if !path.starts_with("/dev"))
+        && !is_etc_bind(step)
+}
+
+/// The host directories [`HostBinds::InRoot`] attaches into the root: `(host source,
+/// path inside)`, in the plan's order (a directory's parents' mount points come first).
+pub fn attached_dirs(plan: &Plan) -> impl Iterator<Item = (&Path, &Path)> {
+    plan.steps.iter().filter_map(|step| match step {
+        Step::Bind {
+            source: BindSource::Host(src),
+            path,
+            ..
+        } if is_attached_dir(step) => Some((src.as_path(), path.as_path())),
+        _ => None,
+    })
+}
+
+/// `/etc` directories that [`HostBinds::InRoot`] copies (their files and symlinks, one
 /// level): the loader's configuration, a few files of a few lines.
 pub const ETC_SMALL_DIRS: &[&str] = &["/etc/ld.so.conf.d"];
 
@@ -632,7 +661,7 @@ fn copy_small_dir(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Largest `/etc` file copied for [`EtcBinds::Copied`] (loader caches of hosts with very
+/// Largest `/etc` file copied for [`HostBinds::InRoot`] (loader caches of hosts with very
 /// many libraries reach a few MiB); a larger one is an error, not a slow start.
 const ETC_COPY_MAX_BYTES: u64 = 16 << 20;
 
@@ -699,7 +728,7 @@ pub fn populate(
     plan: &Plan,
     dir: &Path,
     agent_host_id: u32,
-    etc: EtcBinds,
+    binds: HostBinds,
 ) -> Result<(), SandboxError> {
     for step in &plan.steps {
         match step {
@@ -708,7 +737,7 @@ pub fn populate(
                 path,
                 is_dir,
                 ..
-            } if etc == EtcBinds::Copied && is_etc_bind(step) => {
+            } if binds == HostBinds::InRoot && is_etc_bind(step) => {
                 let at = inside(dir, path);
                 let copied = if *is_dir {
                     mkdir(&at, 0o755).and_then(|()| copy_small_dir(src, &at))
@@ -1007,8 +1036,8 @@ mod tests {
         let uid = nix::unistd::geteuid().as_raw();
         let host = fs::read("/etc/ld.so.cache").unwrap();
         for (etc, want) in [
-            (EtcBinds::Copied, host.clone()),
-            (EtcBinds::Mounted, vec![]),
+            (HostBinds::InRoot, host.clone()),
+            (HostBinds::Mounted, vec![]),
         ] {
             let dir = tempfile::tempdir().unwrap();
             populate(&p, dir.path(), uid, etc).unwrap();
@@ -1027,8 +1056,8 @@ mod tests {
                 n
             };
             let want_names = match etc {
-                EtcBinds::Copied => names(Path::new("/etc/ld.so.conf.d")),
-                EtcBinds::Mounted => vec![],
+                HostBinds::InRoot => names(Path::new("/etc/ld.so.conf.d")),
+                HostBinds::Mounted => vec![],
             };
             assert_eq!(names(&conf), want_names, "{etc:?}: /etc/ld.so.conf.d");
             for name in want_names {

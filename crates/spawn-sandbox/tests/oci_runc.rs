@@ -51,7 +51,7 @@ fn main() {
     let plan = rootfs::plan(&spec, 64 << 20, "ocitest", rootfs::Dns::None);
     let root = bundle.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
-    rootfs::populate(&plan, &root, agent_id, rootfs::EtcBinds::Mounted).unwrap();
+    rootfs::populate(&plan, &root, agent_id, rootfs::HostBinds::Mounted).unwrap();
     // spawn attaches a per-run ext4 filesystem here (see `scratch`); plain directories
     // stand in for it.
     let scratch = bundle.path().join("scratch");

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::helpers::{cgroup_dirs_of_run, cgroup_dirs_of_spawn, wait_until, Cmd, Home, Output};
+use super::helpers::{
+    cgroup_dirs_of_run, cgroup_dirs_of_spawn, host_mountinfo, wait_until, Cmd, Home, Output,
+};
 
 /// `spawn run --runtime gvisor --json FLAGS -- COMMAND`, to run or start.
 fn gvisor_cmd(home: &Home, flags: &[&str], command: &[&str]) -> Cmd {
@@ -310,6 +312,58 @@ fn coreutils_work_inside_gvisor() {
         out.stderr.trim().is_empty(),
         "coreutils printed errors inside gVisor:\n{out}"
     );
+}
+
+/// The host's system directories (`/usr`, `/etc/ssl/certs`, `/etc/alternatives`) are part
+/// of gVisor's read-only root, not gofer mounts of their own: attached in runsc's own
+/// mount namespace, they are whole and read-only inside, and the host's mount table never
+/// holds them (nor anything else of the run), while the run lasts or after.
+#[test]
+fn system_directories_are_in_the_read_only_root_and_never_on_the_host() {
+    let home = Home::new();
+    let before = host_mountinfo();
+    let count = |dir: &str| std::fs::read_dir(dir).map_or(0, Iterator::count);
+    let script = "echo usr-mounts $(awk '$2 ~ /^\\/(usr|etc)/' /proc/mounts | wc -l); \
+         echo root-flags $(awk '$2 == \"/\" {print $4}' /proc/mounts | cut -d, -f1); \
+         echo certs $(ls -A /etc/ssl/certs | wc -l); \
+         echo alternatives $(ls -A /etc/alternatives | wc -l); \
+         echo cas $(python3 -c 'import ssl; print(len(ssl.create_default_context().get_ca_certs()))'); \
+         touch /usr/spawn-test 2>/dev/null; echo usr-write $?; sleep 2";
+    let mut run = gvisor_cmd(&home, &[], &["sh", "-c", script]).start();
+    let bundle = format!("bundles/{}-", run.pid());
+    let mut seen = Vec::new();
+    while run.is_running() {
+        seen.extend(host_mountinfo().into_iter().filter(|l| {
+            l.contains(&bundle) || l.contains("/rootfs/usr") || l.contains("/rootfs/etc")
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run.wait();
+    out.assert_code(0);
+    assert!(
+        seen.is_empty(),
+        "the run's mounts reached the host: {seen:?}"
+    );
+    assert_eq!(
+        out.field("usr-mounts"),
+        "0",
+        "gofer mounts of their own:\n{out}"
+    );
+    assert_eq!(out.field("root-flags"), "ro", "\n{out}");
+    assert_eq!(
+        out.field("certs"),
+        count("/etc/ssl/certs").to_string(),
+        "\n{out}"
+    );
+    assert_eq!(
+        out.field("alternatives"),
+        count("/etc/alternatives").to_string(),
+        "\n{out}"
+    );
+    assert_ne!(out.field("cas"), "0", "no CA certificate loaded:\n{out}");
+    assert_ne!(out.field("usr-write"), "0", "/usr is writable:\n{out}");
+    assert!(!std::path::Path::new("/usr/spawn-test").exists());
+    assert_eq!(host_mountinfo(), before, "the host's mount table changed");
 }
 
 /// A runsc too old to be safe or correct is refused, never run: `spawn run` exits 125 with
