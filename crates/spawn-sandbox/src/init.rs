@@ -1,8 +1,9 @@
 //! Code that runs inside the sandbox: the minimal init (PID 1 of the new PID namespace)
 //! and the agent process it forks.
 //!
-//! Everything here runs in a process created by `clone3`/`fork` from a single-threaded
-//! parent, and leaves only through `execve` or [`sys::exit_now`]. Failures are reported to
+//! Everything here runs in a process created by `clone3`/`fork` (or, for the OCI init's
+//! command, [`sys::vfork`]) from a single-threaded parent, and leaves only through `execve`
+//! or [`sys::exit_now`]. Failures are reported to
 //! spawn over the report socket as one message, never printed.
 //!
 //! Report protocol (SOCK_SEQPACKET, one message each):
@@ -537,7 +538,10 @@ fn prune_dev() -> std::io::Result<()> {
 /// CMD`, see [`InitArgs`]): starts the command in a session of its own, forwards signals
 /// to it, reaps orphans and returns the command's status as an exit code (128+N when a
 /// signal ended it). Without it, the command would be PID 1 and ignore every signal it has
-/// no handler for.
+/// no handler for. The command's side runs in a child sharing the init's memory until it
+/// executes ([`sys::vfork`]: under gVisor a fork's copy of the address space cost ~5 ms of
+/// every run), and the init ends with [`sys::exit_now`] once the command has, freeing
+/// nothing; it returns only when it cannot start the command (125).
 ///
 /// With `report_fd`, the command first gets exactly the native runtime's seccomp filter,
 /// and the filter's notification listener is sent to spawn over that socket (as in
@@ -644,80 +648,88 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     if let Err(e) = set.thread_block() {
         return init_failed("block signals", e);
     }
-    let child = match sys::fork() {
-        Ok(None) => {
-            sys::reset_signals(ignored);
-            if let Some([stdin, stdout, stderr]) = &stdio {
-                let given = nix::unistd::dup2_stdin(stdin)
-                    .and_then(|()| nix::unistd::dup2_stdout(stdout))
-                    .and_then(|()| nix::unistd::dup2_stderr(stderr));
-                if let Err(e) = given {
-                    sys::exit_now(init_failed("give the command its stdio", e));
-                }
+    // The command's side, run by a child that shares the init's memory until it executes
+    // (see `sys::vfork`): it borrows what the init prepared, and what it closes or changes
+    // of descriptors, ids, capabilities and filters is its own.
+    let mut command = || -> i32 {
+        sys::reset_signals(ignored);
+        if let Some(given) = &stdio {
+            let [stdin, stdout, stderr] = given;
+            let placed = nix::unistd::dup2_stdin(stdin)
+                .and_then(|()| nix::unistd::dup2_stdout(stdout))
+                .and_then(|()| nix::unistd::dup2_stderr(stderr));
+            if let Err(e) = placed {
+                return init_failed("give the command its stdio", e);
             }
-            drop(stdio);
-            if args.tty && args.gvisor_root {
-                // gVisor's terminals cannot become a new session's controlling terminal
-                // (TIOCSCTTY fails): the command leads a process group of its own in the
-                // init's session instead, which the init puts in the foreground (below).
-                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            } else {
-                let _ = nix::unistd::setsid();
-                if args.tty {
-                    if let Err(e) = sys::take_controlling_terminal() {
-                        sys::exit_now(init_failed("take the run's terminal", e));
-                    }
-                }
+            // The originals stay the init's (it closes them itself).
+            for fd in given {
+                let _ = nix::unistd::close(fd.as_raw_fd());
             }
-            if args.gvisor_root {
-                if let Err(e) = drop_to_agent() {
-                    sys::exit_now(init_failed("become the agent", e));
-                }
-            }
-            if !secret_files.is_empty() {
-                let dir = std::path::Path::new(rootfs::SECRETS_DIR);
-                if let Err(e) = crate::secret_env::write_files(dir, &secret_files) {
-                    sys::exit_now(init_failed("write the secrets granted as files", e));
-                }
-                secret_files.clear();
-            }
-            let enforced = match landlock.map(landlock::restrict) {
-                None => None,
-                Some(Ok(enforced)) => Some(enforced.code()),
-                Some(Err(e)) => sys::exit_now(init_failed("apply Landlock", e)),
-            };
-            if let Some(report) = &report {
-                let listener = match sys::seccomp_install(&program, true) {
-                    Ok(Some(l)) => l,
-                    Ok(None) => sys::exit_now(init_failed("install seccomp", "no listener")),
-                    Err(e) => sys::exit_now(init_failed("install seccomp", e)),
-                };
-                let msg = [b'L', enforced.unwrap_or(b'-')];
-                let sent = sys::send_fds(report.as_fd(), &msg, &[listener.as_raw_fd()]);
-                if let Err(e) = sent {
-                    sys::exit_now(init_failed("hand over the seccomp listener", e));
-                }
-                // Neither the listener nor the report socket may reach the command.
-                drop(listener);
-            } else if let Err(e) = sys::seccomp_install(&program, false) {
-                sys::exit_now(init_failed("install seccomp", e))
-            }
-            drop(report);
-            let err = match &envp {
-                Some(env) => nix::unistd::execvpe(&prog, &argv, env).err(),
-                None => nix::unistd::execvp(&prog, &argv).err(),
-            };
-            sys::exit_now(match err {
-                Some(nix::errno::Errno::ENOENT) => 127,
-                _ => 126,
-            })
         }
-        Ok(Some(pid)) => Pid::from_raw(pid),
+        if args.tty && args.gvisor_root {
+            // gVisor's terminals cannot become a new session's controlling terminal
+            // (TIOCSCTTY fails): the command leads a process group of its own in the
+            // init's session instead, which the init puts in the foreground (below).
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        } else {
+            let _ = nix::unistd::setsid();
+            if args.tty {
+                if let Err(e) = sys::take_controlling_terminal() {
+                    return init_failed("take the run's terminal", e);
+                }
+            }
+        }
+        if args.gvisor_root {
+            if let Err(e) = drop_to_agent() {
+                return init_failed("become the agent", e);
+            }
+        }
+        if !secret_files.is_empty() {
+            let dir = std::path::Path::new(rootfs::SECRETS_DIR);
+            if let Err(e) = crate::secret_env::write_files(dir, &secret_files) {
+                return init_failed("write the secrets granted as files", e);
+            }
+            secret_files.clear();
+        }
+        let enforced = match landlock.map(landlock::restrict) {
+            None => None,
+            Some(Ok(enforced)) => Some(enforced.code()),
+            Some(Err(e)) => return init_failed("apply Landlock", e),
+        };
+        if let Some(report) = &report {
+            let listener = match sys::seccomp_install(&program, true) {
+                Ok(Some(l)) => l,
+                Ok(None) => return init_failed("install seccomp", "no listener"),
+                Err(e) => return init_failed("install seccomp", e),
+            };
+            let msg = [b'L', enforced.unwrap_or(b'-')];
+            let sent = sys::send_fds(report.as_fd(), &msg, &[listener.as_raw_fd()]);
+            if let Err(e) = sent {
+                return init_failed("hand over the seccomp listener", e);
+            }
+            // Neither the listener nor the report socket may reach the command.
+            drop(listener);
+            let _ = nix::unistd::close(report.as_raw_fd());
+        } else if let Err(e) = sys::seccomp_install(&program, false) {
+            return init_failed("install seccomp", e);
+        }
+        let err = match &envp {
+            Some(env) => nix::unistd::execvpe(&prog, &argv, env).err(),
+            None => nix::unistd::execvp(&prog, &argv).err(),
+        };
+        match err {
+            Some(nix::errno::Errno::ENOENT) => 127,
+            _ => 126,
+        }
+    };
+    let child = match sys::vfork(&mut command) {
+        Ok(pid) => Pid::from_raw(pid),
         Err(e) => return init_failed("start the command", e),
     };
     if args.tty && args.gvisor_root {
-        // The command's group gets the terminal's keys (^C, ^Z) and may read it. Done on
-        // both sides of the fork (here and in the child) so neither order races.
+        // The command's group gets the terminal's keys (^C, ^Z) and may read it. The
+        // command made its group itself before executing (this `setpgid` then fails with
+        // EACCES, harmlessly: it is for a command that had not).
         let _ = nix::unistd::setpgid(child, child);
         if let Err(e) = nix::unistd::tcsetpgrp(std::io::stdin(), child) {
             return init_failed("give the command the run's terminal", e);
@@ -737,11 +749,13 @@ pub fn oci_init(args: &InitArgs) -> i32 {
     }
     drop(report);
     let status = supervise(child, &set);
-    if libc::WIFSIGNALED(status) {
+    // The init's end: at once, without freeing what the process is about to lose anyway
+    // (under gVisor every unmapping is a trip through the Sentry).
+    sys::exit_now(if libc::WIFSIGNALED(status) {
         128 + libc::WTERMSIG(status)
     } else {
         libc::WEXITSTATUS(status)
-    }
+    })
 }
 
 /// The command's environment: the init's own, with the granted secrets read from `pipe`

@@ -835,19 +835,29 @@ pub(crate) unsafe fn raw(nr: libc::c_long, a: [usize; 5]) -> isize {
 }
 
 /// A stack for a child that shares spawn's memory (the guard, a launched runtime before its
-/// exec): an anonymous mapping with a guard page below it, unmapped when dropped.
-pub(crate) struct Stack(*mut libc::c_void);
+/// exec, the init's command before its exec): an anonymous mapping with a guard page below
+/// it, unmapped when dropped.
+pub(crate) struct Stack {
+    base: *mut libc::c_void,
+    size: usize,
+}
 
 const STACK: usize = 64 << 10;
 const PAGE: usize = 4096;
 
 impl Stack {
     pub(crate) fn new() -> io::Result<Stack> {
+        Stack::with_size(STACK)
+    }
+
+    /// A stack of `size` bytes (a multiple of the page size) above its guard page.
+    pub(crate) fn with_size(size: usize) -> io::Result<Stack> {
+        let size = size.next_multiple_of(PAGE);
         // SAFETY: an anonymous private mapping; the result is checked below.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                STACK + PAGE,
+                size + PAGE,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
                 -1,
@@ -857,7 +867,7 @@ impl Stack {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let stack = Stack(base);
+        let stack = Stack { base, size };
         // SAFETY: the lowest page of the mapping just made becomes a guard page.
         if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } != 0 {
             return Err(io::Error::last_os_error());
@@ -874,17 +884,62 @@ impl Stack {
 
     /// The top of the stack (page-aligned, so 16-byte aligned).
     pub(crate) fn top(&self) -> *mut libc::c_void {
-        // SAFETY: one past the end of the mapping made in `new`.
-        unsafe { self.0.cast::<u8>().add(STACK + PAGE) }.cast()
+        // SAFETY: one past the end of the mapping made in `with_size`.
+        unsafe { self.base.cast::<u8>().add(self.size + PAGE) }.cast()
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; its owner drops it only once no child uses it
-        // (a launch, after its CLONE_VFORK clone returned; the guard's is never dropped).
-        unsafe { libc::munmap(self.0, STACK + PAGE) };
+        // SAFETY: the mapping made in `with_size`; its owner drops it only once no child
+        // uses it (a launch or `vfork`, after its CLONE_VFORK clone returned; the guard's is
+        // never dropped).
+        unsafe { libc::munmap(self.base, self.size + PAGE) };
     }
+}
+
+/// Stack of the init's command between [`vfork`] and its exec: the command's side runs
+/// ordinary Rust (Landlock's rules, the secrets' files, error messages) before executing.
+const VFORK_STACK: usize = 256 << 10;
+
+/// Runs `child` in a new process that shares this one's memory and is suspended until the
+/// child has executed a program or exited (`CLONE_VM | CLONE_VFORK`, as `posix_spawn`
+/// does), and returns the child's pid. No copy of the address space is made: under gVisor
+/// that copy is a new address space (a new stub process on the ptrace platform) plus a
+/// fault into the Sentry for every page either side writes before the exec.
+///
+/// For a single-threaded caller only (the sandbox's init). The child has its own
+/// descriptor table, credentials, signal mask and seccomp filters, so what it changes of
+/// those is its own; what it writes to memory is the caller's, seen after `vfork` returns,
+/// so it must leave every value usable (it borrows, it never moves out of the caller's
+/// values). It should end by executing a program; if `child` returns, the child exits at
+/// once with the returned code ([`exit_now`]). A panic out of it aborts the child
+/// (`extern "C"` cannot unwind).
+pub(crate) fn vfork(child: &mut dyn FnMut() -> i32) -> io::Result<libc::pid_t> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed to clone below, alive on the
+        // suspended caller's stack for as long as the child runs before its exec or exit.
+        let child = unsafe { &mut *arg.cast::<&mut dyn FnMut() -> i32>() };
+        exit_now(child())
+    }
+    let stack = Stack::with_size(VFORK_STACK)?;
+    let mut child = child;
+    // SAFETY: clone runs `trampoline` on `stack` in a child that shares our memory
+    // (CLONE_VM) and suspends this (the only) thread until the child has executed or
+    // exited (CLONE_VFORK): nothing else runs in this address space meanwhile, and `child`
+    // and `stack` outlive the child's use of them. `trampoline` never returns normally.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_mut(&mut child).cast::<libc::c_void>(),
+        )
+    };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
 }
 
 /// What the cleanup guard does once spawn is gone: remove these cgroup directories, killing
