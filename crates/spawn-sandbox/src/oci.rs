@@ -398,7 +398,10 @@ pub fn runtime_spec(input: &OciInput<'_>) -> Result<Spec, SandboxError> {
                 // adds, then starts the command as 1000 with nothing (see `InitArgs`).
                 flags.gvisor_root = true;
                 flags.xattr_compat = xattr_compat;
-                let caps = ["CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"];
+                let caps: Vec<&str> = crate::init::GVISOR_INIT_CAPS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect();
                 config["process"]["user"] = json!({ "uid": 0, "gid": 0, "additionalGids": [] });
                 config["process"]["capabilities"] = json!({
                     "bounding": caps, "effective": caps, "permitted": caps,

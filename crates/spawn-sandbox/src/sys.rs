@@ -482,7 +482,7 @@ pub(crate) fn drop_bounding_and_ambient() -> io::Result<()> {
     cvt(ret.into()).map(drop)
 }
 
-/// Drops every capability of `present` (the bounding set, as from [`StatusMasks::bounding_or_all`]) from
+/// Drops every capability of `present` (bit N for capability N) from
 /// the bounding set: one call per capability there (under gVisor each call is a trip
 /// through its kernel; asking for all 64 cost ~80 of them per run). gVisor's kernel has
 /// no ambient set to clear; there [`drop_bounding_and_ambient`] would fail.
@@ -511,14 +511,11 @@ pub(crate) fn ignored_signals() -> u64 {
     StatusMasks::read().ignored.unwrap_or(u64::MAX)
 }
 
-/// The two masks of `/proc/self/status` spawn-init needs, read at once (each read of the
-/// file is four calls, a trip through gVisor's kernel each there).
+/// The masks of `/proc/self/status` spawn reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StatusMasks {
     /// `SigIgn`: the ignored signals (bit N-1 for signal N).
     pub(crate) ignored: Option<u64>,
-    /// `CapBnd`: the capability bounding set (bit N for capability N).
-    pub(crate) bounding: Option<u64>,
 }
 
 impl StatusMasks {
@@ -526,32 +523,23 @@ impl StatusMasks {
     pub(crate) fn read() -> StatusMasks {
         use std::io::Read as _;
         // Read with room for the whole file at once (Linux's is ~1.5 KiB): a read into a
-        // growing buffer costs a dozen calls, each a trip through gVisor's kernel there.
+        // growing buffer costs a dozen calls.
         let mut status = Vec::with_capacity(8192);
         let read = std::fs::File::open("/proc/self/status")
             .and_then(|f| f.take(1 << 16).read_to_end(&mut status));
         let text = read.ok().and_then(|_| std::str::from_utf8(&status).ok());
         StatusMasks {
             ignored: text.and_then(|t| parse_status_mask(t, "SigIgn:")),
-            bounding: text.and_then(|t| parse_status_mask(t, "CapBnd:")),
         }
     }
-
-    /// The bounding set to drop: every capability when it could not be read, so that
-    /// [`drop_bounding`] then drops them all.
-    pub(crate) fn bounding_or_all(self) -> u64 {
-        self.bounding.unwrap_or(u64::MAX)
-    }
-
-    /// [`ignored_signals`] of spawn-init as the init of a gVisor sandbox, whose kernel
-    /// shows no `SigIgn` line: it starts the init with every signal at its default (a new
-    /// task of its own, nothing inherited from the host), so only what spawn-init changed
-    /// is ignored: SIGPIPE ([`ignore_sigpipe`], first thing in its `main`). Resetting all
-    /// 64 instead cost 59 calls through gVisor's kernel on every run.
-    pub(crate) fn ignored_in_gvisor_init(self) -> u64 {
-        self.ignored.unwrap_or(1u64 << (libc::SIGPIPE - 1))
-    }
 }
+
+/// [`ignored_signals`] of spawn-init as the init of a gVisor sandbox: gVisor starts it as a
+/// new task of its own with every signal at its default (nothing inherited from the host;
+/// its kernel shows no `SigIgn` line to read), so only what spawn-init changed is ignored:
+/// SIGPIPE ([`ignore_sigpipe`], first thing in its `main`). Resetting all 64 instead cost
+/// 59 calls through gVisor's kernel on every run.
+pub(crate) const IGNORED_BY_SPAWN_INIT: u64 = 1 << (libc::SIGPIPE - 1);
 
 fn parse_status_mask(status: &str, key: &str) -> Option<u64> {
     status
