@@ -707,9 +707,7 @@ fn run_engine(
         for (src, path) in rootfs::attached_dirs(&plan) {
             let tree = crate::idmap::readonly_tree(src)?;
             let at = root.join(path.strip_prefix("/").unwrap_or(path));
-            let c_at = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
-                .map_err(|e| SandboxError::setup("mount point", std::io::Error::other(e)))?;
-            trees.push((tree, c_at));
+            trees.push((tree, rootfs::cstr(&at)?));
         }
     }
     // The run's scratch filesystem, attached beside the grants; the bundle binds its

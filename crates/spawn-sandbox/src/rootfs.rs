@@ -810,7 +810,7 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     root.join(rel)
 }
 
-fn cstr(path: &Path) -> Result<CString, SandboxError> {
+pub(crate) fn cstr(path: &Path) -> Result<CString, SandboxError> {
     CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
         SandboxError::setup(
             format!("path {}", path.display()),

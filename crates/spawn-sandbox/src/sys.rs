@@ -507,31 +507,17 @@ pub(crate) fn drop_bounding(present: u64) -> io::Result<()> {
 /// The signals this process ignores (`SIG_IGN`), as the bit mask of `/proc/self/status`
 /// (bit N-1 for signal N). Handlers are reset by `execve`; ignored signals are not.
 pub(crate) fn ignored_signals() -> u64 {
-    // Unknown: reset every signal.
-    StatusMasks::read().ignored.unwrap_or(u64::MAX)
-}
-
-/// The masks of `/proc/self/status` spawn reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StatusMasks {
-    /// `SigIgn`: the ignored signals (bit N-1 for signal N).
-    pub(crate) ignored: Option<u64>,
-}
-
-impl StatusMasks {
-    /// Reads this process's masks; a mask that cannot be read is `None`.
-    pub(crate) fn read() -> StatusMasks {
-        use std::io::Read as _;
-        // Read with room for the whole file at once (Linux's is ~1.5 KiB): a read into a
-        // growing buffer costs a dozen calls.
-        let mut status = Vec::with_capacity(8192);
-        let read = std::fs::File::open("/proc/self/status")
-            .and_then(|f| f.take(1 << 16).read_to_end(&mut status));
-        let text = read.ok().and_then(|_| std::str::from_utf8(&status).ok());
-        StatusMasks {
-            ignored: text.and_then(|t| parse_status_mask(t, "SigIgn:")),
-        }
-    }
+    use std::io::Read as _;
+    // Read with room for the whole file at once (Linux's is ~1.5 KiB): a read into a
+    // growing buffer costs a dozen calls.
+    let mut status = Vec::with_capacity(8192);
+    let read = std::fs::File::open("/proc/self/status")
+        .and_then(|f| f.take(1 << 16).read_to_end(&mut status));
+    read.ok()
+        .and_then(|_| std::str::from_utf8(&status).ok())
+        .and_then(|text| parse_status_mask(text, "SigIgn:"))
+        // Unknown: reset every signal.
+        .unwrap_or(u64::MAX)
 }
 
 /// [`ignored_signals`] of spawn-init as the init of a gVisor sandbox: gVisor starts it as a
@@ -1295,9 +1281,9 @@ pub(crate) fn set_window_size(fd: BorrowedFd<'_>, size: &nix::pty::Winsize) -> i
 mod tests {
     use super::parse_status_mask;
 
-    /// The masks spawn reads from `/proc/self/status` (to drop only the capabilities
-    /// there are, to reset only ignored signals): every way the line can be missing or
-    /// malformed reads as unknown (`None`), which the callers turn into "all of them".
+    /// The masks of `/proc/self/status` (spawn reads `SigIgn`, to reset only ignored
+    /// signals): every way the line can be missing or malformed reads as unknown (`None`),
+    /// which the caller turns into "all of them".
     #[test]
     fn status_masks_parse_or_are_unknown() {
         let linux = "Name:\tspawn-init\nSigIgn:\t0000000000001000\nCapBnd:\t000001ffffffffff\n";
